@@ -1,0 +1,200 @@
+//! BPF map names, keys and values.
+//!
+//! Map names carry a version suffix (`_V1`): when the layout of a key or value
+//! changes, bump it, so a new loader never reuses an old pinned map with an
+//! incompatible layout. Addresses are stored as `[u8; 4]` in network order
+//! (bpftool prints them as four decimal bytes); ports and other numbers are in
+//! host order unless a field says otherwise.
+
+/// Single-entry array holding the host's own data-path settings.
+pub const MAP_CONFIG: &str = "OB_CONFIG_V1";
+/// (VNI, IPv4) -> endpoint, for every endpoint in the cluster.
+pub const MAP_ENDPOINTS: &str = "OB_ENDPOINTS_V1";
+/// VNI -> network settings, for every network in the cluster.
+pub const MAP_NETWORKS: &str = "OB_NETWORKS_V1";
+/// Longest-prefix match of overlay subnets -> VNI.
+pub const MAP_SUBNETS: &str = "OB_SUBNETS_V1";
+/// Host-side veth ifindex -> the local endpoint behind it.
+pub const MAP_IFACES: &str = "OB_IFACES_V1";
+/// Underlay IPv4 -> cluster host (VXLAN tunnel end point).
+pub const MAP_VTEPS: &str = "OB_VTEPS_V1";
+/// (address, port, protocol) -> service; VIPs and published ports.
+pub const MAP_SERVICES: &str = "OB_SERVICES_V1";
+/// Per-CPU packet/byte counters indexed by [`crate::stats::counter_index`].
+pub const MAP_STATS: &str = "OB_STATS_V1";
+
+/// Every map, in the order `status` shows them.
+pub const ALL_MAPS: [&str; 8] = [
+    MAP_CONFIG,
+    MAP_ENDPOINTS,
+    MAP_NETWORKS,
+    MAP_SUBNETS,
+    MAP_IFACES,
+    MAP_VTEPS,
+    MAP_SERVICES,
+    MAP_STATS,
+];
+
+pub const MAX_ENDPOINTS: u32 = 65_536;
+pub const MAX_NETWORKS: u32 = 4_096;
+pub const MAX_SUBNETS: u32 = 4_096;
+pub const MAX_IFACES: u32 = 16_384;
+pub const MAX_VTEPS: u32 = 4_096;
+pub const MAX_SERVICES: u32 = 16_384;
+
+/// Program names as they appear in the object file and in bpftool.
+pub const PROG_XDP_UNDERLAY: &str = "xdp_underlay_ingress";
+pub const PROG_TC_ENDPOINT: &str = "tc_endpoint_egress";
+
+/// The host's own settings (key 0 of [`MAP_CONFIG`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostConfig {
+    /// This host's underlay (data-path) address.
+    pub underlay_ip: [u8; 4],
+    /// ifindex of the underlay device the XDP program is attached to.
+    pub underlay_ifindex: u32,
+    /// UDP destination port of VXLAN traffic.
+    pub vxlan_port: u16,
+    /// MTU of the underlay links.
+    pub underlay_mtu: u16,
+    /// Index of this host in the state file's `hosts` list.
+    pub host_id: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EndpointKey {
+    pub vni: u32,
+    pub ip: [u8; 4],
+}
+
+/// The endpoint is on this host; `ifindex` is its host-side veth.
+pub const ENDPOINT_F_LOCAL: u32 = 1;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndpointValue {
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+    /// Host-side veth ifindex when local, 0 when remote.
+    pub ifindex: u32,
+    /// Underlay address of the host running the endpoint.
+    pub vtep: [u8; 4],
+    /// `ENDPOINT_F_*` bits.
+    pub flags: u32,
+}
+
+/// `internal: true`: traffic never leaves the overlay.
+pub const NETWORK_F_INTERNAL: u32 = 1;
+/// The routing-mesh network (`ingress: true`).
+pub const NETWORK_F_INGRESS: u32 = 2;
+/// At least one endpoint of this network runs on this host.
+pub const NETWORK_F_LOCAL: u32 = 4;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetworkValue {
+    /// Gateway address of the network's first subnet.
+    pub gateway: [u8; 4],
+    /// MAC answered for gateway ARP requests.
+    pub gateway_mac: [u8; 6],
+    /// MTU of the network's endpoints.
+    pub mtu: u16,
+    /// `NETWORK_F_*` bits.
+    pub flags: u32,
+}
+
+/// Key of the subnet LPM trie: the prefix length, then the address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SubnetValue {
+    pub vni: u32,
+    pub gateway: [u8; 4],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IfaceValue {
+    pub vni: u32,
+    pub ip: [u8; 4],
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VtepValue {
+    /// Index of the host in the state file's `hosts` list.
+    pub host_id: u32,
+    pub flags: u32,
+}
+
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceKey {
+    /// The VIP, or 0.0.0.0 for a published port on every host address.
+    pub addr: [u8; 4],
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// A published port (routing mesh) rather than a VIP.
+pub const SERVICE_F_PUBLISHED: u32 = 1;
+/// Published with `mode: host`: only local backends answer.
+pub const SERVICE_F_HOST_MODE: u32 = 2;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceValue {
+    /// Index of the service in the state file's `services` list.
+    pub service_id: u32,
+    pub vni: u32,
+    /// The backends' port.
+    pub target_port: u16,
+    pub _pad: u16,
+    pub backend_count: u32,
+    /// `SERVICE_F_*` bits.
+    pub flags: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all of these are repr(C), made of integers and byte arrays,
+    // with explicit padding fields, so every bit pattern is valid.
+    unsafe impl aya::Pod for HostConfig {}
+    unsafe impl aya::Pod for EndpointKey {}
+    unsafe impl aya::Pod for EndpointValue {}
+    unsafe impl aya::Pod for NetworkValue {}
+    unsafe impl aya::Pod for SubnetValue {}
+    unsafe impl aya::Pod for IfaceValue {}
+    unsafe impl aya::Pod for VtepValue {}
+    unsafe impl aya::Pod for ServiceKey {}
+    unsafe impl aya::Pod for ServiceValue {}
+    unsafe impl aya::Pod for crate::stats::Counter {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<HostConfig>(), 16);
+        assert_eq!(size_of::<EndpointKey>(), 8);
+        assert_eq!(size_of::<EndpointValue>(), 20);
+        assert_eq!(size_of::<NetworkValue>(), 16);
+        assert_eq!(size_of::<SubnetValue>(), 8);
+        assert_eq!(size_of::<IfaceValue>(), 16);
+        assert_eq!(size_of::<VtepValue>(), 8);
+        assert_eq!(size_of::<ServiceKey>(), 8);
+        assert_eq!(size_of::<ServiceValue>(), 20);
+        assert_eq!(size_of::<crate::stats::Counter>(), 16);
+    }
+}

@@ -1,0 +1,2 @@
+pub mod tc_endpoint;
+pub mod xdp_underlay;

@@ -1,0 +1,15 @@
+use overlay_common::{counter_index, Prog, Reason};
+
+use crate::maps::OB_STATS_V1;
+
+/// Counts one packet of `len` bytes under (`prog`, `reason`).
+#[inline(always)]
+pub fn count(prog: Prog, reason: Reason, len: u64) {
+    if let Some(c) = OB_STATS_V1.get_ptr_mut(counter_index(prog, reason)) {
+        // Per-CPU slot: no other writer.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += len;
+        }
+    }
+}

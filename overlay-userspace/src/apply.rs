@@ -1,0 +1,256 @@
+//! `up` and `down`: bring one host's kernel state to what the cluster state
+//! asks for, or remove all of it.
+
+use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
+
+use crate::{
+    error::UserError,
+    kmaps::KernelMaps,
+    loader,
+    model::Cluster,
+    netdev::{self, ContainerIf},
+    pins::{self, Pins},
+    reconcile::{self, Diff, HostFacts},
+};
+
+/// Which host of the cluster this machine (or `--netns`) is.
+///
+/// `--host` wins; else the host whose address is configured here; else the
+/// host named like this machine.
+pub fn select_host(cluster: &Cluster, explicit: Option<&str>) -> Result<usize, UserError> {
+    let names = || cluster.hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>().join(", ");
+    if let Some(name) = explicit {
+        return cluster
+            .host_index(name)
+            .ok_or_else(|| UserError(format!("unknown host {name:?}; the state file defines: {}", names())));
+    }
+    let local: Vec<Ipv4Addr> = netdev::local_ipv4_addresses().into_iter().map(|(_, ip)| ip).collect();
+    if let Some(i) = cluster.hosts.iter().position(|h| local.contains(&h.address)) {
+        return Ok(i);
+    }
+    let hostname = nix::unistd::gethostname().ok().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+    cluster.host_index(&hostname).ok_or_else(|| {
+        UserError(format!(
+            "cannot tell which host this is: no host's address is configured here and no host is named {hostname:?}; pass --host NAME (one of: {})",
+            names()
+        ))
+    })
+}
+
+/// The underlay device of host `h`: its `interface`, else the device holding its address.
+pub fn underlay_device(cluster: &Cluster, h: usize) -> Result<(String, u32), UserError> {
+    let host = &cluster.hosts[h];
+    let name = match &host.interface {
+        Some(i) => i.clone(),
+        None => netdev::local_ipv4_addresses()
+            .into_iter()
+            .find(|(_, ip)| *ip == host.address)
+            .map(|(n, _)| n)
+            .ok_or_else(|| {
+                UserError(format!(
+                    "host {}: address {} is not configured on any interface here; configure it, set hosts[].interface, or use --netns for a host in a namespace",
+                    host.name, host.address
+                ))
+            })?,
+    };
+    let idx = netdev::ifindex(&name)
+        .ok_or_else(|| UserError(format!("host {}: interface {name:?} does not exist here", host.name)))?;
+    Ok((name, idx))
+}
+
+/// What `up` did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct UpReport {
+    pub host: String,
+    pub underlay: String,
+    pub veths_created: Vec<String>,
+    pub veths_removed: Vec<String>,
+    pub links_attached: Vec<String>,
+    pub links_removed: Vec<String>,
+    pub entries_written: usize,
+    pub entries_deleted: usize,
+}
+
+impl UpReport {
+    pub fn changed(&self) -> bool {
+        !(self.veths_created.is_empty()
+            && self.veths_removed.is_empty()
+            && self.links_attached.is_empty()
+            && self.links_removed.is_empty()
+            && self.entries_written == 0
+            && self.entries_deleted == 0)
+    }
+}
+
+/// Applies the state of host `h`. On failure, undoes what this run created
+/// (veths, and the pins if there were none before), so nothing is left
+/// half-applied.
+pub async fn up(cluster: &Cluster, h: usize, pins: &Pins, progress: &dyn Fn(&str)) -> anyhow::Result<UpReport> {
+    let host = &cluster.hosts[h];
+    let (underlay, underlay_ifindex) = underlay_device(cluster, h)?;
+    // Everything the user could have got wrong, before touching the kernel.
+    let local: Vec<_> = cluster.local_endpoints(h).collect();
+    let mut names: BTreeMap<String, &str> = BTreeMap::new();
+    for e in &local {
+        if !e.netns.exists() {
+            return Err(UserError(format!(
+                "endpoint {}: network namespace {} does not exist; create it (`ip netns add NAME`) or fix `netns`",
+                e.name,
+                e.netns.display()
+            ))
+            .into());
+        }
+        let v = netdev::host_veth_name(&e.name);
+        if let Some(other) = names.insert(v.clone(), &e.name) {
+            return Err(UserError(format!("endpoints {other} and {} hash to the same veth name {v}; rename one", e.name)).into());
+        }
+    }
+    let placeholder = HostFacts {
+        underlay_ifindex,
+        veth_ifindex: local.iter().enumerate().map(|(i, e)| (e.name.clone(), i as u32 + 1)).collect(),
+    };
+    KernelMaps::check_capacity(&reconcile::desired(cluster, h, &placeholder))?;
+    pins::ensure_bpffs(&pins.dir)?;
+
+    let fresh = !pins.exists();
+    let mut report = UpReport { host: host.name.clone(), underlay: underlay.clone(), ..Default::default() };
+    let result = up_inner(cluster, h, pins, &underlay, underlay_ifindex, &local, &mut report, progress).await;
+    if let Err(e) = result {
+        progress("failed: undoing what this run created");
+        if let Ok(handle) = netdev::connect() {
+            for v in &report.veths_created {
+                let _ = netdev::delete_link(&handle, v).await;
+            }
+        }
+        if fresh {
+            let _ = pins.remove_all();
+        } else {
+            for l in &report.links_attached {
+                let _ = std::fs::remove_file(pins.links_dir().join(l));
+            }
+        }
+        return Err(e);
+    }
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn up_inner(
+    cluster: &Cluster,
+    h: usize,
+    pins: &Pins,
+    underlay: &str,
+    underlay_ifindex: u32,
+    local: &[&crate::model::Endpoint],
+    report: &mut UpReport,
+    progress: &dyn Fn(&str),
+) -> anyhow::Result<()> {
+    pins.create_dirs()?;
+    progress("loading the eBPF programs");
+    let mut loaded = loader::load(pins)?;
+    let handle = netdev::connect()?;
+
+    let mut facts = HostFacts { underlay_ifindex, veth_ifindex: BTreeMap::new() };
+    for (i, e) in local.iter().enumerate() {
+        let net = &cluster.networks[e.network];
+        let c = ContainerIf {
+            netns: e.netns.clone(),
+            ifname: e.ifname.clone(),
+            mac: e.mac,
+            mtu: net.mtu,
+            ip: e.ip,
+            prefix_len: e.prefix_len,
+            gateway: e.gateway,
+        };
+        let v = netdev::host_veth_name(&e.name);
+        progress(&format!("endpoint {}/{}: {} ({}/{} in {}) <-> {v}", i + 1, local.len(), e.name, e.ip, e.prefix_len, e.netns.display()));
+        if netdev::create_veth(&handle, &v, &c).await? {
+            report.veths_created.push(v.clone());
+        }
+        netdev::configure_container(&c)?;
+        let idx = netdev::set_host_end(&handle, &v, net.mtu).await?;
+        if loaded.ensure_tc(pins, &v)? {
+            report.links_attached.push(format!("tc@{v}"));
+        }
+        facts.veth_ifindex.insert(e.name.clone(), idx);
+    }
+    if loaded.ensure_xdp(pins, underlay)? {
+        report.links_attached.push(format!("xdp@{underlay}"));
+    }
+
+    let mut maps = KernelMaps::open(pins)?;
+    let current = maps.read()?;
+    let desired = reconcile::desired(cluster, h, &facts);
+    let diff = Diff::between(&desired, &current);
+    (report.entries_written, report.entries_deleted) = diff.counts();
+    progress(&format!("maps: {} entries to write, {} to delete", report.entries_written, report.entries_deleted));
+    maps.apply(&diff)?;
+
+    // What an earlier state had and this one does not: links, then veths.
+    let wanted_tc: Vec<String> = facts.veth_ifindex.keys().map(|n| netdev::host_veth_name(n)).collect();
+    for (kind, ifname, path) in pins.links() {
+        let keep = match kind.as_str() {
+            "tc" => wanted_tc.contains(&ifname),
+            "xdp" => ifname == underlay,
+            _ => false,
+        };
+        if !keep {
+            std::fs::remove_file(&path)?;
+            report.links_removed.push(format!("{kind}@{ifname}"));
+            if kind == "tc" && netdev::is_host_veth_name(&ifname) && netdev::delete_link(&handle, &ifname).await? {
+                report.veths_removed.push(ifname);
+            }
+        }
+    }
+    for ifindex in diff.ifaces.delete {
+        if let Some(name) = netdev::ifname(ifindex) {
+            if netdev::is_host_veth_name(&name) && !wanted_tc.contains(&name) && netdev::delete_link(&handle, &name).await? {
+                report.veths_removed.push(name);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What `down` removed.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct DownReport {
+    pub links_removed: Vec<String>,
+    pub veths_removed: Vec<String>,
+    pub pin_dir_removed: bool,
+}
+
+/// Detaches everything `up` attached, removes its veths and its pins.
+pub async fn down(pins: &Pins) -> anyhow::Result<DownReport> {
+    let mut report = DownReport::default();
+    let mut veths: Vec<String> = Vec::new();
+    if let Ok(maps) = KernelMaps::open(pins) {
+        if let Ok(current) = maps.read() {
+            veths.extend(current.ifaces.keys().filter_map(|i| netdev::ifname(*i)).filter(|n| netdev::is_host_veth_name(n)));
+        }
+    }
+    for (kind, ifname, path) in pins.links() {
+        if kind == "tc" && netdev::is_host_veth_name(&ifname) && !veths.contains(&ifname) {
+            veths.push(ifname.clone());
+        }
+        std::fs::remove_file(&path)?;
+        report.links_removed.push(format!("{kind}@{ifname}"));
+    }
+    let handle = netdev::connect()?;
+    for v in veths {
+        if netdev::delete_link(&handle, &v).await? {
+            report.veths_removed.push(v);
+        }
+    }
+    if pins.dir.exists() {
+        pins.remove_all()?;
+        report.pin_dir_removed = true;
+    }
+    // Drop the per-host root if this was its last host.
+    if let Some(parent) = pins.dir.parent() {
+        if parent == Path::new(pins::DEFAULT_PIN_ROOT) {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,197 @@
+//! The command line: clap definitions here, one file per verb.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+mod agent;
+mod down;
+mod network;
+mod status;
+mod up;
+mod validate;
+
+pub use agent::agent;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "overlay-bpf",
+    version,
+    about = "Docker-style multi-host overlay networks with the data path in eBPF",
+    long_about = "overlay-bpf does the job of Docker's overlay driver and swarm routing mesh: VXLAN \
+networks across hosts (one VNI per network), published ports on every host, and service VIPs. \
+XDP and TC programs do the encapsulation and NAT in the kernel; this command fills their maps \
+from a cluster state file.\n\n\
+Every host runs the same file. `sudo overlay-bpf up` applies it for this host (found by its \
+address or hostname) and exits; the data path stays in the kernel, pinned under \
+/sys/fs/bpf/overlay-bpf/<host>, until `overlay-bpf down`.",
+    after_help = "Examples:\n  \
+overlay-bpf validate --state cluster.yaml\n  \
+sudo overlay-bpf up --state cluster.yaml --host node1\n  \
+sudo overlay-bpf status --host node1 -o json\n  \
+sudo bpftool map dump pinned /sys/fs/bpf/overlay-bpf/node1/maps/OB_ENDPOINTS_V1\n  \
+overlay-bpf network create --state cluster.yaml --subnet 10.0.9.0/24 --attachable backend\n\n\
+Exit codes: 0 success, 1 user error (bad file, unknown host), 2 system error (kernel refused, missing privilege)."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Cluster state file (YAML, `version: 1`).
+    #[arg(long, global = true, env = "OVERLAY_BPF_STATE", default_value = overlay_bpf::model::DEFAULT_STATE_FILE)]
+    pub state: PathBuf,
+    /// Which host of the state file this is. Default: the host whose address is
+    /// configured on a local interface, else the one named like this machine.
+    #[arg(long, global = true)]
+    pub host: Option<String>,
+    /// Run for a host that lives in this network namespace (a name under
+    /// /run/netns or a path). The command enters it itself; do not use
+    /// `ip netns exec`, which hides /sys/fs/bpf.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub netns: Option<String>,
+    /// Where maps and links are pinned. Default: /sys/fs/bpf/overlay-bpf/<host>.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub pin_dir: Option<PathBuf>,
+    /// More log output (-v info, -vv debug). RUST_LOG works too.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Apply the state for this host: load and attach the programs, create the
+    /// local endpoints' veths, fill the maps, pin everything. Re-running with a
+    /// changed file applies only the difference.
+    Up,
+    /// Detach everything `up` attached, remove its veths and its pins.
+    Down,
+    /// Show attached programs, map fill levels and per-reason packet counters.
+    Status {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Format::Text)]
+        output: Format,
+    },
+    /// Stay in the foreground: apply, then re-apply whenever the state file changes.
+    /// SIGINT/SIGTERM stop the agent and leave the data path in place.
+    Agent {
+        /// How often to check the state file for changes, in seconds.
+        #[arg(long, default_value_t = 2)]
+        interval: u64,
+    },
+    /// Check the state file against every rule; print each error; exit 1 if any.
+    /// On success, print what every host will compute: VNIs, addresses, MACs.
+    Validate {
+        /// Output format of the resolved cluster.
+        #[arg(short, long, value_enum, default_value_t = Format::Text)]
+        output: Format,
+    },
+    /// Create, list, inspect and remove networks in the state file, with Docker's flags.
+    #[command(subcommand)]
+    Network(NetworkCmd),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NetworkCmd {
+    /// Add a network to the state file (the file is created if missing).
+    #[command(after_help = "Like `docker network create -d overlay`: each --gateway, --ip-range and \
+--aux-address belongs to the --subnet that contains it. Without --subnet, the first free \
+10.0.N.0/24 is taken.\n\nExample:\n  overlay-bpf network create --state cluster.yaml \\\n    \
+--subnet 10.0.0.0/24 --gateway 10.0.0.1 --ip-range 10.0.0.128/25 \\\n    \
+--aux-address my-router=10.0.0.5 --opt mtu=1400 --attachable uber-svc\n\n\
+Note: the file is rewritten from its parsed form, so YAML comments are not kept.")]
+    Create(CreateArgs),
+    /// List the networks (`docker network ls` columns).
+    #[command(alias = "list")]
+    Ls {
+        /// Only print network IDs.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Print networks as JSON shaped like `docker network inspect`.
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove networks no endpoint or service uses.
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// Network name.
+    pub name: String,
+    /// Driver; only `overlay` exists here (accepted for Docker compatibility).
+    #[arg(short, long, default_value = "overlay")]
+    pub driver: String,
+    /// Subnet in CIDR form (repeatable).
+    #[arg(long)]
+    pub subnet: Vec<ipnet::Ipv4Net>,
+    /// Gateway of the subnet that contains it (repeatable). Default: the first usable address.
+    #[arg(long)]
+    pub gateway: Vec<std::net::Ipv4Addr>,
+    /// Allocate endpoint addresses from this sub-range of a subnet (repeatable).
+    #[arg(long)]
+    pub ip_range: Vec<ipnet::Ipv4Net>,
+    /// Reserve an address: name=ip (repeatable).
+    #[arg(long, value_parser = overlay_bpf::network_cmd::parse_aux)]
+    pub aux_address: Vec<(String, std::net::Ipv4Addr)>,
+    /// Driver option key=value: mtu=N (or com.docker.network.driver.mtu=N), encrypted,
+    /// com.docker.network.driver.overlay.vxlanid_list=VNI.
+    #[arg(short, long, value_parser = overlay_bpf::network_cmd::parse_opt)]
+    pub opt: Vec<(String, String)>,
+    /// Let endpoints that back no service join.
+    #[arg(long)]
+    pub attachable: bool,
+    /// No traffic leaves the overlay.
+    #[arg(long)]
+    pub internal: bool,
+    /// Make this the routing-mesh network (at most one).
+    #[arg(long)]
+    pub ingress: bool,
+    /// VXLAN network identifier. Default: the lowest free from 4096 up.
+    #[arg(long)]
+    pub vni: Option<u32>,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    let g = cli.global;
+    match cli.command {
+        Command::Up => up::up(&g).await,
+        Command::Down => down::down(&g).await,
+        Command::Status { output } => status::status(&g, output),
+        Command::Agent { interval } => agent(&g, interval).await,
+        Command::Validate { output } => validate::validate(&g, output),
+        Command::Network(n) => network::network(&g, n),
+    }
+}
+
+/// The pin dir for `host`: --pin-dir, else the default under /sys/fs/bpf.
+pub fn pins_for(g: &Global, host: &str) -> overlay_bpf::pins::Pins {
+    match &g.pin_dir {
+        Some(d) => overlay_bpf::pins::Pins::new(d),
+        None => overlay_bpf::pins::Pins::for_host(host),
+    }
+}
+
+/// Loads the state file and picks this host.
+pub fn load_cluster_and_host(g: &Global) -> anyhow::Result<(overlay_bpf::model::Cluster, usize)> {
+    let cluster = overlay_bpf::model::load(&g.state, overlay_bpf::model::Capabilities::default())?;
+    let h = overlay_bpf::apply::select_host(&cluster, g.host.as_deref())?;
+    Ok((cluster, h))
+}

@@ -1,0 +1,23 @@
+use super::{pins_for, Format, Global};
+use overlay_bpf::{error::{require_root, UserError}, status};
+
+pub fn status(g: &Global, output: Format) -> anyhow::Result<i32> {
+    let host = match &g.host {
+        Some(h) => h.clone(),
+        None => {
+            let (c, h) = super::load_cluster_and_host(g)?;
+            c.hosts[h].name.clone()
+        }
+    };
+    require_root("status")?;
+    let pins = pins_for(g, &host);
+    if !pins.exists() {
+        return Err(UserError(format!("host {host} is not up: no pins at {} (run `overlay-bpf up`)", pins.dir.display())).into());
+    }
+    let s = status::gather(&host, &pins)?;
+    match output {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&s)?),
+        Format::Text => status::print_text(&s),
+    }
+    Ok(0)
+}

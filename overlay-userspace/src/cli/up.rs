@@ -1,0 +1,26 @@
+use super::{load_cluster_and_host, pins_for, Global};
+use overlay_bpf::{apply, error::require_root};
+
+pub async fn up(g: &Global) -> anyhow::Result<i32> {
+    let (cluster, h) = load_cluster_and_host(g)?;
+    require_root("up")?;
+    let host = &cluster.hosts[h].name;
+    let pins = pins_for(g, host);
+    let r = apply::up(&cluster, h, &pins, &|m| eprintln!("{host}: {m}")).await?;
+    if r.changed() {
+        println!(
+            "{host}: up on {} ({}): {} veths created, {} removed; {} links attached, {} removed; {} map entries written, {} deleted",
+            r.underlay,
+            pins.dir.display(),
+            r.veths_created.len(),
+            r.veths_removed.len(),
+            r.links_attached.len(),
+            r.links_removed.len(),
+            r.entries_written,
+            r.entries_deleted
+        );
+    } else {
+        println!("{host}: up to date on {} ({}): nothing changed", r.underlay, pins.dir.display());
+    }
+    Ok(0)
+}

@@ -1,0 +1,58 @@
+use super::{Format, Global};
+use overlay_bpf::model::{self, Capabilities};
+
+pub fn validate(g: &Global, output: Format) -> anyhow::Result<i32> {
+    let c = model::load(&g.state, Capabilities::default())?;
+    if output == Format::Json {
+        let nets: Vec<_> = c
+            .networks
+            .iter()
+            .map(|n| serde_json::json!({"name": n.name, "vni": n.vni, "mtu": n.mtu, "subnets": n.subnets.iter().map(|s| serde_json::json!({"subnet": s.subnet.to_string(), "gateway": s.gateway.to_string()})).collect::<Vec<_>>()}))
+            .collect();
+        let eps: Vec<_> = c
+            .endpoints
+            .iter()
+            .map(|e| serde_json::json!({"name": e.name, "host": c.hosts[e.host].name, "network": c.networks[e.network].name, "ip": e.ip.to_string(), "prefix_len": e.prefix_len, "mac": e.mac.to_string(), "netns": e.netns, "ifname": e.ifname}))
+            .collect();
+        let svcs: Vec<_> = c
+            .services
+            .iter()
+            .map(|s| serde_json::json!({"name": s.name, "network": c.networks[s.network].name, "vip": s.vip.map(|v| v.to_string())}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"networks": nets, "endpoints": eps, "services": svcs}))?);
+        return Ok(0);
+    }
+    println!(
+        "{}: ok: {} hosts, {} networks, {} endpoints, {} services",
+        g.state.display(),
+        c.hosts.len(),
+        c.networks.len(),
+        c.endpoints.len(),
+        c.services.len()
+    );
+    for n in &c.networks {
+        let subs: Vec<String> = n.subnets.iter().map(|s| format!("{} gw {}", s.subnet, s.gateway)).collect();
+        println!("  network  {:<16} vni {:<8} mtu {:<5} {}", n.name, n.vni, n.mtu, subs.join(", "));
+    }
+    for e in &c.endpoints {
+        println!(
+            "  endpoint {:<16} {:<8} {:<16} {:<18} {} {}:{}",
+            e.name,
+            c.hosts[e.host].name,
+            c.networks[e.network].name,
+            format!("{}/{}", e.ip, e.prefix_len),
+            e.mac,
+            e.netns.display(),
+            e.ifname
+        );
+    }
+    for s in &c.services {
+        println!(
+            "  service  {:<16} {:<8} vip {}",
+            s.name,
+            c.networks[s.network].name,
+            s.vip.map(|v| v.to_string()).unwrap_or_else(|| "- (dnsrr)".into())
+        );
+    }
+    Ok(0)
+}

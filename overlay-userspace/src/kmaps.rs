@@ -1,0 +1,150 @@
+//! The pinned maps of one host: read their content, apply a reconciler diff,
+//! read the counters.
+
+use std::collections::BTreeMap;
+
+use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray};
+use overlay_common::*;
+
+use crate::{
+    pins::Pins,
+    reconcile::{Diff, MapContents, MapDiff},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MapsError {
+    #[error("cannot open pinned map {path}: {source} (run `overlay-bpf up` first)")]
+    Open { path: String, source: MapError },
+    #[error("map {map}: {op}: {source}")]
+    Op { map: &'static str, op: &'static str, source: MapError },
+    #[error("map {map} would hold {need} entries but its limit is {limit}; reduce the state or raise {map}'s size")]
+    Full { map: &'static str, need: usize, limit: u32 },
+}
+
+/// Typed handles on every pinned map.
+pub struct KernelMaps {
+    config: Array<MapData, HostConfig>,
+    endpoints: HashMap<MapData, EndpointKey, EndpointValue>,
+    networks: HashMap<MapData, u32, NetworkValue>,
+    subnets: LpmTrie<MapData, [u8; 4], SubnetValue>,
+    ifaces: HashMap<MapData, u32, IfaceValue>,
+    vteps: HashMap<MapData, [u8; 4], VtepValue>,
+    services: HashMap<MapData, ServiceKey, ServiceValue>,
+    stats: PerCpuArray<MapData, Counter>,
+}
+
+fn open<T: TryFrom<Map, Error = MapError>>(pins: &Pins, name: &'static str) -> Result<T, MapsError> {
+    let path = pins.map(name);
+    let open_err = |source| MapsError::Open { path: path.display().to_string(), source };
+    let data = MapData::from_pin(&path).map_err(open_err)?;
+    let map = Map::from_map_data(data).map_err(open_err)?;
+    T::try_from(map).map_err(|source| MapsError::Op { map: name, op: "type check", source })
+}
+
+fn read_hash<K: aya::Pod + Ord, V: aya::Pod>(m: &HashMap<MapData, K, V>, name: &'static str) -> Result<BTreeMap<K, V>, MapsError> {
+    m.iter().map(|r| r.map_err(|source| MapsError::Op { map: name, op: "read", source })).collect()
+}
+
+fn apply_hash<K: aya::Pod, V: aya::Pod>(m: &mut HashMap<MapData, K, V>, name: &'static str, d: &MapDiff<K, V>) -> Result<(), MapsError> {
+    for (k, v) in &d.upsert {
+        m.insert(k, v, 0).map_err(|source| MapsError::Op { map: name, op: "insert", source })?;
+    }
+    for k in &d.delete {
+        match m.remove(k) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(source) => return Err(MapsError::Op { map: name, op: "delete", source }),
+        }
+    }
+    Ok(())
+}
+
+impl KernelMaps {
+    pub fn open(pins: &Pins) -> Result<KernelMaps, MapsError> {
+        Ok(KernelMaps {
+            config: open(pins, MAP_CONFIG)?,
+            endpoints: open(pins, MAP_ENDPOINTS)?,
+            networks: open(pins, MAP_NETWORKS)?,
+            subnets: open(pins, MAP_SUBNETS)?,
+            ifaces: open(pins, MAP_IFACES)?,
+            vteps: open(pins, MAP_VTEPS)?,
+            services: open(pins, MAP_SERVICES)?,
+            stats: open(pins, MAP_STATS)?,
+        })
+    }
+
+    /// What the maps hold now, in the reconciler's terms.
+    pub fn read(&self) -> Result<MapContents, MapsError> {
+        let mut c = MapContents::default();
+        let cfg = self.config.get(&0, 0).map_err(|source| MapsError::Op { map: MAP_CONFIG, op: "read", source })?;
+        // An array always has its slot; all zeroes means never written.
+        if cfg != HostConfig::default() {
+            c.config.insert(0, cfg);
+        }
+        c.endpoints = read_hash(&self.endpoints, MAP_ENDPOINTS)?;
+        c.networks = read_hash(&self.networks, MAP_NETWORKS)?;
+        c.ifaces = read_hash(&self.ifaces, MAP_IFACES)?;
+        c.vteps = read_hash(&self.vteps, MAP_VTEPS)?;
+        c.services = read_hash(&self.services, MAP_SERVICES)?;
+        for r in self.subnets.iter() {
+            let (k, v) = r.map_err(|source| MapsError::Op { map: MAP_SUBNETS, op: "read", source })?;
+            c.subnets.insert((k.prefix_len(), k.data()), v);
+        }
+        Ok(c)
+    }
+
+    /// Refuses content that does not fit, before anything is written.
+    pub fn check_capacity(desired: &MapContents) -> Result<(), MapsError> {
+        for (map, need, limit) in desired.sizes() {
+            if need > limit as usize {
+                return Err(MapsError::Full { map, need, limit });
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the diff: additions and changes first, removals last, so a
+    /// packet in flight never finds a hole that neither state had.
+    pub fn apply(&mut self, d: &Diff) -> Result<(), MapsError> {
+        apply_hash(&mut self.vteps, MAP_VTEPS, &d.vteps)?;
+        apply_hash(&mut self.networks, MAP_NETWORKS, &d.networks)?;
+        for ((plen, addr), v) in &d.subnets.upsert {
+            self.subnets.insert(&Key::new(*plen, *addr), v, 0).map_err(|source| MapsError::Op { map: MAP_SUBNETS, op: "insert", source })?;
+        }
+        apply_hash(&mut self.endpoints, MAP_ENDPOINTS, &d.endpoints)?;
+        apply_hash(&mut self.ifaces, MAP_IFACES, &d.ifaces)?;
+        apply_hash(&mut self.services, MAP_SERVICES, &d.services)?;
+        for (_, v) in &d.config.upsert {
+            self.config.set(0, v, 0).map_err(|source| MapsError::Op { map: MAP_CONFIG, op: "write", source })?;
+        }
+        if !d.config.delete.is_empty() {
+            self.config.set(0, HostConfig::default(), 0).map_err(|source| MapsError::Op { map: MAP_CONFIG, op: "write", source })?;
+        }
+        for (plen, addr) in &d.subnets.delete {
+            match self.subnets.remove(&Key::new(*plen, *addr)) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(source) => return Err(MapsError::Op { map: MAP_SUBNETS, op: "delete", source }),
+            }
+        }
+        Ok(())
+    }
+
+    /// Counters summed over CPUs, for every (program, reason).
+    pub fn counters(&self) -> Result<Vec<(Prog, Reason, Counter)>, MapsError> {
+        let mut out = Vec::new();
+        for p in PROGS {
+            for r in REASONS {
+                let per_cpu = self
+                    .stats
+                    .get(&counter_index(p, r), 0)
+                    .map_err(|source| MapsError::Op { map: MAP_STATS, op: "read", source })?;
+                let mut sum = Counter::default();
+                for c in per_cpu.iter() {
+                    sum.packets += c.packets;
+                    sum.bytes += c.bytes;
+                }
+                out.push((p, r, sum));
+            }
+        }
+        Ok(out)
+    }
+}

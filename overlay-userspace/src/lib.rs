@@ -1,0 +1,13 @@
+//! overlay-bpf: Docker-style multi-host overlay networking with the data path
+//! in eBPF. The binary (`overlay-bpf`) is a thin CLI over this library.
+
+pub mod apply;
+pub mod error;
+pub mod kmaps;
+pub mod loader;
+pub mod model;
+pub mod netdev;
+pub mod network_cmd;
+pub mod pins;
+pub mod reconcile;
+pub mod status;

@@ -1,0 +1,115 @@
+//! Loading the embedded eBPF object with its maps pinned, and attaching the
+//! programs with pinned links so the data path outlives the command.
+
+use std::path::Path;
+
+use aya::{
+    programs::{
+        links::{FdLink, LinkError, PinnedLink},
+        tc::TcAttachType,
+        ProgramError, SchedClassifier, Xdp, XdpMode,
+    },
+    Ebpf, EbpfError, EbpfLoader,
+};
+use overlay_common::{ALL_MAPS, PROG_TC_ENDPOINT, PROG_XDP_UNDERLAY};
+
+use crate::pins::Pins;
+
+/// The eBPF object, embedded at build time (empty when built without it).
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/overlay-ebpf.o"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoaderError {
+    #[error("this overlay-bpf binary was built without its eBPF object; build it with `cargo xtask build`")]
+    NotEmbedded,
+    #[error("the kernel refused the eBPF object: {0}")]
+    Load(#[source] EbpfError),
+    #[error("program {prog}: {what}: {source}")]
+    Program { prog: &'static str, what: String, source: ProgramError },
+    #[error("link {path}: {what}: {source}")]
+    Link { path: String, what: &'static str, source: LinkError },
+    #[error("cannot pin link at {path}: {source}")]
+    Pin { path: String, source: aya::pin::PinError },
+}
+
+/// Loaded programs, ready to attach. Maps are pinned under the pin dir and
+/// shared with whatever an earlier `up` attached.
+pub struct Loaded {
+    ebpf: Ebpf,
+}
+
+/// Loads the object: reuses pinned maps where they exist, creates and pins them otherwise.
+pub fn load(pins: &Pins) -> Result<Loaded, LoaderError> {
+    if EBPF_OBJECT.is_empty() {
+        return Err(LoaderError::NotEmbedded);
+    }
+    let mut loader = EbpfLoader::new();
+    for name in ALL_MAPS {
+        loader.map_pin_path(name, pins.map(name));
+    }
+    let mut ebpf = loader.load(EBPF_OBJECT).map_err(LoaderError::Load)?;
+    let xdp: &mut Xdp = prog(&mut ebpf, PROG_XDP_UNDERLAY)?;
+    xdp.load().map_err(|source| LoaderError::Program { prog: PROG_XDP_UNDERLAY, what: "verify".into(), source })?;
+    let tc: &mut SchedClassifier = prog(&mut ebpf, PROG_TC_ENDPOINT)?;
+    tc.load().map_err(|source| LoaderError::Program { prog: PROG_TC_ENDPOINT, what: "verify".into(), source })?;
+    Ok(Loaded { ebpf })
+}
+
+fn prog<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoaderError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    let p = ebpf.program_mut(name).ok_or(LoaderError::Program {
+        prog: name,
+        what: "missing from the object".into(),
+        source: ProgramError::NotLoaded,
+    })?;
+    p.try_into().map_err(|source| LoaderError::Program { prog: name, what: "wrong program type".into(), source })
+}
+
+/// True when `path` is a pinned link that still exists in the kernel.
+pub fn link_alive(path: &Path) -> bool {
+    PinnedLink::from_pin(path).is_ok()
+}
+
+fn pin(link: FdLink, path: &Path) -> Result<(), LoaderError> {
+    link.pin(path).map_err(|source| LoaderError::Pin { path: path.display().to_string(), source })?;
+    Ok(())
+}
+
+impl Loaded {
+    /// Attaches XDP to `ifname` unless a live pinned link is there already.
+    /// Returns true when it attached now.
+    pub fn ensure_xdp(&mut self, pins: &Pins, ifname: &str) -> Result<bool, LoaderError> {
+        let path = pins.xdp_link(ifname);
+        if link_alive(&path) {
+            return Ok(false);
+        }
+        let _ = std::fs::remove_file(&path);
+        let xdp: &mut Xdp = prog(&mut self.ebpf, PROG_XDP_UNDERLAY)?;
+        let err = |what: String| move |source| LoaderError::Program { prog: PROG_XDP_UNDERLAY, what, source };
+        let id = xdp.attach(ifname, XdpMode::Default).map_err(err(format!(
+            "attach to {ifname} (another XDP program may own it: check `bpftool net show dev {ifname}`)"
+        )))?;
+        let link = xdp.take_link(id).map_err(err("take link".into()))?;
+        let fd: FdLink = link.try_into().map_err(|source| LoaderError::Link { path: path.display().to_string(), what: "as fd link", source })?;
+        pin(fd, &path)?;
+        Ok(true)
+    }
+
+    /// Attaches TC ingress to `ifname` unless a live pinned link is there already.
+    pub fn ensure_tc(&mut self, pins: &Pins, ifname: &str) -> Result<bool, LoaderError> {
+        let path = pins.tc_link(ifname);
+        if link_alive(&path) {
+            return Ok(false);
+        }
+        let _ = std::fs::remove_file(&path);
+        let tc: &mut SchedClassifier = prog(&mut self.ebpf, PROG_TC_ENDPOINT)?;
+        let err = |what: String| move |source| LoaderError::Program { prog: PROG_TC_ENDPOINT, what, source };
+        let id = tc.attach(ifname, TcAttachType::Ingress).map_err(err(format!("attach to {ifname} ingress")))?;
+        let link = tc.take_link(id).map_err(err("take link".into()))?;
+        let fd: FdLink = link.try_into().map_err(|source| LoaderError::Link { path: path.display().to_string(), what: "as fd link (TCX needs kernel 6.6+)", source })?;
+        pin(fd, &path)?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,42 @@
+use clap::Parser;
+
+mod cli;
+
+use overlay_bpf::{error, netdev};
+
+fn main() {
+    let cli = cli::Cli::parse();
+    let level = match cli.global.verbose {
+        0 => "warn,overlay_bpf=info",
+        1 => "info",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()))
+        .with_writer(std::io::stderr)
+        .init();
+    // Enter the host's namespace before any runtime thread exists, so every
+    // thread inherits it. setns changes only the network namespace: /sys/fs/bpf
+    // stays the host's.
+    if let Some(ns) = &cli.global.netns {
+        let path = netdev::netns_arg_path(ns);
+        if !path.exists() {
+            eprintln!("error: --netns {ns}: {} does not exist (create it with `ip netns add {ns}`)", path.display());
+            std::process::exit(error::EXIT_USER);
+        }
+        if let Err(e) = netdev::enter_netns(&path) {
+            eprintln!("error: {e}");
+            std::process::exit(error::EXIT_SYSTEM);
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
+    let code = match rt.block_on(cli::run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            error::exit_code(&e)
+        }
+    };
+    drop(rt);
+    std::process::exit(code);
+}

@@ -1,0 +1,225 @@
+//! Network devices and namespaces, through rtnetlink: endpoint veth pairs,
+//! their addresses and routes, and entering namespaces with `setns`.
+
+use std::{
+    ffi::CString,
+    fs::File,
+    net::{IpAddr, Ipv4Addr},
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+};
+
+use futures::TryStreamExt;
+use rtnetlink::{
+    packet_route::{
+        address::AddressAttribute,
+        link::{InfoData, InfoVeth},
+    },
+    Handle, LinkUnspec, LinkVeth, RouteMessageBuilder,
+};
+
+use crate::model::{fnv1a, Mac};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetdevError {
+    #[error("network namespace {path}: {source} (create it with `ip netns add NAME`, or fix the endpoint's netns)")]
+    Netns { path: String, source: std::io::Error },
+    #[error("cannot enter network namespace {path}: {source}")]
+    Setns { path: String, source: nix::Error },
+    #[error("netlink: {0}")]
+    Socket(std::io::Error),
+    #[error("{what}: {source}")]
+    Netlink { what: String, source: rtnetlink::Error },
+    #[error("interface {0} not found")]
+    NoSuchInterface(String),
+    #[error("a thread configuring {0} panicked")]
+    Thread(String),
+}
+
+/// The host-side veth name of an endpoint: `ob` + 8 hex digits of a hash of
+/// its name, so it is stable across runs and fits IFNAMSIZ.
+pub fn host_veth_name(endpoint: &str) -> String {
+    format!("ob{:08x}", fnv1a(endpoint.as_bytes()) as u32)
+}
+
+/// True for names [`host_veth_name`] produces.
+pub fn is_host_veth_name(name: &str) -> bool {
+    name.len() == 10 && name.starts_with("ob") && name[2..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+pub fn ifindex(name: &str) -> Option<u32> {
+    let c = CString::new(name).ok()?;
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (i != 0).then_some(i)
+}
+
+pub fn ifname(index: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    Some(unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned())
+}
+
+/// IPv4 addresses configured in this network namespace, as (ifname, address).
+pub fn local_ipv4_addresses() -> Vec<(String, Ipv4Addr)> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else { return Vec::new() };
+    addrs
+        .filter_map(|a| {
+            let ip = a.address?.as_sockaddr_in()?.ip();
+            Some((a.interface_name, ip))
+        })
+        .collect()
+}
+
+/// Enters the network namespace at `path` for the calling thread.
+pub fn enter_netns(path: &Path) -> Result<(), NetdevError> {
+    let f = File::open(path).map_err(|source| NetdevError::Netns { path: path.display().to_string(), source })?;
+    nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|source| NetdevError::Setns { path: path.display().to_string(), source })
+}
+
+/// A netns named like `ip netns` does, or an absolute path.
+pub fn netns_arg_path(netns: &str) -> PathBuf {
+    crate::model::netns_path(netns)
+}
+
+/// An rtnetlink handle bound to the calling thread's network namespace. The
+/// connection runs on the current tokio runtime.
+pub fn connect() -> Result<Handle, NetdevError> {
+    let (conn, handle, _) = rtnetlink::new_connection().map_err(NetdevError::Socket)?;
+    tokio::spawn(conn);
+    Ok(handle)
+}
+
+/// Runs `f` on a thread inside the network namespace at `netns`, with its own
+/// single-threaded runtime and netlink socket.
+pub fn in_netns<T, F, Fut>(netns: &Path, f: F) -> Result<T, NetdevError>
+where
+    T: Send + 'static,
+    F: FnOnce(Handle) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, NetdevError>>,
+{
+    let path = netns.to_path_buf();
+    let label = path.display().to_string();
+    std::thread::spawn(move || -> Result<T, NetdevError> {
+        enter_netns(&path)?;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(NetdevError::Socket)?;
+        rt.block_on(async move {
+            let handle = connect()?;
+            f(handle).await
+        })
+    })
+    .join()
+    .map_err(|_| NetdevError::Thread(label))?
+}
+
+fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetdevError {
+    let what = what.into();
+    move |source| NetdevError::Netlink { what, source }
+}
+
+/// What the container end of an endpoint's veth should look like.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerIf {
+    pub netns: PathBuf,
+    pub ifname: String,
+    pub mac: Mac,
+    pub mtu: u32,
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+}
+
+/// Creates the veth pair `host_name` <-> `c.ifname`, the container end made
+/// directly inside `c.netns` with its MAC and MTU. Returns false when the
+/// host end already exists (nothing created).
+pub async fn create_veth(handle: &Handle, host_name: &str, c: &ContainerIf) -> Result<bool, NetdevError> {
+    if ifindex(host_name).is_some() {
+        return Ok(false);
+    }
+    let ns = File::open(&c.netns).map_err(|source| NetdevError::Netns { path: c.netns.display().to_string(), source })?;
+    let peer = LinkUnspec::new_with_name(&c.ifname)
+        .address(c.mac.0.to_vec())
+        .mtu(c.mtu)
+        .setns_by_fd(ns.as_raw_fd())
+        .build();
+    let msg = LinkVeth::new(host_name, &c.ifname)
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+        .mtu(c.mtu)
+        .up()
+        .build();
+    handle.link().add(msg).execute().await.map_err(nl(format!(
+        "create veth {host_name} with peer {} in {} (is {} already used there?)",
+        c.ifname,
+        c.netns.display(),
+        c.ifname
+    )))?;
+    Ok(true)
+}
+
+/// Brings the host end up with the network MTU (idempotent).
+pub async fn set_host_end(handle: &Handle, host_name: &str, mtu: u32) -> Result<u32, NetdevError> {
+    let idx = ifindex(host_name).ok_or_else(|| NetdevError::NoSuchInterface(host_name.into()))?;
+    handle.link().set(LinkUnspec::new_with_index(idx).mtu(mtu).up().build()).execute().await.map_err(nl(format!("set {host_name} up")))?;
+    Ok(idx)
+}
+
+/// Inside the endpoint's netns: MAC, MTU, up, exactly the one IPv4 address,
+/// lo up, default route via the gateway. Idempotent.
+pub fn configure_container(c: &ContainerIf) -> Result<(), NetdevError> {
+    let c = c.clone();
+    in_netns(&c.netns.clone(), move |h| async move {
+        let idx = ifindex(&c.ifname).ok_or_else(|| NetdevError::NoSuchInterface(format!("{} in {}", c.ifname, c.netns.display())))?;
+        h.link()
+            .set(LinkUnspec::new_with_index(idx).address(c.mac.0.to_vec()).mtu(c.mtu).up().build())
+            .execute()
+            .await
+            .map_err(nl(format!("configure {}", c.ifname)))?;
+        if let Some(lo) = ifindex("lo") {
+            h.link().set(LinkUnspec::new_with_index(lo).up().build()).execute().await.map_err(nl("set lo up"))?;
+        }
+        // Exactly one IPv4 address: drop stale ones from an earlier state.
+        let mut addrs = h.address().get().set_link_index_filter(idx).execute();
+        let mut stale = Vec::new();
+        let mut present = false;
+        while let Some(msg) = addrs.try_next().await.map_err(nl("list addresses"))? {
+            let ip = msg.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
+                _ => None,
+            });
+            match ip {
+                Some(ip) if ip == c.ip && msg.header.prefix_len == c.prefix_len => present = true,
+                Some(_) => stale.push(msg),
+                None => {}
+            }
+        }
+        for m in stale {
+            h.address().del(m).execute().await.map_err(nl("remove stale address"))?;
+        }
+        if !present {
+            h.address()
+                .add(idx, IpAddr::V4(c.ip), c.prefix_len)
+                .execute()
+                .await
+                .map_err(nl(format!("add {}/{} to {}", c.ip, c.prefix_len, c.ifname)))?;
+        }
+        let route = RouteMessageBuilder::<Ipv4Addr>::new().gateway(c.gateway).output_interface(idx).build();
+        h.route().add(route).replace().execute().await.map_err(nl(format!("default route via {}", c.gateway)))?;
+        Ok(())
+    })
+}
+
+/// Deletes a link by name; a missing link is fine.
+pub async fn delete_link(handle: &Handle, name: &str) -> Result<bool, NetdevError> {
+    let Some(idx) = ifindex(name) else { return Ok(false) };
+    match handle.link().del(idx).execute().await {
+        Ok(()) => Ok(true),
+        Err(e) if ifindex(name).is_none() => {
+            let _ = e;
+            Ok(false)
+        }
+        Err(source) => Err(NetdevError::Netlink { what: format!("delete {name}"), source }),
+    }
+}

@@ -1,0 +1,117 @@
+//! Where overlay-bpf pins its maps and links, and the bpffs mount.
+//!
+//! ```text
+//! <pin dir>/maps/<MAP_NAME>        every map, by its versioned name
+//! <pin dir>/links/xdp@<ifname>     the XDP link on the underlay device
+//! <pin dir>/links/tc@<ifname>      the TC link on each endpoint's host-side veth
+//! ```
+
+use std::path::{Path, PathBuf};
+
+pub const BPFFS_ROOT: &str = "/sys/fs/bpf";
+pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/overlay-bpf";
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PinsError {
+    #[error("cannot check {path}: {source}")]
+    Stat { path: String, source: nix::Error },
+    #[error("cannot mount bpffs on {path}: {source} (mount it with `mount -t bpf bpf {path}`)")]
+    Mount { path: String, source: nix::Error },
+    #[error("{path} is not on a bpffs mount; pins must live on bpffs (use a --pin-dir under /sys/fs/bpf)")]
+    NotBpffs { path: String },
+    #[error("cannot {what} {path}: {source}")]
+    Io { what: &'static str, path: String, source: std::io::Error },
+}
+
+/// The pin layout of one host.
+#[derive(Debug, Clone)]
+pub struct Pins {
+    pub dir: PathBuf,
+}
+
+impl Pins {
+    pub fn new(dir: impl Into<PathBuf>) -> Pins {
+        Pins { dir: dir.into() }
+    }
+    /// The default pin dir of host `host`.
+    pub fn for_host(host: &str) -> Pins {
+        Pins::new(Path::new(DEFAULT_PIN_ROOT).join(host))
+    }
+    pub fn maps_dir(&self) -> PathBuf {
+        self.dir.join("maps")
+    }
+    pub fn links_dir(&self) -> PathBuf {
+        self.dir.join("links")
+    }
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.maps_dir().join(name)
+    }
+    pub fn xdp_link(&self, ifname: &str) -> PathBuf {
+        self.links_dir().join(format!("xdp@{ifname}"))
+    }
+    pub fn tc_link(&self, ifname: &str) -> PathBuf {
+        self.links_dir().join(format!("tc@{ifname}"))
+    }
+    /// True when a previous `up` left pinned maps here.
+    pub fn exists(&self) -> bool {
+        self.maps_dir().is_dir()
+    }
+
+    /// Pinned links as (kind, ifname, path), sorted by name.
+    pub fn links(&self) -> Vec<(String, String, PathBuf)> {
+        let mut out = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(self.links_dir()) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if let Some((kind, ifname)) = name.split_once('@') {
+                    out.push((kind.to_string(), ifname.to_string(), e.path()));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    pub fn create_dirs(&self) -> Result<(), PinsError> {
+        for d in [self.maps_dir(), self.links_dir()] {
+            std::fs::create_dir_all(&d).map_err(|source| PinsError::Io { what: "create", path: d.display().to_string(), source })?;
+        }
+        Ok(())
+    }
+
+    /// Removes every pin and the directory itself. Missing pins are fine.
+    pub fn remove_all(&self) -> Result<(), PinsError> {
+        match std::fs::remove_dir_all(&self.dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(PinsError::Io { what: "remove", path: self.dir.display().to_string(), source }),
+        }
+    }
+}
+
+fn is_bpffs(path: &Path) -> Result<bool, PinsError> {
+    let st = nix::sys::statfs::statfs(path).map_err(|source| PinsError::Stat { path: path.display().to_string(), source })?;
+    Ok(st.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+}
+
+/// Makes sure `pin_dir` can hold pins: mounts bpffs on /sys/fs/bpf when the
+/// pin dir is under it and nothing is mounted there yet.
+pub fn ensure_bpffs(pin_dir: &Path) -> Result<(), PinsError> {
+    let root = Path::new(BPFFS_ROOT);
+    if pin_dir.starts_with(root) && !is_bpffs(root)? {
+        nix::mount::mount(Some("bpf"), root, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
+            .map_err(|source| PinsError::Mount { path: BPFFS_ROOT.into(), source })?;
+    }
+    // The nearest existing ancestor must be on bpffs.
+    let mut p = pin_dir.to_path_buf();
+    while !p.exists() {
+        if !p.pop() {
+            break;
+        }
+    }
+    if !is_bpffs(&p)? {
+        return Err(PinsError::NotBpffs { path: pin_dir.display().to_string() });
+    }
+    Ok(())
+}

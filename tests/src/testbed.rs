@@ -1,0 +1,157 @@
+//! Network-namespace testbed shared by the kernel tests and `cargo xtask run`:
+//! hosts as namespaces on one underlay bridge, containers as namespaces, and
+//! guards that remove all of it by name when dropped, also after a panic.
+//!
+//! Only std here: xtask includes this file by path.
+
+#![allow(dead_code)]
+
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+};
+
+/// Runs a command, returning its output; panics with stderr when it fails.
+pub fn must(cmd: &mut Command) -> String {
+    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    if !out.status.success() {
+        panic!("{cmd:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `ip ARGS...`.
+pub fn ip(args: &[&str]) -> String {
+    must(Command::new("ip").args(args))
+}
+
+/// A named network namespace, deleted on drop.
+#[derive(Debug)]
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(name: &str) -> Netns {
+        // A leftover from an earlier crashed run of the same name goes first.
+        let _ = Command::new("ip").args(["netns", "del", name]).stderr(Stdio::null()).status();
+        ip(&["netns", "add", name]);
+        let ns = Netns { name: name.to_string() };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+    pub fn path(&self) -> PathBuf {
+        Path::new("/run/netns").join(&self.name)
+    }
+    /// `ip -n NAME ARGS...`.
+    pub fn ip(&self, args: &[&str]) -> String {
+        must(Command::new("ip").arg("-n").arg(&self.name).args(args))
+    }
+    /// A command run inside the namespace (`ip netns exec`).
+    pub fn cmd(&self, prog: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, prog]);
+        c
+    }
+    pub fn run(&self, prog: &str, args: &[&str]) -> Output {
+        self.cmd(prog).args(args).stdin(Stdio::null()).output().expect("ip netns exec")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).stderr(Stdio::null()).status();
+    }
+}
+
+/// Hosts on a shared underlay: a "switch" namespace holding bridge `br0`, and
+/// one namespace per host whose `eth0` is plugged into it.
+pub struct Underlay {
+    pub prefix: String,
+    pub hosts: Vec<(Netns, Ipv4Addr)>,
+    pub switch: Netns,
+}
+
+impl Underlay {
+    /// Namespaces `<prefix>-sw` and `<prefix>-<host name>`, host `i` at `addrs[i]`/24.
+    pub fn new(prefix: &str, hosts: &[(&str, Ipv4Addr)]) -> Underlay {
+        let switch = Netns::new(&format!("{prefix}-sw"));
+        switch.ip(&["link", "add", "br0", "type", "bridge"]);
+        switch.ip(&["link", "set", "br0", "up"]);
+        let mut u = Underlay { prefix: prefix.to_string(), hosts: Vec::new(), switch };
+        for (name, addr) in hosts {
+            u.add_host(name, *addr);
+        }
+        u
+    }
+
+    pub fn add_host(&mut self, name: &str, addr: Ipv4Addr) -> &Netns {
+        let i = self.hosts.len();
+        let ns = Netns::new(&format!("{}-{name}", self.prefix));
+        let port = format!("p{i}");
+        ip(&["link", "add", "eth0", "netns", &ns.name, "type", "veth", "peer", "name", &port, "netns", &self.switch.name]);
+        self.switch.ip(&["link", "set", &port, "master", "br0", "up"]);
+        ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
+        ns.ip(&["link", "set", "eth0", "up"]);
+        self.hosts.push((ns, addr));
+        &self.hosts[i].0
+    }
+
+    pub fn host(&self, name: &str) -> &Netns {
+        let full = format!("{}-{name}", self.prefix);
+        &self.hosts.iter().find(|(n, _)| n.name == full).unwrap_or_else(|| panic!("no host {name}")).0
+    }
+}
+
+/// Hosts brought up with `overlay-bpf up`: dropped, it runs `overlay-bpf down`
+/// for each and removes their pin dirs by name.
+pub struct Deployment {
+    pub bin: PathBuf,
+    /// (host name, netns name, pin dir).
+    pub hosts: Vec<(String, String, PathBuf)>,
+}
+
+impl Deployment {
+    pub fn new(bin: &Path) -> Deployment {
+        Deployment { bin: bin.to_path_buf(), hosts: Vec::new() }
+    }
+
+    /// The overlay-bpf command for a host in netns `netns`.
+    pub fn cmd(&self, host: &str, netns: &str) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.args(["--host", host, "--netns", netns]);
+        c
+    }
+
+    /// Remembers a host so drop takes it down.
+    pub fn track(&mut self, host: &str, netns: &str) {
+        if !self.hosts.iter().any(|(h, _, _)| h == host) {
+            let pins = Path::new("/sys/fs/bpf/overlay-bpf").join(host);
+            self.hosts.push((host.to_string(), netns.to_string(), pins));
+        }
+    }
+
+    /// `overlay-bpf up` for a host; returns the raw output.
+    pub fn up(&mut self, state: &Path, host: &str, netns: &str) -> Output {
+        self.track(host, netns);
+        self.cmd(host, netns).arg("up").arg("--state").arg(state).stdin(Stdio::null()).output().expect("run overlay-bpf")
+    }
+
+    pub fn down_all(&mut self) {
+        for (host, netns, pins) in self.hosts.drain(..) {
+            let _ = Command::new(&self.bin)
+                .args(["--host", &host, "--netns", &netns, "down"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            let _ = std::fs::remove_dir_all(&pins);
+        }
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        self.down_all();
+    }
+}

@@ -1,0 +1,39 @@
+//! Builds the eBPF object (nightly, bpfel-unknown-none, build-std) and the
+//! `overlay-bpf` binary that embeds it.
+
+use std::{path::PathBuf, process::Command, time::Instant};
+
+use anyhow::Result;
+
+use crate::util::{path_with_cargo_bin, root, run, step};
+
+/// Builds everything; returns the path of the `overlay-bpf` binary.
+pub fn build(release: bool) -> Result<PathBuf> {
+    let obj = build_ebpf()?;
+    let t = Instant::now();
+    step(&format!("build: overlay-bpf ({})", if release { "release" } else { "debug" }));
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(root()).args(["build", "-p", "overlay-userspace", "--bins"]).env("OVERLAY_EBPF_OBJECT", &obj);
+    if release {
+        cmd.arg("--release");
+    }
+    run(&mut cmd)?;
+    let bin = root().join("target").join(if release { "release" } else { "debug" }).join("overlay-bpf");
+    step(&format!("build: {} ready ({:.1}s)", bin.display(), t.elapsed().as_secs_f64()));
+    Ok(bin)
+}
+
+/// Builds the eBPF object with BTF; returns its path.
+pub fn build_ebpf() -> Result<PathBuf> {
+    let t = Instant::now();
+    step("build: eBPF programs (nightly, bpfel-unknown-none)");
+    run(Command::new("rustup")
+        .current_dir(root())
+        .args(["run", "nightly", "cargo", "build", "-p", "overlay-ebpf", "--target", "bpfel-unknown-none", "-Z", "build-std=core", "--release"])
+        // BTF for the maps and programs, so bpftool prints field names.
+        .env("CARGO_ENCODED_RUSTFLAGS", ["-Cdebuginfo=2", "-Clink-arg=--btf"].join("\x1f"))
+        .env("PATH", path_with_cargo_bin()))?;
+    let obj = root().join("target/bpfel-unknown-none/release/overlay-ebpf");
+    step(&format!("build: eBPF object {} ({:.1}s)", obj.display(), t.elapsed().as_secs_f64()));
+    Ok(obj)
+}

@@ -1,0 +1,122 @@
+//! Installs what is missing, quickly when nothing is. Every step checks first.
+
+use std::{path::PathBuf, process::Command, time::Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::util::{cargo_bin_dir, is_root, output, path_with_cargo_bin, root, run, step, succeeds};
+
+/// Debian packages the build, the tests and the demo use.
+pub const APT_PACKAGES: &[&str] = &["bpftool", "iproute2", "iputils-ping", "procps"];
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+pub fn setup() -> Result<()> {
+    let t = Instant::now();
+    apt_packages()?;
+    nightly_rust_src()?;
+    bpf_linker()?;
+    bpffs()?;
+    step(&format!("setup: ready ({:.1}s)", t.elapsed().as_secs_f64()));
+    Ok(())
+}
+
+fn apt_packages() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p]))
+                .map(|s| !s.contains("install ok installed"))
+                .unwrap_or(true)
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!("apt packages {} are missing; install them with `sudo apt-get install {}` or run as root", missing.join(" "), missing.join(" "));
+    }
+    step(&format!("setup: installing apt packages: {}", missing.join(" ")));
+    run(Command::new("apt-get").args(["update", "-q"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    Ok(())
+}
+
+/// The nightly's sysroot, installing the nightly toolchain if it is missing.
+pub fn nightly_sysroot() -> Result<PathBuf> {
+    if !succeeds(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])) {
+        step("setup: installing the nightly toolchain (minimal profile)");
+        run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+    }
+    let s = output(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]))?;
+    Ok(PathBuf::from(s.trim()))
+}
+
+fn nightly_rust_src() -> Result<()> {
+    let sysroot = nightly_sysroot()?;
+    if sysroot.join("lib/rustlib/src/rust/library/core").is_dir() {
+        return Ok(());
+    }
+    step("setup: adding rust-src to the nightly toolchain (for -Z build-std)");
+    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+/// bpf-linker must link against the same LLVM major as the nightly's rustc.
+fn bpf_linker() -> Result<()> {
+    let sysroot = nightly_sysroot()?;
+    let lib = sysroot.join("lib");
+    let llvm = std::fs::read_dir(&lib)
+        .with_context(|| format!("read {}", lib.display()))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("libLLVM.so.") && n.contains("-rust-"))
+        .with_context(|| format!("no libLLVM.so.*-rust-* in {}; the nightly toolchain looks incomplete", lib.display()))?;
+    // libLLVM.so.22.1-rust-1.97.0-nightly -> 22
+    let major: String = llvm["libLLVM.so.".len()..].chars().take_while(|c| c.is_ascii_digit()).collect();
+    let linker = cargo_bin_dir().join("bpf-linker");
+    if linker.exists() {
+        let v = output(Command::new(&linker).arg("--version")).unwrap_or_default();
+        if v.contains(BPF_LINKER_VERSION) && linked_llvm_major(&linker).as_deref() == Some(major.as_str()) {
+            return Ok(());
+        }
+    }
+    step(&format!("setup: building bpf-linker {BPF_LINKER_VERSION} against the nightly's LLVM {major} (about a minute)"));
+    let prefix = root().join("target/llvm-nightly");
+    let prefix_lib = prefix.join("lib");
+    std::fs::create_dir_all(&prefix_lib)?;
+    for name in ["libLLVM.so".to_string(), llvm.clone()] {
+        let link = prefix_lib.join(&name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(lib.join(&llvm), &link)?;
+    }
+    run(Command::new("cargo")
+        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked", "--force", "--no-default-features", "--features"])
+        .arg(format!("llvm-{major}"))
+        .env("LLVM_PREFIX", &prefix)
+        .env("PATH", path_with_cargo_bin()))?;
+    Ok(())
+}
+
+/// The LLVM major bpf-linker was linked against, read from its dynamic deps.
+fn linked_llvm_major(linker: &std::path::Path) -> Option<String> {
+    let out = output(Command::new("ldd").arg(linker)).ok()?;
+    let line = out.lines().find(|l| l.contains("libLLVM"))?;
+    let v = line.trim().split("libLLVM").nth(1)?; // "-22-rust..." or ".so.22.1-rust..."
+    let digits: String = v.trim_start_matches(|c: char| !c.is_ascii_digit()).chars().take_while(|c| c.is_ascii_digit()).collect();
+    (!digits.is_empty()).then_some(digits)
+}
+
+fn bpffs() -> Result<()> {
+    let st = nix::sys::statfs::statfs("/sys/fs/bpf").context("statfs /sys/fs/bpf")?;
+    if st.filesystem_type().0 as i64 == 0xcafe_4a11 {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!("bpffs is not mounted on /sys/fs/bpf; mount it with `sudo mount -t bpf bpf /sys/fs/bpf`");
+    }
+    step("setup: mounting bpffs on /sys/fs/bpf");
+    run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))
+}

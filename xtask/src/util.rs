@@ -1,0 +1,62 @@
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Instant,
+};
+
+use anyhow::{bail, Context, Result};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+/// A progress line, prefixed so it stands out among cargo's output.
+pub fn step(msg: &str) {
+    eprintln!("==> {msg}");
+}
+
+/// Runs a command with inherited output; fails naming it.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let t = Instant::now();
+    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status}) after {:.1}s", t.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
+
+/// Runs a command and returns its stdout; fails naming it and showing stderr.
+pub fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd.stderr(Stdio::piped()).output().with_context(|| format!("cannot start {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// True when the command runs and exits 0 (output discarded).
+pub fn succeeds(cmd: &mut Command) -> bool {
+    cmd.stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// `~/.cargo/bin`, where cargo installs tools.
+pub fn cargo_bin_dir() -> PathBuf {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo"));
+    home.join("bin")
+}
+
+/// PATH with cargo's bin dir first, so freshly installed tools are found.
+pub fn path_with_cargo_bin() -> std::ffi::OsString {
+    let mut paths = vec![cargo_bin_dir()];
+    if let Some(p) = std::env::var_os("PATH") {
+        paths.extend(std::env::split_paths(&p));
+    }
+    std::env::join_paths(paths).expect("PATH")
+}
