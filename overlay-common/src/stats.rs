@@ -20,6 +20,14 @@ impl Prog {
             Prog::TcEndpoint => crate::maps::PROG_TC_ENDPOINT,
         }
     }
+
+    /// The reasons this program can count.
+    pub const fn reasons(self) -> &'static [Reason] {
+        match self {
+            Prog::XdpUnderlay => &[Reason::PassNotOurs, Reason::PassVxlan, Reason::DropMalformed],
+            Prog::TcEndpoint => &[Reason::PassFromEndpoint, Reason::DropMalformed],
+        }
+    }
 }
 
 /// Why a packet ended the way it did. Values below [`FIRST_DROP`] are not drops.
@@ -95,5 +103,10 @@ mod tests {
             }
         }
         assert_eq!(counter_index(Prog::TcEndpoint, Reason::PassNotOurs), MAX_REASONS);
+        for p in PROGS {
+            for r in p.reasons() {
+                assert!(REASONS.contains(r));
+            }
+        }
     }
 }

@@ -132,7 +132,7 @@ impl KernelMaps {
     pub fn counters(&self) -> Result<Vec<(Prog, Reason, Counter)>, MapsError> {
         let mut out = Vec::new();
         for p in PROGS {
-            for r in REASONS {
+            for &r in p.reasons() {
                 let per_cpu = self
                     .stats
                     .get(&counter_index(p, r), 0)

@@ -272,3 +272,100 @@ pub fn inspect(cluster: &Cluster, ni: usize) -> Value {
         "Services": services,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{parse_state, resolve};
+
+    fn empty() -> State {
+        parse_state("t", b"version: 1\nhosts: [{name: n1, address: 192.168.1.1}]\n").unwrap()
+    }
+
+    fn net(o: CreateOpts) -> State {
+        let mut s = empty();
+        create(&mut s, &o).unwrap();
+        s
+    }
+
+    #[test]
+    fn flags_go_to_the_subnet_that_contains_them() {
+        let s = net(CreateOpts {
+            name: "uber-svc".into(),
+            subnets: vec!["10.0.0.0/24".parse().unwrap(), "10.0.9.0/24".parse().unwrap()],
+            gateways: vec!["10.0.9.254".parse().unwrap()],
+            ip_ranges: vec!["10.0.0.128/25".parse().unwrap()],
+            aux_addresses: vec![("my-router".into(), "10.0.0.5".parse().unwrap())],
+            opts: vec![("com.docker.network.driver.mtu".into(), "1400".into())],
+            attachable: true,
+            ..Default::default()
+        });
+        let n = &s.networks[0];
+        assert_eq!(n.subnets[0].gateway, None);
+        assert_eq!(n.subnets[1].gateway, Some("10.0.9.254".parse().unwrap()));
+        assert_eq!(n.subnets[0].ip_range, Some("10.0.0.128/25".parse().unwrap()));
+        assert_eq!(n.subnets[0].aux_addresses["my-router"], "10.0.0.5".parse::<Ipv4Addr>().unwrap());
+        assert_eq!(n.mtu, Some(1400));
+        assert!(n.attachable && !n.internal);
+    }
+
+    #[test]
+    fn default_subnet_is_the_first_free_10_0_n_0() {
+        let mut s = net(CreateOpts { name: "a".into(), subnets: vec!["10.0.0.0/24".parse().unwrap()], ..Default::default() });
+        create(&mut s, &CreateOpts { name: "b".into(), ..Default::default() }).unwrap();
+        assert_eq!(s.networks[1].subnets[0].subnet, "10.0.1.0/24".parse().unwrap());
+    }
+
+    #[test]
+    fn bad_requests_are_refused_with_the_reason() {
+        let mut s = net(CreateOpts { name: "a".into(), ..Default::default() });
+        let e = create(&mut s, &CreateOpts { name: "a".into(), ..Default::default() }).unwrap_err();
+        assert!(e.0.contains("already exists"), "{e}");
+        let e = create(&mut s, &CreateOpts { name: "b".into(), opts: vec![("colour".into(), "x".into())], ..Default::default() }).unwrap_err();
+        assert!(e.0.contains("--opt colour: unknown option"), "{e}");
+        let e = create(
+            &mut s,
+            &CreateOpts { name: "c".into(), subnets: vec!["10.5.0.0/24".parse().unwrap()], gateways: vec!["10.6.0.1".parse().unwrap()], ..Default::default() },
+        )
+        .unwrap_err();
+        assert!(e.0.contains("--gateway 10.6.0.1 is in none of the --subnet ranges"), "{e}");
+        assert_eq!(s.networks.len(), 1, "nothing added by refused requests");
+    }
+
+    #[test]
+    fn rm_refuses_a_network_in_use() {
+        let mut s = parse_state(
+            "t",
+            b"version: 1\nhosts: [{name: n1, address: 192.168.1.1}]\nnetworks: [{name: a, attachable: true, subnets: [{subnet: 10.0.0.0/24}]}, {name: b, subnets: [{subnet: 10.0.1.0/24}]}]\nendpoints: [{name: e, host: n1, network: a, netns: e}]\n",
+        )
+        .unwrap();
+        let e = remove(&mut s, &["a".into()]).unwrap_err();
+        assert!(e.0.contains("in use by endpoints [e]"), "{e}");
+        remove(&mut s, &["b".into()]).unwrap();
+        assert_eq!(s.networks.len(), 1);
+        assert!(remove(&mut s, &["zz".into()]).unwrap_err().0.contains("not found"));
+    }
+
+    #[test]
+    fn inspect_is_shaped_like_docker() {
+        let s = parse_state(
+            "t",
+            b"version: 1\nhosts: [{name: n1, address: 192.168.1.1}]\nnetworks: [{name: a, attachable: true, subnets: [{subnet: 10.0.0.0/24, ip_range: 10.0.0.0/25}]}]\nendpoints: [{name: e, host: n1, network: a, netns: e, ip: 10.0.0.9}]\n",
+        )
+        .unwrap();
+        let c = resolve("t", &s, Default::default()).unwrap();
+        let v = inspect(&c, 0);
+        assert_eq!(v["Name"], "a");
+        assert_eq!(v["Driver"], "overlay");
+        assert_eq!(v["Scope"], "swarm");
+        assert_eq!(v["Id"].as_str().unwrap().len(), 64);
+        assert_eq!(v["IPAM"]["Config"][0]["Subnet"], "10.0.0.0/24");
+        assert_eq!(v["IPAM"]["Config"][0]["Gateway"], "10.0.0.1");
+        assert_eq!(v["IPAM"]["Config"][0]["IPRange"], "10.0.0.0/25");
+        assert_eq!(v["Containers"]["e"]["IPv4Address"], "10.0.0.9/24");
+        assert_eq!(v["Containers"]["e"]["MacAddress"], "02:42:0a:00:00:09");
+        assert_eq!(v["Options"]["com.docker.network.driver.overlay.vxlanid_list"], "4096");
+        assert_eq!(v["Attachable"], true);
+        assert!(ls(&c, false).contains("a "));
+    }
+}

@@ -1,7 +1,7 @@
 //! `status`: what is attached, how full the maps are, and the counters.
 
 use aya::programs::{links::{FdLink, PinnedLink}, loaded_programs};
-use overlay_common::{MAP_STATS, STATS_ENTRIES};
+use overlay_common::{MAP_STATS, PROG_TC_ENDPOINT, PROG_XDP_UNDERLAY, STATS_ENTRIES};
 use serde::Serialize;
 
 use crate::{kmaps::KernelMaps, pins::Pins};
@@ -61,11 +61,15 @@ pub fn gather(host: &str, pins: &Pins) -> anyhow::Result<Status> {
             let info = PinnedLink::from_pin(&path).ok().and_then(|l| FdLink::from(l).info().ok());
             let prog = info.as_ref().and_then(|i| progs.iter().find(|p| p.id() == i.program_id()));
             LinkStatus {
-                kind,
+                kind: kind.clone(),
                 ifname,
                 link_id: info.as_ref().map(|i| i.id()),
                 prog_id: info.as_ref().map(|i| i.program_id()),
-                prog_name: prog.and_then(|p| p.name_as_str().map(str::to_string)),
+                // The kernel keeps 15 characters of a program's name; show ours.
+                prog_name: prog.map(|_| match kind.as_str() {
+                    "xdp" => PROG_XDP_UNDERLAY.to_string(),
+                    _ => PROG_TC_ENDPOINT.to_string(),
+                }),
                 run_count: prog.map(|p| p.run_count()),
                 attached: info.is_some(),
             }

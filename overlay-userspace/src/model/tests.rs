@@ -1,0 +1,239 @@
+use super::*;
+
+const BASE: &str = r#"
+version: 1
+cluster: {vxlan_port: 4789, underlay_mtu: 1500}
+hosts:
+  - {name: node1, address: 192.168.246.194}
+  - {name: node2, address: 192.168.246.195}
+networks:
+  - name: ingress
+    ingress: true
+    subnets: [{subnet: 10.255.0.0/16}]
+  - name: uber-svc
+    subnets:
+      - subnet: 10.0.0.0/24
+        gateway: 10.0.0.1
+        ip_range: 10.0.0.128/25
+        aux_addresses: {my-router: 10.0.0.5}
+    attachable: true
+endpoints:
+  - {name: web.1, host: node1, network: uber-svc, netns: web1, ip: 10.0.0.3}
+  - {name: web.2, host: node2, network: uber-svc, netns: web2}
+services:
+  - name: web
+    network: uber-svc
+    ports: [{protocol: tcp, target: 80, published: 8080}]
+    backends: [web.1, web.2]
+"#;
+
+fn parse(yaml: &str) -> Result<Cluster, StateError> {
+    let st = parse_state("test.yaml", yaml.as_bytes())?;
+    resolve("test.yaml", &st, Capabilities::default())
+}
+
+fn ok(yaml: &str) -> Cluster {
+    parse(yaml).unwrap_or_else(|e| panic!("expected a valid state, got:\n{e}"))
+}
+
+/// BASE with `from` replaced by `to` (which must occur).
+fn edit(from: &str, to: &str) -> String {
+    assert!(BASE.contains(from), "BASE has no {from:?}");
+    BASE.replacen(from, to, 1)
+}
+
+#[test]
+fn base_resolves_with_docker_defaults() {
+    let c = ok(BASE);
+    assert_eq!(c.vxlan_port, 4789);
+    assert_eq!(c.networks[0].vni, 4096);
+    assert_eq!(c.networks[1].vni, 4097);
+    assert_eq!(c.networks[1].mtu, 1450);
+    assert_eq!(c.networks[0].subnets[0].gateway, Ipv4Addr::new(10, 255, 0, 1));
+    let w1 = &c.endpoints[0];
+    assert_eq!(w1.ip, Ipv4Addr::new(10, 0, 0, 3));
+    assert_eq!(w1.mac.to_string(), "02:42:0a:00:00:03");
+    assert_eq!(w1.ifname, "eth0");
+    assert_eq!(w1.netns, PathBuf::from("/run/netns/web1"));
+    assert_eq!(w1.prefix_len, 24);
+    assert_eq!(w1.gateway, Ipv4Addr::new(10, 0, 0, 1));
+    // Allocated from ip_range, never the gateway or aux addresses.
+    let w2 = &c.endpoints[1];
+    assert!(Ipv4Net::new(Ipv4Addr::new(10, 0, 0, 128), 25).unwrap().contains(&w2.ip), "{}", w2.ip);
+    assert_eq!(w2.mac, Mac::from_ipv4(w2.ip));
+    let vip = c.services[0].vip.expect("a VIP");
+    assert!(Ipv4Net::new(Ipv4Addr::new(10, 0, 0, 128), 25).unwrap().contains(&vip));
+    assert_ne!(vip, w2.ip);
+}
+
+/// Every rule of the spec, and the loader's own: each bad state is refused
+/// with an error naming the entry and the rule.
+#[test]
+fn every_rule_is_enforced() {
+    let cases: Vec<(&str, String, &str, &str)> = vec![
+        // (what, yaml, entry contains, rule contains)
+        ("unknown top-level key", format!("{BASE}\nbogus: 1\n"), "line", "unknown field `bogus`"),
+        ("unknown nested key", edit("attachable: true", "attachable: true\n    colour: blue"), "line", "unknown field `colour`"),
+        ("wrong type", edit("vxlan_port: 4789", "vxlan_port: lots"), "line", "invalid"),
+        ("malformed yaml", edit("hosts:", "hosts: [\n"), "line", ""),
+        ("bad version", edit("version: 1", "version: 2"), "version", "unsupported version 2"),
+        ("duplicate host name", edit("name: node2, address", "name: node1, address"), "hosts[1] (node1)", "duplicate name"),
+        ("duplicate network name", edit("name: ingress", "name: uber-svc"), "networks[1] (uber-svc)", "duplicate name"),
+        ("duplicate endpoint name", edit("name: web.2, host", "name: web.1, host"), "endpoints[1] (web.1)", "duplicate name"),
+        ("duplicate service name", format!("{BASE}  - {{name: web, network: uber-svc, backends: []}}\n"), "services[1] (web)", "duplicate name"),
+        ("duplicate host address", edit("192.168.246.195", "192.168.246.194"), "hosts[1] (node2)", "duplicate address 192.168.246.194"),
+        ("duplicate VNI", edit("ingress: true\n", "ingress: true\n    vni: 77\n").replacen("    attachable: true", "    attachable: true\n    vni: 77", 1), "networks[1] (uber-svc)", "duplicate VNI 77"),
+        ("VNI 0", edit("ingress: true\n", "ingress: true\n    vni: 0\n"), "networks[0] (ingress)", "vni 0 is outside 1..16777215"),
+        ("VNI too big", edit("ingress: true\n", "ingress: true\n    vni: 16777216\n"), "networks[0] (ingress)", "outside 1..16777215"),
+        ("duplicate MAC", edit("netns: web2}", "netns: web2, mac: \"02:42:0a:00:00:03\"}"), "endpoints[1] (web.2)", "duplicate MAC 02:42:0a:00:00:03"),
+        ("duplicate endpoint address", edit("netns: web2}", "netns: web2, ip: 10.0.0.3}"), "endpoints[1] (web.2)", "duplicate address 10.0.0.3: already used by endpoint web.1"),
+        ("endpoint on the gateway", edit("ip: 10.0.0.3}", "ip: 10.0.0.1}"), "endpoints[0] (web.1)", "duplicate address 10.0.0.1: already used by the gateway"),
+        ("endpoint on an aux address", edit("ip: 10.0.0.3}", "ip: 10.0.0.5}"), "endpoints[0] (web.1)", "aux address \"my-router\""),
+        ("address outside its subnet", edit("ip: 10.0.0.3}", "ip: 10.9.9.9}"), "endpoints[0] (web.1)", "outside the subnets of network \"uber-svc\""),
+        ("address inside another network's subnet", edit("ip: 10.0.0.3}", "ip: 10.255.0.9}"), "endpoints[0] (web.1)", "inside network \"ingress\"'s subnet"),
+        ("broadcast address", edit("ip: 10.0.0.3}", "ip: 10.0.0.255}"), "endpoints[0] (web.1)", "network or broadcast address"),
+        ("overlapping subnets", edit("subnet: 10.255.0.0/16", "subnet: 10.0.0.0/16"), "networks[1] (uber-svc).subnets[0]", "overlaps 10.0.0.0/16"),
+        ("overlap within a network", edit("subnets: [{subnet: 10.255.0.0/16}]", "subnets: [{subnet: 10.255.0.0/16}, {subnet: 10.255.1.0/24}]"), "networks[0] (ingress).subnets[1]", "overlaps"),
+        ("gateway outside its subnet", edit("gateway: 10.0.0.1", "gateway: 10.0.1.1"), "networks[1] (uber-svc).subnets[0]", "gateway 10.0.1.1 is outside subnet 10.0.0.0/24"),
+        ("aux address outside its subnet", edit("my-router: 10.0.0.5", "my-router: 10.7.0.5"), "networks[1] (uber-svc).subnets[0]", "aux address my-router=10.7.0.5 is outside"),
+        ("ip_range outside its subnet", edit("ip_range: 10.0.0.128/25", "ip_range: 10.0.5.0/25"), "networks[1] (uber-svc).subnets[0]", "ip_range 10.0.5.0/25 is outside"),
+        ("host bits in a subnet", edit("subnet: 10.0.0.0/24", "subnet: 10.0.0.7/24"), "networks[1] (uber-svc).subnets[0]", "did you mean 10.0.0.0/24"),
+        ("subnet holding a host address", edit("subnet: 10.255.0.0/16", "subnet: 192.168.246.0/24"), "networks[0] (ingress).subnets[0]", "contains 192.168.246.194"),
+        ("second ingress network", edit("    attachable: true", "    attachable: true\n    ingress: true"), "networks[1] (uber-svc)", "second ingress network"),
+        ("unknown host", edit("host: node2", "host: node9"), "endpoints[1] (web.2)", "host \"node9\" does not exist"),
+        ("unknown network (endpoint)", edit("network: uber-svc, netns: web2", "network: nope, netns: web2"), "endpoints[1] (web.2)", "network \"nope\" does not exist"),
+        ("unknown network (service)", edit("    network: uber-svc\n    ports", "    network: nope\n    ports"), "services[0] (web)", "network \"nope\" does not exist"),
+        ("unknown backend", edit("backends: [web.1, web.2]", "backends: [web.1, web.9]"), "services[0] (web)", "backend \"web.9\" is not an endpoint"),
+        (
+            "backend on another network",
+            edit("backends: [web.1, web.2]", "backends: [web.1, web.2, x]").replacen("services:", "  - {name: x, host: node1, network: ingress, netns: x}\nservices:", 1),
+            "services[0] (web)",
+            "backend \"x\" is on network \"ingress\"",
+        ),
+        ("address pool exhausted", edit("ip_range: 10.0.0.128/25", "ip_range: 10.0.0.128/32"), "services[0] (web)", "address pool 10.0.0.128/32 has no free address left"),
+        ("encrypted without kernel support", edit("    attachable: true", "    attachable: true\n    encrypted: true"), "networks[1] (uber-svc)", "encrypted: true is not supported"),
+        ("mtu above the underlay's", edit("    attachable: true", "    attachable: true\n    mtu: 1480"), "networks[1] (uber-svc)", "use mtu <= 1450"),
+        ("vip outside the network", edit("    network: uber-svc\n    ports", "    network: uber-svc\n    vip: 10.255.0.7\n    ports"), "services[0] (web)", "inside network \"ingress\"'s subnet"),
+        ("vip with dnsrr", edit("    network: uber-svc\n    ports", "    network: uber-svc\n    endpoint_mode: dnsrr\n    vip: 10.0.0.9\n    ports"), "services[0] (web)", "vip is not allowed with endpoint_mode: dnsrr"),
+        ("non-attachable network without a service", edit("- {name: web.2, host: node2, network: uber-svc, netns: web2}", "- {name: web.2, host: node2, network: uber-svc, netns: web2}\n  - {name: lone, host: node2, network: ingress, netns: lone}"), "endpoints[2] (lone)", "not attachable"),
+        ("same ifname twice in a netns", edit("netns: web2}", "netns: web1, ifname: eth0}").replacen("netns: web1, ip: 10.0.0.3}", "netns: web1, ip: 10.0.0.3, ifname: eth0}", 1), "endpoints", "interface eth0 in netns /run/netns/web1 is already used"),
+        ("published port twice", format!("{BASE}  - {{name: web2, network: uber-svc, ports: [{{protocol: tcp, target: 81, published: 8080}}], backends: []}}\n"), "services[1] (web2).ports[0]", "already published by services[0] (web)"),
+        ("bad MAC", edit("netns: web2}", "netns: web2, mac: \"zz:42:0a:00:00:03\"}"), "line", "invalid MAC address"),
+        ("multicast MAC", edit("netns: web2}", "netns: web2, mac: \"03:42:0a:00:00:03\"}"), "endpoints[1] (web.2)", "not a unicast address"),
+        ("no subnets", edit("subnets: [{subnet: 10.255.0.0/16}]", "subnets: []"), "networks[0] (ingress)", "has no subnets"),
+    ];
+    let mut failures = Vec::new();
+    for (what, yaml, entry, rule) in &cases {
+        match parse(yaml) {
+            Ok(_) => failures.push(format!("{what}: accepted")),
+            Err(e) => {
+                let hit = e.problems.iter().any(|p| p.entry.contains(entry) && p.rule.contains(rule));
+                if !hit || e.file != "test.yaml" {
+                    failures.push(format!("{what}: wanted entry ~{entry:?} rule ~{rule:?}, got:\n{e}"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} cases wrong:\n{}", failures.len(), cases.len(), failures.join("\n"));
+}
+
+#[test]
+fn parse_errors_carry_line_and_column() {
+    let e = parse(&edit("vxlan_port: 4789", "vxlan_port: lots")).unwrap_err();
+    assert_eq!(e.problems.len(), 1);
+    assert_eq!(e.problems[0].entry, "line 3 column 23", "{e}");
+    let shown = e.to_string();
+    assert!(shown.starts_with("test.yaml: line 3 column 23: cluster.vxlan_port: invalid type"), "{shown}");
+}
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    let y = edit("host: node2", "host: node9").replacen("gateway: 10.0.0.1", "gateway: 10.0.1.1", 1);
+    let e = parse(&y).unwrap_err();
+    assert!(e.problems.len() >= 2, "{e}");
+}
+
+#[test]
+fn non_utf8_empty_and_huge_input_are_named() {
+    let e = parse_state("x.yaml", b"version: 1\nhosts: \xff\xfe\n").unwrap_err();
+    assert!(e.problems[0].rule.contains("not valid UTF-8"), "{e}");
+    let e = parse_state("x.yaml", b"  \n").unwrap_err();
+    assert!(e.problems[0].rule.contains("is empty"), "{e}");
+    let big = vec![b'#'; MAX_STATE_BYTES + 1];
+    let e = parse_state("x.yaml", &big).unwrap_err();
+    assert!(e.problems[0].rule.contains("limited to"), "{e}");
+}
+
+#[test]
+fn allocation_is_deterministic_and_stable_under_edits() {
+    let many: String = (0..40).map(|i| format!("  - {{name: w{i}, host: node{}, network: uber-svc, netns: w{i}}}\n", i % 2 + 1)).collect();
+    let y = edit("  - {name: web.2, host: node2, network: uber-svc, netns: web2}\n", &format!("  - {{name: web.2, host: node2, network: uber-svc, netns: web2}}\n{many}"));
+    let a = ok(&y);
+    let b = ok(&y);
+    assert_eq!(a, b, "same file, same answer");
+    // Every address unique, inside the range, never the gateway or aux.
+    let mut seen = BTreeSet::new();
+    for e in &a.endpoints {
+        assert!(seen.insert(e.ip), "duplicate {}", e.ip);
+        assert_ne!(e.ip, Ipv4Addr::new(10, 0, 0, 1));
+        assert_ne!(e.ip, Ipv4Addr::new(10, 0, 0, 5));
+    }
+    // Removing one endpoint leaves the others where they were, unless they
+    // had probed past it (rare: checked that it is at most a few).
+    let removed = y.replacen("  - {name: w7, host: node2, network: uber-svc, netns: w7}\n", "", 1);
+    let c = ok(&removed);
+    let moved = c.endpoints.iter().filter(|e| a.endpoints.iter().find(|x| x.name == e.name).unwrap().ip != e.ip).count();
+    assert!(moved <= 2, "{moved} endpoints moved when one was removed");
+    assert_eq!(a.services[0].vip, c.services[0].vip);
+}
+
+#[test]
+fn auto_vnis_skip_explicit_ones_in_file_order() {
+    let y = edit("ingress: true\n", "ingress: true\n    vni: 4097\n");
+    let c = ok(&y);
+    assert_eq!(c.networks[0].vni, 4097);
+    assert_eq!(c.networks[1].vni, 4096);
+    let y = edit("    attachable: true", "    attachable: true\n    vni: 4096");
+    let c = ok(&y);
+    assert_eq!((c.networks[0].vni, c.networks[1].vni), (4097, 4096));
+}
+
+#[test]
+fn ifnames_default_to_eth0_eth1_per_netns() {
+    let y = edit("netns: web2}", "netns: web1}");
+    let c = ok(&y);
+    assert_eq!(c.endpoints[0].ifname, "eth0");
+    assert_eq!(c.endpoints[1].ifname, "eth1");
+    let y = edit("netns: web1, ip: 10.0.0.3}", "netns: web1, ip: 10.0.0.3, ifname: eth0}").replacen("netns: web2}", "netns: web1}", 1);
+    assert_eq!(ok(&y).endpoints[1].ifname, "eth1");
+}
+
+#[test]
+fn encryption_is_accepted_where_the_kernel_can() {
+    let y = edit("    attachable: true", "    attachable: true\n    encrypted: true");
+    let st = parse_state("t", y.as_bytes()).unwrap();
+    assert!(resolve("t", &st, Capabilities { encryption: true }).is_ok());
+}
+
+#[test]
+fn dnsrr_service_has_no_vip() {
+    let y = edit("    network: uber-svc\n    ports: [{protocol: tcp, target: 80, published: 8080}]", "    network: uber-svc\n    endpoint_mode: dnsrr\n    ports: [{protocol: tcp, target: 80, published: 8080, mode: host}]");
+    let c = ok(&y);
+    assert_eq!(c.services[0].vip, None);
+}
+
+#[test]
+fn mac_round_trips() {
+    let m: Mac = "02:42:0A:00:00:03".parse().unwrap();
+    assert_eq!(m.to_string(), "02:42:0a:00:00:03");
+    assert!("02:42:0a:00:00".parse::<Mac>().is_err());
+    assert!("02:42:0a:00:00:0g".parse::<Mac>().is_err());
+}
+
+#[test]
+fn state_round_trips_through_yaml() {
+    let st = parse_state("t", BASE.as_bytes()).unwrap();
+    let text = serde_yaml::to_string(&st).unwrap();
+    let back = parse_state("t", text.as_bytes()).unwrap();
+    assert_eq!(st, back);
+}

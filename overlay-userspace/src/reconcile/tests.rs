@@ -1,0 +1,149 @@
+use std::net::Ipv4Addr;
+
+use super::*;
+use crate::model::{parse_state, resolve, Capabilities};
+
+const STATE: &str = r#"
+version: 1
+hosts:
+  - {name: node1, address: 192.168.246.194}
+  - {name: node2, address: 192.168.246.195}
+networks:
+  - name: uber-svc
+    vni: 4097
+    subnets: [{subnet: 10.0.0.0/24}]
+    attachable: true
+  - name: other
+    subnets: [{subnet: 10.0.1.0/24}]
+    internal: true
+    attachable: true
+endpoints:
+  - {name: web.1, host: node1, network: uber-svc, netns: web1, ip: 10.0.0.3}
+  - {name: web.2, host: node2, network: uber-svc, netns: web2, ip: 10.0.0.4}
+  - {name: db.1, host: node2, network: other, netns: db1, ip: 10.0.1.9}
+services:
+  - name: web
+    network: uber-svc
+    vip: 10.0.0.2
+    ports:
+      - {protocol: tcp, target: 80, published: 8080}
+      - {protocol: udp, target: 53, published: 5353, mode: host}
+    backends: [web.1, web.2]
+"#;
+
+fn cluster(yaml: &str) -> Cluster {
+    resolve("t", &parse_state("t", yaml.as_bytes()).unwrap(), Capabilities::default()).unwrap()
+}
+
+fn facts(pairs: &[(&str, u32)]) -> HostFacts {
+    HostFacts { underlay_ifindex: 2, veth_ifindex: pairs.iter().map(|(n, i)| (n.to_string(), *i)).collect() }
+}
+
+fn ek(vni: u32, ip: [u8; 4]) -> EndpointKey {
+    EndpointKey { vni, ip }
+}
+
+#[test]
+fn desired_content_for_node1() {
+    let c = cluster(STATE);
+    let m = desired(&c, 0, &facts(&[("web.1", 10)]));
+    assert_eq!(
+        m.config[&0],
+        HostConfig { underlay_ip: [192, 168, 246, 194], underlay_ifindex: 2, vxlan_port: 4789, underlay_mtu: 1500, host_id: 0 }
+    );
+    // Every endpoint of the cluster; only the local one has an ifindex.
+    assert_eq!(m.endpoints.len(), 3);
+    let w1 = m.endpoints[&ek(4097, [10, 0, 0, 3])];
+    assert_eq!((w1.ifindex, w1.flags, w1.vtep), (10, ENDPOINT_F_LOCAL, [192, 168, 246, 194]));
+    assert_eq!(w1.mac, [2, 0x42, 10, 0, 0, 3]);
+    let w2 = m.endpoints[&ek(4097, [10, 0, 0, 4])];
+    assert_eq!((w2.ifindex, w2.flags, w2.vtep), (0, 0, [192, 168, 246, 195]));
+    assert_eq!(m.ifaces.len(), 1);
+    assert_eq!(m.ifaces[&10], IfaceValue { vni: 4097, ip: [10, 0, 0, 3], mac: [2, 0x42, 10, 0, 0, 3], _pad: [0; 2] });
+    assert_eq!(m.vteps.len(), 2);
+    assert_eq!(m.vteps[&[192, 168, 246, 195]].host_id, 1);
+    // Networks: gateway + its MAC, MTU, flags.
+    let n = m.networks[&4097];
+    assert_eq!((n.gateway, n.mtu, n.flags), ([10, 0, 0, 1], 1450, NETWORK_F_LOCAL));
+    assert_eq!(n.gateway_mac, [2, 0x42, 10, 0, 0, 1]);
+    assert_eq!(m.networks[&4096].flags, NETWORK_F_INTERNAL, "internal, no endpoint on node1");
+    assert_eq!(m.subnets[&(24, [10, 0, 1, 0])], SubnetValue { vni: 4096, gateway: [10, 0, 1, 1] });
+    // VIP for each port, the ingress-published port; host-mode port: node1 runs web.1.
+    let vip80 = m.services[&ServiceKey { addr: [10, 0, 0, 2], port: 80, proto: PROTO_TCP, _pad: 0 }];
+    assert_eq!((vip80.vni, vip80.target_port, vip80.backend_count, vip80.flags), (4097, 80, 2, 0));
+    let pub8080 = m.services[&ServiceKey { addr: [0; 4], port: 8080, proto: PROTO_TCP, _pad: 0 }];
+    assert_eq!(pub8080.flags, SERVICE_F_PUBLISHED);
+    let host5353 = m.services[&ServiceKey { addr: [0; 4], port: 5353, proto: PROTO_UDP, _pad: 0 }];
+    assert_eq!((host5353.flags, host5353.backend_count), (SERVICE_F_PUBLISHED | SERVICE_F_HOST_MODE, 1));
+    assert_eq!(m.services.len(), 4);
+}
+
+#[test]
+fn host_mode_ports_only_where_a_backend_runs() {
+    let y = STATE.replace("backends: [web.1, web.2]", "backends: [web.2]");
+    let m = desired(&cluster(&y), 0, &facts(&[("web.1", 10)]));
+    assert!(!m.services.contains_key(&ServiceKey { addr: [0; 4], port: 5353, proto: PROTO_UDP, _pad: 0 }));
+    assert!(m.services.contains_key(&ServiceKey { addr: [0; 4], port: 8080, proto: PROTO_TCP, _pad: 0 }));
+}
+
+#[test]
+fn same_state_gives_an_empty_diff() {
+    let c = cluster(STATE);
+    let m = desired(&c, 1, &facts(&[("web.2", 7), ("db.1", 8)]));
+    let d = Diff::between(&m, &m.clone());
+    assert!(d.is_empty());
+    // From nothing, everything is written and nothing deleted.
+    let d = Diff::between(&m, &MapContents::default());
+    let total: usize = m.sizes().iter().map(|s| s.1).sum();
+    assert_eq!(d.counts(), (total, 0));
+}
+
+#[test]
+fn adding_an_endpoint_touches_only_its_entries() {
+    let c = cluster(STATE);
+    let before = desired(&c, 0, &facts(&[("web.1", 10)]));
+    let y = STATE.replace(
+        "  - {name: db.1,",
+        "  - {name: web.3, host: node2, network: uber-svc, netns: web3, ip: 10.0.0.7}\n  - {name: db.1,",
+    );
+    let after = desired(&cluster(&y), 0, &facts(&[("web.1", 10)]));
+    let d = Diff::between(&after, &before);
+    assert_eq!(d.counts(), (1, 0), "{d:?}");
+    assert_eq!(d.endpoints.upsert[0].0, ek(4097, [10, 0, 0, 7]));
+}
+
+#[test]
+fn removing_a_local_endpoint_deletes_its_entries_and_flags() {
+    let c = cluster(STATE);
+    let before = desired(&c, 1, &facts(&[("web.2", 7), ("db.1", 8)]));
+    let y = STATE.replace("  - {name: db.1, host: node2, network: other, netns: db1, ip: 10.0.1.9}\n", "");
+    let after = desired(&cluster(&y), 1, &facts(&[("web.2", 7)]));
+    let d = Diff::between(&after, &before);
+    assert_eq!(d.endpoints.delete, vec![ek(4096, [10, 0, 1, 9])]);
+    assert_eq!(d.ifaces.delete, vec![8]);
+    // The network lost its last local endpoint: only its flags change.
+    assert_eq!(d.networks.upsert.len(), 1);
+    assert_eq!(d.networks.upsert[0].1.flags, NETWORK_F_INTERNAL);
+    assert!(d.endpoints.upsert.is_empty() && d.services.is_empty() && d.vteps.is_empty() && d.config.is_empty());
+}
+
+#[test]
+fn adding_a_host_adds_its_vtep_only() {
+    let c = cluster(STATE);
+    let before = desired(&c, 0, &facts(&[("web.1", 10)]));
+    let y = STATE.replace("hosts:\n", "hosts:\n  - {name: node0, address: 192.168.246.193}\n");
+    // node1 is now index 1; its id changes with it.
+    let after = desired(&cluster(&y), 1, &facts(&[("web.1", 10)]));
+    let d = Diff::between(&after, &before);
+    assert!(d.vteps.upsert.iter().any(|(k, _)| *k == Ipv4Addr::new(192, 168, 246, 193).octets()));
+    assert!(d.endpoints.is_empty() && d.ifaces.is_empty() && d.services.is_empty() && d.networks.is_empty());
+}
+
+#[test]
+fn diff_map_upserts_changes_and_deletes_leftovers() {
+    let want: BTreeMap<u32, u32> = [(1, 10), (2, 20), (3, 30)].into();
+    let have: BTreeMap<u32, u32> = [(2, 21), (3, 30), (4, 40)].into();
+    let d = diff_map(&want, &have);
+    assert_eq!(d.upsert, vec![(1, 10), (2, 20)]);
+    assert_eq!(d.delete, vec![4]);
+}
