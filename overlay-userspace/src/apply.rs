@@ -147,7 +147,7 @@ async fn up_inner(
 ) -> anyhow::Result<()> {
     pins.create_dirs()?;
     progress("loading the eBPF programs");
-    let mut loaded = loader::load(pins)?;
+    let mut loaded = loader::load(Some(pins))?;
     let handle = netdev::connect()?;
 
     let mut facts = HostFacts { underlay_ifindex, veth_ifindex: BTreeMap::new() };

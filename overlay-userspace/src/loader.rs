@@ -38,14 +38,17 @@ pub struct Loaded {
     ebpf: Ebpf,
 }
 
-/// Loads the object: reuses pinned maps where they exist, creates and pins them otherwise.
-pub fn load(pins: &Pins) -> Result<Loaded, LoaderError> {
+/// Loads the object. With `pins`, reuses pinned maps where they exist and
+/// creates and pins them otherwise; without, the maps are private (tests).
+pub fn load(pins: Option<&Pins>) -> Result<Loaded, LoaderError> {
     if EBPF_OBJECT.is_empty() {
         return Err(LoaderError::NotEmbedded);
     }
     let mut loader = EbpfLoader::new();
-    for name in ALL_MAPS {
-        loader.map_pin_path(name, pins.map(name));
+    if let Some(pins) = pins {
+        for name in ALL_MAPS {
+            loader.map_pin_path(name, pins.map(name));
+        }
     }
     let mut ebpf = loader.load(EBPF_OBJECT).map_err(LoaderError::Load)?;
     let xdp: &mut Xdp = prog(&mut ebpf, PROG_XDP_UNDERLAY)?;
@@ -78,6 +81,11 @@ fn pin(link: FdLink, path: &Path) -> Result<(), LoaderError> {
 }
 
 impl Loaded {
+    /// The loaded object, for packet tests through BPF_PROG_TEST_RUN.
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
     /// Attaches XDP to `ifname` unless a live pinned link is there already.
     /// Returns true when it attached now.
     pub fn ensure_xdp(&mut self, pins: &Pins, ifname: &str) -> Result<bool, LoaderError> {

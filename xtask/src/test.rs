@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 
 use crate::{
     build, setup,
-    util::{is_root, root, run, step},
+    util::{is_root, root, run_tests, step},
 };
 
 pub fn test(unit_only: bool, args: &[String]) -> Result<()> {
@@ -18,14 +18,15 @@ pub fn test(unit_only: bool, args: &[String]) -> Result<()> {
 
     let t = Instant::now();
     step("test: unit tests (model, validation, allocation, reconciler, wire layouts)");
-    run(Command::new("cargo")
+    let (mut passed, mut failed) = run_tests(Command::new("cargo")
         .current_dir(root())
-        .args(["test", "-p", "overlay-common", "-p", "overlay-userspace", "-p", "xtask"])
+        .args(["test", "-p", "overlay-common", "-p", "overlay-userspace", "-p", "xtask", "--lib", "--bins", "--tests"])
         .env("OVERLAY_EBPF_OBJECT", &obj)
         .arg("--")
         .args(args))?;
     step(&format!("test: unit tests passed ({:.1}s)", t.elapsed().as_secs_f64()));
     if unit_only {
+        println!("unit: {passed} passed, {failed} failed");
         return Ok(());
     }
     if !is_root() {
@@ -33,14 +34,16 @@ pub fn test(unit_only: bool, args: &[String]) -> Result<()> {
     }
     let t = Instant::now();
     step("test: kernel tests (BPF_PROG_TEST_RUN fixtures, namespace clusters)");
-    run(Command::new("cargo")
+    let (p, f) = run_tests(Command::new("cargo")
         .current_dir(root())
-        .args(["test", "-p", "tests"])
+        .args(["test", "-p", "tests", "--tests"])
         .env("OVERLAY_EBPF_OBJECT", &obj)
         .env("OVERLAY_BPF_BIN", &bin)
         .arg("--")
         .args(args))?;
+    (passed, failed) = (passed + p, failed + f);
     step(&format!("test: kernel tests passed ({:.1}s)", t.elapsed().as_secs_f64()));
     step(&format!("test: all passed in {:.1}s", t0.elapsed().as_secs_f64()));
+    println!("total: {passed} passed, {failed} failed");
     Ok(())
 }

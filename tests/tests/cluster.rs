@@ -1,0 +1,397 @@
+//! Namespace clusters driven through the real `overlay-bpf` binary: hosts as
+//! namespaces on an underlay bridge, containers as namespaces. Each test has
+//! its own name prefix, and guards remove everything it made, also on failure.
+
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use testbed::{must, Deployment, Netns, Underlay};
+
+fn bin() -> PathBuf {
+    std::env::var_os("OVERLAY_BPF_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/overlay-bpf"))
+}
+
+fn require_root() {
+    assert!(unsafe { libc::geteuid() } == 0, "the kernel tests need root (run `sudo -E cargo xtask test`)");
+    assert!(bin().exists(), "{} is missing: build it with `cargo xtask build`", bin().display());
+}
+
+/// A state file removed on drop.
+struct StateFile(PathBuf);
+
+impl StateFile {
+    fn new(prefix: &str, yaml: &str) -> StateFile {
+        let p = std::env::temp_dir().join(format!("{prefix}-state.yaml"));
+        std::fs::write(&p, yaml).unwrap();
+        StateFile(p)
+    }
+    fn write(&self, yaml: &str) {
+        std::fs::write(&self.0, yaml).unwrap();
+    }
+}
+
+impl Drop for StateFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!("exit {:?}\nstdout:\n{}\nstderr:\n{}", o.status.code(), String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn assert_ok(o: &Output) -> String {
+    assert!(o.status.success(), "{}", text(o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn json(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+/// A state with hosts `<p>n1..n3` and endpoints in namespaces `<p>-<name>`.
+fn state(p: &str, endpoints: &[(&str, &str, &str, &str)], hosts: usize) -> String {
+    let mut y = String::from("version: 1\ncluster: {vxlan_port: 4789, underlay_mtu: 1500}\nhosts:\n");
+    for i in 1..=hosts {
+        y += &format!("  - {{name: {p}n{i}, address: 192.168.200.1{i}}}\n");
+    }
+    y += "networks:\n  - {name: front, vni: 5001, attachable: true, subnets: [{subnet: 10.10.0.0/24}]}\n";
+    y += "  - {name: back, internal: true, attachable: true, subnets: [{subnet: 10.20.0.0/24}], mtu: 1400}\n";
+    y += "endpoints:\n";
+    for (name, host, net, ip) in endpoints {
+        y += &format!("  - {{name: {name}, host: {p}{host}, network: {net}, netns: {p}-{name}, ip: {ip}}}\n");
+    }
+    y
+}
+
+fn underlay(p: &str, hosts: usize) -> Underlay {
+    let hs: Vec<(String, Ipv4Addr)> = (1..=hosts).map(|i| (format!("n{i}"), Ipv4Addr::new(192, 168, 200, 10 + i as u8))).collect();
+    let refs: Vec<(&str, Ipv4Addr)> = hs.iter().map(|(n, a)| (n.as_str(), *a)).collect();
+    Underlay::new(p, &refs)
+}
+
+fn containers(p: &str, names: &[&str]) -> Vec<Netns> {
+    names.iter().map(|n| Netns::new(&format!("{p}-{n}"))).collect()
+}
+
+fn pins(p: &str, host: &str) -> PathBuf {
+    Path::new("/sys/fs/bpf/overlay-bpf").join(format!("{p}{host}"))
+}
+
+fn status(dep: &Deployment, p: &str, host: &str) -> Value {
+    json(&assert_ok(&dep.cmd(&format!("{p}{host}"), &format!("{p}-{host}")).args(["status", "-o", "json"]).output().unwrap()))
+}
+
+fn counter(st: &Value, prog: &str, reason: &str) -> u64 {
+    st["counters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["program"] == prog && c["reason"] == reason)
+        .unwrap_or_else(|| panic!("no counter {prog}/{reason}"))["packets"]
+        .as_u64()
+        .unwrap()
+}
+
+fn map_entries(st: &Value, map: &str) -> u64 {
+    st["maps"].as_array().unwrap().iter().find(|m| m["name"] == map).unwrap()["entries"].as_u64().unwrap()
+}
+
+/// Link IDs by pin name ("xdp@eth0", "tc@ob...").
+fn link_ids(st: &Value) -> Vec<(String, u64)> {
+    st["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (format!("{}@{}", l["kind"].as_str().unwrap(), l["ifname"].as_str().unwrap()), l["link_id"].as_u64().unwrap_or(0)))
+        .collect()
+}
+
+/// `bpftool -j map dump pinned`, reduced to the BTF-formatted entries
+/// ({"key": .., "value": ..} with field names).
+fn bpftool_dump(pin: &Path) -> Value {
+    let raw = json(&must(Command::new("bpftool").args(["-j", "map", "dump", "pinned"]).arg(pin)));
+    let entries = raw.as_array().unwrap().iter().map(|e| e.get("formatted").cloned().unwrap_or_else(|| panic!("no BTF-formatted fields in {e}")));
+    Value::Array(entries.collect())
+}
+
+/// Our veths (ob + 8 hex) in a namespace.
+fn our_veths(ns: &Netns) -> Vec<String> {
+    json(&ns.ip(&["-j", "link", "show"]))
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["ifname"].as_str())
+        .filter(|n| n.len() == 10 && n.starts_with("ob"))
+        .map(str::to_string)
+        .collect()
+}
+
+fn link_json(ns: &Netns, dev: &str) -> Option<Value> {
+    let out = ns.cmd("ip").args(["-j", "-d", "link", "show", "dev", dev]).stderr(Stdio::null()).output().unwrap();
+    if !out.status.success() {
+        return None;
+    }
+    json(&String::from_utf8_lossy(&out.stdout)).as_array().and_then(|a| a.first().cloned())
+}
+
+#[test]
+fn up_status_reapply_and_down_on_three_hosts() {
+    require_root();
+    let p = "obta";
+    let eps = [("web1", "n1", "front", "10.10.0.3"), ("db1", "n1", "back", "10.20.0.9"), ("web2", "n2", "front", "10.10.0.4"), ("web3", "n3", "front", "10.10.0.5")];
+    let st = StateFile::new(p, &state(p, &eps, 3));
+    let u = underlay(p, 3);
+    let cs = containers(p, &["web1", "db1", "web2", "web3"]);
+    let mut dep = Deployment::new(&bin());
+    for h in ["n1", "n2", "n3"] {
+        let out = assert_ok(&dep.up(&st.0, &format!("{p}{h}"), &format!("{p}-{h}")));
+        assert!(out.contains("up on eth0"), "{out}");
+    }
+
+    // Pins: every map, the XDP link and one TC link per local endpoint.
+    for m in ["OB_CONFIG_V1", "OB_ENDPOINTS_V1", "OB_NETWORKS_V1", "OB_SUBNETS_V1", "OB_IFACES_V1", "OB_VTEPS_V1", "OB_SERVICES_V1", "OB_STATS_V1"] {
+        assert!(pins(p, "n1").join("maps").join(m).exists(), "map {m} not pinned");
+    }
+    let s1 = status(&dep, p, "n1");
+    let links = link_ids(&s1);
+    assert_eq!(links.len(), 3, "{links:?}");
+    assert!(links.iter().any(|(n, _)| n == "xdp@eth0"));
+    assert!(s1["links"].as_array().unwrap().iter().all(|l| l["attached"] == true));
+    assert_eq!(map_entries(&s1, "OB_ENDPOINTS_V1"), 4);
+    assert_eq!(map_entries(&s1, "OB_IFACES_V1"), 2);
+    assert_eq!(map_entries(&s1, "OB_VTEPS_V1"), 3);
+    assert_eq!(map_entries(&s1, "OB_NETWORKS_V1"), 2);
+
+    // The kernel sees XDP on the underlay and our veths in the host namespace.
+    let n1 = u.host("n1");
+    let eth0 = link_json(n1, "eth0").unwrap();
+    assert!(eth0["xdp"]["prog"]["id"].as_u64().is_some(), "no XDP on eth0: {eth0}");
+    assert_eq!(our_veths(n1).len(), 2);
+
+    // bpftool prints named fields from BTF.
+    let dump = bpftool_dump(&pins(p, "n1").join("maps/OB_ENDPOINTS_V1"));
+    let entries = dump.as_array().unwrap();
+    assert_eq!(entries.len(), 4);
+    let web1 = entries.iter().find(|e| e["key"]["ip"] == serde_json::json!([10, 10, 0, 3])).expect("web1 in the map");
+    assert_eq!(web1["key"]["vni"], 5001);
+    assert_eq!(web1["value"]["mac"], serde_json::json!([2, 66, 10, 10, 0, 3]));
+    assert_eq!(web1["value"]["vtep"], serde_json::json!([192, 168, 200, 11]));
+    assert_eq!(web1["value"]["flags"], 1);
+
+    // The container side: address, MAC, MTU, default route via the gateway.
+    let web1_ns = &cs[0];
+    let c = link_json(web1_ns, "eth0").expect("eth0 in web1");
+    assert_eq!(c["address"], "02:42:0a:0a:00:03");
+    assert_eq!(c["mtu"], 1450);
+    let addrs = json(&web1_ns.ip(&["-j", "-4", "addr", "show", "dev", "eth0"]));
+    assert_eq!(addrs[0]["addr_info"][0]["local"], "10.10.0.3");
+    assert_eq!(addrs[0]["addr_info"][0]["prefixlen"], 24);
+    let route = json(&web1_ns.ip(&["-j", "route", "show", "default"]));
+    assert_eq!(route[0]["gateway"], "10.10.0.1");
+    assert_eq!(link_json(&cs[1], "eth0").unwrap()["mtu"], 1400, "the network's own MTU");
+
+    // Traffic is counted by outcome.
+    let _ = web1_ns.run("ping", &["-c", "2", "-i", "0.2", "-W", "1", "10.10.0.1"]);
+    let n2 = u.host("n2");
+    assert!(n2.run("ping", &["-c", "1", "-W", "2", "192.168.200.11"]).status.success(), "underlay ping n2 -> n1");
+    assert!(n2.run("bash", &["-c", "echo x > /dev/udp/192.168.200.11/4789"]).status.success());
+    let s1 = status(&dep, p, "n1");
+    assert!(counter(&s1, "tc_endpoint_egress", "pass_from_endpoint") >= 2, "{s1}");
+    assert!(counter(&s1, "xdp_underlay_ingress", "pass_not_ours") >= 1, "{s1}");
+    assert!(counter(&s1, "xdp_underlay_ingress", "drop_malformed") >= 1, "a 2-byte 'VXLAN' payload is malformed: {s1}");
+
+    // Running up again with the same file changes nothing.
+    let before = bpftool_dump(&pins(p, "n1").join("maps/OB_ENDPOINTS_V1"));
+    let out = assert_ok(&dep.up(&st.0, &format!("{p}n1"), &format!("{p}-n1")));
+    assert!(out.contains("nothing changed"), "{out}");
+    assert_eq!(link_ids(&status(&dep, p, "n1")), links, "the same links stay attached");
+    assert_eq!(bpftool_dump(&pins(p, "n1").join("maps/OB_ENDPOINTS_V1")), before);
+
+    // down removes everything up made on that host, and only there.
+    assert_ok(&dep.cmd(&format!("{p}n1"), &format!("{p}-n1")).arg("down").output().unwrap());
+    assert!(!pins(p, "n1").exists(), "pins left behind");
+    assert!(our_veths(n1).is_empty(), "veths left behind");
+    assert!(link_json(n1, "eth0").unwrap().get("xdp").is_none(), "XDP still attached");
+    assert!(link_json(web1_ns, "eth0").is_none(), "the container end went with the pair");
+    assert!(pins(p, "n2").exists());
+    // down twice is fine.
+    let again = assert_ok(&dep.cmd(&format!("{p}n1"), &format!("{p}-n1")).arg("down").output().unwrap());
+    assert!(again.contains("nothing to take down"), "{again}");
+    drop(dep);
+    drop(cs);
+    drop(u);
+}
+
+#[test]
+fn reapplying_a_changed_file_touches_only_the_difference() {
+    require_root();
+    let p = "obtb";
+    let first = [("e1", "n1", "front", "10.10.0.3"), ("e2", "n1", "front", "10.10.0.4"), ("e3", "n2", "front", "10.10.0.5")];
+    let st = StateFile::new(p, &state(p, &first, 2));
+    let u = underlay(p, 3);
+    let cs = containers(p, &["e1", "e2", "e3", "e4"]);
+    let mut dep = Deployment::new(&bin());
+    assert_ok(&dep.up(&st.0, &format!("{p}n1"), &format!("{p}-n1")));
+    let before = link_ids(&status(&dep, p, "n1"));
+
+    // e2 leaves, e4 joins on n1 (with a new IP), and a third host appears.
+    let second = [("e1", "n1", "front", "10.10.0.3"), ("e3", "n2", "front", "10.10.0.5"), ("e4", "n1", "back", "10.20.0.4")];
+    st.write(&state(p, &second, 3));
+    let out = assert_ok(&dep.up(&st.0, &format!("{p}n1"), &format!("{p}-n1")));
+    assert!(out.contains("1 veths created, 1 removed"), "{out}");
+    let after = link_ids(&status(&dep, p, "n1"));
+    // Links that stay keep their IDs: nothing was detached and re-attached.
+    for (name, id) in &before {
+        if let Some((_, id2)) = after.iter().find(|(n, _)| n == name) {
+            assert_eq!(id, id2, "{name} was re-attached");
+        }
+    }
+    assert_eq!(after.len(), before.len(), "one TC link removed, one added: {before:?} -> {after:?}");
+    assert!(link_json(&cs[1], "eth0").is_none(), "e2's interface is gone");
+    assert_eq!(json(&cs[3].ip(&["-j", "-4", "addr", "show", "dev", "eth0"]))[0]["addr_info"][0]["local"], "10.20.0.4");
+    let dump = bpftool_dump(&pins(p, "n1").join("maps/OB_ENDPOINTS_V1"));
+    let ips: Vec<Value> = dump.as_array().unwrap().iter().map(|e| e["key"]["ip"].clone()).collect();
+    assert!(ips.contains(&serde_json::json!([10, 20, 0, 4])) && !ips.contains(&serde_json::json!([10, 10, 0, 4])), "{ips:?}");
+    assert_eq!(bpftool_dump(&pins(p, "n1").join("maps/OB_VTEPS_V1")).as_array().unwrap().len(), 3);
+
+    // An endpoint's IP changes: its container gets exactly the new address.
+    let third = [("e1", "n1", "front", "10.10.0.33"), ("e3", "n2", "front", "10.10.0.5"), ("e4", "n1", "back", "10.20.0.4")];
+    st.write(&state(p, &third, 3));
+    assert_ok(&dep.up(&st.0, &format!("{p}n1"), &format!("{p}-n1")));
+    let a = json(&cs[0].ip(&["-j", "-4", "addr", "show", "dev", "eth0"]));
+    let locals: Vec<&Value> = a[0]["addr_info"].as_array().unwrap().iter().map(|i| &i["local"]).collect();
+    assert_eq!(locals, vec!["10.10.0.33"]);
+    drop(dep);
+    drop(cs);
+    drop(u);
+}
+
+#[test]
+fn a_bad_state_is_rejected_and_nothing_is_applied() {
+    require_root();
+    let p = "obtc";
+    let good = state(p, &[("e1", "n1", "front", "10.10.0.3")], 2);
+    // Two endpoints claim one address.
+    let bad = state(p, &[("e1", "n1", "front", "10.10.0.3"), ("e2", "n1", "front", "10.10.0.3")], 2);
+    let st = StateFile::new(p, &bad);
+    let u = underlay(p, 2);
+    let _cs = containers(p, &["e1", "e2"]);
+    let mut dep = Deployment::new(&bin());
+    let o = dep.up(&st.0, &format!("{p}n1"), &format!("{p}-n1"));
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(&st.0.display().to_string()) && err.contains("endpoints[1] (e2)") && err.contains("duplicate address 10.10.0.3"), "{err}");
+    assert!(!pins(p, "n1").exists(), "pins made for a rejected state");
+    assert!(our_veths(u.host("n1")).is_empty());
+
+    // With a good state applied, a bad one changes nothing.
+    st.write(&good);
+    assert_ok(&dep.up(&st.0, &format!("{p}n1"), &format!("{p}-n1")));
+    let before = bpftool_dump(&pins(p, "n1").join("maps/OB_ENDPOINTS_V1"));
+    let links = link_ids(&status(&dep, p, "n1"));
+    st.write(&bad);
+    let o = dep.up(&st.0, &format!("{p}n1"), &format!("{p}-n1"));
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(bpftool_dump(&pins(p, "n1").join("maps/OB_ENDPOINTS_V1")), before);
+    assert_eq!(link_ids(&status(&dep, p, "n1")), links);
+
+    // validate says the same, and exits 1.
+    let o = Command::new(bin()).args(["validate", "--state"]).arg(&st.0).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("duplicate address 10.10.0.3"));
+}
+
+#[test]
+fn a_failure_half_way_is_rolled_back() {
+    require_root();
+    let p = "obtd";
+    let st = StateFile::new(p, &state(p, &[("e1", "n1", "front", "10.10.0.3"), ("e2", "n1", "front", "10.10.0.4")], 1));
+    let u = underlay(p, 1);
+    let cs = containers(p, &["e1", "e2"]);
+    // Something else already owns eth0 inside e2's namespace.
+    cs[1].ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "x0"]);
+    let mut dep = Deployment::new(&bin());
+    let o = dep.up(&st.0, &format!("{p}n1"), &format!("{p}-n1"));
+    assert_eq!(o.status.code(), Some(2), "a kernel refusal is a system error: {}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("create veth"), "{}", text(&o));
+    assert!(!pins(p, "n1").exists(), "pins left by a failed first up");
+    assert!(our_veths(u.host("n1")).is_empty(), "e1's veth was not rolled back");
+    assert!(link_json(&cs[0], "eth0").is_none());
+    assert!(link_json(u.host("n1"), "eth0").unwrap().get("xdp").is_none());
+}
+
+#[test]
+fn user_errors_exit_1_and_name_the_fix() {
+    require_root();
+    let p = "obte";
+    let st = StateFile::new(p, &state(p, &[("e1", "n1", "front", "10.10.0.3")], 1));
+    let _u = underlay(p, 1);
+    let dep = Deployment::new(&bin());
+    // Unknown host.
+    let o = Command::new(bin()).args(["up", "--host", "nope", "--state"]).arg(&st.0).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains(&format!("unknown host \"nope\"; the state file defines: {p}n1")), "{}", text(&o));
+    // The endpoint's namespace does not exist (not created in this test).
+    let o = dep.cmd(&format!("{p}n1"), &format!("{p}-n1")).arg("up").arg("--state").arg(&st.0).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("endpoint e1: network namespace /run/netns/obte-e1 does not exist"), "{}", text(&o));
+    assert!(!pins(p, "n1").exists());
+    // --netns that does not exist.
+    let o = Command::new(bin()).args(["--netns", "obte-missing", "up", "--state"]).arg(&st.0).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("ip netns add obte-missing"));
+    // The host is picked by its address when --host is not given.
+    let o = Command::new(bin()).args(["--netns", "obte-n1", "status", "--state"]).arg(&st.0).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains(&format!("host {p}n1 is not up")), "{}", text(&o));
+}
+
+#[test]
+fn the_agent_applies_reapplies_on_change_and_leaves_the_data_path_on_exit() {
+    require_root();
+    let p = "obtf";
+    let st = StateFile::new(p, &state(p, &[("e1", "n1", "front", "10.10.0.3")], 1));
+    let u = underlay(p, 1);
+    let _cs = containers(p, &["e1", "e2"]);
+    let mut dep = Deployment::new(&bin());
+    dep.track(&format!("{p}n1"), &format!("{p}-n1"));
+    let mut agent = dep
+        .cmd(&format!("{p}n1"), &format!("{p}-n1"))
+        .args(["agent", "--interval", "1", "--state"])
+        .arg(&st.0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(u32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+        }
+    }
+    let _guard = Kill(agent.id());
+    let wait_for = |what: &str, f: &dyn Fn() -> bool| {
+        let t = Instant::now();
+        while !f() {
+            assert!(t.elapsed() < Duration::from_secs(20), "timed out waiting for {what}: veths {:?}", our_veths(u.host("n1")));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for("the first apply", &|| our_veths(u.host("n1")).len() == 1);
+    st.write(&state(p, &[("e1", "n1", "front", "10.10.0.3"), ("e2", "n1", "front", "10.10.0.4")], 1));
+    wait_for("the re-apply", &|| our_veths(u.host("n1")).len() == 2);
+    // SIGTERM: the agent exits 0 and the pinned data path stays.
+    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    let status = agent.wait().unwrap();
+    assert!(status.success(), "agent exit: {status}");
+    assert!(pins(p, "n1").join("links/xdp@eth0").exists());
+    assert_eq!(our_veths(u.host("n1")).len(), 2);
+}
