@@ -24,16 +24,8 @@ pub const MAP_SERVICES: &str = "OB_SERVICES_V1";
 pub const MAP_STATS: &str = "OB_STATS_V1";
 
 /// Every map, in the order `status` shows them.
-pub const ALL_MAPS: [&str; 8] = [
-    MAP_CONFIG,
-    MAP_ENDPOINTS,
-    MAP_NETWORKS,
-    MAP_SUBNETS,
-    MAP_IFACES,
-    MAP_VTEPS,
-    MAP_SERVICES,
-    MAP_STATS,
-];
+pub const ALL_MAPS: [&str; 8] =
+    [MAP_CONFIG, MAP_ENDPOINTS, MAP_NETWORKS, MAP_SUBNETS, MAP_IFACES, MAP_VTEPS, MAP_SERVICES, MAP_STATS];
 
 pub const MAX_ENDPOINTS: u32 = 65_536;
 pub const MAX_NETWORKS: u32 = 4_096;

@@ -49,12 +49,8 @@ pub const FIRST_DROP: u32 = 16;
 pub const MAX_REASONS: u32 = 32;
 pub const STATS_ENTRIES: u32 = PROGS.len() as u32 * MAX_REASONS;
 
-pub const REASONS: [Reason; 4] = [
-    Reason::PassNotOurs,
-    Reason::PassVxlan,
-    Reason::PassFromEndpoint,
-    Reason::DropMalformed,
-];
+pub const REASONS: [Reason; 4] =
+    [Reason::PassNotOurs, Reason::PassVxlan, Reason::PassFromEndpoint, Reason::DropMalformed];
 
 impl Reason {
     pub const fn name(self) -> &'static str {

@@ -10,8 +10,7 @@ use overlay_common::*;
 pub static OB_CONFIG_V1: Array<HostConfig, 1> = Array::new();
 
 #[btf_map]
-pub static OB_ENDPOINTS_V1: HashMap<EndpointKey, EndpointValue, { MAX_ENDPOINTS as usize }> =
-    HashMap::new();
+pub static OB_ENDPOINTS_V1: HashMap<EndpointKey, EndpointValue, { MAX_ENDPOINTS as usize }> = HashMap::new();
 
 #[btf_map]
 pub static OB_NETWORKS_V1: HashMap<u32, NetworkValue, { MAX_NETWORKS as usize }> = HashMap::new();
@@ -26,8 +25,7 @@ pub static OB_IFACES_V1: HashMap<u32, IfaceValue, { MAX_IFACES as usize }> = Has
 pub static OB_VTEPS_V1: HashMap<[u8; 4], VtepValue, { MAX_VTEPS as usize }> = HashMap::new();
 
 #[btf_map]
-pub static OB_SERVICES_V1: HashMap<ServiceKey, ServiceValue, { MAX_SERVICES as usize }> =
-    HashMap::new();
+pub static OB_SERVICES_V1: HashMap<ServiceKey, ServiceValue, { MAX_SERVICES as usize }> = HashMap::new();
 
 #[btf_map]
 pub static OB_STATS_V1: PerCpuArray<Counter, { STATS_ENTRIES as usize }> = PerCpuArray::new();

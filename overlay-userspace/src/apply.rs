@@ -102,7 +102,11 @@ pub async fn up(cluster: &Cluster, h: usize, pins: &Pins, progress: &dyn Fn(&str
         }
         let v = netdev::host_veth_name(&e.name);
         if let Some(other) = names.insert(v.clone(), &e.name) {
-            return Err(UserError(format!("endpoints {other} and {} hash to the same veth name {v}; rename one", e.name)).into());
+            return Err(UserError(format!(
+                "endpoints {other} and {} hash to the same veth name {v}; rename one",
+                e.name
+            ))
+            .into());
         }
     }
     let placeholder = HostFacts {
@@ -163,7 +167,15 @@ async fn up_inner(
             gateway: e.gateway,
         };
         let v = netdev::host_veth_name(&e.name);
-        progress(&format!("endpoint {}/{}: {} ({}/{} in {}) <-> {v}", i + 1, local.len(), e.name, e.ip, e.prefix_len, e.netns.display()));
+        progress(&format!(
+            "endpoint {}/{}: {} ({}/{} in {}) <-> {v}",
+            i + 1,
+            local.len(),
+            e.name,
+            e.ip,
+            e.prefix_len,
+            e.netns.display()
+        ));
         if netdev::create_veth(&handle, &v, &c).await? {
             report.veths_created.push(v.clone());
         }
@@ -204,7 +216,10 @@ async fn up_inner(
     }
     for ifindex in diff.ifaces.delete {
         if let Some(name) = netdev::ifname(ifindex) {
-            if netdev::is_host_veth_name(&name) && !wanted_tc.contains(&name) && netdev::delete_link(&handle, &name).await? {
+            if netdev::is_host_veth_name(&name)
+                && !wanted_tc.contains(&name)
+                && netdev::delete_link(&handle, &name).await?
+            {
                 report.veths_removed.push(name);
             }
         }
@@ -226,7 +241,9 @@ pub async fn down(pins: &Pins) -> anyhow::Result<DownReport> {
     let mut veths: Vec<String> = Vec::new();
     if let Ok(maps) = KernelMaps::open(pins) {
         if let Ok(current) = maps.read() {
-            veths.extend(current.ifaces.keys().filter_map(|i| netdev::ifname(*i)).filter(|n| netdev::is_host_veth_name(n)));
+            veths.extend(
+                current.ifaces.keys().filter_map(|i| netdev::ifname(*i)).filter(|n| netdev::is_host_veth_name(n)),
+            );
         }
     }
     for (kind, ifname, path) in pins.links() {

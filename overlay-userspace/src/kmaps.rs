@@ -41,11 +41,18 @@ fn open<T: TryFrom<Map, Error = MapError>>(pins: &Pins, name: &'static str) -> R
     T::try_from(map).map_err(|source| MapsError::Op { map: name, op: "type check", source })
 }
 
-fn read_hash<K: aya::Pod + Ord, V: aya::Pod>(m: &HashMap<MapData, K, V>, name: &'static str) -> Result<BTreeMap<K, V>, MapsError> {
+fn read_hash<K: aya::Pod + Ord, V: aya::Pod>(
+    m: &HashMap<MapData, K, V>,
+    name: &'static str,
+) -> Result<BTreeMap<K, V>, MapsError> {
     m.iter().map(|r| r.map_err(|source| MapsError::Op { map: name, op: "read", source })).collect()
 }
 
-fn apply_hash<K: aya::Pod, V: aya::Pod>(m: &mut HashMap<MapData, K, V>, name: &'static str, d: &MapDiff<K, V>) -> Result<(), MapsError> {
+fn apply_hash<K: aya::Pod, V: aya::Pod>(
+    m: &mut HashMap<MapData, K, V>,
+    name: &'static str,
+    d: &MapDiff<K, V>,
+) -> Result<(), MapsError> {
     for (k, v) in &d.upsert {
         m.insert(k, v, 0).map_err(|source| MapsError::Op { map: name, op: "insert", source })?;
     }
@@ -108,7 +115,11 @@ impl KernelMaps {
         apply_hash(&mut self.vteps, MAP_VTEPS, &d.vteps)?;
         apply_hash(&mut self.networks, MAP_NETWORKS, &d.networks)?;
         for ((plen, addr), v) in &d.subnets.upsert {
-            self.subnets.insert(&Key::new(*plen, *addr), v, 0).map_err(|source| MapsError::Op { map: MAP_SUBNETS, op: "insert", source })?;
+            self.subnets.insert(&Key::new(*plen, *addr), v, 0).map_err(|source| MapsError::Op {
+                map: MAP_SUBNETS,
+                op: "insert",
+                source,
+            })?;
         }
         apply_hash(&mut self.endpoints, MAP_ENDPOINTS, &d.endpoints)?;
         apply_hash(&mut self.ifaces, MAP_IFACES, &d.ifaces)?;
@@ -117,7 +128,11 @@ impl KernelMaps {
             self.config.set(0, v, 0).map_err(|source| MapsError::Op { map: MAP_CONFIG, op: "write", source })?;
         }
         if !d.config.delete.is_empty() {
-            self.config.set(0, HostConfig::default(), 0).map_err(|source| MapsError::Op { map: MAP_CONFIG, op: "write", source })?;
+            self.config.set(0, HostConfig::default(), 0).map_err(|source| MapsError::Op {
+                map: MAP_CONFIG,
+                op: "write",
+                source,
+            })?;
         }
         for (plen, addr) in &d.subnets.delete {
             match self.subnets.remove(&Key::new(*plen, *addr)) {
@@ -133,10 +148,11 @@ impl KernelMaps {
         let mut out = Vec::new();
         for p in PROGS {
             for &r in p.reasons() {
-                let per_cpu = self
-                    .stats
-                    .get(&counter_index(p, r), 0)
-                    .map_err(|source| MapsError::Op { map: MAP_STATS, op: "read", source })?;
+                let per_cpu = self.stats.get(&counter_index(p, r), 0).map_err(|source| MapsError::Op {
+                    map: MAP_STATS,
+                    op: "read",
+                    source,
+                })?;
                 let mut sum = Counter::default();
                 for c in per_cpu.iter() {
                     sum.packets += c.packets;

@@ -100,7 +100,11 @@ impl Loaded {
             "attach to {ifname} (another XDP program may own it: check `bpftool net show dev {ifname}`)"
         )))?;
         let link = xdp.take_link(id).map_err(err("take link".into()))?;
-        let fd: FdLink = link.try_into().map_err(|source| LoaderError::Link { path: path.display().to_string(), what: "as fd link", source })?;
+        let fd: FdLink = link.try_into().map_err(|source| LoaderError::Link {
+            path: path.display().to_string(),
+            what: "as fd link",
+            source,
+        })?;
         pin(fd, &path)?;
         Ok(true)
     }
@@ -116,7 +120,11 @@ impl Loaded {
         let err = |what: String| move |source| LoaderError::Program { prog: PROG_TC_ENDPOINT, what, source };
         let id = tc.attach(ifname, TcAttachType::Ingress).map_err(err(format!("attach to {ifname} ingress")))?;
         let link = tc.take_link(id).map_err(err("take link".into()))?;
-        let fd: FdLink = link.try_into().map_err(|source| LoaderError::Link { path: path.display().to_string(), what: "as fd link (TCX needs kernel 6.6+)", source })?;
+        let fd: FdLink = link.try_into().map_err(|source| LoaderError::Link {
+            path: path.display().to_string(),
+            what: "as fd link (TCX needs kernel 6.6+)",
+            source,
+        })?;
         pin(fd, &path)?;
         Ok(true)
     }

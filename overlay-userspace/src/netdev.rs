@@ -139,17 +139,12 @@ pub async fn create_veth(handle: &Handle, host_name: &str, c: &ContainerIf) -> R
     if ifindex(host_name).is_some() {
         return Ok(false);
     }
-    let ns = File::open(&c.netns).map_err(|source| NetdevError::Netns { path: c.netns.display().to_string(), source })?;
-    let peer = LinkUnspec::new_with_name(&c.ifname)
-        .address(c.mac.0.to_vec())
-        .mtu(c.mtu)
-        .setns_by_fd(ns.as_raw_fd())
-        .build();
-    let msg = LinkVeth::new(host_name, &c.ifname)
-        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
-        .mtu(c.mtu)
-        .up()
-        .build();
+    let ns =
+        File::open(&c.netns).map_err(|source| NetdevError::Netns { path: c.netns.display().to_string(), source })?;
+    let peer =
+        LinkUnspec::new_with_name(&c.ifname).address(c.mac.0.to_vec()).mtu(c.mtu).setns_by_fd(ns.as_raw_fd()).build();
+    let msg =
+        LinkVeth::new(host_name, &c.ifname).set_info_data(InfoData::Veth(InfoVeth::Peer(peer))).mtu(c.mtu).up().build();
     handle.link().add(msg).execute().await.map_err(nl(format!(
         "create veth {host_name} with peer {} in {} (is {} already used there?)",
         c.ifname,
@@ -162,7 +157,12 @@ pub async fn create_veth(handle: &Handle, host_name: &str, c: &ContainerIf) -> R
 /// Brings the host end up with the network MTU (idempotent).
 pub async fn set_host_end(handle: &Handle, host_name: &str, mtu: u32) -> Result<u32, NetdevError> {
     let idx = ifindex(host_name).ok_or_else(|| NetdevError::NoSuchInterface(host_name.into()))?;
-    handle.link().set(LinkUnspec::new_with_index(idx).mtu(mtu).up().build()).execute().await.map_err(nl(format!("set {host_name} up")))?;
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(idx).mtu(mtu).up().build())
+        .execute()
+        .await
+        .map_err(nl(format!("set {host_name} up")))?;
     Ok(idx)
 }
 
@@ -171,7 +171,8 @@ pub async fn set_host_end(handle: &Handle, host_name: &str, mtu: u32) -> Result<
 pub fn configure_container(c: &ContainerIf) -> Result<(), NetdevError> {
     let c = c.clone();
     in_netns(&c.netns.clone(), move |h| async move {
-        let idx = ifindex(&c.ifname).ok_or_else(|| NetdevError::NoSuchInterface(format!("{} in {}", c.ifname, c.netns.display())))?;
+        let idx = ifindex(&c.ifname)
+            .ok_or_else(|| NetdevError::NoSuchInterface(format!("{} in {}", c.ifname, c.netns.display())))?;
         h.link()
             .set(LinkUnspec::new_with_index(idx).address(c.mac.0.to_vec()).mtu(c.mtu).up().build())
             .execute()

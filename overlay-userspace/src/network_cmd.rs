@@ -1,10 +1,7 @@
 //! `overlay-bpf network create/ls/inspect/rm`: edit and show the networks of a
 //! state file with Docker's flags and output shapes.
 
-use std::{
-    net::Ipv4Addr,
-    path::Path,
-};
+use std::{net::Ipv4Addr, path::Path};
 
 use ipnet::Ipv4Net;
 use serde_json::{json, Value};
@@ -75,9 +72,9 @@ pub fn write_state(path: &Path, state: &State) -> anyhow::Result<()> {
 /// The first free 10.0.N.0/24, as Docker's default swarm address pool would give.
 fn default_subnet(state: &State) -> Option<Ipv4Net> {
     let used: Vec<Ipv4Net> = state.networks.iter().flat_map(|n| n.subnets.iter().map(|s| s.subnet)).collect();
-    (0u32..=255)
-        .map(|n| Ipv4Net::new(Ipv4Addr::new(10, 0, n as u8, 0), 24).unwrap())
-        .find(|c| !used.iter().any(|u| u.contains(c) || c.contains(u)) && !state.hosts.iter().any(|h| c.contains(&h.address)))
+    (0u32..=255).map(|n| Ipv4Net::new(Ipv4Addr::new(10, 0, n as u8, 0), 24).unwrap()).find(|c| {
+        !used.iter().any(|u| u.contains(c) || c.contains(u)) && !state.hosts.iter().any(|h| c.contains(&h.address))
+    })
 }
 
 /// Adds a network to `state`, Docker-style: each `--gateway`, `--ip-range` and
@@ -95,7 +92,8 @@ pub fn create(state: &mut State, o: &CreateOpts) -> Result<(), UserError> {
         if !(o.gateways.is_empty() && o.ip_ranges.is_empty() && o.aux_addresses.is_empty()) {
             return Err(UserError("--gateway, --ip-range and --aux-address need a --subnet".into()));
         }
-        let s = default_subnet(state).ok_or_else(|| UserError("no free 10.0.N.0/24 left for a default subnet; pass --subnet".into()))?;
+        let s = default_subnet(state)
+            .ok_or_else(|| UserError("no free 10.0.N.0/24 left for a default subnet; pass --subnet".into()))?;
         subnets.push(SubnetSpec { subnet: s, gateway: None, ip_range: None, aux_addresses: Default::default() });
     }
     let holder = |subnets: &mut Vec<SubnetSpec>, ip: Ipv4Addr, what: &str| -> Result<usize, UserError> {
@@ -182,7 +180,10 @@ pub fn network_id(name: &str, vni: u32) -> String {
 pub fn ls(cluster: &Cluster, quiet: bool) -> String {
     let mut out = String::new();
     if !quiet {
-        out.push_str(&format!("{:<14}{:<20}{:<10}{:<8}{:<10}{}\n", "NETWORK ID", "NAME", "DRIVER", "SCOPE", "VNI", "SUBNETS"));
+        out.push_str(&format!(
+            "{:<14}{:<20}{:<10}{:<8}{:<10}{}\n",
+            "NETWORK ID", "NAME", "DRIVER", "SCOPE", "VNI", "SUBNETS"
+        ));
     }
     for n in &cluster.networks {
         let id = &network_id(&n.name, n.vni)[..12];
@@ -191,7 +192,15 @@ pub fn ls(cluster: &Cluster, quiet: bool) -> String {
             continue;
         }
         let subnets: Vec<String> = n.subnets.iter().map(|s| s.subnet.to_string()).collect();
-        out.push_str(&format!("{:<14}{:<20}{:<10}{:<8}{:<10}{}\n", id, n.name, "overlay", "swarm", n.vni, subnets.join(",")));
+        out.push_str(&format!(
+            "{:<14}{:<20}{:<10}{:<8}{:<10}{}\n",
+            id,
+            n.name,
+            "overlay",
+            "swarm",
+            n.vni,
+            subnets.join(",")
+        ));
     }
     out
 }
@@ -208,7 +217,11 @@ pub fn inspect(cluster: &Cluster, ni: usize) -> Value {
                 c["IPRange"] = json!(r.to_string());
             }
             if !s.aux_addresses.is_empty() {
-                c["AuxiliaryAddresses"] = json!(s.aux_addresses.iter().map(|(k, v)| (k.clone(), json!(v.to_string()))).collect::<serde_json::Map<_, _>>());
+                c["AuxiliaryAddresses"] = json!(s
+                    .aux_addresses
+                    .iter()
+                    .map(|(k, v)| (k.clone(), json!(v.to_string())))
+                    .collect::<serde_json::Map<_, _>>());
             }
             c
         })
@@ -248,7 +261,9 @@ pub fn inspect(cluster: &Cluster, ni: usize) -> Value {
         let mut hs: Vec<usize> = cluster.endpoints.iter().filter(|e| e.network == ni).map(|e| e.host).collect();
         hs.sort();
         hs.dedup();
-        hs.into_iter().map(|h| json!({"Name": cluster.hosts[h].name, "IP": cluster.hosts[h].address.to_string()})).collect()
+        hs.into_iter()
+            .map(|h| json!({"Name": cluster.hosts[h].name, "IP": cluster.hosts[h].address.to_string()}))
+            .collect()
     };
     json!({
         "Name": n.name,
@@ -311,7 +326,8 @@ mod tests {
 
     #[test]
     fn default_subnet_is_the_first_free_10_0_n_0() {
-        let mut s = net(CreateOpts { name: "a".into(), subnets: vec!["10.0.0.0/24".parse().unwrap()], ..Default::default() });
+        let mut s =
+            net(CreateOpts { name: "a".into(), subnets: vec!["10.0.0.0/24".parse().unwrap()], ..Default::default() });
         create(&mut s, &CreateOpts { name: "b".into(), ..Default::default() }).unwrap();
         assert_eq!(s.networks[1].subnets[0].subnet, "10.0.1.0/24".parse().unwrap());
     }
@@ -321,11 +337,20 @@ mod tests {
         let mut s = net(CreateOpts { name: "a".into(), ..Default::default() });
         let e = create(&mut s, &CreateOpts { name: "a".into(), ..Default::default() }).unwrap_err();
         assert!(e.0.contains("already exists"), "{e}");
-        let e = create(&mut s, &CreateOpts { name: "b".into(), opts: vec![("colour".into(), "x".into())], ..Default::default() }).unwrap_err();
+        let e = create(
+            &mut s,
+            &CreateOpts { name: "b".into(), opts: vec![("colour".into(), "x".into())], ..Default::default() },
+        )
+        .unwrap_err();
         assert!(e.0.contains("--opt colour: unknown option"), "{e}");
         let e = create(
             &mut s,
-            &CreateOpts { name: "c".into(), subnets: vec!["10.5.0.0/24".parse().unwrap()], gateways: vec!["10.6.0.1".parse().unwrap()], ..Default::default() },
+            &CreateOpts {
+                name: "c".into(),
+                subnets: vec!["10.5.0.0/24".parse().unwrap()],
+                gateways: vec!["10.6.0.1".parse().unwrap()],
+                ..Default::default()
+            },
         )
         .unwrap_err();
         assert!(e.0.contains("--gateway 10.6.0.1 is in none of the --subnet ranges"), "{e}");

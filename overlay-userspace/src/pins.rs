@@ -75,7 +75,11 @@ impl Pins {
 
     pub fn create_dirs(&self) -> Result<(), PinsError> {
         for d in [self.maps_dir(), self.links_dir()] {
-            std::fs::create_dir_all(&d).map_err(|source| PinsError::Io { what: "create", path: d.display().to_string(), source })?;
+            std::fs::create_dir_all(&d).map_err(|source| PinsError::Io {
+                what: "create",
+                path: d.display().to_string(),
+                source,
+            })?;
         }
         Ok(())
     }
@@ -91,7 +95,8 @@ impl Pins {
 }
 
 fn is_bpffs(path: &Path) -> Result<bool, PinsError> {
-    let st = nix::sys::statfs::statfs(path).map_err(|source| PinsError::Stat { path: path.display().to_string(), source })?;
+    let st = nix::sys::statfs::statfs(path)
+        .map_err(|source| PinsError::Stat { path: path.display().to_string(), source })?;
     Ok(st.filesystem_type().0 as i64 == BPF_FS_MAGIC)
 }
 

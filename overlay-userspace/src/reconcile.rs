@@ -78,7 +78,12 @@ pub fn desired(cluster: &Cluster, host: usize, facts: &HostFacts) -> MapContents
             | (if local { NETWORK_F_LOCAL } else { 0 });
         m.networks.insert(
             n.vni,
-            NetworkValue { gateway: gw.octets(), gateway_mac: gateway_mac(gw).0, mtu: n.mtu.min(u16::MAX as u32) as u16, flags },
+            NetworkValue {
+                gateway: gw.octets(),
+                gateway_mac: gateway_mac(gw).0,
+                mtu: n.mtu.min(u16::MAX as u32) as u16,
+                flags,
+            },
         );
         for s in &n.subnets {
             m.subnets.insert(
@@ -117,7 +122,10 @@ pub fn desired(cluster: &Cluster, host: usize, facts: &HostFacts) -> MapContents
                 flags: 0,
             };
             if let (EndpointMode::Vip, Some(vip)) = (s.endpoint_mode, s.vip) {
-                m.services.insert(ServiceKey { addr: vip.octets(), port: p.target, proto: p.protocol.number(), _pad: 0 }, base);
+                m.services.insert(
+                    ServiceKey { addr: vip.octets(), port: p.target, proto: p.protocol.number(), _pad: 0 },
+                    base,
+                );
             }
             let Some(published) = p.published else { continue };
             let key = ServiceKey { addr: [0; 4], port: published, proto: p.protocol.number(), _pad: 0 };
@@ -129,7 +137,11 @@ pub fn desired(cluster: &Cluster, host: usize, facts: &HostFacts) -> MapContents
                 PublishMode::Host if local_backends > 0 => {
                     m.services.insert(
                         key,
-                        ServiceValue { flags: SERVICE_F_PUBLISHED | SERVICE_F_HOST_MODE, backend_count: local_backends, ..base },
+                        ServiceValue {
+                            flags: SERVICE_F_PUBLISHED | SERVICE_F_HOST_MODE,
+                            backend_count: local_backends,
+                            ..base
+                        },
                     );
                 }
                 PublishMode::Host => {}
@@ -160,9 +172,16 @@ impl<K, V> MapDiff<K, V> {
     }
 }
 
-pub fn diff_map<K: Ord + Clone, V: PartialEq + Clone>(desired: &BTreeMap<K, V>, current: &BTreeMap<K, V>) -> MapDiff<K, V> {
+pub fn diff_map<K: Ord + Clone, V: PartialEq + Clone>(
+    desired: &BTreeMap<K, V>,
+    current: &BTreeMap<K, V>,
+) -> MapDiff<K, V> {
     MapDiff {
-        upsert: desired.iter().filter(|(k, v)| current.get(k) != Some(v)).map(|(k, v)| (k.clone(), v.clone())).collect(),
+        upsert: desired
+            .iter()
+            .filter(|(k, v)| current.get(k) != Some(v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         delete: current.keys().filter(|k| !desired.contains_key(k)).cloned().collect(),
     }
 }

@@ -1,6 +1,9 @@
 //! `status`: what is attached, how full the maps are, and the counters.
 
-use aya::programs::{links::{FdLink, PinnedLink}, loaded_programs};
+use aya::programs::{
+    links::{FdLink, PinnedLink},
+    loaded_programs,
+};
 use overlay_common::{MAP_STATS, PROG_TC_ENDPOINT, PROG_XDP_UNDERLAY, STATS_ENTRIES};
 use serde::Serialize;
 

@@ -90,7 +90,20 @@ impl Underlay {
         let i = self.hosts.len();
         let ns = Netns::new(&format!("{}-{name}", self.prefix));
         let port = format!("p{i}");
-        ip(&["link", "add", "eth0", "netns", &ns.name, "type", "veth", "peer", "name", &port, "netns", &self.switch.name]);
+        ip(&[
+            "link",
+            "add",
+            "eth0",
+            "netns",
+            &ns.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &port,
+            "netns",
+            &self.switch.name,
+        ]);
         self.switch.ip(&["link", "set", &port, "master", "br0", "up"]);
         ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
         ns.ip(&["link", "set", "eth0", "up"]);
@@ -135,7 +148,13 @@ impl Deployment {
     /// `overlay-bpf up` for a host; returns the raw output.
     pub fn up(&mut self, state: &Path, host: &str, netns: &str) -> Output {
         self.track(host, netns);
-        self.cmd(host, netns).arg("up").arg("--state").arg(state).stdin(Stdio::null()).output().expect("run overlay-bpf")
+        self.cmd(host, netns)
+            .arg("up")
+            .arg("--state")
+            .arg(state)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run overlay-bpf")
     }
 
     pub fn down_all(&mut self) {

@@ -44,7 +44,12 @@ impl Drop for StateFile {
 }
 
 fn text(o: &Output) -> String {
-    format!("exit {:?}\nstdout:\n{}\nstderr:\n{}", o.status.code(), String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn assert_ok(o: &Output) -> String {
@@ -72,7 +77,8 @@ fn state(p: &str, endpoints: &[(&str, &str, &str, &str)], hosts: usize) -> Strin
 }
 
 fn underlay(p: &str, hosts: usize) -> Underlay {
-    let hs: Vec<(String, Ipv4Addr)> = (1..=hosts).map(|i| (format!("n{i}"), Ipv4Addr::new(192, 168, 200, 10 + i as u8))).collect();
+    let hs: Vec<(String, Ipv4Addr)> =
+        (1..=hosts).map(|i| (format!("n{i}"), Ipv4Addr::new(192, 168, 200, 10 + i as u8))).collect();
     let refs: Vec<(&str, Ipv4Addr)> = hs.iter().map(|(n, a)| (n.as_str(), *a)).collect();
     Underlay::new(p, &refs)
 }
@@ -86,7 +92,9 @@ fn pins(p: &str, host: &str) -> PathBuf {
 }
 
 fn status(dep: &Deployment, p: &str, host: &str) -> Value {
-    json(&assert_ok(&dep.cmd(&format!("{p}{host}"), &format!("{p}-{host}")).args(["status", "-o", "json"]).output().unwrap()))
+    json(&assert_ok(
+        &dep.cmd(&format!("{p}{host}"), &format!("{p}-{host}")).args(["status", "-o", "json"]).output().unwrap(),
+    ))
 }
 
 fn counter(st: &Value, prog: &str, reason: &str) -> u64 {
@@ -110,7 +118,12 @@ fn link_ids(st: &Value) -> Vec<(String, u64)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|l| (format!("{}@{}", l["kind"].as_str().unwrap(), l["ifname"].as_str().unwrap()), l["link_id"].as_u64().unwrap_or(0)))
+        .map(|l| {
+            (
+                format!("{}@{}", l["kind"].as_str().unwrap(), l["ifname"].as_str().unwrap()),
+                l["link_id"].as_u64().unwrap_or(0),
+            )
+        })
         .collect()
 }
 
@@ -118,7 +131,11 @@ fn link_ids(st: &Value) -> Vec<(String, u64)> {
 /// ({"key": .., "value": ..} with field names).
 fn bpftool_dump(pin: &Path) -> Value {
     let raw = json(&must(Command::new("bpftool").args(["-j", "map", "dump", "pinned"]).arg(pin)));
-    let entries = raw.as_array().unwrap().iter().map(|e| e.get("formatted").cloned().unwrap_or_else(|| panic!("no BTF-formatted fields in {e}")));
+    let entries = raw
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.get("formatted").cloned().unwrap_or_else(|| panic!("no BTF-formatted fields in {e}")));
     Value::Array(entries.collect())
 }
 
@@ -146,7 +163,12 @@ fn link_json(ns: &Netns, dev: &str) -> Option<Value> {
 fn up_status_reapply_and_down_on_three_hosts() {
     require_root();
     let p = "obta";
-    let eps = [("web1", "n1", "front", "10.10.0.3"), ("db1", "n1", "back", "10.20.0.9"), ("web2", "n2", "front", "10.10.0.4"), ("web3", "n3", "front", "10.10.0.5")];
+    let eps = [
+        ("web1", "n1", "front", "10.10.0.3"),
+        ("db1", "n1", "back", "10.20.0.9"),
+        ("web2", "n2", "front", "10.10.0.4"),
+        ("web3", "n3", "front", "10.10.0.5"),
+    ];
     let st = StateFile::new(p, &state(p, &eps, 3));
     let u = underlay(p, 3);
     let cs = containers(p, &["web1", "db1", "web2", "web3"]);
@@ -157,7 +179,16 @@ fn up_status_reapply_and_down_on_three_hosts() {
     }
 
     // Pins: every map, the XDP link and one TC link per local endpoint.
-    for m in ["OB_CONFIG_V1", "OB_ENDPOINTS_V1", "OB_NETWORKS_V1", "OB_SUBNETS_V1", "OB_IFACES_V1", "OB_VTEPS_V1", "OB_SERVICES_V1", "OB_STATS_V1"] {
+    for m in [
+        "OB_CONFIG_V1",
+        "OB_ENDPOINTS_V1",
+        "OB_NETWORKS_V1",
+        "OB_SUBNETS_V1",
+        "OB_IFACES_V1",
+        "OB_VTEPS_V1",
+        "OB_SERVICES_V1",
+        "OB_STATS_V1",
+    ] {
         assert!(pins(p, "n1").join("maps").join(m).exists(), "map {m} not pinned");
     }
     let s1 = status(&dep, p, "n1");
@@ -234,7 +265,8 @@ fn up_status_reapply_and_down_on_three_hosts() {
 fn reapplying_a_changed_file_touches_only_the_difference() {
     require_root();
     let p = "obtb";
-    let first = [("e1", "n1", "front", "10.10.0.3"), ("e2", "n1", "front", "10.10.0.4"), ("e3", "n2", "front", "10.10.0.5")];
+    let first =
+        [("e1", "n1", "front", "10.10.0.3"), ("e2", "n1", "front", "10.10.0.4"), ("e3", "n2", "front", "10.10.0.5")];
     let st = StateFile::new(p, &state(p, &first, 2));
     let u = underlay(p, 3);
     let cs = containers(p, &["e1", "e2", "e3", "e4"]);
@@ -243,7 +275,8 @@ fn reapplying_a_changed_file_touches_only_the_difference() {
     let before = link_ids(&status(&dep, p, "n1"));
 
     // e2 leaves, e4 joins on n1 (with a new IP), and a third host appears.
-    let second = [("e1", "n1", "front", "10.10.0.3"), ("e3", "n2", "front", "10.10.0.5"), ("e4", "n1", "back", "10.20.0.4")];
+    let second =
+        [("e1", "n1", "front", "10.10.0.3"), ("e3", "n2", "front", "10.10.0.5"), ("e4", "n1", "back", "10.20.0.4")];
     st.write(&state(p, &second, 3));
     let out = assert_ok(&dep.up(&st.0, &format!("{p}n1"), &format!("{p}-n1")));
     assert!(out.contains("1 veths created, 1 removed"), "{out}");
@@ -259,11 +292,15 @@ fn reapplying_a_changed_file_touches_only_the_difference() {
     assert_eq!(json(&cs[3].ip(&["-j", "-4", "addr", "show", "dev", "eth0"]))[0]["addr_info"][0]["local"], "10.20.0.4");
     let dump = bpftool_dump(&pins(p, "n1").join("maps/OB_ENDPOINTS_V1"));
     let ips: Vec<Value> = dump.as_array().unwrap().iter().map(|e| e["key"]["ip"].clone()).collect();
-    assert!(ips.contains(&serde_json::json!([10, 20, 0, 4])) && !ips.contains(&serde_json::json!([10, 10, 0, 4])), "{ips:?}");
+    assert!(
+        ips.contains(&serde_json::json!([10, 20, 0, 4])) && !ips.contains(&serde_json::json!([10, 10, 0, 4])),
+        "{ips:?}"
+    );
     assert_eq!(bpftool_dump(&pins(p, "n1").join("maps/OB_VTEPS_V1")).as_array().unwrap().len(), 3);
 
     // An endpoint's IP changes: its container gets exactly the new address.
-    let third = [("e1", "n1", "front", "10.10.0.33"), ("e3", "n2", "front", "10.10.0.5"), ("e4", "n1", "back", "10.20.0.4")];
+    let third =
+        [("e1", "n1", "front", "10.10.0.33"), ("e3", "n2", "front", "10.10.0.5"), ("e4", "n1", "back", "10.20.0.4")];
     st.write(&state(p, &third, 3));
     assert_ok(&dep.up(&st.0, &format!("{p}n1"), &format!("{p}-n1")));
     let a = json(&cs[0].ip(&["-j", "-4", "addr", "show", "dev", "eth0"]));
@@ -288,7 +325,12 @@ fn a_bad_state_is_rejected_and_nothing_is_applied() {
     let o = dep.up(&st.0, &format!("{p}n1"), &format!("{p}-n1"));
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains(&st.0.display().to_string()) && err.contains("endpoints[1] (e2)") && err.contains("duplicate address 10.10.0.3"), "{err}");
+    assert!(
+        err.contains(&st.0.display().to_string())
+            && err.contains("endpoints[1] (e2)")
+            && err.contains("duplicate address 10.10.0.3"),
+        "{err}"
+    );
     assert!(!pins(p, "n1").exists(), "pins made for a rejected state");
     assert!(our_veths(u.host("n1")).is_empty());
 
@@ -338,11 +380,19 @@ fn user_errors_exit_1_and_name_the_fix() {
     // Unknown host.
     let o = Command::new(bin()).args(["up", "--host", "nope", "--state"]).arg(&st.0).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains(&format!("unknown host \"nope\"; the state file defines: {p}n1")), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(&format!("unknown host \"nope\"; the state file defines: {p}n1")),
+        "{}",
+        text(&o)
+    );
     // The endpoint's namespace does not exist (not created in this test).
     let o = dep.cmd(&format!("{p}n1"), &format!("{p}-n1")).arg("up").arg("--state").arg(&st.0).output().unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("endpoint e1: network namespace /run/netns/obte-e1 does not exist"), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("endpoint e1: network namespace /run/netns/obte-e1 does not exist"),
+        "{}",
+        text(&o)
+    );
     assert!(!pins(p, "n1").exists());
     // --netns that does not exist.
     let o = Command::new(bin()).args(["--netns", "obte-missing", "up", "--state"]).arg(&st.0).output().unwrap();
@@ -381,7 +431,11 @@ fn the_agent_applies_reapplies_on_change_and_leaves_the_data_path_on_exit() {
     let wait_for = |what: &str, f: &dyn Fn() -> bool| {
         let t = Instant::now();
         while !f() {
-            assert!(t.elapsed() < Duration::from_secs(20), "timed out waiting for {what}: veths {:?}", our_veths(u.host("n1")));
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "timed out waiting for {what}: veths {:?}",
+                our_veths(u.host("n1"))
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     };

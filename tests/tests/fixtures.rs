@@ -83,13 +83,18 @@ impl Rig {
         let mut loaded = loader::load(None).expect("load the embedded eBPF object (built by `cargo xtask build`)");
         let ebpf = loaded.ebpf_mut();
         let mut cfg: Array<_, HostConfig> = Array::try_from(ebpf.map_mut(MAP_CONFIG).unwrap()).unwrap();
-        cfg.set(0, HostConfig { underlay_ip: HOST, underlay_ifindex: 1, vxlan_port: 4789, underlay_mtu: 1500, host_id: 0 }, 0)
-            .unwrap();
+        cfg.set(
+            0,
+            HostConfig { underlay_ip: HOST, underlay_ifindex: 1, vxlan_port: 4789, underlay_mtu: 1500, host_id: 0 },
+            0,
+        )
+        .unwrap();
         Rig { loaded }
     }
 
     fn counter(&mut self, p: Prog, r: Reason) -> u64 {
-        let stats: PerCpuArray<_, Counter> = PerCpuArray::try_from(self.loaded.ebpf_mut().map(MAP_STATS).unwrap()).unwrap();
+        let stats: PerCpuArray<_, Counter> =
+            PerCpuArray::try_from(self.loaded.ebpf_mut().map(MAP_STATS).unwrap()).unwrap();
         stats.get(&counter_index(p, r), 0).unwrap().iter().map(|c| c.packets).sum()
     }
 
@@ -129,21 +134,61 @@ fn xdp_underlay_classifies_and_counts_every_packet() {
     let full = |dport, dst| ipv4(PEER, dst, 17, 0, &udp(50000, dport, &vxlan(4097, &inner)));
     let mut cases = vec![
         Case { what: "ARP", pkt: arp(), verdict: XDP_PASS, reason: Reason::PassNotOurs },
-        Case { what: "IPv6 ethertype", pkt: { let mut p = eth(0x86dd); p.extend([0x60; 40]); p }, verdict: XDP_PASS, reason: Reason::PassNotOurs },
-        Case { what: "TCP to the host", pkt: ipv4(PEER, HOST, 6, 0, &[0; 20]), verdict: XDP_PASS, reason: Reason::PassNotOurs },
-        Case { what: "UDP to another port", pkt: ipv4(PEER, HOST, 17, 0, &udp(1, 53, b"dns")), verdict: XDP_PASS, reason: Reason::PassNotOurs },
-        Case { what: "VXLAN port, another address", pkt: full(4789, [192, 0, 2, 9]), verdict: XDP_PASS, reason: Reason::PassNotOurs },
+        Case {
+            what: "IPv6 ethertype",
+            pkt: {
+                let mut p = eth(0x86dd);
+                p.extend([0x60; 40]);
+                p
+            },
+            verdict: XDP_PASS,
+            reason: Reason::PassNotOurs,
+        },
+        Case {
+            what: "TCP to the host",
+            pkt: ipv4(PEER, HOST, 6, 0, &[0; 20]),
+            verdict: XDP_PASS,
+            reason: Reason::PassNotOurs,
+        },
+        Case {
+            what: "UDP to another port",
+            pkt: ipv4(PEER, HOST, 17, 0, &udp(1, 53, b"dns")),
+            verdict: XDP_PASS,
+            reason: Reason::PassNotOurs,
+        },
+        Case {
+            what: "VXLAN port, another address",
+            pkt: full(4789, [192, 0, 2, 9]),
+            verdict: XDP_PASS,
+            reason: Reason::PassNotOurs,
+        },
         Case { what: "VXLAN to us", pkt: full(4789, HOST), verdict: XDP_PASS, reason: Reason::PassVxlan },
-        Case { what: "VXLAN to us, IP options", pkt: ipv4(PEER, HOST, 17, 2, &udp(50000, 4789, &vxlan(4097, &inner))), verdict: XDP_PASS, reason: Reason::PassVxlan },
-        Case { what: "VXLAN header cut short", pkt: ipv4(PEER, HOST, 17, 0, &udp(50000, 4789, &[0x08, 0, 0])), verdict: XDP_DROP, reason: Reason::DropMalformed },
-        Case { what: "VXLAN, no header at all", pkt: ipv4(PEER, HOST, 17, 0, &udp(50000, 4789, &[])), verdict: XDP_DROP, reason: Reason::DropMalformed },
+        Case {
+            what: "VXLAN to us, IP options",
+            pkt: ipv4(PEER, HOST, 17, 2, &udp(50000, 4789, &vxlan(4097, &inner))),
+            verdict: XDP_PASS,
+            reason: Reason::PassVxlan,
+        },
+        Case {
+            what: "VXLAN header cut short",
+            pkt: ipv4(PEER, HOST, 17, 0, &udp(50000, 4789, &[0x08, 0, 0])),
+            verdict: XDP_DROP,
+            reason: Reason::DropMalformed,
+        },
+        Case {
+            what: "VXLAN, no header at all",
+            pkt: ipv4(PEER, HOST, 17, 0, &udp(50000, 4789, &[])),
+            verdict: XDP_DROP,
+            reason: Reason::DropMalformed,
+        },
     ];
     // Truncated at every byte between the end of Ethernet and the VXLAN header:
     // cut inside IPv4 or UDP it is not ours to judge (the stack drops it);
     // cut inside VXLAN it is ours and malformed.
     let whole = full(4789, HOST);
     for cut in 14..(14 + 20 + 8 + 8) {
-        let (verdict, reason) = if cut < 14 + 20 + 8 { (XDP_PASS, Reason::PassNotOurs) } else { (XDP_DROP, Reason::DropMalformed) };
+        let (verdict, reason) =
+            if cut < 14 + 20 + 8 { (XDP_PASS, Reason::PassNotOurs) } else { (XDP_DROP, Reason::DropMalformed) };
         cases.push(Case { what: "truncated", pkt: whole[..cut].to_vec(), verdict, reason });
     }
     let mut rig = Rig::new();
@@ -164,7 +209,11 @@ fn xdp_underlay_classifies_and_counts_every_packet() {
 #[test]
 fn tc_endpoint_passes_and_counts_what_containers_send() {
     let mut rig = Rig::new();
-    let pkts = [arp(), ipv4([10, 0, 0, 3], [10, 0, 0, 4], 17, 0, &udp(1000, 2000, b"hi")), ipv4([10, 0, 0, 3], [8, 8, 8, 8], 6, 0, &[0; 20])];
+    let pkts = [
+        arp(),
+        ipv4([10, 0, 0, 3], [10, 0, 0, 4], 17, 0, &udp(1000, 2000, b"hi")),
+        ipv4([10, 0, 0, 3], [8, 8, 8, 8], 6, 0, &[0; 20]),
+    ];
     for p in &pkts {
         let (verdict, out) = rig.run(PROG_TC_ENDPOINT, p);
         assert_eq!(verdict, TC_ACT_OK);

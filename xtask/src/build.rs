@@ -29,7 +29,19 @@ pub fn build_ebpf() -> Result<PathBuf> {
     step("build: eBPF programs (nightly, bpfel-unknown-none)");
     run(Command::new("rustup")
         .current_dir(root())
-        .args(["run", "nightly", "cargo", "build", "-p", "overlay-ebpf", "--target", "bpfel-unknown-none", "-Z", "build-std=core", "--release"])
+        .args([
+            "run",
+            "nightly",
+            "cargo",
+            "build",
+            "-p",
+            "overlay-ebpf",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--release",
+        ])
         // BTF for the maps and programs, so bpftool prints field names.
         .env("CARGO_ENCODED_RUSTFLAGS", ["-Cdebuginfo=2", "-Clink-arg=--btf"].join("\x1f"))
         .env("PATH", path_with_cargo_bin()))?;

@@ -69,8 +69,13 @@ pub fn run(keep: bool, clean: bool) -> Result<()> {
     let state = root().join("examples/cluster.yaml");
 
     // What the example asks for, as overlay-bpf itself resolves it.
-    let resolved: serde_json::Value = serde_json::from_str(&output(Command::new(&bin).args(["validate", "-o", "json", "--state"]).arg(&state))?)?;
-    let hosts = [("node1", Ipv4Addr::new(192, 168, 100, 11)), ("node2", Ipv4Addr::new(192, 168, 100, 12)), ("node3", Ipv4Addr::new(192, 168, 100, 13))];
+    let resolved: serde_json::Value =
+        serde_json::from_str(&output(Command::new(&bin).args(["validate", "-o", "json", "--state"]).arg(&state))?)?;
+    let hosts = [
+        ("node1", Ipv4Addr::new(192, 168, 100, 11)),
+        ("node2", Ipv4Addr::new(192, 168, 100, 12)),
+        ("node3", Ipv4Addr::new(192, 168, 100, 13)),
+    ];
 
     step("run: creating 3 hosts (namespaces obdemo-node1..3) on an underlay bridge");
     let underlay = Underlay::new(PREFIX, &hosts);
@@ -108,7 +113,12 @@ pub fn run(keep: bool, clean: bool) -> Result<()> {
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
 
     step("run: bpftool map dump pinned /sys/fs/bpf/overlay-bpf/node1/maps/OB_ENDPOINTS_V1 (first entries)");
-    let dump = output(Command::new("bpftool").args(["map", "dump", "pinned", "/sys/fs/bpf/overlay-bpf/node1/maps/OB_ENDPOINTS_V1"]))?;
+    let dump = output(Command::new("bpftool").args([
+        "map",
+        "dump",
+        "pinned",
+        "/sys/fs/bpf/overlay-bpf/node1/maps/OB_ENDPOINTS_V1",
+    ]))?;
     for l in dump.lines().take(24) {
         println!("{l}");
     }

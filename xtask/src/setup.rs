@@ -34,7 +34,11 @@ fn apt_packages() -> Result<()> {
         return Ok(());
     }
     if !is_root() {
-        bail!("apt packages {} are missing; install them with `sudo apt-get install {}` or run as root", missing.join(" "), missing.join(" "));
+        bail!(
+            "apt packages {} are missing; install them with `sudo apt-get install {}` or run as root",
+            missing.join(" "),
+            missing.join(" ")
+        );
     }
     step(&format!("setup: installing apt packages: {}", missing.join(" ")));
     run(Command::new("apt-get").args(["update", "-q"]))?;
@@ -73,7 +77,9 @@ fn bpf_linker() -> Result<()> {
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .find(|n| n.starts_with("libLLVM.so.") && n.contains("-rust-"))
-        .with_context(|| format!("no libLLVM.so.*-rust-* in {}; the nightly toolchain looks incomplete", lib.display()))?;
+        .with_context(|| {
+            format!("no libLLVM.so.*-rust-* in {}; the nightly toolchain looks incomplete", lib.display())
+        })?;
     // libLLVM.so.22.1-rust-1.97.0-nightly -> 22
     let major: String = llvm["libLLVM.so.".len()..].chars().take_while(|c| c.is_ascii_digit()).collect();
     let linker = cargo_bin_dir().join("bpf-linker");
@@ -83,7 +89,9 @@ fn bpf_linker() -> Result<()> {
             return Ok(());
         }
     }
-    step(&format!("setup: building bpf-linker {BPF_LINKER_VERSION} against the nightly's LLVM {major} (about a minute)"));
+    step(&format!(
+        "setup: building bpf-linker {BPF_LINKER_VERSION} against the nightly's LLVM {major} (about a minute)"
+    ));
     let prefix = root().join("target/llvm-nightly");
     let prefix_lib = prefix.join("lib");
     std::fs::create_dir_all(&prefix_lib)?;
@@ -93,7 +101,16 @@ fn bpf_linker() -> Result<()> {
         std::os::unix::fs::symlink(lib.join(&llvm), &link)?;
     }
     run(Command::new("cargo")
-        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked", "--force", "--no-default-features", "--features"])
+        .args([
+            "install",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--locked",
+            "--force",
+            "--no-default-features",
+            "--features",
+        ])
         .arg(format!("llvm-{major}"))
         .env("LLVM_PREFIX", &prefix)
         .env("PATH", path_with_cargo_bin()))?;
@@ -105,7 +122,8 @@ fn linked_llvm_major(linker: &std::path::Path) -> Option<String> {
     let out = output(Command::new("ldd").arg(linker)).ok()?;
     let line = out.lines().find(|l| l.contains("libLLVM"))?;
     let v = line.trim().split("libLLVM").nth(1)?; // "-22-rust..." or ".so.22.1-rust..."
-    let digits: String = v.trim_start_matches(|c: char| !c.is_ascii_digit()).chars().take_while(|c| c.is_ascii_digit()).collect();
+    let digits: String =
+        v.trim_start_matches(|c: char| !c.is_ascii_digit()).chars().take_while(|c| c.is_ascii_digit()).collect();
     (!digits.is_empty()).then_some(digits)
 }
 

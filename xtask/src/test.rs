@@ -18,12 +18,25 @@ pub fn test(unit_only: bool, args: &[String]) -> Result<()> {
 
     let t = Instant::now();
     step("test: unit tests (model, validation, allocation, reconciler, wire layouts)");
-    let (mut passed, mut failed) = run_tests(Command::new("cargo")
-        .current_dir(root())
-        .args(["test", "-p", "overlay-common", "-p", "overlay-userspace", "-p", "xtask", "--lib", "--bins", "--tests"])
-        .env("OVERLAY_EBPF_OBJECT", &obj)
-        .arg("--")
-        .args(args))?;
+    let (mut passed, mut failed) = run_tests(
+        Command::new("cargo")
+            .current_dir(root())
+            .args([
+                "test",
+                "-p",
+                "overlay-common",
+                "-p",
+                "overlay-userspace",
+                "-p",
+                "xtask",
+                "--lib",
+                "--bins",
+                "--tests",
+            ])
+            .env("OVERLAY_EBPF_OBJECT", &obj)
+            .arg("--")
+            .args(args),
+    )?;
     step(&format!("test: unit tests passed ({:.1}s)", t.elapsed().as_secs_f64()));
     if unit_only {
         println!("unit: {passed} passed, {failed} failed");
@@ -34,13 +47,15 @@ pub fn test(unit_only: bool, args: &[String]) -> Result<()> {
     }
     let t = Instant::now();
     step("test: kernel tests (BPF_PROG_TEST_RUN fixtures, namespace clusters)");
-    let (p, f) = run_tests(Command::new("cargo")
-        .current_dir(root())
-        .args(["test", "-p", "tests", "--tests"])
-        .env("OVERLAY_EBPF_OBJECT", &obj)
-        .env("OVERLAY_BPF_BIN", &bin)
-        .arg("--")
-        .args(args))?;
+    let (p, f) = run_tests(
+        Command::new("cargo")
+            .current_dir(root())
+            .args(["test", "-p", "tests", "--tests"])
+            .env("OVERLAY_EBPF_OBJECT", &obj)
+            .env("OVERLAY_BPF_BIN", &bin)
+            .arg("--")
+            .args(args),
+    )?;
     (passed, failed) = (passed + p, failed + f);
     step(&format!("test: kernel tests passed ({:.1}s)", t.elapsed().as_secs_f64()));
     step(&format!("test: all passed in {:.1}s", t0.elapsed().as_secs_f64()));

@@ -17,7 +17,8 @@ fn load(g: &Global, bytes: &[u8]) -> anyhow::Result<(Cluster, usize)> {
 }
 
 fn read(g: &Global) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(&g.state).map_err(|e| overlay_bpf::error::UserError(format!("{}: cannot read: {e}", g.state.display())).into())
+    std::fs::read(&g.state)
+        .map_err(|e| overlay_bpf::error::UserError(format!("{}: cannot read: {e}", g.state.display())).into())
 }
 
 /// Applies, then re-applies whenever the state file's content changes. A bad
@@ -30,7 +31,13 @@ pub async fn agent(g: &Global, interval: u64) -> anyhow::Result<i32> {
     let pins = pins_for(g, &host);
     let log = |m: &str| tracing::info!("{host}: {m}");
     let r = apply::up(&cluster, h, &pins, &log).await?;
-    tracing::info!(host, written = r.entries_written, deleted = r.entries_deleted, "applied; watching {}", g.state.display());
+    tracing::info!(
+        host,
+        written = r.entries_written,
+        deleted = r.entries_deleted,
+        "applied; watching {}",
+        g.state.display()
+    );
     let mut tick = tokio::time::interval(Duration::from_secs(interval.max(1)));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {

@@ -1,5 +1,9 @@
 use super::{pins_for, Global};
-use overlay_bpf::{apply, error::{require_root, UserError}, pins::DEFAULT_PIN_ROOT};
+use overlay_bpf::{
+    apply,
+    error::{require_root, UserError},
+    pins::DEFAULT_PIN_ROOT,
+};
 
 /// The host to take down: --host, else the state file's pick, else the only
 /// host with pins under the default root.

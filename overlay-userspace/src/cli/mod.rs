@@ -62,7 +62,6 @@ pub struct Global {
     pub verbose: u8,
 }
 
-
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Apply the state for this host: load and attach the programs, create the

@@ -9,7 +9,11 @@ pub fn network(g: &Global, cmd: NetworkCmd) -> anyhow::Result<i32> {
     match cmd {
         NetworkCmd::Create(a) => {
             if a.driver != "overlay" {
-                return Err(UserError(format!("driver {:?} is not supported; overlay-bpf only does `overlay`", a.driver)).into());
+                return Err(UserError(format!(
+                    "driver {:?} is not supported; overlay-bpf only does `overlay`",
+                    a.driver
+                ))
+                .into());
             }
             let mut state = network_cmd::read_for_edit(&g.state)?;
             network_cmd::create(

@@ -1,5 +1,8 @@
 use super::{pins_for, Format, Global};
-use overlay_bpf::{error::{require_root, UserError}, status};
+use overlay_bpf::{
+    error::{require_root, UserError},
+    status,
+};
 
 pub fn status(g: &Global, output: Format) -> anyhow::Result<i32> {
     let host = match &g.host {
@@ -12,7 +15,11 @@ pub fn status(g: &Global, output: Format) -> anyhow::Result<i32> {
     require_root("status")?;
     let pins = pins_for(g, &host);
     if !pins.exists() {
-        return Err(UserError(format!("host {host} is not up: no pins at {} (run `overlay-bpf up`)", pins.dir.display())).into());
+        return Err(UserError(format!(
+            "host {host} is not up: no pins at {} (run `overlay-bpf up`)",
+            pins.dir.display()
+        ))
+        .into());
     }
     let s = status::gather(&host, &pins)?;
     match output {

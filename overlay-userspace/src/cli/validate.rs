@@ -19,7 +19,10 @@ pub fn validate(g: &Global, output: Format) -> anyhow::Result<i32> {
             .iter()
             .map(|s| serde_json::json!({"name": s.name, "network": c.networks[s.network].name, "vip": s.vip.map(|v| v.to_string())}))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"networks": nets, "endpoints": eps, "services": svcs}))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"networks": nets, "endpoints": eps, "services": svcs}))?
+        );
         return Ok(0);
     }
     println!(

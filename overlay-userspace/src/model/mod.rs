@@ -233,8 +233,8 @@ impl FromStr for Mac {
             if p.len() != 2 {
                 return Err(format!("invalid MAC address {s:?}: expected six hex bytes like 02:42:0a:00:00:03"));
             }
-            *o = u8::from_str_radix(p, 16)
-                .map_err(|_| format!("invalid MAC address {s:?}: {p:?} is not a hex byte"))?;
+            *o =
+                u8::from_str_radix(p, 16).map_err(|_| format!("invalid MAC address {s:?}: {p:?} is not a hex byte"))?;
         }
         Ok(Mac(out))
     }
@@ -507,11 +507,7 @@ fn entry(kind: &str, i: usize, name: &str) -> String {
 }
 
 /// Checks every name in a list is non-empty and unique; returns name -> index.
-fn unique_names<'s>(
-    c: &mut Checker,
-    kind: &str,
-    names: impl Iterator<Item = &'s str>,
-) -> HashMap<&'s str, usize> {
+fn unique_names<'s>(c: &mut Checker, kind: &str, names: impl Iterator<Item = &'s str>) -> HashMap<&'s str, usize> {
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (i, n) in names.enumerate() {
         if n.trim().is_empty() {
@@ -519,7 +515,10 @@ fn unique_names<'s>(
             continue;
         }
         if let Some(first) = seen.get(n) {
-            c.err(entry(kind, i, n), format!("duplicate name: {kind}[{first}] is already called {n:?}; names must be unique"));
+            c.err(
+                entry(kind, i, n),
+                format!("duplicate name: {kind}[{first}] is already called {n:?}; names must be unique"),
+            );
         } else {
             seen.insert(n, i);
         }
@@ -590,7 +589,10 @@ pub fn resolve(file: &str, state: &State, caps: Capabilities) -> Result<Cluster,
         c.err("cluster.vxlan_port", "must be 1..65535 (VXLAN's standard port is 4789)");
     }
     if !(576..=65535).contains(&cl.underlay_mtu) {
-        c.err("cluster.underlay_mtu", format!("{} is out of range; an IPv4 underlay MTU is 576..65535", cl.underlay_mtu));
+        c.err(
+            "cluster.underlay_mtu",
+            format!("{} is out of range; an IPv4 underlay MTU is 576..65535", cl.underlay_mtu),
+        );
     }
 
     // --- hosts
@@ -598,8 +600,12 @@ pub fn resolve(file: &str, state: &State, caps: Capabilities) -> Result<Cluster,
     let mut host_addrs: HashMap<Ipv4Addr, usize> = HashMap::new();
     for (i, h) in state.hosts.iter().enumerate() {
         let e = entry("hosts", i, &h.name);
-        if h.address.is_unspecified() || h.address.is_multicast() || h.address.is_broadcast() || h.address.is_loopback() {
-            c.err(&e, format!("address {} cannot be a data-path address; use the host's unicast underlay IPv4", h.address));
+        if h.address.is_unspecified() || h.address.is_multicast() || h.address.is_broadcast() || h.address.is_loopback()
+        {
+            c.err(
+                &e,
+                format!("address {} cannot be a data-path address; use the host's unicast underlay IPv4", h.address),
+            );
         }
         if let Some(first) = host_addrs.insert(h.address, i) {
             c.err(&e, format!("duplicate address {}: hosts[{first}] already has it", h.address));
@@ -638,11 +644,14 @@ pub fn resolve(file: &str, state: &State, caps: Capabilities) -> Result<Cluster,
         if mtu < 68 {
             c.err(&e, format!("mtu {mtu} is below the IPv4 minimum of 68"));
         } else if mtu + VXLAN_OVERHEAD > cl.underlay_mtu {
-            c.err(&e, format!(
-                "mtu {mtu} plus {VXLAN_OVERHEAD} bytes of VXLAN exceeds underlay_mtu {}; use mtu <= {}",
-                cl.underlay_mtu,
-                cl.underlay_mtu.saturating_sub(VXLAN_OVERHEAD)
-            ));
+            c.err(
+                &e,
+                format!(
+                    "mtu {mtu} plus {VXLAN_OVERHEAD} bytes of VXLAN exceeds underlay_mtu {}; use mtu <= {}",
+                    cl.underlay_mtu,
+                    cl.underlay_mtu.saturating_sub(VXLAN_OVERHEAD)
+                ),
+            );
         }
         if n.subnets.is_empty() {
             c.err(&e, "has no subnets; add at least one, e.g. `subnets: [{subnet: 10.0.1.0/24}]`");
@@ -653,7 +662,13 @@ pub fn resolve(file: &str, state: &State, caps: Capabilities) -> Result<Cluster,
                 c.err(&se, format!("subnet {} has host bits set; did you mean {}?", s.subnet, s.subnet.trunc()));
             }
             if s.subnet.prefix_len() > 30 {
-                c.err(&se, format!("subnet {} is too small: a /30 is the smallest with room for a gateway and an endpoint", s.subnet));
+                c.err(
+                    &se,
+                    format!(
+                        "subnet {} is too small: a /30 is the smallest with room for a gateway and an endpoint",
+                        s.subnet
+                    ),
+                );
             }
             let net = s.subnet.trunc();
             let usable = |ip: Ipv4Addr| net.contains(&ip) && ip != net.network() && ip != net.broadcast();
@@ -671,7 +686,10 @@ pub fn resolve(file: &str, state: &State, caps: Capabilities) -> Result<Cluster,
             }
             for (name, a) in &s.aux_addresses {
                 if !usable(*a) {
-                    c.err(&se, format!("aux address {name}={a} is outside subnet {net} (or is its network/broadcast address)"));
+                    c.err(
+                        &se,
+                        format!("aux address {name}={a} is outside subnet {net} (or is its network/broadcast address)"),
+                    );
                 }
             }
             for (hi, h) in state.hosts.iter().enumerate() {
@@ -693,7 +711,10 @@ pub fn resolve(file: &str, state: &State, caps: Capabilities) -> Result<Cluster,
             if na.contains(nb) || nb.contains(na) {
                 c.err(
                     format!("{}.subnets[{jb}]", entry("networks", *ib, &state.networks[*ib].name)),
-                    format!("subnet {nb} overlaps {na} of {}.subnets[{ja}]; subnets of all networks must not overlap", entry("networks", *ia, &state.networks[*ia].name)),
+                    format!(
+                        "subnet {nb} overlaps {na} of {}.subnets[{ja}]; subnets of all networks must not overlap",
+                        entry("networks", *ia, &state.networks[*ia].name)
+                    ),
                 );
             }
         }
@@ -754,7 +775,13 @@ pub fn resolve(file: &str, state: &State, caps: Capabilities) -> Result<Cluster,
                     backs_a_service.insert(bi);
                     let bnet = &state.endpoints[bi].network;
                     if snet.is_some() && bnet != &s.network {
-                        c.err(&e, format!("backend {b:?} is on network {bnet:?}, not on the service's network {:?}", s.network));
+                        c.err(
+                            &e,
+                            format!(
+                                "backend {b:?} is on network {bnet:?}, not on the service's network {:?}",
+                                s.network
+                            ),
+                        );
                     }
                 }
             }
@@ -764,7 +791,9 @@ pub fn resolve(file: &str, state: &State, caps: Capabilities) -> Result<Cluster,
     // Per network: addresses already claimed (gateways, aux, explicit IPs and VIPs).
     let mut taken: Vec<BTreeSet<Ipv4Addr>> = networks
         .iter()
-        .map(|n| n.subnets.iter().flat_map(|s| std::iter::once(s.gateway).chain(s.aux_addresses.values().copied())).collect())
+        .map(|n| {
+            n.subnets.iter().flat_map(|s| std::iter::once(s.gateway).chain(s.aux_addresses.values().copied())).collect()
+        })
         .collect();
     // Owner of each explicitly given address, for duplicate errors.
     let mut owners: HashMap<Ipv4Addr, String> = HashMap::new();
@@ -811,7 +840,17 @@ pub fn resolve(file: &str, state: &State, caps: Capabilities) -> Result<Cluster,
             }
         }
         if let Some(ip) = ep.ip {
-            check_explicit_addr(&mut c, &e, "ip", ip, &networks[ni], in_other_network(ni, ip), &mut taken[ni], &mut owners, &format!("endpoint {}", ep.name));
+            check_explicit_addr(
+                &mut c,
+                &e,
+                "ip",
+                ip,
+                &networks[ni],
+                in_other_network(ni, ip),
+                &mut taken[ni],
+                &mut owners,
+                &format!("endpoint {}", ep.name),
+            );
         }
     }
     // Explicit VIPs.
@@ -826,7 +865,17 @@ pub fn resolve(file: &str, state: &State, caps: Capabilities) -> Result<Cluster,
             }
         }
         if let (Some(vip), Some(&ni)) = (s.vip, net_ix.get(s.network.as_str())) {
-            check_explicit_addr(&mut c, &e, "vip", vip, &networks[ni], in_other_network(ni, vip), &mut taken[ni], &mut owners, &format!("service {}", s.name));
+            check_explicit_addr(
+                &mut c,
+                &e,
+                "vip",
+                vip,
+                &networks[ni],
+                in_other_network(ni, vip),
+                &mut taken[ni],
+                &mut owners,
+                &format!("service {}", s.name),
+            );
         }
     }
     // Ports: valid numbers and one owner per published (protocol, port).
@@ -841,7 +890,14 @@ pub fn resolve(file: &str, state: &State, caps: Capabilities) -> Result<Cluster,
                 if pp == 0 {
                     c.err(format!("{e}.ports[{pi}]"), "published port 0 is not a port; use 1..65535");
                 } else if let Some(first) = published.insert((p.protocol, pp), si) {
-                    c.err(format!("{e}.ports[{pi}]"), format!("published port {pp}/{} is already published by {}", p.protocol, entry("services", first, &state.services[first].name)));
+                    c.err(
+                        format!("{e}.ports[{pi}]"),
+                        format!(
+                            "published port {pp}/{} is already published by {}",
+                            p.protocol,
+                            entry("services", first, &state.services[first].name)
+                        ),
+                    );
                 }
                 if pp == cl.vxlan_port && p.protocol == Protocol::Udp {
                     c.err(format!("{e}.ports[{pi}]"), format!("published port {pp}/udp is the cluster's vxlan_port"));
@@ -877,7 +933,13 @@ pub fn resolve(file: &str, state: &State, caps: Capabilities) -> Result<Cluster,
         let Some(sub) = networks[ni].subnet_of(ip) else { continue };
         let mac = ep.mac.unwrap_or_else(|| Mac::from_ipv4(ip));
         if let Some(first) = macs.insert(mac, i) {
-            c.err(&e, format!("duplicate MAC {mac}: {} already has it", entry("endpoints", first, &state.endpoints[first].name)));
+            c.err(
+                &e,
+                format!(
+                    "duplicate MAC {mac}: {} already has it",
+                    entry("endpoints", first, &state.endpoints[first].name)
+                ),
+            );
         }
         let netns = netns_path(&ep.netns);
         let ifname = match &ep.ifname {
@@ -890,7 +952,14 @@ pub fn resolve(file: &str, state: &State, caps: Capabilities) -> Result<Cluster,
             }
         };
         if let Some(first) = seen_if.insert((netns.clone(), ifname.clone()), i) {
-            c.err(&e, format!("interface {ifname} in netns {} is already used by {}; give one of them another ifname", netns.display(), entry("endpoints", first, &state.endpoints[first].name)));
+            c.err(
+                &e,
+                format!(
+                    "interface {ifname} in netns {} is already used by {}; give one of them another ifname",
+                    netns.display(),
+                    entry("endpoints", first, &state.endpoints[first].name)
+                ),
+            );
         }
         endpoints.push(Endpoint {
             name: ep.name.clone(),
@@ -936,7 +1005,11 @@ pub fn resolve(file: &str, state: &State, caps: Capabilities) -> Result<Cluster,
     Ok(Cluster {
         vxlan_port: cl.vxlan_port,
         underlay_mtu: cl.underlay_mtu,
-        hosts: state.hosts.iter().map(|h| Host { name: h.name.clone(), address: h.address, interface: h.interface.clone() }).collect(),
+        hosts: state
+            .hosts
+            .iter()
+            .map(|h| Host { name: h.name.clone(), address: h.address, interface: h.interface.clone() })
+            .collect(),
         networks,
         endpoints,
         services,

@@ -166,8 +166,13 @@ fn non_utf8_empty_and_huge_input_are_named() {
 
 #[test]
 fn allocation_is_deterministic_and_stable_under_edits() {
-    let many: String = (0..40).map(|i| format!("  - {{name: w{i}, host: node{}, network: uber-svc, netns: w{i}}}\n", i % 2 + 1)).collect();
-    let y = edit("  - {name: web.2, host: node2, network: uber-svc, netns: web2}\n", &format!("  - {{name: web.2, host: node2, network: uber-svc, netns: web2}}\n{many}"));
+    let many: String = (0..40)
+        .map(|i| format!("  - {{name: w{i}, host: node{}, network: uber-svc, netns: w{i}}}\n", i % 2 + 1))
+        .collect();
+    let y = edit(
+        "  - {name: web.2, host: node2, network: uber-svc, netns: web2}\n",
+        &format!("  - {{name: web.2, host: node2, network: uber-svc, netns: web2}}\n{many}"),
+    );
     let a = ok(&y);
     let b = ok(&y);
     assert_eq!(a, b, "same file, same answer");
@@ -182,7 +187,8 @@ fn allocation_is_deterministic_and_stable_under_edits() {
     // had probed past it (rare: checked that it is at most a few).
     let removed = y.replacen("  - {name: w7, host: node2, network: uber-svc, netns: w7}\n", "", 1);
     let c = ok(&removed);
-    let moved = c.endpoints.iter().filter(|e| a.endpoints.iter().find(|x| x.name == e.name).unwrap().ip != e.ip).count();
+    let moved =
+        c.endpoints.iter().filter(|e| a.endpoints.iter().find(|x| x.name == e.name).unwrap().ip != e.ip).count();
     assert!(moved <= 2, "{moved} endpoints moved when one was removed");
     assert_eq!(a.services[0].vip, c.services[0].vip);
 }
@@ -204,7 +210,11 @@ fn ifnames_default_to_eth0_eth1_per_netns() {
     let c = ok(&y);
     assert_eq!(c.endpoints[0].ifname, "eth0");
     assert_eq!(c.endpoints[1].ifname, "eth1");
-    let y = edit("netns: web1, ip: 10.0.0.3}", "netns: web1, ip: 10.0.0.3, ifname: eth0}").replacen("netns: web2}", "netns: web1}", 1);
+    let y = edit("netns: web1, ip: 10.0.0.3}", "netns: web1, ip: 10.0.0.3, ifname: eth0}").replacen(
+        "netns: web2}",
+        "netns: web1}",
+        1,
+    );
     assert_eq!(ok(&y).endpoints[1].ifname, "eth1");
 }
 

@@ -49,7 +49,13 @@ fn desired_content_for_node1() {
     let m = desired(&c, 0, &facts(&[("web.1", 10)]));
     assert_eq!(
         m.config[&0],
-        HostConfig { underlay_ip: [192, 168, 246, 194], underlay_ifindex: 2, vxlan_port: 4789, underlay_mtu: 1500, host_id: 0 }
+        HostConfig {
+            underlay_ip: [192, 168, 246, 194],
+            underlay_ifindex: 2,
+            vxlan_port: 4789,
+            underlay_mtu: 1500,
+            host_id: 0
+        }
     );
     // Every endpoint of the cluster; only the local one has an ifindex.
     assert_eq!(m.endpoints.len(), 3);
