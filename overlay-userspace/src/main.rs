@@ -19,7 +19,7 @@ fn main() {
     // thread inherits it. setns changes only the network namespace: /sys/fs/bpf
     // stays the host's.
     if let Some(ns) = &cli.global.netns {
-        let path = netdev::netns_arg_path(ns);
+        let path = overlay_bpf::model::netns_path(ns);
         if !path.exists() {
             eprintln!("error: --netns {ns}: {} does not exist (create it with `ip netns add {ns}`)", path.display());
             std::process::exit(error::EXIT_USER);

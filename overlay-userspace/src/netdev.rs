@@ -80,11 +80,6 @@ pub fn enter_netns(path: &Path) -> Result<(), NetdevError> {
         .map_err(|source| NetdevError::Setns { path: path.display().to_string(), source })
 }
 
-/// A netns named like `ip netns` does, or an absolute path.
-pub fn netns_arg_path(netns: &str) -> PathBuf {
-    crate::model::netns_path(netns)
-}
-
 /// An rtnetlink handle bound to the calling thread's network namespace. The
 /// connection runs on the current tokio runtime.
 pub fn connect() -> Result<Handle, NetdevError> {
@@ -217,10 +212,8 @@ pub async fn delete_link(handle: &Handle, name: &str) -> Result<bool, NetdevErro
     let Some(idx) = ifindex(name) else { return Ok(false) };
     match handle.link().del(idx).execute().await {
         Ok(()) => Ok(true),
-        Err(e) if ifindex(name).is_none() => {
-            let _ = e;
-            Ok(false)
-        }
+        // Gone meanwhile (its peer's namespace was deleted): fine.
+        Err(_) if ifindex(name).is_none() => Ok(false),
         Err(source) => Err(NetdevError::Netlink { what: format!("delete {name}"), source }),
     }
 }

@@ -79,7 +79,7 @@ struct Rig {
 
 impl Rig {
     fn new() -> Rig {
-        assert!(nix_is_root(), "the kernel tests need root (run `sudo -E cargo xtask test`)");
+        assert!(is_root(), "the kernel tests need root (run `sudo -E cargo xtask test`)");
         let mut loaded = loader::load(None).expect("load the embedded eBPF object (built by `cargo xtask build`)");
         let ebpf = loaded.ebpf_mut();
         let mut cfg: Array<_, HostConfig> = Array::try_from(ebpf.map_mut(MAP_CONFIG).unwrap()).unwrap();
@@ -116,7 +116,7 @@ impl Rig {
     }
 }
 
-fn nix_is_root() -> bool {
+fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }

@@ -190,7 +190,14 @@ pub fn pins_for(g: &Global, host: &str) -> overlay_bpf::pins::Pins {
 
 /// Loads the state file and picks this host.
 pub fn load_cluster_and_host(g: &Global) -> anyhow::Result<(overlay_bpf::model::Cluster, usize)> {
-    let cluster = overlay_bpf::model::load(&g.state, overlay_bpf::model::Capabilities::default())?;
+    cluster_and_host_from(g, &overlay_bpf::model::read_bytes(&g.state)?)
+}
+
+/// Resolves state file bytes (as read from `--state`) and picks this host.
+pub fn cluster_and_host_from(g: &Global, bytes: &[u8]) -> anyhow::Result<(overlay_bpf::model::Cluster, usize)> {
+    use overlay_bpf::model;
+    let file = g.state.display().to_string();
+    let cluster = model::resolve(&file, &model::parse_state(&file, bytes)?, model::Capabilities::default())?;
     let h = overlay_bpf::apply::select_host(&cluster, g.host.as_deref())?;
     Ok((cluster, h))
 }

@@ -301,16 +301,20 @@ impl StateError {
 
 /// Reads and parses a state file without validating it.
 pub fn read_state(path: &Path) -> Result<State, StateError> {
+    parse_state(&path.display().to_string(), &read_bytes(path)?)
+}
+
+/// Reads a state file's bytes, with an error that says how to provide one.
+pub fn read_bytes(path: &Path) -> Result<Vec<u8>, StateError> {
     let file = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| {
+    std::fs::read(path).map_err(|e| {
         let fix = if e.kind() == std::io::ErrorKind::NotFound {
             " (pass --state FILE, set $OVERLAY_BPF_STATE, or create it with `overlay-bpf network create`)"
         } else {
             ""
         };
         StateError::one(&file, "file", format!("cannot read: {e}{fix}"))
-    })?;
-    parse_state(&file, &bytes)
+    })
 }
 
 /// Parses state file bytes; `file` names them in errors.
