@@ -449,3 +449,55 @@ fn the_agent_applies_reapplies_on_change_and_leaves_the_data_path_on_exit() {
     assert!(pins(p, "n1").join("links/xdp@eth0").exists());
     assert_eq!(our_veths(u.host("n1")).len(), 2);
 }
+
+#[test]
+fn pin_dir_moves_every_pin_and_must_be_on_bpffs() {
+    require_root();
+    let p = "obtg";
+    let st = StateFile::new(p, &state(p, &[("e1", "n1", "front", "10.10.0.3")], 1));
+    let u = underlay(p, 1);
+    let _cs = containers(p, &["e1"]);
+    let custom = PathBuf::from(format!("/sys/fs/bpf/{p}-custom"));
+    struct RmDir(PathBuf);
+    impl Drop for RmDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _rm = RmDir(custom.clone());
+    let dep = Deployment::new(&bin());
+    let with_pins = |args: &[&str]| {
+        dep.cmd(&format!("{p}n1"), &format!("{p}-n1"))
+            .arg("--pin-dir")
+            .arg(&custom)
+            .args(args)
+            .arg("--state")
+            .arg(&st.0)
+            .output()
+            .unwrap()
+    };
+    assert_ok(&with_pins(&["up"]));
+    assert!(custom.join("maps/OB_ENDPOINTS_V1").exists() && custom.join("links/xdp@eth0").exists());
+    assert!(!pins(p, "n1").exists(), "nothing under the default pin dir");
+    let st_json = json(&assert_ok(&with_pins(&["status", "-o", "json"])));
+    assert_eq!(st_json["pin_dir"], custom.display().to_string());
+    assert_ok(&with_pins(&["down"]));
+    assert!(!custom.exists());
+    assert!(our_veths(u.host("n1")).is_empty());
+
+    // A pin dir outside bpffs cannot hold pins: refused before anything is made.
+    let tmp = std::env::temp_dir().join(format!("{p}-not-bpffs"));
+    let _rm2 = RmDir(tmp.clone());
+    let o = dep
+        .cmd(&format!("{p}n1"), &format!("{p}-n1"))
+        .arg("--pin-dir")
+        .arg(&tmp)
+        .arg("up")
+        .arg("--state")
+        .arg(&st.0)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is not on a bpffs mount"), "{}", text(&o));
+    assert!(our_veths(u.host("n1")).is_empty() && !tmp.exists());
+}
