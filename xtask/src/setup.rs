@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::Command, time::Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::util::{cargo_bin_dir, is_root, output, path_with_cargo_bin, root, run, step, succeeds};
+use crate::util::{cargo_bin_dir, is_root, output, path_with_cargo_bin, run, step, succeeds};
 
 /// Debian packages the build, the tests and the demo use.
 pub const APT_PACKAGES: &[&str] = &["bpftool", "iproute2", "iputils-ping", "procps"];
@@ -82,18 +82,21 @@ fn bpf_linker() -> Result<()> {
         })?;
     // libLLVM.so.22.1-rust-1.97.0-nightly -> 22
     let major: String = llvm["libLLVM.so.".len()..].chars().take_while(|c| c.is_ascii_digit()).collect();
+    // bpf-linker keeps this folder as its RUNPATH, so it must outlive the work
+    // tree (`cargo clean`, a fresh clone): keep it beside the installed tool.
+    let prefix = cargo_bin_dir().parent().expect("CARGO_HOME").join(format!("overlay-bpf/llvm-nightly-{major}"));
+    let prefix_lib = prefix.join("lib");
     let linker = cargo_bin_dir().join("bpf-linker");
     if linker.exists() {
         let v = output(Command::new(&linker).arg("--version")).unwrap_or_default();
-        if v.contains(BPF_LINKER_VERSION) && linked_llvm_major(&linker).as_deref() == Some(major.as_str()) {
+        let llvm_ok = linked_llvm(&linker).is_some_and(|p| p.starts_with(&prefix_lib) && p.exists());
+        if v.contains(BPF_LINKER_VERSION) && llvm_ok {
             return Ok(());
         }
     }
     step(&format!(
         "setup: building bpf-linker {BPF_LINKER_VERSION} against the nightly's LLVM {major} (about a minute)"
     ));
-    let prefix = root().join("target/llvm-nightly");
-    let prefix_lib = prefix.join("lib");
     std::fs::create_dir_all(&prefix_lib)?;
     for name in ["libLLVM.so".to_string(), llvm.clone()] {
         let link = prefix_lib.join(&name);
@@ -117,14 +120,12 @@ fn bpf_linker() -> Result<()> {
     Ok(())
 }
 
-/// The LLVM major bpf-linker was linked against, read from its dynamic deps.
-fn linked_llvm_major(linker: &std::path::Path) -> Option<String> {
+/// Where the dynamic loader finds bpf-linker's libLLVM (from `ldd`).
+fn linked_llvm(linker: &std::path::Path) -> Option<PathBuf> {
     let out = output(Command::new("ldd").arg(linker)).ok()?;
     let line = out.lines().find(|l| l.contains("libLLVM"))?;
-    let v = line.trim().split("libLLVM").nth(1)?; // "-22-rust..." or ".so.22.1-rust..."
-    let digits: String =
-        v.trim_start_matches(|c: char| !c.is_ascii_digit()).chars().take_while(|c| c.is_ascii_digit()).collect();
-    (!digits.is_empty()).then_some(digits)
+    let path = line.split("=>").nth(1)?.split_whitespace().next()?;
+    path.starts_with('/').then(|| PathBuf::from(path))
 }
 
 fn bpffs() -> Result<()> {
