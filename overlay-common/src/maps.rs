@@ -15,13 +15,13 @@ pub const MAP_NETWORKS: &str = "OB_NETWORKS_V1";
 /// Longest-prefix match of overlay subnets -> VNI.
 pub const MAP_SUBNETS: &str = "OB_SUBNETS_V1";
 /// Host-side veth ifindex -> the local endpoint behind it.
-pub const MAP_IFACES: &str = "OB_IFACES_V1";
+pub const MAP_IFACES: &str = "OB_IFACES_V2";
 /// Underlay IPv4 -> cluster host (VXLAN tunnel end point).
 pub const MAP_VTEPS: &str = "OB_VTEPS_V1";
 /// (address, port, protocol) -> service; VIPs and published ports.
 pub const MAP_SERVICES: &str = "OB_SERVICES_V1";
 /// Per-CPU packet/byte counters indexed by [`crate::stats::counter_index`].
-pub const MAP_STATS: &str = "OB_STATS_V1";
+pub const MAP_STATS: &str = "OB_STATS_V2";
 
 /// Every map, in the order `status` shows them.
 pub const ALL_MAPS: [&str; 8] =
@@ -33,6 +33,13 @@ pub const MAX_SUBNETS: u32 = 4_096;
 pub const MAX_IFACES: u32 = 16_384;
 pub const MAX_VTEPS: u32 = 4_096;
 pub const MAX_SERVICES: u32 = 16_384;
+
+/// Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
+pub const VXLAN_ENCAP_LEN: usize = 50;
+/// VXLAN flags byte with the I (valid VNI) bit.
+pub const VXLAN_FLAG_I: u8 = 0x08;
+/// Outer UDP source ports are 49152 + 14 bits of the inner flow's hash.
+pub const VXLAN_SPORT_BASE: u16 = 49152;
 
 /// Program names as they appear in the object file and in bpftool.
 pub const PROG_XDP_UNDERLAY: &str = "xdp_underlay_ingress";
@@ -105,13 +112,17 @@ pub struct SubnetValue {
     pub gateway: [u8; 4],
 }
 
+/// The local endpoint behind a host-side veth (V2: adds `host_mac`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IfaceValue {
     pub vni: u32,
+    /// The endpoint's own address and MAC: the only ones it may send from.
     pub ip: [u8; 4],
     pub mac: [u8; 6],
-    pub _pad: [u8; 2],
+    /// MAC of the host-side veth: traffic leaving the overlay is addressed to
+    /// it so the host stack routes it.
+    pub host_mac: [u8; 6],
 }
 
 #[repr(C)]
@@ -122,6 +133,7 @@ pub struct VtepValue {
     pub flags: u32,
 }
 
+pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 
@@ -183,7 +195,7 @@ mod tests {
         assert_eq!(size_of::<EndpointValue>(), 20);
         assert_eq!(size_of::<NetworkValue>(), 16);
         assert_eq!(size_of::<SubnetValue>(), 8);
-        assert_eq!(size_of::<IfaceValue>(), 16);
+        assert_eq!(size_of::<IfaceValue>(), 20);
         assert_eq!(size_of::<VtepValue>(), 8);
         assert_eq!(size_of::<ServiceKey>(), 8);
         assert_eq!(size_of::<ServiceValue>(), 20);

@@ -24,8 +24,37 @@ impl Prog {
     /// The reasons this program can count.
     pub const fn reasons(self) -> &'static [Reason] {
         match self {
-            Prog::XdpUnderlay => &[Reason::PassNotOurs, Reason::PassVxlan, Reason::DropMalformed],
-            Prog::TcEndpoint => &[Reason::PassFromEndpoint, Reason::DropMalformed],
+            Prog::XdpUnderlay => &[
+                Reason::PassNotOurs,
+                Reason::Decapsulated,
+                Reason::ArpReplied,
+                Reason::DropMalformed,
+                Reason::DropUnknownVtep,
+                Reason::DropBadVxlan,
+                Reason::DropUnknownVni,
+                Reason::DropNotLocal,
+                Reason::DropSpoofed,
+                Reason::DropUnsupported,
+                Reason::DropArp,
+                Reason::DropRedirect,
+            ],
+            Prog::TcEndpoint => &[
+                Reason::Encapsulated,
+                Reason::DeliveredLocal,
+                Reason::PassToHost,
+                Reason::ArpReplied,
+                Reason::IcmpFragNeeded,
+                Reason::DropMalformed,
+                Reason::DropSpoofed,
+                Reason::DropCrossNetwork,
+                Reason::DropNoEndpoint,
+                Reason::DropInternal,
+                Reason::DropArp,
+                Reason::DropUnsupported,
+                Reason::DropTooBig,
+                Reason::DropRedirect,
+                Reason::DropUnknownIface,
+            ],
         }
     }
 }
@@ -36,12 +65,47 @@ impl Prog {
 pub enum Reason {
     /// Not overlay traffic: handed to the host stack untouched.
     PassNotOurs = 0,
-    /// VXLAN to our port; decapsulation arrives with the overlay data path.
-    PassVxlan = 1,
-    /// Sent by a local endpoint; forwarding arrives with the overlay data path.
-    PassFromEndpoint = 2,
+    /// From a container to an address outside every overlay network: handed
+    /// to the host stack, which routes and masquerades it.
+    PassToHost = 1,
+    /// Wrapped in VXLAN and sent to the destination's host.
+    Encapsulated = 2,
+    /// VXLAN unwrapped and delivered to a local container.
+    Decapsulated = 3,
+    /// Delivered to a container on the same host, without encapsulation.
+    DeliveredLocal = 4,
+    /// An ARP request answered from the maps.
+    ArpReplied = 5,
+    /// Too big to encapsulate with DF set: answered with ICMP "fragmentation needed".
+    IcmpFragNeeded = 6,
     /// Too short or malformed to parse.
     DropMalformed = 16,
+    /// VXLAN from an address that is not a cluster host.
+    DropUnknownVtep = 17,
+    /// VXLAN without the I flag.
+    DropBadVxlan = 18,
+    /// VXLAN for a VNI with no endpoint on this host.
+    DropUnknownVni = 19,
+    /// VXLAN whose inner destination is not a local endpoint of that VNI.
+    DropNotLocal = 20,
+    /// A source address or MAC that does not belong to the sender.
+    DropSpoofed = 21,
+    /// Addressed to another overlay network.
+    DropCrossNetwork = 22,
+    /// Addressed to an unused address of the sender's own network.
+    DropNoEndpoint = 23,
+    /// Leaving an `internal: true` network.
+    DropInternal = 24,
+    /// An ARP packet that is not a request we can answer.
+    DropArp = 25,
+    /// Neither IPv4 nor ARP.
+    DropUnsupported = 26,
+    /// Too big to encapsulate, DF clear.
+    DropTooBig = 27,
+    /// A kernel helper refused to encapsulate or redirect.
+    DropRedirect = 28,
+    /// Arrived on a veth the maps do not know.
+    DropUnknownIface = 29,
 }
 
 pub const FIRST_DROP: u32 = 16;
@@ -49,16 +113,54 @@ pub const FIRST_DROP: u32 = 16;
 pub const MAX_REASONS: u32 = 32;
 pub const STATS_ENTRIES: u32 = PROGS.len() as u32 * MAX_REASONS;
 
-pub const REASONS: [Reason; 4] =
-    [Reason::PassNotOurs, Reason::PassVxlan, Reason::PassFromEndpoint, Reason::DropMalformed];
+pub const REASONS: [Reason; 21] = [
+    Reason::PassNotOurs,
+    Reason::PassToHost,
+    Reason::Encapsulated,
+    Reason::Decapsulated,
+    Reason::DeliveredLocal,
+    Reason::ArpReplied,
+    Reason::IcmpFragNeeded,
+    Reason::DropMalformed,
+    Reason::DropUnknownVtep,
+    Reason::DropBadVxlan,
+    Reason::DropUnknownVni,
+    Reason::DropNotLocal,
+    Reason::DropSpoofed,
+    Reason::DropCrossNetwork,
+    Reason::DropNoEndpoint,
+    Reason::DropInternal,
+    Reason::DropArp,
+    Reason::DropUnsupported,
+    Reason::DropTooBig,
+    Reason::DropRedirect,
+    Reason::DropUnknownIface,
+];
 
 impl Reason {
     pub const fn name(self) -> &'static str {
         match self {
             Reason::PassNotOurs => "pass_not_ours",
-            Reason::PassVxlan => "pass_vxlan",
-            Reason::PassFromEndpoint => "pass_from_endpoint",
+            Reason::PassToHost => "pass_to_host",
+            Reason::Encapsulated => "encapsulated",
+            Reason::Decapsulated => "decapsulated",
+            Reason::DeliveredLocal => "delivered_local",
+            Reason::ArpReplied => "arp_replied",
+            Reason::IcmpFragNeeded => "icmp_frag_needed",
             Reason::DropMalformed => "drop_malformed",
+            Reason::DropUnknownVtep => "drop_unknown_vtep",
+            Reason::DropBadVxlan => "drop_bad_vxlan",
+            Reason::DropUnknownVni => "drop_unknown_vni",
+            Reason::DropNotLocal => "drop_not_local",
+            Reason::DropSpoofed => "drop_spoofed",
+            Reason::DropCrossNetwork => "drop_cross_network",
+            Reason::DropNoEndpoint => "drop_no_endpoint",
+            Reason::DropInternal => "drop_internal",
+            Reason::DropArp => "drop_arp",
+            Reason::DropUnsupported => "drop_unsupported",
+            Reason::DropTooBig => "drop_too_big",
+            Reason::DropRedirect => "drop_redirect",
+            Reason::DropUnknownIface => "drop_unknown_iface",
         }
     }
 

@@ -1,14 +1,17 @@
 //! overlay-bpf's data path. One program per attach point:
 //!
-//! - `xdp_underlay_ingress`: XDP on the host's underlay device.
-//! - `tc_endpoint_egress`: TC ingress on each endpoint's host-side veth,
-//!   i.e. the packets a container sends.
+//! - `xdp_underlay_ingress`: XDP on the host's underlay device: VXLAN decap.
+//! - `tc_endpoint_egress`: TC ingress on each endpoint's host-side veth, i.e.
+//!   the packets a container sends: ARP, anti-spoofing, local delivery, VXLAN
+//!   encap, PMTU, traffic leaving the overlay.
 //!
-//! Handlers return a [`Reason`]; the entry point counts it once and turns it
-//! into a verdict.
+//! Handlers return a [`overlay_common::Reason`]; the entry point counts it
+//! once and turns it into a verdict.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
+#[cfg(target_arch = "bpf")]
+mod csum;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]

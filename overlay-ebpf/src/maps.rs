@@ -1,7 +1,7 @@
 //! The maps, declared with BTF so bpftool prints field names. Names and sizes
 //! come from `overlay_common::maps`; the loader fills them.
 use aya_ebpf::{
-    btf_maps::{Array, HashMap, LpmTrie, PerCpuArray},
+    btf_maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray},
     macros::btf_map,
 };
 use overlay_common::*;
@@ -19,7 +19,7 @@ pub static OB_NETWORKS_V1: HashMap<u32, NetworkValue, { MAX_NETWORKS as usize }>
 pub static OB_SUBNETS_V1: LpmTrie<[u8; 4], SubnetValue, { MAX_SUBNETS as usize }> = LpmTrie::new();
 
 #[btf_map]
-pub static OB_IFACES_V1: HashMap<u32, IfaceValue, { MAX_IFACES as usize }> = HashMap::new();
+pub static OB_IFACES_V2: HashMap<u32, IfaceValue, { MAX_IFACES as usize }> = HashMap::new();
 
 #[btf_map]
 pub static OB_VTEPS_V1: HashMap<[u8; 4], VtepValue, { MAX_VTEPS as usize }> = HashMap::new();
@@ -28,9 +28,36 @@ pub static OB_VTEPS_V1: HashMap<[u8; 4], VtepValue, { MAX_VTEPS as usize }> = Ha
 pub static OB_SERVICES_V1: HashMap<ServiceKey, ServiceValue, { MAX_SERVICES as usize }> = HashMap::new();
 
 #[btf_map]
-pub static OB_STATS_V1: PerCpuArray<Counter, { STATS_ENTRIES as usize }> = PerCpuArray::new();
+pub static OB_STATS_V2: PerCpuArray<Counter, { STATS_ENTRIES as usize }> = PerCpuArray::new();
 
 #[inline(always)]
 pub fn host_config() -> Option<&'static HostConfig> {
     OB_CONFIG_V1.get(0)
+}
+
+#[inline(always)]
+pub fn endpoint(vni: u32, ip: [u8; 4]) -> Option<&'static EndpointValue> {
+    // SAFETY: values are only read; userspace replaces entries whole.
+    unsafe { OB_ENDPOINTS_V1.get(EndpointKey { vni, ip }) }
+}
+
+#[inline(always)]
+pub fn network(vni: u32) -> Option<&'static NetworkValue> {
+    unsafe { OB_NETWORKS_V1.get(vni) }
+}
+
+#[inline(always)]
+pub fn iface(ifindex: u32) -> Option<&'static IfaceValue> {
+    unsafe { OB_IFACES_V2.get(ifindex) }
+}
+
+#[inline(always)]
+pub fn is_vtep(ip: [u8; 4]) -> bool {
+    unsafe { OB_VTEPS_V1.get(ip).is_some() }
+}
+
+/// The overlay subnet holding `ip`, if any.
+#[inline(always)]
+pub fn subnet(ip: [u8; 4]) -> Option<&'static SubnetValue> {
+    OB_SUBNETS_V1.get(&Key::new(32, ip))
 }

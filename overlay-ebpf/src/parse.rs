@@ -3,9 +3,37 @@
 /// A pointer to a `T` at `off` bytes into the packet, or `None` when the
 /// packet is too short. One up-front check the verifier can follow.
 #[inline(always)]
-pub fn ptr_at<T>(start: usize, end: usize, off: usize) -> Option<*const T> {
+pub fn ptr_at<T>(start: usize, end: usize, off: usize) -> Option<*mut T> {
     if start + off + core::mem::size_of::<T>() > end {
         return None;
     }
-    Some((start + off) as *const T)
+    Some((start + off) as *mut T)
+}
+
+/// ARP for Ethernet/IPv4 (RFC 826), as it follows the Ethernet header.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ArpHdr {
+    pub htype: [u8; 2],
+    pub ptype: [u8; 2],
+    pub hlen: u8,
+    pub plen: u8,
+    pub oper: [u8; 2],
+    pub sha: [u8; 6],
+    pub spa: [u8; 4],
+    pub tha: [u8; 6],
+    pub tpa: [u8; 4],
+}
+
+pub const ARP_REQUEST: [u8; 2] = [0, 1];
+pub const ARP_REPLY: [u8; 2] = [0, 2];
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_ARP: u16 = 0x0806;
+
+impl ArpHdr {
+    /// Ethernet hardware, IPv4 protocol addresses.
+    #[inline(always)]
+    pub fn is_eth_ipv4(&self) -> bool {
+        self.htype == [0, 1] && self.ptype == [0x08, 0x00] && self.hlen == 6 && self.plen == 4
+    }
 }

@@ -6,11 +6,11 @@ use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
 use crate::{
     error::UserError,
     kmaps::KernelMaps,
-    loader,
+    loader, masquerade,
     model::Cluster,
     netdev::{self, ContainerIf},
     pins::{self, Pins},
-    reconcile::{self, Diff, HostFacts},
+    reconcile::{self, Diff, HostFacts, Veth},
 };
 
 /// Which host of the cluster this machine (or `--netns`) is.
@@ -111,7 +111,11 @@ pub async fn up(cluster: &Cluster, h: usize, pins: &Pins, progress: &dyn Fn(&str
     }
     let placeholder = HostFacts {
         underlay_ifindex,
-        veth_ifindex: local.iter().enumerate().map(|(i, e)| (e.name.clone(), i as u32 + 1)).collect(),
+        veths: local
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.name.clone(), Veth { ifindex: i as u32 + 1, mac: [0; 6] }))
+            .collect(),
     };
     KernelMaps::check_capacity(&reconcile::desired(cluster, h, &placeholder))?;
     pins::ensure_bpffs(&pins.dir)?;
@@ -154,7 +158,7 @@ async fn up_inner(
     let mut loaded = loader::load(Some(pins))?;
     let handle = netdev::connect()?;
 
-    let mut facts = HostFacts { underlay_ifindex, veth_ifindex: BTreeMap::new() };
+    let mut facts = HostFacts { underlay_ifindex, veths: BTreeMap::new() };
     for (i, e) in local.iter().enumerate() {
         let net = &cluster.networks[e.network];
         let c = ContainerIf {
@@ -165,6 +169,7 @@ async fn up_inner(
             ip: e.ip,
             prefix_len: e.prefix_len,
             gateway: e.gateway,
+            default_route: e.default_route,
         };
         let v = netdev::host_veth_name(&e.name);
         progress(&format!(
@@ -181,10 +186,12 @@ async fn up_inner(
         }
         netdev::configure_container(&c)?;
         let idx = netdev::set_host_end(&handle, &v, net.mtu).await?;
+        let mac = netdev::link_mac(&v).ok_or_else(|| netdev::NetdevError::NoSuchInterface(v.clone()))?;
+        netdev::host_route(&handle, idx, e.ip, e.mac).await?;
         if loaded.ensure_tc(pins, &v)? {
             report.links_attached.push(format!("tc@{v}"));
         }
-        facts.veth_ifindex.insert(e.name.clone(), idx);
+        facts.veths.insert(e.name.clone(), Veth { ifindex: idx, mac });
     }
     if loaded.ensure_xdp(pins, underlay)? {
         report.links_attached.push(format!("xdp@{underlay}"));
@@ -198,8 +205,23 @@ async fn up_inner(
     progress(&format!("maps: {} entries to write, {} to delete", report.entries_written, report.entries_deleted));
     maps.apply(&diff)?;
 
+    // Leaving the overlay: routed by this host and masqueraded behind it, for
+    // the non-internal networks with an endpoint here.
+    let mut egress: Vec<ipnet::Ipv4Net> = local
+        .iter()
+        .map(|e| &cluster.networks[e.network])
+        .filter(|n| !n.internal)
+        .flat_map(|n| n.subnets.iter().map(|s| s.subnet))
+        .collect();
+    egress.sort();
+    egress.dedup();
+    if !egress.is_empty() {
+        netdev::enable_ip_forward()?;
+    }
+    masquerade::apply(&egress)?;
+
     // What an earlier state had and this one does not: links, then veths.
-    let wanted_tc: Vec<String> = facts.veth_ifindex.keys().map(|n| netdev::host_veth_name(n)).collect();
+    let wanted_tc: Vec<String> = facts.veths.keys().map(|n| netdev::host_veth_name(n)).collect();
     for (kind, ifname, path) in pins.links() {
         let keep = match kind.as_str() {
             "tc" => wanted_tc.contains(&ifname),
@@ -253,6 +275,7 @@ pub async fn down(pins: &Pins) -> anyhow::Result<DownReport> {
         std::fs::remove_file(&path)?;
         report.links_removed.push(format!("{kind}@{ifname}"));
     }
+    masquerade::remove()?;
     let handle = netdev::connect()?;
     for v in veths {
         if netdev::delete_link(&handle, &v).await? {

@@ -32,6 +32,8 @@ pub enum NetdevError {
     Netlink { what: String, source: rtnetlink::Error },
     #[error("interface {0} not found")]
     NoSuchInterface(String),
+    #[error("cannot turn on GRO for {ifname}: {source}")]
+    Ethtool { ifname: String, source: std::io::Error },
     #[error("a thread configuring {0} panicked")]
     Thread(String),
 }
@@ -60,6 +62,75 @@ pub fn ifname(index: u32) -> Option<String> {
         return None;
     }
     Some(unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned())
+}
+
+/// The MAC address of interface `name` in this network namespace.
+pub fn link_mac(name: &str) -> Option<[u8; 6]> {
+    nix::ifaddrs::getifaddrs()
+        .ok()?
+        .filter(|a| a.interface_name == name)
+        .find_map(|a| a.address?.as_link_addr()?.addr())
+}
+
+/// Turns GRO on for `ifname` in this network namespace. A veth whose peer is
+/// the target of a native XDP_REDIRECT drops the frames silently unless it has
+/// GRO (NAPI) or an XDP program of its own.
+pub fn enable_gro(ifname: &str) -> std::io::Result<()> {
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    const ETHTOOL_SGRO: u32 = 0x2c;
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    let mut ev = EthtoolValue { cmd: ETHTOOL_SGRO, data: 1 };
+    // SAFETY: ifreq is plain data; the name fits (IFNAMSIZ checked by the model).
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(ifname.bytes().take(libc::IF_NAMESIZE - 1)) {
+        *d = s as libc::c_char;
+    }
+    ifr.ifr_ifru.ifru_data = &mut ev as *mut EthtoolValue as *mut libc::c_char;
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let r = unsafe { libc::ioctl(fd, SIOCETHTOOL, &mut ifr) };
+    let err = std::io::Error::last_os_error();
+    unsafe { libc::close(fd) };
+    if r < 0 {
+        return Err(err);
+    }
+    Ok(())
+}
+
+/// Turns on IPv4 forwarding in this network namespace, as Docker does, so
+/// traffic leaving the overlay is routed (and masqueraded) by the host.
+pub fn enable_ip_forward() -> std::io::Result<()> {
+    let p = "/proc/sys/net/ipv4/ip_forward";
+    if std::fs::read_to_string(p)?.trim() == "1" {
+        return Ok(());
+    }
+    std::fs::write(p, "1")
+}
+
+/// The host's way back to a local endpoint, for traffic that left the overlay
+/// and returns de-masqueraded: `ip/32 dev veth` and a permanent neighbour entry.
+pub async fn host_route(handle: &Handle, veth: u32, ip: Ipv4Addr, mac: Mac) -> Result<(), NetdevError> {
+    let route = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(ip, 32)
+        .output_interface(veth)
+        .scope(rtnetlink::packet_route::route::RouteScope::Link)
+        .build();
+    handle.route().add(route).replace().execute().await.map_err(nl(format!("route {ip}/32 to its veth")))?;
+    handle
+        .neighbours()
+        .add(veth, IpAddr::V4(ip))
+        .link_layer_address(&mac.0)
+        .state(rtnetlink::packet_route::neighbour::NeighbourState::Permanent)
+        .replace()
+        .execute()
+        .await
+        .map_err(nl(format!("neighbour {ip} {mac}")))
 }
 
 /// IPv4 addresses configured in this network namespace, as (ifname, address).
@@ -125,6 +196,8 @@ pub struct ContainerIf {
     pub ip: Ipv4Addr,
     pub prefix_len: u8,
     pub gateway: Ipv4Addr,
+    /// Whether this interface carries the netns's default route.
+    pub default_route: bool,
 }
 
 /// Creates the veth pair `host_name` <-> `c.ifname`, the container end made
@@ -173,6 +246,7 @@ pub fn configure_container(c: &ContainerIf) -> Result<(), NetdevError> {
             .execute()
             .await
             .map_err(nl(format!("configure {}", c.ifname)))?;
+        enable_gro(&c.ifname).map_err(|e| NetdevError::Ethtool { ifname: c.ifname.clone(), source: e })?;
         if let Some(lo) = ifindex("lo") {
             h.link().set(LinkUnspec::new_with_index(lo).up().build()).execute().await.map_err(nl("set lo up"))?;
         }
@@ -201,8 +275,10 @@ pub fn configure_container(c: &ContainerIf) -> Result<(), NetdevError> {
                 .await
                 .map_err(nl(format!("add {}/{} to {}", c.ip, c.prefix_len, c.ifname)))?;
         }
-        let route = RouteMessageBuilder::<Ipv4Addr>::new().gateway(c.gateway).output_interface(idx).build();
-        h.route().add(route).replace().execute().await.map_err(nl(format!("default route via {}", c.gateway)))?;
+        if c.default_route {
+            let route = RouteMessageBuilder::<Ipv4Addr>::new().gateway(c.gateway).output_interface(idx).build();
+            h.route().add(route).replace().execute().await.map_err(nl(format!("default route via {}", c.gateway)))?;
+        }
         Ok(())
     })
 }

@@ -14,8 +14,15 @@ use crate::model::{Cluster, EndpointMode, Mac, PublishMode};
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HostFacts {
     pub underlay_ifindex: u32,
-    /// Endpoint name -> ifindex of its host-side veth, for local endpoints.
-    pub veth_ifindex: BTreeMap<String, u32>,
+    /// Endpoint name -> its host-side veth, for local endpoints.
+    pub veths: BTreeMap<String, Veth>,
+}
+
+/// A local endpoint's host-side veth.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Veth {
+    pub ifindex: u32,
+    pub mac: [u8; 6],
 }
 
 /// Key of the subnet LPM trie: (prefix length, network address).
@@ -94,7 +101,8 @@ pub fn desired(cluster: &Cluster, host: usize, facts: &HostFacts) -> MapContents
     }
     for e in &cluster.endpoints {
         let vni = cluster.networks[e.network].vni;
-        let local_ifindex = if e.host == host { facts.veth_ifindex.get(&e.name).copied() } else { None };
+        let local = if e.host == host { facts.veths.get(&e.name).copied() } else { None };
+        let local_ifindex = local.map(|v| v.ifindex);
         m.endpoints.insert(
             EndpointKey { vni, ip: e.ip.octets() },
             EndpointValue {
@@ -105,8 +113,8 @@ pub fn desired(cluster: &Cluster, host: usize, facts: &HostFacts) -> MapContents
                 flags: if local_ifindex.is_some() { ENDPOINT_F_LOCAL } else { 0 },
             },
         );
-        if let Some(ifindex) = local_ifindex {
-            m.ifaces.insert(ifindex, IfaceValue { vni, ip: e.ip.octets(), mac: e.mac.0, _pad: [0; 2] });
+        if let Some(v) = local {
+            m.ifaces.insert(v.ifindex, IfaceValue { vni, ip: e.ip.octets(), mac: e.mac.0, host_mac: v.mac });
         }
     }
     for (si, s) in cluster.services.iter().enumerate() {

@@ -1,9 +1,17 @@
-//! Packet fixtures through the real programs with BPF_PROG_TEST_RUN: each
-//! case is {description, input packet, expected verdict, counter bumped}, and
-//! the output bytes must equal the input (the programs forward nothing yet).
+//! Packet fixtures through the real programs with BPF_PROG_TEST_RUN: tables of
+//! {description, input packet, expected verdict, expected output bytes,
+//! counter bumped}. The maps describe a small cluster:
+//!
+//! - this host 192.0.2.1, a peer host 192.0.2.2 (both VTEPs), VXLAN port 4789;
+//! - network "front" (VNI 4097, 10.0.0.0/24, gateway 10.0.0.1) with the local
+//!   endpoint ME 10.0.0.3 (behind ifindex 1: under test-run a TC program sees
+//!   `lo`), local endpoint L 10.0.0.7 (ifindex 42) and remote endpoint R
+//!   10.0.0.4 on the peer;
+//! - network "back" (VNI 4098, 10.0.1.0/24) with remote endpoint B 10.0.1.9
+//!   and local endpoint BL 10.0.1.5 (ifindex 43).
 
 use aya::{
-    maps::{Array, PerCpuArray},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray},
     programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
 use overlay_bpf::loader;
@@ -11,10 +19,34 @@ use overlay_common::*;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+const XDP_REDIRECT: u32 = 4;
 const TC_ACT_OK: u32 = 0;
+const TC_ACT_SHOT: u32 = 2;
+const TC_ACT_REDIRECT: u32 = 7;
 
 const HOST: [u8; 4] = [192, 0, 2, 1];
 const PEER: [u8; 4] = [192, 0, 2, 2];
+const STRANGER: [u8; 4] = [192, 0, 2, 99];
+const FRONT: u32 = 4097;
+const BACK: u32 = 4098;
+const GW: [u8; 4] = [10, 0, 0, 1];
+const GW_MAC: [u8; 6] = [2, 0x42, 10, 0, 0, 1];
+const ME: [u8; 4] = [10, 0, 0, 3];
+const ME_MAC: [u8; 6] = [2, 0x42, 10, 0, 0, 3];
+const ME_IF: u32 = 1;
+const HOST_VETH_MAC: [u8; 6] = [0xee, 0, 0, 0, 0, 1];
+const L: [u8; 4] = [10, 0, 0, 7];
+const L_MAC: [u8; 6] = [2, 0x42, 10, 0, 0, 7];
+const R: [u8; 4] = [10, 0, 0, 4];
+const R_MAC: [u8; 6] = [2, 0x42, 10, 0, 0, 4];
+const B: [u8; 4] = [10, 0, 1, 9];
+const BL: [u8; 4] = [10, 0, 1, 5];
+const OUTSIDE: [u8; 4] = [198, 51, 100, 7];
+
+// ---------------------------------------------------------------------------
+// Packet building
+// ---------------------------------------------------------------------------
 
 fn csum(data: &[u8]) -> u16 {
     let mut sum: u32 = 0;
@@ -27,32 +59,30 @@ fn csum(data: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-fn eth(ethertype: u16) -> Vec<u8> {
-    let mut p = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
+fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16) -> Vec<u8> {
+    let mut p = dst.to_vec();
+    p.extend_from_slice(&src);
     p.extend_from_slice(&ethertype.to_be_bytes());
     p
 }
 
-/// Ethernet + IPv4 (with `options` words of options) + `l4`.
-fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, options: usize, l4: &[u8]) -> Vec<u8> {
+/// An IPv4 header (with `options` words of NOPs) and `l4`.
+fn ip(src: [u8; 4], dst: [u8; 4], proto: u8, df: bool, options: usize, l4: &[u8]) -> Vec<u8> {
     let ihl = 5 + options;
-    let mut ip = vec![0x40 | ihl as u8, 0];
-    ip.extend_from_slice(&((ihl * 4 + l4.len()) as u16).to_be_bytes());
-    ip.extend_from_slice(&[0, 1, 0x40, 0, 64, proto, 0, 0]);
-    ip.extend_from_slice(&src);
-    ip.extend_from_slice(&dst);
-    ip.extend(std::iter::repeat_n(1u8, options * 4)); // NOP options
-    let c = csum(&ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    let mut p = eth(0x0800);
-    p.extend_from_slice(&ip);
-    p.extend_from_slice(l4);
-    p
+    let mut h = vec![0x40 | ihl as u8, 0];
+    h.extend_from_slice(&((ihl * 4 + l4.len()) as u16).to_be_bytes());
+    h.extend_from_slice(&[0x12, 0x34, if df { 0x40 } else { 0 }, 0, 64, proto, 0, 0]);
+    h.extend_from_slice(&src);
+    h.extend_from_slice(&dst);
+    h.extend(std::iter::repeat_n(1u8, options * 4));
+    let c = csum(&h);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+    h.extend_from_slice(l4);
+    h
 }
 
 fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let mut u = Vec::new();
-    u.extend_from_slice(&sport.to_be_bytes());
+    let mut u = sport.to_be_bytes().to_vec();
     u.extend_from_slice(&dport.to_be_bytes());
     u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
     u.extend_from_slice(&[0, 0]);
@@ -60,36 +90,141 @@ fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     u
 }
 
-fn vxlan(vni: u32, inner: &[u8]) -> Vec<u8> {
-    let mut v = vec![0x08, 0, 0, 0];
-    v.extend_from_slice(&(vni << 8).to_be_bytes());
-    v.extend_from_slice(inner);
-    v
+fn tcp(sport: u16, dport: u16) -> Vec<u8> {
+    let mut t = sport.to_be_bytes().to_vec();
+    t.extend_from_slice(&dport.to_be_bytes());
+    t.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+    t
 }
 
-fn arp() -> Vec<u8> {
-    let mut p = eth(0x0806);
-    p.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 2, 10, 0, 0, 3, 0, 0, 0, 0, 0, 0, 10, 0, 0, 1]);
+fn icmp_echo() -> Vec<u8> {
+    vec![8, 0, 0xf7, 0xfe, 0, 1, 0, 0]
+}
+
+/// A container's frame: from `src_mac` to `dst_mac`, IPv4 from `src` to `dst`.
+fn frame(src_mac: [u8; 6], dst_mac: [u8; 6], src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8]) -> Vec<u8> {
+    let mut p = eth(dst_mac, src_mac, 0x0800);
+    p.extend(ip(src, dst, proto, true, 0, l4));
     p
 }
 
+fn arp(oper: u16, sha: [u8; 6], spa: [u8; 4], tha: [u8; 6], tpa: [u8; 4]) -> Vec<u8> {
+    let dst = if oper == 1 { [0xff; 6] } else { tha };
+    let mut p = eth(dst, sha, 0x0806);
+    p.extend_from_slice(&[0, 1, 8, 0, 6, 4]);
+    p.extend_from_slice(&oper.to_be_bytes());
+    p.extend_from_slice(&sha);
+    p.extend_from_slice(&spa);
+    p.extend_from_slice(&tha);
+    p.extend_from_slice(&tpa);
+    p
+}
+
+fn vxlan_hdr(flags: u8, vni: u32) -> Vec<u8> {
+    let mut v = vec![flags, 0, 0, 0];
+    v.extend_from_slice(&(vni << 8).to_be_bytes());
+    v
+}
+
+/// A VXLAN packet on the underlay from `src` to this host carrying `inner`.
+fn vxlan(src: [u8; 4], flags: u8, vni: u32, inner: &[u8]) -> Vec<u8> {
+    let mut payload = vxlan_hdr(flags, vni);
+    payload.extend_from_slice(inner);
+    let mut p = eth([0x02, 0, 0, 0, 0, 1], [0x02, 0, 0, 0, 0, 2], 0x0800);
+    p.extend(ip(src, HOST, 17, true, 0, &udp(50000, 4789, &payload)));
+    p
+}
+
+/// What our encapsulation must produce for `inner` (a frame already carrying
+/// the destination MAC) sent to `vtep` on `vni`, given the source port used.
+fn encapsulated(inner: &[u8], vtep: [u8; 4], vni: u32, sport: u16) -> Vec<u8> {
+    let mut payload = vxlan_hdr(0x08, vni);
+    payload.extend_from_slice(inner);
+    let l4 = udp(sport, 4789, &payload);
+    let mut outer = vec![0x45, inner_tos(inner)];
+    outer.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+    outer.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+    outer.extend_from_slice(&HOST);
+    outer.extend_from_slice(&vtep);
+    let c = csum(&outer);
+    outer[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut p = eth([0; 6], [0; 6], 0x0800);
+    p.extend(outer);
+    p.extend(l4);
+    p
+}
+
+fn inner_tos(inner: &[u8]) -> u8 {
+    if inner[12..14] == [0x08, 0x00] {
+        inner[15]
+    } else {
+        0
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The programs and their maps
+// ---------------------------------------------------------------------------
+
 struct Rig {
     loaded: loader::Loaded,
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn ep(mac: [u8; 6], ifindex: u32, vtep: [u8; 4]) -> EndpointValue {
+    EndpointValue { mac, _pad: [0; 2], ifindex, vtep, flags: if ifindex != 0 { ENDPOINT_F_LOCAL } else { 0 } }
 }
 
 impl Rig {
     fn new() -> Rig {
         assert!(is_root(), "the kernel tests need root (run `sudo -E cargo xtask test`)");
         let mut loaded = loader::load(None).expect("load the embedded eBPF object (built by `cargo xtask build`)");
-        let ebpf = loaded.ebpf_mut();
-        let mut cfg: Array<_, HostConfig> = Array::try_from(ebpf.map_mut(MAP_CONFIG).unwrap()).unwrap();
+        let e = loaded.ebpf_mut();
+        let mut cfg: Array<_, HostConfig> = Array::try_from(e.map_mut(MAP_CONFIG).unwrap()).unwrap();
         cfg.set(
             0,
             HostConfig { underlay_ip: HOST, underlay_ifindex: 1, vxlan_port: 4789, underlay_mtu: 1500, host_id: 0 },
             0,
         )
         .unwrap();
+        let mut vteps: HashMap<_, [u8; 4], VtepValue> = HashMap::try_from(e.map_mut(MAP_VTEPS).unwrap()).unwrap();
+        vteps.insert(HOST, VtepValue { host_id: 0, flags: 0 }, 0).unwrap();
+        vteps.insert(PEER, VtepValue { host_id: 1, flags: 0 }, 0).unwrap();
+        let mut nets: HashMap<_, u32, NetworkValue> = HashMap::try_from(e.map_mut(MAP_NETWORKS).unwrap()).unwrap();
+        nets.insert(FRONT, NetworkValue { gateway: GW, gateway_mac: GW_MAC, mtu: 1450, flags: NETWORK_F_LOCAL }, 0)
+            .unwrap();
+        nets.insert(
+            BACK,
+            NetworkValue {
+                gateway: [10, 0, 1, 1],
+                gateway_mac: [2, 0x42, 10, 0, 1, 1],
+                mtu: 1450,
+                flags: NETWORK_F_LOCAL,
+            },
+            0,
+        )
+        .unwrap();
+        let mut subnets: LpmTrie<_, [u8; 4], SubnetValue> = LpmTrie::try_from(e.map_mut(MAP_SUBNETS).unwrap()).unwrap();
+        subnets.insert(&Key::new(24, [10, 0, 0, 0]), SubnetValue { vni: FRONT, gateway: GW }, 0).unwrap();
+        subnets.insert(&Key::new(24, [10, 0, 1, 0]), SubnetValue { vni: BACK, gateway: [10, 0, 1, 1] }, 0).unwrap();
+        let mut eps: HashMap<_, EndpointKey, EndpointValue> =
+            HashMap::try_from(e.map_mut(MAP_ENDPOINTS).unwrap()).unwrap();
+        eps.insert(EndpointKey { vni: FRONT, ip: ME }, ep(ME_MAC, ME_IF, HOST), 0).unwrap();
+        eps.insert(EndpointKey { vni: FRONT, ip: L }, ep(L_MAC, 42, HOST), 0).unwrap();
+        eps.insert(EndpointKey { vni: FRONT, ip: R }, ep(R_MAC, 0, PEER), 0).unwrap();
+        eps.insert(EndpointKey { vni: BACK, ip: B }, ep([2, 0x42, 10, 0, 1, 9], 0, PEER), 0).unwrap();
+        eps.insert(EndpointKey { vni: BACK, ip: BL }, ep([2, 0x42, 10, 0, 1, 5], 43, HOST), 0).unwrap();
+        let mut ifaces: HashMap<_, u32, IfaceValue> = HashMap::try_from(e.map_mut(MAP_IFACES).unwrap()).unwrap();
+        ifaces.insert(ME_IF, IfaceValue { vni: FRONT, ip: ME, mac: ME_MAC, host_mac: HOST_VETH_MAC }, 0).unwrap();
         Rig { loaded }
+    }
+
+    fn map<K: aya::Pod, V: aya::Pod>(&mut self, name: &str) -> HashMap<&mut MapData, K, V> {
+        HashMap::try_from(self.loaded.ebpf_mut().map_mut(name).unwrap()).unwrap()
     }
 
     fn counter(&mut self, p: Prog, r: Reason) -> u64 {
@@ -100,6 +235,11 @@ impl Rig {
 
     /// Runs `pkt` through `prog`; returns (verdict, output bytes).
     fn run(&mut self, prog: &str, pkt: &[u8]) -> (u32, Vec<u8>) {
+        self.try_run(prog, pkt)
+            .unwrap_or_else(|e| panic!("{prog}: BPF_PROG_TEST_RUN failed on {} bytes: {e}", pkt.len()))
+    }
+
+    fn try_run(&mut self, prog: &str, pkt: &[u8]) -> Result<(u32, Vec<u8>), aya::programs::ProgramError> {
         let mut out = vec![0u8; pkt.len() + 256];
         let p = self.loaded.ebpf_mut().program_mut(prog).unwrap();
         let opts = TestRunOptions { data_in: Some(pkt), data_out: Some(&mut out), ..Default::default() };
@@ -109,116 +249,480 @@ impl Rig {
         } else {
             let t: &mut SchedClassifier = p.try_into().unwrap();
             t.test_run(opts)
-        }
-        .unwrap_or_else(|e| panic!("{prog}: BPF_PROG_TEST_RUN failed: {e}"));
+        }?;
         out.truncate(r.data_size_out as usize);
-        (r.return_value, out)
+        Ok((r.return_value, out))
+    }
+
+    /// Runs every case; each must give its verdict, its output (when given)
+    /// and bump its counter by exactly one. Returns the outputs.
+    fn table(&mut self, prog: &str, p: Prog, cases: &[Case]) -> Vec<Vec<u8>> {
+        let mut outs = Vec::new();
+        for c in cases {
+            let before = self.counter(p, c.reason);
+            let (verdict, out) = self
+                .try_run(prog, &c.pkt)
+                .unwrap_or_else(|e| panic!("{}: BPF_PROG_TEST_RUN failed on {} bytes: {e:?}", c.what, c.pkt.len()));
+            assert_eq!(verdict, c.verdict, "{}: verdict (counter {:?})", c.what, c.reason);
+            match &c.out {
+                Out::Same => assert_eq!(out, c.pkt, "{}: must leave the packet unchanged", c.what),
+                Out::Exactly(want) => assert_eq!(hex(&out), hex(want), "{}: output bytes", c.what),
+                Out::Any => {}
+            }
+            assert_eq!(self.counter(p, c.reason), before + 1, "{}: counter {}", c.what, c.reason.name());
+            outs.push(out);
+        }
+        outs
     }
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+fn hex(b: &[u8]) -> String {
+    b.chunks(16)
+        .map(|c| c.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+enum Out {
+    Same,
+    Exactly(Vec<u8>),
+    Any,
 }
 
 struct Case {
-    what: &'static str,
+    what: String,
     pkt: Vec<u8>,
     verdict: u32,
+    out: Out,
     reason: Reason,
 }
 
+fn case(what: &str, pkt: Vec<u8>, verdict: u32, out: Out, reason: Reason) -> Case {
+    Case { what: what.to_string(), pkt, verdict, out, reason }
+}
+
+// ---------------------------------------------------------------------------
+// XDP on the underlay: decapsulation
+// ---------------------------------------------------------------------------
+
 #[test]
-fn xdp_underlay_classifies_and_counts_every_packet() {
-    let inner = ipv4([10, 0, 0, 3], [10, 0, 0, 4], 1, 0, &[8, 0, 0, 0, 0, 1, 0, 1]);
-    let full = |dport, dst| ipv4(PEER, dst, 17, 0, &udp(50000, dport, &vxlan(4097, &inner)));
-    let mut cases = vec![
-        Case { what: "ARP", pkt: arp(), verdict: XDP_PASS, reason: Reason::PassNotOurs },
-        Case {
-            what: "IPv6 ethertype",
-            pkt: {
-                let mut p = eth(0x86dd);
-                p.extend([0x60; 40]);
+fn xdp_decap_accepts_only_what_it_should() {
+    use Reason::*;
+    let from_r = frame(R_MAC, [0xaa; 6], R, ME, 17, &udp(1000, 2000, b"hello"));
+    // Delivered with the destination MAC set to the endpoint's.
+    let mut delivered = from_r.clone();
+    delivered[0..6].copy_from_slice(&ME_MAC);
+    let arp_from_r = arp(1, R_MAC, R, [0; 6], ME);
+    // The answer goes back to the peer in VXLAN: outer addresses reversed,
+    // to the VXLAN port, inner ARP answered with ME's MAC.
+    let arp_answer = {
+        let mut payload = vxlan_hdr(0x08, FRONT);
+        payload.extend(arp(2, ME_MAC, ME, R_MAC, R));
+        let mut p = eth([0x02, 0, 0, 0, 0, 2], [0x02, 0, 0, 0, 0, 1], 0x0800);
+        let mut h = ip(HOST, PEER, 17, true, 0, &udp(50000, 4789, &payload));
+        // Our reply keeps the request's IP ID and flags.
+        h[4..6].copy_from_slice(&[0x12, 0x34]);
+        p.extend(h);
+        p
+    };
+    let to_b = frame(R_MAC, [0xaa; 6], R, B, 17, &udp(1, 2, b"x"));
+    let from_b_to_me = frame([2, 0x42, 10, 0, 1, 9], ME_MAC, B, ME, 17, &udp(1, 2, b"x"));
+    let v6 = {
+        let mut p = eth(ME_MAC, R_MAC, 0x86dd);
+        p.extend([0x60; 40]);
+        p
+    };
+    let mut frag = vxlan(PEER, 0x08, FRONT, &from_r);
+    frag[20] |= 0x20; // MF
+    let cases = vec![
+        case("ARP on the underlay", arp(1, [2, 0, 0, 0, 0, 2], PEER, [0; 6], HOST), XDP_PASS, Out::Same, PassNotOurs),
+        case(
+            "TCP to the host",
+            {
+                let mut p = eth([2; 6], [4; 6], 0x0800);
+                p.extend(ip(PEER, HOST, 6, true, 0, &tcp(1, 22)));
                 p
             },
-            verdict: XDP_PASS,
-            reason: Reason::PassNotOurs,
-        },
-        Case {
-            what: "TCP to the host",
-            pkt: ipv4(PEER, HOST, 6, 0, &[0; 20]),
-            verdict: XDP_PASS,
-            reason: Reason::PassNotOurs,
-        },
-        Case {
-            what: "UDP to another port",
-            pkt: ipv4(PEER, HOST, 17, 0, &udp(1, 53, b"dns")),
-            verdict: XDP_PASS,
-            reason: Reason::PassNotOurs,
-        },
-        Case {
-            what: "VXLAN port, another address",
-            pkt: full(4789, [192, 0, 2, 9]),
-            verdict: XDP_PASS,
-            reason: Reason::PassNotOurs,
-        },
-        Case { what: "VXLAN to us", pkt: full(4789, HOST), verdict: XDP_PASS, reason: Reason::PassVxlan },
-        Case {
-            what: "VXLAN to us, IP options",
-            pkt: ipv4(PEER, HOST, 17, 2, &udp(50000, 4789, &vxlan(4097, &inner))),
-            verdict: XDP_PASS,
-            reason: Reason::PassVxlan,
-        },
-        Case {
-            what: "VXLAN header cut short",
-            pkt: ipv4(PEER, HOST, 17, 0, &udp(50000, 4789, &[0x08, 0, 0])),
-            verdict: XDP_DROP,
-            reason: Reason::DropMalformed,
-        },
-        Case {
-            what: "VXLAN, no header at all",
-            pkt: ipv4(PEER, HOST, 17, 0, &udp(50000, 4789, &[])),
-            verdict: XDP_DROP,
-            reason: Reason::DropMalformed,
-        },
+            XDP_PASS,
+            Out::Same,
+            PassNotOurs,
+        ),
+        case(
+            "UDP to another port",
+            {
+                let mut p = eth([2; 6], [4; 6], 0x0800);
+                p.extend(ip(PEER, HOST, 17, true, 0, &udp(1, 53, b"dns")));
+                p
+            },
+            XDP_PASS,
+            Out::Same,
+            PassNotOurs,
+        ),
+        case(
+            "VXLAN port, another address",
+            {
+                let mut p = vxlan(PEER, 0x08, FRONT, &from_r);
+                p[30..34].copy_from_slice(&[192, 0, 2, 77]);
+                p
+            },
+            XDP_PASS,
+            Out::Same,
+            PassNotOurs,
+        ),
+        case(
+            "VXLAN from a cluster host to a local endpoint",
+            vxlan(PEER, 0x08, FRONT, &from_r),
+            XDP_REDIRECT,
+            Out::Exactly(delivered.clone()),
+            Decapsulated,
+        ),
+        case(
+            "the same with outer IP options",
+            {
+                let mut payload = vxlan_hdr(0x08, FRONT);
+                payload.extend_from_slice(&from_r);
+                let mut p = eth([2; 6], [4; 6], 0x0800);
+                p.extend(ip(PEER, HOST, 17, true, 2, &udp(50000, 4789, &payload)));
+                p
+            },
+            XDP_REDIRECT,
+            Out::Exactly(delivered),
+            Decapsulated,
+        ),
+        case(
+            "inner ARP request for a local endpoint: answered",
+            vxlan(PEER, 0x08, FRONT, &arp_from_r),
+            XDP_TX,
+            Out::Exactly(arp_answer),
+            ArpReplied,
+        ),
+        case("inner ARP reply", vxlan(PEER, 0x08, FRONT, &arp(2, R_MAC, R, ME_MAC, ME)), XDP_DROP, Out::Any, DropArp),
+        case(
+            "VXLAN from a non-cluster address",
+            vxlan(STRANGER, 0x08, FRONT, &from_r),
+            XDP_DROP,
+            Out::Any,
+            DropUnknownVtep,
+        ),
+        case("VXLAN without the I flag", vxlan(PEER, 0x00, FRONT, &from_r), XDP_DROP, Out::Any, DropBadVxlan),
+        case("unknown VNI", vxlan(PEER, 0x08, 777, &from_r), XDP_DROP, Out::Any, DropUnknownVni),
+        case("VNI 0", vxlan(PEER, 0x08, 0, &from_r), XDP_DROP, Out::Any, DropUnknownVni),
+        case("VNI 16777215", vxlan(PEER, 0x08, 16_777_215, &from_r), XDP_DROP, Out::Any, DropUnknownVni),
+        case("inner destination on another VNI", vxlan(PEER, 0x08, FRONT, &to_b), XDP_DROP, Out::Any, DropNotLocal),
+        case(
+            "inner destination remote",
+            vxlan(PEER, 0x08, FRONT, &frame(R_MAC, R_MAC, R, R, 17, &udp(1, 2, b"x"))),
+            XDP_DROP,
+            Out::Any,
+            DropNotLocal,
+        ),
+        case(
+            "inner destination local but on the other network's VNI",
+            vxlan(PEER, 0x08, BACK, &from_r),
+            XDP_DROP,
+            Out::Any,
+            DropNotLocal,
+        ),
+        case(
+            "inner source not behind the sending host",
+            vxlan(PEER, 0x08, FRONT, &frame(L_MAC, ME_MAC, L, ME, 17, &udp(1, 2, b"x"))),
+            XDP_DROP,
+            Out::Any,
+            DropSpoofed,
+        ),
+        case(
+            "inner source from another network",
+            vxlan(PEER, 0x08, FRONT, &from_b_to_me),
+            XDP_DROP,
+            Out::Any,
+            DropSpoofed,
+        ),
+        case("inner IPv6", vxlan(PEER, 0x08, FRONT, &v6), XDP_DROP, Out::Any, DropUnsupported),
+        case("outer fragment", frag, XDP_DROP, Out::Any, DropMalformed),
     ];
-    // Truncated at every byte between the end of Ethernet and the VXLAN header:
-    // cut inside IPv4 or UDP it is not ours to judge (the stack drops it);
-    // cut inside VXLAN it is ours and malformed.
-    let whole = full(4789, HOST);
-    for cut in 14..(14 + 20 + 8 + 8) {
-        let (verdict, reason) =
-            if cut < 14 + 20 + 8 { (XDP_PASS, Reason::PassNotOurs) } else { (XDP_DROP, Reason::DropMalformed) };
-        cases.push(Case { what: "truncated", pkt: whole[..cut].to_vec(), verdict, reason });
-    }
     let mut rig = Rig::new();
-    for c in &cases {
-        let before = rig.counter(Prog::XdpUnderlay, c.reason);
-        let (verdict, out) = rig.run(PROG_XDP_UNDERLAY, &c.pkt);
-        assert_eq!(verdict, c.verdict, "{} ({} bytes): verdict", c.what, c.pkt.len());
-        if verdict == XDP_PASS {
-            assert_eq!(out, c.pkt, "{}: the packet must pass unchanged", c.what);
-        }
-        assert_eq!(rig.counter(Prog::XdpUnderlay, c.reason), before + 1, "{}: counter {}", c.what, c.reason.name());
-    }
-    // Every packet is accounted for, exactly once.
-    let total: u64 = Prog::XdpUnderlay.reasons().iter().map(|r| rig.counter(Prog::XdpUnderlay, *r)).sum();
-    assert_eq!(total, cases.len() as u64);
+    rig.table(PROG_XDP_UNDERLAY, Prog::XdpUnderlay, &cases);
+
+    // A network without a local endpoint is not accepted either.
+    let mut nets: HashMap<_, u32, NetworkValue> = rig.map(MAP_NETWORKS);
+    nets.insert(FRONT, NetworkValue { gateway: GW, gateway_mac: GW_MAC, mtu: 1450, flags: 0 }, 0).unwrap();
+    rig.table(
+        PROG_XDP_UNDERLAY,
+        Prog::XdpUnderlay,
+        &[case(
+            "VNI with no local endpoint",
+            vxlan(PEER, 0x08, FRONT, &from_r),
+            XDP_DROP,
+            Out::Any,
+            Reason::DropUnknownVni,
+        )],
+    );
 }
 
 #[test]
-fn tc_endpoint_passes_and_counts_what_containers_send() {
-    let mut rig = Rig::new();
-    let pkts = [
-        arp(),
-        ipv4([10, 0, 0, 3], [10, 0, 0, 4], 17, 0, &udp(1000, 2000, b"hi")),
-        ipv4([10, 0, 0, 3], [8, 8, 8, 8], 6, 0, &[0; 20]),
-    ];
-    for p in &pkts {
-        let (verdict, out) = rig.run(PROG_TC_ENDPOINT, p);
-        assert_eq!(verdict, TC_ACT_OK);
-        assert_eq!(&out, p);
+fn xdp_decap_truncated_at_every_byte() {
+    let inner = frame(R_MAC, ME_MAC, R, ME, 17, &udp(1000, 2000, b"hello"));
+    let whole = vxlan(PEER, 0x08, FRONT, &inner);
+    let (outer_l4, vx, ieth, iip) = (14 + 20, 14 + 20 + 8, 14 + 20 + 16, 14 + 20 + 16 + 14);
+    let mut cases = Vec::new();
+    for cut in 14..whole.len() {
+        let (verdict, reason) = if cut < vx {
+            // Cut inside the outer IPv4 or UDP header: not recognisably ours.
+            (XDP_PASS, Reason::PassNotOurs)
+        } else if cut < iip + 20 {
+            // Ours, but the VXLAN header, inner Ethernet or inner IPv4 is cut.
+            (XDP_DROP, Reason::DropMalformed)
+        } else {
+            (XDP_REDIRECT, Reason::Decapsulated)
+        };
+        let _ = (outer_l4, ieth);
+        cases.push(case(&format!("cut at {cut}"), whole[..cut].to_vec(), verdict, Out::Any, reason));
     }
-    assert_eq!(rig.counter(Prog::TcEndpoint, Reason::PassFromEndpoint), pkts.len() as u64);
-    assert_eq!(rig.counter(Prog::XdpUnderlay, Reason::PassNotOurs), 0, "counters are per program");
+    let mut rig = Rig::new();
+    rig.table(PROG_XDP_UNDERLAY, Prog::XdpUnderlay, &cases);
+    let total: u64 = Prog::XdpUnderlay.reasons().iter().map(|r| rig.counter(Prog::XdpUnderlay, *r)).sum();
+    assert_eq!(total, cases.len() as u64, "every packet counted once");
+}
+
+// ---------------------------------------------------------------------------
+// TC on the endpoint's veth: what a container sends
+// ---------------------------------------------------------------------------
+
+#[test]
+fn tc_encap_output_is_exact_for_tcp_udp_and_icmp() {
+    let mut rig = Rig::new();
+    for (what, proto, l4) in
+        [("TCP", 6u8, tcp(40000, 80)), ("UDP", 17, udp(40000, 53, b"query")), ("ICMP", 1, icmp_echo())]
+    {
+        // The container addresses R by the MAC our ARP gave it.
+        let pkt = frame(ME_MAC, R_MAC, ME, R, proto, &l4);
+        let before = rig.counter(Prog::TcEndpoint, Reason::Encapsulated);
+        let (verdict, out) = rig.run(PROG_TC_ENDPOINT, &pkt);
+        assert_eq!(verdict, TC_ACT_REDIRECT, "{what}");
+        assert_eq!(rig.counter(Prog::TcEndpoint, Reason::Encapsulated), before + 1);
+        let sport = u16::from_be_bytes([out[34], out[35]]);
+        assert!(sport >= VXLAN_SPORT_BASE, "{what}: source port {sport} outside 49152..65535");
+        assert_eq!(hex(&out), hex(&encapsulated(&pkt, PEER, FRONT, sport)), "{what}: encapsulated bytes");
+        // Same flow, same port; the outer IPv4 checksum verifies.
+        let (_, again) = rig.run(PROG_TC_ENDPOINT, &pkt);
+        assert_eq!(again, out, "{what}: deterministic");
+        assert_eq!(csum(&out[14..34]), 0, "{what}: outer IPv4 checksum");
+    }
+    // Different flows spread over source ports (ECMP entropy).
+    let ports: std::collections::BTreeSet<u16> = (0..8)
+        .map(|i| {
+            let (_, out) = rig.run(PROG_TC_ENDPOINT, &frame(ME_MAC, R_MAC, ME, R, 6, &tcp(40000 + i, 80)));
+            u16::from_be_bytes([out[34], out[35]])
+        })
+        .collect();
+    assert!(ports.len() >= 4, "8 flows used only {ports:?}");
+}
+
+#[test]
+fn tc_arp_is_answered_from_the_maps() {
+    use Reason::*;
+    let reply = |mac: [u8; 6], ip: [u8; 4]| {
+        let mut p = eth(ME_MAC, mac, 0x0806);
+        p.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 2]);
+        p.extend_from_slice(&mac);
+        p.extend_from_slice(&ip);
+        p.extend_from_slice(&ME_MAC);
+        p.extend_from_slice(&ME);
+        p
+    };
+    let cases = vec![
+        case(
+            "who has the gateway",
+            arp(1, ME_MAC, ME, [0; 6], GW),
+            TC_ACT_REDIRECT,
+            Out::Exactly(reply(GW_MAC, GW)),
+            ArpReplied,
+        ),
+        case(
+            "who has a remote endpoint",
+            arp(1, ME_MAC, ME, [0; 6], R),
+            TC_ACT_REDIRECT,
+            Out::Exactly(reply(R_MAC, R)),
+            ArpReplied,
+        ),
+        case(
+            "who has a local endpoint",
+            arp(1, ME_MAC, ME, [0; 6], L),
+            TC_ACT_REDIRECT,
+            Out::Exactly(reply(L_MAC, L)),
+            ArpReplied,
+        ),
+        case("who has an endpoint of another network", arp(1, ME_MAC, ME, [0; 6], B), TC_ACT_SHOT, Out::Any, DropArp),
+        case(
+            "who has the other network's gateway",
+            arp(1, ME_MAC, ME, [0; 6], [10, 0, 1, 1]),
+            TC_ACT_SHOT,
+            Out::Any,
+            DropArp,
+        ),
+        case("who has an unused address", arp(1, ME_MAC, ME, [0; 6], [10, 0, 0, 200]), TC_ACT_SHOT, Out::Any, DropArp),
+        case("gratuitous ARP", arp(1, ME_MAC, ME, [0; 6], ME), TC_ACT_SHOT, Out::Any, DropArp),
+        case(
+            "request with another endpoint's address",
+            arp(1, ME_MAC, L, [0; 6], GW),
+            TC_ACT_SHOT,
+            Out::Any,
+            DropSpoofed,
+        ),
+        case(
+            "request with another MAC",
+            {
+                let mut p = arp(1, L_MAC, ME, [0; 6], GW);
+                p[6..12].copy_from_slice(&ME_MAC);
+                p
+            },
+            TC_ACT_SHOT,
+            Out::Any,
+            DropSpoofed,
+        ),
+        case("a reply (nobody asked the container)", arp(2, ME_MAC, ME, R_MAC, R), TC_ACT_SHOT, Out::Any, DropArp),
+    ];
+    Rig::new().table(PROG_TC_ENDPOINT, Prog::TcEndpoint, &cases);
+}
+
+#[test]
+fn tc_ipv4_goes_only_where_it_may() {
+    use Reason::*;
+    let to_l = frame(ME_MAC, L_MAC, ME, L, 17, &udp(1, 2, b"x"));
+    // Sent to the gateway's MAC (routed): rewritten to the endpoint's.
+    let via_gw = frame(ME_MAC, GW_MAC, ME, L, 17, &udp(1, 2, b"x"));
+    let outside = frame(ME_MAC, GW_MAC, ME, OUTSIDE, 6, &tcp(1, 443));
+    let mut outside_to_host = outside.clone();
+    outside_to_host[0..6].copy_from_slice(&HOST_VETH_MAC);
+    let big_df = frame(ME_MAC, R_MAC, ME, R, 17, &udp(1, 2, &[7; 1472]));
+    let big = {
+        let mut p = eth(R_MAC, ME_MAC, 0x0800);
+        p.extend(ip(ME, R, 17, false, 0, &udp(1, 2, &[7; 1472])));
+        p
+    };
+    // Exactly fits: 1450 bytes of IP + 50 = 1500.
+    let fits = frame(ME_MAC, R_MAC, ME, R, 17, &udp(1, 2, &[7; 1422]));
+    let frag_needed = {
+        let mut icmp = vec![3, 4, 0, 0, 0, 0];
+        icmp.extend_from_slice(&1450u16.to_be_bytes());
+        icmp.extend_from_slice(&big_df[14..14 + 28]);
+        let c = csum(&icmp);
+        icmp[2..4].copy_from_slice(&c.to_be_bytes());
+        let mut h = vec![0x45, 0xc0, 0, 56, 0, 0, 0, 0, 64, 1, 0, 0];
+        h.extend_from_slice(&GW);
+        h.extend_from_slice(&ME);
+        let c = csum(&h);
+        h[10..12].copy_from_slice(&c.to_be_bytes());
+        let mut p = eth(ME_MAC, GW_MAC, 0x0800);
+        p.extend(h);
+        p.extend(icmp);
+        p
+    };
+    let cases = vec![
+        case("to a local endpoint", to_l.clone(), TC_ACT_REDIRECT, Out::Exactly(to_l.clone()), DeliveredLocal),
+        case("to a local endpoint via the gateway MAC", via_gw, TC_ACT_REDIRECT, Out::Exactly(to_l), DeliveredLocal),
+        case(
+            "to a remote endpoint",
+            frame(ME_MAC, R_MAC, ME, R, 1, &icmp_echo()),
+            TC_ACT_REDIRECT,
+            Out::Any,
+            Encapsulated,
+        ),
+        case("exactly the underlay MTU after encap", fits, TC_ACT_REDIRECT, Out::Any, Encapsulated),
+        case(
+            "too big with DF: ICMP fragmentation needed",
+            big_df,
+            TC_ACT_REDIRECT,
+            Out::Exactly(frag_needed),
+            IcmpFragNeeded,
+        ),
+        case("too big without DF", big, TC_ACT_SHOT, Out::Any, DropTooBig),
+        case(
+            "to another network's remote endpoint",
+            frame(ME_MAC, GW_MAC, ME, B, 17, &udp(1, 2, b"x")),
+            TC_ACT_SHOT,
+            Out::Any,
+            DropCrossNetwork,
+        ),
+        case(
+            "to another network's local endpoint",
+            frame(ME_MAC, GW_MAC, ME, BL, 17, &udp(1, 2, b"x")),
+            TC_ACT_SHOT,
+            Out::Any,
+            DropCrossNetwork,
+        ),
+        case(
+            "to an unused address of its network",
+            frame(ME_MAC, GW_MAC, ME, [10, 0, 0, 200], 17, &udp(1, 2, b"x")),
+            TC_ACT_SHOT,
+            Out::Any,
+            DropNoEndpoint,
+        ),
+        case(
+            "from another endpoint's IP",
+            frame(ME_MAC, R_MAC, L, R, 17, &udp(1, 2, b"x")),
+            TC_ACT_SHOT,
+            Out::Any,
+            DropSpoofed,
+        ),
+        case("from another MAC", frame(L_MAC, R_MAC, ME, R, 17, &udp(1, 2, b"x")), TC_ACT_SHOT, Out::Any, DropSpoofed),
+        case("leaving the overlay", outside, TC_ACT_OK, Out::Exactly(outside_to_host), PassToHost),
+        case(
+            "IPv6",
+            {
+                let mut p = eth([0x33, 0x33, 0, 0, 0, 1], ME_MAC, 0x86dd);
+                p.extend([0x60; 40]);
+                p
+            },
+            TC_ACT_SHOT,
+            Out::Any,
+            DropUnsupported,
+        ),
+        // (The kernel's test-run refuses an IPv4 frame shorter than its header.)
+        case(
+            "IPv4 header length below 20",
+            {
+                let mut p = frame(ME_MAC, R_MAC, ME, R, 17, &udp(1, 2, b"x"));
+                p[14] = 0x44;
+                p
+            },
+            TC_ACT_SHOT,
+            Out::Any,
+            DropMalformed,
+        ),
+        case(
+            "ARP ethertype, header cut",
+            {
+                let mut p = eth([0xff; 6], ME_MAC, 0x0806);
+                p.extend([0, 1, 8, 0]);
+                p
+            },
+            TC_ACT_SHOT,
+            Out::Any,
+            DropMalformed,
+        ),
+    ];
+    let mut rig = Rig::new();
+    rig.table(PROG_TC_ENDPOINT, Prog::TcEndpoint, &cases);
+
+    // internal: true keeps it in.
+    let mut nets: HashMap<_, u32, NetworkValue> = rig.map(MAP_NETWORKS);
+    nets.insert(
+        FRONT,
+        NetworkValue { gateway: GW, gateway_mac: GW_MAC, mtu: 1450, flags: NETWORK_F_LOCAL | NETWORK_F_INTERNAL },
+        0,
+    )
+    .unwrap();
+    let out2 = frame(ME_MAC, GW_MAC, ME, OUTSIDE, 6, &tcp(1, 443));
+    rig.table(
+        PROG_TC_ENDPOINT,
+        Prog::TcEndpoint,
+        &[case("leaving an internal network", out2, TC_ACT_SHOT, Out::Any, DropInternal)],
+    );
+
+    // A veth the maps do not know.
+    let mut ifaces: HashMap<_, u32, IfaceValue> = rig.map(MAP_IFACES);
+    ifaces.remove(&ME_IF).unwrap();
+    let p = frame(ME_MAC, R_MAC, ME, R, 17, &udp(1, 2, b"x"));
+    rig.table(PROG_TC_ENDPOINT, Prog::TcEndpoint, &[case("unknown veth", p, TC_ACT_SHOT, Out::Any, DropUnknownIface)]);
 }

@@ -54,9 +54,10 @@ pub fn cargo_bin_dir() -> PathBuf {
 
 /// PATH with cargo's bin dir first, so freshly installed tools are found.
 pub fn path_with_cargo_bin() -> std::ffi::OsString {
-    let mut paths = vec![cargo_bin_dir()];
+    let bin = cargo_bin_dir();
+    let mut paths = vec![bin.clone()];
     if let Some(p) = std::env::var_os("PATH") {
-        paths.extend(std::env::split_paths(&p));
+        paths.extend(std::env::split_paths(&p).filter(|p| *p != bin));
     }
     std::env::join_paths(paths).expect("PATH")
 }

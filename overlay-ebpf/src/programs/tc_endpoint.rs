@@ -1,29 +1,262 @@
-//! TC ingress on an endpoint's host-side veth: what the container sends.
+//! TC ingress on an endpoint's host-side veth: everything a container sends.
+//!
+//! ARP requests are answered here from the maps; IPv4 must come from the
+//! endpoint's own IP and MAC; it goes to a local endpoint directly, to a
+//! remote one in VXLAN, to the host stack when it leaves the overlay (unless
+//! the network is internal), and nowhere else.
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    bindings::{
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
+        BPF_F_ADJ_ROOM_ENCAP_L4_UDP, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
+    },
+    helpers::{bpf_get_hash_recalc, bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer, bpf_skb_change_tail},
     macros::classifier,
     programs::TcContext,
 };
-use network_types::eth::EthHdr;
-use overlay_common::{Prog, Reason};
+use network_types::{eth::EthHdr, ip::Ipv4Hdr};
+use overlay_common::*;
 
-use crate::{parse::ptr_at, stats::count};
+use crate::{
+    csum::{fold, sum_words},
+    maps::{endpoint, host_config, iface, network, subnet},
+    parse::{ptr_at, ArpHdr, ARP_REPLY, ARP_REQUEST, ETH_P_ARP, ETH_P_IP},
+    stats::count,
+};
+
+type Verdict = (Reason, i32);
+
+const SHOT: i32 = TC_ACT_SHOT;
+const IP_DF: u8 = 0x40;
+/// Length of the ICMP "fragmentation needed" frame: Ethernet, IPv4, ICMP,
+/// and the quoted IPv4 header + 8 bytes.
+const ICMP_FRAME_LEN: usize = 14 + 20 + 8 + 28;
 
 #[classifier]
 pub fn tc_endpoint_egress(ctx: TcContext) -> i32 {
-    let reason = classify(&ctx);
-    count(Prog::TcEndpoint, reason, ctx.len() as u64);
-    if reason.is_drop() {
-        TC_ACT_SHOT
-    } else {
-        TC_ACT_OK
-    }
+    let len = ctx.len() as u64;
+    let (reason, action) = handle(&ctx);
+    count(Prog::TcEndpoint, reason, len);
+    action
 }
 
 #[inline(always)]
-fn classify(ctx: &TcContext) -> Reason {
-    if ptr_at::<EthHdr>(ctx.data(), ctx.data_end(), 0).is_none() {
-        return Reason::DropMalformed;
+fn drop(r: Reason) -> Verdict {
+    (r, SHOT)
+}
+
+/// A redirect helper's result: TC_ACT_REDIRECT on success.
+#[inline(always)]
+fn redirected(ret: i64, ok: Reason) -> Verdict {
+    if ret == TC_ACT_REDIRECT as i64 {
+        (ok, TC_ACT_REDIRECT)
+    } else {
+        drop(Reason::DropRedirect)
     }
-    Reason::PassFromEndpoint
+}
+
+/// The gateway MAC: 02:42 + the gateway's address (as `reconcile::gateway_mac`).
+#[inline(always)]
+fn gateway_mac(ip: [u8; 4]) -> [u8; 6] {
+    [0x02, 0x42, ip[0], ip[1], ip[2], ip[3]]
+}
+
+#[inline(always)]
+fn handle(ctx: &TcContext) -> Verdict {
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let Some(me) = iface(ifindex) else { return drop(Reason::DropUnknownIface) };
+    let (start, end) = (ctx.data(), ctx.data_end());
+    let Some(eth) = ptr_at::<EthHdr>(start, end, 0) else { return drop(Reason::DropMalformed) };
+    let eth = unsafe { &mut *eth };
+    if eth.src_addr != me.mac {
+        return drop(Reason::DropSpoofed);
+    }
+    match u16::from_be(eth.ether_type) {
+        ETH_P_ARP => arp(me, ifindex, eth, start, end),
+        ETH_P_IP => ipv4(ctx, me, ifindex, eth, start, end),
+        _ => drop(Reason::DropUnsupported),
+    }
+}
+
+/// The MAC behind `ip` on network `vni`: its gateway or one of its endpoints.
+#[inline(always)]
+fn resolve(vni: u32, ip: [u8; 4]) -> Option<[u8; 6]> {
+    if let Some(s) = subnet(ip) {
+        if s.vni == vni && s.gateway == ip {
+            return Some(gateway_mac(ip));
+        }
+    }
+    endpoint(vni, ip).map(|e| e.mac)
+}
+
+#[inline(always)]
+fn arp(me: &IfaceValue, ifindex: u32, eth: &mut EthHdr, start: usize, end: usize) -> Verdict {
+    let Some(a) = ptr_at::<ArpHdr>(start, end, EthHdr::LEN) else { return drop(Reason::DropMalformed) };
+    let a = unsafe { &mut *a };
+    if !a.is_eth_ipv4() {
+        return drop(Reason::DropArp);
+    }
+    if a.sha != me.mac || a.spa != me.ip {
+        return drop(Reason::DropSpoofed);
+    }
+    // Replies, and gratuitous ARP (sender = target), have nothing to answer;
+    // nothing floods. (Requests from other hosts are answered by XDP.)
+    if a.oper != ARP_REQUEST || a.tpa == a.spa {
+        return drop(Reason::DropArp);
+    }
+    let target = a.tpa;
+    let Some(mac) = resolve(me.vni, target) else { return drop(Reason::DropArp) };
+    eth.dst_addr = a.sha;
+    eth.src_addr = mac;
+    a.oper = ARP_REPLY;
+    a.tha = a.sha;
+    a.tpa = a.spa;
+    a.sha = mac;
+    a.spa = target;
+    redirected(unsafe { bpf_redirect(ifindex, 0) }, Reason::ArpReplied)
+}
+
+#[inline(always)]
+fn ipv4(ctx: &TcContext, me: &IfaceValue, ifindex: u32, eth: &mut EthHdr, start: usize, end: usize) -> Verdict {
+    let Some(ip) = ptr_at::<Ipv4Hdr>(start, end, EthHdr::LEN) else { return drop(Reason::DropMalformed) };
+    let ip = unsafe { &*ip };
+    if ip.vihl >> 4 != 4 || ip.vihl & 0xf < 5 {
+        return drop(Reason::DropMalformed);
+    }
+    if ip.src_addr != me.ip {
+        return drop(Reason::DropSpoofed);
+    }
+    let dst = ip.dst_addr;
+    if let Some(ep) = endpoint(me.vni, dst) {
+        // Also for frames sent to the gateway's MAC (another subnet of the network).
+        eth.dst_addr = ep.mac;
+        if ep.flags & ENDPOINT_F_LOCAL == 0 && unsafe { (*ctx.skb.skb).gso_size } == 0 {
+            let Some(cfg) = host_config() else { return drop(Reason::DropRedirect) };
+            let inner = ctx.len() as usize - EthHdr::LEN;
+            if inner + VXLAN_ENCAP_LEN > cfg.underlay_mtu as usize {
+                if ip.frags[0] & IP_DF != 0 && ip.vihl & 0xf == 5 {
+                    return frag_needed(ctx, me, ifindex, cfg);
+                }
+                return drop(Reason::DropTooBig);
+            }
+        }
+        return forward(ctx, me, ep);
+    }
+    if let Some(s) = subnet(dst) {
+        // Inside an overlay network but no endpoint of ours: isolation.
+        return drop(if s.vni == me.vni { Reason::DropNoEndpoint } else { Reason::DropCrossNetwork });
+    }
+    // Outside every overlay network: the host routes and masquerades it.
+    match network(me.vni) {
+        Some(n) if n.flags & NETWORK_F_INTERNAL == 0 => {
+            eth.dst_addr = me.host_mac;
+            (Reason::PassToHost, TC_ACT_OK)
+        }
+        _ => drop(Reason::DropInternal),
+    }
+}
+
+/// IPv4 to endpoint `ep` of the sender's network: straight into a local
+/// container, or encapsulated to the remote one's host. The frame's
+/// destination MAC is already `ep.mac`.
+#[inline(always)]
+fn forward(ctx: &TcContext, me: &IfaceValue, ep: &EndpointValue) -> Verdict {
+    if ep.flags & ENDPOINT_F_LOCAL != 0 {
+        return redirected(unsafe { bpf_redirect_peer(ep.ifindex, 0) }, Reason::DeliveredLocal);
+    }
+    encap(ctx, me, ep)
+}
+
+/// Pushes outer Ethernet/IPv4/UDP/VXLAN and sends it to `ep`'s host through
+/// the underlay, the kernel resolving the next hop and its MAC.
+#[inline(always)]
+fn encap(ctx: &TcContext, me: &IfaceValue, ep: &EndpointValue) -> Verdict {
+    let Some(cfg) = host_config() else { return drop(Reason::DropRedirect) };
+    let tos = match ptr_at::<Ipv4Hdr>(ctx.data(), ctx.data_end(), EthHdr::LEN) {
+        Some(ip) => unsafe { (*ip).tos },
+        None => return drop(Reason::DropMalformed),
+    };
+    // The inner flow's hash gives the source port: ECMP entropy, stable per flow.
+    let hash = unsafe { bpf_get_hash_recalc(ctx.skb.skb) };
+    let sport = VXLAN_SPORT_BASE | ((hash ^ (hash >> 16)) as u16 & 0x3fff);
+    let inner_len = ctx.len() as usize - EthHdr::LEN;
+    // GSO super-packets may overflow 16 bits; the kernel rewrites the lengths
+    // of every segment it cuts.
+    let ip_len = (inner_len + VXLAN_ENCAP_LEN).min(0xffff) as u16;
+    let udp_len = ip_len - 20;
+
+    let mut h = [0u8; 14 + VXLAN_ENCAP_LEN];
+    // Outer Ethernet: addresses filled in by bpf_redirect_neigh.
+    h[12] = 0x08;
+    // Outer IPv4: DF, ID 0 (RFC 6864 atomic datagrams), TTL 64, UDP.
+    h[14] = 0x45;
+    h[15] = tos;
+    h[16..18].copy_from_slice(&ip_len.to_be_bytes());
+    h[20] = IP_DF;
+    h[22] = 64;
+    h[23] = PROTO_UDP;
+    h[26..30].copy_from_slice(&cfg.underlay_ip);
+    h[30..34].copy_from_slice(&ep.vtep);
+    let c = fold(sum_words(&h, 14, 34));
+    h[24..26].copy_from_slice(&c.to_be_bytes());
+    // UDP, checksum 0.
+    h[34..36].copy_from_slice(&sport.to_be_bytes());
+    h[36..38].copy_from_slice(&cfg.vxlan_port.to_be_bytes());
+    h[38..40].copy_from_slice(&udp_len.to_be_bytes());
+    // VXLAN: flags, VNI.
+    h[42] = VXLAN_FLAG_I;
+    let vni = me.vni.to_be_bytes();
+    h[46..49].copy_from_slice(&vni[1..4]);
+    // Inner Ethernet: the container's frame header.
+    h[50..56].copy_from_slice(&ep.mac);
+    h[56..62].copy_from_slice(&me.mac);
+    h[62..64].copy_from_slice(&ETH_P_IP.to_be_bytes());
+
+    let flags = (BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2_ETH) as u64
+        | ((EthHdr::LEN + 8) as u64) << 56;
+    if ctx.adjust_room(VXLAN_ENCAP_LEN as i32, BPF_ADJ_ROOM_MAC, flags).is_err() {
+        return drop(Reason::DropRedirect);
+    }
+    if ctx.store(0, &h, 0).is_err() {
+        return drop(Reason::DropRedirect);
+    }
+    redirected(unsafe { bpf_redirect_neigh(cfg.underlay_ifindex, core::ptr::null_mut(), 0, 0) }, Reason::Encapsulated)
+}
+
+/// Answers a too-big packet with DF set with ICMP "fragmentation needed"
+/// carrying the MTU usable through the overlay, from the network's gateway,
+/// so the sender's PMTU discovery works instead of a black hole.
+#[inline(always)]
+fn frag_needed(ctx: &TcContext, me: &IfaceValue, ifindex: u32, cfg: &HostConfig) -> Verdict {
+    let Ok(quote) = ctx.load::<[u8; 28]>(EthHdr::LEN) else { return drop(Reason::DropMalformed) };
+    let gw = match network(me.vni) {
+        Some(n) => n.gateway,
+        None => return drop(Reason::DropTooBig),
+    };
+    let mtu = cfg.underlay_mtu.saturating_sub(VXLAN_ENCAP_LEN as u16);
+    let mut r = [0u8; ICMP_FRAME_LEN];
+    r[0..6].copy_from_slice(&me.mac);
+    r[6..12].copy_from_slice(&gateway_mac(gw));
+    r[12] = 0x08;
+    r[14] = 0x45;
+    r[15] = 0xc0;
+    r[16..18].copy_from_slice(&((ICMP_FRAME_LEN - 14) as u16).to_be_bytes());
+    r[22] = 64;
+    r[23] = PROTO_ICMP;
+    r[26..30].copy_from_slice(&gw);
+    r[30..34].copy_from_slice(&me.ip);
+    let c = fold(sum_words(&r, 14, 34));
+    r[24..26].copy_from_slice(&c.to_be_bytes());
+    r[34] = 3; // destination unreachable
+    r[35] = 4; // fragmentation needed and DF set
+    r[40..42].copy_from_slice(&mtu.to_be_bytes());
+    r[42..70].copy_from_slice(&quote);
+    let c = fold(sum_words(&r, 34, ICMP_FRAME_LEN));
+    r[36..38].copy_from_slice(&c.to_be_bytes());
+    if unsafe { bpf_skb_change_tail(ctx.skb.skb, ICMP_FRAME_LEN as u32, 0) } != 0 {
+        return drop(Reason::DropTooBig);
+    }
+    if ctx.store(0, &r, 0).is_err() {
+        return drop(Reason::DropTooBig);
+    }
+    redirected(unsafe { bpf_redirect(ifindex, 0) }, Reason::IcmpFragNeeded)
 }

@@ -422,9 +422,12 @@ pub struct Endpoint {
     pub ip: Ipv4Addr,
     /// Prefix length of the subnet holding `ip`.
     pub prefix_len: u8,
-    /// Gateway of the subnet holding `ip` (the default route).
+    /// Gateway of the subnet holding `ip`.
     pub gateway: Ipv4Addr,
     pub mac: Mac,
+    /// This interface carries its netns's default route: the first endpoint
+    /// of the netns on a non-internal network, else its first endpoint.
+    pub default_route: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -975,7 +978,17 @@ pub fn resolve(file: &str, state: &State, caps: Capabilities) -> Result<Cluster,
             prefix_len: sub.subnet.prefix_len(),
             gateway: sub.gateway,
             mac,
+            default_route: false,
         });
+    }
+    // One default route per netns: the first endpoint that can leave the overlay.
+    let mut by_netns: BTreeMap<PathBuf, Vec<usize>> = BTreeMap::new();
+    for (i, e) in endpoints.iter().enumerate() {
+        by_netns.entry(e.netns.clone()).or_default().push(i);
+    }
+    for idx in by_netns.values() {
+        let pick = idx.iter().copied().find(|&i| !networks[endpoints[i].network].internal).unwrap_or(idx[0]);
+        endpoints[pick].default_route = true;
     }
     let ep_index: HashMap<&str, usize> = endpoints.iter().enumerate().map(|(i, e)| (e.name.as_str(), i)).collect();
     let mut services = Vec::new();

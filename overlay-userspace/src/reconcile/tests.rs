@@ -36,7 +36,13 @@ fn cluster(yaml: &str) -> Cluster {
 }
 
 fn facts(pairs: &[(&str, u32)]) -> HostFacts {
-    HostFacts { underlay_ifindex: 2, veth_ifindex: pairs.iter().map(|(n, i)| (n.to_string(), *i)).collect() }
+    HostFacts {
+        underlay_ifindex: 2,
+        veths: pairs
+            .iter()
+            .map(|(n, i)| (n.to_string(), Veth { ifindex: *i, mac: [0xaa, 0, 0, 0, 0, *i as u8] }))
+            .collect(),
+    }
 }
 
 fn ek(vni: u32, ip: [u8; 4]) -> EndpointKey {
@@ -65,7 +71,10 @@ fn desired_content_for_node1() {
     let w2 = m.endpoints[&ek(4097, [10, 0, 0, 4])];
     assert_eq!((w2.ifindex, w2.flags, w2.vtep), (0, 0, [192, 168, 246, 195]));
     assert_eq!(m.ifaces.len(), 1);
-    assert_eq!(m.ifaces[&10], IfaceValue { vni: 4097, ip: [10, 0, 0, 3], mac: [2, 0x42, 10, 0, 0, 3], _pad: [0; 2] });
+    assert_eq!(
+        m.ifaces[&10],
+        IfaceValue { vni: 4097, ip: [10, 0, 0, 3], mac: [2, 0x42, 10, 0, 0, 3], host_mac: [0xaa, 0, 0, 0, 0, 10] }
+    );
     assert_eq!(m.vteps.len(), 2);
     assert_eq!(m.vteps[&[192, 168, 246, 195]].host_id, 1);
     // Networks: gateway + its MAC, MTU, flags.
