@@ -185,13 +185,19 @@ async fn up_inner(
             report.veths_created.push(v.clone());
         }
         netdev::configure_container(&c)?;
-        let idx = netdev::set_host_end(&handle, &v, net.mtu).await?;
+        let idx = netdev::set_host_end(&handle, &v, netdev::HOST_VETH_MTU).await?;
         let mac = netdev::link_mac(&v).ok_or_else(|| netdev::NetdevError::NoSuchInterface(v.clone()))?;
-        netdev::host_route(&handle, idx, e.ip, e.mac).await?;
+        netdev::host_route(&handle, idx, e.ip, e.mac, net.mtu).await?;
         if loaded.ensure_tc(pins, &v)? {
             report.links_attached.push(format!("tc@{v}"));
         }
         facts.veths.insert(e.name.clone(), Veth { ifindex: idx, mac });
+    }
+    if netdev::driver(underlay).as_deref() == Some("veth") {
+        // A veth underlay would carry partial checksums to the other hosts,
+        // whose XDP redirect cannot finish them: finish them here, like a NIC.
+        netdev::disable_tx_checksum(underlay)
+            .map_err(|e| anyhow::anyhow!("turn off TX checksum offload on the veth underlay {underlay}: {e}"))?;
     }
     if loaded.ensure_xdp(pins, underlay)? {
         report.links_attached.push(format!("xdp@{underlay}"));

@@ -76,20 +76,53 @@ pub fn link_mac(name: &str) -> Option<[u8; 6]> {
 /// the target of a native XDP_REDIRECT drops the frames silently unless it has
 /// GRO (NAPI) or an XDP program of its own.
 pub fn enable_gro(ifname: &str) -> std::io::Result<()> {
+    const ETHTOOL_SGRO: u32 = 0x2c;
+    ethtool_set(ifname, ETHTOOL_SGRO, 1)
+}
+
+/// Turns TX checksum offload off for `ifname`, so the kernel completes
+/// checksums when it transmits, as a NIC would. Needed on a veth underlay: a
+/// veth hands partial checksums to its peer, and the receiving host's native
+/// XDP redirect loses the "checksum still to do" state with the skb.
+pub fn disable_tx_checksum(ifname: &str) -> std::io::Result<()> {
+    const ETHTOOL_STXCSUM: u32 = 0x17;
+    ethtool_set(ifname, ETHTOOL_STXCSUM, 0)
+}
+
+/// The kernel driver behind `ifname` (ETHTOOL_GDRVINFO), e.g. "veth".
+pub fn driver(ifname: &str) -> Option<String> {
+    #[repr(C)]
+    struct DrvInfo {
+        cmd: u32,
+        driver: [u8; 32],
+        rest: [u8; 160],
+    }
+    const ETHTOOL_GDRVINFO: u32 = 0x3;
+    let mut info = DrvInfo { cmd: ETHTOOL_GDRVINFO, driver: [0; 32], rest: [0; 160] };
+    ethtool(ifname, &mut info as *mut DrvInfo as *mut libc::c_char).ok()?;
+    let end = info.driver.iter().position(|b| *b == 0).unwrap_or(32);
+    Some(String::from_utf8_lossy(&info.driver[..end]).into_owned())
+}
+
+fn ethtool_set(ifname: &str, cmd: u32, data: u32) -> std::io::Result<()> {
     #[repr(C)]
     struct EthtoolValue {
         cmd: u32,
         data: u32,
     }
-    const ETHTOOL_SGRO: u32 = 0x2c;
+    let mut ev = EthtoolValue { cmd, data };
+    ethtool(ifname, &mut ev as *mut EthtoolValue as *mut libc::c_char)
+}
+
+/// One SIOCETHTOOL request on `ifname` in this network namespace.
+fn ethtool(ifname: &str, data: *mut libc::c_char) -> std::io::Result<()> {
     const SIOCETHTOOL: libc::c_ulong = 0x8946;
-    let mut ev = EthtoolValue { cmd: ETHTOOL_SGRO, data: 1 };
     // SAFETY: ifreq is plain data; the name fits (IFNAMSIZ checked by the model).
     let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
     for (d, s) in ifr.ifr_name.iter_mut().zip(ifname.bytes().take(libc::IF_NAMESIZE - 1)) {
         *d = s as libc::c_char;
     }
-    ifr.ifr_ifru.ifru_data = &mut ev as *mut EthtoolValue as *mut libc::c_char;
+    ifr.ifr_ifru.ifru_data = data;
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
@@ -114,13 +147,17 @@ pub fn enable_ip_forward() -> std::io::Result<()> {
 }
 
 /// The host's way back to a local endpoint, for traffic that left the overlay
-/// and returns de-masqueraded: `ip/32 dev veth` and a permanent neighbour entry.
-pub async fn host_route(handle: &Handle, veth: u32, ip: Ipv4Addr, mac: Mac) -> Result<(), NetdevError> {
-    let route = RouteMessageBuilder::<Ipv4Addr>::new()
+/// and returns de-masqueraded: `ip/32 dev veth mtu <network MTU>` and a
+/// permanent neighbour entry. The route carries the MTU because the host-side
+/// veth itself has a large one (see [`HOST_VETH_MTU`]).
+pub async fn host_route(handle: &Handle, veth: u32, ip: Ipv4Addr, mac: Mac, mtu: u32) -> Result<(), NetdevError> {
+    use rtnetlink::packet_route::route::{RouteAttribute, RouteMetric, RouteScope};
+    let mut route = RouteMessageBuilder::<Ipv4Addr>::new()
         .destination_prefix(ip, 32)
         .output_interface(veth)
-        .scope(rtnetlink::packet_route::route::RouteScope::Link)
+        .scope(RouteScope::Link)
         .build();
+    route.attributes.push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(mtu)]));
     handle.route().add(route).replace().execute().await.map_err(nl(format!("route {ip}/32 to its veth")))?;
     handle
         .neighbours()
@@ -211,8 +248,11 @@ pub async fn create_veth(handle: &Handle, host_name: &str, c: &ContainerIf) -> R
         File::open(&c.netns).map_err(|source| NetdevError::Netns { path: c.netns.display().to_string(), source })?;
     let peer =
         LinkUnspec::new_with_name(&c.ifname).address(c.mac.0.to_vec()).mtu(c.mtu).setns_by_fd(ns.as_raw_fd()).build();
-    let msg =
-        LinkVeth::new(host_name, &c.ifname).set_info_data(InfoData::Veth(InfoVeth::Peer(peer))).mtu(c.mtu).up().build();
+    let msg = LinkVeth::new(host_name, &c.ifname)
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+        .mtu(HOST_VETH_MTU)
+        .up()
+        .build();
     handle.link().add(msg).execute().await.map_err(nl(format!(
         "create veth {host_name} with peer {} in {} (is {} already used there?)",
         c.ifname,
@@ -222,7 +262,14 @@ pub async fn create_veth(handle: &Handle, host_name: &str, c: &ContainerIf) -> R
     Ok(true)
 }
 
-/// Brings the host end up with the network MTU (idempotent).
+/// MTU of the host end of an endpoint's veth. The container end has the
+/// network MTU; the host end takes anything, so a frame from a container that
+/// raised its own MTU reaches our TC program (which answers ICMP "fragmentation
+/// needed" or counts the drop) instead of vanishing in the veth: the MTU black
+/// hole Docker users know.
+pub const HOST_VETH_MTU: u32 = 65535;
+
+/// Brings the host end up with [`HOST_VETH_MTU`] (idempotent).
 pub async fn set_host_end(handle: &Handle, host_name: &str, mtu: u32) -> Result<u32, NetdevError> {
     let idx = ifindex(host_name).ok_or_else(|| NetdevError::NoSuchInterface(host_name.into()))?;
     handle

@@ -105,6 +105,10 @@ impl Underlay {
             &self.switch.name,
         ]);
         self.switch.ip(&["link", "set", &port, "master", "br0", "up"]);
+        // The switch port stands in for the wire: like a NIC it must take
+        // whatever the host sends. A veth takes frames that XDP sends into it
+        // (XDP_TX, redirect) only with GRO (NAPI) or an XDP program of its own.
+        must(self.switch.cmd("ethtool").args(["-K", &port, "gro", "on"]));
         ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
         ns.ip(&["link", "set", "eth0", "up"]);
         self.hosts.push((ns, addr));

@@ -2,162 +2,16 @@
 //! namespaces on an underlay bridge, containers as namespaces. Each test has
 //! its own name prefix, and guards remove everything it made, also on failure.
 
+mod common;
+
 use std::{
-    net::Ipv4Addr,
-    path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
+    path::PathBuf,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
+use common::*;
 use serde_json::Value;
-use testbed::{must, Deployment, Netns, Underlay};
-
-fn bin() -> PathBuf {
-    std::env::var_os("OVERLAY_BPF_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/overlay-bpf"))
-}
-
-fn require_root() {
-    assert!(unsafe { libc::geteuid() } == 0, "the kernel tests need root (run `sudo -E cargo xtask test`)");
-    assert!(bin().exists(), "{} is missing: build it with `cargo xtask build`", bin().display());
-}
-
-/// A state file removed on drop.
-struct StateFile(PathBuf);
-
-impl StateFile {
-    fn new(prefix: &str, yaml: &str) -> StateFile {
-        let p = std::env::temp_dir().join(format!("{prefix}-state.yaml"));
-        std::fs::write(&p, yaml).unwrap();
-        StateFile(p)
-    }
-    fn write(&self, yaml: &str) {
-        std::fs::write(&self.0, yaml).unwrap();
-    }
-}
-
-impl Drop for StateFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn assert_ok(o: &Output) -> String {
-    assert!(o.status.success(), "{}", text(o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn json(s: &str) -> Value {
-    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
-}
-
-/// A state with hosts `<p>n1..n3` and endpoints in namespaces `<p>-<name>`.
-fn state(p: &str, endpoints: &[(&str, &str, &str, &str)], hosts: usize) -> String {
-    let mut y = String::from("version: 1\ncluster: {vxlan_port: 4789, underlay_mtu: 1500}\nhosts:\n");
-    for i in 1..=hosts {
-        y += &format!("  - {{name: {p}n{i}, address: 192.168.200.1{i}}}\n");
-    }
-    y += "networks:\n  - {name: front, vni: 5001, attachable: true, subnets: [{subnet: 10.10.0.0/24}]}\n";
-    y += "  - {name: back, internal: true, attachable: true, subnets: [{subnet: 10.20.0.0/24}], mtu: 1400}\n";
-    y += "endpoints:\n";
-    for (name, host, net, ip) in endpoints {
-        y += &format!("  - {{name: {name}, host: {p}{host}, network: {net}, netns: {p}-{name}, ip: {ip}}}\n");
-    }
-    y
-}
-
-fn underlay(p: &str, hosts: usize) -> Underlay {
-    let hs: Vec<(String, Ipv4Addr)> =
-        (1..=hosts).map(|i| (format!("n{i}"), Ipv4Addr::new(192, 168, 200, 10 + i as u8))).collect();
-    let refs: Vec<(&str, Ipv4Addr)> = hs.iter().map(|(n, a)| (n.as_str(), *a)).collect();
-    Underlay::new(p, &refs)
-}
-
-fn containers(p: &str, names: &[&str]) -> Vec<Netns> {
-    names.iter().map(|n| Netns::new(&format!("{p}-{n}"))).collect()
-}
-
-fn pins(p: &str, host: &str) -> PathBuf {
-    Path::new("/sys/fs/bpf/overlay-bpf").join(format!("{p}{host}"))
-}
-
-fn status(dep: &Deployment, p: &str, host: &str) -> Value {
-    json(&assert_ok(
-        &dep.cmd(&format!("{p}{host}"), &format!("{p}-{host}")).args(["status", "-o", "json"]).output().unwrap(),
-    ))
-}
-
-fn counter(st: &Value, prog: &str, reason: &str) -> u64 {
-    st["counters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["program"] == prog && c["reason"] == reason)
-        .unwrap_or_else(|| panic!("no counter {prog}/{reason}"))["packets"]
-        .as_u64()
-        .unwrap()
-}
-
-fn map_entries(st: &Value, map: &str) -> u64 {
-    st["maps"].as_array().unwrap().iter().find(|m| m["name"] == map).unwrap()["entries"].as_u64().unwrap()
-}
-
-/// Link IDs by pin name ("xdp@eth0", "tc@ob...").
-fn link_ids(st: &Value) -> Vec<(String, u64)> {
-    st["links"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| {
-            (
-                format!("{}@{}", l["kind"].as_str().unwrap(), l["ifname"].as_str().unwrap()),
-                l["link_id"].as_u64().unwrap_or(0),
-            )
-        })
-        .collect()
-}
-
-/// `bpftool -j map dump pinned`, reduced to the BTF-formatted entries
-/// ({"key": .., "value": ..} with field names).
-fn bpftool_dump(pin: &Path) -> Value {
-    let raw = json(&must(Command::new("bpftool").args(["-j", "map", "dump", "pinned"]).arg(pin)));
-    let entries = raw
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e.get("formatted").cloned().unwrap_or_else(|| panic!("no BTF-formatted fields in {e}")));
-    Value::Array(entries.collect())
-}
-
-/// Our veths (ob + 8 hex) in a namespace.
-fn our_veths(ns: &Netns) -> Vec<String> {
-    json(&ns.ip(&["-j", "link", "show"]))
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|l| l["ifname"].as_str())
-        .filter(|n| n.len() == 10 && n.starts_with("ob"))
-        .map(str::to_string)
-        .collect()
-}
-
-fn link_json(ns: &Netns, dev: &str) -> Option<Value> {
-    let out = ns.cmd("ip").args(["-j", "-d", "link", "show", "dev", dev]).stderr(Stdio::null()).output().unwrap();
-    if !out.status.success() {
-        return None;
-    }
-    json(&String::from_utf8_lossy(&out.stdout)).as_array().and_then(|a| a.first().cloned())
-}
 
 #[test]
 fn up_status_reapply_and_down_on_three_hosts() {

@@ -27,6 +27,8 @@ type Verdict = (Reason, i32);
 
 const SHOT: i32 = TC_ACT_SHOT;
 const IP_DF: u8 = 0x40;
+/// skb->pkt_type for frames addressed to this host.
+const PACKET_HOST: u32 = 0;
 /// Length of the ICMP "fragmentation needed" frame: Ethernet, IPv4, ICMP,
 /// and the quoted IPv4 header + 8 bytes.
 const ICMP_FRAME_LEN: usize = 14 + 20 + 8 + 28;
@@ -148,7 +150,12 @@ fn ipv4(ctx: &TcContext, me: &IfaceValue, ifindex: u32, eth: &mut EthHdr, start:
     // Outside every overlay network: the host routes and masquerades it.
     match network(me.vni) {
         Some(n) if n.flags & NETWORK_F_INTERNAL == 0 => {
+            // Addressed to the gateway's MAC, the frame entered the veth as
+            // "for another host", which the IP stack would discard.
             eth.dst_addr = me.host_mac;
+            if ctx.change_type(PACKET_HOST).is_err() {
+                return drop(Reason::DropRedirect);
+            }
             (Reason::PassToHost, TC_ACT_OK)
         }
         _ => drop(Reason::DropInternal),
@@ -211,8 +218,10 @@ fn encap(ctx: &TcContext, me: &IfaceValue, ep: &EndpointValue) -> Verdict {
     h[56..62].copy_from_slice(&me.mac);
     h[62..64].copy_from_slice(&ETH_P_IP.to_be_bytes());
 
+    // The inner MAC header is the inner Ethernet header alone: GSO then takes
+    // UDP + VXLAN as the tunnel header and cuts the inner TCP correctly.
     let flags = (BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2_ETH) as u64
-        | ((EthHdr::LEN + 8) as u64) << 56;
+        | (EthHdr::LEN as u64) << 56;
     if ctx.adjust_room(VXLAN_ENCAP_LEN as i32, BPF_ADJ_ROOM_MAC, flags).is_err() {
         return drop(Reason::DropRedirect);
     }
