@@ -99,13 +99,7 @@ pub fn run(keep: bool, clean: bool) -> Result<()> {
     }
 
     check_interrupt()?;
-    step("run: traffic for the counters: web.1 pings its gateway; node2 sends VXLAN-port UDP to node1");
-    let web1 = containers.iter().find(|c| c.name == "obdemo-web1").context("web1 netns")?;
-    let _ = web1.run("ping", &["-c", "2", "-W", "1", "-i", "0.2", "10.0.0.1"]);
-    // A bare UDP datagram to node1's VXLAN port, from node2.
-    let node2 = underlay.host("node2");
-    let _ = node2.run("bash", &["-c", "echo hello-vxlan > /dev/udp/192.168.100.11/4789"]);
-    let _ = node2.run("ping", &["-c", "1", "-W", "1", "192.168.100.11"]);
+    let wrong = matrix(&resolved)?;
 
     step("run: overlay-bpf status --host node1");
     let out = dep.cmd("node1", &format!("{PREFIX}-node1")).arg("status").output()?;
@@ -122,8 +116,9 @@ pub fn run(keep: bool, clean: bool) -> Result<()> {
     for l in dump.lines().take(24) {
         println!("{l}");
     }
-    step("run: the container side of web.1 (ip -n obdemo-web1 addr show eth0)");
-    print!("{}", web1.ip(&["-br", "addr", "show", "dev", "eth0"]));
+    step("run: the container side of web.1 (ip -n obdemo-web1 addr show)");
+    let web1 = containers.iter().find(|c| c.name == "obdemo-web1").context("web1 netns")?;
+    print!("{}", web1.ip(&["-br", "-4", "addr", "show"]));
 
     if keep {
         std::mem::forget(dep);
@@ -140,8 +135,77 @@ pub fn run(keep: bool, clean: bool) -> Result<()> {
             bail!("namespaces left after teardown: {}", left.join(" "));
         }
     }
+    if wrong > 0 {
+        bail!("{wrong} pairs of the connectivity matrix were not as the networks say");
+    }
     step(&format!("run: done in {:.1}s", t0.elapsed().as_secs_f64()));
     Ok(())
+}
+
+/// Pings every endpoint from every other endpoint's namespace, all at once,
+/// and prints what was reached. A namespace may reach an endpoint when it has
+/// an endpoint on the same network. Returns how many pairs were not so.
+fn matrix(resolved: &serde_json::Value) -> Result<usize> {
+    step("run: connectivity matrix (rows ping columns through the overlay; ok = reached, x = blocked)");
+    let eps: Vec<(String, String, String)> = resolved["endpoints"]
+        .as_array()
+        .context("endpoints")?
+        .iter()
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+            (s("name"), s("network"), s("netns").trim_start_matches("/run/netns/").to_string())
+        })
+        .collect();
+    let ip_of = |name: &str| -> String {
+        resolved["endpoints"].as_array().unwrap().iter().find(|e| e["name"] == name).unwrap()["ip"].as_str().unwrap().to_string()
+    };
+    let mut runs = Vec::new();
+    for (a, _, ns) in &eps {
+        for (b, net_b, ns_b) in &eps {
+            if ns == ns_b {
+                continue;
+            }
+            let may = eps.iter().any(|(_, n, s)| s == ns && n == net_b);
+            let child = Command::new("ip")
+                .args(["netns", "exec", ns, "ping", "-c", "1", "-W", "2", &ip_of(b)])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()?;
+            runs.push((a.clone(), b.clone(), may, child));
+        }
+    }
+    let mut got = std::collections::HashMap::new();
+    let mut wrong = 0;
+    for (a, b, may, mut child) in runs {
+        let ok = child.wait()?.success();
+        if ok != may {
+            wrong += 1;
+        }
+        got.insert((a, b), (ok, may));
+    }
+    let w = eps.iter().map(|e| e.0.len()).max().unwrap_or(4).max(4);
+    print!("{:w$}  ", "");
+    for (b, ..) in &eps {
+        print!("{b:>w$} ");
+    }
+    println!();
+    for (a, ..) in &eps {
+        print!("{a:>w$}  ");
+        for (b, ..) in &eps {
+            let cell = match got.get(&(a.clone(), b.clone())) {
+                None => "-",
+                Some((true, true)) => "ok",
+                Some((false, false)) => "x",
+                Some((true, false)) => "LEAK",
+                Some((false, true)) => "FAIL",
+            };
+            print!("{cell:>w$} ");
+        }
+        println!();
+    }
+    let nets: Vec<String> = eps.iter().map(|(n, net, _)| format!("{n}: {net}")).collect();
+    println!("networks: {}", nets.join(", "));
+    Ok(wrong)
 }
 
 /// Removes what an earlier `--keep` (or a killed run) left: hosts taken down
