@@ -34,6 +34,13 @@ pub const MAX_IFACES: u32 = 16_384;
 pub const MAX_VTEPS: u32 = 4_096;
 pub const MAX_SERVICES: u32 = 16_384;
 
+/// The MAC a network's gateway answers ARP with: 02:42 + its IPv4 address,
+/// the way Docker derives MACs.
+#[inline(always)]
+pub const fn gateway_mac(ip: [u8; 4]) -> [u8; 6] {
+    [0x02, 0x42, ip[0], ip[1], ip[2], ip[3]]
+}
+
 /// Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
 pub const VXLAN_ENCAP_LEN: usize = 50;
 /// VXLAN flags byte with the I (valid VNI) bit.

@@ -36,4 +36,18 @@ impl ArpHdr {
     pub fn is_eth_ipv4(&self) -> bool {
         self.htype == [0, 1] && self.ptype == [0x08, 0x00] && self.hlen == 6 && self.plen == 4
     }
+
+    /// Turns this request, in place, into the reply "target is at `mac`",
+    /// addressed to the requester by `eth`, the frame's Ethernet header.
+    #[inline(always)]
+    pub fn answer(&mut self, eth: &mut network_types::eth::EthHdr, mac: [u8; 6]) {
+        let target = self.tpa;
+        eth.dst_addr = self.sha;
+        eth.src_addr = mac;
+        self.oper = ARP_REPLY;
+        self.tha = self.sha;
+        self.tpa = self.spa;
+        self.sha = mac;
+        self.spa = target;
+    }
 }

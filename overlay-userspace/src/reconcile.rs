@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use overlay_common::*;
 
-use crate::model::{Cluster, EndpointMode, Mac, PublishMode};
+use crate::model::{Cluster, EndpointMode, PublishMode};
 
 /// What the reconciler needs to know about the machine: the ifindexes it
 /// cannot compute from the state file.
@@ -55,11 +55,6 @@ impl MapContents {
     }
 }
 
-/// The MAC the data path answers ARP requests for a gateway with.
-pub fn gateway_mac(gateway: std::net::Ipv4Addr) -> Mac {
-    Mac::from_ipv4(gateway)
-}
-
 /// The desired content of every map on host `host` (an index into `cluster.hosts`).
 pub fn desired(cluster: &Cluster, host: usize, facts: &HostFacts) -> MapContents {
     let mut m = MapContents::default();
@@ -87,7 +82,7 @@ pub fn desired(cluster: &Cluster, host: usize, facts: &HostFacts) -> MapContents
             n.vni,
             NetworkValue {
                 gateway: gw.octets(),
-                gateway_mac: gateway_mac(gw).0,
+                gateway_mac: gateway_mac(gw.octets()),
                 mtu: n.mtu.min(u16::MAX as u32) as u16,
                 flags,
             },

@@ -157,7 +157,10 @@ fn matrix(resolved: &serde_json::Value) -> Result<usize> {
         })
         .collect();
     let ip_of = |name: &str| -> String {
-        resolved["endpoints"].as_array().unwrap().iter().find(|e| e["name"] == name).unwrap()["ip"].as_str().unwrap().to_string()
+        resolved["endpoints"].as_array().unwrap().iter().find(|e| e["name"] == name).unwrap()["ip"]
+            .as_str()
+            .unwrap()
+            .to_string()
     };
     let mut runs = Vec::new();
     for (a, _, ns) in &eps {

@@ -19,7 +19,7 @@ use overlay_common::*;
 use crate::{
     csum::{fold, sum_words},
     maps::{endpoint, host_config, iface, network, subnet},
-    parse::{ptr_at, ArpHdr, ARP_REPLY, ARP_REQUEST, ETH_P_ARP, ETH_P_IP},
+    parse::{ptr_at, ArpHdr, ARP_REQUEST, ETH_P_ARP, ETH_P_IP},
     stats::count,
 };
 
@@ -54,12 +54,6 @@ fn redirected(ret: i64, ok: Reason) -> Verdict {
     } else {
         drop(Reason::DropRedirect)
     }
-}
-
-/// The gateway MAC: 02:42 + the gateway's address (as `reconcile::gateway_mac`).
-#[inline(always)]
-fn gateway_mac(ip: [u8; 4]) -> [u8; 6] {
-    [0x02, 0x42, ip[0], ip[1], ip[2], ip[3]]
 }
 
 #[inline(always)]
@@ -105,15 +99,8 @@ fn arp(me: &IfaceValue, ifindex: u32, eth: &mut EthHdr, start: usize, end: usize
     if a.oper != ARP_REQUEST || a.tpa == a.spa {
         return drop(Reason::DropArp);
     }
-    let target = a.tpa;
-    let Some(mac) = resolve(me.vni, target) else { return drop(Reason::DropArp) };
-    eth.dst_addr = a.sha;
-    eth.src_addr = mac;
-    a.oper = ARP_REPLY;
-    a.tha = a.sha;
-    a.tpa = a.spa;
-    a.sha = mac;
-    a.spa = target;
+    let Some(mac) = resolve(me.vni, a.tpa) else { return drop(Reason::DropArp) };
+    a.answer(eth, mac);
     redirected(unsafe { bpf_redirect(ifindex, 0) }, Reason::ArpReplied)
 }
 

@@ -24,7 +24,7 @@ use overlay_common::*;
 use crate::{
     csum::{fold, sum_words},
     maps::{endpoint, host_config, is_vtep, network},
-    parse::{ptr_at, ArpHdr, ARP_REPLY, ARP_REQUEST, ETH_P_ARP, ETH_P_IP},
+    parse::{ptr_at, ArpHdr, ARP_REQUEST, ETH_P_ARP, ETH_P_IP},
     stats::count,
 };
 
@@ -165,13 +165,6 @@ fn arp_reply(start: usize, end: usize, cfg: &HostConfig, ihl: usize, inner: usiz
     *oip = h;
     udp.dst = cfg.vxlan_port.to_be_bytes();
     udp.check = [0, 0];
-    let target = a.tpa;
-    ieth.dst_addr = a.sha;
-    ieth.src_addr = mac;
-    a.oper = ARP_REPLY;
-    a.tha = a.sha;
-    a.tpa = a.spa;
-    a.sha = mac;
-    a.spa = target;
+    a.answer(ieth, mac);
     (Reason::ArpReplied, XDP_TX)
 }
