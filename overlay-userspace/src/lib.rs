@@ -5,6 +5,7 @@ pub mod apply;
 pub mod error;
 pub mod kmaps;
 pub mod loader;
+pub mod maglev;
 pub mod masquerade;
 pub mod model;
 pub mod netdev;
