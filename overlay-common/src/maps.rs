@@ -7,7 +7,7 @@
 //! host order unless a field says otherwise.
 
 /// Single-entry array holding the host's own data-path settings.
-pub const MAP_CONFIG: &str = "OB_CONFIG_V1";
+pub const MAP_CONFIG: &str = "OB_CONFIG_V2";
 /// (VNI, IPv4) -> endpoint, for every endpoint in the cluster.
 pub const MAP_ENDPOINTS: &str = "OB_ENDPOINTS_V1";
 /// VNI -> network settings, for every network in the cluster.
@@ -19,13 +19,34 @@ pub const MAP_IFACES: &str = "OB_IFACES_V2";
 /// Underlay IPv4 -> cluster host (VXLAN tunnel end point).
 pub const MAP_VTEPS: &str = "OB_VTEPS_V1";
 /// (address, port, protocol) -> service; VIPs and published ports.
-pub const MAP_SERVICES: &str = "OB_SERVICES_V1";
+pub const MAP_SERVICES: &str = "OB_SERVICES_V2";
+/// Maglev tables: [`MAX_LB_SLOTS`] tables of [`MAGLEV_SIZE`] backend addresses,
+/// flattened (slot * MAGLEV_SIZE + index); 0.0.0.0 = no backend.
+pub const MAP_MAGLEV: &str = "OB_MAGLEV_V1";
+/// (service, backend address) -> the backend is in the service's tables.
+pub const MAP_BACKENDS: &str = "OB_BACKENDS_V1";
+/// Per-CPU (service, backend) -> packets, bytes, new flows.
+pub const MAP_BACKEND_STATS: &str = "OB_BACKEND_STATS_V1";
+/// LRU connection table of translated flows, keyed by the packet as seen.
+pub const MAP_CT: &str = "OB_CT_V1";
 /// Per-CPU packet/byte counters indexed by [`crate::stats::counter_index`].
 pub const MAP_STATS: &str = "OB_STATS_V2";
 
 /// Every map, in the order `status` shows them.
-pub const ALL_MAPS: [&str; 8] =
-    [MAP_CONFIG, MAP_ENDPOINTS, MAP_NETWORKS, MAP_SUBNETS, MAP_IFACES, MAP_VTEPS, MAP_SERVICES, MAP_STATS];
+pub const ALL_MAPS: [&str; 12] = [
+    MAP_CONFIG,
+    MAP_ENDPOINTS,
+    MAP_NETWORKS,
+    MAP_SUBNETS,
+    MAP_IFACES,
+    MAP_VTEPS,
+    MAP_SERVICES,
+    MAP_MAGLEV,
+    MAP_BACKENDS,
+    MAP_BACKEND_STATS,
+    MAP_CT,
+    MAP_STATS,
+];
 
 pub const MAX_ENDPOINTS: u32 = 65_536;
 pub const MAX_NETWORKS: u32 = 4_096;
@@ -33,6 +54,14 @@ pub const MAX_SUBNETS: u32 = 4_096;
 pub const MAX_IFACES: u32 = 16_384;
 pub const MAX_VTEPS: u32 = 4_096;
 pub const MAX_SERVICES: u32 = 16_384;
+/// Slots of a Maglev table: a prime.
+pub const MAGLEV_SIZE: u32 = 16_381;
+/// Maglev tables (one per VIP service, one more per service published in
+/// host mode): 256 x 16381 x 4 bytes = 16.8 MB per host.
+pub const MAX_LB_SLOTS: u32 = 256;
+pub const MAX_BACKENDS: u32 = 65_536;
+/// Default size of the connection table (entries; LRU beyond).
+pub const CT_DEFAULT_SIZE: u32 = 262_144;
 
 /// The MAC a network's gateway answers ARP with: 02:42 + its IPv4 address,
 /// the way Docker derives MACs.
@@ -66,6 +95,10 @@ pub struct HostConfig {
     pub underlay_mtu: u16,
     /// Index of this host in the state file's `hosts` list.
     pub host_id: u32,
+    /// Idle time after which a connection-table entry no longer pins its
+    /// flow's backend, per protocol, in seconds (V2).
+    pub ct_tcp_timeout: u32,
+    pub ct_udp_timeout: u32,
 }
 
 #[repr(C)]
@@ -162,7 +195,7 @@ pub const SERVICE_F_HOST_MODE: u32 = 2;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ServiceValue {
-    /// Index of the service in the state file's `services` list.
+    /// Stable id of the service (a hash of its name).
     pub service_id: u32,
     pub vni: u32,
     /// The backends' port.
@@ -171,6 +204,73 @@ pub struct ServiceValue {
     pub backend_count: u32,
     /// `SERVICE_F_*` bits.
     pub flags: u32,
+    /// Which Maglev table picks this entry's backends (V2).
+    pub lb_slot: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BackendKey {
+    pub service_id: u32,
+    pub ip: [u8; 4],
+}
+
+/// The backend runs on this host.
+pub const BACKEND_F_LOCAL: u32 = 1;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendValue {
+    /// `BACKEND_F_*` bits.
+    pub flags: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendStats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub flows: u64,
+}
+
+/// A flow as a packet shows it (addresses and ports as on the wire).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CtKey {
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Forward packet of a VIP or mesh flow: rewrite to the backend, deliver.
+pub const CT_DNAT: u8 = 1;
+/// Reply at the client's host: rewrite the source back to the VIP.
+pub const CT_REVNAT: u8 = 2;
+/// Reply at a mesh backend's host: tunnel it back to the ingress host (`vtep`).
+pub const CT_TUNNEL: u8 = 3;
+/// Reply at the ingress host: source back to the host address and published
+/// port, out of the underlay to the client.
+pub const CT_SNAT_OUT: u8 = 4;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtValue {
+    /// `CT_*`.
+    pub action: u8,
+    pub _pad: [u8; 3],
+    pub new_src: [u8; 4],
+    pub new_dst: [u8; 4],
+    pub new_sport: u16,
+    pub new_dport: u16,
+    /// The host to tunnel to (`CT_DNAT` to a remote backend, `CT_TUNNEL`).
+    pub vtep: [u8; 4],
+    pub vni: u32,
+    pub service_id: u32,
+    pub _pad2: u32,
+    pub last_seen_ns: u64,
 }
 
 #[cfg(feature = "user")]
@@ -187,6 +287,11 @@ mod pod {
     unsafe impl aya::Pod for VtepValue {}
     unsafe impl aya::Pod for ServiceKey {}
     unsafe impl aya::Pod for ServiceValue {}
+    unsafe impl aya::Pod for BackendKey {}
+    unsafe impl aya::Pod for BackendValue {}
+    unsafe impl aya::Pod for BackendStats {}
+    unsafe impl aya::Pod for CtKey {}
+    unsafe impl aya::Pod for CtValue {}
     unsafe impl aya::Pod for crate::stats::Counter {}
 }
 
@@ -197,7 +302,7 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(size_of::<HostConfig>(), 16);
+        assert_eq!(size_of::<HostConfig>(), 24);
         assert_eq!(size_of::<EndpointKey>(), 8);
         assert_eq!(size_of::<EndpointValue>(), 20);
         assert_eq!(size_of::<NetworkValue>(), 16);
@@ -205,7 +310,12 @@ mod tests {
         assert_eq!(size_of::<IfaceValue>(), 20);
         assert_eq!(size_of::<VtepValue>(), 8);
         assert_eq!(size_of::<ServiceKey>(), 8);
-        assert_eq!(size_of::<ServiceValue>(), 20);
+        assert_eq!(size_of::<ServiceValue>(), 24);
+        assert_eq!(size_of::<BackendKey>(), 8);
+        assert_eq!(size_of::<BackendValue>(), 4);
+        assert_eq!(size_of::<BackendStats>(), 24);
+        assert_eq!(size_of::<CtKey>(), 16);
+        assert_eq!(size_of::<CtValue>(), 40);
         assert_eq!(size_of::<crate::stats::Counter>(), 16);
     }
 }

@@ -1,13 +1,13 @@
 //! The maps, declared with BTF so bpftool prints field names. Names and sizes
 //! come from `overlay_common::maps`; the loader fills them.
 use aya_ebpf::{
-    btf_maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray},
+    btf_maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
     macros::btf_map,
 };
 use overlay_common::*;
 
 #[btf_map]
-pub static OB_CONFIG_V1: Array<HostConfig, 1> = Array::new();
+pub static OB_CONFIG_V2: Array<HostConfig, 1> = Array::new();
 
 #[btf_map]
 pub static OB_ENDPOINTS_V1: HashMap<EndpointKey, EndpointValue, { MAX_ENDPOINTS as usize }> = HashMap::new();
@@ -25,14 +25,27 @@ pub static OB_IFACES_V2: HashMap<u32, IfaceValue, { MAX_IFACES as usize }> = Has
 pub static OB_VTEPS_V1: HashMap<[u8; 4], VtepValue, { MAX_VTEPS as usize }> = HashMap::new();
 
 #[btf_map]
-pub static OB_SERVICES_V1: HashMap<ServiceKey, ServiceValue, { MAX_SERVICES as usize }> = HashMap::new();
+pub static OB_SERVICES_V2: HashMap<ServiceKey, ServiceValue, { MAX_SERVICES as usize }> = HashMap::new();
+
+#[btf_map]
+pub static OB_MAGLEV_V1: Array<[u8; 4], { (MAX_LB_SLOTS * MAGLEV_SIZE) as usize }> = Array::new();
+
+#[btf_map]
+pub static OB_BACKENDS_V1: HashMap<BackendKey, BackendValue, { MAX_BACKENDS as usize }> = HashMap::new();
+
+#[btf_map]
+pub static OB_BACKEND_STATS_V1: PerCpuHashMap<BackendKey, BackendStats, { MAX_BACKENDS as usize }> =
+    PerCpuHashMap::new();
+
+#[btf_map]
+pub static OB_CT_V1: LruHashMap<CtKey, CtValue, { CT_DEFAULT_SIZE as usize }> = LruHashMap::new();
 
 #[btf_map]
 pub static OB_STATS_V2: PerCpuArray<Counter, { STATS_ENTRIES as usize }> = PerCpuArray::new();
 
 #[inline(always)]
 pub fn host_config() -> Option<&'static HostConfig> {
-    OB_CONFIG_V1.get(0)
+    OB_CONFIG_V2.get(0)
 }
 
 #[inline(always)]

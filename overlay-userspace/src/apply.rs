@@ -116,6 +116,7 @@ pub async fn up(cluster: &Cluster, h: usize, pins: &Pins, progress: &dyn Fn(&str
             .enumerate()
             .map(|(i, e)| (e.name.clone(), Veth { ifindex: i as u32 + 1, mac: [0; 6] }))
             .collect(),
+        ..Default::default()
     };
     KernelMaps::check_capacity(&reconcile::desired(cluster, h, &placeholder))?;
     pins::ensure_bpffs(&pins.dir)?;
@@ -158,7 +159,7 @@ async fn up_inner(
     let mut loaded = loader::load(Some(pins))?;
     let handle = netdev::connect()?;
 
-    let mut facts = HostFacts { underlay_ifindex, veths: BTreeMap::new() };
+    let mut facts = HostFacts { underlay_ifindex, ..Default::default() };
     for (i, e) in local.iter().enumerate() {
         let net = &cluster.networks[e.network];
         let c = ContainerIf {

@@ -30,6 +30,8 @@ pub struct KernelMaps {
     ifaces: HashMap<MapData, u32, IfaceValue>,
     vteps: HashMap<MapData, [u8; 4], VtepValue>,
     services: HashMap<MapData, ServiceKey, ServiceValue>,
+    maglev: Array<MapData, [u8; 4]>,
+    backends: HashMap<MapData, BackendKey, BackendValue>,
     stats: PerCpuArray<MapData, Counter>,
 }
 
@@ -75,6 +77,8 @@ impl KernelMaps {
             ifaces: open(pins, MAP_IFACES)?,
             vteps: open(pins, MAP_VTEPS)?,
             services: open(pins, MAP_SERVICES)?,
+            maglev: open(pins, MAP_MAGLEV)?,
+            backends: open(pins, MAP_BACKENDS)?,
             stats: open(pins, MAP_STATS)?,
         })
     }
@@ -92,6 +96,17 @@ impl KernelMaps {
         c.ifaces = read_hash(&self.ifaces, MAP_IFACES)?;
         c.vteps = read_hash(&self.vteps, MAP_VTEPS)?;
         c.services = read_hash(&self.services, MAP_SERVICES)?;
+        c.backends = read_hash(&self.backends, MAP_BACKENDS)?;
+        // Only the tables services point at are read: the array is large.
+        let slots: std::collections::BTreeSet<u32> = c.services.values().map(|v| v.lb_slot).collect();
+        for slot in slots {
+            let base = slot * MAGLEV_SIZE;
+            let table = (0..MAGLEV_SIZE)
+                .map(|i| self.maglev.get(&(base + i), 0))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|source| MapsError::Op { map: MAP_MAGLEV, op: "read", source })?;
+            c.maglev.insert(slot, table);
+        }
         for r in self.subnets.iter() {
             let (k, v) = r.map_err(|source| MapsError::Op { map: MAP_SUBNETS, op: "read", source })?;
             c.subnets.insert((k.prefix_len(), k.data()), v);
@@ -123,7 +138,19 @@ impl KernelMaps {
         }
         apply_hash(&mut self.endpoints, MAP_ENDPOINTS, &d.endpoints)?;
         apply_hash(&mut self.ifaces, MAP_IFACES, &d.ifaces)?;
+        // Tables and backends before the services that point at them.
+        for (slot, entries) in &d.maglev {
+            for (i, ip) in entries {
+                self.maglev.set(slot * MAGLEV_SIZE + i, ip, 0).map_err(|source| MapsError::Op {
+                    map: MAP_MAGLEV,
+                    op: "write",
+                    source,
+                })?;
+            }
+        }
+        apply_hash(&mut self.backends, MAP_BACKENDS, &MapDiff { upsert: d.backends.upsert.clone(), delete: vec![] })?;
         apply_hash(&mut self.services, MAP_SERVICES, &d.services)?;
+        apply_hash(&mut self.backends, MAP_BACKENDS, &MapDiff { upsert: vec![], delete: d.backends.delete.clone() })?;
         for (_, v) in &d.config.upsert {
             self.config.set(0, v, 0).map_err(|source| MapsError::Op { map: MAP_CONFIG, op: "write", source })?;
         }

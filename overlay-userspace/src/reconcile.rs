@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 
 use overlay_common::*;
 
-use crate::model::{Cluster, EndpointMode, PublishMode};
+use crate::{
+    maglev,
+    model::{Cluster, EndpointMode, PublishMode},
+};
 
 /// What the reconciler needs to know about the machine: the ifindexes it
 /// cannot compute from the state file.
@@ -16,6 +19,8 @@ pub struct HostFacts {
     pub underlay_ifindex: u32,
     /// Endpoint name -> its host-side veth, for local endpoints.
     pub veths: BTreeMap<String, Veth>,
+    /// Backends (endpoint names) the health checks took out.
+    pub unhealthy: std::collections::BTreeSet<String>,
 }
 
 /// A local endpoint's host-side veth.
@@ -38,11 +43,19 @@ pub struct MapContents {
     pub ifaces: BTreeMap<u32, IfaceValue>,
     pub vteps: BTreeMap<[u8; 4], VtepValue>,
     pub services: BTreeMap<ServiceKey, ServiceValue>,
+    /// Maglev tables by lb slot.
+    pub maglev: BTreeMap<u32, Vec<[u8; 4]>>,
+    pub backends: BTreeMap<BackendKey, BackendValue>,
+}
+
+/// A service's stable id: 32 bits of a hash of its name.
+pub fn service_id(name: &str) -> u32 {
+    crate::model::fnv1a(name.as_bytes()) as u32
 }
 
 impl MapContents {
     /// (map name, entries, capacity) for every map the loader fills.
-    pub fn sizes(&self) -> [(&'static str, usize, u32); 7] {
+    pub fn sizes(&self) -> [(&'static str, usize, u32); 9] {
         [
             (MAP_CONFIG, self.config.len(), 1),
             (MAP_ENDPOINTS, self.endpoints.len(), MAX_ENDPOINTS),
@@ -51,6 +64,8 @@ impl MapContents {
             (MAP_IFACES, self.ifaces.len(), MAX_IFACES),
             (MAP_VTEPS, self.vteps.len(), MAX_VTEPS),
             (MAP_SERVICES, self.services.len(), MAX_SERVICES),
+            (MAP_MAGLEV, self.maglev.len(), MAX_LB_SLOTS),
+            (MAP_BACKENDS, self.backends.len(), MAX_BACKENDS),
         ]
     }
 }
@@ -67,6 +82,8 @@ pub fn desired(cluster: &Cluster, host: usize, facts: &HostFacts) -> MapContents
             vxlan_port: cluster.vxlan_port,
             underlay_mtu: cluster.underlay_mtu.min(u16::MAX as u32) as u16,
             host_id: host as u32,
+            ct_tcp_timeout: cluster.conntrack_tcp_timeout,
+            ct_udp_timeout: cluster.conntrack_udp_timeout,
         },
     );
     for (i, h) in cluster.hosts.iter().enumerate() {
@@ -112,17 +129,49 @@ pub fn desired(cluster: &Cluster, host: usize, facts: &HostFacts) -> MapContents
             m.ifaces.insert(v.ifindex, IfaceValue { vni, ip: e.ip.octets(), mac: e.mac.0, host_mac: v.mac });
         }
     }
-    for (si, s) in cluster.services.iter().enumerate() {
+    // Load balancing: one Maglev table per service with a VIP or an ingress
+    // published port (all healthy backends), one more per service published in
+    // host mode with backends here (the local healthy ones). Slots are handed
+    // out in file order.
+    let mut next_slot = 0u32;
+    let mut slot_for = |m: &mut MapContents, backends: Vec<usize>| -> u32 {
+        let slot = next_slot;
+        next_slot += 1;
+        let names: Vec<&str> = backends.iter().map(|&b| cluster.endpoints[b].name.as_str()).collect();
+        let table = maglev::table(&names, MAGLEV_SIZE as usize)
+            .map(|t| t.into_iter().map(|i| cluster.endpoints[backends[i as usize]].ip.octets()).collect())
+            .unwrap_or_else(|| vec![[0u8; 4]; MAGLEV_SIZE as usize]);
+        m.maglev.insert(slot, table);
+        slot
+    };
+    for s in &cluster.services {
         let vni = cluster.networks[s.network].vni;
-        let local_backends = s.backends.iter().filter(|&&b| cluster.endpoints[b].host == host).count() as u32;
+        let id = service_id(&s.name);
+        let healthy: Vec<usize> =
+            s.backends.iter().copied().filter(|&b| !facts.unhealthy.contains(&cluster.endpoints[b].name)).collect();
+        let local: Vec<usize> = healthy.iter().copied().filter(|&b| cluster.endpoints[b].host == host).collect();
+        for &b in &healthy {
+            let e = &cluster.endpoints[b];
+            let flags = if e.host == host { BACKEND_F_LOCAL } else { 0 };
+            m.backends.insert(BackendKey { service_id: id, ip: e.ip.octets() }, BackendValue { flags });
+        }
+        let needs_all = s.ports.iter().any(|p| {
+            (s.endpoint_mode == EndpointMode::Vip && s.vip.is_some())
+                || (p.published.is_some() && p.mode == PublishMode::Ingress)
+        });
+        let all_slot = needs_all.then(|| slot_for(&mut m, healthy.clone()));
+        let needs_local = s.ports.iter().any(|p| p.published.is_some() && p.mode == PublishMode::Host)
+            && s.backends.iter().any(|&b| cluster.endpoints[b].host == host);
+        let local_slot = needs_local.then(|| slot_for(&mut m, local.clone()));
         for p in &s.ports {
             let base = ServiceValue {
-                service_id: si as u32,
+                service_id: id,
                 vni,
                 target_port: p.target,
                 _pad: 0,
-                backend_count: s.backends.len() as u32,
+                backend_count: healthy.len() as u32,
                 flags: 0,
+                lb_slot: all_slot.unwrap_or(0),
             };
             if let (EndpointMode::Vip, Some(vip)) = (s.endpoint_mode, s.vip) {
                 m.services.insert(
@@ -132,22 +181,23 @@ pub fn desired(cluster: &Cluster, host: usize, facts: &HostFacts) -> MapContents
             }
             let Some(published) = p.published else { continue };
             let key = ServiceKey { addr: [0; 4], port: published, proto: p.protocol.number(), _pad: 0 };
-            match p.mode {
-                PublishMode::Ingress => {
+            match (p.mode, local_slot) {
+                (PublishMode::Ingress, _) => {
                     m.services.insert(key, ServiceValue { flags: SERVICE_F_PUBLISHED, ..base });
                 }
                 // Only hosts running a backend open a host-mode port.
-                PublishMode::Host if local_backends > 0 => {
+                (PublishMode::Host, Some(slot)) => {
                     m.services.insert(
                         key,
                         ServiceValue {
                             flags: SERVICE_F_PUBLISHED | SERVICE_F_HOST_MODE,
-                            backend_count: local_backends,
+                            backend_count: local.len() as u32,
+                            lb_slot: slot,
                             ..base
                         },
                     );
                 }
-                PublishMode::Host => {}
+                (PublishMode::Host, None) => {}
             }
         }
     }
@@ -198,6 +248,31 @@ pub struct Diff {
     pub ifaces: MapDiff<u32, IfaceValue>,
     pub vteps: MapDiff<[u8; 4], VtepValue>,
     pub services: MapDiff<ServiceKey, ServiceValue>,
+    /// Per lb slot, the (index, backend) entries that change. Slots no
+    /// longer used keep their content: nothing points at them.
+    pub maglev: BTreeMap<u32, Vec<(u32, [u8; 4])>>,
+    pub backends: MapDiff<BackendKey, BackendValue>,
+}
+
+/// The entries of each desired Maglev table that differ from the current one.
+fn diff_maglev(
+    desired: &BTreeMap<u32, Vec<[u8; 4]>>,
+    current: &BTreeMap<u32, Vec<[u8; 4]>>,
+) -> BTreeMap<u32, Vec<(u32, [u8; 4])>> {
+    let mut out = BTreeMap::new();
+    for (slot, want) in desired {
+        let have = current.get(slot);
+        let changed: Vec<(u32, [u8; 4])> = want
+            .iter()
+            .enumerate()
+            .filter(|(i, ip)| have.and_then(|h| h.get(*i)) != Some(*ip))
+            .map(|(i, ip)| (i as u32, *ip))
+            .collect();
+        if !changed.is_empty() {
+            out.insert(*slot, changed);
+        }
+    }
+    out
 }
 
 impl Diff {
@@ -210,6 +285,8 @@ impl Diff {
             ifaces: diff_map(&desired.ifaces, &current.ifaces),
             vteps: diff_map(&desired.vteps, &current.vteps),
             services: diff_map(&desired.services, &current.services),
+            maglev: diff_maglev(&desired.maglev, &current.maglev),
+            backends: diff_map(&desired.backends, &current.backends),
         }
     }
 
@@ -221,14 +298,17 @@ impl Diff {
             + self.subnets.upsert.len()
             + self.ifaces.upsert.len()
             + self.vteps.upsert.len()
-            + self.services.upsert.len();
+            + self.services.upsert.len()
+            + self.maglev.values().map(Vec::len).sum::<usize>()
+            + self.backends.upsert.len();
         let d = self.config.delete.len()
             + self.endpoints.delete.len()
             + self.networks.delete.len()
             + self.subnets.delete.len()
             + self.ifaces.delete.len()
             + self.vteps.delete.len()
-            + self.services.delete.len();
+            + self.services.delete.len()
+            + self.backends.delete.len();
         (u, d)
     }
 

@@ -187,7 +187,14 @@ impl Rig {
         let mut cfg: Array<_, HostConfig> = Array::try_from(e.map_mut(MAP_CONFIG).unwrap()).unwrap();
         cfg.set(
             0,
-            HostConfig { underlay_ip: HOST, underlay_ifindex: 1, vxlan_port: 4789, underlay_mtu: 1500, host_id: 0 },
+            HostConfig {
+                underlay_ip: HOST,
+                underlay_ifindex: 1,
+                vxlan_port: 4789,
+                underlay_mtu: 1500,
+                host_id: 0,
+                ..Default::default()
+            },
             0,
         )
         .unwrap();

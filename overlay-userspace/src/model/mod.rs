@@ -51,6 +51,20 @@ pub struct ClusterSpec {
     pub vxlan_port: u16,
     #[serde(default = "default_underlay_mtu")]
     pub underlay_mtu: u32,
+    /// Seconds an idle TCP flow keeps its backend (addition to the spec; not
+    /// IPVS's 900 s that cuts idle connections).
+    #[serde(default = "default_ct_tcp_timeout")]
+    pub conntrack_tcp_timeout: u32,
+    /// Seconds an idle UDP flow keeps its backend.
+    #[serde(default = "default_ct_udp_timeout")]
+    pub conntrack_udp_timeout: u32,
+}
+
+fn default_ct_tcp_timeout() -> u32 {
+    432_000
+}
+fn default_ct_udp_timeout() -> u32 {
+    300
 }
 
 fn default_vxlan_port() -> u16 {
@@ -62,7 +76,12 @@ fn default_underlay_mtu() -> u32 {
 
 impl Default for ClusterSpec {
     fn default() -> Self {
-        Self { vxlan_port: default_vxlan_port(), underlay_mtu: default_underlay_mtu() }
+        Self {
+            vxlan_port: default_vxlan_port(),
+            underlay_mtu: default_underlay_mtu(),
+            conntrack_tcp_timeout: default_ct_tcp_timeout(),
+            conntrack_udp_timeout: default_ct_udp_timeout(),
+        }
     }
 }
 
@@ -369,6 +388,8 @@ pub fn load(path: &Path, caps: Capabilities) -> Result<Cluster, StateError> {
 pub struct Cluster {
     pub vxlan_port: u16,
     pub underlay_mtu: u32,
+    pub conntrack_tcp_timeout: u32,
+    pub conntrack_udp_timeout: u32,
     pub hosts: Vec<Host>,
     pub networks: Vec<Network>,
     pub endpoints: Vec<Endpoint>,
@@ -594,6 +615,9 @@ pub fn resolve(file: &str, state: &State, caps: Capabilities) -> Result<Cluster,
     let cl = &state.cluster;
     if cl.vxlan_port == 0 {
         c.err("cluster.vxlan_port", "must be 1..65535 (VXLAN's standard port is 4789)");
+    }
+    if cl.conntrack_tcp_timeout == 0 || cl.conntrack_udp_timeout == 0 {
+        c.err("cluster", "conntrack_tcp_timeout and conntrack_udp_timeout must be at least 1 second");
     }
     if !(576..=65535).contains(&cl.underlay_mtu) {
         c.err(
@@ -1022,6 +1046,8 @@ pub fn resolve(file: &str, state: &State, caps: Capabilities) -> Result<Cluster,
     Ok(Cluster {
         vxlan_port: cl.vxlan_port,
         underlay_mtu: cl.underlay_mtu,
+        conntrack_tcp_timeout: cl.conntrack_tcp_timeout,
+        conntrack_udp_timeout: cl.conntrack_udp_timeout,
         hosts: state
             .hosts
             .iter()

@@ -42,6 +42,7 @@ fn facts(pairs: &[(&str, u32)]) -> HostFacts {
             .iter()
             .map(|(n, i)| (n.to_string(), Veth { ifindex: *i, mac: [0xaa, 0, 0, 0, 0, *i as u8] }))
             .collect(),
+        ..Default::default()
     }
 }
 
@@ -60,7 +61,9 @@ fn desired_content_for_node1() {
             underlay_ifindex: 2,
             vxlan_port: 4789,
             underlay_mtu: 1500,
-            host_id: 0
+            host_id: 0,
+            ct_tcp_timeout: 432_000,
+            ct_udp_timeout: 300,
         }
     );
     // Every endpoint of the cluster; only the local one has an ifindex.
@@ -109,7 +112,9 @@ fn same_state_gives_an_empty_diff() {
     assert!(d.is_empty());
     // From nothing, everything is written and nothing deleted.
     let d = Diff::between(&m, &MapContents::default());
-    let total: usize = m.sizes().iter().map(|s| s.1).sum();
+    // sizes() counts Maglev tables; the diff counts their entries.
+    let total: usize =
+        m.sizes().iter().map(|s| s.1).sum::<usize>() - m.maglev.len() + m.maglev.values().map(Vec::len).sum::<usize>();
     assert_eq!(d.counts(), (total, 0));
 }
 
@@ -161,4 +166,43 @@ fn diff_map_upserts_changes_and_deletes_leftovers() {
     let d = diff_map(&want, &have);
     assert_eq!(d.upsert, vec![(1, 10), (2, 20)]);
     assert_eq!(d.delete, vec![4]);
+}
+
+#[test]
+fn load_balancing_tables_per_service_and_host_mode() {
+    let c = cluster(STATE);
+    let m = desired(&c, 0, &facts(&[("web.1", 10)]));
+    // web has a VIP and an ingress port (slot 0: both backends) and a
+    // host-mode port with a backend here (slot 1: web.1 only).
+    assert_eq!(m.maglev.len(), 2);
+    let all: std::collections::BTreeSet<[u8; 4]> = m.maglev[&0].iter().copied().collect();
+    assert_eq!(all, [[10, 0, 0, 3], [10, 0, 0, 4]].into());
+    assert!(m.maglev[&1].iter().all(|ip| *ip == [10, 0, 0, 3]));
+    assert_eq!(m.maglev[&0].len(), MAGLEV_SIZE as usize);
+    let id = service_id("web");
+    let vip = m.services[&ServiceKey { addr: [10, 0, 0, 2], port: 80, proto: PROTO_TCP, _pad: 0 }];
+    assert_eq!((vip.service_id, vip.lb_slot), (id, 0));
+    let host = m.services[&ServiceKey { addr: [0; 4], port: 5353, proto: PROTO_UDP, _pad: 0 }];
+    assert_eq!(host.lb_slot, 1);
+    assert_eq!(m.backends[&BackendKey { service_id: id, ip: [10, 0, 0, 3] }].flags, BACKEND_F_LOCAL);
+    assert_eq!(m.backends[&BackendKey { service_id: id, ip: [10, 0, 0, 4] }].flags, 0);
+    assert_eq!(m.config[&0].ct_tcp_timeout, 432_000, "idle TCP flows are not cut at 900 s");
+}
+
+#[test]
+fn an_unhealthy_backend_leaves_the_tables_and_only_its_slots_move() {
+    let c = cluster(STATE);
+    let healthy = desired(&c, 0, &facts(&[("web.1", 10)]));
+    let mut f = facts(&[("web.1", 10)]);
+    f.unhealthy.insert("web.2".into());
+    let sick = desired(&c, 0, &f);
+    assert!(sick.maglev[&0].iter().all(|ip| *ip == [10, 0, 0, 3]));
+    assert!(!sick.backends.contains_key(&BackendKey { service_id: service_id("web"), ip: [10, 0, 0, 4] }));
+    let d = Diff::between(&sick, &healthy);
+    // Only web.2's slots change; web.1's stay.
+    let moved = d.maglev[&0].len();
+    let had: usize = healthy.maglev[&0].iter().filter(|ip| **ip == [10, 0, 0, 4]).count();
+    assert_eq!(moved, had);
+    assert_eq!(d.backends.delete.len(), 1);
+    assert!(Diff::between(&sick, &sick).is_empty());
 }
