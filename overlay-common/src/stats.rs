@@ -54,6 +54,7 @@ impl Prog {
                 Reason::DropTooBig,
                 Reason::DropRedirect,
                 Reason::DropUnknownIface,
+                Reason::DropNoBackend,
             ],
         }
     }
@@ -106,6 +107,8 @@ pub enum Reason {
     DropRedirect = 28,
     /// Arrived on a veth the maps do not know.
     DropUnknownIface = 29,
+    /// For a service with no healthy backend.
+    DropNoBackend = 30,
 }
 
 pub const FIRST_DROP: u32 = 16;
@@ -113,7 +116,7 @@ pub const FIRST_DROP: u32 = 16;
 pub const MAX_REASONS: u32 = 32;
 pub const STATS_ENTRIES: u32 = PROGS.len() as u32 * MAX_REASONS;
 
-pub const REASONS: [Reason; 21] = [
+pub const REASONS: [Reason; 22] = [
     Reason::PassNotOurs,
     Reason::PassToHost,
     Reason::Encapsulated,
@@ -135,6 +138,7 @@ pub const REASONS: [Reason; 21] = [
     Reason::DropTooBig,
     Reason::DropRedirect,
     Reason::DropUnknownIface,
+    Reason::DropNoBackend,
 ];
 
 impl Reason {
@@ -161,6 +165,7 @@ impl Reason {
             Reason::DropTooBig => "drop_too_big",
             Reason::DropRedirect => "drop_redirect",
             Reason::DropUnknownIface => "drop_unknown_iface",
+            Reason::DropNoBackend => "drop_no_backend",
         }
     }
 

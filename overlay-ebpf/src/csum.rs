@@ -20,3 +20,17 @@ pub fn fold(mut sum: u32) -> u16 {
     sum = (sum & 0xffff) + (sum >> 16);
     !(sum as u16)
 }
+
+/// RFC 1624 incremental update of checksum `csum` (as on the wire) for the
+/// 16-bit words `old` becoming `new` (equal, even lengths).
+#[inline(always)]
+pub fn replace(csum: [u8; 2], old: &[u8], new: &[u8]) -> [u8; 2] {
+    let mut sum: u32 = (!u16::from_be_bytes(csum)) as u32;
+    let mut i = 0;
+    while i + 1 < old.len() && i + 1 < new.len() {
+        sum += (!u16::from_be_bytes([old[i], old[i + 1]])) as u32;
+        sum += u16::from_be_bytes([new[i], new[i + 1]]) as u32;
+        i += 2;
+    }
+    fold(sum).to_be_bytes()
+}

@@ -69,6 +69,11 @@ pub fn is_vtep(ip: [u8; 4]) -> bool {
     unsafe { OB_VTEPS_V1.get(ip).is_some() }
 }
 
+#[inline(always)]
+pub fn service(k: ServiceKey) -> Option<&'static ServiceValue> {
+    unsafe { OB_SERVICES_V2.get(k) }
+}
+
 /// The overlay subnet holding `ip`, if any.
 #[inline(always)]
 pub fn subnet(ip: [u8; 4]) -> Option<&'static SubnetValue> {

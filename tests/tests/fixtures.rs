@@ -193,7 +193,8 @@ impl Rig {
                 vxlan_port: 4789,
                 underlay_mtu: 1500,
                 host_id: 0,
-                ..Default::default()
+                ct_tcp_timeout: 300,
+                ct_udp_timeout: 60,
             },
             0,
         )
@@ -732,4 +733,173 @@ fn tc_ipv4_goes_only_where_it_may() {
     ifaces.remove(&ME_IF).unwrap();
     let p = frame(ME_MAC, R_MAC, ME, R, 17, &udp(1, 2, b"x"));
     rig.table(PROG_TC_ENDPOINT, Prog::TcEndpoint, &[case("unknown veth", p, TC_ACT_SHOT, Out::Any, DropUnknownIface)]);
+}
+
+// ---------------------------------------------------------------------------
+// Internal VIPs (TC): connection table, Maglev, DNAT, reverse NAT, hairpin
+// ---------------------------------------------------------------------------
+
+const VIP: [u8; 4] = [10, 0, 0, 2];
+const SVC: u32 = 7;
+
+/// TCP/UDP checksum of the IPv4 packet `ip` verifies.
+fn l4_csum_ok(ip: &[u8]) -> bool {
+    let ihl = (ip[0] & 0xf) as usize * 4;
+    let l4 = &ip[ihl..];
+    let mut pseudo = ip[12..20].to_vec();
+    pseudo.extend_from_slice(&[0, ip[9]]);
+    pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    pseudo.extend_from_slice(l4);
+    csum(&pseudo) == 0
+}
+
+fn tcp_with_csum(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+    let mut t = tcp(sport, dport);
+    let mut pseudo = src.to_vec();
+    pseudo.extend_from_slice(&dst);
+    pseudo.extend_from_slice(&[0, 6, 0, t.len() as u8]);
+    pseudo.extend_from_slice(&t);
+    let c = csum(&pseudo);
+    t[16..18].copy_from_slice(&c.to_be_bytes());
+    t
+}
+
+impl Rig {
+    fn with_vip(backend: [u8; 4], vni: u32) -> Rig {
+        let mut rig = Rig::new();
+        let mut svcs: HashMap<_, ServiceKey, ServiceValue> = rig.map(MAP_SERVICES);
+        let v = ServiceValue {
+            service_id: SVC,
+            vni,
+            target_port: 8080,
+            backend_count: 1,
+            lb_slot: 0,
+            ..Default::default()
+        };
+        svcs.insert(ServiceKey { addr: VIP, port: 80, proto: PROTO_TCP, _pad: 0 }, v, 0).unwrap();
+        rig.set_maglev(backend);
+        rig
+    }
+
+    fn set_maglev(&mut self, backend: [u8; 4]) {
+        let mut t: Array<_, [u8; 4]> = Array::try_from(self.loaded.ebpf_mut().map_mut(MAP_MAGLEV).unwrap()).unwrap();
+        for i in 0..MAGLEV_SIZE {
+            t.set(i, backend, 0).unwrap();
+        }
+        if backend != [0; 4] {
+            let mut b: HashMap<_, BackendKey, BackendValue> = self.map(MAP_BACKENDS);
+            b.insert(BackendKey { service_id: SVC, ip: backend }, BackendValue { flags: 0 }, 0).unwrap();
+        }
+    }
+
+    fn ct(&mut self, k: CtKey) -> Option<CtValue> {
+        let ct: HashMap<_, CtKey, CtValue> = HashMap::try_from(self.loaded.ebpf_mut().map(MAP_CT).unwrap()).unwrap();
+        ct.get(&k, 0).ok()
+    }
+}
+
+fn ctk(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> CtKey {
+    CtKey { src, dst, sport, dport, proto: PROTO_TCP, _pad: [0; 3] }
+}
+
+#[test]
+fn tc_vip_dnat_to_a_remote_backend_keeps_the_client_address() {
+    let mut rig = Rig::with_vip(R, FRONT);
+    let syn = frame(ME_MAC, GW_MAC, ME, VIP, 6, &tcp_with_csum(ME, VIP, 40000, 80));
+    let (verdict, out) = rig.run(PROG_TC_ENDPOINT, &syn);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(rig.counter(Prog::TcEndpoint, Reason::Encapsulated), 1);
+    let inner = &out[64..];
+    assert_eq!(inner[12..16], ME, "the backend sees the client's own address");
+    assert_eq!(inner[16..20], R, "destination: the backend");
+    assert_eq!(inner[22..24], 8080u16.to_be_bytes(), "the backends' port");
+    assert_eq!(csum(&inner[..20]), 0, "inner IPv4 checksum");
+    assert!(l4_csum_ok(inner), "inner TCP checksum");
+    assert_eq!(out[50..56], R_MAC, "inner destination MAC: the backend's");
+    // Both directions are in the connection table.
+    let f = rig.ct(ctk(ME, VIP, 40000, 80)).expect("forward entry");
+    assert_eq!((f.action, f.new_dst, f.new_dport), (CT_DNAT, R, 8080));
+    let r = rig.ct(ctk(R, ME, 8080, 40000)).expect("reverse entry");
+    assert_eq!((r.action, r.new_src, r.new_sport), (CT_REVNAT, VIP, 80));
+    let stats: aya::maps::PerCpuHashMap<_, BackendKey, BackendStats> =
+        aya::maps::PerCpuHashMap::try_from(rig.loaded.ebpf_mut().map(MAP_BACKEND_STATS).unwrap()).unwrap();
+    let s = stats.get(&BackendKey { service_id: SVC, ip: R }, 0).unwrap();
+    assert_eq!((s.iter().map(|c| c.flows).sum::<u64>(), s.iter().map(|c| c.packets).sum::<u64>()), (1, 1));
+}
+
+#[test]
+fn tc_vip_hairpin_both_ways() {
+    let mut rig = Rig::with_vip(ME, FRONT);
+    let req = frame(ME_MAC, GW_MAC, ME, VIP, 6, &tcp_with_csum(ME, VIP, 40001, 80));
+    let (verdict, out) = rig.run(PROG_TC_ENDPOINT, &req);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(rig.counter(Prog::TcEndpoint, Reason::DeliveredLocal), 1);
+    assert_eq!(out[26..30], VIP, "picked itself: it sees the VIP as the source");
+    assert_eq!(out[30..34], ME);
+    assert!(l4_csum_ok(&out[14..]));
+    // Its reply to the VIP goes back to itself, from VIP:80.
+    let reply = frame(ME_MAC, GW_MAC, ME, VIP, 6, &tcp_with_csum(ME, VIP, 8080, 40001));
+    let (verdict, out) = rig.run(PROG_TC_ENDPOINT, &reply);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!((out[26..30].to_vec(), out[34..36].to_vec()), (VIP.to_vec(), 80u16.to_be_bytes().to_vec()));
+    assert_eq!((out[30..34].to_vec(), out[36..38].to_vec()), (ME.to_vec(), 40001u16.to_be_bytes().to_vec()));
+    assert!(l4_csum_ok(&out[14..]));
+}
+
+#[test]
+fn tc_vip_flows_stay_put_until_their_backend_leaves() {
+    let mut rig = Rig::with_vip(R, FRONT);
+    let pkt = |sport| frame(ME_MAC, GW_MAC, ME, VIP, 6, &tcp_with_csum(ME, VIP, sport, 80));
+    rig.run(PROG_TC_ENDPOINT, &pkt(41000));
+    // The tables now say L: the established flow stays on R, a new one goes to L.
+    rig.set_maglev(L);
+    let (_, out) = rig.run(PROG_TC_ENDPOINT, &pkt(41000));
+    assert_eq!(out[64 + 16..64 + 20], R, "established flow kept its backend");
+    let (v, out) = rig.run(PROG_TC_ENDPOINT, &pkt(41001));
+    assert_eq!((v, out[30..34].to_vec()), (TC_ACT_REDIRECT, L.to_vec()), "new flow on the new table");
+    // R leaves the service: its flow moves on its next packet.
+    let mut b: HashMap<_, BackendKey, BackendValue> = rig.map(MAP_BACKENDS);
+    b.remove(&BackendKey { service_id: SVC, ip: R }).unwrap();
+    let (_, out) = rig.run(PROG_TC_ENDPOINT, &pkt(41000));
+    assert_eq!(out[30..34], L, "flow of a removed backend re-picked");
+}
+
+#[test]
+fn tc_vip_without_backends_or_of_another_network_is_dropped() {
+    let mut rig = Rig::with_vip([0; 4], FRONT);
+    let syn = frame(ME_MAC, GW_MAC, ME, VIP, 6, &tcp_with_csum(ME, VIP, 40000, 80));
+    rig.table(
+        PROG_TC_ENDPOINT,
+        Prog::TcEndpoint,
+        &[case("no healthy backend", syn.clone(), TC_ACT_SHOT, Out::Any, Reason::DropNoBackend)],
+    );
+    let mut rig = Rig::with_vip(R, BACK);
+    rig.table(
+        PROG_TC_ENDPOINT,
+        Prog::TcEndpoint,
+        &[case("another network's VIP", syn, TC_ACT_SHOT, Out::Any, Reason::DropCrossNetwork)],
+    );
+}
+
+#[test]
+fn xdp_reverse_nat_of_a_remote_backends_reply() {
+    let mut rig = Rig::with_vip(R, FRONT);
+    // The client here opened ME:40000 -> VIP:80; R was picked.
+    let syn = frame(ME_MAC, GW_MAC, ME, VIP, 6, &tcp_with_csum(ME, VIP, 40000, 80));
+    assert_eq!(rig.run(PROG_TC_ENDPOINT, &syn).0, TC_ACT_REDIRECT);
+    // R's answer arrives from its host in VXLAN.
+    for (what, l4) in [("TCP", tcp_with_csum(R, ME, 8080, 40000)), ("TCP again", tcp_with_csum(R, ME, 8080, 40000))] {
+        let reply = frame(R_MAC, ME_MAC, R, ME, 6, &l4);
+        let (verdict, out) = rig.run(PROG_XDP_UNDERLAY, &vxlan(PEER, 0x08, FRONT, &reply));
+        assert_eq!(verdict, XDP_REDIRECT, "{what}");
+        assert_eq!(out[26..30], VIP, "{what}: the reply comes from the VIP");
+        assert_eq!(out[34..36], 80u16.to_be_bytes(), "{what}: and its port");
+        assert_eq!(out[30..34], ME);
+        assert_eq!(csum(&out[14..34]), 0, "{what}: IPv4 checksum");
+        assert!(l4_csum_ok(&out[14..]), "{what}: TCP checksum");
+    }
+    // A packet of no translated flow passes untouched.
+    let other = frame(R_MAC, ME_MAC, R, ME, 6, &tcp_with_csum(R, ME, 8080, 49999));
+    let (_, out) = rig.run(PROG_XDP_UNDERLAY, &vxlan(PEER, 0x08, FRONT, &other));
+    assert_eq!(out[26..30], R);
 }

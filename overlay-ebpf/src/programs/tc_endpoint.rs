@@ -18,7 +18,9 @@ use overlay_common::*;
 
 use crate::{
     csum::{fold, sum_words},
-    maps::{endpoint, host_config, iface, network, subnet},
+    lb::{count_backend, ct_get, ct_put, flow_hash, is_backend, maglev_pick, now_ns},
+    maps::{endpoint, host_config, iface, network, service, subnet},
+    nat::{rewrite, End},
     parse::{ptr_at, ArpHdr, ARP_REQUEST, ETH_P_ARP, ETH_P_IP},
     stats::count,
 };
@@ -115,6 +117,12 @@ fn ipv4(ctx: &TcContext, me: &IfaceValue, ifindex: u32, eth: &mut EthHdr, start:
         return drop(Reason::DropSpoofed);
     }
     let dst = ip.dst_addr;
+    if ip.proto == PROTO_TCP || ip.proto == PROTO_UDP {
+        let ihl = ((ip.vihl & 0xf) as usize) * 4;
+        if let Some(v) = translate(ctx, me, ihl, ip.proto, ip.src_addr, dst) {
+            return v;
+        }
+    }
     if let Some(ep) = endpoint(me.vni, dst) {
         // Also for frames sent to the gateway's MAC (another subnet of the network).
         eth.dst_addr = ep.mac;
@@ -147,6 +155,80 @@ fn ipv4(ctx: &TcContext, me: &IfaceValue, ifindex: u32, eth: &mut EthHdr, start:
         }
         _ => drop(Reason::DropInternal),
     }
+}
+
+/// Flows the connection table or a service VIP translates: replies get their
+/// source back to the VIP; packets to a VIP get a backend picked by Maglev
+/// (kept for the flow's life by the connection table) as their destination.
+/// `None`: not a translated flow.
+#[inline(always)]
+fn translate(ctx: &TcContext, me: &IfaceValue, ihl: usize, proto: u8, src: [u8; 4], dst: [u8; 4]) -> Option<Verdict> {
+    let Some(ports) = ptr_at::<[u8; 4]>(ctx.data(), ctx.data_end(), EthHdr::LEN + ihl) else {
+        return Some(drop(Reason::DropMalformed));
+    };
+    let p = unsafe { *ports };
+    let (sport, dport) = (u16::from_be_bytes([p[0], p[1]]), u16::from_be_bytes([p[2], p[3]]));
+    let cfg = host_config()?;
+    let now = now_ns();
+    let key = CtKey { src, dst, sport, dport, proto, _pad: [0; 3] };
+    let ct = ct_get(&key, cfg, now).map(|c| *c);
+    if let Some(c) = ct {
+        if c.action == CT_REVNAT {
+            if rewrite(ctx, ihl, proto, End::Src, src, c.new_src, sport, c.new_sport).is_err()
+                || rewrite(ctx, ihl, proto, End::Dst, dst, c.new_dst, dport, c.new_dport).is_err()
+            {
+                return Some(drop(Reason::DropRedirect));
+            }
+            return Some(route_to(ctx, me, c.new_dst));
+        }
+    }
+    let svc = service(ServiceKey { addr: dst, port: dport, proto, _pad: 0 })?;
+    if svc.vni != me.vni {
+        return Some(drop(Reason::DropCrossNetwork));
+    }
+    let (backend, new) = match ct {
+        Some(c) if c.action == CT_DNAT && is_backend(svc.service_id, c.new_dst) => (c.new_dst, false),
+        _ => match maglev_pick(svc.lb_slot, flow_hash(&key)) {
+            Some(b) => (b, true),
+            None => return Some(drop(Reason::DropNoBackend)),
+        },
+    };
+    // Hairpin: a backend calling its own VIP and picked itself sees the VIP
+    // as the source, or it would drop a packet "from itself".
+    let new_src = if backend == src { dst } else { src };
+    if new {
+        let v = CtValue {
+            action: CT_DNAT,
+            new_src,
+            new_dst: backend,
+            new_sport: sport,
+            new_dport: svc.target_port,
+            vni: svc.vni,
+            service_id: svc.service_id,
+            last_seen_ns: now,
+            ..Default::default()
+        };
+        ct_put(&key, &v);
+        let rkey = CtKey { src: backend, dst: new_src, sport: svc.target_port, dport: sport, proto, _pad: [0; 3] };
+        let r = CtValue { action: CT_REVNAT, new_src: dst, new_sport: dport, new_dst: src, new_dport: sport, ..v };
+        ct_put(&rkey, &r);
+    }
+    count_backend(svc.service_id, backend, ctx.len() as u64, new);
+    if rewrite(ctx, ihl, proto, End::Dst, dst, backend, dport, svc.target_port).is_err()
+        || rewrite(ctx, ihl, proto, End::Src, src, new_src, sport, sport).is_err()
+    {
+        return Some(drop(Reason::DropRedirect));
+    }
+    Some(route_to(ctx, me, backend))
+}
+
+/// Sends the (rewritten) packet to endpoint `ip` of the sender's network.
+#[inline(always)]
+fn route_to(ctx: &TcContext, me: &IfaceValue, ip: [u8; 4]) -> Verdict {
+    let Some(ep) = endpoint(me.vni, ip) else { return drop(Reason::DropNoBackend) };
+    let Some(eth) = ptr_at::<EthHdr>(ctx.data(), ctx.data_end(), 0) else { return drop(Reason::DropMalformed) };
+    unsafe { (*eth).dst_addr = ep.mac };
+    forward(ctx, me, ep)
 }
 
 /// IPv4 to endpoint `ep` of the sender's network: straight into a local

@@ -22,7 +22,8 @@ use network_types::{
 use overlay_common::*;
 
 use crate::{
-    csum::{fold, sum_words},
+    csum::{fold, replace, sum_words},
+    lb::{ct_get, now_ns},
     maps::{endpoint, host_config, is_vtep, network},
     parse::{ptr_at, ArpHdr, ARP_REQUEST, ETH_P_ARP, ETH_P_IP},
     stats::count,
@@ -117,6 +118,8 @@ fn handle(ctx: &XdpContext) -> (Reason, u32) {
     if ethertype == ETH_P_ARP {
         return arp_reply(start, end, cfg, ihl, inner, ep.mac);
     }
+    // The reply of a VIP flow whose client lives here: source back to the VIP.
+    revnat(start, end, inner + EthHdr::LEN, cfg);
     ieth.dst_addr = ep.mac;
     let ifindex = ep.ifindex;
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, inner as i32) } != 0 {
@@ -167,4 +170,53 @@ fn arp_reply(start: usize, end: usize, cfg: &HostConfig, ihl: usize, inner: usiz
     udp.check = [0, 0];
     a.answer(ieth, mac);
     (Reason::ArpReplied, XDP_TX)
+}
+
+/// Applies a `CT_REVNAT` connection-table entry to the inner IPv4 TCP/UDP
+/// packet at `off`, fixing its checksums incrementally.
+#[inline(always)]
+fn revnat(start: usize, end: usize, off: usize, cfg: &HostConfig) {
+    let Some(ip) = ptr_at::<[u8; 20]>(start, end, off) else { return };
+    let ip = unsafe { &mut *ip };
+    let proto = ip[9];
+    if ip[0] != 0x45 || (proto != PROTO_TCP && proto != PROTO_UDP) {
+        return;
+    }
+    let Some(l4) = ptr_at::<[u8; 8]>(start, end, off + 20) else { return };
+    let l4 = unsafe { &mut *l4 };
+    let mut key = CtKey { proto, ..Default::default() };
+    key.src.copy_from_slice(&ip[12..16]);
+    key.dst.copy_from_slice(&ip[16..20]);
+    key.sport = u16::from_be_bytes([l4[0], l4[1]]);
+    key.dport = u16::from_be_bytes([l4[2], l4[3]]);
+    let Some(c) = ct_get(&key, cfg, now_ns()) else { return };
+    if c.action != CT_REVNAT {
+        return;
+    }
+    let c = *c;
+    let mut old = [0u8; 12];
+    old[0..8].copy_from_slice(&ip[12..20]);
+    old[8..12].copy_from_slice(&l4[0..4]);
+    let mut new = [0u8; 12];
+    new[0..4].copy_from_slice(&c.new_src);
+    new[4..8].copy_from_slice(&c.new_dst);
+    new[8..10].copy_from_slice(&c.new_sport.to_be_bytes());
+    new[10..12].copy_from_slice(&c.new_dport.to_be_bytes());
+    let ipc = replace([ip[10], ip[11]], &old[0..8], &new[0..8]);
+    ip[10..12].copy_from_slice(&ipc);
+    ip[12..20].copy_from_slice(&new[0..8]);
+    // The L4 checksum covers the addresses (pseudo-header) and the ports.
+    if proto == PROTO_TCP {
+        let Some(t) = ptr_at::<[u8; 18]>(start, end, off + 20) else { return };
+        let t = unsafe { &mut *t };
+        let c2 = replace([t[16], t[17]], &old, &new);
+        t[16..18].copy_from_slice(&c2);
+    } else if l4[6..8] != [0, 0] {
+        let mut c2 = replace([l4[6], l4[7]], &old, &new);
+        if c2 == [0, 0] {
+            c2 = [0xff, 0xff];
+        }
+        l4[6..8].copy_from_slice(&c2);
+    }
+    l4[0..4].copy_from_slice(&new[8..12]);
 }

@@ -1,0 +1,94 @@
+//! Load balancing shared by TC (VIPs) and XDP (routing mesh): flow hashing,
+//! the connection table, Maglev picks and per-backend counters.
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use overlay_common::*;
+
+use crate::maps::{OB_BACKENDS_V1, OB_BACKEND_STATS_V1, OB_CT_V1, OB_MAGLEV_V1};
+
+/// murmur3's 32-bit finaliser.
+#[inline(always)]
+fn fmix(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}
+
+/// A hash of the flow: the same on every host, so every host picks alike.
+#[inline(always)]
+pub fn flow_hash(k: &CtKey) -> u32 {
+    let a = u32::from_be_bytes(k.src);
+    let b = u32::from_be_bytes(k.dst);
+    let c = ((k.sport as u32) << 16) | k.dport as u32;
+    fmix(fmix(fmix(a ^ 0x9e37_79b9) ^ b) ^ c ^ ((k.proto as u32) << 24))
+}
+
+#[inline(always)]
+pub fn now_ns() -> u64 {
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// The connection-table entry for `k`, unless it has been idle longer than the
+/// protocol's timeout; its last-seen time is refreshed.
+#[inline(always)]
+pub fn ct_get(k: &CtKey, cfg: &HostConfig, now: u64) -> Option<&'static mut CtValue> {
+    let v = unsafe { &mut *OB_CT_V1.get_ptr_mut(k)? };
+    let timeout = if k.proto == PROTO_TCP { cfg.ct_tcp_timeout } else { cfg.ct_udp_timeout } as u64;
+    if now.wrapping_sub(v.last_seen_ns) > timeout * 1_000_000_000 {
+        return None;
+    }
+    v.last_seen_ns = now;
+    Some(v)
+}
+
+#[inline(always)]
+pub fn ct_put(k: &CtKey, v: &CtValue) {
+    let _ = OB_CT_V1.insert(k, v, 0);
+}
+
+/// The backend Maglev table `slot` gives flow hash `h`, if any.
+#[inline(always)]
+pub fn maglev_pick(slot: u32, h: u32) -> Option<[u8; 4]> {
+    if slot >= MAX_LB_SLOTS {
+        return None;
+    }
+    let ip = *OB_MAGLEV_V1.get(slot * MAGLEV_SIZE + h % MAGLEV_SIZE)?;
+    if ip == [0; 4] {
+        None
+    } else {
+        Some(ip)
+    }
+}
+
+/// Whether `ip` is (still) a healthy backend of the service.
+#[inline(always)]
+pub fn is_backend(service_id: u32, ip: [u8; 4]) -> bool {
+    unsafe { OB_BACKENDS_V1.get(BackendKey { service_id, ip }).is_some() }
+}
+
+/// Counts a packet (and a new flow) for (service, backend).
+#[inline(always)]
+pub fn count_backend(service_id: u32, ip: [u8; 4], bytes: u64, new_flow: bool) {
+    let k = BackendKey { service_id, ip };
+    let p = match OB_BACKEND_STATS_V1.get_ptr_mut(k) {
+        Some(p) => p,
+        None => {
+            let _ = OB_BACKEND_STATS_V1.insert(k, BackendStats::default(), BPF_NOEXIST);
+            match OB_BACKEND_STATS_V1.get_ptr_mut(k) {
+                Some(p) => p,
+                None => return,
+            }
+        }
+    };
+    // Per-CPU slot: no other writer.
+    unsafe {
+        (*p).packets += 1;
+        (*p).bytes += bytes;
+        if new_flow {
+            (*p).flows += 1;
+        }
+    }
+}
+
+const BPF_NOEXIST: u64 = 1;
