@@ -110,6 +110,9 @@ pub struct EndpointKey {
 
 /// The endpoint is on this host; `ifindex` is its host-side veth.
 pub const ENDPOINT_F_LOCAL: u32 = 1;
+/// Not an endpoint but a service VIP: answered in ARP (MAC 02:42 + VIP) so
+/// clients send to it; only its TCP/UDP ports lead anywhere.
+pub const ENDPOINT_F_VIP: u32 = 2;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -174,6 +174,10 @@ pub fn desired(cluster: &Cluster, host: usize, facts: &HostFacts) -> MapContents
                 lb_slot: all_slot.unwrap_or(0),
             };
             if let (EndpointMode::Vip, Some(vip)) = (s.endpoint_mode, s.vip) {
+                m.endpoints.insert(
+                    EndpointKey { vni, ip: vip.octets() },
+                    EndpointValue { mac: gateway_mac(vip.octets()), flags: ENDPOINT_F_VIP, ..Default::default() },
+                );
                 m.services.insert(
                     ServiceKey { addr: vip.octets(), port: p.target, proto: p.protocol.number(), _pad: 0 },
                     base,

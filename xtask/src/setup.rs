@@ -8,7 +8,7 @@ use crate::util::{cargo_bin_dir, is_root, output, path_with_cargo_bin, run, step
 
 /// Debian packages the build, the tests and the demo use.
 pub const APT_PACKAGES: &[&str] =
-    &["bpftool", "iproute2", "iputils-ping", "procps", "nftables", "iperf3", "tcpdump", "ethtool"];
+    &["bpftool", "iproute2", "iputils-ping", "procps", "nftables", "iperf3", "tcpdump", "ethtool", "curl", "python3"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 pub fn setup() -> Result<()> {

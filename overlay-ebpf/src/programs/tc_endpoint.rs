@@ -124,6 +124,10 @@ fn ipv4(ctx: &TcContext, me: &IfaceValue, ifindex: u32, eth: &mut EthHdr, start:
         }
     }
     if let Some(ep) = endpoint(me.vni, dst) {
+        if ep.flags & ENDPOINT_F_VIP != 0 {
+            // A VIP leads nowhere but through its service ports (translate).
+            return drop(Reason::DropNoBackend);
+        }
         // Also for frames sent to the gateway's MAC (another subnet of the network).
         eth.dst_addr = ep.mac;
         if ep.flags & ENDPOINT_F_LOCAL == 0 && unsafe { (*ctx.skb.skb).gso_size } == 0 {

@@ -1,0 +1,197 @@
+//! Service VIPs end to end, as a user tries them: HTTP servers as backends
+//! on three hosts, `curl` through the VIP from clients and from a backend.
+
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    path::PathBuf,
+    process::{Child, Stdio},
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use common::*;
+
+const VIP: &str = "10.10.0.100";
+
+/// name, host, ip; w* back the service, c* are clients.
+const EPS: [(&str, &str, &str); 5] = [
+    ("w1", "n1", "10.10.0.21"),
+    ("w2", "n2", "10.10.0.22"),
+    ("w3", "n3", "10.10.0.23"),
+    ("c1", "n1", "10.10.0.31"),
+    ("c3", "n3", "10.10.0.33"),
+];
+
+fn svc_state(p: &str, backends: &[&str]) -> String {
+    let mut y = String::from("version: 1\nhosts:\n");
+    for i in 1..=3 {
+        y += &format!("  - {{name: {p}n{i}, address: 192.168.200.1{i}}}\n");
+    }
+    y += "networks:\n  - {name: front, attachable: true, subnets: [{subnet: 10.10.0.0/24}]}\nendpoints:\n";
+    for (n, h, ip) in EPS {
+        y += &format!("  - {{name: {n}, host: {p}{h}, network: front, netns: {p}-{n}, ip: {ip}}}\n");
+    }
+    y += &format!(
+        "services:\n  - name: web\n    network: front\n    vip: {VIP}\n    ports: [{{protocol: tcp, target: 8080}}]\n    backends: [{}]\n",
+        backends.join(", ")
+    );
+    y
+}
+
+/// An HTTP/1.1 server on :8080 in `ns` answering its own name; its log
+/// (client addresses) goes to a file. Killed by PID on drop.
+struct Web {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Web {
+    fn start(ns: &Netns, name: &str) -> Web {
+        let dir = std::env::temp_dir().join(format!("{}-www", ns.name));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("index.html"), name).unwrap();
+        let log = std::fs::File::create(dir.join("log")).unwrap();
+        let child = ns
+            .cmd("/usr/bin/python3")
+            .args([
+                "-c",
+                "import http.server as h, sys; h.SimpleHTTPRequestHandler.protocol_version = 'HTTP/1.1'; \
+                 h.ThreadingHTTPServer(('0.0.0.0', 8080), h.SimpleHTTPRequestHandler).serve_forever()",
+            ])
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Web { child, dir }
+    }
+
+    /// Client addresses the server logged.
+    fn clients(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"GET "))
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .collect()
+    }
+}
+
+impl Drop for Web {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `curl` the URLs in one invocation (one keep-alive connection); bodies.
+fn curl(ns: &Netns, urls: &[&str]) -> Vec<String> {
+    let mut args = vec!["-s", "--max-time", "3", "-w", "\n"];
+    args.extend_from_slice(urls);
+    let out = ns.run("curl", &args);
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
+}
+
+struct World {
+    p: &'static str,
+    dep: Deployment,
+    webs: Vec<Web>,
+    cs: Vec<Netns>,
+    _u: Underlay,
+    st: StateFile,
+}
+
+impl World {
+    fn new(p: &'static str) -> World {
+        require_root();
+        let st = StateFile::new(p, &svc_state(p, &["w1", "w2", "w3"]));
+        let u = Underlay::new(
+            p,
+            &[
+                ("n1", Ipv4Addr::new(192, 168, 200, 11)),
+                ("n2", Ipv4Addr::new(192, 168, 200, 12)),
+                ("n3", Ipv4Addr::new(192, 168, 200, 13)),
+            ],
+        );
+        let cs: Vec<Netns> = EPS.iter().map(|(n, ..)| Netns::new(&format!("{p}-{n}"))).collect();
+        let mut dep = Deployment::new(&bin());
+        for h in ["n1", "n2", "n3"] {
+            assert_ok(&dep.up(&st.0, &format!("{p}{h}"), &format!("{p}-{h}")));
+        }
+        let webs = (0..3).map(|i| Web::start(&cs[i], EPS[i].0)).collect();
+        let w = World { p, dep, webs, cs, _u: u, st };
+        // Wait for the servers.
+        let t = Instant::now();
+        while !(0..3).all(|i| {
+            w.c("c1").run("curl", &["-s", "--max-time", "1", &format!("http://{}:8080/", EPS[i].2)]).status.success()
+        }) {
+            assert!(t.elapsed() < Duration::from_secs(15), "HTTP servers did not come up");
+            sleep(Duration::from_millis(200));
+        }
+        w
+    }
+
+    fn c(&self, name: &str) -> &Netns {
+        self.cs.iter().find(|c| c.name == format!("{}-{name}", self.p)).unwrap()
+    }
+
+    fn reapply(&mut self, backends: &[&str]) {
+        self.st.write(&svc_state(self.p, backends));
+        let p = self.p;
+        for h in ["n1", "n2", "n3"] {
+            assert_ok(&self.dep.up(&self.st.0, &format!("{p}{h}"), &format!("{p}-{h}")));
+        }
+    }
+}
+
+/// `n` requests on new connections from `ns`; answers counted by backend.
+fn spread(ns: &Netns, n: usize) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    let url = format!("http://{VIP}:8080/");
+    for _ in 0..n {
+        for body in curl(ns, &[&url]) {
+            *seen.entry(body).or_insert(0) += 1;
+        }
+    }
+    seen
+}
+
+#[test]
+fn a_vip_spreads_keeps_client_addresses_hairpins_and_drops_removed_backends() {
+    let mut w = World::new("obts");
+    // New connections from a client reach every backend; all are answered.
+    let seen = spread(w.c("c3"), 30);
+    eprintln!("30 requests from c3 through the VIP: {seen:?}");
+    assert_eq!(seen.values().sum::<usize>(), 30, "every request answered: {seen:?}");
+    assert_eq!(seen.len(), 3, "every backend answered: {seen:?}");
+    // Each backend saw the client's own address.
+    for web in &w.webs {
+        let clients = web.clients();
+        // (c1's direct readiness probe is in the log too.)
+        assert!(clients.iter().any(|c| c == "10.10.0.33"), "c3's requests reached it: {clients:?}");
+        assert!(clients.iter().all(|c| c == "10.10.0.33" || c == "10.10.0.31"), "a backend saw {clients:?}");
+    }
+    // One keep-alive connection stays on one backend.
+    let url = format!("http://{VIP}:8080/");
+    let bodies = curl(w.c("c1"), &[&url, &url, &url, &url]);
+    assert_eq!(bodies.len(), 4, "{bodies:?}");
+    assert!(bodies.iter().all(|b| *b == bodies[0]), "one connection, one backend: {bodies:?}");
+    // Hairpin: a backend calling its own VIP, sometimes picked itself.
+    let from_w1 = spread(w.c("w1"), 20);
+    assert_eq!(from_w1.values().sum::<usize>(), 20, "hairpin: {from_w1:?}");
+    assert!(from_w1.contains_key("w1"), "w1 picked itself at least once in 20: {from_w1:?}");
+    // Per-backend counters in status.
+    let st = status(&w.dep, w.p, "n3");
+    assert!(counter(&st, "tc_endpoint_egress", "encapsulated") > 0);
+
+    // w2 leaves the service: no new flow reaches it.
+    w.reapply(&["w1", "w3"]);
+    let after = spread(w.c("c3"), 30);
+    eprintln!("after removing w2: {after:?}");
+    assert_eq!(after.values().sum::<usize>(), 30, "{after:?}");
+    assert!(!after.contains_key("w2"), "a removed backend got new flows: {after:?}");
+}
