@@ -67,7 +67,10 @@ fn desired_content_for_node1() {
         }
     );
     // Every endpoint of the cluster; only the local one has an ifindex.
-    assert_eq!(m.endpoints.len(), 3);
+    // Three endpoints and the VIP (answered in ARP, flagged as a VIP).
+    assert_eq!(m.endpoints.len(), 4);
+    let vip = m.endpoints[&ek(4097, [10, 0, 0, 2])];
+    assert_eq!((vip.flags, vip.mac, vip.ifindex), (ENDPOINT_F_VIP, [2, 0x42, 10, 0, 0, 2], 0));
     let w1 = m.endpoints[&ek(4097, [10, 0, 0, 3])];
     assert_eq!((w1.ifindex, w1.flags, w1.vtep), (10, ENDPOINT_F_LOCAL, [192, 168, 246, 194]));
     assert_eq!(w1.mac, [2, 0x42, 10, 0, 0, 3]);
