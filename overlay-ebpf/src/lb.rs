@@ -1,6 +1,6 @@
 //! Load balancing shared by TC (VIPs) and XDP (routing mesh): flow hashing,
 //! the connection table, Maglev picks and per-backend counters.
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns};
 use overlay_common::*;
 
 use crate::maps::{OB_BACKENDS_V1, OB_BACKEND_STATS_V1, OB_CT_V1, OB_MAGLEV_V1};
@@ -74,7 +74,7 @@ pub fn count_backend(service_id: u32, ip: [u8; 4], bytes: u64, new_flow: bool) {
     let p = match OB_BACKEND_STATS_V1.get_ptr_mut(k) {
         Some(p) => p,
         None => {
-            let _ = OB_BACKEND_STATS_V1.insert(k, BackendStats::default(), BPF_NOEXIST);
+            let _ = OB_BACKEND_STATS_V1.insert(k, BackendStats::default(), BPF_NOEXIST as u64);
             match OB_BACKEND_STATS_V1.get_ptr_mut(k) {
                 Some(p) => p,
                 None => return,
@@ -90,5 +90,3 @@ pub fn count_backend(service_id: u32, ip: [u8; 4], bytes: u64, new_flow: bool) {
         }
     }
 }
-
-const BPF_NOEXIST: u64 = 1;
