@@ -186,7 +186,7 @@ async fn up_inner(
             report.veths_created.push(v.clone());
         }
         netdev::configure_container(&c)?;
-        let idx = netdev::set_host_end(&handle, &v, netdev::HOST_VETH_MTU).await?;
+        let idx = netdev::set_host_end(&handle, &v).await?;
         let mac = netdev::link_mac(&v).ok_or_else(|| netdev::NetdevError::NoSuchInterface(v.clone()))?;
         netdev::host_route(&handle, idx, e.ip, e.mac, net.mtu).await?;
         if loaded.ensure_tc(pins, &v)? {

@@ -270,11 +270,11 @@ pub async fn create_veth(handle: &Handle, host_name: &str, c: &ContainerIf) -> R
 pub const HOST_VETH_MTU: u32 = 65535;
 
 /// Brings the host end up with [`HOST_VETH_MTU`] (idempotent).
-pub async fn set_host_end(handle: &Handle, host_name: &str, mtu: u32) -> Result<u32, NetdevError> {
+pub async fn set_host_end(handle: &Handle, host_name: &str) -> Result<u32, NetdevError> {
     let idx = ifindex(host_name).ok_or_else(|| NetdevError::NoSuchInterface(host_name.into()))?;
     handle
         .link()
-        .set(LinkUnspec::new_with_index(idx).mtu(mtu).up().build())
+        .set(LinkUnspec::new_with_index(idx).mtu(HOST_VETH_MTU).up().build())
         .execute()
         .await
         .map_err(nl(format!("set {host_name} up")))?;
