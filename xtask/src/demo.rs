@@ -147,30 +147,25 @@ pub fn run(keep: bool, clean: bool) -> Result<()> {
 /// an endpoint on the same network. Returns how many pairs were not so.
 fn matrix(resolved: &serde_json::Value) -> Result<usize> {
     step("run: connectivity matrix (rows ping columns through the overlay; ok = reached, x = blocked)");
-    let eps: Vec<(String, String, String)> = resolved["endpoints"]
+    // (name, network, netns, ip) of every endpoint.
+    let eps: Vec<(String, String, String, String)> = resolved["endpoints"]
         .as_array()
         .context("endpoints")?
         .iter()
         .map(|e| {
             let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
-            (s("name"), s("network"), s("netns").trim_start_matches("/run/netns/").to_string())
+            (s("name"), s("network"), s("netns").trim_start_matches("/run/netns/").to_string(), s("ip"))
         })
         .collect();
-    let ip_of = |name: &str| -> String {
-        resolved["endpoints"].as_array().unwrap().iter().find(|e| e["name"] == name).unwrap()["ip"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
     let mut runs = Vec::new();
-    for (a, _, ns) in &eps {
-        for (b, net_b, ns_b) in &eps {
+    for (a, _, ns, _) in &eps {
+        for (b, net_b, ns_b, ip_b) in &eps {
             if ns == ns_b {
                 continue;
             }
-            let may = eps.iter().any(|(_, n, s)| s == ns && n == net_b);
+            let may = eps.iter().any(|(_, n, s, _)| s == ns && n == net_b);
             let child = Command::new("ip")
-                .args(["netns", "exec", ns, "ping", "-c", "1", "-W", "2", &ip_of(b)])
+                .args(["netns", "exec", ns, "ping", "-c", "1", "-W", "2", ip_b])
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .spawn()?;
@@ -206,7 +201,7 @@ fn matrix(resolved: &serde_json::Value) -> Result<usize> {
         }
         println!();
     }
-    let nets: Vec<String> = eps.iter().map(|(n, net, _)| format!("{n}: {net}")).collect();
+    let nets: Vec<String> = eps.iter().map(|(n, net, _, _)| format!("{n}: {net}")).collect();
     println!("networks: {}", nets.join(", "));
     Ok(wrong)
 }
