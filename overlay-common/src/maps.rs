@@ -30,7 +30,7 @@ pub const MAP_BACKEND_STATS: &str = "OB_BACKEND_STATS_V1";
 /// LRU connection table of translated flows, keyed by the packet as seen.
 pub const MAP_CT: &str = "OB_CT_V1";
 /// Per-CPU packet/byte counters indexed by [`crate::stats::counter_index`].
-pub const MAP_STATS: &str = "OB_STATS_V2";
+pub const MAP_STATS: &str = "OB_STATS_V3";
 
 /// Every map, in the order `status` shows them.
 pub const ALL_MAPS: [&str; 12] = [
@@ -76,6 +76,13 @@ pub const VXLAN_ENCAP_LEN: usize = 50;
 pub const VXLAN_FLAG_I: u8 = 0x08;
 /// Outer UDP source ports are 49152 + 14 bits of the inner flow's hash.
 pub const VXLAN_SPORT_BASE: u16 = 49152;
+/// The last (reserved) byte of the VXLAN header marks routing-mesh traffic
+/// between overlay-bpf hosts: a client's packet for a backend on the receiving
+/// host, whose replies must be tunnelled back to the sender ...
+pub const VXLAN_MESH_FWD: u8 = 0x01;
+/// ... and such a reply, for the receiver (the ingress host) to send on to
+/// the client. A kernel VXLAN device ignores the byte (RFC 7348: reserved).
+pub const VXLAN_MESH_REPLY: u8 = 0x02;
 
 /// Program names as they appear in the object file and in bpftool.
 pub const PROG_XDP_UNDERLAY: &str = "xdp_underlay_ingress";

@@ -28,6 +28,9 @@ impl Prog {
                 Reason::PassNotOurs,
                 Reason::Decapsulated,
                 Reason::ArpReplied,
+                Reason::MeshLocal,
+                Reason::MeshTunneled,
+                Reason::MeshReplied,
                 Reason::DropMalformed,
                 Reason::DropUnknownVtep,
                 Reason::DropBadVxlan,
@@ -37,6 +40,10 @@ impl Prog {
                 Reason::DropUnsupported,
                 Reason::DropArp,
                 Reason::DropRedirect,
+                Reason::DropTooBig,
+                Reason::DropNoBackend,
+                Reason::DropNoNeigh,
+                Reason::DropNoFlow,
             ],
             Prog::TcEndpoint => &[
                 Reason::Encapsulated,
@@ -44,6 +51,9 @@ impl Prog {
                 Reason::PassToHost,
                 Reason::ArpReplied,
                 Reason::IcmpFragNeeded,
+                Reason::MeshReplied,
+                Reason::MeshTunneledBack,
+                Reason::IcmpTranslated,
                 Reason::DropMalformed,
                 Reason::DropSpoofed,
                 Reason::DropCrossNetwork,
@@ -79,6 +89,16 @@ pub enum Reason {
     ArpReplied = 5,
     /// Too big to encapsulate with DF set: answered with ICMP "fragmentation needed".
     IcmpFragNeeded = 6,
+    /// To a published port, translated and delivered to a backend on this host.
+    MeshLocal = 7,
+    /// To a published port, translated and tunnelled to the backend's host.
+    MeshTunneled = 8,
+    /// A mesh reply, translated back to the published address, sent to the client.
+    MeshReplied = 9,
+    /// A mesh backend's reply, tunnelled back to the host the request came in on.
+    MeshTunneledBack = 10,
+    /// An ICMP error about a translated flow, translated too.
+    IcmpTranslated = 11,
     /// Too short or malformed to parse.
     DropMalformed = 16,
     /// VXLAN from an address that is not a cluster host.
@@ -109,14 +129,18 @@ pub enum Reason {
     DropUnknownIface = 29,
     /// For a service with no healthy backend.
     DropNoBackend = 30,
+    /// No resolved neighbour (MAC) for the next hop of an XDP transmit.
+    DropNoNeigh = 31,
+    /// A mesh packet of a flow the connection table does not know.
+    DropNoFlow = 32,
 }
 
 pub const FIRST_DROP: u32 = 16;
 /// Slots per program in the stats map.
-pub const MAX_REASONS: u32 = 32;
+pub const MAX_REASONS: u32 = 64;
 pub const STATS_ENTRIES: u32 = PROGS.len() as u32 * MAX_REASONS;
 
-pub const REASONS: [Reason; 22] = [
+pub const REASONS: [Reason; 29] = [
     Reason::PassNotOurs,
     Reason::PassToHost,
     Reason::Encapsulated,
@@ -124,6 +148,11 @@ pub const REASONS: [Reason; 22] = [
     Reason::DeliveredLocal,
     Reason::ArpReplied,
     Reason::IcmpFragNeeded,
+    Reason::MeshLocal,
+    Reason::MeshTunneled,
+    Reason::MeshReplied,
+    Reason::MeshTunneledBack,
+    Reason::IcmpTranslated,
     Reason::DropMalformed,
     Reason::DropUnknownVtep,
     Reason::DropBadVxlan,
@@ -139,6 +168,8 @@ pub const REASONS: [Reason; 22] = [
     Reason::DropRedirect,
     Reason::DropUnknownIface,
     Reason::DropNoBackend,
+    Reason::DropNoNeigh,
+    Reason::DropNoFlow,
 ];
 
 impl Reason {
@@ -151,6 +182,11 @@ impl Reason {
             Reason::DeliveredLocal => "delivered_local",
             Reason::ArpReplied => "arp_replied",
             Reason::IcmpFragNeeded => "icmp_frag_needed",
+            Reason::MeshLocal => "mesh_local",
+            Reason::MeshTunneled => "mesh_tunneled",
+            Reason::MeshReplied => "mesh_replied",
+            Reason::MeshTunneledBack => "mesh_tunneled_back",
+            Reason::IcmpTranslated => "icmp_translated",
             Reason::DropMalformed => "drop_malformed",
             Reason::DropUnknownVtep => "drop_unknown_vtep",
             Reason::DropBadVxlan => "drop_bad_vxlan",
@@ -166,6 +202,8 @@ impl Reason {
             Reason::DropRedirect => "drop_redirect",
             Reason::DropUnknownIface => "drop_unknown_iface",
             Reason::DropNoBackend => "drop_no_backend",
+            Reason::DropNoNeigh => "drop_no_neigh",
+            Reason::DropNoFlow => "drop_no_flow",
         }
     }
 

@@ -1,6 +1,7 @@
 //! overlay-bpf's data path. One program per attach point:
 //!
-//! - `xdp_underlay_ingress`: XDP on the host's underlay device: VXLAN decap.
+//! - `xdp_underlay_ingress`: XDP on the host's underlay device: VXLAN decap,
+//!   the routing mesh (published ports) and its tunnelled replies.
 //! - `tc_endpoint_egress`: TC ingress on each endpoint's host-side veth, i.e.
 //!   the packets a container sends: ARP, anti-spoofing, local delivery, VXLAN
 //!   encap, PMTU, traffic leaving the overlay.
@@ -24,6 +25,10 @@ mod parse;
 mod programs;
 #[cfg(target_arch = "bpf")]
 mod stats;
+#[cfg(target_arch = "bpf")]
+mod vxlan;
+#[cfg(target_arch = "bpf")]
+mod xnat;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

@@ -1,11 +1,11 @@
 use overlay_common::{counter_index, Prog, Reason};
 
-use crate::maps::OB_STATS_V2;
+use crate::maps::OB_STATS_V3;
 
 /// Counts one packet of `len` bytes under (`prog`, `reason`).
 #[inline(always)]
 pub fn count(prog: Prog, reason: Reason, len: u64) {
-    if let Some(c) = OB_STATS_V2.get_ptr_mut(counter_index(prog, reason)) {
+    if let Some(c) = OB_STATS_V3.get_ptr_mut(counter_index(prog, reason)) {
         // Per-CPU slot: no other writer.
         unsafe {
             (*c).packets += 1;

@@ -1,2 +1,3 @@
+pub mod mesh;
 pub mod tc_endpoint;
 pub mod xdp_underlay;

@@ -23,6 +23,7 @@ use crate::{
     nat::{rewrite, End},
     parse::{ptr_at, ArpHdr, ARP_REQUEST, ETH_P_ARP, ETH_P_IP},
     stats::count,
+    vxlan::Encap,
 };
 
 type Verdict = (Reason, i32);
@@ -119,7 +120,7 @@ fn ipv4(ctx: &TcContext, me: &IfaceValue, ifindex: u32, eth: &mut EthHdr, start:
     let dst = ip.dst_addr;
     if ip.proto == PROTO_TCP || ip.proto == PROTO_UDP {
         let ihl = ((ip.vihl & 0xf) as usize) * 4;
-        if let Some(v) = translate(ctx, me, ihl, ip.proto, ip.src_addr, dst) {
+        if let Some(v) = translate(ctx, me, ifindex, ihl, ip.proto, ip.src_addr, dst) {
             return v;
         }
     }
@@ -130,15 +131,8 @@ fn ipv4(ctx: &TcContext, me: &IfaceValue, ifindex: u32, eth: &mut EthHdr, start:
         }
         // Also for frames sent to the gateway's MAC (another subnet of the network).
         eth.dst_addr = ep.mac;
-        if ep.flags & ENDPOINT_F_LOCAL == 0 && unsafe { (*ctx.skb.skb).gso_size } == 0 {
-            let Some(cfg) = host_config() else { return drop(Reason::DropRedirect) };
-            let inner = ctx.len() as usize - EthHdr::LEN;
-            if inner + VXLAN_ENCAP_LEN > cfg.underlay_mtu as usize {
-                if ip.frags[0] & IP_DF != 0 && ip.vihl & 0xf == 5 {
-                    return frag_needed(ctx, me, ifindex, cfg);
-                }
-                return drop(Reason::DropTooBig);
-            }
+        if let Some(v) = too_big(ctx, me, ifindex, ep) {
+            return v;
         }
         return forward(ctx, me, ep);
     }
@@ -161,12 +155,44 @@ fn ipv4(ctx: &TcContext, me: &IfaceValue, ifindex: u32, eth: &mut EthHdr, start:
     }
 }
 
+/// A packet for remote endpoint `ep` that would not fit the underlay once
+/// encapsulated: answered with ICMP "fragmentation needed" when DF is set
+/// (quoting the packet as the sender sent it), dropped otherwise.
+#[inline(always)]
+fn too_big(ctx: &TcContext, me: &IfaceValue, ifindex: u32, ep: &EndpointValue) -> Option<Verdict> {
+    // GSO super-packets are cut to the route MTU the kernel gave the sender.
+    if ep.flags & ENDPOINT_F_LOCAL != 0 || unsafe { (*ctx.skb.skb).gso_size } != 0 {
+        return None;
+    }
+    let Some(cfg) = host_config() else { return Some(drop(Reason::DropRedirect)) };
+    let inner = ctx.len() as usize - EthHdr::LEN;
+    if inner + VXLAN_ENCAP_LEN <= cfg.underlay_mtu as usize {
+        return None;
+    }
+    let Some(ip) = ptr_at::<Ipv4Hdr>(ctx.data(), ctx.data_end(), EthHdr::LEN) else {
+        return Some(drop(Reason::DropMalformed));
+    };
+    let ip = unsafe { &*ip };
+    if ip.frags[0] & IP_DF != 0 && ip.vihl & 0xf == 5 {
+        return Some(frag_needed(ctx, me, ifindex, cfg));
+    }
+    Some(drop(Reason::DropTooBig))
+}
+
 /// Flows the connection table or a service VIP translates: replies get their
 /// source back to the VIP; packets to a VIP get a backend picked by Maglev
 /// (kept for the flow's life by the connection table) as their destination.
 /// `None`: not a translated flow.
 #[inline(always)]
-fn translate(ctx: &TcContext, me: &IfaceValue, ihl: usize, proto: u8, src: [u8; 4], dst: [u8; 4]) -> Option<Verdict> {
+fn translate(
+    ctx: &TcContext,
+    me: &IfaceValue,
+    ifindex: u32,
+    ihl: usize,
+    proto: u8,
+    src: [u8; 4],
+    dst: [u8; 4],
+) -> Option<Verdict> {
     let Some(ports) = ptr_at::<[u8; 4]>(ctx.data(), ctx.data_end(), EthHdr::LEN + ihl) else {
         return Some(drop(Reason::DropMalformed));
     };
@@ -185,6 +211,29 @@ fn translate(ctx: &TcContext, me: &IfaceValue, ihl: usize, proto: u8, src: [u8; 
             }
             return Some(route_to(ctx, me, c.new_dst));
         }
+        if c.action == CT_SNAT_OUT {
+            // A local backend's reply to a routing-mesh client: from the
+            // published address, straight out of the underlay.
+            if rewrite(ctx, ihl, proto, End::Src, src, c.new_src, sport, c.new_sport).is_err() {
+                return Some(drop(Reason::DropRedirect));
+            }
+            let r = unsafe { bpf_redirect_neigh(cfg.underlay_ifindex, core::ptr::null_mut(), 0, 0) };
+            return Some(redirected(r, Reason::MeshReplied));
+        }
+        if c.action == CT_TUNNEL {
+            // A backend's reply to a routing-mesh client that came in through
+            // another host: back through that host, which translates it.
+            let gw = network(c.vni).map(|n| n.gateway).unwrap_or_default();
+            return Some(tunnel(
+                ctx,
+                c.vtep,
+                c.vni,
+                VXLAN_MESH_REPLY,
+                gateway_mac(gw),
+                me.mac,
+                Reason::MeshTunneledBack,
+            ));
+        }
     }
     let svc = service(ServiceKey { addr: dst, port: dport, proto, _pad: 0 })?;
     if svc.vni != me.vni {
@@ -197,6 +246,10 @@ fn translate(ctx: &TcContext, me: &IfaceValue, ihl: usize, proto: u8, src: [u8; 
             None => return Some(drop(Reason::DropNoBackend)),
         },
     };
+    let Some(ep) = endpoint(me.vni, backend) else { return Some(drop(Reason::DropNoBackend)) };
+    if let Some(v) = too_big(ctx, me, ifindex, ep) {
+        return Some(v);
+    }
     // Hairpin: a backend calling its own VIP and picked itself sees the VIP
     // as the source, or it would drop a packet "from itself".
     let new_src = if backend == src { dst } else { src };
@@ -250,47 +303,42 @@ fn forward(ctx: &TcContext, me: &IfaceValue, ep: &EndpointValue) -> Verdict {
 /// the underlay, the kernel resolving the next hop and its MAC.
 #[inline(always)]
 fn encap(ctx: &TcContext, me: &IfaceValue, ep: &EndpointValue) -> Verdict {
+    tunnel(ctx, ep.vtep, me.vni, 0, ep.mac, me.mac, Reason::Encapsulated)
+}
+
+/// Wraps the frame in VXLAN (VNI `vni`, mesh `marker`) to host `vtep`.
+#[inline(always)]
+fn tunnel(
+    ctx: &TcContext,
+    vtep: [u8; 4],
+    vni: u32,
+    marker: u8,
+    inner_dst_mac: [u8; 6],
+    inner_src_mac: [u8; 6],
+    ok: Reason,
+) -> Verdict {
     let Some(cfg) = host_config() else { return drop(Reason::DropRedirect) };
     let tos = match ptr_at::<Ipv4Hdr>(ctx.data(), ctx.data_end(), EthHdr::LEN) {
         Some(ip) => unsafe { (*ip).tos },
         None => return drop(Reason::DropMalformed),
     };
-    // The inner flow's hash gives the source port: ECMP entropy, stable per flow.
-    let hash = unsafe { bpf_get_hash_recalc(ctx.skb.skb) };
-    let sport = VXLAN_SPORT_BASE | ((hash ^ (hash >> 16)) as u16 & 0x3fff);
-    let inner_len = ctx.len() as usize - EthHdr::LEN;
-    // GSO super-packets may overflow 16 bits; the kernel rewrites the lengths
-    // of every segment it cuts.
-    let ip_len = (inner_len + VXLAN_ENCAP_LEN).min(0xffff) as u16;
-    let udp_len = ip_len - 20;
-
-    let mut h = [0u8; 14 + VXLAN_ENCAP_LEN];
-    // Outer Ethernet: addresses filled in by bpf_redirect_neigh.
-    h[12] = 0x08;
-    // Outer IPv4: DF, ID 0 (RFC 6864 atomic datagrams), TTL 64, UDP.
-    h[14] = 0x45;
-    h[15] = tos;
-    h[16..18].copy_from_slice(&ip_len.to_be_bytes());
-    h[20] = IP_DF;
-    h[22] = 64;
-    h[23] = PROTO_UDP;
-    h[26..30].copy_from_slice(&cfg.underlay_ip);
-    h[30..34].copy_from_slice(&ep.vtep);
-    let c = fold(sum_words(&h, 14, 34));
-    h[24..26].copy_from_slice(&c.to_be_bytes());
-    // UDP, checksum 0.
-    h[34..36].copy_from_slice(&sport.to_be_bytes());
-    h[36..38].copy_from_slice(&cfg.vxlan_port.to_be_bytes());
-    h[38..40].copy_from_slice(&udp_len.to_be_bytes());
-    // VXLAN: flags, VNI.
-    h[42] = VXLAN_FLAG_I;
-    let vni = me.vni.to_be_bytes();
-    h[46..49].copy_from_slice(&vni[1..4]);
-    // Inner Ethernet: the container's frame header.
-    h[50..56].copy_from_slice(&ep.mac);
-    h[56..62].copy_from_slice(&me.mac);
-    h[62..64].copy_from_slice(&ETH_P_IP.to_be_bytes());
-
+    let e = Encap {
+        // Outer Ethernet addresses: filled in by bpf_redirect_neigh.
+        outer_dst_mac: [0; 6],
+        outer_src_mac: [0; 6],
+        src: cfg.underlay_ip,
+        vtep,
+        tos,
+        // The inner flow's hash gives the source port: ECMP entropy, stable per flow.
+        hash: unsafe { bpf_get_hash_recalc(ctx.skb.skb) },
+        port: cfg.vxlan_port,
+        inner_len: ctx.len() as usize - EthHdr::LEN,
+        vni,
+        marker,
+        inner_dst_mac,
+        inner_src_mac,
+    };
+    let h = e.header();
     // The inner MAC header is the inner Ethernet header alone: GSO then takes
     // UDP + VXLAN as the tunnel header and cuts the inner TCP correctly.
     let flags = (BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2_ETH) as u64
@@ -301,7 +349,7 @@ fn encap(ctx: &TcContext, me: &IfaceValue, ep: &EndpointValue) -> Verdict {
     if ctx.store(0, &h, 0).is_err() {
         return drop(Reason::DropRedirect);
     }
-    redirected(unsafe { bpf_redirect_neigh(cfg.underlay_ifindex, core::ptr::null_mut(), 0, 0) }, Reason::Encapsulated)
+    redirected(unsafe { bpf_redirect_neigh(cfg.underlay_ifindex, core::ptr::null_mut(), 0, 0) }, ok)
 }
 
 /// Answers a too-big packet with DF set with ICMP "fragmentation needed"

@@ -21,12 +21,14 @@ use network_types::{
 };
 use overlay_common::*;
 
+use super::mesh;
 use crate::{
-    csum::{fold, replace, sum_words},
+    csum::{fold, sum_words},
     lb::{ct_get, now_ns},
-    maps::{endpoint, host_config, is_vtep, network},
+    maps::{endpoint, host_config, is_vtep, network, subnet},
     parse::{ptr_at, ArpHdr, ARP_REQUEST, ETH_P_ARP, ETH_P_IP},
     stats::count,
+    xnat::{key_at, rewrite, Tuple},
 };
 
 /// VXLAN header length.
@@ -55,7 +57,7 @@ fn handle(ctx: &XdpContext) -> (Reason, u32) {
     }
     let Some(ip) = ptr_at::<Ipv4Hdr>(start, end, EthHdr::LEN) else { return pass };
     let ip = unsafe { &mut *ip };
-    if ip.proto != IpProto::Udp as u8 {
+    if ip.proto != IpProto::Udp as u8 && ip.proto != IpProto::Tcp as u8 {
         return pass;
     }
     let Some(cfg) = host_config() else { return pass };
@@ -68,8 +70,8 @@ fn handle(ctx: &XdpContext) -> (Reason, u32) {
     }
     let l4 = EthHdr::LEN + ihl;
     let Some(udp) = ptr_at::<UdpHdr>(start, end, l4) else { return pass };
-    if u16::from_be_bytes(unsafe { (*udp).dst }) != cfg.vxlan_port {
-        return pass;
+    if ip.proto != IpProto::Udp as u8 || u16::from_be_bytes(unsafe { (*udp).dst }) != cfg.vxlan_port {
+        return mesh::published(ctx, cfg).unwrap_or(pass);
     }
     // Ours from here on: what fails a check is dropped and counted.
     // Our senders set DF; a fragment is not something we reassemble.
@@ -88,11 +90,15 @@ fn handle(ctx: &XdpContext) -> (Reason, u32) {
         return drop(Reason::DropBadVxlan);
     }
     let vni = (vx[4] as u32) << 16 | (vx[5] as u32) << 8 | vx[6] as u32;
+    let marker = vx[7];
+    let inner = l4 + UdpHdr::LEN + VXLAN_LEN;
+    if marker == VXLAN_MESH_REPLY {
+        return mesh::reply(ctx, cfg, inner, outer_src);
+    }
     match network(vni) {
         Some(n) if n.flags & NETWORK_F_LOCAL != 0 => {}
         _ => return drop(Reason::DropUnknownVni),
     }
-    let inner = l4 + UdpHdr::LEN + VXLAN_LEN;
     let Some(ieth) = ptr_at::<EthHdr>(start, end, inner) else { return drop(Reason::DropMalformed) };
     let ieth = unsafe { &mut *ieth };
     let ethertype = u16::from_be(ieth.ether_type);
@@ -110,16 +116,26 @@ fn handle(ctx: &XdpContext) -> (Reason, u32) {
     let Some(ep) = endpoint(vni, dst).filter(|ep| ep.flags & ENDPOINT_F_LOCAL != 0) else {
         return drop(Reason::DropNotLocal);
     };
-    // The inner source must be an endpoint of this VNI behind the sending host.
-    match endpoint(vni, src) {
-        Some(s) if s.vtep == outer_src => {}
-        _ => return drop(Reason::DropSpoofed),
+    if marker == VXLAN_MESH_FWD {
+        // A routing-mesh client: from outside every overlay network, only
+        // TCP/UDP, and its replies go back through the sending host.
+        if ethertype != ETH_P_IP || subnet(src).is_some() {
+            return drop(Reason::DropSpoofed);
+        }
+        let Some(key) = key_at(start, end, inner + EthHdr::LEN) else { return drop(Reason::DropUnsupported) };
+        mesh::remember_ingress(cfg, &key, outer_src, vni);
+    } else {
+        // The inner source must be an endpoint of this VNI behind the sending host.
+        match endpoint(vni, src) {
+            Some(s) if s.vtep == outer_src => {}
+            _ => return drop(Reason::DropSpoofed),
+        }
+        if ethertype == ETH_P_ARP {
+            return arp_reply(start, end, cfg, ihl, inner, ep.mac);
+        }
+        // The reply of a VIP flow whose client lives here: source back to the VIP.
+        revnat(start, end, inner + EthHdr::LEN, cfg);
     }
-    if ethertype == ETH_P_ARP {
-        return arp_reply(start, end, cfg, ihl, inner, ep.mac);
-    }
-    // The reply of a VIP flow whose client lives here: source back to the VIP.
-    revnat(start, end, inner + EthHdr::LEN, cfg);
     ieth.dst_addr = ep.mac;
     let ifindex = ep.ifindex;
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, inner as i32) } != 0 {
@@ -173,50 +189,14 @@ fn arp_reply(start: usize, end: usize, cfg: &HostConfig, ihl: usize, inner: usiz
 }
 
 /// Applies a `CT_REVNAT` connection-table entry to the inner IPv4 TCP/UDP
-/// packet at `off`, fixing its checksums incrementally.
+/// packet at `off`.
 #[inline(always)]
 fn revnat(start: usize, end: usize, off: usize, cfg: &HostConfig) {
-    let Some(ip) = ptr_at::<[u8; 20]>(start, end, off) else { return };
-    let ip = unsafe { &mut *ip };
-    let proto = ip[9];
-    if ip[0] != 0x45 || (proto != PROTO_TCP && proto != PROTO_UDP) {
-        return;
-    }
-    let Some(l4) = ptr_at::<[u8; 8]>(start, end, off + 20) else { return };
-    let l4 = unsafe { &mut *l4 };
-    let mut key = CtKey { proto, ..Default::default() };
-    key.src.copy_from_slice(&ip[12..16]);
-    key.dst.copy_from_slice(&ip[16..20]);
-    key.sport = u16::from_be_bytes([l4[0], l4[1]]);
-    key.dport = u16::from_be_bytes([l4[2], l4[3]]);
+    let Some(key) = key_at(start, end, off) else { return };
     let Some(c) = ct_get(&key, cfg, now_ns()) else { return };
     if c.action != CT_REVNAT {
         return;
     }
-    let c = *c;
-    let mut old = [0u8; 12];
-    old[0..8].copy_from_slice(&ip[12..20]);
-    old[8..12].copy_from_slice(&l4[0..4]);
-    let mut new = [0u8; 12];
-    new[0..4].copy_from_slice(&c.new_src);
-    new[4..8].copy_from_slice(&c.new_dst);
-    new[8..10].copy_from_slice(&c.new_sport.to_be_bytes());
-    new[10..12].copy_from_slice(&c.new_dport.to_be_bytes());
-    let ipc = replace([ip[10], ip[11]], &old[0..8], &new[0..8]);
-    ip[10..12].copy_from_slice(&ipc);
-    ip[12..20].copy_from_slice(&new[0..8]);
-    // The L4 checksum covers the addresses (pseudo-header) and the ports.
-    if proto == PROTO_TCP {
-        let Some(t) = ptr_at::<[u8; 18]>(start, end, off + 20) else { return };
-        let t = unsafe { &mut *t };
-        let c2 = replace([t[16], t[17]], &old, &new);
-        t[16..18].copy_from_slice(&c2);
-    } else if l4[6..8] != [0, 0] {
-        let mut c2 = replace([l4[6], l4[7]], &old, &new);
-        if c2 == [0, 0] {
-            c2 = [0xff, 0xff];
-        }
-        l4[6..8].copy_from_slice(&c2);
-    }
-    l4[0..4].copy_from_slice(&new[8..12]);
+    let to = Tuple { src: c.new_src, dst: c.new_dst, sport: c.new_sport, dport: c.new_dport };
+    rewrite(start, end, off, &to);
 }
