@@ -222,8 +222,16 @@ async fn up_inner(
         .collect();
     egress.sort();
     egress.dedup();
-    if !egress.is_empty() {
+    // Forwarding: for traffic leaving the overlay, and for the routing mesh
+    // (the XDP FIB lookup refuses devices that do not forward).
+    let publishes = cluster.services.iter().any(|s| s.ports.iter().any(|p| p.published.is_some()));
+    if !egress.is_empty() || publishes {
         netdev::enable_ip_forward()?;
+    }
+    if publishes {
+        let me = cluster.hosts[h].address;
+        let peers: Vec<Ipv4Addr> = cluster.hosts.iter().map(|x| x.address).filter(|a| *a != me).collect();
+        netdev::prime_neighbours(&handle, underlay, underlay_ifindex, &peers).await?;
     }
     masquerade::apply(&egress)?;
 

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray};
+use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuHashMap};
 use overlay_common::*;
 
 use crate::{
@@ -32,6 +32,7 @@ pub struct KernelMaps {
     services: HashMap<MapData, ServiceKey, ServiceValue>,
     maglev: Array<MapData, [u8; 4]>,
     backends: HashMap<MapData, BackendKey, BackendValue>,
+    backend_stats: PerCpuHashMap<MapData, BackendKey, BackendStats>,
     stats: PerCpuArray<MapData, Counter>,
 }
 
@@ -79,6 +80,7 @@ impl KernelMaps {
             services: open(pins, MAP_SERVICES)?,
             maglev: open(pins, MAP_MAGLEV)?,
             backends: open(pins, MAP_BACKENDS)?,
+            backend_stats: open(pins, MAP_BACKEND_STATS)?,
             stats: open(pins, MAP_STATS)?,
         })
     }
@@ -168,6 +170,22 @@ impl KernelMaps {
             }
         }
         Ok(())
+    }
+
+    /// Packets, bytes and new flows per (service, backend), summed over CPUs.
+    pub fn backend_stats(&self) -> Result<BTreeMap<BackendKey, BackendStats>, MapsError> {
+        let mut out = BTreeMap::new();
+        for r in self.backend_stats.iter() {
+            let (k, per_cpu) = r.map_err(|source| MapsError::Op { map: MAP_BACKEND_STATS, op: "read", source })?;
+            let mut sum = BackendStats::default();
+            for c in per_cpu.iter() {
+                sum.packets += c.packets;
+                sum.bytes += c.bytes;
+                sum.flows += c.flows;
+            }
+            out.insert(k, sum);
+        }
+        Ok(out)
     }
 
     /// Counters summed over CPUs, for every (program, reason).

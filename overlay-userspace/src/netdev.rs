@@ -181,6 +181,46 @@ pub fn local_ipv4_addresses() -> Vec<(String, Ipv4Addr)> {
         .collect()
 }
 
+/// The IPv4 networks configured on `ifname` (address with prefix).
+pub fn ipv4_networks(ifname: &str) -> Vec<ipnet::Ipv4Net> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else { return Vec::new() };
+    addrs
+        .filter(|a| a.interface_name == ifname)
+        .filter_map(|a| {
+            let ip = a.address?.as_sockaddr_in()?.ip();
+            let mask = a.netmask?.as_sockaddr_in()?.ip();
+            ipnet::Ipv4Net::with_netmask(ip, mask).ok()
+        })
+        .collect()
+}
+
+/// Asks the kernel to resolve the MAC of each peer on the underlay's link
+/// (`NTF_USE`: an ARP request now, the entry kept up to date). XDP's FIB
+/// lookups only read the neighbour table, so the routing mesh's first packet
+/// to a host this one has not talked to yet would find no MAC. Peers behind
+/// a router need no entry of their own (the router's is used).
+pub async fn prime_neighbours(
+    handle: &Handle,
+    ifname: &str,
+    ifindex: u32,
+    peers: &[Ipv4Addr],
+) -> Result<(), NetdevError> {
+    use rtnetlink::packet_route::neighbour::{NeighbourFlags, NeighbourState};
+    let nets = ipv4_networks(ifname);
+    for p in peers.iter().filter(|p| nets.iter().any(|n| n.contains(*p) && n.addr() != **p)) {
+        handle
+            .neighbours()
+            .add(ifindex, IpAddr::V4(*p))
+            .state(NeighbourState::None)
+            .flags(NeighbourFlags::Use)
+            .replace()
+            .execute()
+            .await
+            .map_err(nl(format!("resolve the MAC of cluster host {p} on {ifname}")))?;
+    }
+    Ok(())
+}
+
 /// Enters the network namespace at `path` for the calling thread.
 pub fn enter_netns(path: &Path) -> Result<(), NetdevError> {
     let f = File::open(path).map_err(|source| NetdevError::Netns { path: path.display().to_string(), source })?;

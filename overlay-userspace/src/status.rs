@@ -4,10 +4,12 @@ use aya::programs::{
     links::{FdLink, PinnedLink},
     loaded_programs,
 };
-use overlay_common::{MAP_STATS, PROG_TC_ENDPOINT, PROG_XDP_UNDERLAY, STATS_ENTRIES};
+use std::{collections::BTreeMap, net::Ipv4Addr};
+
+use overlay_common::*;
 use serde::Serialize;
 
-use crate::{kmaps::KernelMaps, pins::Pins};
+use crate::{kmaps::KernelMaps, model::Cluster, pins::Pins, reconcile::service_id};
 
 #[derive(Debug, Serialize)]
 pub struct LinkStatus {
@@ -37,16 +39,113 @@ pub struct CounterStatus {
     pub bytes: u64,
 }
 
+/// Where a service listens on this host.
+#[derive(Debug, Serialize)]
+pub struct FrontendStatus {
+    /// `vip`, `published` (routing mesh) or `published-host` (mode: host).
+    pub kind: String,
+    /// The VIP; 0.0.0.0 (every host address) for published ports.
+    pub address: String,
+    pub port: u16,
+    pub protocol: String,
+    pub target_port: u16,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BackendStatus {
+    pub address: String,
+    /// The endpoint's name, when the state file is at hand.
+    pub name: Option<String>,
+    /// In the Maglev tables (configured and healthy).
+    pub in_rotation: bool,
+    /// Packets, bytes and new flows this host sent to it.
+    pub packets: u64,
+    pub bytes: u64,
+    pub flows: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ServiceStatus {
+    pub service_id: u32,
+    pub name: Option<String>,
+    pub frontends: Vec<FrontendStatus>,
+    pub backends: Vec<BackendStatus>,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Status {
     pub host: String,
     pub pin_dir: String,
     pub links: Vec<LinkStatus>,
     pub maps: Vec<MapStatus>,
+    pub services: Vec<ServiceStatus>,
     pub counters: Vec<CounterStatus>,
 }
 
-pub fn gather(host: &str, pins: &Pins) -> anyhow::Result<Status> {
+fn proto_name(p: u8) -> String {
+    match p {
+        PROTO_TCP => "tcp".into(),
+        PROTO_UDP => "udp".into(),
+        n => n.to_string(),
+    }
+}
+
+/// Services as the maps have them, with their backends' counters; named
+/// from `cluster` when given.
+fn services(
+    content: &crate::reconcile::MapContents,
+    stats: &BTreeMap<BackendKey, BackendStats>,
+    cluster: Option<&Cluster>,
+) -> Vec<ServiceStatus> {
+    let mut by_id: BTreeMap<u32, ServiceStatus> = BTreeMap::new();
+    let name_of =
+        |id: u32| cluster.and_then(|c| c.services.iter().find(|s| service_id(&s.name) == id).map(|s| s.name.clone()));
+    let endpoint_name = |ip: [u8; 4]| {
+        let ip = Ipv4Addr::from(ip);
+        cluster.and_then(|c| c.endpoints.iter().find(|e| e.ip == ip).map(|e| e.name.clone()))
+    };
+    let entry = |id: u32, m: &mut BTreeMap<u32, ServiceStatus>| {
+        m.entry(id).or_insert_with(|| ServiceStatus {
+            service_id: id,
+            name: name_of(id),
+            frontends: Vec::new(),
+            backends: Vec::new(),
+        });
+    };
+    for (k, v) in &content.services {
+        entry(v.service_id, &mut by_id);
+        let kind = if v.flags & SERVICE_F_HOST_MODE != 0 {
+            "published-host"
+        } else if v.flags & SERVICE_F_PUBLISHED != 0 {
+            "published"
+        } else {
+            "vip"
+        };
+        by_id.get_mut(&v.service_id).unwrap().frontends.push(FrontendStatus {
+            kind: kind.into(),
+            address: Ipv4Addr::from(k.addr).to_string(),
+            port: k.port,
+            protocol: proto_name(k.proto),
+            target_port: v.target_port,
+        });
+    }
+    let keys: std::collections::BTreeSet<BackendKey> = content.backends.keys().chain(stats.keys()).copied().collect();
+    for k in keys {
+        entry(k.service_id, &mut by_id);
+        let st = stats.get(&k).copied().unwrap_or_default();
+        by_id.get_mut(&k.service_id).unwrap().backends.push(BackendStatus {
+            address: Ipv4Addr::from(k.ip).to_string(),
+            name: endpoint_name(k.ip),
+            in_rotation: content.backends.contains_key(&k),
+            packets: st.packets,
+            bytes: st.bytes,
+            flows: st.flows,
+        });
+    }
+    by_id.into_values().collect()
+}
+
+pub fn gather(host: &str, pins: &Pins, cluster: Option<&Cluster>) -> anyhow::Result<Status> {
     let maps = KernelMaps::open(pins)?;
     let content = maps.read()?;
     let mut map_status: Vec<MapStatus> = content
@@ -89,7 +188,15 @@ pub fn gather(host: &str, pins: &Pins) -> anyhow::Result<Status> {
             bytes: c.bytes,
         })
         .collect();
-    Ok(Status { host: host.into(), pin_dir: pins.dir.display().to_string(), links, maps: map_status, counters })
+    let services = services(&content, &maps.backend_stats()?, cluster);
+    Ok(Status {
+        host: host.into(),
+        pin_dir: pins.dir.display().to_string(),
+        links,
+        maps: map_status,
+        services,
+        counters,
+    })
 }
 
 pub fn print_text(s: &Status) {
@@ -109,6 +216,24 @@ pub fn print_text(s: &Status) {
     println!("\nmaps:");
     for m in &s.maps {
         println!("  {:<18} {:>7} / {:<7}", m.name, m.entries, m.max_entries);
+    }
+    println!("\nservices (this host's frontends; packets, bytes, new flows it sent to each backend):");
+    for sv in &s.services {
+        println!("  {}", sv.name.clone().unwrap_or_else(|| format!("service {:#010x}", sv.service_id)));
+        for f in &sv.frontends {
+            println!("    {:<15} {}:{}/{} -> :{}", f.kind, f.address, f.port, f.protocol, f.target_port);
+        }
+        for b in &sv.backends {
+            println!(
+                "    backend {:<15} {:<16} {:>10} pkts {:>12} bytes {:>8} flows{}",
+                b.address,
+                b.name.as_deref().unwrap_or(""),
+                b.packets,
+                b.bytes,
+                b.flows,
+                if b.in_rotation { "" } else { "  (out of rotation)" }
+            );
+        }
     }
     println!("\ncounters:");
     for c in &s.counters {

@@ -109,6 +109,9 @@ impl Underlay {
         // whatever the host sends. A veth takes frames that XDP sends into it
         // (XDP_TX, redirect) only with GRO (NAPI) or an XDP program of its own.
         must(self.switch.cmd("ethtool").args(["-K", &port, "gro", "on"]));
+        // A frame on a wire carries finished checksums; a veth would pass
+        // partial ones along, which only the kernel stack knows to finish.
+        must(ns.cmd("ethtool").args(["-K", "eth0", "tx", "off"]));
         ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
         ns.ip(&["link", "set", "eth0", "up"]);
         self.hosts.push((ns, addr));

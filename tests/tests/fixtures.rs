@@ -19,7 +19,6 @@ use overlay_common::*;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
 const XDP_REDIRECT: u32 = 4;
 const TC_ACT_OK: u32 = 0;
 const TC_ACT_SHOT: u32 = 2;
@@ -400,7 +399,8 @@ fn xdp_decap_accepts_only_what_it_should() {
         case(
             "inner ARP request for a local endpoint: answered",
             vxlan(PEER, 0x08, FRONT, &arp_from_r),
-            XDP_TX,
+            // Sent back out of the device it came in on (a redirect, see mesh::transmit).
+            XDP_REDIRECT,
             Out::Exactly(arp_answer),
             ArpReplied,
         ),

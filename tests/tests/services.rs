@@ -6,8 +6,6 @@ mod common;
 use std::{
     collections::BTreeMap,
     net::Ipv4Addr,
-    path::PathBuf,
-    process::{Child, Stdio},
     thread::sleep,
     time::{Duration, Instant},
 };
@@ -41,61 +39,6 @@ fn svc_state(p: &str, backends: &[&str]) -> String {
     y
 }
 
-/// An HTTP/1.1 server on :8080 in `ns` answering its own name; its log
-/// (client addresses) goes to a file. Killed by PID on drop.
-struct Web {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Web {
-    fn start(ns: &Netns, name: &str) -> Web {
-        let dir = std::env::temp_dir().join(format!("{}-www", ns.name));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("index.html"), name).unwrap();
-        let log = std::fs::File::create(dir.join("log")).unwrap();
-        let child = ns
-            .cmd("/usr/bin/python3")
-            .args([
-                "-c",
-                "import http.server as h, sys; h.SimpleHTTPRequestHandler.protocol_version = 'HTTP/1.1'; \
-                 h.ThreadingHTTPServer(('0.0.0.0', 8080), h.SimpleHTTPRequestHandler).serve_forever()",
-            ])
-            .current_dir(&dir)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Web { child, dir }
-    }
-
-    /// Client addresses the server logged.
-    fn clients(&self) -> Vec<String> {
-        std::fs::read_to_string(self.dir.join("log"))
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains("\"GET "))
-            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
-            .collect()
-    }
-}
-
-impl Drop for Web {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// `curl` the URLs in one invocation (one keep-alive connection); bodies.
-fn curl(ns: &Netns, urls: &[&str]) -> Vec<String> {
-    let mut args = vec!["-s", "--max-time", "3", "-w", "\n"];
-    args.extend_from_slice(urls);
-    let out = ns.run("curl", &args);
-    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
-}
-
 struct World {
     p: &'static str,
     dep: Deployment,
@@ -122,7 +65,7 @@ impl World {
         for h in ["n1", "n2", "n3"] {
             assert_ok(&dep.up(&st.0, &format!("{p}{h}"), &format!("{p}-{h}")));
         }
-        let webs = (0..3).map(|i| Web::start(&cs[i], EPS[i].0)).collect();
+        let webs = (0..3).map(|i| Web::start(&cs[i], EPS[i].0, 8080)).collect();
         let w = World { p, dep, webs, cs, _u: u, st };
         // Wait for the servers.
         let t = Instant::now();

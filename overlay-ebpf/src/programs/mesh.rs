@@ -11,7 +11,7 @@
 use aya_ebpf::{
     bindings::{
         bpf_fib_lookup as FibParams,
-        xdp_action::{XDP_DROP, XDP_REDIRECT, XDP_TX},
+        xdp_action::{XDP_DROP, XDP_REDIRECT},
         BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
     },
     helpers::{bpf_fib_lookup, bpf_redirect, bpf_xdp_adjust_head},
@@ -51,13 +51,15 @@ fn next_hop(ctx: &XdpContext, src: [u8; 4], dst: [u8; 4]) -> Result<(u32, [u8; 6
     }
 }
 
-/// Transmits the frame (its addresses set) out of `ifindex`: back out of the
-/// device it came in on with XDP_TX, else redirected.
+/// Transmits the frame (its addresses set) out of `ifindex`.
+///
+/// A redirect, also back out of the device the frame came in on, rather
+/// than XDP_TX: a veth underlay (hosts as containers on a bridge) flushes
+/// XDP_TX frames to its peer only when the peer runs an XDP program itself,
+/// and holds them until the next packet otherwise; redirected frames are
+/// flushed at the end of every poll. NIC drivers with XDP implement both.
 #[inline(always)]
-fn transmit(ctx: &XdpContext, ifindex: u32, ok: Reason) -> Verdict {
-    if ifindex == unsafe { (*ctx.ctx).ingress_ifindex } {
-        return (ok, XDP_TX);
-    }
+pub fn transmit(ifindex: u32, ok: Reason) -> Verdict {
     if unsafe { bpf_redirect(ifindex, 0) } as u32 == XDP_REDIRECT {
         (ok, XDP_REDIRECT)
     } else {
@@ -172,7 +174,7 @@ fn encap(ctx: &XdpContext, e: &Encap, ifindex: u32) -> Verdict {
         return drop(Reason::DropMalformed);
     };
     unsafe { *h = e.header() };
-    transmit(ctx, ifindex, Reason::MeshTunneled)
+    transmit(ifindex, Reason::MeshTunneled)
 }
 
 /// A backend's reply tunnelled back here (`VXLAN_MESH_REPLY` from `vtep`):
@@ -203,7 +205,7 @@ pub fn reply(ctx: &XdpContext, cfg: &HostConfig, inner: usize, vtep: [u8; 4]) ->
     let eth = unsafe { &mut *eth };
     eth[0..6].copy_from_slice(&hop.2);
     eth[6..12].copy_from_slice(&hop.1);
-    transmit(ctx, hop.0, Reason::MeshReplied)
+    transmit(hop.0, Reason::MeshReplied)
 }
 
 /// A client's packet tunnelled here by the ingress host `vtep`: remember to

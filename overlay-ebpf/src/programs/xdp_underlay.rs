@@ -6,10 +6,10 @@
 //! really lives behind the sending host. Then the outer headers go and the
 //! frame is redirected to the endpoint's veth. An ARP request for a local
 //! endpoint (a kernel VXLAN peer floods those) is answered right here, sent
-//! back in VXLAN with XDP_TX: no container sees another host's ARP.
+//! back in VXLAN out of the same device: no container sees another host's ARP.
 //! Everything else passes.
 use aya_ebpf::{
-    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX},
+    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_REDIRECT},
     helpers::{bpf_redirect, bpf_xdp_adjust_head},
     macros::xdp,
     programs::XdpContext,
@@ -131,7 +131,7 @@ fn handle(ctx: &XdpContext) -> (Reason, u32) {
             _ => return drop(Reason::DropSpoofed),
         }
         if ethertype == ETH_P_ARP {
-            return arp_reply(start, end, cfg, ihl, inner, ep.mac);
+            return arp_reply(start, end, unsafe { (*ctx.ctx).ingress_ifindex }, cfg, ihl, inner, ep.mac);
         }
         // The reply of a VIP flow whose client lives here: source back to the VIP.
         revnat(start, end, inner + EthHdr::LEN, cfg);
@@ -152,7 +152,15 @@ fn handle(ctx: &XdpContext) -> (Reason, u32) {
 /// place: outer headers reversed (to the sender's VXLAN port), inner ARP
 /// answered with the endpoint's MAC.
 #[inline(always)]
-fn arp_reply(start: usize, end: usize, cfg: &HostConfig, ihl: usize, inner: usize, mac: [u8; 6]) -> (Reason, u32) {
+fn arp_reply(
+    start: usize,
+    end: usize,
+    ifindex: u32,
+    cfg: &HostConfig,
+    ihl: usize,
+    inner: usize,
+    mac: [u8; 6],
+) -> (Reason, u32) {
     if ihl != 20 {
         return drop(Reason::DropMalformed);
     }
@@ -185,7 +193,7 @@ fn arp_reply(start: usize, end: usize, cfg: &HostConfig, ihl: usize, inner: usiz
     udp.dst = cfg.vxlan_port.to_be_bytes();
     udp.check = [0, 0];
     a.answer(ieth, mac);
-    (Reason::ArpReplied, XDP_TX)
+    mesh::transmit(ifindex, Reason::ArpReplied)
 }
 
 /// Applies a `CT_REVNAT` connection-table entry to the inner IPv4 TCP/UDP

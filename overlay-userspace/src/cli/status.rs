@@ -5,11 +5,12 @@ use overlay_bpf::{
 };
 
 pub fn status(g: &Global, output: Format) -> anyhow::Result<i32> {
-    let host = match &g.host {
-        Some(h) => h.clone(),
+    // The state file names services and backends; without it, ids and addresses.
+    let (host, cluster) = match &g.host {
+        Some(h) => (h.clone(), super::load_cluster_and_host(g).ok().map(|(c, _)| c)),
         None => {
             let (c, h) = super::load_cluster_and_host(g)?;
-            c.hosts[h].name.clone()
+            (c.hosts[h].name.clone(), Some(c))
         }
     };
     require_root("status")?;
@@ -21,7 +22,7 @@ pub fn status(g: &Global, output: Format) -> anyhow::Result<i32> {
         ))
         .into());
     }
-    let s = status::gather(&host, &pins)?;
+    let s = status::gather(&host, &pins, cluster.as_ref())?;
     match output {
         Format::Json => println!("{}", serde_json::to_string_pretty(&s)?),
         Format::Text => status::print_text(&s),

@@ -4,7 +4,7 @@
 use std::{
     net::Ipv4Addr,
     path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
+    process::{Child, Command, Output, Stdio},
 };
 
 use serde_json::Value;
@@ -155,4 +155,60 @@ pub fn link_json(ns: &Netns, dev: &str) -> Option<Value> {
         return None;
     }
     json(&String::from_utf8_lossy(&out.stdout)).as_array().and_then(|a| a.first().cloned())
+}
+
+/// An HTTP/1.1 server on `port` in `ns` answering its own name; its log
+/// (client addresses) goes to a file. Killed by PID on drop.
+pub struct Web {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Web {
+    pub fn start(ns: &Netns, name: &str, port: u16) -> Web {
+        let dir = std::env::temp_dir().join(format!("{}-www{port}", ns.name));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("index.html"), name).unwrap();
+        let log = std::fs::File::create(dir.join("log")).unwrap();
+        let child = ns
+            .cmd("/usr/bin/python3")
+            .args([
+                "-c",
+                "import http.server as h, sys; h.SimpleHTTPRequestHandler.protocol_version = 'HTTP/1.1'; \
+                 h.ThreadingHTTPServer(('0.0.0.0', int(sys.argv[1])), h.SimpleHTTPRequestHandler).serve_forever()",
+                &port.to_string(),
+            ])
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Web { child, dir }
+    }
+
+    /// Client addresses the server logged.
+    pub fn clients(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"GET "))
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .collect()
+    }
+}
+
+impl Drop for Web {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `curl` the URLs in one invocation (one keep-alive connection); bodies.
+pub fn curl(ns: &Netns, urls: &[&str]) -> Vec<String> {
+    let mut args = vec!["-s", "--max-time", "3", "-w", "\n"];
+    args.extend_from_slice(urls);
+    let out = ns.run("curl", &args);
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
 }
