@@ -1,7 +1,11 @@
 //! `up` and `down`: bring one host's kernel state to what the cluster state
 //! asks for, or remove all of it.
 
-use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+    path::Path,
+};
 
 use crate::{
     error::UserError,
@@ -85,7 +89,16 @@ impl UpReport {
 /// Applies the state of host `h`. On failure, undoes what this run created
 /// (veths, and the pins if there were none before), so nothing is left
 /// half-applied.
-pub async fn up(cluster: &Cluster, h: usize, pins: &Pins, progress: &dyn Fn(&str)) -> anyhow::Result<UpReport> {
+///
+/// `unhealthy` names backends (endpoints) the health checks took out: they
+/// stay endpoints but leave every Maglev table.
+pub async fn up(
+    cluster: &Cluster,
+    h: usize,
+    pins: &Pins,
+    unhealthy: &BTreeSet<String>,
+    progress: &dyn Fn(&str),
+) -> anyhow::Result<UpReport> {
     let host = &cluster.hosts[h];
     let (underlay, underlay_ifindex) = underlay_device(cluster, h)?;
     // Everything the user could have got wrong, before touching the kernel.
@@ -123,7 +136,8 @@ pub async fn up(cluster: &Cluster, h: usize, pins: &Pins, progress: &dyn Fn(&str
 
     let fresh = !pins.exists();
     let mut report = UpReport { host: host.name.clone(), underlay: underlay.clone(), ..Default::default() };
-    let result = up_inner(cluster, h, pins, &underlay, underlay_ifindex, &local, &mut report, progress).await;
+    let result =
+        up_inner(cluster, h, pins, &underlay, underlay_ifindex, &local, unhealthy, &mut report, progress).await;
     if let Err(e) = result {
         progress("failed: undoing what this run created");
         if let Ok(handle) = netdev::connect() {
@@ -151,6 +165,7 @@ async fn up_inner(
     underlay: &str,
     underlay_ifindex: u32,
     local: &[&crate::model::Endpoint],
+    unhealthy: &BTreeSet<String>,
     report: &mut UpReport,
     progress: &dyn Fn(&str),
 ) -> anyhow::Result<()> {
@@ -159,7 +174,7 @@ async fn up_inner(
     let mut loaded = loader::load(Some(pins))?;
     let handle = netdev::connect()?;
 
-    let mut facts = HostFacts { underlay_ifindex, ..Default::default() };
+    let mut facts = HostFacts { underlay_ifindex, unhealthy: unhealthy.clone(), ..Default::default() };
     for (i, e) in local.iter().enumerate() {
         let net = &cluster.networks[e.network];
         let c = ContainerIf {

@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod error;
+pub mod health;
 pub mod kmaps;
 pub mod loader;
 pub mod maglev;

@@ -304,3 +304,42 @@ fn removing_a_backend_moves_only_its_flows() {
         assert!(!seen.contains_key("w2"), "{host} sent a new flow to a removed backend: {seen:?}");
     }
 }
+
+#[test]
+fn a_stopped_backend_drops_out_and_comes_back_by_health_checks() {
+    let mut m = Mesh::new("obma");
+    let health = ["--health-interval", "1", "--health-fails", "2", "--health-passes", "1", "--health-timeout", "300"];
+    let p = m.p;
+    let st = m.st.0.clone();
+    let agents: Vec<Agent> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|h| Agent::start(&mut m.dep, &st, &format!("{p}{h}"), &format!("{p}-{h}"), &health))
+        .collect();
+    // The agents serve their reports on the underlay.
+    wait_until("n2's health report", 20, || {
+        let out = curl(m.client(), &["http://192.168.200.12:7947/health"]);
+        out.first().is_some_and(|b| b.contains("\"w2\":{\"up\":true"))
+    });
+    let all_answered_without_w2 = |m: &Mesh| {
+        HOSTS.iter().all(|h| {
+            let seen = m.spread(h, 8080, 9);
+            seen.values().sum::<usize>() == 9 && !seen.contains_key("w2")
+        })
+    };
+
+    // w2's server stops: without any manual step, every host stops sending to it.
+    drop(m.webs.remove(1));
+    wait_until("w2 out of every host's load balancing", 30, || all_answered_without_w2(&m));
+    let log = agents[1].log_text();
+    assert!(log.contains("backend DOWN") && log.contains("w2"), "n2's agent logged the transition:\n{log}");
+    let report = curl(m.client(), &["http://192.168.200.12:7947/health"]);
+    assert!(report[0].contains("\"w2\":{\"up\":false"), "{report:?}");
+    let metrics = curl(m.client(), &["http://192.168.200.12:7947/metrics"]);
+    assert!(metrics.iter().any(|l| l.contains("backend=\"w2\"} 0")), "{metrics:?}");
+
+    // It comes back.
+    let w2 = Web::start(m.c("w2"), "w2", 8080);
+    wait_until("w2 back in the load balancing", 30, || HOSTS.iter().all(|h| m.spread(h, 8080, 9).contains_key("w2")));
+    assert!(agents[1].log_text().contains("backend UP"), "{}", agents[1].log_text());
+    drop(w2);
+}

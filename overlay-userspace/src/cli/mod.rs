@@ -76,12 +76,26 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value_t = Format::Text)]
         output: Format,
     },
-    /// Stay in the foreground: apply, then re-apply whenever the state file changes.
-    /// SIGINT/SIGTERM stop the agent and leave the data path in place.
+    /// Stay in the foreground: apply, re-apply whenever the state file changes, and
+    /// health-check the backends.
+    ///
+    /// Every --health-interval seconds the agent probes each backend on this host (a TCP
+    /// connect to its target port from inside its namespace) and fetches the other agents'
+    /// reports (GET http://<host address>:<health-port>/health; /metrics has the same as
+    /// Prometheus gauges). A backend that fails --health-fails probes in a row leaves every
+    /// host's Maglev tables (its established flows are re-balanced, new ones never reach it)
+    /// until it passes --health-passes in a row; an agent unreachable for --health-fails
+    /// rounds takes its host's backends out. Every transition is logged. Backends of
+    /// UDP-only services are not probed.
+    ///
+    /// SIGINT/SIGTERM stop the agent and leave the data path in place; a restarted agent
+    /// adopts it.
     Agent {
         /// How often to check the state file for changes, in seconds.
         #[arg(long, default_value_t = 2)]
         interval: u64,
+        #[command(flatten)]
+        health: agent::HealthArgs,
     },
     /// Check the state file against every rule; print each error; exit 1 if any.
     /// On success, print what every host will compute: VNIs, addresses, MACs.
@@ -174,7 +188,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Up => up::up(&g).await,
         Command::Down => down::down(&g).await,
         Command::Status { output } => status::status(&g, output),
-        Command::Agent { interval } => agent(&g, interval).await,
+        Command::Agent { interval, health } => agent(&g, interval, health).await,
         Command::Validate { output } => validate::validate(&g, output),
         Command::Network(n) => network::network(&g, n),
     }

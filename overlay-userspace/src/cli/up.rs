@@ -6,7 +6,7 @@ pub async fn up(g: &Global) -> anyhow::Result<i32> {
     require_root("up")?;
     let host = &cluster.hosts[h].name;
     let pins = pins_for(g, host);
-    let r = apply::up(&cluster, h, &pins, &|m| eprintln!("{host}: {m}")).await?;
+    let r = apply::up(&cluster, h, &pins, &Default::default(), &|m| eprintln!("{host}: {m}")).await?;
     if r.changed() {
         println!(
             "{host}: up on {} ({}): {} veths created, {} removed; {} links attached, {} removed; {} map entries written, {} deleted",

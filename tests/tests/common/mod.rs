@@ -212,3 +212,48 @@ pub fn curl(ns: &Netns, urls: &[&str]) -> Vec<String> {
     let out = ns.run("curl", &args);
     String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
 }
+
+/// `overlay-bpf agent` for one host, its log in a file; killed by PID on drop.
+pub struct Agent {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    pub fn start(dep: &mut Deployment, state: &Path, host: &str, netns: &str, extra: &[&str]) -> Agent {
+        dep.track(host, netns);
+        let log = std::env::temp_dir().join(format!("{host}-agent.log"));
+        let f = std::fs::File::create(&log).unwrap();
+        let child = dep
+            .cmd(host, netns)
+            .args(["agent", "--interval", "1", "--state"])
+            .arg(state)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(f)
+            .spawn()
+            .unwrap();
+        Agent { child, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Polls `f` every 200 ms until it holds; panics with `what` after `secs`.
+pub fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let t = std::time::Instant::now();
+    while !f() {
+        assert!(t.elapsed() < std::time::Duration::from_secs(secs), "timed out after {secs} s waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
