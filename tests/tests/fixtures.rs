@@ -903,3 +903,214 @@ fn xdp_reverse_nat_of_a_remote_backends_reply() {
     let (_, out) = rig.run(PROG_XDP_UNDERLAY, &vxlan(PEER, 0x08, FRONT, &other));
     assert_eq!(out[26..30], R);
 }
+
+// ---------------------------------------------------------------------------
+// The routing mesh (XDP ingress, tunnelled replies; TC replies)
+// ---------------------------------------------------------------------------
+
+const UL_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x0a];
+const PEER_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x0b];
+const ROUTER_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x0c];
+const HOST_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+
+/// Moves the calling test thread into a network namespace of its own with
+/// an underlay the XDP FIB lookups can use: HOST/24 on a veth, PEER
+/// and a default router with permanent neighbour entries, forwarding on.
+/// BPF_PROG_TEST_RUN runs XDP against this namespace's loopback device; the
+/// namespace goes away with the thread.
+fn private_underlay() {
+    assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare(CLONE_NEWNET)");
+    let ip = |args: &str| {
+        let o = std::process::Command::new("ip").args(args.split(' ')).output().unwrap();
+        assert!(o.status.success(), "ip {args}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    ip("link set lo up");
+    // (No dummy driver in this kernel: a veth pair, both ends here.)
+    ip("link add ul0 address 02:00:00:00:00:0a type veth peer name ul1");
+    ip("link set ul1 up");
+    ip("link set ul0 up");
+    ip("addr add 192.0.2.1/24 dev ul0");
+    ip("neigh add 192.0.2.2 lladdr 02:00:00:00:00:0b dev ul0 nud permanent");
+    ip("neigh add 192.0.2.254 lladdr 02:00:00:00:00:0c dev ul0 nud permanent");
+    ip("route add default via 192.0.2.254");
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").unwrap();
+}
+
+impl Rig {
+    /// Publishes `port`/`proto` on every host address for service SVC
+    /// (target 80), all flows to `backend`.
+    fn with_published(port: u16, proto: u8, backend: [u8; 4]) -> Rig {
+        let mut rig = Rig::new();
+        let mut svcs: HashMap<_, ServiceKey, ServiceValue> = rig.map(MAP_SERVICES);
+        let v = ServiceValue {
+            service_id: SVC,
+            vni: FRONT,
+            target_port: 80,
+            backend_count: 1,
+            flags: SERVICE_F_PUBLISHED,
+            lb_slot: 0,
+            ..Default::default()
+        };
+        svcs.insert(ServiceKey { addr: [0; 4], port, proto, _pad: 0 }, v, 0).unwrap();
+        rig.set_maglev(backend);
+        rig
+    }
+
+    fn backend_flows(&mut self, ip: [u8; 4]) -> u64 {
+        let m: aya::maps::PerCpuHashMap<_, BackendKey, BackendStats> =
+            aya::maps::PerCpuHashMap::try_from(self.loaded.ebpf_mut().map(MAP_BACKEND_STATS).unwrap()).unwrap();
+        m.get(&BackendKey { service_id: SVC, ip }, 0).map(|v| v.iter().map(|s| s.flows).sum()).unwrap_or(0)
+    }
+}
+
+/// A client's packet on the wire, to this host's address.
+fn from_client(l4: &[u8], proto: u8) -> Vec<u8> {
+    let mut p = eth(HOST_MAC, [2, 0, 0, 0, 0, 0x99], 0x0800);
+    p.extend(ip(OUTSIDE, HOST, proto, true, 0, l4));
+    p
+}
+
+#[test]
+fn xdp_mesh_dnat_to_a_local_backend_and_tc_reply_from_the_published_address() {
+    private_underlay();
+    let mut rig = Rig::with_published(8080, PROTO_TCP, ME);
+    let (verdict, out) = rig.run(PROG_XDP_UNDERLAY, &from_client(&tcp_with_csum(OUTSIDE, HOST, 50000, 8080), 6));
+    assert_eq!(verdict, XDP_REDIRECT);
+    // Exactly the packet the backend would get had the client sent it
+    // directly: destination and port rewritten, source kept, checksums right.
+    let mut want = eth(ME_MAC, GW_MAC, 0x0800);
+    want.extend(ip(OUTSIDE, ME, 6, true, 0, &tcp_with_csum(OUTSIDE, ME, 50000, 80)));
+    assert_eq!(out, want);
+    assert_eq!(rig.counter(Prog::XdpUnderlay, Reason::MeshLocal), 1);
+    assert_eq!(rig.backend_flows(ME), 1);
+    let fwd = rig.ct(ctk(OUTSIDE, HOST, 50000, 8080)).expect("the flow's entry");
+    assert_eq!((fwd.action, fwd.new_dst, fwd.new_dport), (CT_DNAT, ME, 80));
+    let rev = rig.ct(ctk(ME, OUTSIDE, 80, 50000)).expect("the reply's entry");
+    assert_eq!((rev.action, rev.new_src, rev.new_sport), (CT_SNAT_OUT, HOST, 8080));
+
+    // The backend's reply leaves from the published address, through the
+    // underlay (redirect_neigh), checksums right.
+    let reply = frame(ME_MAC, GW_MAC, ME, OUTSIDE, 6, &tcp_with_csum(ME, OUTSIDE, 80, 50000));
+    let (verdict, out) = rig.run(PROG_TC_ENDPOINT, &reply);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(rig.counter(Prog::TcEndpoint, Reason::MeshReplied), 1);
+    let mut want = eth(GW_MAC, ME_MAC, 0x0800);
+    want.extend(ip(HOST, OUTSIDE, 6, true, 0, &tcp_with_csum(HOST, OUTSIDE, 8080, 50000)));
+    assert_eq!(out, want);
+
+    // Connection-table hit: the tables change, the flow stays; a new flow
+    // follows the tables.
+    rig.set_maglev(L);
+    let (_, out) = rig.run(PROG_XDP_UNDERLAY, &from_client(&tcp_with_csum(OUTSIDE, HOST, 50000, 8080), 6));
+    assert_eq!(out[30..34], ME, "established flow kept its backend");
+    let (_, out) = rig.run(PROG_XDP_UNDERLAY, &from_client(&tcp_with_csum(OUTSIDE, HOST, 50009, 8080), 6));
+    assert_eq!(out[30..34], L, "a new flow follows the new table");
+    assert_eq!(rig.backend_flows(ME), 1, "a hit is not a new flow");
+
+    // A port nobody published: the host stack gets it untouched.
+    let other = from_client(&tcp_with_csum(OUTSIDE, HOST, 50000, 8081), 6);
+    let (verdict, out) = rig.run(PROG_XDP_UNDERLAY, &other);
+    assert_eq!((verdict, &out), (XDP_PASS, &other));
+    // The same port over UDP is not the TCP service either.
+    let other = from_client(&udp(50000, 8080, b"x"), 17);
+    assert_eq!(rig.run(PROG_XDP_UNDERLAY, &other), (XDP_PASS, other.clone()));
+}
+
+#[test]
+fn xdp_mesh_tunnels_to_a_remote_backend_and_translates_the_reply_back() {
+    private_underlay();
+    let mut rig = Rig::with_published(8080, PROTO_TCP, R);
+    let (verdict, out) = rig.run(PROG_XDP_UNDERLAY, &from_client(&tcp_with_csum(OUTSIDE, HOST, 50001, 8080), 6));
+    assert_eq!(verdict, XDP_REDIRECT);
+    assert_eq!(rig.counter(Prog::XdpUnderlay, Reason::MeshTunneled), 1);
+    let mut inner = eth(R_MAC, GW_MAC, 0x0800);
+    inner.extend(ip(OUTSIDE, R, 6, true, 0, &tcp_with_csum(OUTSIDE, R, 50001, 80)));
+    let sport = u16::from_be_bytes([out[34], out[35]]);
+    let mut want = encapsulated(&inner, PEER, FRONT, sport);
+    // Outer MACs from the kernel's FIB and neighbour table; the mesh marker.
+    want[0..6].copy_from_slice(&PEER_MAC);
+    want[6..12].copy_from_slice(&UL_MAC);
+    want[49] = VXLAN_MESH_FWD;
+    assert_eq!(out, want);
+    assert!(sport >= VXLAN_SPORT_BASE);
+
+    // The reply, tunnelled back by R's host: out to the client from the
+    // published address, through the default router.
+    let reply = frame(R_MAC, GW_MAC, R, OUTSIDE, 6, &tcp_with_csum(R, OUTSIDE, 80, 50001));
+    let mut tunnelled = vxlan(PEER, 0x08, FRONT, &reply);
+    tunnelled[14 + 20 + 8 + 7] = VXLAN_MESH_REPLY;
+    let (verdict, out) = rig.run(PROG_XDP_UNDERLAY, &tunnelled);
+    assert_eq!(verdict, XDP_REDIRECT);
+    let mut want = eth(ROUTER_MAC, UL_MAC, 0x0800);
+    want.extend(ip(HOST, OUTSIDE, 6, true, 0, &tcp_with_csum(HOST, OUTSIDE, 8080, 50001)));
+    assert_eq!(out, want);
+    assert_eq!(rig.counter(Prog::XdpUnderlay, Reason::MeshReplied), 1);
+
+    // A "reply" of no flow, or from a host the flow was not sent to: dropped.
+    let stray = frame(R_MAC, GW_MAC, R, OUTSIDE, 6, &tcp_with_csum(R, OUTSIDE, 80, 50002));
+    let mut t = vxlan(PEER, 0x08, FRONT, &stray);
+    t[49] = VXLAN_MESH_REPLY;
+    let mut t2 = tunnelled.clone();
+    t2[26..30].copy_from_slice(&HOST);
+    rig.table(
+        PROG_XDP_UNDERLAY,
+        Prog::XdpUnderlay,
+        &[
+            case("mesh reply of no flow", t, XDP_DROP, Out::Any, Reason::DropNoFlow),
+            case("mesh reply from the wrong host", t2, XDP_DROP, Out::Any, Reason::DropNoFlow),
+        ],
+    );
+}
+
+#[test]
+fn xdp_mesh_udp_keeps_a_zero_checksum_and_fixes_a_real_one() {
+    private_underlay();
+    let mut rig = Rig::with_published(5353, PROTO_UDP, ME);
+    let (verdict, out) = rig.run(PROG_XDP_UNDERLAY, &from_client(&udp(40000, 5353, b"query"), 17));
+    assert_eq!(verdict, XDP_REDIRECT);
+    let mut want = eth(ME_MAC, GW_MAC, 0x0800);
+    want.extend(ip(OUTSIDE, ME, 17, true, 0, &udp(40000, 80, b"query")));
+    assert_eq!(out, want, "zero UDP checksum stays zero");
+    let mut with = udp(40001, 5353, b"query");
+    let mut pseudo = OUTSIDE.to_vec();
+    pseudo.extend_from_slice(&HOST);
+    pseudo.extend_from_slice(&[0, 17, 0, with.len() as u8]);
+    pseudo.extend_from_slice(&with);
+    let c = csum(&pseudo);
+    with[6..8].copy_from_slice(&c.to_be_bytes());
+    let (_, out) = rig.run(PROG_XDP_UNDERLAY, &from_client(&with, 17));
+    assert!(l4_csum_ok(&out[14..]), "UDP checksum updated");
+    let rev = rig.ct(CtKey { src: ME, dst: OUTSIDE, sport: 80, dport: 40001, proto: PROTO_UDP, _pad: [0; 3] });
+    assert_eq!(rev.map(|r| (r.action, r.new_sport)), Some((CT_SNAT_OUT, 5353)));
+}
+
+#[test]
+fn backend_host_remembers_the_ingress_host_and_tunnels_replies_back() {
+    let mut rig = Rig::new();
+    // A client's packet for local ME, tunnelled here by PEER with the mesh marker.
+    let inner = frame(GW_MAC, ME_MAC, OUTSIDE, ME, 6, &tcp_with_csum(OUTSIDE, ME, 50003, 80));
+    let mut fwd = vxlan(PEER, 0x08, FRONT, &inner);
+    fwd[49] = VXLAN_MESH_FWD;
+    let (verdict, out) = rig.run(PROG_XDP_UNDERLAY, &fwd);
+    assert_eq!(verdict, XDP_REDIRECT);
+    assert_eq!(out[26..30], OUTSIDE, "the backend sees the client's address");
+    let t = rig.ct(ctk(ME, OUTSIDE, 80, 50003)).expect("the reply's entry");
+    assert_eq!((t.action, t.vtep, t.vni), (CT_TUNNEL, PEER, FRONT));
+    // ME's reply goes back to PEER in VXLAN, marked, untranslated.
+    let reply = frame(ME_MAC, GW_MAC, ME, OUTSIDE, 6, &tcp_with_csum(ME, OUTSIDE, 80, 50003));
+    let (verdict, out) = rig.run(PROG_TC_ENDPOINT, &reply);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(rig.counter(Prog::TcEndpoint, Reason::MeshTunneledBack), 1);
+    assert_eq!(out[30..34], PEER);
+    assert_eq!(out[49], VXLAN_MESH_REPLY);
+    assert_eq!(out[64..], reply[14..], "the inner packet is untouched");
+    // The marker does not let a peer speak for an overlay address.
+    let spoof = frame(R_MAC, ME_MAC, R, ME, 6, &tcp_with_csum(R, ME, 50004, 80));
+    let mut s = vxlan(PEER, 0x08, FRONT, &spoof);
+    s[49] = VXLAN_MESH_FWD;
+    rig.table(
+        PROG_XDP_UNDERLAY,
+        Prog::XdpUnderlay,
+        &[case("mesh marker with an overlay source", s, XDP_DROP, Out::Any, Reason::DropSpoofed)],
+    );
+}
