@@ -1114,3 +1114,38 @@ fn backend_host_remembers_the_ingress_host_and_tunnels_replies_back() {
         &[case("mesh marker with an overlay source", s, XDP_DROP, Out::Any, Reason::DropSpoofed)],
     );
 }
+
+/// ICMP error `typ`/`code` from `src` to `dst` quoting `quoted` (an IPv4
+/// packet; its header and 8 bytes are quoted).
+fn icmp_error(src: [u8; 4], dst: [u8; 4], typ: u8, code: u8, quoted: &[u8]) -> Vec<u8> {
+    let mut m = vec![typ, code, 0, 0, 0, 0, 0, 0];
+    m.extend_from_slice(&quoted[..28]);
+    let c = csum(&m);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut p = eth(GW_MAC, ME_MAC, 0x0800);
+    p.extend(ip(src, dst, 1, false, 0, &m));
+    p
+}
+
+#[test]
+fn icmp_errors_about_translated_flows_are_translated_too() {
+    private_underlay();
+    let mut rig = Rig::with_published(5353, PROTO_UDP, ME);
+    // The client asked HOST:5353; ME (port 80) has nothing listening.
+    let (_, delivered) = rig.run(PROG_XDP_UNDERLAY, &from_client(&udp(40000, 5353, b"query"), 17));
+    let unreachable = icmp_error(ME, OUTSIDE, 3, 3, &delivered[14..]);
+    let (verdict, out) = rig.run(PROG_TC_ENDPOINT, &unreachable);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(rig.counter(Prog::TcEndpoint, Reason::IcmpTranslated), 1);
+    // What the client's stack needs: from the address it sent to, quoting
+    // the packet as it sent it.
+    let sent = ip(OUTSIDE, HOST, 17, true, 0, &udp(40000, 5353, b"query"));
+    let want = icmp_error(HOST, OUTSIDE, 3, 3, &sent);
+    assert_eq!(out[14..], want[14..], "translated error, all three checksums right");
+
+    // An error about no translated flow goes its usual way (to R's host in
+    // VXLAN) untouched.
+    let other = icmp_error(ME, R, 3, 3, &ip(R, ME, 17, true, 0, &udp(1, 2, b"x")));
+    let (_, out) = rig.run(PROG_TC_ENDPOINT, &other);
+    assert_eq!(out[64..], other[14..]);
+}

@@ -43,6 +43,10 @@ fn mesh_state(p: &str, web: &[&str]) -> String {
     network: front
     ports: [{{protocol: udp, target: 9000, published: 9000}}]
     backends: [w1, w2]
+  - name: void
+    network: front
+    ports: [{{protocol: udp, target: 9999, published: 9999}}]
+    backends: [w3]
   - name: solo
     network: front
     ports: [{{protocol: tcp, target: 8080, published: 8081, mode: host}}]
@@ -208,6 +212,31 @@ fn published_ports_reach_every_backend_through_every_host_with_the_client_addres
         }
     }
     assert_eq!(udp_backends, BTreeSet::from(["w1".to_string(), "w2".to_string()]));
+
+    // An ICMP error about a mesh flow reaches the client translated: a
+    // connected UDP socket to a port nobody listens on (void's backend runs
+    // no server) is refused, through every host.
+    for host in HOSTS {
+        let out = m.client().run(
+            "python3",
+            &[
+                "-c",
+                "import socket, sys\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.settimeout(2)\n\
+                 s.connect((sys.argv[1], 9999))\ns.send(b'hi')\ntry:\n    s.recv(100)\n    print('answered')\n\
+                 except ConnectionRefusedError:\n    print('refused')\nexcept socket.timeout:\n    print('timeout')",
+                host,
+            ],
+        );
+        let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if host == HOSTS[2] {
+            // void's backend is local to n3: translated by TC.
+            assert_eq!(said, "refused", "port unreachable through {host}\n{}", m.counters());
+        } else {
+            // Through another host the reply is tunnelled back; the ICMP
+            // error is not (see README: limits).
+            assert!(said == "refused" || said == "timeout", "{host}: {said}");
+        }
+    }
 
     // mode: host: only n3 (running solo's backend) answers on 8081.
     assert_eq!(m.spread(HOSTS[2], 8081, 3), BTreeMap::from([("w3".to_string(), 3)]));

@@ -118,6 +118,11 @@ fn ipv4(ctx: &TcContext, me: &IfaceValue, ifindex: u32, eth: &mut EthHdr, start:
         return drop(Reason::DropSpoofed);
     }
     let dst = ip.dst_addr;
+    if ip.proto == PROTO_ICMP && ip.vihl & 0xf == 5 {
+        if let Some(v) = icmp_error(ctx, me) {
+            return v;
+        }
+    }
     if ip.proto == PROTO_TCP || ip.proto == PROTO_UDP {
         let ihl = ((ip.vihl & 0xf) as usize) * 4;
         if let Some(v) = translate(ctx, me, ifindex, ihl, ip.proto, ip.src_addr, dst) {
@@ -277,6 +282,72 @@ fn translate(
         return Some(drop(Reason::DropRedirect));
     }
     Some(route_to(ctx, me, backend))
+}
+
+/// An ICMP error (unreachable, time exceeded) a backend sends about a
+/// translated flow: it quotes the packet as the backend got it, addressed to
+/// the backend. The caller knows the flow by the VIP or the published
+/// address, so the error's source and the quoted destination become that,
+/// or the caller's stack would match it to no socket. `None`: not such an
+/// error.
+#[inline(always)]
+fn icmp_error(ctx: &TcContext, me: &IfaceValue) -> Option<Verdict> {
+    // ICMP header (8), the quoted IPv4 header (20) and ports (4).
+    const OFF: usize = EthHdr::LEN + 20;
+    let b = ctx.load::<[u8; 32]>(OFF).ok()?;
+    let q = OFF + 8;
+    if (b[0] != 3 && b[0] != 11) || b[8] != 0x45 || (b[17] != PROTO_TCP && b[17] != PROTO_UDP) {
+        return None;
+    }
+    let (mut qsrc, mut qdst) = ([0u8; 4], [0u8; 4]);
+    qsrc.copy_from_slice(&b[20..24]);
+    qdst.copy_from_slice(&b[24..28]);
+    if qdst != me.ip {
+        return None;
+    }
+    let (qsport, qdport) = ([b[28], b[29]], [b[30], b[31]]);
+    let key = CtKey {
+        src: qdst,
+        dst: qsrc,
+        sport: u16::from_be_bytes(qdport),
+        dport: u16::from_be_bytes(qsport),
+        proto: b[17],
+        _pad: [0; 3],
+    };
+    let cfg = host_config()?;
+    let c = *ct_get(&key, cfg, now_ns())?;
+    if c.action != CT_REVNAT && c.action != CT_SNAT_OUT {
+        return None;
+    }
+    let (addr, port) = (c.new_src, c.new_sport.to_be_bytes());
+    let fail = Some(drop(Reason::DropRedirect));
+    // The quoted header's checksum, then the ICMP checksum over every
+    // quoted change (no pseudo-header), then the outer source.
+    let old_qc = [b[18], b[19]];
+    let new_qc = crate::csum::replace(old_qc, &qdst, &addr);
+    let icmp_csum = OFF + 2;
+    let as32 = |x: [u8; 4]| u32::from_ne_bytes(x) as u64;
+    let as16 = |x: [u8; 2]| u16::from_ne_bytes(x) as u64;
+    if ctx.l4_csum_replace(icmp_csum, as32(qdst), as32(addr), 4).is_err()
+        || ctx.l4_csum_replace(icmp_csum, as16(old_qc), as16(new_qc), 2).is_err()
+        || ctx.l4_csum_replace(icmp_csum, as16(qdport), as16(port), 2).is_err()
+        || ctx.store(q + 16, &addr, 0).is_err()
+        || ctx.store(q + 10, &new_qc, 0).is_err()
+        || ctx.store(q + 22, &port, 0).is_err()
+        || ctx.l3_csum_replace(EthHdr::LEN + 10, as32(me.ip), as32(addr), 4).is_err()
+        || ctx.store(EthHdr::LEN + 12, &addr, 0).is_err()
+    {
+        return fail;
+    }
+    if c.action == CT_SNAT_OUT {
+        let r = unsafe { bpf_redirect_neigh(cfg.underlay_ifindex, core::ptr::null_mut(), 0, 0) };
+        return Some(redirected(r, Reason::IcmpTranslated));
+    }
+    let Some(ep) = endpoint(me.vni, c.new_dst) else { return Some(drop(Reason::DropNoBackend)) };
+    let Some(eth) = ptr_at::<EthHdr>(ctx.data(), ctx.data_end(), 0) else { return Some(drop(Reason::DropMalformed)) };
+    unsafe { (*eth).dst_addr = ep.mac };
+    let v = forward(ctx, me, ep);
+    Some(if v.1 == TC_ACT_REDIRECT { (Reason::IcmpTranslated, v.1) } else { v })
 }
 
 /// Sends the (rewritten) packet to endpoint `ip` of the sender's network.
