@@ -78,7 +78,7 @@ pub fn run(keep: bool, clean: bool) -> Result<()> {
     ];
 
     step("run: creating 3 hosts (namespaces obdemo-node1..3) on an underlay bridge");
-    let underlay = Underlay::new(PREFIX, &hosts);
+    let mut underlay = Underlay::new(PREFIX, &hosts);
     let mut containers: Vec<Netns> = Vec::new();
     for e in resolved["endpoints"].as_array().context("endpoints")? {
         let ns = e["netns"].as_str().context("netns")?.trim_start_matches("/run/netns/").to_string();
@@ -100,6 +100,9 @@ pub fn run(keep: bool, clean: bool) -> Result<()> {
 
     check_interrupt()?;
     let wrong = matrix(&resolved)?;
+
+    check_interrupt()?;
+    let mesh_wrong = mesh(&mut underlay, &containers, &resolved, &hosts)?;
 
     step("run: overlay-bpf status --host node1");
     let out = dep.cmd("node1", &format!("{PREFIX}-node1")).arg("status").output()?;
@@ -138,8 +141,113 @@ pub fn run(keep: bool, clean: bool) -> Result<()> {
     if wrong > 0 {
         bail!("{wrong} pairs of the connectivity matrix were not as the networks say");
     }
+    if mesh_wrong > 0 {
+        bail!("{mesh_wrong} routing-mesh requests were not answered as they should be");
+    }
     step(&format!("run: done in {:.1}s", t0.elapsed().as_secs_f64()));
     Ok(())
+}
+
+/// HTTP servers (python) killed by PID on drop.
+struct Servers(Vec<std::process::Child>);
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The routing mesh as a user tries it: an HTTP server in each web.N that
+/// answers with its name and the client address it saw, and a client outside
+/// the cluster (on the underlay) asking every host's published port 8080.
+/// Then the VIP from the `client` container and from web.1 itself (hairpin).
+/// Returns how many requests went wrong.
+fn mesh(
+    underlay: &mut Underlay,
+    containers: &[Netns],
+    resolved: &serde_json::Value,
+    hosts: &[(&str, Ipv4Addr)],
+) -> Result<usize> {
+    const SERVER: &str = "import http.server as h, sys\n\
+class H(h.BaseHTTPRequestHandler):\n    \
+def do_GET(self):\n        \
+b = (sys.argv[1] + ' saw ' + self.client_address[0] + '\\n').encode()\n        \
+self.send_response(200); self.send_header('Content-Length', str(len(b))); self.end_headers(); self.wfile.write(b)\n    \
+def log_message(self, *a): pass\n\
+h.ThreadingHTTPServer(('0.0.0.0', 80), H).serve_forever()\n";
+    let client_addr = Ipv4Addr::new(192, 168, 100, 100);
+    step(&format!(
+        "run: routing mesh: HTTP servers in web.1..3 on :80; a client outside the cluster ({PREFIX}-outside, \
+         {client_addr}) asks every host's published port 8080"
+    ));
+    let mut servers = Servers(Vec::new());
+    for (i, c) in containers.iter().filter(|c| c.name.starts_with(&format!("{PREFIX}-web"))).enumerate() {
+        let name = format!("web.{}", i + 1);
+        servers.0.push(
+            c.cmd("python3")
+                .args(["-c", SERVER, &name])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()?,
+        );
+    }
+    let outside = underlay.add_host("outside", client_addr);
+    let curl = |ns: &Netns, url: &str| -> Option<String> {
+        let o = ns.cmd("curl").args(["-s", "--max-time", "3", url]).output().ok()?;
+        o.status.success().then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let t = Instant::now();
+    while !containers
+        .iter()
+        .filter(|c| c.name.starts_with(&format!("{PREFIX}-web")))
+        .all(|c| curl(c, "http://127.0.0.1/").is_some())
+    {
+        check_interrupt()?;
+        if t.elapsed().as_secs() > 15 {
+            bail!("the demo's HTTP servers did not start");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let mut wrong = 0;
+    for (h, addr) in hosts {
+        let mut answers = Vec::new();
+        for _ in 0..6 {
+            match curl(outside, &format!("http://{addr}:8080/")) {
+                Some(a) if a.ends_with(&format!("saw {client_addr}")) => answers.push(a.replace(" saw ", "<-")),
+                Some(a) => {
+                    wrong += 1;
+                    answers.push(format!("WRONG({a})"));
+                }
+                None => {
+                    wrong += 1;
+                    answers.push("NO ANSWER".into());
+                }
+            }
+        }
+        println!("  curl http://{addr}:8080/ ({h}) x6: {}", answers.join(", "));
+    }
+    let vip = resolved["services"][0]["vip"].as_str().unwrap_or("?");
+    for (who, ns) in [("client", format!("{PREFIX}-client")), ("web.1 (hairpin)", format!("{PREFIX}-web1"))] {
+        let Some(c) = containers.iter().find(|c| c.name == ns) else { continue };
+        let mut answers = Vec::new();
+        for _ in 0..4 {
+            match curl(c, &format!("http://{vip}/")) {
+                Some(a) => answers.push(a.replace(" saw ", "<-")),
+                None => {
+                    wrong += 1;
+                    answers.push("NO ANSWER".into());
+                }
+            }
+        }
+        println!("  curl http://{vip}/ (VIP of web) from {who} x4: {}", answers.join(", "));
+    }
+    println!(
+        "  (backend<-the client address it saw: the callers' own, no SNAT; web.1 picked by its own VIP sees the VIP)"
+    );
+    Ok(wrong)
 }
 
 /// Pings every endpoint from every other endpoint's namespace, all at once,
