@@ -61,6 +61,17 @@ pub fn maglev_pick(slot: u32, h: u32) -> Option<[u8; 4]> {
     }
 }
 
+/// The backend for a flow of service `svc` with connection-table entry `ct`:
+/// the one the entry pins while it is still a healthy backend, else a Maglev
+/// pick by the flow's hash. `(backend, new flow)`; `None`: no backend.
+#[inline(always)]
+pub fn pick(svc: &ServiceValue, ct: Option<CtValue>, key: &CtKey) -> Option<([u8; 4], bool)> {
+    match ct {
+        Some(c) if c.action == CT_DNAT && is_backend(svc.service_id, c.new_dst) => Some((c.new_dst, false)),
+        _ => maglev_pick(svc.lb_slot, flow_hash(key)).map(|b| (b, true)),
+    }
+}
+
 /// Whether `ip` is (still) a healthy backend of the service.
 #[inline(always)]
 pub fn is_backend(service_id: u32, ip: [u8; 4]) -> bool {

@@ -24,14 +24,7 @@ const EPS: [(&str, &str, &str); 4] =
 /// web: tcp 8080 published on every host; echo: udp 9000 published;
 /// solo: tcp 8080 published as 8081 in host mode, backend w3 only.
 fn mesh_state(p: &str, web: &[&str]) -> String {
-    let mut y = String::from("version: 1\nhosts:\n");
-    for i in 1..=3 {
-        y += &format!("  - {{name: {p}n{i}, address: 192.168.200.1{i}}}\n");
-    }
-    y += "networks:\n  - {name: front, attachable: true, subnets: [{subnet: 10.10.0.0/24}]}\nendpoints:\n";
-    for (n, h, ip) in EPS {
-        y += &format!("  - {{name: {n}, host: {p}{h}, network: front, netns: {p}-{n}, ip: {ip}}}\n");
-    }
+    let mut y = front_state(p, &EPS);
     y += &format!(
         "services:
   - name: web

@@ -20,7 +20,7 @@ use aya_ebpf::{
 use overlay_common::*;
 
 use crate::{
-    lb::{count_backend, ct_get, ct_put, flow_hash, is_backend, maglev_pick, now_ns},
+    lb::{count_backend, ct_get, ct_put, flow_hash, now_ns, pick},
     maps::{endpoint, network, service},
     parse::ptr_at,
     vxlan::{Encap, HDR_LEN},
@@ -79,13 +79,7 @@ pub fn published(ctx: &XdpContext, cfg: &HostConfig) -> Option<Verdict> {
     }
     let now = now_ns();
     let ct = ct_get(&key, cfg, now).map(|c| *c);
-    let (backend, new) = match ct {
-        Some(c) if c.action == CT_DNAT && is_backend(svc.service_id, c.new_dst) => (c.new_dst, false),
-        _ => match maglev_pick(svc.lb_slot, flow_hash(&key)) {
-            Some(b) => (b, true),
-            None => return Some(drop(Reason::DropNoBackend)),
-        },
-    };
+    let Some((backend, new)) = pick(&svc, ct, &key) else { return Some(drop(Reason::DropNoBackend)) };
     let Some(ep) = endpoint(svc.vni, backend).copied() else { return Some(drop(Reason::DropNoBackend)) };
     let local = ep.flags & ENDPOINT_F_LOCAL != 0;
     let (tos, ip_len) = match ptr_at::<[u8; 4]>(start, end, 14) {

@@ -18,7 +18,7 @@ use overlay_common::*;
 
 use crate::{
     csum::{fold, sum_words},
-    lb::{count_backend, ct_get, ct_put, flow_hash, is_backend, maglev_pick, now_ns},
+    lb::{count_backend, ct_get, ct_put, now_ns, pick},
     maps::{endpoint, host_config, iface, network, service, subnet},
     nat::{rewrite, End},
     parse::{ptr_at, ArpHdr, ARP_REQUEST, ETH_P_ARP, ETH_P_IP},
@@ -244,13 +244,7 @@ fn translate(
     if svc.vni != me.vni {
         return Some(drop(Reason::DropCrossNetwork));
     }
-    let (backend, new) = match ct {
-        Some(c) if c.action == CT_DNAT && is_backend(svc.service_id, c.new_dst) => (c.new_dst, false),
-        _ => match maglev_pick(svc.lb_slot, flow_hash(&key)) {
-            Some(b) => (b, true),
-            None => return Some(drop(Reason::DropNoBackend)),
-        },
-    };
+    let Some((backend, new)) = pick(&svc, ct, &key) else { return Some(drop(Reason::DropNoBackend)) };
     let Some(ep) = endpoint(me.vni, backend) else { return Some(drop(Reason::DropNoBackend)) };
     if let Some(v) = too_big(ctx, me, ifindex, ep) {
         return Some(v);

@@ -74,6 +74,21 @@ pub fn state(p: &str, endpoints: &[(&str, &str, &str, &str)], hosts: usize) -> S
     y
 }
 
+/// The start of a state for the service tests: hosts `<p>n1..n3`, network
+/// `front` (10.10.0.0/24), and `eps` (name, host, ip) on it in namespaces
+/// `<p>-<name>`; the caller appends `services:`.
+pub fn front_state(p: &str, eps: &[(&str, &str, &str)]) -> String {
+    let mut y = String::from("version: 1\nhosts:\n");
+    for i in 1..=3 {
+        y += &format!("  - {{name: {p}n{i}, address: 192.168.200.1{i}}}\n");
+    }
+    y += "networks:\n  - {name: front, attachable: true, subnets: [{subnet: 10.10.0.0/24}]}\nendpoints:\n";
+    for (n, h, ip) in eps {
+        y += &format!("  - {{name: {n}, host: {p}{h}, network: front, netns: {p}-{n}, ip: {ip}}}\n");
+    }
+    y
+}
+
 pub fn underlay(p: &str, hosts: usize) -> Underlay {
     let hs: Vec<(String, Ipv4Addr)> =
         (1..=hosts).map(|i| (format!("n{i}"), Ipv4Addr::new(192, 168, 200, 10 + i as u8))).collect();
