@@ -128,17 +128,13 @@ pub fn published(ctx: &XdpContext, cfg: &HostConfig) -> Option<Verdict> {
     if !rewrite(start, end, 14, &to) {
         return Some(drop(Reason::DropMalformed));
     }
-    let gw_mac = gateway_mac(network(svc.vni).map(|n| n.gateway).unwrap_or_default());
+    let gw_mac = network(svc.vni).map(|n| n.gateway_mac).unwrap_or_default();
     if local {
         let Some(eth) = ptr_at::<[u8; 12]>(start, end, 0) else { return Some(drop(Reason::DropMalformed)) };
         let eth = unsafe { &mut *eth };
         eth[0..6].copy_from_slice(&ep.mac);
         eth[6..12].copy_from_slice(&gw_mac);
-        return Some(if unsafe { bpf_redirect(ep.ifindex, 0) } as u32 == XDP_REDIRECT {
-            (Reason::MeshLocal, XDP_REDIRECT)
-        } else {
-            drop(Reason::DropRedirect)
-        });
+        return Some(transmit(ep.ifindex, Reason::MeshLocal));
     }
     let e = Encap {
         outer_dst_mac: hop.2,

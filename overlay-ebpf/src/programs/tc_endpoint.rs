@@ -222,22 +222,13 @@ fn translate(
             if rewrite(ctx, ihl, proto, End::Src, src, c.new_src, sport, c.new_sport).is_err() {
                 return Some(drop(Reason::DropRedirect));
             }
-            let r = unsafe { bpf_redirect_neigh(cfg.underlay_ifindex, core::ptr::null_mut(), 0, 0) };
-            return Some(redirected(r, Reason::MeshReplied));
+            return Some(to_underlay(cfg, Reason::MeshReplied));
         }
         if c.action == CT_TUNNEL {
             // A backend's reply to a routing-mesh client that came in through
             // another host: back through that host, which translates it.
-            let gw = network(c.vni).map(|n| n.gateway).unwrap_or_default();
-            return Some(tunnel(
-                ctx,
-                c.vtep,
-                c.vni,
-                VXLAN_MESH_REPLY,
-                gateway_mac(gw),
-                me.mac,
-                Reason::MeshTunneledBack,
-            ));
+            let gw_mac = network(c.vni).map(|n| n.gateway_mac).unwrap_or_default();
+            return Some(tunnel(ctx, c.vtep, c.vni, VXLAN_MESH_REPLY, gw_mac, me.mac, Reason::MeshTunneledBack));
         }
     }
     let svc = service(ServiceKey { addr: dst, port: dport, proto, _pad: 0 })?;
@@ -334,8 +325,7 @@ fn icmp_error(ctx: &TcContext, me: &IfaceValue) -> Option<Verdict> {
         return fail;
     }
     if c.action == CT_SNAT_OUT {
-        let r = unsafe { bpf_redirect_neigh(cfg.underlay_ifindex, core::ptr::null_mut(), 0, 0) };
-        return Some(redirected(r, Reason::IcmpTranslated));
+        return Some(to_underlay(cfg, Reason::IcmpTranslated));
     }
     let Some(ep) = endpoint(me.vni, c.new_dst) else { return Some(drop(Reason::DropNoBackend)) };
     let Some(eth) = ptr_at::<EthHdr>(ctx.data(), ctx.data_end(), 0) else { return Some(drop(Reason::DropMalformed)) };
@@ -414,6 +404,13 @@ fn tunnel(
     if ctx.store(0, &h, 0).is_err() {
         return drop(Reason::DropRedirect);
     }
+    to_underlay(cfg, ok)
+}
+
+/// Sends the frame out of the underlay device, the kernel resolving the next
+/// hop for its destination address and filling in the MACs.
+#[inline(always)]
+fn to_underlay(cfg: &HostConfig, ok: Reason) -> Verdict {
     redirected(unsafe { bpf_redirect_neigh(cfg.underlay_ifindex, core::ptr::null_mut(), 0, 0) }, ok)
 }
 
@@ -423,14 +420,14 @@ fn tunnel(
 #[inline(always)]
 fn frag_needed(ctx: &TcContext, me: &IfaceValue, ifindex: u32, cfg: &HostConfig) -> Verdict {
     let Ok(quote) = ctx.load::<[u8; 28]>(EthHdr::LEN) else { return drop(Reason::DropMalformed) };
-    let gw = match network(me.vni) {
-        Some(n) => n.gateway,
+    let (gw, gw_mac) = match network(me.vni) {
+        Some(n) => (n.gateway, n.gateway_mac),
         None => return drop(Reason::DropTooBig),
     };
     let mtu = cfg.underlay_mtu.saturating_sub(VXLAN_ENCAP_LEN as u16);
     let mut r = [0u8; ICMP_FRAME_LEN];
     r[0..6].copy_from_slice(&me.mac);
-    r[6..12].copy_from_slice(&gateway_mac(gw));
+    r[6..12].copy_from_slice(&gw_mac);
     r[12] = 0x08;
     r[14] = 0x45;
     r[15] = 0xc0;

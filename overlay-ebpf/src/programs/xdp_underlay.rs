@@ -9,8 +9,8 @@
 //! back in VXLAN out of the same device: no container sees another host's ARP.
 //! Everything else passes.
 use aya_ebpf::{
-    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_REDIRECT},
-    helpers::{bpf_redirect, bpf_xdp_adjust_head},
+    bindings::xdp_action::{XDP_DROP, XDP_PASS},
+    helpers::bpf_xdp_adjust_head,
     macros::xdp,
     programs::XdpContext,
 };
@@ -141,11 +141,7 @@ fn handle(ctx: &XdpContext) -> (Reason, u32) {
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, inner as i32) } != 0 {
         return drop(Reason::DropMalformed);
     }
-    if unsafe { bpf_redirect(ifindex, 0) } as u32 == XDP_REDIRECT {
-        (Reason::Decapsulated, XDP_REDIRECT)
-    } else {
-        drop(Reason::DropRedirect)
-    }
+    mesh::transmit(ifindex, Reason::Decapsulated)
 }
 
 /// Turns a VXLAN-borne ARP request for a local endpoint into the reply, in
