@@ -146,6 +146,11 @@ impl Tracker {
         self.state.get(name).is_none_or(|c| c.up)
     }
 
+    /// The names that are down now.
+    pub fn down(&self) -> impl Iterator<Item = &String> {
+        self.state.iter().filter(|(_, c)| !c.up).map(|(n, _)| n)
+    }
+
     pub fn report(&self, host: &str) -> Report {
         Report {
             host: host.to_string(),

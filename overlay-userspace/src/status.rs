@@ -98,22 +98,19 @@ fn services(
     cluster: Option<&Cluster>,
 ) -> Vec<ServiceStatus> {
     let mut by_id: BTreeMap<u32, ServiceStatus> = BTreeMap::new();
-    let name_of =
-        |id: u32| cluster.and_then(|c| c.services.iter().find(|s| service_id(&s.name) == id).map(|s| s.name.clone()));
+    fn entry<'a>(m: &'a mut BTreeMap<u32, ServiceStatus>, id: u32, cluster: Option<&Cluster>) -> &'a mut ServiceStatus {
+        m.entry(id).or_insert_with(|| ServiceStatus {
+            service_id: id,
+            name: cluster.and_then(|c| c.services.iter().find(|s| service_id(&s.name) == id).map(|s| s.name.clone())),
+            frontends: Vec::new(),
+            backends: Vec::new(),
+        })
+    }
     let endpoint_name = |ip: [u8; 4]| {
         let ip = Ipv4Addr::from(ip);
         cluster.and_then(|c| c.endpoints.iter().find(|e| e.ip == ip).map(|e| e.name.clone()))
     };
-    let entry = |id: u32, m: &mut BTreeMap<u32, ServiceStatus>| {
-        m.entry(id).or_insert_with(|| ServiceStatus {
-            service_id: id,
-            name: name_of(id),
-            frontends: Vec::new(),
-            backends: Vec::new(),
-        });
-    };
     for (k, v) in &content.services {
-        entry(v.service_id, &mut by_id);
         let kind = if v.flags & SERVICE_F_HOST_MODE != 0 {
             "published-host"
         } else if v.flags & SERVICE_F_PUBLISHED != 0 {
@@ -121,7 +118,7 @@ fn services(
         } else {
             "vip"
         };
-        by_id.get_mut(&v.service_id).unwrap().frontends.push(FrontendStatus {
+        entry(&mut by_id, v.service_id, cluster).frontends.push(FrontendStatus {
             kind: kind.into(),
             address: Ipv4Addr::from(k.addr).to_string(),
             port: k.port,
@@ -131,9 +128,8 @@ fn services(
     }
     let keys: std::collections::BTreeSet<BackendKey> = content.backends.keys().chain(stats.keys()).copied().collect();
     for k in keys {
-        entry(k.service_id, &mut by_id);
         let st = stats.get(&k).copied().unwrap_or_default();
-        by_id.get_mut(&k.service_id).unwrap().backends.push(BackendStatus {
+        entry(&mut by_id, k.service_id, cluster).backends.push(BackendStatus {
             address: Ipv4Addr::from(k.ip).to_string(),
             name: endpoint_name(k.ip),
             in_rotation: content.backends.contains_key(&k),

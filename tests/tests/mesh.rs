@@ -7,7 +7,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     io::{BufRead, BufReader, Write},
     net::Ipv4Addr,
-    process::{Child, Stdio},
+    process::Stdio,
     thread::sleep,
     time::{Duration, Instant},
 };
@@ -50,24 +50,14 @@ fn mesh_state(p: &str, web: &[&str]) -> String {
     y
 }
 
-/// A UDP server on :9000 answering "<its name> <the client address it saw>".
-struct Echo(Child);
-
-impl Echo {
-    fn start(ns: &Netns, name: &str) -> Echo {
-        let script = "import socket, sys\n\
+/// A UDP server on :9000 in `ns` answering "<name> <the client address it
+/// saw>"; killed on drop.
+fn udp_echo(ns: &Netns, name: &str) -> Proc {
+    let script = "import socket, sys\n\
                       s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
                       s.bind(('0.0.0.0', 9000))\n\
                       while True:\n    d, a = s.recvfrom(2048)\n    s.sendto((sys.argv[1] + ' ' + a[0]).encode(), a)\n";
-        Echo(ns.cmd("/usr/bin/python3").args(["-c", script, name]).stdout(Stdio::null()).spawn().unwrap())
-    }
-}
-
-impl Drop for Echo {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGKILL) };
-        let _ = self.0.wait();
-    }
+    Proc(ns.cmd("/usr/bin/python3").args(["-c", script, name]).stdout(Stdio::null()).spawn().unwrap())
 }
 
 /// One UDP datagram from `ns` to `host`:9000 on a new socket: (answer, the
@@ -90,7 +80,7 @@ struct Mesh {
     p: &'static str,
     dep: Deployment,
     webs: Vec<Web>,
-    _echos: Vec<Echo>,
+    _echos: Vec<Proc>,
     cs: Vec<Netns>,
     u: Underlay,
     st: StateFile,
@@ -108,7 +98,7 @@ impl Mesh {
             assert_ok(&dep.up(&st.0, &format!("{p}{h}"), &format!("{p}-{h}")));
         }
         let webs = (0..3).map(|i| Web::start(&cs[i], EPS[i].0, 8080)).collect();
-        let echos = (0..2).map(|i| Echo::start(&cs[i], EPS[i].0)).collect();
+        let echos = (0..2).map(|i| udp_echo(&cs[i], EPS[i].0)).collect();
         let m = Mesh { p, dep, webs, _echos: echos, cs, u, st };
         // Each server answers on its own loopback before the mesh is tried.
         let t = Instant::now();
@@ -266,7 +256,7 @@ fn published_ports_reach_every_backend_through_every_host_with_the_client_addres
 /// Keep-alive HTTP connections from the outside client, held open by a
 /// Python process: `round()` asks on each and returns who answered.
 struct Held {
-    child: Child,
+    child: Proc,
     out: BufReader<std::process::ChildStdout>,
 }
 
@@ -281,21 +271,14 @@ impl Held {
         let mut child =
             ns.cmd("/usr/bin/python3").args(&args).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
         let out = BufReader::new(child.stdout.take().unwrap());
-        Held { child, out }
+        Held { child: Proc(child), out }
     }
 
     fn round(&mut self) -> Vec<String> {
-        writeln!(self.child.stdin.as_mut().unwrap(), "go").unwrap();
+        writeln!(self.child.0.stdin.as_mut().unwrap(), "go").unwrap();
         let mut line = String::new();
         self.out.read_line(&mut line).unwrap();
         line.split_whitespace().map(str::to_string).collect()
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
-        let _ = self.child.wait();
     }
 }
 

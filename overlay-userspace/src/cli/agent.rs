@@ -64,7 +64,7 @@ struct Health {
 impl Health {
     /// Backends to keep out of the Maglev tables.
     fn unhealthy(&self, cluster: &Cluster, h: usize) -> BTreeSet<String> {
-        let mut out: BTreeSet<String> = self.local.report("").down().cloned().collect();
+        let mut out: BTreeSet<String> = self.local.down().cloned().collect();
         for down in self.remote_down.values() {
             out.extend(down.iter().cloned());
         }

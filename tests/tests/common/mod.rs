@@ -175,7 +175,7 @@ pub fn link_json(ns: &Netns, dev: &str) -> Option<Value> {
 /// An HTTP/1.1 server on `port` in `ns` answering its own name; its log
 /// (client addresses) goes to a file. Killed by PID on drop.
 pub struct Web {
-    child: Child,
+    _child: Proc,
     dir: PathBuf,
 }
 
@@ -198,7 +198,7 @@ impl Web {
             .stderr(log)
             .spawn()
             .unwrap();
-        Web { child, dir }
+        Web { _child: Proc(child), dir }
     }
 
     /// Client addresses the server logged.
@@ -214,9 +214,17 @@ impl Web {
 
 impl Drop for Web {
     fn drop(&mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
-        let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A child process, killed by PID (SIGKILL) and reaped on drop.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGKILL) };
+        let _ = self.0.wait();
     }
 }
 
@@ -230,7 +238,7 @@ pub fn curl(ns: &Netns, urls: &[&str]) -> Vec<String> {
 
 /// `overlay-bpf agent` for one host, its log in a file; killed by PID on drop.
 pub struct Agent {
-    child: Child,
+    _child: Proc,
     pub log: PathBuf,
 }
 
@@ -248,7 +256,7 @@ impl Agent {
             .stderr(f)
             .spawn()
             .unwrap();
-        Agent { child, log }
+        Agent { _child: Proc(child), log }
     }
 
     pub fn log_text(&self) -> String {
@@ -258,8 +266,6 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
-        let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.log);
     }
 }
