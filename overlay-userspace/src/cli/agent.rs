@@ -69,9 +69,10 @@ impl Health {
             out.extend(down.iter().cloned());
         }
         // An unreachable host takes its backends with it.
-        for p in cluster.hosts.iter().filter(|p| !self.peers.is_up(&p.name)) {
-            let i = cluster.host_index(&p.name);
-            out.extend(cluster.endpoints.iter().filter(|e| Some(e.host) == i && e.host != h).map(|e| e.name.clone()));
+        for (i, p) in cluster.hosts.iter().enumerate() {
+            if i != h && !self.peers.is_up(&p.name) {
+                out.extend(cluster.endpoints.iter().filter(|e| e.host == i).map(|e| e.name.clone()));
+            }
         }
         out
     }
