@@ -172,6 +172,14 @@ async fn up_inner(
     pins.create_dirs()?;
     progress("loading the eBPF programs");
     let mut loaded = loader::load(Some(pins))?;
+    if !local.is_empty() && !loader::has_tcx() {
+        progress(&format!(
+            "this kernel has no TCX links (6.6+): endpoint programs attach as clsact ingress filters \
+             (priority {}), which last as long as their veth and are not pinned; `tc filter show dev <veth> ingress` \
+             lists them",
+            loader::TC_FILTER_PRIORITY
+        ));
+    }
     let handle = netdev::connect()?;
 
     let mut facts = HostFacts { underlay_ifindex, unhealthy: unhealthy.clone(), ..Default::default() };

@@ -6,9 +6,10 @@ use std::path::Path;
 use aya::{
     programs::{
         links::{FdLink, LinkError, PinnedLink},
-        tc::TcAttachType,
+        tc::{self, NlOptions, TcAttachOptions, TcAttachType, TcError, TcHandle},
         ProgramError, SchedClassifier, Xdp, XdpMode,
     },
+    util::KernelVersion,
     Ebpf, EbpfError, EbpfLoader,
 };
 use overlay_common::{ALL_MAPS, PROG_TC_ENDPOINT, PROG_XDP_UNDERLAY};
@@ -110,7 +111,11 @@ impl Loaded {
     }
 
     /// Attaches TC ingress to `ifname` unless a live pinned link is there already.
+    /// Kernels without TCX get a clsact filter instead (see `ensure_tc_filter`).
     pub fn ensure_tc(&mut self, pins: &Pins, ifname: &str) -> Result<bool, LoaderError> {
+        if !has_tcx() {
+            return self.ensure_tc_filter(ifname);
+        }
         let path = pins.tc_link(ifname);
         if link_alive(&path) {
             return Ok(false);
@@ -127,5 +132,49 @@ impl Loaded {
         })?;
         pin(fd, &path)?;
         Ok(true)
+    }
+
+    /// Before TCX (kernel < 6.6): a direct-action cls_bpf filter on the
+    /// device's clsact qdisc, at a fixed priority and handle. A filter is not
+    /// a link and cannot be pinned; it stays until the device is deleted,
+    /// which is how `down` and `up` remove an endpoint anyway. The fixed
+    /// handle makes attaching idempotent: the kernel answers EEXIST when our
+    /// filter is there already.
+    fn ensure_tc_filter(&mut self, ifname: &str) -> Result<bool, LoaderError> {
+        let err = |what: String| move |source| LoaderError::Program { prog: PROG_TC_ENDPOINT, what, source };
+        match tc::qdisc_add_clsact(ifname) {
+            Ok(()) => {}
+            Err(e) if tc_eexist(&e) => {}
+            Err(e) => return Err(err(format!("add the clsact qdisc to {ifname}"))(ProgramError::TcError(e))),
+        }
+        let tc: &mut SchedClassifier = prog(&mut self.ebpf, PROG_TC_ENDPOINT)?;
+        let opts = NlOptions { priority: TC_FILTER_PRIORITY, handle: TcHandle::new(0, 1), ..Default::default() };
+        match tc.attach_with_options(ifname, TcAttachType::Ingress, TcAttachOptions::Netlink(opts)) {
+            Ok(id) => {
+                let link = tc.take_link(id).map_err(err("take link".into()))?;
+                // Dropping an owned link detaches it; the filter must outlive us.
+                std::mem::forget(link);
+                Ok(true)
+            }
+            Err(ProgramError::TcError(e)) if tc_eexist(&e) => Ok(false),
+            Err(e) => Err(err(format!("attach a clsact ingress filter to {ifname}"))(e)),
+        }
+    }
+}
+
+/// The priority of the clsact filter on kernels without TCX (lower runs first).
+pub const TC_FILTER_PRIORITY: u16 = 1;
+
+/// TCX links arrived in kernel 6.6 (aya's own test for choosing them).
+pub fn has_tcx() -> bool {
+    KernelVersion::current().map(|v| v >= KernelVersion::new(6, 6, 0)).unwrap_or(false)
+}
+
+fn tc_eexist(e: &TcError) -> bool {
+    match e {
+        TcError::AlreadyAttached => true,
+        TcError::NetlinkError(n) => n.raw_os_error() == Some(libc::EEXIST),
+        TcError::IoError(io) => io.raw_os_error() == Some(libc::EEXIST),
+        _ => false,
     }
 }

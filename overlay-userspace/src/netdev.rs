@@ -116,7 +116,8 @@ fn ethtool_set(ifname: &str, cmd: u32, data: u32) -> std::io::Result<()> {
 
 /// One SIOCETHTOOL request on `ifname` in this network namespace.
 fn ethtool(ifname: &str, data: *mut libc::c_char) -> std::io::Result<()> {
-    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    // The request's type differs between glibc (c_ulong) and musl (c_int).
+    const SIOCETHTOOL: libc::Ioctl = 0x8946;
     // SAFETY: ifreq is plain data; the name fits (IFNAMSIZ checked by the model).
     let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
     for (d, s) in ifr.ifr_name.iter_mut().zip(ifname.bytes().take(libc::IF_NAMESIZE - 1)) {
