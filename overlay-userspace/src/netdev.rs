@@ -372,6 +372,33 @@ pub fn configure_container(c: &ContainerIf) -> Result<(), NetdevError> {
 }
 
 /// Deletes a link by name; a missing link is fine.
+/// The program id of the bpf filter named `prog` on the clsact ingress of
+/// device `ifindex` (how TC programs attach on kernels without TCX).
+pub async fn ingress_bpf_filter(handle: &Handle, ifindex: u32, prog: &str) -> Result<Option<u32>, NetdevError> {
+    use rtnetlink::packet_route::tc::{TcAttribute, TcFilterBpfOption, TcOption};
+    let mut filters = handle.traffic_filter(ifindex as i32).get().ingress().execute();
+    while let Some(m) =
+        filters.try_next().await.map_err(nl(format!("list the ingress filters of ifindex {ifindex}")))?
+    {
+        let opts = m.attributes.iter().filter_map(|a| match a {
+            TcAttribute::Options(o) => Some(o),
+            _ => None,
+        });
+        let (mut name, mut id) = (None, None);
+        for o in opts.flatten() {
+            match o {
+                TcOption::Bpf(TcFilterBpfOption::ProgName(n)) => name = Some(n.clone()),
+                TcOption::Bpf(TcFilterBpfOption::ProgId(i)) => id = Some(*i),
+                _ => {}
+            }
+        }
+        if name.as_deref() == Some(prog) {
+            return Ok(id);
+        }
+    }
+    Ok(None)
+}
+
 pub async fn delete_link(handle: &Handle, name: &str) -> Result<bool, NetdevError> {
     let Some(idx) = ifindex(name) else { return Ok(false) };
     match handle.link().del(idx).execute().await {

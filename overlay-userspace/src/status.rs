@@ -141,7 +141,7 @@ fn services(
     by_id.into_values().collect()
 }
 
-pub fn gather(host: &str, pins: &Pins, cluster: Option<&Cluster>) -> anyhow::Result<Status> {
+pub async fn gather(host: &str, pins: &Pins, cluster: Option<&Cluster>) -> anyhow::Result<Status> {
     let maps = KernelMaps::open(pins)?;
     let content = maps.read()?;
     let mut map_status: Vec<MapStatus> = content
@@ -152,27 +152,46 @@ pub fn gather(host: &str, pins: &Pins, cluster: Option<&Cluster>) -> anyhow::Res
     map_status.push(MapStatus { name: MAP_STATS.into(), entries: STATS_ENTRIES as usize, max_entries: STATS_ENTRIES });
 
     let progs: Vec<_> = loaded_programs().filter_map(Result::ok).collect();
-    let links = pins
+    let prog_name = |kind: &str| match kind {
+        "xdp" => PROG_XDP_UNDERLAY.to_string(),
+        _ => PROG_TC_ENDPOINT.to_string(),
+    };
+    let mut links: Vec<LinkStatus> = pins
         .links()
         .into_iter()
         .map(|(kind, ifname, path)| {
             let info = PinnedLink::from_pin(&path).ok().and_then(|l| FdLink::from(l).info().ok());
             let prog = info.as_ref().and_then(|i| progs.iter().find(|p| p.id() == i.program_id()));
             LinkStatus {
-                kind: kind.clone(),
+                // The kernel keeps 15 characters of a program's name; show ours.
+                prog_name: prog.map(|_| prog_name(&kind)),
+                kind,
                 ifname,
                 link_id: info.as_ref().map(|i| i.id()),
                 prog_id: info.as_ref().map(|i| i.program_id()),
-                // The kernel keeps 15 characters of a program's name; show ours.
-                prog_name: prog.map(|_| match kind.as_str() {
-                    "xdp" => PROG_XDP_UNDERLAY.to_string(),
-                    _ => PROG_TC_ENDPOINT.to_string(),
-                }),
                 run_count: prog.map(|p| p.run_count()),
                 attached: info.is_some(),
             }
         })
         .collect();
+    if !crate::loader::has_tcx() {
+        // No TCX: the endpoints' programs are clsact filters, not pinned links.
+        let handle = crate::netdev::connect()?;
+        for ifindex in content.ifaces.keys() {
+            let Some(ifname) = crate::netdev::ifname(*ifindex) else { continue };
+            let prog_id = crate::netdev::ingress_bpf_filter(&handle, *ifindex, PROG_TC_ENDPOINT).await?;
+            let prog = prog_id.and_then(|id| progs.iter().find(|p| p.id() == id));
+            links.push(LinkStatus {
+                kind: "tc".into(),
+                ifname,
+                link_id: None,
+                prog_id,
+                prog_name: prog.map(|_| prog_name("tc")),
+                run_count: prog.map(|p| p.run_count()),
+                attached: prog_id.is_some(),
+            });
+        }
+    }
     let counters = maps
         .counters()?
         .into_iter()

@@ -187,7 +187,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Up => up::up(&g).await,
         Command::Down => down::down(&g).await,
-        Command::Status { output } => status::status(&g, output),
+        Command::Status { output } => status::status(&g, output).await,
         Command::Agent { interval, health } => agent(&g, interval, health).await,
         Command::Validate { output } => validate::validate(&g, output),
         Command::Network(n) => network::network(&g, n),

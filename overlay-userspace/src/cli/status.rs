@@ -4,7 +4,7 @@ use overlay_bpf::{
     status,
 };
 
-pub fn status(g: &Global, output: Format) -> anyhow::Result<i32> {
+pub async fn status(g: &Global, output: Format) -> anyhow::Result<i32> {
     // The state file names services and backends; without it, ids and addresses.
     let (host, cluster) = match &g.host {
         Some(h) => (h.clone(), super::load_cluster_and_host(g).ok().map(|(c, _)| c)),
@@ -22,7 +22,7 @@ pub fn status(g: &Global, output: Format) -> anyhow::Result<i32> {
         ))
         .into());
     }
-    let s = status::gather(&host, &pins, cluster.as_ref())?;
+    let s = status::gather(&host, &pins, cluster.as_ref()).await?;
     match output {
         Format::Json => println!("{}", serde_json::to_string_pretty(&s)?),
         Format::Text => status::print_text(&s),
