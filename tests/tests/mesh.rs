@@ -105,7 +105,7 @@ impl Mesh {
         while !(0..3)
             .all(|i| m.cs[i].run("curl", &["-s", "--max-time", "1", "http://127.0.0.1:8080/"]).status.success())
         {
-            assert!(t.elapsed() < Duration::from_secs(15), "HTTP servers did not come up");
+            assert!(t.elapsed() < Duration::from_secs(60), "HTTP servers did not come up");
             sleep(Duration::from_millis(200));
         }
         m

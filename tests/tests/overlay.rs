@@ -261,14 +261,20 @@ fn the_wire_format_on_an_underlay_capture() {
     let mut dump =
         w.u.switch
             .cmd("tcpdump")
-            .args(["-i", "br0", "-U", "-n", "-c", "4", "-w"])
+            // Immediate mode: packets are written as they come, not when the
+            // capture ring's block times out (1 s), which may be after SIGINT.
+            .args(["-i", "br0", "--immediate-mode", "-U", "-n", "-c", "4", "-w"])
             .arg(&pcap)
             .args(["udp port 4789 and src host 192.168.200.11"])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-    sleep(Duration::from_millis(800));
+    // tcpdump says "listening on" once it captures (slow to start in a VM).
+    let mut err = std::io::BufReader::new(dump.stderr.take().unwrap());
+    let mut said = String::new();
+    while std::io::BufRead::read_line(&mut err, &mut said).unwrap() > 0 && !said.contains("listening on") {}
+    assert!(said.contains("listening on"), "tcpdump did not start: {said}");
     let ok = w.c("a1").run("ping", &["-c", "3", "-i", "0.2", "-W", "2", "10.10.0.12"]).status.success();
     sleep(Duration::from_millis(300));
     unsafe { libc::kill(dump.id() as i32, libc::SIGINT) };
@@ -319,7 +325,10 @@ fn iperf(server: &Netns, client: &Netns, server_ip: &str, secs: u32) -> f64 {
             .spawn()
             .unwrap(),
     );
-    sleep(Duration::from_millis(500));
+    wait_until("iperf3 listening", 60, || {
+        let out = server.run("ss", &["-Hltn", &format!("src {server_ip}:5201")]);
+        String::from_utf8_lossy(&out.stdout).contains("LISTEN")
+    });
     let out = client.run("iperf3", &["-c", server_ip, "-t", &secs.to_string(), "--connect-timeout", "3000", "-J"]);
     let v = json(&String::from_utf8_lossy(&out.stdout));
     v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or_else(|| panic!("iperf3 gave no result: {v}"))

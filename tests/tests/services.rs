@@ -65,7 +65,7 @@ impl World {
         while !(0..3).all(|i| {
             w.c("c1").run("curl", &["-s", "--max-time", "1", &format!("http://{}:8080/", EPS[i].2)]).status.success()
         }) {
-            assert!(t.elapsed() < Duration::from_secs(15), "HTTP servers did not come up");
+            assert!(t.elapsed() < Duration::from_secs(60), "HTTP servers did not come up");
             sleep(Duration::from_millis(200));
         }
         w
