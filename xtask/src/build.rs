@@ -23,6 +23,25 @@ pub fn build(release: bool) -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// The target of the guests' `overlay-bpf`: a static binary runs on any guest
+/// userspace, busybox's included.
+pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
+
+/// Builds a static (musl) release `overlay-bpf` with the eBPF object
+/// embedded, for the VMs; returns its path.
+pub fn build_static() -> Result<PathBuf> {
+    let obj = build_ebpf()?;
+    let t = Instant::now();
+    step(&format!("build: static overlay-bpf for the VMs (release, {MUSL_TARGET})"));
+    run(Command::new("cargo")
+        .current_dir(root())
+        .args(["build", "-p", "overlay-userspace", "--bins", "--release", "--target", MUSL_TARGET])
+        .env("OVERLAY_EBPF_OBJECT", &obj))?;
+    let bin = root().join("target").join(MUSL_TARGET).join("release/overlay-bpf");
+    step(&format!("build: {} ready ({:.1}s)", bin.display(), t.elapsed().as_secs_f64()));
+    Ok(bin)
+}
+
 /// Builds the eBPF object with BTF; returns its path.
 pub fn build_ebpf() -> Result<PathBuf> {
     let t = Instant::now();

@@ -1,47 +1,18 @@
 //! `cargo xtask run`: a 3-host cluster on this machine, each host a network
 //! namespace on a shared underlay bridge, brought up from examples/cluster.yaml.
 
-use std::{
-    net::Ipv4Addr,
-    path::Path,
-    process::Command,
-    sync::atomic::{AtomicBool, Ordering},
-    time::Instant,
-};
+use std::{net::Ipv4Addr, path::Path, process::Command, time::Instant};
 
 use anyhow::{bail, Context, Result};
 
 use crate::{
     build, setup,
-    util::{is_root, output, root, step},
+    util::{catch_signals, check_interrupt, is_root, output, root, step},
 };
 
-#[path = "../../tests/src/testbed.rs"]
-mod testbed;
-use testbed::{Deployment, Netns, Underlay};
+use crate::testbed::{Deployment, Netns, Underlay};
 
 const PREFIX: &str = "obdemo";
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-/// Ctrl-C and SIGTERM set a flag; the demo stops at its next step and its
-/// guards tear everything down.
-fn catch_signals() {
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
-}
-
-fn check_interrupt() -> Result<()> {
-    if INTERRUPTED.load(Ordering::SeqCst) {
-        bail!("interrupted; tearing down");
-    }
-    Ok(())
-}
 
 /// Namespaces a cluster made by `cargo xtask run --keep` left behind.
 fn leftover_namespaces() -> Vec<String> {
@@ -127,7 +98,7 @@ pub fn run(keep: bool, clean: bool) -> Result<()> {
         std::mem::forget(dep);
         std::mem::forget(containers);
         std::mem::forget(underlay);
-        step("run: left running (--keep); remove it with `cargo xtask run --clean`");
+        step("run: left running (--keep); remove it with `cargo xtask run --netns --clean`");
     } else {
         step("run: tearing down (overlay-bpf down on each host, namespaces removed)");
         drop(dep);

@@ -1,7 +1,9 @@
 //! `cargo xtask`: everything a fresh machine needs, in one place.
 //!
-//! - `cargo xtask run`   installs what is missing, builds, and shows a 3-host cluster working
-//! - `cargo xtask test`  installs what is missing, builds, and runs every test
+//! - `cargo xtask run`   installs what is missing, builds, and shows a 3-host cluster working in VMs on
+//!   Debian's 6.1 and 6.12 kernels (`--netns`: namespaces on this kernel)
+//! - `cargo xtask test`  installs what is missing, builds, and runs every test, on this kernel and then in
+//!   one VM per Debian kernel (`--no-vm` skips those)
 //! - `cargo xtask build` builds the eBPF object and the `overlay-bpf` binary that embeds it
 //! - `cargo xtask setup` only installs what is missing
 
@@ -11,7 +13,10 @@ mod build;
 mod demo;
 mod setup;
 mod test;
+#[path = "../../tests/src/testbed.rs"]
+mod testbed;
 mod util;
+mod vm;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "overlay-bpf's build, set-up, test and demo tasks")]
@@ -30,24 +35,44 @@ enum Cmd {
         #[arg(long)]
         release: bool,
     },
-    /// Set up, build, and run every test: unit tests, then kernel tests (root).
+    /// Set up, build, and run every test: unit tests, kernel tests on this kernel, then the kernel tests again
+    /// inside one VM per Debian kernel (root).
     Test {
         /// Only the host-side unit tests (no root, no kernel).
         #[arg(long)]
         unit_only: bool,
+        /// Skip the VM tier (quick local runs: this kernel only).
+        #[arg(long)]
+        no_vm: bool,
+        /// Debian kernel series for the VM tier, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = default_kernels())]
+        kernel: Vec<String>,
         /// Extra arguments for the test runner, e.g. a test name filter.
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Set up, build, and show a 3-host cluster on this machine (network namespaces).
+    /// Set up, build, and show the example cluster working: 3 VMs per Debian kernel (6.1 and 6.12), each VM one
+    /// cluster host on a shared L2, checking the overlay (connectivity, isolation) and the routing mesh (every
+    /// host, client address kept, the internal VIP). Prints one result line per kernel and check; exits 0 only
+    /// when all passed. Kernels are downloaded once into target/vm/kernels; consoles go to target/vm/logs.
     Run {
-        /// Leave the cluster running instead of tearing it down (remove it later with `cargo xtask run --clean`).
+        /// Debian kernel series to boot, comma-separated (the newest package of each is used).
+        #[arg(long, value_delimiter = ',', default_values_t = default_kernels(), conflicts_with = "netns")]
+        kernel: Vec<String>,
+        /// The fast mode: hosts as network namespaces on this machine's own kernel, no VMs.
         #[arg(long)]
+        netns: bool,
+        /// With --netns: leave the cluster running (remove it later with `cargo xtask run --netns --clean`).
+        #[arg(long, requires = "netns")]
         keep: bool,
-        /// Only tear down a cluster left by --keep.
-        #[arg(long)]
+        /// With --netns: only tear down a cluster left by --keep.
+        #[arg(long, requires = "netns")]
         clean: bool,
     },
+}
+
+fn default_kernels() -> Vec<String> {
+    vm::kernel::DEFAULT_SERIES.iter().map(|s| s.to_string()).collect()
 }
 
 fn main() {
@@ -55,8 +80,9 @@ fn main() {
     let res = match cli.cmd {
         Cmd::Setup => setup::setup(),
         Cmd::Build { release } => setup::setup().and_then(|_| build::build(release).map(|_| ())),
-        Cmd::Test { unit_only, args } => test::test(unit_only, &args),
-        Cmd::Run { keep, clean } => demo::run(keep, clean),
+        Cmd::Test { unit_only, no_vm, kernel, args } => test::test(unit_only, (!no_vm).then_some(&kernel[..]), &args),
+        Cmd::Run { netns: true, keep, clean, .. } => demo::run(keep, clean),
+        Cmd::Run { kernel, .. } => vm::cluster::run(&kernel),
     };
     if let Err(e) = res {
         eprintln!("xtask: error: {e:#}");

@@ -7,14 +7,30 @@ use anyhow::{bail, Context, Result};
 use crate::util::{cargo_bin_dir, is_root, output, path_with_cargo_bin, run, step, succeeds};
 
 /// Debian packages the build, the tests and the demo use.
-pub const APT_PACKAGES: &[&str] =
-    &["bpftool", "iproute2", "iputils-ping", "procps", "nftables", "iperf3", "tcpdump", "ethtool", "curl", "python3"];
+/// qemu, busybox, binutils (objcopy) and xz build and boot the VMs.
+pub const APT_PACKAGES: &[&str] = &[
+    "bpftool",
+    "iproute2",
+    "iputils-ping",
+    "procps",
+    "nftables",
+    "iperf3",
+    "tcpdump",
+    "ethtool",
+    "curl",
+    "python3",
+    "qemu-system-x86",
+    "busybox-static",
+    "binutils",
+    "xz-utils",
+];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 pub fn setup() -> Result<()> {
     let t = Instant::now();
     apt_packages()?;
     nightly_rust_src()?;
+    musl_target()?;
     bpf_linker()?;
     bpffs()?;
     step(&format!("setup: ready ({:.1}s)", t.elapsed().as_secs_f64()));
@@ -67,6 +83,16 @@ fn nightly_rust_src() -> Result<()> {
     }
     step("setup: adding rust-src to the nightly toolchain (for -Z build-std)");
     run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+/// The guests' static overlay-bpf is built for musl.
+fn musl_target() -> Result<()> {
+    let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    if installed.lines().any(|l| l.trim() == crate::build::MUSL_TARGET) {
+        return Ok(());
+    }
+    step(&format!("setup: adding the {} target (static binaries for the VMs)", crate::build::MUSL_TARGET));
+    run(Command::new("rustup").args(["target", "add", crate::build::MUSL_TARGET]))
 }
 
 /// bpf-linker must link against the same LLVM major as the nightly's rustc.

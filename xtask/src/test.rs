@@ -10,7 +10,8 @@ use crate::{
     util::{is_root, root, run_tests, step},
 };
 
-pub fn test(unit_only: bool, args: &[String]) -> Result<()> {
+/// `vm_kernels`: the Debian kernel series of the VM tier, None to skip it.
+pub fn test(unit_only: bool, vm_kernels: Option<&[String]>, args: &[String]) -> Result<()> {
     let t0 = Instant::now();
     setup::setup()?;
     let bin = build::build(false)?;
@@ -57,7 +58,32 @@ pub fn test(unit_only: bool, args: &[String]) -> Result<()> {
             .args(args),
     )?;
     (passed, failed) = (passed + p, failed + f);
-    step(&format!("test: kernel tests passed ({:.1}s)", t.elapsed().as_secs_f64()));
+    step(&format!("test: kernel tests passed on this kernel ({:.1}s)", t.elapsed().as_secs_f64()));
+    if let Some(series) = vm_kernels {
+        let t = Instant::now();
+        step("test: the kernel tests again, in one VM per Debian kernel (--no-vm skips this)");
+        crate::util::catch_signals();
+        let kernels = crate::vm::kernels(series)?;
+        let accel = crate::vm::probe_accel(&kernels[0])?.join().map_err(|_| anyhow::anyhow!("KVM probe panicked"))?;
+        step(&format!("vm: accelerator: {}", accel.describe()));
+        let mut bad = Vec::new();
+        for (release, r) in crate::vm::tier::run(&kernels, accel, &obj, &bin, args)? {
+            match r {
+                Ok((p, f)) => {
+                    println!("vm {release}: {p} passed, {f} failed");
+                    (passed, failed) = (passed + p, failed + f);
+                }
+                Err(e) => {
+                    println!("vm {release}: {e:#}");
+                    bad.push(release);
+                }
+            }
+        }
+        if !bad.is_empty() {
+            bail!("the VM tier failed on {} (consoles in {})", bad.join(", "), crate::vm::logs_dir()?.display());
+        }
+        step(&format!("test: VM tier passed ({:.1}s)", t.elapsed().as_secs_f64()));
+    }
     step(&format!("test: all passed in {:.1}s", t0.elapsed().as_secs_f64()));
     println!("total: {passed} passed, {failed} failed");
     Ok(())

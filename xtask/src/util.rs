@@ -1,6 +1,7 @@
 use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
+    sync::atomic::{AtomicBool, Ordering},
     time::Instant,
 };
 
@@ -62,6 +63,18 @@ pub fn path_with_cargo_bin() -> std::ffi::OsString {
     std::env::join_paths(paths).expect("PATH")
 }
 
+/// (passed, failed) of a libtest "test result:" line.
+pub fn test_counts(line: &str) -> Option<(u64, u64)> {
+    let rest = line.strip_prefix("test result: ")?;
+    let num = |word: &str| -> u64 {
+        rest.split(';')
+            .find_map(|part| part.trim().trim_start_matches("ok. ").trim_start_matches("FAILED. ").strip_suffix(word))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    Some((num(" passed"), num(" failed")))
+}
+
 /// Runs `cargo test`, streaming its output, and returns (passed, failed)
 /// summed over its "test result:" lines. Fails when the run fails.
 pub fn run_tests(cmd: &mut Command) -> Result<(u64, u64)> {
@@ -71,17 +84,9 @@ pub fn run_tests(cmd: &mut Command) -> Result<(u64, u64)> {
     for line in BufReader::new(child.stdout.take().expect("piped stdout")).lines() {
         let line = line?;
         println!("{line}");
-        if let Some(rest) = line.strip_prefix("test result: ") {
-            let num = |word: &str| -> u64 {
-                rest.split(';')
-                    .find_map(|part| {
-                        part.trim().trim_start_matches("ok. ").trim_start_matches("FAILED. ").strip_suffix(word)
-                    })
-                    .and_then(|n| n.trim().parse().ok())
-                    .unwrap_or(0)
-            };
-            passed += num(" passed");
-            failed += num(" failed");
+        if let Some((p, f)) = test_counts(&line) {
+            passed += p;
+            failed += f;
         }
     }
     let status = child.wait()?;
@@ -89,4 +94,31 @@ pub fn run_tests(cmd: &mut Command) -> Result<(u64, u64)> {
         bail!("{cmd:?} failed ({status}): {passed} passed, {failed} failed");
     }
     Ok((passed, failed))
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Ctrl-C and SIGTERM set a flag instead of killing us: long tasks check it at
+/// each step and their guards tear down what they made.
+pub fn catch_signals() {
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+}
+
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// Fails once Ctrl-C or SIGTERM arrived.
+pub fn check_interrupt() -> Result<()> {
+    if interrupted() {
+        bail!("interrupted; tearing down");
+    }
+    Ok(())
 }
