@@ -67,7 +67,9 @@ pub fn test(unit_only: bool, vm_kernels: Option<&[String]>, args: &[String]) -> 
         let accel = crate::vm::probe_accel(&kernels[0])?.join().map_err(|_| anyhow::anyhow!("KVM probe panicked"))?;
         step(&format!("vm: accelerator: {}", accel.describe()));
         let mut bad = Vec::new();
-        for (release, r) in crate::vm::tier::run(&kernels, accel, &obj, &bin, args)? {
+        let results = crate::vm::tier::run(&kernels, accel, &obj, &bin, args)?;
+        crate::util::check_interrupt()?;
+        for (release, r) in results {
             match r {
                 Ok((p, f)) => {
                     println!("vm {release}: {p} passed, {f} failed");

@@ -100,6 +100,9 @@ pub fn run(series: &[String]) -> Result<()> {
             .collect()
     });
 
+    if crate::util::interrupted() {
+        bail!("interrupted: the VMs are stopped and their lab namespaces removed");
+    }
     // The summary: one line per kernel and check.
     println!();
     println!("{:<52} {}", "check", kernels.iter().map(|k| format!("{:<28}", k.release)).collect::<String>());
@@ -140,9 +143,9 @@ pub fn run(series: &[String]) -> Result<()> {
     }
     let total: usize = results.iter().map(|(_, r)| r.as_ref().map(|c| c.len()).unwrap_or(0)).sum();
     println!(
-        "vm run: {} of {total} checks passed on {} kernels ({}) in {:.1}s, accelerator {}",
+        "vm run: {} of {total} checks passed on {} ({}) in {:.1}s, accelerator {}",
         total.saturating_sub(failed),
-        kernels.len(),
+        if kernels.len() == 1 { "1 kernel".to_string() } else { format!("{} kernels", kernels.len()) },
         kernels.iter().map(|k| k.release.as_str()).collect::<Vec<_>>().join(", "),
         t0.elapsed().as_secs_f64(),
         accel.qemu_name()
