@@ -132,11 +132,17 @@ pub fn desired(cluster: &Cluster, host: usize, facts: &HostFacts) -> MapContents
     // Load balancing: one Maglev table per service with a VIP or an ingress
     // published port (all healthy backends), one more per service published in
     // host mode with backends here (the local healthy ones). Slots are handed
-    // out in file order.
+    // out in file order; services with the same backends (same order) share
+    // one table, so the slot limit counts distinct backend lists, not services.
     let mut next_slot = 0u32;
+    let mut slots: BTreeMap<Vec<usize>, u32> = BTreeMap::new();
     let mut slot_for = |m: &mut MapContents, backends: Vec<usize>| -> u32 {
+        if let Some(&slot) = slots.get(&backends) {
+            return slot;
+        }
         let slot = next_slot;
         next_slot += 1;
+        slots.insert(backends.clone(), slot);
         let names: Vec<&str> = backends.iter().map(|&b| cluster.endpoints[b].name.as_str()).collect();
         let table = maglev::table(&names, MAGLEV_SIZE as usize)
             .map(|t| t.into_iter().map(|i| cluster.endpoints[backends[i as usize]].ip.octets()).collect())

@@ -209,3 +209,33 @@ fn an_unhealthy_backend_leaves_the_tables_and_only_its_slots_move() {
     assert_eq!(d.backends.delete.len(), 1);
     assert!(Diff::between(&sick, &sick).is_empty());
 }
+
+#[test]
+fn services_with_the_same_backends_share_one_table() {
+    let mut yaml = String::from(
+        "version: 1\nhosts: [{name: node1, address: 192.168.246.194}, {name: node2, address: 192.168.246.195}]\n\
+         networks: [{name: big, subnets: [{subnet: 10.8.0.0/16}]}]\n\
+         endpoints:\n\
+         - {name: a, host: node1, network: big, netns: a}\n\
+         - {name: b, host: node2, network: big, netns: b}\n\
+         services:\n",
+    );
+    // 300 services (more than the 256 tables there is room for), over 2
+    // backend lists.
+    for i in 0..300 {
+        let backends = if i % 2 == 0 { "[a, b]" } else { "[b]" };
+        yaml += &format!(
+            "  - {{name: s{i}, network: big, ports: [{{protocol: tcp, target: 80, published: {}}}], backends: {backends}}}\n",
+            20000 + i
+        );
+    }
+    let c = cluster(&yaml);
+    let m = desired(&c, 0, &facts(&[("a", 10)]));
+    assert_eq!(m.maglev.len(), 2);
+    let slot = |port: u16| m.services[&ServiceKey { addr: [0; 4], port, proto: PROTO_TCP, _pad: 0 }].lb_slot;
+    assert_eq!((slot(20000), slot(20002), slot(20298)), (0, 0, 0));
+    assert_eq!((slot(20001), slot(20299)), (1, 1));
+    let b = c.endpoints.iter().find(|e| e.name == "b").unwrap().ip.octets();
+    assert!(m.maglev[&1].iter().all(|ip| *ip == b));
+    assert_eq!(m.maglev[&0].iter().copied().collect::<std::collections::BTreeSet<_>>().len(), 2);
+}
