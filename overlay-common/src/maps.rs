@@ -87,6 +87,9 @@ pub const VXLAN_MESH_REPLY: u8 = 0x02;
 /// Program names as they appear in the object file and in bpftool.
 pub const PROG_XDP_UNDERLAY: &str = "xdp_underlay_ingress";
 pub const PROG_TC_ENDPOINT: &str = "tc_endpoint_egress";
+/// Empty programs in the same object: the baseline of the per-packet benchmarks.
+pub const PROG_BENCH_EMPTY_XDP: &str = "bench_empty_xdp";
+pub const PROG_BENCH_EMPTY_TC: &str = "bench_empty_tc";
 
 /// The host's own settings (key 0 of [`MAP_CONFIG`]).
 #[repr(C)]

@@ -9,6 +9,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod build;
 mod demo;
 mod setup;
@@ -51,6 +52,17 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Release builds, then measurements: per-packet cost of the decap, mesh and encap paths through
+    /// BPF_PROG_TEST_RUN against empty programs, how it grows with 10 to 10,000 endpoints and 1 to 1,000
+    /// services, and `overlay-bpf up` times. Prints a table; writes target/bench/report.json.
+    Bench {
+        /// Packets per per-packet measurement (one BPF_PROG_TEST_RUN each).
+        #[arg(long, default_value_t = 1_000_000)]
+        packets: u32,
+        /// Rounds of every measurement (the table shows the median and the spread).
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+    },
     /// Set up, build, and show the example cluster working: 3 VMs per Debian kernel (6.1 and 6.12), each VM one
     /// cluster host on a shared L2, checking the overlay (connectivity, isolation) and the routing mesh (every
     /// host, client address kept, the internal VIP). Prints one result line per kernel and check; exits 0 only
@@ -81,6 +93,7 @@ fn main() {
         Cmd::Setup => setup::setup(),
         Cmd::Build { release } => setup::setup().and_then(|_| build::build(release).map(|_| ())),
         Cmd::Test { unit_only, no_vm, kernel, args } => test::test(unit_only, (!no_vm).then_some(&kernel[..]), &args),
+        Cmd::Bench { packets, rounds } => bench::bench(packets, rounds),
         Cmd::Run { netns: true, keep, clean, .. } => demo::run(keep, clean),
         Cmd::Run { kernel, .. } => vm::cluster::run(&kernel),
     };
