@@ -82,16 +82,8 @@ fn add_endpoints(rig: &mut Rig, n: u32) {
 fn add_services(rig: &mut Rig, n: u32) {
     let mut svcs: HashMap<_, ServiceKey, ServiceValue> = rig.map(MAP_SERVICES);
     for i in 0..n {
-        let v = ServiceValue {
-            service_id: 1000 + i,
-            vni: FRONT,
-            target_port: 80,
-            backend_count: 1,
-            flags: SERVICE_F_PUBLISHED,
-            lb_slot: 0,
-            ..Default::default()
-        };
-        svcs.insert(ServiceKey { addr: [0; 4], port: 20000 + i as u16, proto: PROTO_TCP, _pad: 0 }, v, 0).unwrap();
+        let key = ServiceKey { addr: [0; 4], port: 20000 + i as u16, proto: PROTO_TCP, _pad: 0 };
+        svcs.insert(key, published_service(1000 + i), 0).unwrap();
     }
 }
 

@@ -8,8 +8,6 @@ use std::{
     io::{BufRead, BufReader, Write},
     net::Ipv4Addr,
     process::Stdio,
-    thread::sleep,
-    time::{Duration, Instant},
 };
 
 use common::*;
@@ -101,13 +99,9 @@ impl Mesh {
         let echos = (0..2).map(|i| udp_echo(&cs[i], EPS[i].0)).collect();
         let m = Mesh { p, dep, webs, _echos: echos, cs, u, st };
         // Each server answers on its own loopback before the mesh is tried.
-        let t = Instant::now();
-        while !(0..3)
-            .all(|i| m.cs[i].run("curl", &["-s", "--max-time", "1", "http://127.0.0.1:8080/"]).status.success())
-        {
-            assert!(t.elapsed() < Duration::from_secs(60), "HTTP servers did not come up");
-            sleep(Duration::from_millis(200));
-        }
+        wait_until("the HTTP servers", 60, || {
+            (0..3).all(|i| m.cs[i].run("curl", &["-s", "--max-time", "1", "http://127.0.0.1:8080/"]).status.success())
+        });
         m
     }
 

@@ -3,12 +3,7 @@
 
 mod common;
 
-use std::{
-    collections::BTreeMap,
-    net::Ipv4Addr,
-    thread::sleep,
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use common::*;
 
@@ -60,14 +55,14 @@ impl World {
         }
         let webs = (0..3).map(|i| Web::start(&cs[i], EPS[i].0, 8080)).collect();
         let w = World { p, dep, webs, cs, _u: u, st };
-        // Wait for the servers.
-        let t = Instant::now();
-        while !(0..3).all(|i| {
-            w.c("c1").run("curl", &["-s", "--max-time", "1", &format!("http://{}:8080/", EPS[i].2)]).status.success()
-        }) {
-            assert!(t.elapsed() < Duration::from_secs(60), "HTTP servers did not come up");
-            sleep(Duration::from_millis(200));
-        }
+        wait_until("the HTTP servers", 60, || {
+            (0..3).all(|i| {
+                w.c("c1")
+                    .run("curl", &["-s", "--max-time", "1", &format!("http://{}:8080/", EPS[i].2)])
+                    .status
+                    .success()
+            })
+        });
         w
     }
 

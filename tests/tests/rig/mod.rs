@@ -400,16 +400,7 @@ impl Rig {
     pub fn with_published(port: u16, proto: u8, backend: [u8; 4]) -> Rig {
         let mut rig = Rig::new();
         let mut svcs: HashMap<_, ServiceKey, ServiceValue> = rig.map(MAP_SERVICES);
-        let v = ServiceValue {
-            service_id: SVC,
-            vni: FRONT,
-            target_port: 80,
-            backend_count: 1,
-            flags: SERVICE_F_PUBLISHED,
-            lb_slot: 0,
-            ..Default::default()
-        };
-        svcs.insert(ServiceKey { addr: [0; 4], port, proto, _pad: 0 }, v, 0).unwrap();
+        svcs.insert(ServiceKey { addr: [0; 4], port, proto, _pad: 0 }, published_service(SVC), 0).unwrap();
         rig.set_maglev(backend);
         rig
     }
@@ -418,6 +409,20 @@ impl Rig {
         let m: aya::maps::PerCpuHashMap<_, BackendKey, BackendStats> =
             aya::maps::PerCpuHashMap::try_from(self.loaded.ebpf_mut().map(MAP_BACKEND_STATS).unwrap()).unwrap();
         m.get(&BackendKey { service_id: SVC, ip }, 0).map(|v| v.iter().map(|s| s.flows).sum()).unwrap_or(0)
+    }
+}
+
+/// A service published on every host address (target port 80, one backend,
+/// Maglev slot 0).
+pub fn published_service(service_id: u32) -> ServiceValue {
+    ServiceValue {
+        service_id,
+        vni: FRONT,
+        target_port: 80,
+        backend_count: 1,
+        flags: SERVICE_F_PUBLISHED,
+        lb_slot: 0,
+        ..Default::default()
     }
 }
 
