@@ -8,7 +8,6 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     path::Path,
     process::Command,
-    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -18,6 +17,7 @@ use serde_json::Value;
 use super::{
     kernel::Kernel,
     qemu::{Accel, Lab, NetSpec, Vm, VmSpec},
+    say,
 };
 use crate::{
     build,
@@ -39,13 +39,6 @@ pub struct Check {
     pub detail: String,
 }
 
-/// Lines of one kernel's run, prefixed so two kernels can print at once.
-fn say(series: &str, msg: &str) {
-    static LOCK: Mutex<()> = Mutex::new(());
-    let _g = LOCK.lock();
-    println!("[{series}] {msg}");
-}
-
 pub fn run(series: &[String]) -> Result<()> {
     if !is_root() {
         bail!("`cargo xtask run` creates taps, namespaces and VMs: run it as root (sudo -E cargo xtask run)");
@@ -63,7 +56,7 @@ pub fn run(series: &[String]) -> Result<()> {
     let mut images = Vec::new();
     for k in &kernels {
         let t = Instant::now();
-        let mut tree = super::base_tree(k)?;
+        let (mut tree, modules) = super::base_tree(k)?;
         tree.copy("/usr/local/bin/overlay-bpf", &bin)?;
         for p in GUEST_PROGRAMS {
             tree.host_program(Path::new(p))?;
@@ -75,7 +68,7 @@ pub fn run(series: &[String]) -> Result<()> {
             "vm: image for {} ({:.1} MB: busybox, init, {} modules, overlay-bpf, nft) in {:.1}s",
             k.release,
             size as f64 / 1e6,
-            k.modules_to_load()?.len(),
+            modules,
             t.elapsed().as_secs_f64()
         ));
         images.push(image);

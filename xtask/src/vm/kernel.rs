@@ -65,7 +65,8 @@ fn cache_dir() -> PathBuf {
     root().join("target/vm/kernels")
 }
 
-fn packages_in_registry() -> Result<Vec<String>> {
+/// The cloud kernel packages the package lists know (one `apt-cache search`).
+pub fn packages_in_registry() -> Result<Vec<String>> {
     let list = || -> Result<Vec<String>> {
         Ok(output(Command::new("apt-cache").args(["search", "--names-only", "^linux-image-[0-9.]+.*-cloud-amd64$"]))?
             .lines()
@@ -81,12 +82,12 @@ fn packages_in_registry() -> Result<Vec<String>> {
     list()
 }
 
-/// The newest kernel of `series`, downloaded and unpacked once. Without the
-/// registry (offline), the newest already unpacked one is used.
-pub fn fetch(series: &str) -> Result<Kernel> {
+/// The newest kernel of `series` among `names` (the registry's packages),
+/// downloaded and unpacked once. Without the registry (offline), the newest
+/// already unpacked one is used.
+pub fn fetch(series: &str, names: &[String]) -> Result<Kernel> {
     let cache = cache_dir();
     std::fs::create_dir_all(&cache)?;
-    let names = packages_in_registry().unwrap_or_default();
     let cached: Vec<String> = std::fs::read_dir(&cache)?
         .flatten()
         .filter(|e| e.path().join(".unpacked").exists())

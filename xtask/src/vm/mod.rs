@@ -38,6 +38,7 @@ pub fn logs_dir() -> Result<PathBuf> {
 
 /// The kernels `--kernel` names ("6.1", "6.12"), fetched once.
 pub fn kernels(series: &[String]) -> Result<Vec<Kernel>> {
+    let registry = kernel::packages_in_registry().unwrap_or_default();
     let mut out = Vec::new();
     for s in series {
         let ok =
@@ -45,7 +46,7 @@ pub fn kernels(series: &[String]) -> Result<Vec<Kernel>> {
         if !ok {
             bail!("--kernel {s}: give a Debian kernel series such as 6.1 or 6.12 (comma-separated for several)");
         }
-        let k = kernel::fetch(s)?;
+        let k = kernel::fetch(s, &registry)?;
         step(&format!("vm: kernel {} -> {}", s, k.release));
         out.push(k);
     }
@@ -55,8 +56,15 @@ pub fn kernels(series: &[String]) -> Result<Vec<Kernel>> {
     Ok(out)
 }
 
-/// busybox, the init and `kernel`'s modules: what every guest has.
-pub fn base_tree(kernel: &Kernel) -> Result<Tree> {
+/// One line of a kernel's (or VM's) progress, prefixed with `tag` so runs on
+/// several kernels at once stay readable (println! writes the line whole).
+pub fn say(tag: &str, msg: &str) {
+    println!("[{tag}] {msg}");
+}
+
+/// busybox, the init and `kernel`'s modules: what every guest has; with the
+/// number of modules.
+pub fn base_tree(kernel: &Kernel) -> Result<(Tree, usize)> {
     let mut t = Tree::new(std::path::Path::new(BUSYBOX_HOST))?;
     t.file("/init", 0o755, INIT.as_bytes().to_vec());
     let mut order = String::new();
@@ -65,8 +73,9 @@ pub fn base_tree(kernel: &Kernel) -> Result<Tree> {
         order += &name;
         order.push('\n');
     }
+    let count = order.lines().count();
     t.file("/etc/obvm/modules", 0o644, order.into_bytes());
-    Ok(t)
+    Ok((t, count))
 }
 
 /// Starts the KVM probe in the background (it may take a few seconds to

@@ -6,7 +6,6 @@
 use std::{
     path::{Path, PathBuf},
     process::Command,
-    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -16,6 +15,7 @@ use super::{
     image::stripped,
     kernel::Kernel,
     qemu::{Accel, Vm, VmSpec},
+    say,
 };
 use crate::util::{check_interrupt, root, step};
 
@@ -86,12 +86,6 @@ fn test_name(exe: &Path) -> String {
     }
 }
 
-fn say(series: &str, msg: &str) {
-    static LOCK: Mutex<()> = Mutex::new(());
-    let _g = LOCK.lock();
-    println!("[vm {series}] {msg}");
-}
-
 /// Per kernel: (release, passed, failed), or why it could not run.
 pub type TierResult = (String, Result<(u64, u64)>);
 
@@ -107,7 +101,7 @@ pub fn run(kernels: &[Kernel], accel: Accel, obj: &Path, bin: &Path, args: &[Str
     common.push(("/usr/local/bin/overlay-bpf".into(), stripped(bin, &strip_dir)?));
     let mut images = Vec::new();
     for k in kernels {
-        let mut tree = super::base_tree(k)?;
+        let (mut tree, _) = super::base_tree(k)?;
         for p in HOST_PROGRAMS {
             tree.host_program(Path::new(p))?;
         }
@@ -139,6 +133,7 @@ pub fn run(kernels: &[Kernel], accel: Accel, obj: &Path, bin: &Path, args: &[Str
 
 fn tests_on(k: &Kernel, image: &Path, accel: Accel, names: &[String], args: &[String]) -> Result<(u64, u64)> {
     let series = &k.series;
+    let tag = format!("vm {series}");
     let spec = VmSpec {
         name: format!("test-{series}"),
         kernel: k.clone(),
@@ -151,7 +146,7 @@ fn tests_on(k: &Kernel, image: &Path, accel: Accel, names: &[String], args: &[St
         log: super::logs_dir()?.join(format!("test-{}.log", k.release)),
     };
     let mut vm = Vm::boot(&spec, Duration::from_secs(300))?;
-    say(series, &format!("booted {} ({:.1}s, {})", vm.release, vm.boot_secs, accel.qemu_name()));
+    say(&tag, &format!("booted {} ({:.1}s, {})", vm.release, vm.boot_secs, accel.qemu_name()));
     if vm.release != k.release {
         bail!("the guest runs {} instead of {}", vm.release, k.release);
     }
@@ -162,14 +157,14 @@ fn tests_on(k: &Kernel, image: &Path, accel: Accel, names: &[String], args: &[St
         check_interrupt()?;
         let t = Instant::now();
         let cmd = format!("cd /tmp && OVERLAY_BPF_BIN=/usr/local/bin/overlay-bpf /opt/tests/{n}{extra}");
-        let out = vm.step(&cmd, Duration::from_secs(1800), |l| say(series, l))?;
+        let out = vm.step(&cmd, Duration::from_secs(1800), |l| say(&tag, l))?;
         for l in &out.output {
             if let Some((p, f)) = crate::util::test_counts(l) {
                 passed += p;
                 failed += f;
             }
         }
-        say(series, &format!("{n}: {} ({:.1}s)", out.status, t.elapsed().as_secs_f64()));
+        say(&tag, &format!("{n}: {} ({:.1}s)", out.status, t.elapsed().as_secs_f64()));
         if !out.passed {
             broken.push(n.clone());
         }
