@@ -15,7 +15,7 @@ pub const MAP_NETWORKS: &str = "OB_NETWORKS_V1";
 /// Longest-prefix match of overlay subnets -> VNI.
 pub const MAP_SUBNETS: &str = "OB_SUBNETS_V1";
 /// Host-side veth ifindex -> the local endpoint behind it.
-pub const MAP_IFACES: &str = "OB_IFACES_V2";
+pub const MAP_IFACES: &str = "OB_IFACES_V3";
 /// Underlay IPv4 -> cluster host (VXLAN tunnel end point).
 pub const MAP_VTEPS: &str = "OB_VTEPS_V1";
 /// (address, port, protocol) -> service; VIPs and published ports.
@@ -123,6 +123,9 @@ pub const ENDPOINT_F_LOCAL: u32 = 1;
 /// Not an endpoint but a service VIP: answered in ARP (MAC 02:42 + VIP) so
 /// clients send to it; only its TCP/UDP ports lead anywhere.
 pub const ENDPOINT_F_VIP: u32 = 2;
+/// The endpoint backs a service: its replies may need translating back
+/// (connection table); other endpoints' packets skip that lookup.
+pub const ENDPOINT_F_BACKEND: u32 = 4;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -165,7 +168,8 @@ pub struct SubnetValue {
     pub gateway: [u8; 4],
 }
 
-/// The local endpoint behind a host-side veth (V2: adds `host_mac`).
+/// The local endpoint behind a host-side veth (V2: adds `host_mac`; V3: adds
+/// `flags`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IfaceValue {
@@ -176,6 +180,8 @@ pub struct IfaceValue {
     /// MAC of the host-side veth: traffic leaving the overlay is addressed to
     /// it so the host stack routes it.
     pub host_mac: [u8; 6],
+    /// `ENDPOINT_F_*` bits of the endpoint (`ENDPOINT_F_BACKEND` matters here).
+    pub flags: u32,
 }
 
 #[repr(C)]
@@ -320,7 +326,7 @@ mod tests {
         assert_eq!(size_of::<EndpointValue>(), 20);
         assert_eq!(size_of::<NetworkValue>(), 16);
         assert_eq!(size_of::<SubnetValue>(), 8);
-        assert_eq!(size_of::<IfaceValue>(), 20);
+        assert_eq!(size_of::<IfaceValue>(), 24);
         assert_eq!(size_of::<VtepValue>(), 8);
         assert_eq!(size_of::<ServiceKey>(), 8);
         assert_eq!(size_of::<ServiceValue>(), 24);

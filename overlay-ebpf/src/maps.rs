@@ -19,7 +19,7 @@ pub static OB_NETWORKS_V1: HashMap<u32, NetworkValue, { MAX_NETWORKS as usize }>
 pub static OB_SUBNETS_V1: LpmTrie<[u8; 4], SubnetValue, { MAX_SUBNETS as usize }> = LpmTrie::new();
 
 #[btf_map]
-pub static OB_IFACES_V2: HashMap<u32, IfaceValue, { MAX_IFACES as usize }> = HashMap::new();
+pub static OB_IFACES_V3: HashMap<u32, IfaceValue, { MAX_IFACES as usize }> = HashMap::new();
 
 #[btf_map]
 pub static OB_VTEPS_V1: HashMap<[u8; 4], VtepValue, { MAX_VTEPS as usize }> = HashMap::new();
@@ -61,7 +61,7 @@ pub fn network(vni: u32) -> Option<&'static NetworkValue> {
 
 #[inline(always)]
 pub fn iface(ifindex: u32) -> Option<&'static IfaceValue> {
-    unsafe { OB_IFACES_V2.get(ifindex) }
+    unsafe { OB_IFACES_V3.get(ifindex) }
 }
 
 #[inline(always)]

@@ -3,7 +3,7 @@
 //! touches only changed entries, which is what makes re-applying a changed
 //! state file hitless.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use overlay_common::*;
 
@@ -20,7 +20,7 @@ pub struct HostFacts {
     /// Endpoint name -> its host-side veth, for local endpoints.
     pub veths: BTreeMap<String, Veth>,
     /// Backends (endpoint names) the health checks took out.
-    pub unhealthy: std::collections::BTreeSet<String>,
+    pub unhealthy: BTreeSet<String>,
 }
 
 /// A local endpoint's host-side veth.
@@ -111,10 +111,14 @@ pub fn desired(cluster: &Cluster, host: usize, facts: &HostFacts) -> MapContents
             );
         }
     }
-    for e in &cluster.endpoints {
+    // Every configured backend, healthy or not: replies of flows it already
+    // has are translated until the flows end.
+    let backends: BTreeSet<usize> = cluster.services.iter().flat_map(|s| s.backends.iter().copied()).collect();
+    for (i, e) in cluster.endpoints.iter().enumerate() {
         let vni = cluster.networks[e.network].vni;
         let local = if e.host == host { facts.veths.get(&e.name).copied() } else { None };
         let local_ifindex = local.map(|v| v.ifindex);
+        let backend = if backends.contains(&i) { ENDPOINT_F_BACKEND } else { 0 };
         m.endpoints.insert(
             EndpointKey { vni, ip: e.ip.octets() },
             EndpointValue {
@@ -122,11 +126,12 @@ pub fn desired(cluster: &Cluster, host: usize, facts: &HostFacts) -> MapContents
                 _pad: [0; 2],
                 ifindex: local_ifindex.unwrap_or(0),
                 vtep: cluster.hosts[e.host].address.octets(),
-                flags: if local_ifindex.is_some() { ENDPOINT_F_LOCAL } else { 0 },
+                flags: if local_ifindex.is_some() { ENDPOINT_F_LOCAL } else { 0 } | backend,
             },
         );
         if let Some(v) = local {
-            m.ifaces.insert(v.ifindex, IfaceValue { vni, ip: e.ip.octets(), mac: e.mac.0, host_mac: v.mac });
+            let iv = IfaceValue { vni, ip: e.ip.octets(), mac: e.mac.0, host_mac: v.mac, flags: backend };
+            m.ifaces.insert(v.ifindex, iv);
         }
     }
     // Load balancing: one Maglev table per service with a VIP or an ingress

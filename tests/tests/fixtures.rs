@@ -670,6 +670,8 @@ fn xdp_mesh_udp_keeps_a_zero_checksum_and_fixes_a_real_one() {
 #[test]
 fn backend_host_remembers_the_ingress_host_and_tunnels_replies_back() {
     let mut rig = Rig::new();
+    // ME backs the published service PEER picked it for.
+    rig.mark_backend(ME);
     // A client's packet for local ME, tunnelled here by PEER with the mesh marker.
     let inner = frame(GW_MAC, ME_MAC, OUTSIDE, ME, 6, &tcp_with_csum(OUTSIDE, ME, 50003, 80));
     let mut fwd = vxlan(PEER, 0x08, FRONT, &inner);

@@ -52,9 +52,12 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Release builds, then measurements: per-packet cost of the decap, mesh and encap paths through
-    /// BPF_PROG_TEST_RUN against empty programs, how it grows with 10 to 10,000 endpoints and 1 to 1,000
-    /// services, and `overlay-bpf up` times. Prints a table; writes target/bench/report.json.
+    /// Release builds, then measurements, overlay-bpf against what Docker would run: TCP throughput, small-UDP
+    /// packet rate and TCP request/response between containers on two hosts (vs a bridge plus kernel vxlan),
+    /// new connections per second through a published port (vs nftables DNAT); per-packet cost of the decap,
+    /// mesh and encap paths through BPF_PROG_TEST_RUN against empty programs, how it grows with 10 to 10,000
+    /// endpoints and 1 to 1,000 services, and `overlay-bpf up` times. Prints a table; writes
+    /// target/bench/report.json. Takes about 3 minutes (root).
     Bench {
         /// Packets per per-packet measurement (one BPF_PROG_TEST_RUN each).
         #[arg(long, default_value_t = 1_000_000)]
@@ -62,6 +65,12 @@ enum Cmd {
         /// Rounds of every measurement (the table shows the median and the spread).
         #[arg(long, default_value_t = 3)]
         rounds: u32,
+        /// Seconds of traffic per traffic measurement (after a 0.5 s warm-up).
+        #[arg(long, default_value_t = 3.0)]
+        secs: f64,
+        /// Only these groups of rows, comma-separated: traffic, packets (BPF_PROG_TEST_RUN), up.
+        #[arg(long, value_delimiter = ',', value_parser = ["traffic", "packets", "up"])]
+        only: Vec<String>,
     },
     /// Set up, build, and show the example cluster working: 3 VMs per Debian kernel (6.1 and 6.12), each VM one
     /// cluster host on a shared L2, checking the overlay (connectivity, isolation) and the routing mesh (every
@@ -93,7 +102,7 @@ fn main() {
         Cmd::Setup => setup::setup(),
         Cmd::Build { release } => setup::setup().and_then(|_| build::build(release).map(|_| ())),
         Cmd::Test { unit_only, no_vm, kernel, args } => test::test(unit_only, (!no_vm).then_some(&kernel[..]), &args),
-        Cmd::Bench { packets, rounds } => bench::bench(packets, rounds),
+        Cmd::Bench { packets, rounds, secs, only } => bench::bench(packets, rounds, secs, &only),
         Cmd::Run { netns: true, keep, clean, .. } => demo::run(keep, clean),
         Cmd::Run { kernel, .. } => vm::cluster::run(&kernel),
     };

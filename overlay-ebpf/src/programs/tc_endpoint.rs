@@ -204,6 +204,10 @@ fn translate(
     let p = unsafe { *ports };
     let (sport, dport) = (u16::from_be_bytes([p[0], p[1]]), u16::from_be_bytes([p[2], p[3]]));
     let cfg = host_config()?;
+    // Only a backend's packets can be replies to translate back; anyone
+    // else's need the connection table only when addressed to a service.
+    let svc_key = ServiceKey { addr: dst, port: dport, proto, _pad: 0 };
+    let early = if me.flags & ENDPOINT_F_BACKEND == 0 { Some(service(svc_key)?) } else { None };
     let now = now_ns();
     let key = CtKey { src, dst, sport, dport, proto, _pad: [0; 3] };
     let ct = ct_get(&key, cfg, now).map(|c| *c);
@@ -231,7 +235,10 @@ fn translate(
             return Some(tunnel(ctx, c.vtep, c.vni, VXLAN_MESH_REPLY, gw_mac, me.mac, Reason::MeshTunneledBack));
         }
     }
-    let svc = service(ServiceKey { addr: dst, port: dport, proto, _pad: 0 })?;
+    let svc = match early {
+        Some(s) => s,
+        None => service(svc_key)?,
+    };
     if svc.vni != me.vni {
         return Some(drop(Reason::DropCrossNetwork));
     }

@@ -126,15 +126,18 @@ fn handle(ctx: &XdpContext) -> (Reason, u32) {
         mesh::remember_ingress(cfg, &key, outer_src, vni);
     } else {
         // The inner source must be an endpoint of this VNI behind the sending host.
-        match endpoint(vni, src) {
-            Some(s) if s.vtep == outer_src => {}
+        let from_backend = match endpoint(vni, src) {
+            Some(s) if s.vtep == outer_src => s.flags & ENDPOINT_F_BACKEND != 0,
             _ => return drop(Reason::DropSpoofed),
-        }
+        };
         if ethertype == ETH_P_ARP {
             return arp_reply(start, end, unsafe { (*ctx.ctx).ingress_ifindex }, cfg, ihl, inner, ep.mac);
         }
-        // The reply of a VIP flow whose client lives here: source back to the VIP.
-        revnat(start, end, inner + EthHdr::LEN, cfg);
+        // The reply of a VIP flow whose client lives here: source back to the
+        // VIP. Only backends send those.
+        if from_backend {
+            revnat(start, end, inner + EthHdr::LEN, cfg);
+        }
     }
     ieth.dst_addr = ep.mac;
     let ifindex = ep.ifindex;

@@ -72,14 +72,21 @@ fn desired_content_for_node1() {
     let vip = m.endpoints[&ek(4097, [10, 0, 0, 2])];
     assert_eq!((vip.flags, vip.mac, vip.ifindex), (ENDPOINT_F_VIP, [2, 0x42, 10, 0, 0, 2], 0));
     let w1 = m.endpoints[&ek(4097, [10, 0, 0, 3])];
-    assert_eq!((w1.ifindex, w1.flags, w1.vtep), (10, ENDPOINT_F_LOCAL, [192, 168, 246, 194]));
+    assert_eq!((w1.ifindex, w1.flags, w1.vtep), (10, ENDPOINT_F_LOCAL | ENDPOINT_F_BACKEND, [192, 168, 246, 194]));
     assert_eq!(w1.mac, [2, 0x42, 10, 0, 0, 3]);
     let w2 = m.endpoints[&ek(4097, [10, 0, 0, 4])];
-    assert_eq!((w2.ifindex, w2.flags, w2.vtep), (0, 0, [192, 168, 246, 195]));
+    assert_eq!((w2.ifindex, w2.flags, w2.vtep), (0, ENDPOINT_F_BACKEND, [192, 168, 246, 195]));
+    assert_eq!(m.endpoints[&ek(4096, [10, 0, 1, 9])].flags, 0, "db.1 backs nothing");
     assert_eq!(m.ifaces.len(), 1);
     assert_eq!(
         m.ifaces[&10],
-        IfaceValue { vni: 4097, ip: [10, 0, 0, 3], mac: [2, 0x42, 10, 0, 0, 3], host_mac: [0xaa, 0, 0, 0, 0, 10] }
+        IfaceValue {
+            vni: 4097,
+            ip: [10, 0, 0, 3],
+            mac: [2, 0x42, 10, 0, 0, 3],
+            host_mac: [0xaa, 0, 0, 0, 0, 10],
+            flags: ENDPOINT_F_BACKEND
+        }
     );
     assert_eq!(m.vteps.len(), 2);
     assert_eq!(m.vteps[&[192, 168, 246, 195]].host_id, 1);

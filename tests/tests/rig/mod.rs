@@ -221,7 +221,9 @@ impl Rig {
         eps.insert(EndpointKey { vni: BACK, ip: B }, ep([2, 0x42, 10, 0, 1, 9], 0, PEER), 0).unwrap();
         eps.insert(EndpointKey { vni: BACK, ip: BL }, ep([2, 0x42, 10, 0, 1, 5], 43, HOST), 0).unwrap();
         let mut ifaces: HashMap<_, u32, IfaceValue> = HashMap::try_from(e.map_mut(MAP_IFACES).unwrap()).unwrap();
-        ifaces.insert(ME_IF, IfaceValue { vni: FRONT, ip: ME, mac: ME_MAC, host_mac: HOST_VETH_MAC }, 0).unwrap();
+        ifaces
+            .insert(ME_IF, IfaceValue { vni: FRONT, ip: ME, mac: ME_MAC, host_mac: HOST_VETH_MAC, flags: 0 }, 0)
+            .unwrap();
         Rig { loaded }
     }
 
@@ -353,6 +355,26 @@ impl Rig {
         if backend != [0; 4] {
             let mut b: HashMap<_, BackendKey, BackendValue> = self.map(MAP_BACKENDS);
             b.insert(BackendKey { service_id: SVC, ip: backend }, BackendValue { flags: 0 }, 0).unwrap();
+            self.mark_backend(backend);
+        }
+    }
+
+    /// Flags endpoint `ip` as a service backend, as `up` does for every
+    /// configured backend (its replies get the connection-table lookup).
+    pub fn mark_backend(&mut self, ip: [u8; 4]) {
+        let mut eps: HashMap<_, EndpointKey, EndpointValue> = self.map(MAP_ENDPOINTS);
+        for vni in [FRONT, BACK] {
+            let k = EndpointKey { vni, ip };
+            if let Ok(mut v) = eps.get(&k, 0) {
+                v.flags |= ENDPOINT_F_BACKEND;
+                eps.insert(k, v, 0).unwrap();
+            }
+        }
+        if ip == ME {
+            let mut ifaces: HashMap<_, u32, IfaceValue> = self.map(MAP_IFACES);
+            let mut v = ifaces.get(&ME_IF, 0).unwrap();
+            v.flags |= ENDPOINT_F_BACKEND;
+            ifaces.insert(ME_IF, v, 0).unwrap();
         }
     }
 

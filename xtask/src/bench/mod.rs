@@ -1,6 +1,7 @@
-//! `cargo xtask bench`: release builds, then per-packet costs through
-//! BPF_PROG_TEST_RUN (tests/benches/progs.rs) beside empty programs, and
-//! `overlay-bpf up` times with growing states. Prints a table and writes
+//! `cargo xtask bench`: release builds, then traffic between namespaces over
+//! overlay-bpf and over the kernel's own VXLAN path (traffic.rs, load.rs),
+//! per-packet costs through BPF_PROG_TEST_RUN (tests/benches/progs.rs) beside
+//! empty programs, and `overlay-bpf up` times with growing states. Prints a table and writes
 //! target/bench/report.json: {"rows": [{name, unit, overlay_bpf, baseline,
 //! baseline_name, ratio, spread, samples}]}. No thresholds: a benchmark
 //! measures, tests check.
@@ -21,6 +22,9 @@ use crate::{
     util::{catch_signals, check_interrupt, is_root, root, step},
 };
 
+mod load;
+mod traffic;
+
 /// One row of the report.
 struct Row {
     name: String,
@@ -29,7 +33,7 @@ struct Row {
     baseline: Option<(String, Vec<f64>)>,
 }
 
-fn median(v: &[f64]) -> f64 {
+pub(crate) fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.total_cmp(b));
     if s.is_empty() {
@@ -44,7 +48,8 @@ fn spread(v: &[f64]) -> f64 {
     (hi - lo) / median(v)
 }
 
-pub fn bench(packets: u32, rounds: u32) -> Result<()> {
+pub fn bench(packets: u32, rounds: u32, secs: f64, only: &[String]) -> Result<()> {
+    let want = |g: &str| only.is_empty() || only.iter().any(|o| o == g);
     if !is_root() {
         bail!("`cargo xtask bench` loads eBPF programs and creates namespaces: run it as root");
     }
@@ -54,9 +59,17 @@ pub fn bench(packets: u32, rounds: u32) -> Result<()> {
     let obj = build::build_ebpf()?;
     let bin = build::build(true)?;
     let mut rows = Vec::new();
-    rows.extend(per_packet(&obj, packets, rounds)?);
+    if want("traffic") {
+        rows.extend(traffic::traffic(&bin, rounds, secs)?);
+    }
     check_interrupt()?;
-    rows.extend(up_times(&bin, rounds)?);
+    if want("packets") {
+        rows.extend(per_packet(&obj, packets, rounds)?);
+    }
+    check_interrupt()?;
+    if want("up") {
+        rows.extend(up_times(&bin, rounds)?);
+    }
     report(&rows)?;
     step(&format!("bench: done in {:.1}s", t0.elapsed().as_secs_f64()));
     Ok(())

@@ -1,0 +1,328 @@
+//! The traffic rows: the same namespace topology twice, once carried by
+//! overlay-bpf and once by what Docker builds (a bridge plus a kernel `vxlan`
+//! device per host, static FDB, MTU 1450; the routing mesh as nftables DNAT
+//! and masquerade over it), measured in turns.
+//!
+//! Each topology: an underlay switch, hosts n1 and n2, an outside client `cl`
+//! on the underlay, container a1 on n1 (10.70.0.11) and a2 on n2
+//! (10.70.0.12). a2 backs a service published on port 8080 (target 80).
+
+use std::{
+    net::{Ipv4Addr, SocketAddrV4},
+    path::Path,
+    process::{Child, Command, Stdio},
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use super::{load, median, Row};
+use crate::{
+    testbed::{ip, must, Deployment, Netns, Underlay},
+    util::{check_interrupt, root, step},
+};
+
+const A1: Ipv4Addr = Ipv4Addr::new(10, 70, 0, 11);
+const A2: Ipv4Addr = Ipv4Addr::new(10, 70, 0, 12);
+const PUBLISHED: u16 = 8080;
+const TARGET: u16 = 80;
+
+/// Docker's default MAC for a container address: 02:42 and the IPv4 address.
+fn mac(a: Ipv4Addr) -> String {
+    let o = a.octets();
+    format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
+}
+
+/// One of the two topologies.
+struct Topo {
+    /// "overlay-bpf" or the baseline's name.
+    label: &'static str,
+    prefix: &'static str,
+    // Field order is drop order: overlay-bpf down, then the namespaces.
+    dep: Option<Deployment>,
+    containers: Vec<Netns>,
+    _underlay: Underlay,
+    n1_addr: Ipv4Addr,
+}
+
+impl Topo {
+    fn underlay(prefix: &'static str, subnet: u8) -> (Underlay, Vec<Netns>, Ipv4Addr) {
+        let n1 = Ipv4Addr::new(192, 168, subnet, 11);
+        let u = Underlay::new(
+            prefix,
+            &[("n1", n1), ("n2", Ipv4Addr::new(192, 168, subnet, 12)), ("cl", Ipv4Addr::new(192, 168, subnet, 100))],
+        );
+        // The connection-rate client goes through many ports.
+        must(u.host("cl").cmd("sysctl").args(["-qw", "net.ipv4.ip_local_port_range=1024 65000"]));
+        let containers = ["a1", "a2"].iter().map(|c| Netns::new(&format!("{prefix}-{c}"))).collect();
+        (u, containers, n1)
+    }
+
+    /// overlay-bpf up on both hosts from a generated state file.
+    fn overlay(bin: &Path, prefix: &'static str, subnet: u8) -> Result<Topo> {
+        let (u, containers, n1_addr) = Self::underlay(prefix, subnet);
+        let host = |n: &str| format!("{prefix}{n}");
+        let y = format!(
+            "version: 1
+cluster: {{vxlan_port: 4789, underlay_mtu: 1500}}
+hosts:
+  - {{name: {n1}, address: 192.168.{subnet}.11}}
+  - {{name: {n2}, address: 192.168.{subnet}.12}}
+networks:
+  - {{name: front, vni: 5001, attachable: true, subnets: [{{subnet: 10.70.0.0/24}}]}}
+endpoints:
+  - {{name: a1, host: {n1}, network: front, netns: {prefix}-a1, ip: {A1}}}
+  - {{name: a2, host: {n2}, network: front, netns: {prefix}-a2, ip: {A2}}}
+services:
+  - {{name: web, network: front, ports: [{{protocol: tcp, target: {TARGET}, published: {PUBLISHED}}}], backends: [a2]}}
+",
+            n1 = host("n1"),
+            n2 = host("n2"),
+        );
+        let dir = root().join("target/bench");
+        std::fs::create_dir_all(&dir)?;
+        let file = dir.join(format!("{prefix}.yaml"));
+        std::fs::write(&file, y)?;
+        let mut dep = Deployment::new(bin);
+        for n in ["n1", "n2"] {
+            let out = dep.up(&file, &host(n), &format!("{prefix}-{n}"));
+            if !out.status.success() {
+                bail!("overlay-bpf up for {}: {}", host(n), String::from_utf8_lossy(&out.stderr));
+            }
+        }
+        Ok(Topo { label: "overlay-bpf", prefix, dep: Some(dep), containers, _underlay: u, n1_addr })
+    }
+
+    /// Docker's data path, by hand: per host a bridge `kbr` holding a kernel
+    /// vxlan device (VNI 5001, port 4789, no learning, static FDB) and the
+    /// container's veth; on n1 the mesh as nftables DNAT to a2 with
+    /// masquerade, as Docker's ingress sandbox does (it uses IPVS).
+    fn kernel(prefix: &'static str, subnet: u8) -> Result<Topo> {
+        let (u, containers, n1_addr) = Self::underlay(prefix, subnet);
+        let addr = |i: usize| Ipv4Addr::new(192, 168, subnet, 11 + i as u8).to_string();
+        for (i, (c, cip)) in containers.iter().zip([A1, A2]).enumerate() {
+            let h = u.host(["n1", "n2"][i]);
+            let (local, remote, remote_c) = (addr(i), addr(1 - i), [A1, A2][1 - i]);
+            h.ip(&["link", "add", "kvx", "type", "vxlan", "id", "5001", "dstport", "4789"]);
+            h.ip(&["link", "set", "kvx", "type", "vxlan", "local", &local, "dev", "eth0", "nolearning"]);
+            h.ip(&["link", "add", "kbr", "type", "bridge"]);
+            h.ip(&["link", "set", "kvx", "master", "kbr", "up"]);
+            ip(&["link", "add", "kcv", "netns", &h.name, "type", "veth", "peer", "name", "eth0", "netns", &c.name]);
+            h.ip(&["link", "set", "kcv", "mtu", "1450", "master", "kbr", "up"]);
+            h.ip(&["addr", "add", &format!("10.70.0.{}/24", 201 + i), "dev", "kbr"]);
+            h.ip(&["link", "set", "kbr", "up"]);
+            must(h.cmd("bridge").args(["fdb", "append", "00:00:00:00:00:00", "dev", "kvx", "dst", &remote]));
+            must(h.cmd("bridge").args([
+                "fdb",
+                "add",
+                &mac(remote_c),
+                "dev",
+                "kvx",
+                "dst",
+                &remote,
+                "self",
+                "permanent",
+            ]));
+            c.ip(&["link", "set", "eth0", "address", &mac(cip), "mtu", "1450", "up"]);
+            c.ip(&["addr", "add", &format!("{cip}/24"), "dev", "eth0"]);
+            c.ip(&["link", "set", "lo", "up"]);
+        }
+        let n1 = u.host("n1");
+        must(n1.cmd("sysctl").args(["-qw", "net.ipv4.ip_forward=1"]));
+        let rules = format!(
+            "table ip obbench {{
+  chain pre {{ type nat hook prerouting priority dstnat; policy accept; tcp dport {PUBLISHED} dnat to {A2}:{TARGET}; }}
+  chain post {{ type nat hook postrouting priority srcnat; policy accept; oifname \"kbr\" masquerade; }}
+}}"
+        );
+        let mut nft = n1.cmd("nft").args(["-f", "-"]).stdin(Stdio::piped()).spawn().context("nft")?;
+        std::io::Write::write_all(nft.stdin.as_mut().context("nft stdin")?, rules.as_bytes())?;
+        if !nft.wait()?.success() {
+            bail!("nft -f: the baseline's DNAT rules were refused");
+        }
+        Ok(Topo { label: "kernel vxlan+bridge", prefix, dep: None, containers, _underlay: u, n1_addr })
+    }
+
+    fn ns(&self, name: &str) -> String {
+        format!("{}-{name}", self.prefix)
+    }
+
+    fn container(&self, name: &str) -> &Netns {
+        &self.containers[if name == "a1" { 0 } else { 1 }]
+    }
+
+    /// One ping each way: neighbours resolved, the path proven.
+    fn check(&self) -> Result<()> {
+        for (from, to) in [("a1", A2), ("a2", A1)] {
+            let out = self.container(from).run("ping", &["-c", "1", "-W", "3", &to.to_string()]);
+            if !out.status.success() {
+                bail!("{}: {from} cannot ping {to}: the topology is broken", self.label);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// iperf3, one TCP stream a1 -> a2 for `secs`: received bits per second.
+fn iperf(t: &Topo, secs: f64) -> Result<f64> {
+    struct Server(Child);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGKILL) };
+            let _ = self.0.wait();
+        }
+    }
+    let a2 = A2.to_string();
+    let server = t.container("a2");
+    let _srv =
+        Server(server.cmd("iperf3").args(["-s", "-1", "-B", &a2]).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !String::from_utf8_lossy(&server.run("ss", &["-Hltn", &format!("src {a2}:5201")]).stdout).contains("LISTEN") {
+        if Instant::now() > deadline {
+            bail!("iperf3 -s did not listen within 20 s");
+        }
+        sleep(Duration::from_millis(50));
+    }
+    let out = t
+        .container("a1")
+        .run("iperf3", &["-c", &a2, "-t", &format!("{secs}"), "-O", "1", "--connect-timeout", "3000", "-J"]);
+    let v: Value = serde_json::from_slice(&out.stdout).context("iperf3 -J output")?;
+    v["end"]["sum_received"]["bits_per_second"].as_f64().with_context(|| format!("iperf3 gave no result: {v}"))
+}
+
+/// Run time the kernel accounted to our programs (kernel.bpf_stats_enabled),
+/// by program name: (run_time_ns, run_cnt).
+fn prog_stats(t: &Topo) -> Result<Vec<(String, u64, u64)>> {
+    let dep = t.dep.as_ref().context("overlay-bpf topology")?;
+    let mut out: Vec<(String, u64, u64)> = Vec::new();
+    for n in ["n1", "n2"] {
+        let st = dep.cmd(&format!("{}{n}", t.prefix), &t.ns(n)).args(["status", "-o", "json"]).output()?;
+        let st: Value = serde_json::from_slice(&st.stdout).context("overlay-bpf status -o json")?;
+        for l in st["links"].as_array().context("status links")? {
+            let (Some(id), Some(name)) = (l["prog_id"].as_u64(), l["prog_name"].as_str()) else { continue };
+            let p = Command::new("bpftool").args(["-j", "prog", "show", "id", &id.to_string()]).output()?;
+            let p: Value = serde_json::from_slice(&p.stdout).context("bpftool -j prog show")?;
+            let (ns, cnt) = (p["run_time_ns"].as_u64().unwrap_or(0), p["run_cnt"].as_u64().unwrap_or(0));
+            match out.iter_mut().find(|(n, ..)| n == name) {
+                Some(e) => {
+                    e.1 += ns;
+                    e.2 += cnt;
+                }
+                None => out.push((name.to_string(), ns, cnt)),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// kernel.bpf_stats_enabled on while alive, back to what it was on drop.
+struct BpfStats(String);
+
+impl BpfStats {
+    const PATH: &'static str = "/proc/sys/kernel/bpf_stats_enabled";
+    fn enable() -> Result<BpfStats> {
+        let was = std::fs::read_to_string(Self::PATH).context(Self::PATH)?.trim().to_string();
+        std::fs::write(Self::PATH, "1").context(Self::PATH)?;
+        Ok(BpfStats(was))
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = std::fs::write(Self::PATH, &self.0);
+    }
+}
+
+/// A traffic row: the measurement, its unit, and whether the baseline is the
+/// mesh's (nftables DNAT) or the overlay's.
+struct Case {
+    name: &'static str,
+    unit: &'static str,
+    mesh: bool,
+    run: fn(&Topo, f64) -> Result<f64>,
+}
+
+const CASES: [Case; 4] = [
+    Case { name: "overlay_tcp_throughput", unit: "Gbit/s", mesh: false, run: |t, s| Ok(iperf(t, s)? / 1e9) },
+    Case {
+        name: "overlay_udp_pps_small",
+        unit: "kpps",
+        mesh: false,
+        run: |t, s| Ok(load::udp_pps(&t.ns("a1"), &t.ns("a2"), A2, s)? / 1e3),
+    },
+    Case {
+        name: "overlay_tcp_rr",
+        unit: "k/s",
+        mesh: false,
+        run: |t, s| Ok(load::tcp_rr(&t.ns("a1"), &t.ns("a2"), A2, s)? / 1e3),
+    },
+    Case {
+        name: "mesh_tcp_conn_rate",
+        unit: "k/s",
+        mesh: true,
+        run: |t, s| {
+            let to = SocketAddrV4::new(t.n1_addr, PUBLISHED);
+            Ok(load::tcp_conn_rate(&t.ns("cl"), &[t.ns("a2")], TARGET, to, 2, s)? / 1e3)
+        },
+    },
+];
+
+/// Both topologies, every case `rounds` times, in turns (the order flips each
+/// round), with the kernel's per-program run time read around overlay-bpf's.
+pub fn traffic(bin: &Path, rounds: u32, secs: f64) -> Result<Vec<Row>> {
+    let t0 = Instant::now();
+    step("bench: traffic rows; two identical namespace topologies (obbo: overlay-bpf, obbk: kernel vxlan+bridge)");
+    let ours = Topo::overlay(bin, "obbo", 211)?;
+    let kernel = Topo::kernel("obbk", 212)?;
+    ours.check()?;
+    kernel.check()?;
+    if Path::new("/proc/net/ip_vs").exists() {
+        step("bench: this kernel has IPVS; the mesh baseline here is nftables DNAT all the same (see README)");
+    }
+    let _stats = BpfStats::enable()?;
+    let mut rows = Vec::new();
+    for case in &CASES {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let mut per_prog: Vec<(String, Vec<f64>)> = Vec::new();
+        for r in 0..rounds {
+            check_interrupt()?;
+            let order = if r % 2 == 0 { [&ours, &kernel] } else { [&kernel, &ours] };
+            for t in order {
+                let before = if t.dep.is_some() { Some(prog_stats(t)?) } else { None };
+                let v = (case.run)(t, secs).with_context(|| format!("{} over {}", case.name, t.label))?;
+                println!("  {:<24} round {} {:<20} {v:>10.3} {}", case.name, r + 1, t.label, case.unit);
+                if let Some(before) = before {
+                    for (name, ns, cnt) in prog_stats(t)? {
+                        let (ns0, cnt0) =
+                            before.iter().find(|(n, ..)| *n == name).map(|(_, a, b)| (*a, *b)).unwrap_or((0, 0));
+                        if cnt > cnt0 {
+                            let per = (ns - ns0) as f64 / (cnt - cnt0) as f64;
+                            match per_prog.iter_mut().find(|(n, _)| *n == name) {
+                                Some(e) => e.1.push(per),
+                                None => per_prog.push((name, vec![per])),
+                            }
+                        }
+                    }
+                    a.push(v);
+                } else {
+                    b.push(v);
+                }
+            }
+        }
+        let base = if case.mesh { "nftables DNAT" } else { kernel.label };
+        println!("  {}: {:.3} vs {:.3} {}", case.name, median(&a), median(&b), case.unit);
+        rows.push(Row { name: case.name.into(), unit: case.unit, ours: a, baseline: Some((base.into(), b)) });
+        for (prog, v) in per_prog {
+            rows.push(Row {
+                name: format!("{}.bpf_ns_per_run.{prog}", case.name),
+                unit: "ns",
+                ours: v,
+                baseline: None,
+            });
+        }
+    }
+    step(&format!("bench: traffic rows done ({:.1}s)", t0.elapsed().as_secs_f64()));
+    Ok(rows)
+}
