@@ -31,9 +31,13 @@ pub const MAP_BACKEND_STATS: &str = "OB_BACKEND_STATS_V1";
 pub const MAP_CT: &str = "OB_CT_V1";
 /// Per-CPU packet/byte counters indexed by [`crate::stats::counter_index`].
 pub const MAP_STATS: &str = "OB_STATS_V3";
+/// LRU cache, written by XDP: cluster host's underlay address -> the next hop
+/// (egress device, MACs) the kernel's FIB gave, re-checked every
+/// [`NEXT_HOP_TTL_NS`].
+pub const MAP_NEXT_HOPS: &str = "OB_NEXT_HOPS_V1";
 
 /// Every map, in the order `status` shows them.
-pub const ALL_MAPS: [&str; 12] = [
+pub const ALL_MAPS: [&str; 13] = [
     MAP_CONFIG,
     MAP_ENDPOINTS,
     MAP_NETWORKS,
@@ -46,7 +50,12 @@ pub const ALL_MAPS: [&str; 12] = [
     MAP_BACKEND_STATS,
     MAP_CT,
     MAP_STATS,
+    MAP_NEXT_HOPS,
 ];
+
+/// How long XDP trusts a cached next hop before asking the FIB again: a
+/// neighbour's new MAC is picked up within this time.
+pub const NEXT_HOP_TTL_NS: u64 = 1_000_000_000;
 
 pub const MAX_ENDPOINTS: u32 = 65_536;
 pub const MAX_NETWORKS: u32 = 4_096;
@@ -274,6 +283,16 @@ pub const CT_TUNNEL: u8 = 3;
 /// port, out of the underlay to the client.
 pub const CT_SNAT_OUT: u8 = 4;
 
+/// A next hop as `bpf_fib_lookup` gave it, and when.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NextHop {
+    pub ifindex: u32,
+    pub smac: [u8; 6],
+    pub dmac: [u8; 6],
+    pub checked_ns: u64,
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CtValue {
@@ -311,6 +330,7 @@ mod pod {
     unsafe impl aya::Pod for BackendStats {}
     unsafe impl aya::Pod for CtKey {}
     unsafe impl aya::Pod for CtValue {}
+    unsafe impl aya::Pod for NextHop {}
     unsafe impl aya::Pod for crate::stats::Counter {}
 }
 
@@ -335,6 +355,7 @@ mod tests {
         assert_eq!(size_of::<BackendStats>(), 24);
         assert_eq!(size_of::<CtKey>(), 16);
         assert_eq!(size_of::<CtValue>(), 40);
+        assert_eq!(size_of::<NextHop>(), 24);
         assert_eq!(size_of::<crate::stats::Counter>(), 16);
     }
 }

@@ -41,6 +41,9 @@ pub static OB_BACKEND_STATS_V1: PerCpuHashMap<BackendKey, BackendStats, { MAX_BA
 pub static OB_CT_V1: LruHashMap<CtKey, CtValue, { CT_DEFAULT_SIZE as usize }> = LruHashMap::new();
 
 #[btf_map]
+pub static OB_NEXT_HOPS_V1: LruHashMap<[u8; 4], NextHop, { MAX_VTEPS as usize }> = LruHashMap::new();
+
+#[btf_map]
 pub static OB_STATS_V3: PerCpuArray<Counter, { STATS_ENTRIES as usize }> = PerCpuArray::new();
 
 #[inline(always)]

@@ -646,6 +646,34 @@ fn xdp_mesh_tunnels_to_a_remote_backend_and_translates_the_reply_back() {
 }
 
 #[test]
+fn xdp_mesh_caches_the_next_hop_for_a_second() {
+    private_underlay();
+    let mut rig = Rig::with_published(8080, PROTO_TCP, R);
+    let pkt = |sport| from_client(&tcp_with_csum(OUTSIDE, HOST, sport, 8080), 6);
+    let (verdict, out) = rig.run(PROG_XDP_UNDERLAY, &pkt(50001));
+    assert_eq!((verdict, &out[0..6]), (XDP_REDIRECT, &PEER_MAC[..]));
+    let mut hops: HashMap<_, [u8; 4], NextHop> = rig.map(MAP_NEXT_HOPS);
+    let cached = hops.get(&PEER, 0).expect("the FIB's answer for PEER is cached");
+    assert_eq!((cached.smac, cached.dmac), (UL_MAC, PEER_MAC));
+    // bpf_ktime_get_ns is CLOCK_MONOTONIC.
+    let now = {
+        let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+        t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+    };
+    // A fresh entry is used as it is (no FIB lookup)...
+    let fake = [2, 0, 0, 0, 0, 0x99];
+    hops.insert(PEER, NextHop { dmac: fake, checked_ns: now, ..cached }, 0).unwrap();
+    let (_, out) = rig.run(PROG_XDP_UNDERLAY, &pkt(50002));
+    assert_eq!(out[0..6], fake, "cached next hop used");
+    // ...one older than NEXT_HOP_TTL_NS is looked up again.
+    let mut hops: HashMap<_, [u8; 4], NextHop> = rig.map(MAP_NEXT_HOPS);
+    hops.insert(PEER, NextHop { dmac: fake, checked_ns: now - NEXT_HOP_TTL_NS - 1, ..cached }, 0).unwrap();
+    let (_, out) = rig.run(PROG_XDP_UNDERLAY, &pkt(50003));
+    assert_eq!(out[0..6], PEER_MAC, "stale entry refreshed from the FIB");
+}
+
+#[test]
 fn xdp_mesh_udp_keeps_a_zero_checksum_and_fixes_a_real_one() {
     private_underlay();
     let mut rig = Rig::with_published(5353, PROTO_UDP, ME);
