@@ -15,6 +15,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "procps",
     "nftables",
     "iperf3",
+    "ipvsadm",
     "tcpdump",
     "ethtool",
     "curl",

@@ -98,8 +98,9 @@ services:
     /// Docker's data path, by hand: per host a bridge `kbr` holding a kernel
     /// vxlan device (VNI 5001, port 4789, no learning, static FDB) and the
     /// container's veth; on n1 the mesh as nftables DNAT to a2 with
-    /// masquerade, as Docker's ingress sandbox does (it uses IPVS).
-    fn kernel(prefix: &'static str, subnet: u8) -> Result<Topo> {
+    /// masquerade, or with `ipvs` as Docker's ingress sandbox does it: an IPVS
+    /// service in NAT mode, masqueraded.
+    fn kernel(prefix: &'static str, subnet: u8, ipvs: bool) -> Result<Topo> {
         let (u, containers, n1_addr) = Self::underlay(prefix, subnet);
         let addr = |i: usize| Ipv4Addr::new(192, 168, subnet, 11 + i as u8).to_string();
         for (i, (c, cip)) in containers.iter().zip([A1, A2]).enumerate() {
@@ -131,10 +132,20 @@ services:
         }
         let n1 = u.host("n1");
         must(n1.cmd("sysctl").args(["-qw", "net.ipv4.ip_forward=1"]));
+        let dnat = if ipvs {
+            let vs = format!("{n1_addr}:{PUBLISHED}");
+            must(n1.cmd("sysctl").args(["-qw", "net.ipv4.vs.conntrack=1"]));
+            must(n1.cmd("ipvsadm").args(["-A", "-t", &vs, "-s", "rr"]));
+            must(n1.cmd("ipvsadm").args(["-a", "-t", &vs, "-r", &format!("{A2}:{TARGET}"), "-m"]));
+            String::new()
+        } else {
+            format!(
+                "  chain pre {{ type nat hook prerouting priority dstnat; policy accept; tcp dport {PUBLISHED} dnat to {A2}:{TARGET}; }}\n"
+            )
+        };
         let rules = format!(
             "table ip obbench {{
-  chain pre {{ type nat hook prerouting priority dstnat; policy accept; tcp dport {PUBLISHED} dnat to {A2}:{TARGET}; }}
-  chain post {{ type nat hook postrouting priority srcnat; policy accept; oifname \"kbr\" masquerade; }}
+{dnat}  chain post {{ type nat hook postrouting priority srcnat; policy accept; oifname \"kbr\" masquerade; }}
 }}"
         );
         let mut nft = n1.cmd("nft").args(["-f", "-"]).stdin(Stdio::piped()).spawn().context("nft")?;
@@ -142,7 +153,8 @@ services:
         if !nft.wait()?.success() {
             bail!("nft -f: the baseline's DNAT rules were refused");
         }
-        Ok(Topo { label: "kernel vxlan+bridge", prefix, dep: None, containers, _underlay: u, n1_addr })
+        let label = if ipvs { "IPVS" } else { "kernel vxlan+bridge" };
+        Ok(Topo { label, prefix, dep: None, containers, _underlay: u, n1_addr })
     }
 
     fn ns(&self, name: &str) -> String {
@@ -269,51 +281,73 @@ const CASES: [Case; 4] = [
     },
 ];
 
-/// Both topologies, every case `rounds` times, in turns (the order flips each
-/// round), with the kernel's per-program run time read around overlay-bpf's.
+/// IPVS, where the kernel has it (built in, or a module modprobe loads).
+fn has_ipvs() -> bool {
+    let proc = Path::new("/proc/net/ip_vs");
+    if !proc.exists() {
+        let _ = Command::new("modprobe").arg("ip_vs").stderr(Stdio::null()).status();
+    }
+    proc.exists()
+}
+
+/// Both topologies, every case `rounds` times, in turns (the order rotates
+/// each round), with the kernel's per-program run time read around
+/// overlay-bpf's. Where the kernel has IPVS, the mesh case also runs against
+/// a third topology with IPVS in place of the nftables DNAT.
 pub fn traffic(bin: &Path, rounds: u32, secs: f64) -> Result<Vec<Row>> {
     let t0 = Instant::now();
-    step("bench: traffic rows; two identical namespace topologies (obbo: overlay-bpf, obbk: kernel vxlan+bridge)");
-    let ours = Topo::overlay(bin, "obbo", 211)?;
-    let kernel = Topo::kernel("obbk", 212)?;
-    ours.check()?;
-    kernel.check()?;
-    if Path::new("/proc/net/ip_vs").exists() {
-        step("bench: this kernel has IPVS; the mesh baseline here is nftables DNAT all the same (see README)");
+    step("bench: traffic rows; identical namespace topologies (obbo: overlay-bpf, obbk: kernel vxlan+bridge)");
+    let mut topos = vec![Topo::overlay(bin, "obbo", 211)?, Topo::kernel("obbk", 212, false)?];
+    if has_ipvs() {
+        step("bench: this kernel has IPVS: the mesh row also runs against IPVS (obbv), as Docker's mesh");
+        topos.push(Topo::kernel("obbv", 213, true)?);
+    } else {
+        step("bench: no IPVS in this kernel (no /proc/net/ip_vs): the mesh baseline is nftables DNAT only");
+    }
+    for t in &topos {
+        t.check()?;
     }
     let _stats = BpfStats::enable()?;
     let mut rows = Vec::new();
     for case in &CASES {
-        let (mut a, mut b) = (Vec::new(), Vec::new());
+        // The IPVS topology only serves the mesh.
+        let ts: Vec<&Topo> = topos.iter().filter(|t| case.mesh || t.label != "IPVS").collect();
+        let mut samples: Vec<Vec<f64>> = vec![Vec::new(); ts.len()];
         let mut per_prog: Vec<(String, Vec<f64>)> = Vec::new();
-        for r in 0..rounds {
+        for r in 0..rounds as usize {
             check_interrupt()?;
-            let order = if r % 2 == 0 { [&ours, &kernel] } else { [&kernel, &ours] };
-            for t in order {
+            for k in 0..ts.len() {
+                let i = (k + r) % ts.len();
+                let t = ts[i];
                 let before = if t.dep.is_some() { Some(prog_stats(t)?) } else { None };
                 let v = (case.run)(t, secs).with_context(|| format!("{} over {}", case.name, t.label))?;
                 println!("  {:<24} round {} {:<20} {v:>10.3} {}", case.name, r + 1, t.label, case.unit);
-                if let Some(before) = before {
-                    for (name, ns, cnt) in prog_stats(t)? {
-                        let (ns0, cnt0) =
-                            before.iter().find(|(n, ..)| *n == name).map(|(_, a, b)| (*a, *b)).unwrap_or((0, 0));
-                        if cnt > cnt0 {
-                            let per = (ns - ns0) as f64 / (cnt - cnt0) as f64;
-                            match per_prog.iter_mut().find(|(n, _)| *n == name) {
-                                Some(e) => e.1.push(per),
-                                None => per_prog.push((name, vec![per])),
-                            }
+                samples[i].push(v);
+                let Some(before) = before else { continue };
+                for (name, ns, cnt) in prog_stats(t)? {
+                    let (ns0, cnt0) =
+                        before.iter().find(|(n, ..)| *n == name).map(|(_, a, b)| (*a, *b)).unwrap_or((0, 0));
+                    if cnt > cnt0 {
+                        let per = (ns - ns0) as f64 / (cnt - cnt0) as f64;
+                        match per_prog.iter_mut().find(|(n, _)| *n == name) {
+                            Some(e) => e.1.push(per),
+                            None => per_prog.push((name, vec![per])),
                         }
                     }
-                    a.push(v);
-                } else {
-                    b.push(v);
                 }
             }
         }
-        let base = if case.mesh { "nftables DNAT" } else { kernel.label };
-        println!("  {}: {:.3} vs {:.3} {}", case.name, median(&a), median(&b), case.unit);
-        rows.push(Row { name: case.name.into(), unit: case.unit, ours: a, baseline: Some((base.into(), b)) });
+        // ts[0] is overlay-bpf.
+        for (i, t) in ts.iter().enumerate().skip(1) {
+            let (name, base) = match (case.mesh, t.label) {
+                (true, "IPVS") => (format!("{}_vs_ipvs", case.name), "IPVS"),
+                (true, _) => (case.name.to_string(), "nftables DNAT"),
+                (false, l) => (case.name.to_string(), l),
+            };
+            println!("  {name}: {:.3} vs {:.3} {}", median(&samples[0]), median(&samples[i]), case.unit);
+            let baseline = Some((base.to_string(), samples[i].clone()));
+            rows.push(Row { name, unit: case.unit, ours: samples[0].clone(), baseline });
+        }
         for (prog, v) in per_prog {
             rows.push(Row {
                 name: format!("{}.bpf_ns_per_run.{prog}", case.name),
