@@ -13,8 +13,9 @@ pub struct Tuple {
     pub dport: u16,
 }
 
-/// The IPv4 TCP/UDP packet at `off` (IHL 5) as a connection-table key, or
-/// `None` when it is not one.
+/// The IPv4 TCP/UDP packet at `off` (IHL 5, its total length within the
+/// frame and long enough for the ports) as a connection-table key, or `None`
+/// when it is not one.
 #[inline(always)]
 pub fn key_at(start: usize, end: usize, off: usize) -> Option<CtKey> {
     let ip = unsafe { &*ptr_at::<[u8; 20]>(start, end, off)? };
@@ -27,6 +28,13 @@ pub fn key_at(start: usize, end: usize, off: usize) -> Option<CtKey> {
         return None;
     }
     let l4 = unsafe { &*ptr_at::<[u8; 4]>(start, end, off + 20)? };
+    // `end` read back opaquely: from this check the compiler would otherwise
+    // conclude that later bounds checks always pass and drop them, and the
+    // verifier needs every one.
+    let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+    if total < 28 || start + off + total > unsafe { core::ptr::read_volatile(&end) } {
+        return None;
+    }
     let mut k = CtKey { proto, ..Default::default() };
     k.src.copy_from_slice(&ip[12..16]);
     k.dst.copy_from_slice(&ip[16..20]);

@@ -185,15 +185,15 @@ fn xdp_decap_truncated_at_every_byte() {
         let (verdict, reason) = if cut < vx {
             // Cut inside the outer IPv4 or UDP header: not recognisably ours.
             (XDP_PASS, Reason::PassNotOurs)
-        } else if cut < iip + 20 {
-            // Ours, but the VXLAN header, inner Ethernet or inner IPv4 is cut.
-            (XDP_DROP, Reason::DropMalformed)
         } else {
-            (XDP_REDIRECT, Reason::Decapsulated)
+            // Ours, but the VXLAN header, inner Ethernet or inner IPv4 is cut,
+            // or the inner packet is shorter than its total length says.
+            (XDP_DROP, Reason::DropMalformed)
         };
-        let _ = (outer_l4, ieth);
+        let _ = (outer_l4, ieth, iip);
         cases.push(case(&format!("cut at {cut}"), whole[..cut].to_vec(), verdict, Out::Any, reason));
     }
+    cases.push(case("whole", whole.clone(), XDP_REDIRECT, Out::Any, Reason::Decapsulated));
     let mut rig = Rig::new();
     rig.table(PROG_XDP_UNDERLAY, Prog::XdpUnderlay, &cases);
     let total: u64 = Prog::XdpUnderlay.reasons().iter().map(|r| rig.counter(Prog::XdpUnderlay, *r)).sum();

@@ -90,3 +90,33 @@ pub fn test(unit_only: bool, vm_kernels: Option<&[String]>, args: &[String]) -> 
     println!("total: {passed} passed, {failed} failed");
     Ok(())
 }
+
+/// `cargo xtask fuzz`: the fuzz tests (tests/tests/fuzz.rs) with `packets`
+/// per program and a seed (a new one unless given), printed so a failure can
+/// be replayed with `--seed`.
+pub fn fuzz(packets: u64, seed: Option<u64>) -> Result<()> {
+    if !is_root() {
+        bail!("fuzzing runs the eBPF programs through BPF_PROG_TEST_RUN: run it as root");
+    }
+    let t = Instant::now();
+    setup::setup()?;
+    build::build(false)?;
+    let obj = root().join("target/bpfel-unknown-none/release/overlay-ebpf");
+    let seed = seed.unwrap_or_else(|| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        now.as_nanos() as u64 ^ std::process::id() as u64
+    });
+    step(&format!("fuzz: {packets} packets per program, seed {seed} (replay: cargo xtask fuzz --seed {seed})"));
+    let status = Command::new("cargo")
+        .current_dir(root())
+        .args(["test", "--release", "-p", "tests", "--test", "fuzz", "--", "--nocapture", "--test-threads", "2"])
+        .env("OVERLAY_EBPF_OBJECT", &obj)
+        .env("OB_FUZZ_PACKETS", packets.to_string())
+        .env("OB_FUZZ_SEED", seed.to_string())
+        .status()?;
+    if !status.success() {
+        bail!("fuzzing found a failure (seed {seed}); the packet is printed above");
+    }
+    step(&format!("fuzz: done in {:.1}s", t.elapsed().as_secs_f64()));
+    Ok(())
+}

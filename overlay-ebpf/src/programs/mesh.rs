@@ -189,6 +189,11 @@ fn encap(ctx: &XdpContext, e: &Encap, ifindex: u32) -> Verdict {
 pub fn reply(ctx: &XdpContext, cfg: &HostConfig, inner: usize, vtep: [u8; 4]) -> Verdict {
     let (start, end) = (ctx.data(), ctx.data_end());
     let ip_off = inner + 14;
+    // The inner frame must be IPv4 for the rest to read it as such.
+    match ptr_at::<[u8; 14]>(start, end, inner) {
+        Some(e) if unsafe { (*e)[12] == 0x08 && (*e)[13] == 0x00 } => {}
+        _ => return drop(Reason::DropMalformed),
+    }
     let Some(key) = key_at(start, end, ip_off) else { return drop(Reason::DropMalformed) };
     let c = match ct_get(&key, cfg, now_ns()) {
         // Only the host the flow was sent to may answer for it.

@@ -114,6 +114,14 @@ fn ipv4(ctx: &TcContext, me: &IfaceValue, ifindex: u32, eth: &mut EthHdr, start:
     if ip.vihl >> 4 != 4 || ip.vihl & 0xf < 5 {
         return drop(Reason::DropMalformed);
     }
+    // A total length beyond the frame (or shorter than the header) is a lie
+    // no receiver would accept. (The skb's length: data_end only bounds its
+    // linear part.) GSO super-packets carry a total length per segment.
+    let total = u16::from_be_bytes(ip.tot_len) as usize;
+    let gso = unsafe { (*ctx.skb.skb).gso_size } != 0;
+    if total < ((ip.vihl & 0xf) as usize) * 4 || (!gso && total > ctx.len() as usize - EthHdr::LEN) {
+        return drop(Reason::DropMalformed);
+    }
     if ip.src_addr != me.ip {
         return drop(Reason::DropSpoofed);
     }

@@ -65,7 +65,7 @@ fn handle(ctx: &XdpContext) -> (Reason, u32) {
         return pass;
     }
     let ihl = ((ip.vihl & 0xf) as usize) * 4;
-    if ihl < 20 {
+    if ip.vihl >> 4 != 4 || ihl < 20 {
         return pass;
     }
     let l4 = EthHdr::LEN + ihl;
@@ -104,7 +104,18 @@ fn handle(ctx: &XdpContext) -> (Reason, u32) {
     let ethertype = u16::from_be(ieth.ether_type);
     let (src, dst) = match ethertype {
         ETH_P_IP => match ptr_at::<Ipv4Hdr>(start, end, inner + EthHdr::LEN) {
-            Some(i) => unsafe { ((*i).src_addr, (*i).dst_addr) },
+            Some(i) => {
+                let i = unsafe { &*i };
+                // A header or total length that does not fit the frame is
+                // not forwarded.
+                let ihl = ((i.vihl & 0xf) as usize) * 4;
+                let total = u16::from_be_bytes(i.tot_len) as usize;
+                let room = end - start - inner - EthHdr::LEN;
+                if i.vihl >> 4 != 4 || ihl < 20 || total < ihl || total > room {
+                    return drop(Reason::DropMalformed);
+                }
+                (i.src_addr, i.dst_addr)
+            }
             None => return drop(Reason::DropMalformed),
         },
         ETH_P_ARP => match ptr_at::<ArpHdr>(start, end, inner + EthHdr::LEN) {
