@@ -346,3 +346,34 @@ fn pin_dir_moves_every_pin_and_must_be_on_bpffs() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("is not on a bpffs mount"), "{}", text(&o));
     assert!(our_veths(u.host("n1")).is_empty() && !tmp.exists());
 }
+
+#[test]
+fn bad_state_files_exit_1_with_the_named_error_from_every_command() {
+    let p = "obtv";
+    let good = state(p, &[("e1", "n1", "front", "10.10.0.3")], 1);
+    let st = StateFile::new(p, &good);
+    // (what, file contents, what stderr must name)
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("malformed YAML", b"version: 1\nhosts: [\n".to_vec(), "line"),
+        ("wrong type", good.replace("vxlan_port: 4789", "vxlan_port: [1]").into_bytes(), "cluster.vxlan_port: invalid type"),
+        ("unknown key", format!("{good}colour: blue\n").into_bytes(), "unknown field `colour`"),
+        ("non-UTF-8", b"version: 1\nhosts: \xff\xfe\n".to_vec(), "not valid UTF-8"),
+        ("empty", b"\n".to_vec(), "is empty"),
+        ("huge", vec![b'#'; (16 << 20) + 1], "limited to"),
+        ("a rule (VNI 0)", good.replace("vni: 5001", "vni: 0").into_bytes(), "vni 0 is outside 1..16777215"),
+        ("a rule (unknown host)", good.replace(&format!("host: {p}n1"), "host: nowhere").into_bytes(), "host \"nowhere\" does not exist"),
+    ];
+    let mut wrong = Vec::new();
+    for (what, bytes, needle) in &cases {
+        std::fs::write(&st.0, bytes).unwrap();
+        for cmd in [&["validate"][..], &["up", "--host", &format!("{p}n1")][..]] {
+            let o = Command::new(bin()).args(cmd).arg("--state").arg(&st.0).output().unwrap();
+            let err = String::from_utf8_lossy(&o.stderr);
+            if o.status.code() != Some(1) || !err.contains(needle) || !err.contains(&st.0.display().to_string()) {
+                wrong.push(format!("{what} ({}): exit {:?}, stderr: {}", cmd[0], o.status.code(), err.trim()));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{} of {}:\n{}", wrong.len(), cases.len() * 2, wrong.join("\n"));
+    assert!(!pins(p, "n1").exists(), "nothing was applied");
+}
