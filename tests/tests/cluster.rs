@@ -355,13 +355,21 @@ fn bad_state_files_exit_1_with_the_named_error_from_every_command() {
     // (what, file contents, what stderr must name)
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("malformed YAML", b"version: 1\nhosts: [\n".to_vec(), "line"),
-        ("wrong type", good.replace("vxlan_port: 4789", "vxlan_port: [1]").into_bytes(), "cluster.vxlan_port: invalid type"),
+        (
+            "wrong type",
+            good.replace("vxlan_port: 4789", "vxlan_port: [1]").into_bytes(),
+            "cluster.vxlan_port: invalid type",
+        ),
         ("unknown key", format!("{good}colour: blue\n").into_bytes(), "unknown field `colour`"),
         ("non-UTF-8", b"version: 1\nhosts: \xff\xfe\n".to_vec(), "not valid UTF-8"),
         ("empty", b"\n".to_vec(), "is empty"),
         ("huge", vec![b'#'; (16 << 20) + 1], "limited to"),
         ("a rule (VNI 0)", good.replace("vni: 5001", "vni: 0").into_bytes(), "vni 0 is outside 1..16777215"),
-        ("a rule (unknown host)", good.replace(&format!("host: {p}n1"), "host: nowhere").into_bytes(), "host \"nowhere\" does not exist"),
+        (
+            "a rule (unknown host)",
+            good.replace(&format!("host: {p}n1"), "host: nowhere").into_bytes(),
+            "host \"nowhere\" does not exist",
+        ),
     ];
     let mut wrong = Vec::new();
     for (what, bytes, needle) in &cases {
