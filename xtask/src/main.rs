@@ -4,6 +4,8 @@
 //!   Debian's 6.1 and 6.12 kernels (`--netns`: namespaces on this kernel)
 //! - `cargo xtask test`  installs what is missing, builds, and runs every test, on this kernel and then in
 //!   one VM per Debian kernel (`--no-vm` skips those)
+//! - `cargo xtask bench`  measures overlay-bpf against the kernel's own paths (README: Benchmarks)
+//! - `cargo xtask fuzz`   runs millions of generated packets through both programs with a new seed
 //! - `cargo xtask build` builds the eBPF object and the `overlay-bpf` binary that embeds it
 //! - `cargo xtask setup` only installs what is missing
 
