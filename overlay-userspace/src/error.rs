@@ -1,5 +1,6 @@
-//! Exit codes: 0 success, 1 a user error (bad file, unknown host, bad flag),
-//! 2 a system error (kernel refused, missing privilege).
+//! Exit codes: 0 success, 1 a user error (bad file, unknown host, bad flag, a
+//! state bigger than the maps), 2 a system error (kernel refused, missing
+//! privilege).
 
 /// A mistake the user can fix: exit code 1.
 #[derive(Debug, thiserror::Error)]
@@ -11,7 +12,8 @@ pub const EXIT_SYSTEM: i32 = 2;
 
 /// The exit code for an error: 1 for user errors, 2 for everything else.
 pub fn exit_code(e: &anyhow::Error) -> i32 {
-    if e.downcast_ref::<UserError>().is_some() || e.downcast_ref::<crate::model::StateError>().is_some() {
+    let too_big = matches!(e.downcast_ref::<crate::kmaps::MapsError>(), Some(crate::kmaps::MapsError::Full { .. }));
+    if too_big || e.downcast_ref::<UserError>().is_some() || e.downcast_ref::<crate::model::StateError>().is_some() {
         EXIT_USER
     } else {
         EXIT_SYSTEM

@@ -17,7 +17,11 @@ pub enum MapsError {
     Open { path: String, source: MapError },
     #[error("map {map}: {op}: {source}")]
     Op { map: &'static str, op: &'static str, source: MapError },
-    #[error("map {map} would hold {need} entries but its limit is {limit}; reduce the state or raise {map}'s size")]
+    #[error(
+        "map {map} would hold {need} entries but its limit is {limit}; nothing was applied. Reduce the state (for \
+         OB_MAGLEV_V1: services with the same backend list share one table), or raise the limit in \
+         overlay-common/src/maps.rs and rebuild"
+    )]
     Full { map: &'static str, need: usize, limit: u32 },
 }
 

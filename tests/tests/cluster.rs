@@ -385,3 +385,43 @@ fn bad_state_files_exit_1_with_the_named_error_from_every_command() {
     assert!(wrong.is_empty(), "{} of {}:\n{}", wrong.len(), cases.len() * 2, wrong.join("\n"));
     assert!(!pins(p, "n1").exists(), "nothing was applied");
 }
+
+#[test]
+fn a_state_beyond_a_map_limit_is_refused_whole() {
+    require_root();
+    let p = "obtl";
+    let st = StateFile::new(p, &state(p, &[("e1", "n1", "front", "10.10.0.3")], 2));
+    let _u = underlay(p, 2);
+    let _cs = containers(p, &["e1"]);
+    let mut dep = Deployment::new(&bin());
+    assert_ok(&dep.up(&st.0, &format!("{p}n1"), &format!("{p}-n1")));
+    let endpoints = bpftool_dump(&pins(p, "n1").join("maps/OB_ENDPOINTS_V1"));
+    let links = link_ids(&status(&dep, p, "n1"));
+    // 17 backends on n2 and 272 published services over distinct ordered
+    // pairs of them: 272 Maglev tables, where the map holds 256.
+    let names: Vec<String> = (0..17).map(|i| format!("r{i}")).collect();
+    let ips: Vec<String> = (0..17).map(|i| format!("10.10.0.{}", 100 + i)).collect();
+    let mut eps: Vec<(&str, &str, &str, &str)> = vec![("e1", "n1", "front", "10.10.0.3")];
+    eps.extend(names.iter().zip(&ips).map(|(n, ip)| (n.as_str(), "n2", "front", ip.as_str())));
+    // A /16, so the 272 VIPs fit.
+    let mut y = state(p, &eps, 2).replace("10.10.0.0/24", "10.10.0.0/16") + "services:\n";
+    let mut k = 0;
+    for i in 0..17 {
+        for j in (0..17).filter(|&j| j != i) {
+            y += &format!(
+                "  - {{name: s{k}, network: front, ports: [{{protocol: tcp, target: 80, published: {}}}], backends: [r{i}, r{j}]}}\n",
+                20000 + k
+            );
+            k += 1;
+        }
+    }
+    st.write(&y);
+    let o = dep.up(&st.0, &format!("{p}n1"), &format!("{p}-n1"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(err.contains("map OB_MAGLEV_V1 would hold 272 entries but its limit is 256"), "{err}");
+    // Nothing of it applied: the maps and links are as they were.
+    assert_eq!(bpftool_dump(&pins(p, "n1").join("maps/OB_ENDPOINTS_V1")), endpoints);
+    assert_eq!(link_ids(&status(&dep, p, "n1")), links);
+    assert_eq!(map_entries(&status(&dep, p, "n1"), "OB_SERVICES_V2"), 0);
+}
