@@ -13,6 +13,20 @@ pub struct Tuple {
     pub dport: u16,
 }
 
+/// An IPv4 total length as a number every verifier can bound: `None` above
+/// what a linear XDP frame can hold. Older verifiers (6.1, 6.12) lose a
+/// value's bounds through a byte swap, and refuse it in packet arithmetic; the
+/// mask (a no-op after the check, kept by the opaque reload) restores them.
+#[inline(always)]
+pub fn bounded_len(total: u16) -> Option<usize> {
+    const MAX: usize = 0x3fff;
+    let total = total as usize;
+    if total > MAX {
+        return None;
+    }
+    Some(unsafe { core::ptr::read_volatile(&total) } & MAX)
+}
+
 /// The IPv4 TCP/UDP packet at `off` (IHL 5, its total length within the
 /// frame and long enough for the ports) as a connection-table key, or `None`
 /// when it is not one.
@@ -28,10 +42,10 @@ pub fn key_at(start: usize, end: usize, off: usize) -> Option<CtKey> {
         return None;
     }
     let l4 = unsafe { &*ptr_at::<[u8; 4]>(start, end, off + 20)? };
+    let total = bounded_len(u16::from_be_bytes([ip[2], ip[3]]))?;
     // `end` read back opaquely: from this check the compiler would otherwise
     // conclude that later bounds checks always pass and drop them, and the
     // verifier needs every one.
-    let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
     if total < 28 || start + off + total > unsafe { core::ptr::read_volatile(&end) } {
         return None;
     }
