@@ -10,6 +10,29 @@ pub fn ptr_at<T>(start: usize, end: usize, off: usize) -> Option<*mut T> {
     Some((start + off) as *mut T)
 }
 
+/// The total length `tot_len` of the IPv4 packet at `off`, when the packet
+/// fits in the frame; `None` when it claims more bytes than there are.
+///
+/// Two things keep every verifier able to follow the code around it. Older
+/// verifiers (6.1, 6.12) lose a value's bounds through a byte swap and refuse
+/// it in packet arithmetic: the length is bounded to what a linear XDP frame
+/// can hold and masked (a no-op after the check, kept by the opaque reload).
+/// And `end` is read back opaquely, or the compiler would conclude from this
+/// check that later bounds checks always pass and drop them.
+#[inline(always)]
+pub fn ipv4_len(start: usize, end: usize, off: usize, tot_len: [u8; 2]) -> Option<usize> {
+    const MAX: usize = 0x3fff;
+    let total = u16::from_be_bytes(tot_len) as usize;
+    if total > MAX {
+        return None;
+    }
+    let total = unsafe { core::ptr::read_volatile(&total) } & MAX;
+    if start + off + total > unsafe { core::ptr::read_volatile(&end) } {
+        return None;
+    }
+    Some(total)
+}
+
 /// ARP for Ethernet/IPv4 (RFC 826), as it follows the Ethernet header.
 #[repr(C)]
 #[derive(Clone, Copy)]

@@ -2,7 +2,10 @@
 //! incrementally (RFC 1624). Packets from the wire carry full checksums.
 use overlay_common::*;
 
-use crate::{csum::replace, parse::ptr_at};
+use crate::{
+    csum::replace,
+    parse::{ipv4_len, ptr_at},
+};
 
 /// A flow's addresses and ports as they should read after a rewrite.
 #[derive(Clone, Copy)]
@@ -11,20 +14,6 @@ pub struct Tuple {
     pub dst: [u8; 4],
     pub sport: u16,
     pub dport: u16,
-}
-
-/// An IPv4 total length as a number every verifier can bound: `None` above
-/// what a linear XDP frame can hold. Older verifiers (6.1, 6.12) lose a
-/// value's bounds through a byte swap, and refuse it in packet arithmetic; the
-/// mask (a no-op after the check, kept by the opaque reload) restores them.
-#[inline(always)]
-pub fn bounded_len(total: u16) -> Option<usize> {
-    const MAX: usize = 0x3fff;
-    let total = total as usize;
-    if total > MAX {
-        return None;
-    }
-    Some(unsafe { core::ptr::read_volatile(&total) } & MAX)
 }
 
 /// The IPv4 TCP/UDP packet at `off` (IHL 5, its total length within the
@@ -42,11 +31,7 @@ pub fn key_at(start: usize, end: usize, off: usize) -> Option<CtKey> {
         return None;
     }
     let l4 = unsafe { &*ptr_at::<[u8; 4]>(start, end, off + 20)? };
-    let total = bounded_len(u16::from_be_bytes([ip[2], ip[3]]))?;
-    // `end` read back opaquely: from this check the compiler would otherwise
-    // conclude that later bounds checks always pass and drop them, and the
-    // verifier needs every one.
-    if total < 28 || start + off + total > unsafe { core::ptr::read_volatile(&end) } {
+    if ipv4_len(start, end, off, [ip[2], ip[3]])? < 28 {
         return None;
     }
     let mut k = CtKey { proto, ..Default::default() };

@@ -26,9 +26,9 @@ use crate::{
     csum::{fold, sum_words},
     lb::{ct_get, now_ns},
     maps::{endpoint, host_config, is_vtep, network, subnet},
-    parse::{ptr_at, ArpHdr, ARP_REQUEST, ETH_P_ARP, ETH_P_IP},
+    parse::{ipv4_len, ptr_at, ArpHdr, ARP_REQUEST, ETH_P_ARP, ETH_P_IP},
     stats::count,
-    xnat::{bounded_len, key_at, rewrite, Tuple},
+    xnat::{key_at, rewrite, Tuple},
 };
 
 /// VXLAN header length.
@@ -109,12 +109,9 @@ fn handle(ctx: &XdpContext) -> (Reason, u32) {
                 // A header or total length that does not fit the frame is
                 // not forwarded.
                 let ihl = ((i.vihl & 0xf) as usize) * 4;
-                let Some(total) = bounded_len(u16::from_be_bytes(i.tot_len)) else {
-                    return drop(Reason::DropMalformed);
-                };
-                let fits = start + inner + EthHdr::LEN + total <= unsafe { core::ptr::read_volatile(&end) };
-                if i.vihl >> 4 != 4 || ihl < 20 || total < ihl || !fits {
-                    return drop(Reason::DropMalformed);
+                match ipv4_len(start, end, inner + EthHdr::LEN, i.tot_len) {
+                    Some(total) if i.vihl >> 4 == 4 && ihl >= 20 && total >= ihl => {}
+                    _ => return drop(Reason::DropMalformed),
                 }
                 (i.src_addr, i.dst_addr)
             }
