@@ -2,14 +2,18 @@
 //! hosts as namespaces on one underlay bridge, containers as namespaces, and
 //! guards that remove all of it by name when dropped, also after a panic.
 //!
-//! Only std here: xtask includes this file by path.
+//! Only std, libc and serde_json here: xtask includes this file by path, and
+//! both crates have those.
 
 #![allow(dead_code)]
 
 use std::{
     net::Ipv4Addr,
+    os::fd::AsRawFd,
     path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
+    process::{Child, Command, Output, Stdio},
+    thread::sleep,
+    time::{Duration, Instant},
 };
 
 /// Runs a command, returning its output; panics with stderr when it fails.
@@ -57,6 +61,56 @@ impl Netns {
     pub fn run(&self, prog: &str, args: &[&str]) -> Output {
         self.cmd(prog).args(args).stdin(Stdio::null()).output().expect("ip netns exec")
     }
+}
+
+/// Moves the calling thread, and only it, into namespace /run/netns/NAME;
+/// the sockets it opens afterwards live there.
+pub fn enter_netns(name: &str) -> std::io::Result<()> {
+    let file = std::fs::File::open(Path::new("/run/netns").join(name))?;
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A child process, killed by PID (SIGKILL) and reaped on drop.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One iperf3 TCP run of `secs` from `client` to a one-off server on
+/// `server_ip` in `server`, with `extra` client arguments: the received bits
+/// per second.
+pub fn iperf3(server: &Netns, client: &Netns, server_ip: &str, secs: f64, extra: &[&str]) -> Result<f64, String> {
+    let _srv = Proc(
+        server
+            .cmd("iperf3")
+            .args(["-s", "-1", "-B", server_ip])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("iperf3 -s: {e}"))?,
+    );
+    let t = Instant::now();
+    let listening = format!("src {server_ip}:5201");
+    while !String::from_utf8_lossy(&server.run("ss", &["-Hltn", &listening]).stdout).contains("LISTEN") {
+        if t.elapsed() > Duration::from_secs(60) {
+            return Err(format!("iperf3 -s did not listen on {server_ip} within 60 s"));
+        }
+        sleep(Duration::from_millis(50));
+    }
+    let mut args = vec!["-c", server_ip, "--connect-timeout", "3000", "-J"];
+    let secs = secs.to_string();
+    args.extend(["-t", secs.as_str()]);
+    args.extend_from_slice(extra);
+    let out = client.run("iperf3", &args);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("iperf3 -J output: {e}"))?;
+    v["end"]["sum_received"]["bits_per_second"].as_f64().ok_or_else(|| format!("iperf3 gave no result: {v}"))
 }
 
 impl Drop for Netns {

@@ -11,9 +11,7 @@ mod common;
 mod rig;
 
 use std::{
-    fs::File,
     net::{Ipv4Addr, UdpSocket},
-    os::fd::AsRawFd,
     sync::mpsc,
     thread,
     time::Duration,
@@ -32,17 +30,11 @@ fn mac(ip: [u8; 4]) -> [u8; 6] {
     [2, 0x42, ip[0], ip[1], ip[2], ip[3]]
 }
 
-/// Moves the calling thread into namespace `ns` (only this thread).
-fn enter(ns: &str) {
-    let file = File::open(format!("/run/netns/{ns}")).unwrap();
-    assert_eq!(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns {ns}");
-}
-
 /// Runs `f` on a thread inside namespace `ns`.
 fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     let ns = ns.to_string();
     thread::spawn(move || {
-        enter(&ns);
+        enter_netns(&ns).unwrap();
         f()
     })
     .join()
@@ -55,7 +47,7 @@ fn listen(ns: &str) -> mpsc::Receiver<String> {
     let (ready_tx, ready_rx) = mpsc::channel();
     let ns = ns.to_string();
     thread::spawn(move || {
-        enter(&ns);
+        enter_netns(&ns).unwrap();
         let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, PORT)).unwrap();
         s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
         ready_tx.send(()).unwrap();
@@ -115,7 +107,7 @@ fn crafted_vxlan_and_forged_sources_reach_no_container() {
     let st = StateFile::new(p, &state(p, &eps, 2));
     let mut u = underlay(p, 2);
     u.add_host("x", STRANGER.parse().unwrap());
-    let _cs = containers(p, &["a1", "a2", "a3", "b2"]);
+    let cs = containers(p, &["a1", "a2", "a3", "b2"]);
     let mut dep = Deployment::new(&bin());
     for h in ["n1", "n2"] {
         assert_ok(&dep.up(&st.0, &format!("{p}{h}"), &format!("{p}-{h}")));
@@ -159,7 +151,7 @@ fn crafted_vxlan_and_forged_sources_reach_no_container() {
     assert_eq!(drops("drop_spoofed"), spoofed + 1, "forged inner source");
 
     // A container sending with another endpoint's IP, then with its MAC.
-    let a1 = Netns { name: format!("{p}-a1") };
+    let a1 = &cs[0];
     assert!(a1.run("ping", &["-c", "1", "-W", "2", "10.10.0.12"]).status.success(), "a1 reaches a2 at all");
     let send_from = |src: &'static str, what: &'static str| {
         in_ns(&format!("{p}-a1"), move || {
@@ -179,5 +171,4 @@ fn crafted_vxlan_and_forged_sources_reach_no_container() {
     send_from("10.10.0.11", "a3's MAC");
     assert!(drain(&rx, 1000).is_empty(), "a frame with a3's MAC reached a2");
     assert!(tc_spoofed() > before + 1);
-    std::mem::forget(a1); // the namespace belongs to _cs
 }

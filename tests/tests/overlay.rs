@@ -305,33 +305,10 @@ fn the_wire_format_on_an_underlay_capture() {
     );
 }
 
-/// Runs iperf3 for `secs` from `client` to `server_ip` (server in `server`);
-/// returns received bits per second.
+/// iperf3 TCP for `secs` from `client` to `server_ip` (server in `server`):
+/// received bits per second.
 fn iperf(server: &Netns, client: &Netns, server_ip: &str, secs: u32) -> f64 {
-    /// Stops the one-off server by PID whatever happened to the client.
-    struct Server(Child);
-    impl Drop for Server {
-        fn drop(&mut self) {
-            unsafe { libc::kill(self.0.id() as i32, libc::SIGKILL) };
-            let _ = self.0.wait();
-        }
-    }
-    let _srv = Server(
-        server
-            .cmd("iperf3")
-            .args(["-s", "-1", "-B", server_ip])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_until("iperf3 listening", 60, || {
-        let out = server.run("ss", &["-Hltn", &format!("src {server_ip}:5201")]);
-        String::from_utf8_lossy(&out.stdout).contains("LISTEN")
-    });
-    let out = client.run("iperf3", &["-c", server_ip, "-t", &secs.to_string(), "--connect-timeout", "3000", "-J"]);
-    let v = json(&String::from_utf8_lossy(&out.stdout));
-    v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or_else(|| panic!("iperf3 gave no result: {v}"))
+    iperf3(server, client, server_ip, secs as f64, &[]).unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]

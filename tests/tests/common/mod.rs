@@ -4,11 +4,13 @@
 use std::{
     net::Ipv4Addr,
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Command, Output, Stdio},
 };
 
 use serde_json::Value;
-pub use testbed::{must, Deployment, Netns, Underlay};
+// Each test binary uses its own share of these.
+#[allow(unused_imports)]
+pub use testbed::{enter_netns, iperf3, must, Deployment, Netns, Proc, Underlay};
 
 pub fn bin() -> PathBuf {
     std::env::var_os("OVERLAY_BPF_BIN")
@@ -215,16 +217,6 @@ impl Web {
 impl Drop for Web {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A child process, killed by PID (SIGKILL) and reaped on drop.
-pub struct Proc(pub Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGKILL) };
-        let _ = self.0.wait();
     }
 }
 

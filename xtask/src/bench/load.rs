@@ -8,7 +8,6 @@
 //! connection-table set-up are not part of the rate.
 
 use std::{
-    fs::File,
     io::{Read, Write},
     mem,
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
@@ -23,6 +22,8 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
+use crate::testbed::enter_netns;
+
 /// Warm-up before the counted window.
 const WARMUP: Duration = Duration::from_millis(500);
 
@@ -36,10 +37,9 @@ struct Shared {
 
 /// Runs `f` on a new thread inside network namespace `ns` (/run/netns/NS).
 fn spawn_in<T: Send + 'static>(ns: &str, f: impl FnOnce() -> Result<T> + Send + 'static) -> JoinHandle<Result<T>> {
-    let path = format!("/run/netns/{ns}");
+    let ns = ns.to_string();
     thread::spawn(move || {
-        let file = File::open(&path).with_context(|| format!("open {path}"))?;
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).with_context(|| format!("setns {path}"))?;
+        enter_netns(&ns).with_context(|| format!("enter network namespace {ns}"))?;
         f()
     })
 }
