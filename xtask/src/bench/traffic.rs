@@ -10,9 +10,8 @@
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
     path::Path,
-    process::{Child, Command, Stdio},
-    thread::sleep,
-    time::{Duration, Instant},
+    process::{Command, Stdio},
+    time::Instant,
 };
 
 use anyhow::{bail, Context, Result};
@@ -20,7 +19,7 @@ use serde_json::Value;
 
 use super::{load, median, Row};
 use crate::{
-    testbed::{ip, must, Deployment, Netns, Underlay},
+    testbed::{ip, iperf3, must, Deployment, Netns, Underlay},
     util::{check_interrupt, root, step},
 };
 
@@ -41,10 +40,12 @@ struct Topo {
     label: &'static str,
     prefix: &'static str,
     // Field order is drop order: overlay-bpf down, then the namespaces.
-    dep: Option<Deployment>,
+    _dep: Option<Deployment>,
     containers: Vec<Netns>,
     _underlay: Underlay,
     n1_addr: Ipv4Addr,
+    /// overlay-bpf's programs on both hosts: (name, program id).
+    progs: Vec<(String, u64)>,
 }
 
 impl Topo {
@@ -92,7 +93,17 @@ services:
                 bail!("overlay-bpf up for {}: {}", host(n), String::from_utf8_lossy(&out.stderr));
             }
         }
-        Ok(Topo { label: "overlay-bpf", prefix, dep: Some(dep), containers, _underlay: u, n1_addr })
+        let mut progs = Vec::new();
+        for n in ["n1", "n2"] {
+            let st = dep.cmd(&host(n), &format!("{prefix}-{n}")).args(["status", "-o", "json"]).output()?;
+            let st: Value = serde_json::from_slice(&st.stdout).context("overlay-bpf status -o json")?;
+            for l in st["links"].as_array().context("status links")? {
+                if let (Some(id), Some(name)) = (l["prog_id"].as_u64(), l["prog_name"].as_str()) {
+                    progs.push((name.to_string(), id));
+                }
+            }
+        }
+        Ok(Topo { label: "overlay-bpf", prefix, _dep: Some(dep), containers, _underlay: u, n1_addr, progs })
     }
 
     /// Docker's data path, by hand: per host a bridge `kbr` holding a kernel
@@ -154,7 +165,7 @@ services:
             bail!("nft -f: the baseline's DNAT rules were refused");
         }
         let label = if ipvs { "IPVS" } else { "kernel vxlan+bridge" };
-        Ok(Topo { label, prefix, dep: None, containers, _underlay: u, n1_addr })
+        Ok(Topo { label, prefix, _dep: None, containers, _underlay: u, n1_addr, progs: Vec::new() })
     }
 
     fn ns(&self, name: &str) -> String {
@@ -177,53 +188,26 @@ services:
     }
 }
 
-/// iperf3, one TCP stream a1 -> a2 for `secs`: received bits per second.
+/// iperf3, one TCP stream a1 -> a2 for `secs` (after a 1 s omitted
+/// warm-up): received bits per second.
 fn iperf(t: &Topo, secs: f64) -> Result<f64> {
-    struct Server(Child);
-    impl Drop for Server {
-        fn drop(&mut self) {
-            unsafe { libc::kill(self.0.id() as i32, libc::SIGKILL) };
-            let _ = self.0.wait();
-        }
-    }
-    let a2 = A2.to_string();
-    let server = t.container("a2");
-    let _srv =
-        Server(server.cmd("iperf3").args(["-s", "-1", "-B", &a2]).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !String::from_utf8_lossy(&server.run("ss", &["-Hltn", &format!("src {a2}:5201")]).stdout).contains("LISTEN") {
-        if Instant::now() > deadline {
-            bail!("iperf3 -s did not listen within 20 s");
-        }
-        sleep(Duration::from_millis(50));
-    }
-    let out = t
-        .container("a1")
-        .run("iperf3", &["-c", &a2, "-t", &format!("{secs}"), "-O", "1", "--connect-timeout", "3000", "-J"]);
-    let v: Value = serde_json::from_slice(&out.stdout).context("iperf3 -J output")?;
-    v["end"]["sum_received"]["bits_per_second"].as_f64().with_context(|| format!("iperf3 gave no result: {v}"))
+    iperf3(t.container("a2"), t.container("a1"), &A2.to_string(), secs, &["-O", "1"]).map_err(anyhow::Error::msg)
 }
 
 /// Run time the kernel accounted to our programs (kernel.bpf_stats_enabled),
 /// by program name: (run_time_ns, run_cnt).
 fn prog_stats(t: &Topo) -> Result<Vec<(String, u64, u64)>> {
-    let dep = t.dep.as_ref().context("overlay-bpf topology")?;
     let mut out: Vec<(String, u64, u64)> = Vec::new();
-    for n in ["n1", "n2"] {
-        let st = dep.cmd(&format!("{}{n}", t.prefix), &t.ns(n)).args(["status", "-o", "json"]).output()?;
-        let st: Value = serde_json::from_slice(&st.stdout).context("overlay-bpf status -o json")?;
-        for l in st["links"].as_array().context("status links")? {
-            let (Some(id), Some(name)) = (l["prog_id"].as_u64(), l["prog_name"].as_str()) else { continue };
-            let p = Command::new("bpftool").args(["-j", "prog", "show", "id", &id.to_string()]).output()?;
-            let p: Value = serde_json::from_slice(&p.stdout).context("bpftool -j prog show")?;
-            let (ns, cnt) = (p["run_time_ns"].as_u64().unwrap_or(0), p["run_cnt"].as_u64().unwrap_or(0));
-            match out.iter_mut().find(|(n, ..)| n == name) {
-                Some(e) => {
-                    e.1 += ns;
-                    e.2 += cnt;
-                }
-                None => out.push((name.to_string(), ns, cnt)),
+    for (name, id) in &t.progs {
+        let p = Command::new("bpftool").args(["-j", "prog", "show", "id", &id.to_string()]).output()?;
+        let p: Value = serde_json::from_slice(&p.stdout).context("bpftool -j prog show")?;
+        let (ns, cnt) = (p["run_time_ns"].as_u64().unwrap_or(0), p["run_cnt"].as_u64().unwrap_or(0));
+        match out.iter_mut().find(|(n, ..)| n == name) {
+            Some(e) => {
+                e.1 += ns;
+                e.2 += cnt;
             }
+            None => out.push((name.clone(), ns, cnt)),
         }
     }
     Ok(out)
@@ -319,7 +303,7 @@ pub fn traffic(bin: &Path, rounds: u32, secs: f64) -> Result<Vec<Row>> {
             for k in 0..ts.len() {
                 let i = (k + r) % ts.len();
                 let t = ts[i];
-                let before = if t.dep.is_some() { Some(prog_stats(t)?) } else { None };
+                let before = if t.progs.is_empty() { None } else { Some(prog_stats(t)?) };
                 let v = (case.run)(t, secs).with_context(|| format!("{} over {}", case.name, t.label))?;
                 println!("  {:<24} round {} {:<20} {v:>10.3} {}", case.name, r + 1, t.label, case.unit);
                 samples[i].push(v);
