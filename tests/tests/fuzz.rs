@@ -235,20 +235,9 @@ fn mutate(p: &mut Vec<u8>, r: &mut Rng, tc: bool) {
 /// A well-formed IPv4 packet at `ip` (up to the end of the frame): header
 /// checksum, IHL and a total length that fits the frame.
 fn ipv4_ok(ip: &[u8]) -> Result<(), String> {
-    if ip.len() < 20 || ip[0] >> 4 != 4 {
-        return Err("not IPv4".into());
-    }
-    let ihl = (ip[0] & 0xf) as usize * 4;
-    if ihl < 20 || ip.len() < ihl {
-        return Err(format!("IHL {ihl}"));
-    }
-    if csum(&ip[..ihl]) != 0 {
+    ipv4_shape_ok(ip)?;
+    if csum(&ip[..(ip[0] & 0xf) as usize * 4]) != 0 {
         return Err("IPv4 header checksum".into());
-    }
-    // Bytes after the total length are padding, which receivers trim.
-    let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
-    if total < ihl || total > ip.len() {
-        return Err(format!("total length {total} in a {}-byte packet", ip.len()));
     }
     Ok(())
 }
@@ -264,7 +253,8 @@ fn forwarded_ok(input: &[u8], out: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// IHL and total length fit the frame (checksum not looked at).
+/// IHL and total length fit the frame (checksum not looked at). Bytes after
+/// the total length are padding, which receivers trim.
 fn ipv4_shape_ok(ip: &[u8]) -> Result<(), String> {
     if ip.len() < 20 || ip[0] >> 4 != 4 {
         return Err("not IPv4".into());
@@ -280,17 +270,22 @@ fn ipv4_shape_ok(ip: &[u8]) -> Result<(), String> {
 /// The inner IPv4 packet of an input frame (after VXLAN when it is one) and
 /// whether its L4 checksum was right.
 fn l4_was_ok(ip: &[u8]) -> bool {
-    ipv4_ok(ip).is_ok()
-        && (ip[9] == 6 || ip[9] == 17)
-        && ip.len() >= (ip[0] & 0xf) as usize * 4 + 8
-        && (ip[9] == 6
-            || u16::from_be_bytes([ip[(ip[0] & 0xf) as usize * 4 + 6], ip[(ip[0] & 0xf) as usize * 4 + 7]]) != 0)
-        && l4_csum_ok(ip)
+    if ipv4_ok(ip).is_err() {
+        return false;
+    }
+    let l4 = (ip[0] & 0xf) as usize * 4;
+    // UDP with checksum 0 has none to keep right.
+    let checksummed = match ip[9] {
+        6 => true,
+        17 => ip.len() >= l4 + 8 && ip[l4 + 6..l4 + 8] != [0, 0],
+        _ => false,
+    };
+    checksummed && ip.len() >= l4 + 8 && l4_csum_ok(ip)
 }
 
 /// An input that is VXLAN to this host's port, as the XDP program sees it:
-/// (outer source, VNI, inner frame).
-fn as_vxlan(p: &[u8]) -> Option<([u8; 4], u32, &[u8])> {
+/// (outer source, VNI, mesh marker, inner frame).
+fn as_vxlan(p: &[u8]) -> Option<([u8; 4], u32, u8, &[u8])> {
     if p.len() < 34 || p[12..14] != [0x08, 0x00] || p[14] >> 4 != 4 || p[23] != 17 || p[30..34] != HOST {
         return None;
     }
@@ -299,7 +294,7 @@ fn as_vxlan(p: &[u8]) -> Option<([u8; 4], u32, &[u8])> {
         return None;
     }
     let src = [p[26], p[27], p[28], p[29]];
-    Some((src, u32::from_be_bytes([0, p[u + 12], p[u + 13], p[u + 14]]), &p[u + 16..]))
+    Some((src, u32::from_be_bytes([0, p[u + 12], p[u + 13], p[u + 14]]), p[u + 15], &p[u + 16..]))
 }
 
 /// An output that is VXLAN: checks the outer headers; returns (VNI, inner frame).
@@ -342,7 +337,7 @@ fn check_xdp(input: &[u8], verdict: u32, out: &[u8]) -> Result<(), String> {
     if out.len() < 34 || out[12..14] != [0x08, 0x00] && out[12..14] != [0x08, 0x06] {
         return Err("redirected something that is not IPv4 or ARP".into());
     }
-    if let Some((src, vni, inner)) = as_vxlan(input) {
+    if let Some((src, vni, marker, inner)) = as_vxlan(input) {
         if src != PEER && src != HOST {
             return Err(format!("VXLAN from non-cluster address {src:?} was forwarded"));
         }
@@ -354,7 +349,7 @@ fn check_xdp(input: &[u8], verdict: u32, out: &[u8]) -> Result<(), String> {
             }
             return Ok(());
         }
-        if input.len() > input.len() - inner.len() - 1 && input[input.len() - inner.len() - 1] == VXLAN_MESH_REPLY {
+        if marker == VXLAN_MESH_REPLY {
             // Out to the client from the published address.
             return forwarded_ok(inner.get(14..).unwrap_or_default(), &out[14..]);
         }
