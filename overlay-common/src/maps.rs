@@ -69,8 +69,14 @@ pub const MAGLEV_SIZE: u32 = 16_381;
 /// host mode): 256 x 16381 x 4 bytes = 16.8 MB per host.
 pub const MAX_LB_SLOTS: u32 = 256;
 pub const MAX_BACKENDS: u32 = 65_536;
-/// Default size of the connection table (entries; LRU beyond).
+/// Default size of the connection table (entries; LRU beyond). `up --ct-size`
+/// picks another, within `CT_MIN_SIZE..=CT_MAX_SIZE`.
 pub const CT_DEFAULT_SIZE: u32 = 262_144;
+/// Below this the kernel's LRU, which keeps up to 128 free entries per CPU
+/// aside, evicts erratically.
+pub const CT_MIN_SIZE: u32 = 1_024;
+/// 16M entries: about 2 GB of kernel memory.
+pub const CT_MAX_SIZE: u32 = 16_777_216;
 
 /// The MAC a network's gateway answers ARP with: 02:42 + its IPv4 address,
 /// the way Docker derives MACs.

@@ -7,6 +7,8 @@ use std::{
     path::Path,
 };
 
+use overlay_common::{CT_DEFAULT_SIZE, MAP_CT};
+
 use crate::{
     error::UserError,
     kmaps::KernelMaps,
@@ -86,17 +88,43 @@ impl UpReport {
     }
 }
 
+/// How `up` applies, besides the state file.
+#[derive(Debug, Default, Clone)]
+pub struct UpOptions {
+    /// Backends (endpoints) the health checks took out: they stay endpoints
+    /// but leave every Maglev table.
+    pub unhealthy: BTreeSet<String>,
+    /// Entries of the connection table (`--ct-size`); `None`: the pinned
+    /// table's size, or `CT_DEFAULT_SIZE` for a new one.
+    pub ct_size: Option<u32>,
+}
+
+/// The size to load the connection table with. A pinned table is reused as it
+/// is (the programs attached now share it), so asking for another size is
+/// refused rather than silently ignored: a table cannot be resized in place.
+pub fn ct_size(pins: &Pins, asked: Option<u32>) -> Result<u32, UserError> {
+    let path = pins.map(MAP_CT);
+    let pinned = aya::maps::MapInfo::from_pin(&path).ok().map(|i| i.max_entries());
+    match (pinned, asked) {
+        (Some(have), Some(want)) if have != want => Err(UserError(format!(
+            "--ct-size {want}: the connection table {} already has {have} entries, and a table cannot be resized \
+             while the data path uses it. Keep {have} (drop --ct-size or pass --ct-size {have}), or run \
+             `overlay-bpf down` then `up --ct-size {want}`, which drops every tracked flow",
+            path.display()
+        ))),
+        (Some(have), _) => Ok(have),
+        (None, want) => Ok(want.unwrap_or(CT_DEFAULT_SIZE)),
+    }
+}
+
 /// Applies the state of host `h`. On failure, undoes what this run created
 /// (veths, and the pins if there were none before), so nothing is left
 /// half-applied.
-///
-/// `unhealthy` names backends (endpoints) the health checks took out: they
-/// stay endpoints but leave every Maglev table.
 pub async fn up(
     cluster: &Cluster,
     h: usize,
     pins: &Pins,
-    unhealthy: &BTreeSet<String>,
+    opts: &UpOptions,
     progress: &dyn Fn(&str),
 ) -> anyhow::Result<UpReport> {
     let host = &cluster.hosts[h];
@@ -133,11 +161,12 @@ pub async fn up(
     };
     KernelMaps::check_capacity(&reconcile::desired(cluster, h, &placeholder))?;
     pins::ensure_bpffs(&pins.dir)?;
+    let ct_entries = ct_size(pins, opts.ct_size)?;
 
     let fresh = !pins.exists();
     let mut report = UpReport { host: host.name.clone(), underlay: underlay.clone(), ..Default::default() };
     let result =
-        up_inner(cluster, h, pins, &underlay, underlay_ifindex, &local, unhealthy, &mut report, progress).await;
+        up_inner(cluster, h, pins, &underlay, underlay_ifindex, &local, opts, ct_entries, &mut report, progress).await;
     if let Err(e) = result {
         progress("failed: undoing what this run created");
         if let Ok(handle) = netdev::connect() {
@@ -165,13 +194,14 @@ async fn up_inner(
     underlay: &str,
     underlay_ifindex: u32,
     local: &[&crate::model::Endpoint],
-    unhealthy: &BTreeSet<String>,
+    opts: &UpOptions,
+    ct_entries: u32,
     report: &mut UpReport,
     progress: &dyn Fn(&str),
 ) -> anyhow::Result<()> {
     pins.create_dirs()?;
     progress("loading the eBPF programs");
-    let mut loaded = loader::load(Some(pins))?;
+    let mut loaded = loader::load(Some(pins), ct_entries)?;
     if !local.is_empty() && !loader::has_tcx() {
         progress(&format!(
             "this kernel has no TCX links (6.6+): endpoint programs attach as clsact ingress filters \
@@ -182,7 +212,7 @@ async fn up_inner(
     }
     let handle = netdev::connect()?;
 
-    let mut facts = HostFacts { underlay_ifindex, unhealthy: unhealthy.clone(), ..Default::default() };
+    let mut facts = HostFacts { underlay_ifindex, unhealthy: opts.unhealthy.clone(), ..Default::default() };
     for (i, e) in local.iter().enumerate() {
         let net = &cluster.networks[e.network];
         let c = ContainerIf {

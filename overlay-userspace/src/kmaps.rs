@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuHashMap};
+use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, MapError, MapInfo, PerCpuArray, PerCpuHashMap};
 use overlay_common::*;
 
 use crate::{
@@ -38,6 +38,10 @@ pub struct KernelMaps {
     backends: HashMap<MapData, BackendKey, BackendValue>,
     backend_stats: PerCpuHashMap<MapData, BackendKey, BackendStats>,
     stats: PerCpuArray<MapData, Counter>,
+    /// Filled by the programs, not from the state: only their fill is read.
+    ct: HashMap<MapData, CtKey, CtValue>,
+    next_hops: HashMap<MapData, [u8; 4], NextHop>,
+    ct_max: u32,
 }
 
 fn open<T: TryFrom<Map, Error = MapError>>(pins: &Pins, name: &'static str) -> Result<T, MapsError> {
@@ -86,7 +90,22 @@ impl KernelMaps {
             backends: open(pins, MAP_BACKENDS)?,
             backend_stats: open(pins, MAP_BACKEND_STATS)?,
             stats: open(pins, MAP_STATS)?,
+            ct: open(pins, MAP_CT)?,
+            next_hops: open(pins, MAP_NEXT_HOPS)?,
+            ct_max: MapInfo::from_pin(pins.map(MAP_CT))
+                .map_err(|source| MapsError::Open { path: pins.map(MAP_CT).display().to_string(), source })?
+                .max_entries(),
         })
+    }
+
+    /// (map, entries, limit) of the maps the programs fill: the connection
+    /// table (sized by `up --ct-size`) and the next-hop cache. Counting walks
+    /// the keys (a quarter of a second for a full default table); a walk that
+    /// an eviction restarts is cut at the limit.
+    pub fn program_filled(&self) -> [(&'static str, usize, u32); 2] {
+        let ct = self.ct.keys().take(self.ct_max as usize).filter(Result::is_ok).count();
+        let hops = self.next_hops.keys().take(MAX_VTEPS as usize).filter(Result::is_ok).count();
+        [(MAP_CT, ct, self.ct_max), (MAP_NEXT_HOPS, hops, MAX_VTEPS)]
     }
 
     /// What the maps hold now, in the reconciler's terms.

@@ -12,7 +12,7 @@ use aya::{
     util::KernelVersion,
     Ebpf, EbpfError, EbpfLoader,
 };
-use overlay_common::{ALL_MAPS, PROG_TC_ENDPOINT, PROG_XDP_UNDERLAY};
+use overlay_common::{ALL_MAPS, MAP_CT, PROG_TC_ENDPOINT, PROG_XDP_UNDERLAY};
 
 use crate::pins::Pins;
 
@@ -41,11 +41,14 @@ pub struct Loaded {
 
 /// Loads the object. With `pins`, reuses pinned maps where they exist and
 /// creates and pins them otherwise; without, the maps are private (tests).
-pub fn load(pins: Option<&Pins>) -> Result<Loaded, LoaderError> {
+/// A connection table created now gets `ct_entries` entries; a pinned one
+/// keeps its size (see `apply::ct_size`).
+pub fn load(pins: Option<&Pins>, ct_entries: u32) -> Result<Loaded, LoaderError> {
     if EBPF_OBJECT.is_empty() {
         return Err(LoaderError::NotEmbedded);
     }
     let mut loader = EbpfLoader::new();
+    loader.map_max_entries(MAP_CT, ct_entries);
     if let Some(pins) = pins {
         for name in ALL_MAPS {
             loader.map_pin_path(name, pins.map(name));

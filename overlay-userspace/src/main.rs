@@ -5,7 +5,16 @@ mod cli;
 use overlay_bpf::{error, netdev};
 
 fn main() {
-    let cli = cli::Cli::parse();
+    // A bad flag is a user error (exit 1), like a bad file; --help and
+    // --version print and exit 0.
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            let _ = e.print();
+            std::process::exit(error::EXIT_USER);
+        }
+        Err(e) => e.exit(),
+    };
     let level = match cli.global.verbose {
         0 => "warn,overlay_bpf=info",
         1 => "info",

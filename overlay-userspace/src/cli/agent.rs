@@ -4,7 +4,7 @@ use std::{
     time::Duration,
 };
 
-use super::{pins_for, Global};
+use super::{pins_for, Global, TableArgs};
 use overlay_bpf::{
     apply,
     error::{require_root, UserError},
@@ -153,15 +153,16 @@ impl Health {
 /// Applies, then re-applies whenever the state file's content or a
 /// backend's health changes. A bad edit is reported and skipped: the data
 /// path keeps the last good state.
-pub async fn agent(g: &Global, interval: u64, args: HealthArgs) -> anyhow::Result<i32> {
+pub async fn agent(g: &Global, interval: u64, table: TableArgs, args: HealthArgs) -> anyhow::Result<i32> {
     let mut applied = read(g)?;
     let (mut cluster, mut h) = load(g, &applied)?;
     require_root("agent")?;
     let host = cluster.hosts[h].name.clone();
     let pins = pins_for(g, &host);
     let log = |m: &str| tracing::info!("{host}: {m}");
+    let opts = |unhealthy: &BTreeSet<String>| apply::UpOptions { unhealthy: unhealthy.clone(), ct_size: table.ct_size };
     let mut unhealthy = BTreeSet::new();
-    let r = apply::up(&cluster, h, &pins, &unhealthy, &log).await?;
+    let r = apply::up(&cluster, h, &pins, &opts(&unhealthy), &log).await?;
     tracing::info!(
         host,
         written = r.entries_written,
@@ -220,7 +221,7 @@ pub async fn agent(g: &Global, interval: u64, args: HealthArgs) -> anyhow::Resul
             match load(g, &applied) {
                 Ok((c, h2)) if c.hosts[h2].name == host => {
                     let wanted = health.unhealthy(&c, h2);
-                    match apply::up(&c, h2, &pins, &wanted, &log).await {
+                    match apply::up(&c, h2, &pins, &opts(&wanted), &log).await {
                         Ok(r) => {
                             tracing::info!(
                                 host,
@@ -240,7 +241,7 @@ pub async fn agent(g: &Global, interval: u64, args: HealthArgs) -> anyhow::Resul
         }
         let wanted = health.unhealthy(&cluster, h);
         if wanted != unhealthy {
-            match apply::up(&cluster, h, &pins, &wanted, &log).await {
+            match apply::up(&cluster, h, &pins, &opts(&wanted), &log).await {
                 Ok(r) => {
                     tracing::info!(
                         host,

@@ -67,7 +67,10 @@ pub enum Command {
     /// Apply the state for this host: load and attach the programs, create the
     /// local endpoints' veths, fill the maps, pin everything. Re-running with a
     /// changed file applies only the difference.
-    Up,
+    Up {
+        #[command(flatten)]
+        table: TableArgs,
+    },
     /// Detach everything `up` attached, remove its veths and its pins.
     Down,
     /// Show attached programs, map fill levels and per-reason packet counters.
@@ -95,6 +98,8 @@ pub enum Command {
         #[arg(long, default_value_t = 2)]
         interval: u64,
         #[command(flatten)]
+        table: TableArgs,
+        #[command(flatten)]
         health: agent::HealthArgs,
     },
     /// Check the state file against every rule; print each error; exit 1 if any.
@@ -107,6 +112,22 @@ pub enum Command {
     /// Create, list, inspect and remove networks in the state file, with Docker's flags.
     #[command(subcommand)]
     Network(NetworkCmd),
+}
+
+/// Sizing of the kernel tables that are not filled from the state file.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct TableArgs {
+    /// Entries in the connection table (OB_CT_V1), which keeps every load-balanced
+    /// flow on its backend: a VIP or routing-mesh flow takes 2 entries on the host
+    /// that balances it, and a mesh flow to a backend on another host 1 more there.
+    /// The table is an LRU: when full, a new flow evicts the least recently used
+    /// entries (see the README's "Connection table" for what that means for idle
+    /// flows). About 120 bytes per entry. Default 262144 for a new table; an
+    /// existing table keeps its size, and a different --ct-size is refused (a table
+    /// cannot be resized in place: `down`, then `up --ct-size N`).
+    #[arg(long, env = "OVERLAY_BPF_CT_SIZE", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(overlay_common::CT_MIN_SIZE as i64..=overlay_common::CT_MAX_SIZE as i64))]
+    pub ct_size: Option<u32>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -185,10 +206,10 @@ pub struct CreateArgs {
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let g = cli.global;
     match cli.command {
-        Command::Up => up::up(&g).await,
+        Command::Up { table } => up::up(&g, table).await,
         Command::Down => down::down(&g).await,
         Command::Status { output } => status::status(&g, output).await,
-        Command::Agent { interval, health } => agent(&g, interval, health).await,
+        Command::Agent { interval, table, health } => agent(&g, interval, table, health).await,
         Command::Validate { output } => validate::validate(&g, output),
         Command::Network(n) => network::network(&g, n),
     }

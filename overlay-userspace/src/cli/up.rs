@@ -1,12 +1,13 @@
-use super::{load_cluster_and_host, pins_for, Global};
+use super::{load_cluster_and_host, pins_for, Global, TableArgs};
 use overlay_bpf::{apply, error::require_root};
 
-pub async fn up(g: &Global) -> anyhow::Result<i32> {
+pub async fn up(g: &Global, table: TableArgs) -> anyhow::Result<i32> {
     let (cluster, h) = load_cluster_and_host(g)?;
     require_root("up")?;
     let host = &cluster.hosts[h].name;
     let pins = pins_for(g, host);
-    let r = apply::up(&cluster, h, &pins, &Default::default(), &|m| eprintln!("{host}: {m}")).await?;
+    let opts = apply::UpOptions { ct_size: table.ct_size, ..Default::default() };
+    let r = apply::up(&cluster, h, &pins, &opts, &|m| eprintln!("{host}: {m}")).await?;
     if r.changed() {
         println!(
             "{host}: up on {} ({}): {} veths created, {} removed; {} links attached, {} removed; {} map entries written, {} deleted",

@@ -176,7 +176,8 @@ pub fn ep(mac: [u8; 6], ifindex: u32, vtep: [u8; 4]) -> EndpointValue {
 impl Rig {
     pub fn new() -> Rig {
         assert!(is_root(), "the kernel tests need root (run `sudo -E cargo xtask test`)");
-        let mut loaded = loader::load(None).expect("load the embedded eBPF object (built by `cargo xtask build`)");
+        let mut loaded =
+            loader::load(None, CT_DEFAULT_SIZE).expect("load the embedded eBPF object (built by `cargo xtask build`)");
         let e = loaded.ebpf_mut();
         let mut cfg: Array<_, HostConfig> = Array::try_from(e.map_mut(MAP_CONFIG).unwrap()).unwrap();
         cfg.set(
