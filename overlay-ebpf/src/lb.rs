@@ -47,6 +47,22 @@ pub fn ct_put(k: &CtKey, v: &CtValue) {
     let _ = OB_CT_V1.insert(k, v, 0);
 }
 
+/// Records a flow's pair of entries: the forward one for `k` and the one its
+/// replies are translated by. A new flow writes both; a known flow's packet
+/// looks the reply entry up too (which marks it used in the LRU, as a reply
+/// would) and puts it back if a flood of new flows evicted it or it idled out.
+/// Otherwise an evicted reply entry would leave a flow whose requests are
+/// translated and whose replies are not.
+#[inline(always)]
+pub fn ct_pair(new: bool, k: &CtKey, v: &CtValue, rk: &CtKey, r: &CtValue, cfg: &HostConfig) {
+    if new {
+        ct_put(k, v);
+        ct_put(rk, r);
+    } else if ct_get(rk, cfg, v.last_seen_ns).is_none() {
+        ct_put(rk, r);
+    }
+}
+
 /// The backend Maglev table `slot` gives flow hash `h`, if any.
 #[inline(always)]
 pub fn maglev_pick(slot: u32, h: u32) -> Option<[u8; 4]> {

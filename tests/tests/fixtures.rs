@@ -510,6 +510,36 @@ fn tc_vip_flows_stay_put_until_their_backend_leaves() {
 }
 
 #[test]
+fn a_known_flows_packet_puts_back_its_evicted_reply_entry() {
+    // VIP (TC): the reply entry is gone, the forward one is not.
+    let mut rig = Rig::with_vip(R, FRONT);
+    let pkt = frame(ME_MAC, GW_MAC, ME, VIP, 6, &tcp_with_csum(ME, VIP, 41100, 80));
+    rig.run(PROG_TC_ENDPOINT, &pkt);
+    let rk = ctk(R, ME, 8080, 41100);
+    let before = rig.ct(rk).unwrap();
+    rig.evict(rk);
+    let (verdict, out) = rig.run(PROG_TC_ENDPOINT, &pkt);
+    assert_eq!((verdict, out[64 + 16..64 + 20].to_vec()), (TC_ACT_REDIRECT, R.to_vec()));
+    let after = rig.ct(rk).expect("the reply entry is back");
+    assert_eq!(after, CtValue { last_seen_ns: after.last_seen_ns, ..before });
+    assert_eq!(rig.backend_flows(R), 1, "still one flow: the forward entry was a hit");
+
+    // Routing mesh (XDP), a remote backend.
+    private_underlay();
+    let mut rig = Rig::with_published(8080, PROTO_TCP, R);
+    let pkt = from_client(&tcp_with_csum(OUTSIDE, HOST, 50100, 8080), 6);
+    rig.run(PROG_XDP_UNDERLAY, &pkt);
+    let rk = ctk(R, OUTSIDE, 80, 50100);
+    let before = rig.ct(rk).unwrap();
+    rig.evict(rk);
+    assert_eq!(rig.run(PROG_XDP_UNDERLAY, &pkt).0, XDP_REDIRECT);
+    let after = rig.ct(rk).expect("the reply entry is back");
+    assert_eq!((after.action, after.new_src, after.new_sport), (CT_SNAT_OUT, HOST, 8080));
+    assert_eq!(after, CtValue { last_seen_ns: after.last_seen_ns, ..before });
+    assert_eq!(rig.backend_flows(R), 1);
+}
+
+#[test]
 fn tc_vip_without_backends_or_of_another_network_is_dropped() {
     let mut rig = Rig::with_vip([0; 4], FRONT);
     let syn = frame(ME_MAC, GW_MAC, ME, VIP, 6, &tcp_with_csum(ME, VIP, 40000, 80));

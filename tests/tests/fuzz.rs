@@ -513,7 +513,7 @@ fn fuzz(prog: &str, p: Prog, salt: u64) {
 /// The counter total before packet `n`, for one packet in 16 (every
 /// packet's total is checked at the end; these find the one that was off).
 fn total_if(n: u64, rig: &mut Rig, p: Prog) -> Option<u64> {
-    (n % 16 == 0).then(|| total(rig, p))
+    n.is_multiple_of(16).then(|| total(rig, p))
 }
 
 #[test]

@@ -7,7 +7,6 @@
 //! itself works.
 
 mod common;
-#[allow(dead_code)]
 mod rig;
 
 use std::{

@@ -20,7 +20,7 @@ use aya_ebpf::{
 use overlay_common::*;
 
 use crate::{
-    lb::{count_backend, ct_get, ct_put, flow_hash, now_ns, pick},
+    lb::{count_backend, ct_get, ct_pair, ct_put, flow_hash, now_ns, pick},
     maps::{endpoint, network, service, OB_NEXT_HOPS_V1},
     parse::ptr_at,
     vxlan::{Encap, HDR_LEN},
@@ -112,32 +112,29 @@ pub fn published(ctx: &XdpContext, cfg: &HostConfig) -> Option<Verdict> {
             Err(r) => return Some(drop(r)),
         };
     }
-    if new {
-        let v = CtValue {
-            action: CT_DNAT,
-            new_src: key.src,
-            new_dst: backend,
-            new_sport: key.sport,
-            new_dport: svc.target_port,
-            vtep: ep.vtep,
-            vni: svc.vni,
-            service_id: svc.service_id,
-            last_seen_ns: now,
-            ..Default::default()
-        };
-        ct_put(&key, &v);
-        // The reply, as the backend sends it: back to the published address.
-        let rkey = CtKey { src: backend, dst: key.src, sport: svc.target_port, dport: key.sport, ..key };
-        let r = CtValue {
-            action: CT_SNAT_OUT,
-            new_src: cfg.underlay_ip,
-            new_sport: key.dport,
-            new_dst: key.src,
-            new_dport: key.sport,
-            ..v
-        };
-        ct_put(&rkey, &r);
-    }
+    let v = CtValue {
+        action: CT_DNAT,
+        new_src: key.src,
+        new_dst: backend,
+        new_sport: key.sport,
+        new_dport: svc.target_port,
+        vtep: ep.vtep,
+        vni: svc.vni,
+        service_id: svc.service_id,
+        last_seen_ns: now,
+        ..Default::default()
+    };
+    // The reply, as the backend sends it: back to the published address.
+    let rkey = CtKey { src: backend, dst: key.src, sport: svc.target_port, dport: key.sport, ..key };
+    let r = CtValue {
+        action: CT_SNAT_OUT,
+        new_src: cfg.underlay_ip,
+        new_sport: key.dport,
+        new_dst: key.src,
+        new_dport: key.sport,
+        ..v
+    };
+    ct_pair(new, &key, &v, &rkey, &r, cfg);
     count_backend(svc.service_id, backend, ip_len as u64, new);
     let to = Tuple { src: key.src, dst: backend, sport: key.sport, dport: svc.target_port };
     if !rewrite(start, end, 14, &to) {

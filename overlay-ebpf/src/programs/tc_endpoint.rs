@@ -18,7 +18,7 @@ use overlay_common::*;
 
 use crate::{
     csum::{fold, sum_words},
-    lb::{count_backend, ct_get, ct_put, now_ns, pick},
+    lb::{count_backend, ct_get, ct_pair, now_ns, pick},
     maps::{endpoint, host_config, iface, network, service, subnet},
     nat::{rewrite, End},
     parse::{ptr_at, ArpHdr, ARP_REQUEST, ETH_P_ARP, ETH_P_IP},
@@ -258,23 +258,20 @@ fn translate(
     // Hairpin: a backend calling its own VIP and picked itself sees the VIP
     // as the source, or it would drop a packet "from itself".
     let new_src = if backend == src { dst } else { src };
-    if new {
-        let v = CtValue {
-            action: CT_DNAT,
-            new_src,
-            new_dst: backend,
-            new_sport: sport,
-            new_dport: svc.target_port,
-            vni: svc.vni,
-            service_id: svc.service_id,
-            last_seen_ns: now,
-            ..Default::default()
-        };
-        ct_put(&key, &v);
-        let rkey = CtKey { src: backend, dst: new_src, sport: svc.target_port, dport: sport, proto, _pad: [0; 3] };
-        let r = CtValue { action: CT_REVNAT, new_src: dst, new_sport: dport, new_dst: src, new_dport: sport, ..v };
-        ct_put(&rkey, &r);
-    }
+    let v = CtValue {
+        action: CT_DNAT,
+        new_src,
+        new_dst: backend,
+        new_sport: sport,
+        new_dport: svc.target_port,
+        vni: svc.vni,
+        service_id: svc.service_id,
+        last_seen_ns: now,
+        ..Default::default()
+    };
+    let rkey = CtKey { src: backend, dst: new_src, sport: svc.target_port, dport: sport, proto, _pad: [0; 3] };
+    let r = CtValue { action: CT_REVNAT, new_src: dst, new_sport: dport, new_dst: src, new_dport: sport, ..v };
+    ct_pair(new, &key, &v, &rkey, &r, cfg);
     count_backend(svc.service_id, backend, ctx.len() as u64, new);
     if rewrite(ctx, ihl, proto, End::Dst, dst, backend, dport, svc.target_port).is_err()
         || rewrite(ctx, ihl, proto, End::Src, src, new_src, sport, sport).is_err()

@@ -383,6 +383,12 @@ impl Rig {
         let ct: HashMap<_, CtKey, CtValue> = HashMap::try_from(self.loaded.ebpf_mut().map(MAP_CT).unwrap()).unwrap();
         ct.get(&k, 0).ok()
     }
+
+    /// Removes a connection-table entry, as an LRU eviction would.
+    pub fn evict(&mut self, k: CtKey) {
+        let mut ct: HashMap<_, CtKey, CtValue> = self.map(MAP_CT);
+        ct.remove(&k).expect("the entry to evict");
+    }
 }
 
 pub fn ctk(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> CtKey {
