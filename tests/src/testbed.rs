@@ -8,7 +8,8 @@
 #![allow(dead_code)]
 
 use std::{
-    net::Ipv4Addr,
+    io::{BufRead, BufReader, Write},
+    net::{Ipv4Addr, SocketAddr, TcpStream},
     os::fd::AsRawFd,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
@@ -71,6 +72,79 @@ pub fn enter_netns(name: &str) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// A TCP server on `port` in `ns` that answers each line with "<name> <line>"
+/// on the connection it came on (a reset connection ends quietly); killed on
+/// drop. Wait for it with `wait_listening`.
+pub fn tcp_echo(ns: &Netns, name: &str, port: u16) -> Proc {
+    let script = "import socket, sys, threading\n\
+                  def serve(c):\n    try:\n        for line in c.makefile('rb'):\n            \
+                  c.sendall(sys.argv[1].encode() + b' ' + line)\n    except OSError:\n        pass\n\
+                  s = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+                  s.bind(('0.0.0.0', int(sys.argv[2])))\ns.listen(128)\n\
+                  while True:\n    c, _ = s.accept()\n    threading.Thread(target=serve, args=(c,), daemon=True).start()\n";
+    Proc(
+        ns.cmd("/usr/bin/python3")
+            .args(["-c", script, name, &port.to_string()])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("python3"),
+    )
+}
+
+/// Waits until something in `ns` listens on TCP `port`.
+pub fn wait_listening(ns: &Netns, port: u16) -> Result<(), String> {
+    let t = Instant::now();
+    let filter = format!("sport = :{port}");
+    while !String::from_utf8_lossy(&ns.run("ss", &["-Hltn", &filter]).stdout).contains("LISTEN") {
+        if t.elapsed() > Duration::from_secs(60) {
+            return Err(format!("nothing listened on {port} in {} within 60 s", ns.name));
+        }
+        sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// A TCP connection to a `tcp_echo` server, opened from inside a namespace.
+pub struct Talk {
+    r: BufReader<TcpStream>,
+    w: TcpStream,
+    /// What the connection is for, in messages.
+    pub what: String,
+}
+
+impl Talk {
+    /// Connects to `to` from namespace `netns` (a thread enters it: the socket
+    /// lives there, and can be used from any thread after).
+    pub fn open(netns: &str, to: SocketAddr, what: &str) -> Result<Talk, String> {
+        let ns = netns.to_string();
+        let s = std::thread::spawn(move || {
+            enter_netns(&ns)?;
+            TcpStream::connect_timeout(&to, Duration::from_secs(3))
+        })
+        .join()
+        .map_err(|_| "the connecting thread panicked".to_string())?
+        .map_err(|e| format!("{what}: connect to {to} from {netns}: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+        s.set_nodelay(true).map_err(|e| e.to_string())?;
+        let w = s.try_clone().map_err(|e| e.to_string())?;
+        Ok(Talk { r: BufReader::new(s), w, what: what.to_string() })
+    }
+
+    /// Sends line `n` and reads the echo: the name of the server that answered.
+    pub fn exchange(&mut self, n: u64) -> Result<String, String> {
+        let err = |e: std::io::Error| format!("{}: message {n}: {e}", self.what);
+        self.w.write_all(format!("{n}\n").as_bytes()).map_err(err)?;
+        let mut line = String::new();
+        if self.r.read_line(&mut line).map_err(err)? == 0 {
+            return Err(format!("{}: message {n}: the connection was closed", self.what));
+        }
+        match line.trim_end().rsplit_once(' ') {
+            Some((name, echo)) if echo == n.to_string() => Ok(name.to_string()),
+            _ => Err(format!("{}: message {n}: wrong answer {line:?}", self.what)),
+        }
+    }
 }
 
 /// A child process, killed by PID (SIGKILL) and reaped on drop.
