@@ -259,7 +259,8 @@ async fn up_inner(
 
     let mut maps = KernelMaps::open(pins)?;
     let current = maps.read()?;
-    let desired = reconcile::desired(cluster, h, &facts);
+    let mut desired = reconcile::desired(cluster, h, &facts);
+    reconcile::keep_backend_flags(&mut desired, &current);
     let diff = Diff::between(&desired, &current);
     (report.entries_written, report.entries_deleted) = diff.counts();
     progress(&format!("maps: {} entries to write, {} to delete", report.entries_written, report.entries_deleted));

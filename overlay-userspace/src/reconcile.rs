@@ -70,6 +70,26 @@ impl MapContents {
     }
 }
 
+/// Keeps the backend flag on endpoints that had it in `current` (the maps as
+/// they are) and still exist. A backend leaving a service's list still has
+/// flows in flight: their replies need the connection-table lookup the flag
+/// turns on, or they leave untranslated and the clients reset them. The
+/// hosts apply a change up to a poll interval apart, so the ingress host may
+/// still send such a backend new flows for a moment. The cost is that lookup
+/// for the endpoint's packets, as while it was a backend.
+pub fn keep_backend_flags(desired: &mut MapContents, current: &MapContents) {
+    for (k, v) in desired.endpoints.iter_mut() {
+        if current.endpoints.get(k).is_some_and(|c| c.flags & ENDPOINT_F_BACKEND != 0) {
+            v.flags |= ENDPOINT_F_BACKEND;
+        }
+    }
+    for (k, v) in desired.ifaces.iter_mut() {
+        if current.ifaces.get(k).is_some_and(|c| c.ip == v.ip && c.vni == v.vni && c.flags & ENDPOINT_F_BACKEND != 0) {
+            v.flags |= ENDPOINT_F_BACKEND;
+        }
+    }
+}
+
 /// The desired content of every map on host `host` (an index into `cluster.hosts`).
 pub fn desired(cluster: &Cluster, host: usize, facts: &HostFacts) -> MapContents {
     let mut m = MapContents::default();

@@ -59,9 +59,9 @@ struct Flood {
     flows: u64,
 }
 
-/// Scans, spoofed SYNs: one datagram per flow, 32 tables' worth from each
-/// source, as fast as possible.
-const SCAN: Flood = Flood { per_flow: 1, rate: None, flows: 32 * CT as u64 };
+/// Scans, spoofed SYNs: one datagram per flow, as fast as possible, and at
+/// least 16 tables' worth from each source (the VMs' emulated CPUs).
+const SCAN: Flood = Flood { per_flow: 1, rate: None, flows: 16 * CT as u64 };
 /// Short real flows (a request and a retry): two datagrams, each pair of
 /// entries used twice like an established flow's. Two sources at 1024 flows
 /// a second write 4096 entries a second on n1: the table turns over every

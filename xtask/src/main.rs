@@ -6,6 +6,7 @@
 //!   one VM per Debian kernel (`--no-vm` skips those)
 //! - `cargo xtask bench`  measures overlay-bpf against the kernel's own paths (README: Benchmarks)
 //! - `cargo xtask fuzz`   runs millions of generated packets through both programs with a new seed
+//! - `cargo xtask soak`   minutes of endpoint and backend churn every second under traffic, with agents
 //! - `cargo xtask build` builds the eBPF object and the `overlay-bpf` binary that embeds it
 //! - `cargo xtask setup` only installs what is missing
 
@@ -15,6 +16,7 @@ mod bench;
 mod build;
 mod demo;
 mod setup;
+mod soak;
 mod test;
 #[path = "../../tests/src/testbed.rs"]
 mod testbed;
@@ -86,6 +88,19 @@ enum Cmd {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// A bounded run of a 3-host namespace cluster whose state changes every second under
+    /// traffic (an endpoint comes or goes, the service gets other backends), with one agent
+    /// per host. Reports loss, stale backends, counters and memory; exits 1 on loss, a stale
+    /// backend, a failed apply, or kernel state or open files that differ from the start
+    /// once the first state is back. Report: target/soak/report.json.
+    Soak {
+        /// How long the churn lasts, in seconds.
+        #[arg(long, default_value_t = 120)]
+        secs: u64,
+        /// Seed of the churn (printed; a new one by default).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
     /// Set up, build, and show the example cluster working: 3 VMs per Debian kernel (6.1 and 6.12), each VM one
     /// cluster host on a shared L2, checking the overlay (connectivity, isolation) and the routing mesh (every
     /// host, client address kept, the internal VIP). Prints one result line per kernel and check; exits 0 only
@@ -117,6 +132,7 @@ fn main() {
         Cmd::Build { release } => setup::setup().and_then(|_| build::build(release).map(|_| ())),
         Cmd::Test { unit_only, no_vm, kernel, args } => test::test(unit_only, (!no_vm).then_some(&kernel[..]), &args),
         Cmd::Fuzz { packets, seed } => test::fuzz(packets, seed),
+        Cmd::Soak { secs, seed } => soak::soak(secs, seed),
         Cmd::Bench { packets, rounds, secs, only } => bench::bench(packets, rounds, secs, &only),
         Cmd::Run { netns: true, keep, clean, .. } => demo::run(keep, clean),
         Cmd::Run { kernel, .. } => vm::cluster::run(&kernel),

@@ -246,3 +246,22 @@ fn services_with_the_same_backends_share_one_table() {
     assert!(m.maglev[&1].iter().all(|ip| *ip == b));
     assert_eq!(m.maglev[&0].iter().copied().collect::<std::collections::BTreeSet<_>>().len(), 2);
 }
+
+#[test]
+fn a_backend_leaving_its_service_keeps_the_backend_flag_while_it_exists() {
+    let c = cluster(STATE);
+    let before = desired(&c, 1, &facts(&[("web.2", 7), ("db.1", 8)]));
+    let y = STATE.replace("backends: [web.1, web.2]", "backends: [web.1]");
+    let mut after = desired(&cluster(&y), 1, &facts(&[("web.2", 7), ("db.1", 8)]));
+    assert_eq!(after.ifaces[&7].flags, 0, "the state alone no longer makes web.2 a backend");
+    keep_backend_flags(&mut after, &before);
+    assert_eq!(after.ifaces[&7].flags, ENDPOINT_F_BACKEND, "its flows' replies still need the table");
+    assert_eq!(after.endpoints[&ek(4097, [10, 0, 0, 4])].flags & ENDPOINT_F_BACKEND, ENDPOINT_F_BACKEND);
+    assert_eq!(after.ifaces[&8].flags, 0, "db.1 never was a backend");
+    assert!(Diff::between(&after, &before).ifaces.is_empty(), "so nothing changes for it");
+    // A veth whose ifindex now belongs to another endpoint inherits nothing.
+    let moved = desired(&cluster(&y), 1, &facts(&[("web.2", 8), ("db.1", 7)]));
+    let mut m = moved.clone();
+    keep_backend_flags(&mut m, &before);
+    assert_eq!(m.ifaces[&7].flags, 0);
+}
