@@ -147,6 +147,28 @@ impl Talk {
     }
 }
 
+/// xorshift64*: small, seeded, the same everywhere (the fuzz tests, the
+/// soak's churn), so a printed seed replays a run.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+    pub fn chance(&mut self, one_in: usize) -> bool {
+        self.below(one_in) == 0
+    }
+    pub fn byte(&mut self) -> u8 {
+        self.next_u64() as u8
+    }
+}
+
 /// A child process, killed by PID (SIGKILL) and reaped on drop.
 pub struct Proc(pub Child);
 

@@ -21,27 +21,7 @@ mod rig;
 
 use overlay_common::*;
 use rig::*;
-
-/// xorshift64*: small, seeded, the same everywhere.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn chance(&mut self, one_in: usize) -> bool {
-        self.below(one_in) == 0
-    }
-    fn byte(&mut self) -> u8 {
-        self.next() as u8
-    }
-}
+use testbed::Rng;
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -175,17 +155,17 @@ fn mutate(p: &mut Vec<u8>, r: &mut Rng, tc: bool) {
             // VXLAN flags and VNI.
             8 if p.len() >= 50 && !tc => {
                 p[42] = [0x00, 0x08, 0x0c, 0xff, r.byte()][r.below(5)];
-                let vni: u32 = [0, 0x00ff_ffff, FRONT, BACK, 4242, r.next() as u32 & 0xff_ffff][r.below(6)];
+                let vni: u32 = [0, 0x00ff_ffff, FRONT, BACK, 4242, r.next_u64() as u32 & 0xff_ffff][r.below(6)];
                 p[46..49].copy_from_slice(&vni.to_be_bytes()[1..4]);
             }
             // Outer source: a stranger or anyone.
             9 if p.len() >= 30 && !tc => {
-                let s: [u8; 4] = if r.chance(2) { STRANGER } else { (r.next() as u32).to_be_bytes() };
+                let s: [u8; 4] = if r.chance(2) { STRANGER } else { (r.next_u64() as u32).to_be_bytes() };
                 p[26..30].copy_from_slice(&s);
             }
             // Inner or TC destination: another network, a local endpoint, anyone.
             10 if p.len() >= o + 20 => {
-                let d = [B, BL, L, ME, R, VIP, GW, (r.next() as u32).to_be_bytes()][r.below(8)];
+                let d = [B, BL, L, ME, R, VIP, GW, (r.next_u64() as u32).to_be_bytes()][r.below(8)];
                 p[o + 16..o + 20].copy_from_slice(&d);
                 if o > 14 && r.chance(2) {
                     p[o - 14..o - 8].copy_from_slice(&[B_MAC, BL_MAC, L_MAC, ME_MAC][r.below(4)]);
@@ -197,7 +177,7 @@ fn mutate(p: &mut Vec<u8>, r: &mut Rng, tc: bool) {
                     let m = [R_MAC, L_MAC, B_MAC, [r.byte(); 6]][r.below(4)];
                     p[o - 8..o - 2].copy_from_slice(&m);
                 } else {
-                    let s = [R, L, B, OUTSIDE, (r.next() as u32).to_be_bytes()][r.below(5)];
+                    let s = [R, L, B, OUTSIDE, (r.next_u64() as u32).to_be_bytes()][r.below(5)];
                     p[o + 12..o + 16].copy_from_slice(&s);
                 }
             }
@@ -213,7 +193,7 @@ fn mutate(p: &mut Vec<u8>, r: &mut Rng, tc: bool) {
             }
             // UDP destination port of the outer header.
             13 if p.len() >= 38 && !tc => {
-                let port = [VXLAN_PORT, 4790, 8080, r.next() as u16][r.below(4)];
+                let port = [VXLAN_PORT, 4790, 8080, r.next_u64() as u16][r.below(4)];
                 p[36..38].copy_from_slice(&port.to_be_bytes());
             }
             // Trailing garbage (Ethernet padding, or a lie in the lengths).

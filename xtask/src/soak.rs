@@ -32,7 +32,7 @@ use serde_json::{json, Value};
 
 use crate::{
     build,
-    testbed::{tcp_echo, wait_listening, Deployment, Netns, Proc, Talk, Underlay},
+    testbed::{tcp_echo, wait_listening, Deployment, Netns, Proc, Rng, Talk, Underlay},
     util::{catch_signals, check_interrupt, interrupted, is_root, root, step},
 };
 
@@ -93,25 +93,14 @@ fn write_state(path: &Path, yaml: &str) -> Result<()> {
     Ok(())
 }
 
-/// xorshift64*: the churn is reproducible from the printed seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+/// 2 to 5 of the pool.
+fn pick_backends(rng: &mut Rng) -> BTreeSet<usize> {
+    let n = 2 + rng.below(4);
+    let mut set = BTreeSet::new();
+    while set.len() < n {
+        set.insert(rng.below(POOL.len()));
     }
-    /// 2 to 5 of the pool.
-    fn backends(&mut self) -> BTreeSet<usize> {
-        let n = 2 + (self.next() % 4) as usize;
-        let mut set = BTreeSet::new();
-        while set.len() < n {
-            set.insert((self.next() % POOL.len() as u64) as usize);
-        }
-        set
-    }
+    set
 }
 
 /// What an agent uses: resident memory (kB) and open files.
@@ -292,7 +281,7 @@ pub fn soak(secs: u64, seed: Option<u64>) -> Result<()> {
     let mut tick = 0u64;
     let mut reachers = Vec::new();
     while t0.elapsed().as_secs() < secs && !interrupted() {
-        let k = (rng.next() % CHURN as u64) as usize;
+        let k = rng.below(CHURN);
         let adding = present.insert(k);
         if !adding {
             present.remove(&k);
@@ -300,7 +289,7 @@ pub fn soak(secs: u64, seed: Option<u64>) -> Result<()> {
         } else {
             added += 1;
         }
-        backends = rng.backends();
+        backends = pick_backends(&mut rng);
         write_state(&state_path, &state(&present, &backends))?;
         history.push((t0.elapsed().as_secs_f64(), backends.clone()));
         if adding {
