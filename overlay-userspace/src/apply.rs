@@ -103,14 +103,13 @@ pub struct UpOptions {
 /// is (the programs attached now share it), so asking for another size is
 /// refused rather than silently ignored: a table cannot be resized in place.
 pub fn ct_size(pins: &Pins, asked: Option<u32>) -> Result<u32, UserError> {
-    let path = pins.map(MAP_CT);
-    let pinned = aya::maps::MapInfo::from_pin(&path).ok().map(|i| i.max_entries());
+    let pinned = crate::kmaps::max_entries(pins, MAP_CT).ok();
     match (pinned, asked) {
         (Some(have), Some(want)) if have != want => Err(UserError(format!(
             "--ct-size {want}: the connection table {} already has {have} entries, and a table cannot be resized \
              while the data path uses it. Keep {have} (drop --ct-size or pass --ct-size {have}), or run \
              `overlay-bpf down` then `up --ct-size {want}`, which drops every tracked flow",
-            path.display()
+            pins.map(MAP_CT).display()
         ))),
         (Some(have), _) => Ok(have),
         (None, want) => Ok(want.unwrap_or(CT_DEFAULT_SIZE)),

@@ -25,6 +25,27 @@ pub enum MapsError {
     Full { map: &'static str, need: usize, limit: u32 },
 }
 
+/// The size of a pinned map, as the kernel has it.
+pub fn max_entries(pins: &Pins, name: &'static str) -> Result<u32, MapsError> {
+    let path = pins.map(name);
+    MapInfo::from_pin(&path)
+        .map(|i| i.max_entries())
+        .map_err(|source| MapsError::Open { path: path.display().to_string(), source })
+}
+
+/// (map, entries, limit) of the maps the programs fill, which `up` never
+/// reads: the connection table (sized by `up --ct-size`) and the next-hop
+/// cache. Counting walks the keys (a quarter of a second for a full default
+/// table); a walk that an eviction restarts is cut at the limit.
+pub fn program_filled(pins: &Pins) -> Result<[(&'static str, usize, u32); 2], MapsError> {
+    let ct: HashMap<MapData, CtKey, CtValue> = open(pins, MAP_CT)?;
+    let hops: HashMap<MapData, [u8; 4], NextHop> = open(pins, MAP_NEXT_HOPS)?;
+    let (ct_max, hops_max) = (max_entries(pins, MAP_CT)?, max_entries(pins, MAP_NEXT_HOPS)?);
+    let ct_n = ct.keys().take(ct_max as usize).filter(Result::is_ok).count();
+    let hops_n = hops.keys().take(hops_max as usize).filter(Result::is_ok).count();
+    Ok([(MAP_CT, ct_n, ct_max), (MAP_NEXT_HOPS, hops_n, hops_max)])
+}
+
 /// Typed handles on every pinned map.
 pub struct KernelMaps {
     config: Array<MapData, HostConfig>,
@@ -38,10 +59,6 @@ pub struct KernelMaps {
     backends: HashMap<MapData, BackendKey, BackendValue>,
     backend_stats: PerCpuHashMap<MapData, BackendKey, BackendStats>,
     stats: PerCpuArray<MapData, Counter>,
-    /// Filled by the programs, not from the state: only their fill is read.
-    ct: HashMap<MapData, CtKey, CtValue>,
-    next_hops: HashMap<MapData, [u8; 4], NextHop>,
-    ct_max: u32,
 }
 
 fn open<T: TryFrom<Map, Error = MapError>>(pins: &Pins, name: &'static str) -> Result<T, MapsError> {
@@ -90,22 +107,7 @@ impl KernelMaps {
             backends: open(pins, MAP_BACKENDS)?,
             backend_stats: open(pins, MAP_BACKEND_STATS)?,
             stats: open(pins, MAP_STATS)?,
-            ct: open(pins, MAP_CT)?,
-            next_hops: open(pins, MAP_NEXT_HOPS)?,
-            ct_max: MapInfo::from_pin(pins.map(MAP_CT))
-                .map_err(|source| MapsError::Open { path: pins.map(MAP_CT).display().to_string(), source })?
-                .max_entries(),
         })
-    }
-
-    /// (map, entries, limit) of the maps the programs fill: the connection
-    /// table (sized by `up --ct-size`) and the next-hop cache. Counting walks
-    /// the keys (a quarter of a second for a full default table); a walk that
-    /// an eviction restarts is cut at the limit.
-    pub fn program_filled(&self) -> [(&'static str, usize, u32); 2] {
-        let ct = self.ct.keys().take(self.ct_max as usize).filter(Result::is_ok).count();
-        let hops = self.next_hops.keys().take(MAX_VTEPS as usize).filter(Result::is_ok).count();
-        [(MAP_CT, ct, self.ct_max), (MAP_NEXT_HOPS, hops, MAX_VTEPS)]
     }
 
     /// What the maps hold now, in the reconciler's terms.

@@ -147,13 +147,9 @@ pub async fn gather(host: &str, pins: &Pins, cluster: Option<&Cluster>) -> anyho
     let mut map_status: Vec<MapStatus> = content
         .sizes()
         .into_iter()
+        .chain(crate::kmaps::program_filled(pins)?)
         .map(|(name, entries, max_entries)| MapStatus { name: name.into(), entries, max_entries })
         .collect();
-    map_status.extend(maps.program_filled().into_iter().map(|(name, entries, max_entries)| MapStatus {
-        name: name.into(),
-        entries,
-        max_entries,
-    }));
     map_status.push(MapStatus { name: MAP_STATS.into(), entries: STATS_ENTRIES as usize, max_entries: STATS_ENTRIES });
 
     let progs: Vec<_> = loaded_programs().filter_map(Result::ok).collect();

@@ -120,9 +120,8 @@ pub struct TableArgs {
     /// Entries in the connection table (OB_CT_V1), which keeps every load-balanced
     /// flow on its backend: a VIP or routing-mesh flow takes 2 entries on the host
     /// that balances it, and a mesh flow to a backend on another host 1 more there.
-    /// The table is an LRU: when full, a new flow evicts the least recently used
-    /// entries (see the README's "Connection table" for what that means for idle
-    /// flows). About 120 bytes per entry. Default 262144 for a new table; an
+    /// The table is an LRU: when full, a new flow evicts entries (the README's
+    /// "Connection table size and floods" tells which flows survive). About 120 bytes per entry. Default 262144 for a new table; an
     /// existing table keeps its size, and a different --ct-size is refused (a table
     /// cannot be resized in place: `down`, then `up --ct-size N`).
     #[arg(long, env = "OVERLAY_BPF_CT_SIZE", value_name = "N",
