@@ -713,11 +713,7 @@ fn xdp_mesh_udp_keeps_a_zero_checksum_and_fixes_a_real_one() {
     want.extend(ip(OUTSIDE, ME, 17, true, 0, &udp(40000, 80, b"query")));
     assert_eq!(out, want, "zero UDP checksum stays zero");
     let mut with = udp(40001, 5353, b"query");
-    let mut pseudo = OUTSIDE.to_vec();
-    pseudo.extend_from_slice(&HOST);
-    pseudo.extend_from_slice(&[0, 17, 0, with.len() as u8]);
-    pseudo.extend_from_slice(&with);
-    let c = csum(&pseudo);
+    let c = l4_csum(&OUTSIDE, &HOST, 17, &with);
     with[6..8].copy_from_slice(&c.to_be_bytes());
     let (_, out) = rig.run(PROG_XDP_UNDERLAY, &from_client(&with, 17));
     assert!(l4_csum_ok(&out[14..]), "UDP checksum updated");

@@ -98,21 +98,14 @@ fn flood(netns: &str, from: Ipv4Addr, to: SocketAddr, f: Flood) -> thread::JoinH
     })
 }
 
-/// `status -o json` of host `h`, with services named from the state file.
+/// `status -o json` of host `h`, services named from the state file.
 fn status_of(dep: &Deployment, st: &StateFile, h: &str) -> serde_json::Value {
-    let cmd = &mut dep.cmd(&format!("{P}{h}"), &format!("{P}-{h}"));
-    json(&assert_ok(&cmd.args(["status", "-o", "json", "--state"]).arg(&st.0).output().unwrap()))
+    status_named(dep, P, h, &st.0)
 }
 
 fn ct_map(st: &serde_json::Value) -> (u64, u64) {
     let m = st["maps"].as_array().unwrap().iter().find(|m| m["name"] == "OB_CT_V1").expect("OB_CT_V1 in status");
     (m["entries"].as_u64().unwrap(), m["max_entries"].as_u64().unwrap())
-}
-
-/// New flows this host's programs gave the service's backends.
-fn flows(st: &serde_json::Value, service: &str) -> u64 {
-    let s = st["services"].as_array().unwrap().iter().find(|s| s["name"] == service).expect("service in status");
-    s["backends"].as_array().unwrap().iter().map(|b| b["flows"].as_u64().unwrap()).sum()
 }
 
 #[test]
@@ -211,7 +204,7 @@ fn a_flood_of_new_flows_leaves_established_flows_working() {
 /// Flows the programs on n1 (re)started for the TCP services: a connection
 /// whose entries were gone is one more.
 fn picks(st: &serde_json::Value) -> u64 {
-    flows(st, "near") + flows(st, "far")
+    service_flows(st, "near") + service_flows(st, "far")
 }
 
 /// The drop counters that moved between two statuses of a host.
@@ -286,7 +279,7 @@ fn flood_phase(
     let (rounds, errors, talked) = talker.join().unwrap();
     *active = talked;
     let (after, after2) = (status_of(dep, st, "n1"), status_of(dep, st, "n2"));
-    let new_flows = flows(&after, "sink") - flows(&before, "sink");
+    let new_flows = service_flows(&after, "sink") - service_flows(&before, "sink");
     let (ct1, ct2) = (ct_map(&after), ct_map(&after2));
     let repicked = picks(&after) - picks(&before);
     eprintln!(

@@ -226,16 +226,9 @@ fn published_ports_reach_every_backend_through_every_host_with_the_client_addres
     assert_eq!(from_c2.len(), 1, "VIP from c2: {from_c2:?}");
 
     // Per-service, per-backend counters in `status`.
-    let st = json(&assert_ok(
-        &m.dep
-            .cmd(&format!("{}n1", m.p), &format!("{}-n1", m.p))
-            .args(["status", "-o", "json", "--state"])
-            .arg(&m.st.0)
-            .output()
-            .unwrap(),
-    ));
+    let st = status_named(&m.dep, m.p, "n1", &m.st.0);
     let web = st["services"].as_array().unwrap().iter().find(|s| s["name"] == "web").expect("web in status");
-    let flows: u64 = web["backends"].as_array().unwrap().iter().map(|b| b["flows"].as_u64().unwrap()).sum();
+    let flows = service_flows(&st, "web");
     assert!(flows >= 30, "n1 counted the flows it balanced: {web}");
     assert!(web["backends"]
         .as_array()

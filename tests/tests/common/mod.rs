@@ -112,6 +112,20 @@ pub fn status(dep: &Deployment, p: &str, host: &str) -> Value {
     ))
 }
 
+/// `status -o json` with services and backends named from the state file.
+pub fn status_named(dep: &Deployment, p: &str, host: &str, state: &Path) -> Value {
+    let cmd = &mut dep.cmd(&format!("{p}{host}"), &format!("{p}-{host}"));
+    json(&assert_ok(&cmd.args(["status", "-o", "json", "--state"]).arg(state).output().unwrap()))
+}
+
+/// New flows this host's programs gave the named service's backends
+/// (a `status_named` output).
+pub fn service_flows(st: &Value, service: &str) -> u64 {
+    let s = st["services"].as_array().unwrap().iter().find(|s| s["name"] == service);
+    let s = s.unwrap_or_else(|| panic!("no service {service} in status"));
+    s["backends"].as_array().unwrap().iter().map(|b| b["flows"].as_u64().unwrap()).sum()
+}
+
 pub fn counter(st: &Value, prog: &str, reason: &str) -> u64 {
     st["counters"]
         .as_array()

@@ -309,24 +309,26 @@ pub fn case(what: &str, pkt: Vec<u8>, verdict: u32, out: Out, reason: Reason) ->
 pub const VIP: [u8; 4] = [10, 0, 0, 2];
 pub const SVC: u32 = 7;
 
+/// The TCP/UDP checksum over the IPv4 pseudo-header and segment `l4`: the
+/// value to write for a segment whose checksum field is zero, 0 for one
+/// whose checksum is right.
+pub fn l4_csum(src: &[u8], dst: &[u8], proto: u8, l4: &[u8]) -> u16 {
+    let mut pseudo = [src, dst].concat();
+    pseudo.extend_from_slice(&[0, proto]);
+    pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    pseudo.extend_from_slice(l4);
+    csum(&pseudo)
+}
+
 /// TCP/UDP checksum of the IPv4 packet `ip` verifies.
 pub fn l4_csum_ok(ip: &[u8]) -> bool {
     let ihl = (ip[0] & 0xf) as usize * 4;
-    let l4 = &ip[ihl..];
-    let mut pseudo = ip[12..20].to_vec();
-    pseudo.extend_from_slice(&[0, ip[9]]);
-    pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-    pseudo.extend_from_slice(l4);
-    csum(&pseudo) == 0
+    l4_csum(&ip[12..16], &ip[16..20], ip[9], &ip[ihl..]) == 0
 }
 
 pub fn tcp_with_csum(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
     let mut t = tcp(sport, dport);
-    let mut pseudo = src.to_vec();
-    pseudo.extend_from_slice(&dst);
-    pseudo.extend_from_slice(&[0, 6, 0, t.len() as u8]);
-    pseudo.extend_from_slice(&t);
-    let c = csum(&pseudo);
+    let c = l4_csum(&src, &dst, 6, &t);
     t[16..18].copy_from_slice(&c.to_be_bytes());
     t
 }
