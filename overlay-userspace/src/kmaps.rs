@@ -8,7 +8,7 @@ use overlay_common::*;
 
 use crate::{
     pins::Pins,
-    reconcile::{Diff, MapContents, MapDiff},
+    reconcile::{Delete, Diff, MapContents, MapSink, Upsert},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -76,21 +76,51 @@ fn read_hash<K: aya::Pod + Ord, V: aya::Pod>(
     m.iter().map(|r| r.map_err(|source| MapsError::Op { map: name, op: "read", source })).collect()
 }
 
-fn apply_hash<K: aya::Pod, V: aya::Pod>(
-    m: &mut HashMap<MapData, K, V>,
-    name: &'static str,
-    d: &MapDiff<K, V>,
-) -> Result<(), MapsError> {
-    for (k, v) in &d.upsert {
-        m.insert(k, v, 0).map_err(|source| MapsError::Op { map: name, op: "insert", source })?;
+fn write_err(map: &'static str, op: &'static str) -> impl FnOnce(MapError) -> MapsError {
+    move |source| MapsError::Op { map, op, source }
+}
+
+/// A removal of a key that is already gone is done.
+fn removed(r: Result<(), MapError>, map: &'static str) -> Result<(), MapsError> {
+    match r {
+        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+        Err(source) => Err(MapsError::Op { map, op: "delete", source }),
     }
-    for k in &d.delete {
-        match m.remove(k) {
-            Ok(()) | Err(MapError::KeyNotFound) => {}
-            Err(source) => return Err(MapsError::Op { map: name, op: "delete", source }),
+}
+
+impl MapSink for KernelMaps {
+    type Error = MapsError;
+
+    fn upsert(&mut self, u: Upsert<'_>) -> Result<(), MapsError> {
+        match u {
+            Upsert::Vtep(k, v) => self.vteps.insert(k, v, 0).map_err(write_err(MAP_VTEPS, "insert")),
+            Upsert::Network(k, v) => self.networks.insert(k, v, 0).map_err(write_err(MAP_NETWORKS, "insert")),
+            Upsert::Subnet((plen, addr), v) => {
+                self.subnets.insert(&Key::new(*plen, *addr), v, 0).map_err(write_err(MAP_SUBNETS, "insert"))
+            }
+            Upsert::Endpoint(k, v) => self.endpoints.insert(k, v, 0).map_err(write_err(MAP_ENDPOINTS, "insert")),
+            Upsert::Iface(k, v) => self.ifaces.insert(k, v, 0).map_err(write_err(MAP_IFACES, "insert")),
+            Upsert::Maglev(slot, i, ip) => {
+                self.maglev.set(slot * MAGLEV_SIZE + i, ip, 0).map_err(write_err(MAP_MAGLEV, "write"))
+            }
+            Upsert::Backend(k, v) => self.backends.insert(k, v, 0).map_err(write_err(MAP_BACKENDS, "insert")),
+            Upsert::Service(k, v) => self.services.insert(k, v, 0).map_err(write_err(MAP_SERVICES, "insert")),
+            Upsert::Config(v) => self.config.set(0, v, 0).map_err(write_err(MAP_CONFIG, "write")),
         }
     }
-    Ok(())
+
+    fn delete(&mut self, d: Delete<'_>) -> Result<(), MapsError> {
+        match d {
+            Delete::Vtep(k) => removed(self.vteps.remove(k), MAP_VTEPS),
+            Delete::Network(k) => removed(self.networks.remove(k), MAP_NETWORKS),
+            Delete::Subnet((plen, addr)) => removed(self.subnets.remove(&Key::new(*plen, *addr)), MAP_SUBNETS),
+            Delete::Endpoint(k) => removed(self.endpoints.remove(k), MAP_ENDPOINTS),
+            Delete::Iface(k) => removed(self.ifaces.remove(k), MAP_IFACES),
+            Delete::Backend(k) => removed(self.backends.remove(k), MAP_BACKENDS),
+            Delete::Service(k) => removed(self.services.remove(k), MAP_SERVICES),
+            Delete::Config => self.config.set(0, HostConfig::default(), 0).map_err(write_err(MAP_CONFIG, "write")),
+        }
+    }
 }
 
 impl KernelMaps {
@@ -151,50 +181,10 @@ impl KernelMaps {
         Ok(())
     }
 
-    /// Writes the diff: additions and changes first, removals last, so a
-    /// packet in flight never finds a hole that neither state had.
+    /// Writes the diff, make-before-break across all maps
+    /// ([`Diff::write_to`]).
     pub fn apply(&mut self, d: &Diff) -> Result<(), MapsError> {
-        apply_hash(&mut self.vteps, MAP_VTEPS, &d.vteps)?;
-        apply_hash(&mut self.networks, MAP_NETWORKS, &d.networks)?;
-        for ((plen, addr), v) in &d.subnets.upsert {
-            self.subnets.insert(&Key::new(*plen, *addr), v, 0).map_err(|source| MapsError::Op {
-                map: MAP_SUBNETS,
-                op: "insert",
-                source,
-            })?;
-        }
-        apply_hash(&mut self.endpoints, MAP_ENDPOINTS, &d.endpoints)?;
-        apply_hash(&mut self.ifaces, MAP_IFACES, &d.ifaces)?;
-        // Tables and backends before the services that point at them.
-        for (slot, entries) in &d.maglev {
-            for (i, ip) in entries {
-                self.maglev.set(slot * MAGLEV_SIZE + i, ip, 0).map_err(|source| MapsError::Op {
-                    map: MAP_MAGLEV,
-                    op: "write",
-                    source,
-                })?;
-            }
-        }
-        apply_hash(&mut self.backends, MAP_BACKENDS, &MapDiff { upsert: d.backends.upsert.clone(), delete: vec![] })?;
-        apply_hash(&mut self.services, MAP_SERVICES, &d.services)?;
-        apply_hash(&mut self.backends, MAP_BACKENDS, &MapDiff { upsert: vec![], delete: d.backends.delete.clone() })?;
-        for (_, v) in &d.config.upsert {
-            self.config.set(0, v, 0).map_err(|source| MapsError::Op { map: MAP_CONFIG, op: "write", source })?;
-        }
-        if !d.config.delete.is_empty() {
-            self.config.set(0, HostConfig::default(), 0).map_err(|source| MapsError::Op {
-                map: MAP_CONFIG,
-                op: "write",
-                source,
-            })?;
-        }
-        for (plen, addr) in &d.subnets.delete {
-            match self.subnets.remove(&Key::new(*plen, *addr)) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(source) => return Err(MapsError::Op { map: MAP_SUBNETS, op: "delete", source }),
-            }
-        }
-        Ok(())
+        d.write_to(self)
     }
 
     /// Packets, bytes and new flows per (service, backend), summed over CPUs.

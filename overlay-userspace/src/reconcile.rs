@@ -310,6 +310,42 @@ fn diff_maglev(
     out
 }
 
+/// One write of a diff: an entry added or changed, in the map it names.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Upsert<'a> {
+    Vtep(&'a [u8; 4], &'a VtepValue),
+    Network(&'a u32, &'a NetworkValue),
+    Subnet(&'a SubnetKey, &'a SubnetValue),
+    Endpoint(&'a EndpointKey, &'a EndpointValue),
+    Iface(&'a u32, &'a IfaceValue),
+    /// (lb slot, index in its table, backend address).
+    Maglev(u32, u32, [u8; 4]),
+    Backend(&'a BackendKey, &'a BackendValue),
+    Service(&'a ServiceKey, &'a ServiceValue),
+    Config(&'a HostConfig),
+}
+
+/// One removal of a diff.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Delete<'a> {
+    Vtep(&'a [u8; 4]),
+    Network(&'a u32),
+    Subnet(&'a SubnetKey),
+    Endpoint(&'a EndpointKey),
+    Iface(&'a u32),
+    Backend(&'a BackendKey),
+    Service(&'a ServiceKey),
+    /// The config slot cleared (an array keeps its slot).
+    Config,
+}
+
+/// Where a diff is written: the kernel maps, or a recorder in the tests.
+pub trait MapSink {
+    type Error;
+    fn upsert(&mut self, u: Upsert<'_>) -> Result<(), Self::Error>;
+    fn delete(&mut self, d: Delete<'_>) -> Result<(), Self::Error>;
+}
+
 impl Diff {
     pub fn between(desired: &MapContents, current: &MapContents) -> Diff {
         Diff {
@@ -323,6 +359,69 @@ impl Diff {
             maglev: diff_maglev(&desired.maglev, &current.maglev),
             backends: diff_map(&desired.backends, &current.backends),
         }
+    }
+
+    /// Writes the diff make-before-break across all maps: every addition and
+    /// change first, each map after the maps its entries point into (hosts,
+    /// networks and endpoints before the Maglev slots and services that lead
+    /// to them), then every removal, in the reverse order. So a removed
+    /// backend's Maglev slots are re-pointed before its endpoint goes, and a
+    /// packet in flight never finds a hole that neither state had.
+    pub fn write_to<S: MapSink>(&self, sink: &mut S) -> Result<(), S::Error> {
+        for (k, v) in &self.vteps.upsert {
+            sink.upsert(Upsert::Vtep(k, v))?;
+        }
+        for (k, v) in &self.networks.upsert {
+            sink.upsert(Upsert::Network(k, v))?;
+        }
+        for (k, v) in &self.subnets.upsert {
+            sink.upsert(Upsert::Subnet(k, v))?;
+        }
+        for (k, v) in &self.endpoints.upsert {
+            sink.upsert(Upsert::Endpoint(k, v))?;
+        }
+        for (k, v) in &self.ifaces.upsert {
+            sink.upsert(Upsert::Iface(k, v))?;
+        }
+        for (slot, entries) in &self.maglev {
+            for (i, ip) in entries {
+                sink.upsert(Upsert::Maglev(*slot, *i, *ip))?;
+            }
+        }
+        for (k, v) in &self.backends.upsert {
+            sink.upsert(Upsert::Backend(k, v))?;
+        }
+        for (k, v) in &self.services.upsert {
+            sink.upsert(Upsert::Service(k, v))?;
+        }
+        for (_, v) in &self.config.upsert {
+            sink.upsert(Upsert::Config(v))?;
+        }
+        if !self.config.delete.is_empty() {
+            sink.delete(Delete::Config)?;
+        }
+        for k in &self.services.delete {
+            sink.delete(Delete::Service(k))?;
+        }
+        for k in &self.backends.delete {
+            sink.delete(Delete::Backend(k))?;
+        }
+        for k in &self.ifaces.delete {
+            sink.delete(Delete::Iface(k))?;
+        }
+        for k in &self.endpoints.delete {
+            sink.delete(Delete::Endpoint(k))?;
+        }
+        for k in &self.subnets.delete {
+            sink.delete(Delete::Subnet(k))?;
+        }
+        for k in &self.networks.delete {
+            sink.delete(Delete::Network(k))?;
+        }
+        for k in &self.vteps.delete {
+            sink.delete(Delete::Vtep(k))?;
+        }
+        Ok(())
     }
 
     /// (entries written, entries deleted) over all maps.

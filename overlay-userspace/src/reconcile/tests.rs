@@ -265,3 +265,43 @@ fn a_backend_leaving_its_service_keeps_the_backend_flag_while_it_exists() {
     keep_backend_flags(&mut m, &before);
     assert_eq!(m.ifaces[&7].flags, 0);
 }
+
+/// Records what a diff writes, in order, as (phase, map) pairs.
+#[derive(Default)]
+struct Recorder(Vec<(&'static str, String)>);
+
+impl MapSink for Recorder {
+    type Error = std::convert::Infallible;
+    fn upsert(&mut self, u: Upsert<'_>) -> Result<(), Self::Error> {
+        self.0.push(("upsert", format!("{u:?}")));
+        Ok(())
+    }
+    fn delete(&mut self, d: Delete<'_>) -> Result<(), Self::Error> {
+        self.0.push(("delete", format!("{d:?}")));
+        Ok(())
+    }
+}
+
+#[test]
+fn a_removed_backend_is_repointed_in_every_table_before_its_endpoint_goes() {
+    // web.2 (on node2) leaves: its endpoint, its backend entry and its Maglev
+    // slots all change in one diff, seen from node1.
+    let before = desired(&cluster(STATE), 0, &facts(&[("web.1", 10)]));
+    let gone = STATE.replace("  - {name: web.2, host: node2, network: uber-svc, netns: web2, ip: 10.0.0.4}\n", "");
+    let after = desired(&cluster(&gone.replace("[web.1, web.2]", "[web.1]")), 0, &facts(&[("web.1", 10)]));
+    let mut rec = Recorder::default();
+    Diff::between(&after, &before).write_to(&mut rec).unwrap();
+    let ops = rec.0;
+    let first_delete = ops.iter().position(|(p, _)| *p == "delete").expect("the diff removes entries");
+    assert!(ops[first_delete..].iter().all(|(p, _)| *p == "delete"), "an upsert after a removal: {ops:?}");
+    let maglev = ops.iter().filter(|(_, o)| o.starts_with("Maglev(")).count();
+    assert!(maglev > 1000, "web.2's slots are re-pointed ({maglev})");
+    let endpoint_gone = ops
+        .iter()
+        .position(|(p, o)| *p == "delete" && o.starts_with("Endpoint(") && o.contains("[10, 0, 0, 4]"))
+        .expect("web.2's endpoint is removed");
+    let last_maglev = ops.iter().rposition(|(_, o)| o.starts_with("Maglev(")).unwrap();
+    assert!(last_maglev < endpoint_gone);
+    let backend_gone = ops.iter().position(|(_, o)| o.starts_with("Backend(")).expect("web.2's backend entry goes");
+    assert!(last_maglev < backend_gone && backend_gone < endpoint_gone, "{:?}", &ops[first_delete..]);
+}

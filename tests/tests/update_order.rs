@@ -1,0 +1,141 @@
+//! Make-before-break: a backend leaves (its container gone, its endpoint
+//! removed from the state) while a client outside the cluster opens new
+//! connections through the routing mesh as fast as it can. `up` re-points
+//! every Maglev slot that led to the backend before it removes the backend's
+//! endpoint, so no new connection is dropped for want of a backend and no SYN
+//! is sent twice.
+
+mod common;
+
+use std::{
+    io::Read,
+    net::{SocketAddr, TcpStream},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use common::*;
+use testbed::wait_listening;
+
+const P: &str = "obuo";
+const N1: &str = "192.168.200.11";
+const CLIENT: &str = "192.168.200.100";
+const ROUNDS: usize = 3;
+
+fn order_state(with_w2: bool) -> String {
+    let eps: &[(&str, &str, &str)] =
+        if with_w2 { &[("w1", "n1", "10.10.0.21"), ("w2", "n1", "10.10.0.22")] } else { &[("w1", "n1", "10.10.0.21")] };
+    let mut y = front_state(P, eps);
+    let backends = if with_w2 { "[w1, w2]" } else { "[w1]" };
+    y += &format!(
+        "services:\n  - {{name: web, network: front, ports: [{{protocol: tcp, target: 7100, published: 7100}}], backends: {backends}}}\n"
+    );
+    y
+}
+
+/// A TCP server on :7100 that accepts and closes at once (the server closes
+/// first, so TIME_WAIT stays on its side and the client never runs out of ports).
+fn accept_close(ns: &Netns) -> Proc {
+    let script = "import socket\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+                  s.bind(('0.0.0.0', 7100))\ns.listen(4096)\nwhile True:\n    c, _ = s.accept()\n    c.close()\n";
+    Proc(ns.cmd("/usr/bin/python3").args(["-c", script]).spawn().unwrap())
+}
+
+/// The calling thread's namespace's count of retransmitted SYNs.
+fn syn_retransmits() -> u64 {
+    let text = std::fs::read_to_string("/proc/thread-self/net/netstat").unwrap();
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (lines.next().unwrap(), lines.next().unwrap());
+    let i = names.split_whitespace().position(|n| n == "TCPSynRetrans").expect("TCPSynRetrans in netstat");
+    values.split_whitespace().nth(i).unwrap().parse().unwrap()
+}
+
+#[derive(Default)]
+struct Load {
+    opened: AtomicU64,
+    failed: AtomicU64,
+    /// Connections whose handshake took a second or more: a SYN sent again.
+    slow: AtomicU64,
+}
+
+#[test]
+fn removing_a_backend_under_new_connections_drops_none_and_retransmits_no_syn() {
+    require_root();
+    let st = StateFile::new(P, &order_state(true));
+    let mut u = underlay(P, 3);
+    u.add_host("cl", CLIENT.parse().unwrap());
+    let cs = containers(P, &["w1", "w2"]);
+    let mut dep = Deployment::new(&bin());
+    let (host, ns) = (format!("{P}n1"), format!("{P}-n1"));
+    assert_ok(&dep.up(&st.0, &host, &ns));
+    let _servers: Vec<Proc> = cs.iter().map(accept_close).collect();
+    for c in &cs {
+        wait_listening(c, 7100).unwrap();
+    }
+
+    let (stop, load) = (Arc::new(AtomicBool::new(false)), Arc::new(Load::default()));
+    let client = {
+        let (stop, load, cl) = (stop.clone(), load.clone(), u.host("cl").name.clone());
+        thread::spawn(move || {
+            enter_netns(&cl).unwrap();
+            let to: SocketAddr = format!("{N1}:7100").parse().unwrap();
+            let before = syn_retransmits();
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                match TcpStream::connect_timeout(&to, Duration::from_secs(5)) {
+                    Ok(mut s) => {
+                        let _ = s.read(&mut [0u8; 1]);
+                        load.opened.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        load.failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                if t.elapsed() >= Duration::from_millis(900) {
+                    load.slow.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            syn_retransmits() - before
+        })
+    };
+    wait_until("the first connections", 10, || load.opened.load(Ordering::Relaxed) > 100);
+
+    // w2 leaves and comes back, ROUNDS times; every `up` runs under the load.
+    let mut during_removals = 0;
+    for _ in 0..ROUNDS {
+        for with_w2 in [false, true] {
+            st.write(&order_state(with_w2));
+            let before = load.opened.load(Ordering::Relaxed);
+            assert_ok(&dep.up(&st.0, &host, &ns));
+            if !with_w2 {
+                during_removals += load.opened.load(Ordering::Relaxed) - before;
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let retransmitted = client.join().unwrap();
+
+    let s = status_named(&dep, P, "n1", &st.0);
+    let (opened, failed, slow) =
+        (load.opened.load(Ordering::Relaxed), load.failed.load(Ordering::Relaxed), load.slow.load(Ordering::Relaxed));
+    let no_backend = counter(&s, "xdp_underlay_ingress", "drop_no_backend");
+    eprintln!(
+        "{ROUNDS} removals of w2 under load: {opened} connections ({during_removals} while `up` removed w2), \
+         {failed} failed, {slow} slow, {retransmitted} SYNs retransmitted, drop_no_backend {no_backend}"
+    );
+    assert!(during_removals > 0, "no connection was opened while w2 was removed: the test proves nothing");
+    assert_eq!(no_backend, 0, "new flows were dropped while the backend was removed");
+    assert_eq!(retransmitted, 0, "SYNs were retransmitted");
+    assert_eq!((failed, slow), (0, 0));
+    let flows = |name: &str| -> u64 {
+        let web = s["services"].as_array().unwrap().iter().find(|x| x["name"] == "web").unwrap();
+        let b = web["backends"].as_array().unwrap().iter().find(|b| b["name"] == name);
+        b.map_or(0, |b| b["flows"].as_u64().unwrap())
+    };
+    assert!(flows("w1") > 0 && flows("w2") > 0, "both backends took connections: {}", s["services"]);
+}
