@@ -32,6 +32,7 @@ pub fn setup() -> Result<()> {
     apt_packages()?;
     nightly_rust_src()?;
     musl_target()?;
+    lint_tools()?;
     bpf_linker()?;
     bpffs()?;
     step(&format!("setup: ready ({:.1}s)", t.elapsed().as_secs_f64()));
@@ -84,6 +85,17 @@ fn nightly_rust_src() -> Result<()> {
     }
     step("setup: adding rust-src to the nightly toolchain (for -Z build-std)");
     run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+/// `cargo xtask test` checks formatting and runs clippy with the stable toolchain.
+fn lint_tools() -> Result<()> {
+    if succeeds(Command::new("cargo").args(["fmt", "--version"]))
+        && succeeds(Command::new("cargo").args(["clippy", "--version"]))
+    {
+        return Ok(());
+    }
+    step("setup: adding rustfmt and clippy to the stable toolchain");
+    run(Command::new("rustup").args(["component", "add", "rustfmt", "clippy"]))
 }
 
 /// The guests' static overlay-bpf is built for musl.

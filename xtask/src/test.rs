@@ -17,6 +17,7 @@ pub fn test(unit_only: bool, vm_kernels: Option<&[String]>, args: &[String]) -> 
     let bin = build::build(false)?;
     let obj = root().join("target/bpfel-unknown-none/release/overlay-ebpf");
 
+    lint()?;
     let t = Instant::now();
     step("test: unit tests (model, validation, allocation, reconciler, wire layouts)");
     let (mut passed, mut failed) = run_tests(
@@ -88,6 +89,26 @@ pub fn test(unit_only: bool, vm_kernels: Option<&[String]>, args: &[String]) -> 
     }
     step(&format!("test: all passed in {:.1}s", t0.elapsed().as_secs_f64()));
     println!("total: {passed} passed, {failed} failed");
+    Ok(())
+}
+
+/// Formatting and clippy, warnings denied, on the host crates (the eBPF crate
+/// builds only for bpfel-unknown-none; its host build is an empty `main`).
+/// First, so a style slip fails in seconds rather than after the kernel tests.
+fn lint() -> Result<()> {
+    let t = Instant::now();
+    step("test: cargo fmt --check, cargo clippy -D warnings");
+    crate::util::run(Command::new("cargo").current_dir(root()).args(["fmt", "--all", "--check"]))
+        .map_err(|e| anyhow::anyhow!("{e:#}: run `cargo fmt --all` and commit the result"))?;
+    crate::util::run(Command::new("cargo").current_dir(root()).args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    step(&format!("test: fmt and clippy clean ({:.1}s)", t.elapsed().as_secs_f64()));
     Ok(())
 }
 
