@@ -6,52 +6,65 @@
 //! (bpftool prints them as four decimal bytes); ports and other numbers are in
 //! host order unless a field says otherwise.
 
-/// Single-entry array holding the host's own data-path settings.
-pub const MAP_CONFIG: &str = "OB_CONFIG_V2";
-/// (VNI, IPv4) -> endpoint, for every endpoint in the cluster.
-pub const MAP_ENDPOINTS: &str = "OB_ENDPOINTS_V1";
-/// VNI -> network settings, for every network in the cluster.
-pub const MAP_NETWORKS: &str = "OB_NETWORKS_V1";
-/// Longest-prefix match of overlay subnets -> VNI.
-pub const MAP_SUBNETS: &str = "OB_SUBNETS_V1";
-/// Host-side veth ifindex -> the local endpoint behind it.
-pub const MAP_IFACES: &str = "OB_IFACES_V3";
-/// Underlay IPv4 -> cluster host (VXLAN tunnel end point).
-pub const MAP_VTEPS: &str = "OB_VTEPS_V1";
-/// (address, port, protocol) -> service; VIPs and published ports.
-pub const MAP_SERVICES: &str = "OB_SERVICES_V2";
-/// Maglev tables: [`MAX_LB_SLOTS`] tables of [`MAGLEV_SIZE`] backend addresses,
-/// flattened (slot * MAGLEV_SIZE + index); 0.0.0.0 = no backend.
-pub const MAP_MAGLEV: &str = "OB_MAGLEV_V1";
-/// (service, backend address) -> the backend is in the service's tables.
-pub const MAP_BACKENDS: &str = "OB_BACKENDS_V1";
-/// Per-CPU (service, backend) -> packets, bytes, new flows.
-pub const MAP_BACKEND_STATS: &str = "OB_BACKEND_STATS_V1";
-/// LRU connection table of translated flows, keyed by the packet as seen.
-pub const MAP_CT: &str = "OB_CT_V1";
-/// Per-CPU packet/byte counters indexed by [`crate::stats::counter_index`].
-pub const MAP_STATS: &str = "OB_STATS_V3";
-/// LRU cache, written by XDP: cluster host's underlay address -> the next hop
-/// (egress device, MACs) the kernel's FIB gave, re-checked every
-/// [`NEXT_HOP_TTL_NS`].
-pub const MAP_NEXT_HOPS: &str = "OB_NEXT_HOPS_V1";
+pub use overlay_wire::nat::Tuple;
 
-/// Every map, in the order `status` shows them.
-pub const ALL_MAPS: [&str; 13] = [
-    MAP_CONFIG,
-    MAP_ENDPOINTS,
-    MAP_NETWORKS,
-    MAP_SUBNETS,
-    MAP_IFACES,
-    MAP_VTEPS,
-    MAP_SERVICES,
-    MAP_MAGLEV,
-    MAP_BACKENDS,
-    MAP_BACKEND_STATS,
-    MAP_CT,
-    MAP_STATS,
-    MAP_NEXT_HOPS,
-];
+use crate::stats::STATS_ENTRIES;
+
+/// Every map, once: the name userspace knows it by, its name in the object
+/// and in bpffs (which carries its layout version), its kind, key and value,
+/// and its size. The eBPF crate declares its maps from this list, userspace
+/// takes their names, order and sizes from it ([`ALL_MAPS`], [`MAP_SIZES`]):
+/// a new map is one line here plus the code that uses it.
+///
+/// `for_each_map!(m)` calls macro `m` with the whole list.
+#[macro_export]
+macro_rules! for_each_map {
+    ($m:ident) => {
+        $m! {
+            /// Single-entry array holding the host's own data-path settings.
+            MAP_CONFIG = OB_CONFIG_V2: Array<HostConfig>[1];
+            /// (VNI, IPv4) -> endpoint, for every endpoint in the cluster.
+            MAP_ENDPOINTS = OB_ENDPOINTS_V1: HashMap<EndpointKey, EndpointValue>[MAX_ENDPOINTS];
+            /// VNI -> network settings, for every network in the cluster.
+            MAP_NETWORKS = OB_NETWORKS_V1: HashMap<u32, NetworkValue>[MAX_NETWORKS];
+            /// Longest-prefix match of overlay subnets -> VNI.
+            MAP_SUBNETS = OB_SUBNETS_V1: LpmTrie<[u8; 4], SubnetValue>[MAX_SUBNETS];
+            /// Host-side veth ifindex -> the local endpoint behind it.
+            MAP_IFACES = OB_IFACES_V3: HashMap<u32, IfaceValue>[MAX_IFACES];
+            /// Underlay IPv4 -> cluster host (VXLAN tunnel end point).
+            MAP_VTEPS = OB_VTEPS_V1: HashMap<[u8; 4], VtepValue>[MAX_VTEPS];
+            /// (address, port, protocol) -> service; VIPs and published ports.
+            MAP_SERVICES = OB_SERVICES_V2: HashMap<ServiceKey, ServiceValue>[MAX_SERVICES];
+            /// Maglev tables: MAX_LB_SLOTS tables of MAGLEV_SIZE backend
+            /// addresses, flattened (slot * MAGLEV_SIZE + index); 0.0.0.0 = no backend.
+            MAP_MAGLEV = OB_MAGLEV_V1: Array<[u8; 4]>[MAX_LB_SLOTS * MAGLEV_SIZE];
+            /// (service, backend address) -> the backend is in the service's tables.
+            MAP_BACKENDS = OB_BACKENDS_V1: HashMap<BackendKey, BackendValue>[MAX_BACKENDS];
+            /// Per-CPU (service, backend) -> packets, bytes, new flows.
+            MAP_BACKEND_STATS = OB_BACKEND_STATS_V1: PerCpuHashMap<BackendKey, BackendStats>[MAX_BACKENDS];
+            /// LRU connection table of translated flows, keyed by the packet as
+            /// seen (sized by `up --ct-size` when created).
+            MAP_CT = OB_CT_V1: LruHashMap<CtKey, CtValue>[CT_DEFAULT_SIZE];
+            /// Per-CPU packet/byte counters indexed by `counter_index`.
+            MAP_STATS = OB_STATS_V3: PerCpuArray<Counter>[STATS_ENTRIES];
+            /// LRU cache, written by XDP: cluster host's underlay address -> the
+            /// next hop (egress device, MACs) the kernel's FIB gave, re-checked
+            /// every NEXT_HOP_TTL_NS.
+            MAP_NEXT_HOPS = OB_NEXT_HOPS_V1: LruHashMap<[u8; 4], NextHop>[MAX_VTEPS];
+        }
+    };
+}
+
+macro_rules! names {
+    ($($(#[doc = $doc:literal])* $alias:ident = $name:ident : $kind:ident<$($t:ty),+>[$size:expr];)+) => {
+        $($(#[doc = $doc])* pub const $alias: &str = stringify!($name);)+
+        /// Every map, in the order `status` shows them.
+        pub const ALL_MAPS: &[&str] = &[$(stringify!($name)),+];
+        /// Every map's declared size (entries), by name.
+        pub const MAP_SIZES: &[(&str, u32)] = &[$((stringify!($name), $size)),+];
+    };
+}
+for_each_map!(names);
 
 /// How long XDP trusts a cached next hop before asking the FIB again: a
 /// neighbour's new MAC is picked up within this time.
@@ -85,19 +98,10 @@ pub const fn gateway_mac(ip: [u8; 4]) -> [u8; 6] {
     [0x02, 0x42, ip[0], ip[1], ip[2], ip[3]]
 }
 
-/// Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
-pub const VXLAN_ENCAP_LEN: usize = 50;
-/// VXLAN flags byte with the I (valid VNI) bit.
-pub const VXLAN_FLAG_I: u8 = 0x08;
-/// Outer UDP source ports are 49152 + 14 bits of the inner flow's hash.
-pub const VXLAN_SPORT_BASE: u16 = 49152;
-/// The last (reserved) byte of the VXLAN header marks routing-mesh traffic
-/// between overlay-bpf hosts: a client's packet for a backend on the receiving
-/// host, whose replies must be tunnelled back to the sender ...
-pub const VXLAN_MESH_FWD: u8 = 0x01;
-/// ... and such a reply, for the receiver (the ingress host) to send on to
-/// the client. A kernel VXLAN device ignores the byte (RFC 7348: reserved).
-pub const VXLAN_MESH_REPLY: u8 = 0x02;
+pub use overlay_wire::vxlan::{
+    ENCAP_LEN as VXLAN_ENCAP_LEN, FLAG_I as VXLAN_FLAG_I, MESH_FWD as VXLAN_MESH_FWD, MESH_REPLY as VXLAN_MESH_REPLY,
+    SPORT_BASE as VXLAN_SPORT_BASE,
+};
 
 /// Program names as they appear in the object file and in bpftool.
 pub const PROG_XDP_UNDERLAY: &str = "xdp_underlay_ingress";
@@ -207,9 +211,7 @@ pub struct VtepValue {
     pub flags: u32,
 }
 
-pub const PROTO_ICMP: u8 = 1;
-pub const PROTO_TCP: u8 = 6;
-pub const PROTO_UDP: u8 = 17;
+pub use overlay_wire::ipv4::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -279,15 +281,77 @@ pub struct CtKey {
     pub _pad: [u8; 3],
 }
 
-/// Forward packet of a VIP or mesh flow: rewrite to the backend, deliver.
-pub const CT_DNAT: u8 = 1;
-/// Reply at the client's host: rewrite the source back to the VIP.
-pub const CT_REVNAT: u8 = 2;
-/// Reply at a mesh backend's host: tunnel it back to the ingress host (`vtep`).
-pub const CT_TUNNEL: u8 = 3;
-/// Reply at the ingress host: source back to the host address and published
-/// port, out of the underlay to the client.
-pub const CT_SNAT_OUT: u8 = 4;
+/// What a connection-table entry does to the packets of its flow.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CtAction {
+    /// Forward packet of a VIP or mesh flow: rewrite to the backend, deliver.
+    Dnat = 1,
+    /// Reply at the client's host: rewrite the source back to the VIP.
+    RevNat = 2,
+    /// Reply at a mesh backend's host: tunnel it back to the ingress host (`vtep`).
+    Tunnel = 3,
+    /// Reply at the ingress host: source back to the host address and
+    /// published port, out of the underlay to the client.
+    SnatOut = 4,
+}
+
+impl CtAction {
+    #[inline(always)]
+    pub const fn from_u8(v: u8) -> Option<CtAction> {
+        match v {
+            1 => Some(CtAction::Dnat),
+            2 => Some(CtAction::RevNat),
+            3 => Some(CtAction::Tunnel),
+            4 => Some(CtAction::SnatOut),
+            _ => None,
+        }
+    }
+}
+
+pub const CT_DNAT: u8 = CtAction::Dnat as u8;
+pub const CT_REVNAT: u8 = CtAction::RevNat as u8;
+pub const CT_TUNNEL: u8 = CtAction::Tunnel as u8;
+pub const CT_SNAT_OUT: u8 = CtAction::SnatOut as u8;
+
+impl CtKey {
+    /// The key of a packet of flow `t`.
+    #[inline(always)]
+    pub fn new(t: &Tuple, proto: u8) -> CtKey {
+        CtKey { src: t.src, dst: t.dst, sport: t.sport, dport: t.dport, proto, _pad: [0; 3] }
+    }
+
+    #[inline(always)]
+    pub fn tuple(&self) -> Tuple {
+        Tuple { src: self.src, dst: self.dst, sport: self.sport, dport: self.dport }
+    }
+
+    /// The key of the flow's packets in the other direction.
+    #[inline(always)]
+    pub fn reversed(&self) -> CtKey {
+        CtKey::new(&self.tuple().reversed(), self.proto)
+    }
+}
+
+impl CtValue {
+    /// `None` for an entry no program writes.
+    #[inline(always)]
+    pub fn action(&self) -> Option<CtAction> {
+        CtAction::from_u8(self.action)
+    }
+
+    /// What the entry rewrites its packets to.
+    #[inline(always)]
+    pub fn tuple(&self) -> Tuple {
+        Tuple { src: self.new_src, dst: self.new_dst, sport: self.new_sport, dport: self.new_dport }
+    }
+
+    /// Sets what the entry rewrites its packets to.
+    #[inline(always)]
+    pub fn with_tuple(self, t: &Tuple) -> CtValue {
+        CtValue { new_src: t.src, new_dst: t.dst, new_sport: t.sport, new_dport: t.dport, ..self }
+    }
+}
 
 /// A next hop as `bpf_fib_lookup` gave it, and when.
 #[repr(C)]
@@ -363,5 +427,20 @@ mod tests {
         assert_eq!(size_of::<CtValue>(), 40);
         assert_eq!(size_of::<NextHop>(), 24);
         assert_eq!(size_of::<crate::stats::Counter>(), 16);
+    }
+
+    #[test]
+    fn a_flows_key_reversed_and_its_entries_tuple() {
+        let k = CtKey { src: [1, 1, 1, 1], dst: [2, 2, 2, 2], sport: 1000, dport: 80, proto: PROTO_TCP, _pad: [0; 3] };
+        let r = k.reversed();
+        assert_eq!(r, CtKey { src: [2, 2, 2, 2], dst: [1, 1, 1, 1], sport: 80, dport: 1000, ..k });
+        assert_eq!(r.reversed(), k);
+        assert_eq!(CtKey::new(&k.tuple(), PROTO_TCP), k);
+        let v = CtValue { action: CT_REVNAT, ..Default::default() }.with_tuple(&r.tuple());
+        assert_eq!((v.action(), v.tuple()), (Some(CtAction::RevNat), r.tuple()));
+        for a in [CtAction::Dnat, CtAction::RevNat, CtAction::Tunnel, CtAction::SnatOut] {
+            assert_eq!(CtAction::from_u8(a as u8), Some(a));
+        }
+        assert_eq!(CtAction::from_u8(0), None);
     }
 }

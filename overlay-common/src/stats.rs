@@ -2,6 +2,11 @@
 //!
 //! Each program handler returns a [`Reason`]; the entry point converts it to a
 //! verdict once and counts it, the way Cilium does with drop reasons.
+//!
+//! Every reason is declared once, in the table below: its value (its counter
+//! slot, kept across releases), its name (in `status`, the metrics and the
+//! README), what it means, and the programs that count it. The enum, the
+//! names, [`REASONS`] and each program's list all come from that one line.
 
 /// Programs that count into the stats map.
 #[repr(u32)]
@@ -21,118 +26,128 @@ impl Prog {
         }
     }
 
-    /// The reasons this program can count.
-    pub const fn reasons(self) -> &'static [Reason] {
-        match self {
-            Prog::XdpUnderlay => &[
-                Reason::PassNotOurs,
-                Reason::Decapsulated,
-                Reason::ArpReplied,
-                Reason::MeshLocal,
-                Reason::MeshTunneled,
-                Reason::MeshReplied,
-                Reason::DropMalformed,
-                Reason::DropUnknownVtep,
-                Reason::DropBadVxlan,
-                Reason::DropUnknownVni,
-                Reason::DropNotLocal,
-                Reason::DropSpoofed,
-                Reason::DropUnsupported,
-                Reason::DropArp,
-                Reason::DropRedirect,
-                Reason::DropTooBig,
-                Reason::DropNoBackend,
-                Reason::DropNoNeigh,
-                Reason::DropNoFlow,
-            ],
-            Prog::TcEndpoint => &[
-                Reason::Encapsulated,
-                Reason::DeliveredLocal,
-                Reason::PassToHost,
-                Reason::ArpReplied,
-                Reason::IcmpFragNeeded,
-                Reason::MeshReplied,
-                Reason::MeshTunneledBack,
-                Reason::IcmpTranslated,
-                Reason::DropMalformed,
-                Reason::DropSpoofed,
-                Reason::DropCrossNetwork,
-                Reason::DropNoEndpoint,
-                Reason::DropInternal,
-                Reason::DropArp,
-                Reason::DropUnsupported,
-                Reason::DropTooBig,
-                Reason::DropRedirect,
-                Reason::DropUnknownIface,
-                Reason::DropNoBackend,
-            ],
-        }
+    /// The reasons this program can count, in table order.
+    pub fn reasons(self) -> impl Iterator<Item = Reason> {
+        REASONS.iter().copied().filter(move |r| r.counted_by(self))
     }
 }
 
-/// Why a packet ended the way it did. Values below [`FIRST_DROP`] are not drops.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reason {
+macro_rules! reasons {
+    ($($(#[doc = $doc:literal])+ $variant:ident = $value:literal, $name:literal, [$($prog:ident),+];)+) => {
+        /// Why a packet ended the way it did. Values below [`FIRST_DROP`] are not drops.
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Reason {
+            $($(#[doc = $doc])+ $variant = $value,)+
+        }
+
+        /// Every reason, in table order.
+        pub const REASONS: &[Reason] = &[$(Reason::$variant,)+];
+
+        impl Reason {
+            /// The name `status`, the metrics and the README use.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Reason::$variant => $name,)+
+                }
+            }
+
+            /// What it means (the table's doc comment).
+            pub const fn doc(self) -> &'static str {
+                match self {
+                    $(Reason::$variant => concat!($($doc),+),)+
+                }
+            }
+
+            /// Whether program `p` counts this reason.
+            pub const fn counted_by(self, p: Prog) -> bool {
+                match self {
+                    $(Reason::$variant => false $(|| p as u32 == Prog::$prog as u32)+,)+
+                }
+            }
+
+            pub const fn from_u32(v: u32) -> Option<Reason> {
+                match v {
+                    $($value => Some(Reason::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+reasons! {
     /// Not overlay traffic: handed to the host stack untouched.
-    PassNotOurs = 0,
+    PassNotOurs = 0, "pass_not_ours", [XdpUnderlay];
     /// From a container to an address outside every overlay network: handed
     /// to the host stack, which routes and masquerades it.
-    PassToHost = 1,
+    PassToHost = 1, "pass_to_host", [TcEndpoint];
     /// Wrapped in VXLAN and sent to the destination's host.
-    Encapsulated = 2,
+    Encapsulated = 2, "encapsulated", [TcEndpoint];
     /// VXLAN unwrapped and delivered to a local container.
-    Decapsulated = 3,
+    Decapsulated = 3, "decapsulated", [XdpUnderlay];
     /// Delivered to a container on the same host, without encapsulation.
-    DeliveredLocal = 4,
+    DeliveredLocal = 4, "delivered_local", [TcEndpoint];
     /// An ARP request answered from the maps.
-    ArpReplied = 5,
+    ArpReplied = 5, "arp_replied", [XdpUnderlay, TcEndpoint];
     /// Too big to encapsulate with DF set: answered with ICMP "fragmentation needed".
-    IcmpFragNeeded = 6,
+    IcmpFragNeeded = 6, "icmp_frag_needed", [TcEndpoint];
     /// To a published port, translated and delivered to a backend on this host.
-    MeshLocal = 7,
+    MeshLocal = 7, "mesh_local", [XdpUnderlay];
     /// To a published port, translated and tunnelled to the backend's host.
-    MeshTunneled = 8,
+    MeshTunneled = 8, "mesh_tunneled", [XdpUnderlay];
     /// A mesh reply, translated back to the published address, sent to the client.
-    MeshReplied = 9,
+    MeshReplied = 9, "mesh_replied", [XdpUnderlay, TcEndpoint];
     /// A mesh backend's reply, tunnelled back to the host the request came in on.
-    MeshTunneledBack = 10,
+    MeshTunneledBack = 10, "mesh_tunneled_back", [TcEndpoint];
     /// An ICMP error about a translated flow, translated too.
-    IcmpTranslated = 11,
+    IcmpTranslated = 11, "icmp_translated", [TcEndpoint];
     /// Too short or malformed to parse.
-    DropMalformed = 16,
+    DropMalformed = 16, "drop_malformed", [XdpUnderlay, TcEndpoint];
     /// VXLAN from an address that is not a cluster host.
-    DropUnknownVtep = 17,
+    DropUnknownVtep = 17, "drop_unknown_vtep", [XdpUnderlay];
     /// VXLAN without the I flag.
-    DropBadVxlan = 18,
+    DropBadVxlan = 18, "drop_bad_vxlan", [XdpUnderlay];
     /// VXLAN for a VNI with no endpoint on this host.
-    DropUnknownVni = 19,
+    DropUnknownVni = 19, "drop_unknown_vni", [XdpUnderlay];
     /// VXLAN whose inner destination is not a local endpoint of that VNI.
-    DropNotLocal = 20,
+    DropNotLocal = 20, "drop_not_local", [XdpUnderlay];
     /// A source address or MAC that does not belong to the sender.
-    DropSpoofed = 21,
+    DropSpoofed = 21, "drop_spoofed", [XdpUnderlay, TcEndpoint];
     /// Addressed to another overlay network.
-    DropCrossNetwork = 22,
+    DropCrossNetwork = 22, "drop_cross_network", [TcEndpoint];
     /// Addressed to an unused address of the sender's own network.
-    DropNoEndpoint = 23,
+    DropNoEndpoint = 23, "drop_no_endpoint", [TcEndpoint];
     /// Leaving an `internal: true` network.
-    DropInternal = 24,
+    DropInternal = 24, "drop_internal", [TcEndpoint];
     /// An ARP packet that is not a request we can answer.
-    DropArp = 25,
+    DropArp = 25, "drop_arp", [XdpUnderlay, TcEndpoint];
     /// Neither IPv4 nor ARP.
-    DropUnsupported = 26,
-    /// Too big to encapsulate, DF clear.
-    DropTooBig = 27,
-    /// A kernel helper refused to encapsulate or redirect.
-    DropRedirect = 28,
+    DropUnsupported = 26, "drop_unsupported", [XdpUnderlay, TcEndpoint];
+    /// Too big to encapsulate, DF clear (or the ICMP answer could not be built).
+    DropTooBig = 27, "drop_too_big", [XdpUnderlay, TcEndpoint];
+    /// The kernel refused the redirect itself (the target device is gone or down).
+    DropRedirect = 28, "drop_redirect", [XdpUnderlay, TcEndpoint];
     /// Arrived on a veth the maps do not know.
-    DropUnknownIface = 29,
+    DropUnknownIface = 29, "drop_unknown_iface", [TcEndpoint];
     /// For a service with no healthy backend.
-    DropNoBackend = 30,
+    DropNoBackend = 30, "drop_no_backend", [XdpUnderlay, TcEndpoint];
     /// No resolved neighbour (MAC) for the next hop of an XDP transmit.
-    DropNoNeigh = 31,
+    DropNoNeigh = 31, "drop_no_neigh", [XdpUnderlay];
     /// A mesh packet of a flow the connection table does not know.
-    DropNoFlow = 32,
+    DropNoFlow = 32, "drop_no_flow", [XdpUnderlay];
+    /// The host's settings are not in the maps yet (a packet racing `up`).
+    DropNoConfig = 33, "drop_no_config", [TcEndpoint];
+    /// The kernel refused to rewrite the packet (a checksum or store helper).
+    DropRewrite = 34, "drop_rewrite", [TcEndpoint];
+    /// The kernel refused to mark the packet as addressed to this host.
+    DropChangeType = 35, "drop_change_type", [TcEndpoint];
+    /// The FIB has no usable route to the next hop (no route, a blackhole or
+    /// prohibit route, forwarding off on the device).
+    DropFib = 36, "drop_fib", [XdpUnderlay];
+    /// The kernel refused to grow or shrink the packet (push or pop the
+    /// encapsulation, cut it to an ICMP answer).
+    DropResize = 37, "drop_resize", [XdpUnderlay, TcEndpoint];
 }
 
 pub const FIRST_DROP: u32 = 16;
@@ -140,79 +155,9 @@ pub const FIRST_DROP: u32 = 16;
 pub const MAX_REASONS: u32 = 64;
 pub const STATS_ENTRIES: u32 = PROGS.len() as u32 * MAX_REASONS;
 
-pub const REASONS: [Reason; 29] = [
-    Reason::PassNotOurs,
-    Reason::PassToHost,
-    Reason::Encapsulated,
-    Reason::Decapsulated,
-    Reason::DeliveredLocal,
-    Reason::ArpReplied,
-    Reason::IcmpFragNeeded,
-    Reason::MeshLocal,
-    Reason::MeshTunneled,
-    Reason::MeshReplied,
-    Reason::MeshTunneledBack,
-    Reason::IcmpTranslated,
-    Reason::DropMalformed,
-    Reason::DropUnknownVtep,
-    Reason::DropBadVxlan,
-    Reason::DropUnknownVni,
-    Reason::DropNotLocal,
-    Reason::DropSpoofed,
-    Reason::DropCrossNetwork,
-    Reason::DropNoEndpoint,
-    Reason::DropInternal,
-    Reason::DropArp,
-    Reason::DropUnsupported,
-    Reason::DropTooBig,
-    Reason::DropRedirect,
-    Reason::DropUnknownIface,
-    Reason::DropNoBackend,
-    Reason::DropNoNeigh,
-    Reason::DropNoFlow,
-];
-
 impl Reason {
-    pub const fn name(self) -> &'static str {
-        match self {
-            Reason::PassNotOurs => "pass_not_ours",
-            Reason::PassToHost => "pass_to_host",
-            Reason::Encapsulated => "encapsulated",
-            Reason::Decapsulated => "decapsulated",
-            Reason::DeliveredLocal => "delivered_local",
-            Reason::ArpReplied => "arp_replied",
-            Reason::IcmpFragNeeded => "icmp_frag_needed",
-            Reason::MeshLocal => "mesh_local",
-            Reason::MeshTunneled => "mesh_tunneled",
-            Reason::MeshReplied => "mesh_replied",
-            Reason::MeshTunneledBack => "mesh_tunneled_back",
-            Reason::IcmpTranslated => "icmp_translated",
-            Reason::DropMalformed => "drop_malformed",
-            Reason::DropUnknownVtep => "drop_unknown_vtep",
-            Reason::DropBadVxlan => "drop_bad_vxlan",
-            Reason::DropUnknownVni => "drop_unknown_vni",
-            Reason::DropNotLocal => "drop_not_local",
-            Reason::DropSpoofed => "drop_spoofed",
-            Reason::DropCrossNetwork => "drop_cross_network",
-            Reason::DropNoEndpoint => "drop_no_endpoint",
-            Reason::DropInternal => "drop_internal",
-            Reason::DropArp => "drop_arp",
-            Reason::DropUnsupported => "drop_unsupported",
-            Reason::DropTooBig => "drop_too_big",
-            Reason::DropRedirect => "drop_redirect",
-            Reason::DropUnknownIface => "drop_unknown_iface",
-            Reason::DropNoBackend => "drop_no_backend",
-            Reason::DropNoNeigh => "drop_no_neigh",
-            Reason::DropNoFlow => "drop_no_flow",
-        }
-    }
-
     pub const fn is_drop(self) -> bool {
         self as u32 >= FIRST_DROP
-    }
-
-    pub fn from_u32(v: u32) -> Option<Reason> {
-        REASONS.iter().copied().find(|r| *r as u32 == v)
     }
 }
 
@@ -238,16 +183,15 @@ mod tests {
         for (i, a) in REASONS.iter().enumerate() {
             assert!((*a as u32) < MAX_REASONS);
             assert_eq!(Reason::from_u32(*a as u32), Some(*a));
-            assert_eq!(a.is_drop(), a.name().starts_with("drop_"));
+            assert_eq!(a.is_drop(), a.name().starts_with("drop_"), "{}", a.name());
+            assert!(PROGS.iter().any(|p| a.counted_by(*p)), "{} is counted by no program", a.name());
+            assert!(!a.doc().is_empty());
             for b in &REASONS[i + 1..] {
                 assert_ne!(a.name(), b.name());
             }
         }
         assert_eq!(counter_index(Prog::TcEndpoint, Reason::PassNotOurs), MAX_REASONS);
-        for p in PROGS {
-            for r in p.reasons() {
-                assert!(REASONS.contains(r));
-            }
-        }
+        assert!(Prog::XdpUnderlay.reasons().any(|r| r == Reason::DropFib));
+        assert!(!Prog::TcEndpoint.reasons().any(|r| r == Reason::DropFib));
     }
 }

@@ -1,9 +1,11 @@
 //! Load balancing shared by TC (VIPs) and XDP (routing mesh): flow hashing,
-//! the connection table, Maglev picks and per-backend counters.
+//! Maglev picks and per-backend counters. The flows it picks for are
+//! recorded by [`crate::conntrack::track`].
+
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns};
 use overlay_common::*;
 
-use crate::maps::{OB_BACKENDS_V1, OB_BACKEND_STATS_V1, OB_CT_V1, OB_MAGLEV_V1};
+use crate::maps::{OB_BACKENDS_V1, OB_BACKEND_STATS_V1, OB_MAGLEV_V1};
 
 /// murmur3's 32-bit finaliser.
 #[inline(always)]
@@ -26,46 +28,13 @@ pub fn flow_hash(k: &CtKey) -> u32 {
 
 #[inline(always)]
 pub fn now_ns() -> u64 {
+    // SAFETY: a helper without arguments.
     unsafe { bpf_ktime_get_ns() }
-}
-
-/// The connection-table entry for `k`, unless it has been idle longer than the
-/// protocol's timeout; its last-seen time is refreshed.
-#[inline(always)]
-pub fn ct_get(k: &CtKey, cfg: &HostConfig, now: u64) -> Option<&'static mut CtValue> {
-    let v = unsafe { &mut *OB_CT_V1.get_ptr_mut(k)? };
-    let timeout = if k.proto == PROTO_TCP { cfg.ct_tcp_timeout } else { cfg.ct_udp_timeout } as u64;
-    if now.wrapping_sub(v.last_seen_ns) > timeout * 1_000_000_000 {
-        return None;
-    }
-    v.last_seen_ns = now;
-    Some(v)
-}
-
-#[inline(always)]
-pub fn ct_put(k: &CtKey, v: &CtValue) {
-    let _ = OB_CT_V1.insert(k, v, 0);
-}
-
-/// Records a flow's pair of entries: the forward one for `k` and the one its
-/// replies are translated by. A new flow writes both; a known flow's packet
-/// looks the reply entry up too (which marks it used in the LRU, as a reply
-/// would) and puts it back if a flood of new flows evicted it or it idled out.
-/// Otherwise an evicted reply entry would leave a flow whose requests are
-/// translated and whose replies are not.
-#[inline(always)]
-pub fn ct_pair(new: bool, k: &CtKey, v: &CtValue, rk: &CtKey, r: &CtValue, cfg: &HostConfig) {
-    if new {
-        ct_put(k, v);
-        ct_put(rk, r);
-    } else if ct_get(rk, cfg, v.last_seen_ns).is_none() {
-        ct_put(rk, r);
-    }
 }
 
 /// The backend Maglev table `slot` gives flow hash `h`, if any.
 #[inline(always)]
-pub fn maglev_pick(slot: u32, h: u32) -> Option<[u8; 4]> {
+fn maglev_pick(slot: u32, h: u32) -> Option<[u8; 4]> {
     if slot >= MAX_LB_SLOTS {
         return None;
     }
@@ -83,14 +52,17 @@ pub fn maglev_pick(slot: u32, h: u32) -> Option<[u8; 4]> {
 #[inline(always)]
 pub fn pick(svc: &ServiceValue, ct: Option<CtValue>, key: &CtKey) -> Option<([u8; 4], bool)> {
     match ct {
-        Some(c) if c.action == CT_DNAT && is_backend(svc.service_id, c.new_dst) => Some((c.new_dst, false)),
+        Some(c) if c.action() == Some(CtAction::Dnat) && is_backend(svc.service_id, c.new_dst) => {
+            Some((c.new_dst, false))
+        }
         _ => maglev_pick(svc.lb_slot, flow_hash(key)).map(|b| (b, true)),
     }
 }
 
 /// Whether `ip` is (still) a healthy backend of the service.
 #[inline(always)]
-pub fn is_backend(service_id: u32, ip: [u8; 4]) -> bool {
+fn is_backend(service_id: u32, ip: [u8; 4]) -> bool {
+    // SAFETY: only whether the entry exists is read.
     unsafe { OB_BACKENDS_V1.get(BackendKey { service_id, ip }).is_some() }
 }
 
@@ -108,12 +80,12 @@ pub fn count_backend(service_id: u32, ip: [u8; 4], bytes: u64, new_flow: bool) {
             }
         }
     };
-    // Per-CPU slot: no other writer.
-    unsafe {
-        (*p).packets += 1;
-        (*p).bytes += bytes;
-        if new_flow {
-            (*p).flows += 1;
-        }
+    // SAFETY: this CPU's slot of a per-CPU map value: no other writer, kept
+    // alive while the program runs.
+    let s = unsafe { &mut *p };
+    s.packets += 1;
+    s.bytes += bytes;
+    if new_flow {
+        s.flows += 1;
     }
 }

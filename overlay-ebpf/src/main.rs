@@ -1,34 +1,51 @@
-//! overlay-bpf's data path. One program per attach point:
+//! overlay-bpf's data path. One program per attach point, each a dispatcher
+//! (`programs/`):
 //!
-//! - `xdp_underlay_ingress`: XDP on the host's underlay device: VXLAN decap,
-//!   the routing mesh (published ports) and its tunnelled replies.
+//! - `xdp_underlay_ingress`: XDP on the host's underlay device: VXLAN decap
+//!   (`decap`), the routing mesh and its tunnelled replies (`mesh`).
 //! - `tc_endpoint_egress`: TC ingress on each endpoint's host-side veth, i.e.
-//!   the packets a container sends: ARP, anti-spoofing, local delivery, VXLAN
-//!   encap, PMTU, traffic leaving the overlay.
+//!   the packets a container sends: ARP (`arp`), anti-spoofing, VIPs and
+//!   reply translation (`vip`), local delivery and VXLAN encap (`forward`,
+//!   `encap`), PMTU and ICMP errors (`icmp`), traffic leaving the overlay.
 //!
-//! Handlers return a [`overlay_common::Reason`]; the entry point counts it
-//! once and turns it into a verdict.
+//! Underneath: `packet` (one view of XDP and skb packets, the one
+//! bounds-checked accessor), `conntrack` (the connection table and the one
+//! reply translation), `lb` (Maglev picks), `fib`, `maps`, `stats`. Packet
+//! formats and checksums are `overlay_wire`'s, unit-tested on the host.
+//!
+//! Handlers return an [`packet::Outcome`]: a reason and a verdict, or the
+//! reason of a drop; the entry point counts it once.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 #[cfg(target_arch = "bpf")]
-mod csum;
+mod arp;
+#[cfg(target_arch = "bpf")]
+mod conntrack;
+#[cfg(target_arch = "bpf")]
+mod decap;
+#[cfg(target_arch = "bpf")]
+mod encap;
+#[cfg(target_arch = "bpf")]
+mod fib;
+#[cfg(target_arch = "bpf")]
+mod forward;
+#[cfg(target_arch = "bpf")]
+mod icmp;
 #[cfg(target_arch = "bpf")]
 mod lb;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
-mod nat;
+mod mesh;
 #[cfg(target_arch = "bpf")]
-mod parse;
+mod packet;
 #[cfg(target_arch = "bpf")]
 mod programs;
 #[cfg(target_arch = "bpf")]
 mod stats;
 #[cfg(target_arch = "bpf")]
-mod vxlan;
-#[cfg(target_arch = "bpf")]
-mod xnat;
+mod vip;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

@@ -207,7 +207,7 @@ impl KernelMaps {
     pub fn counters(&self) -> Result<Vec<(Prog, Reason, Counter)>, MapsError> {
         let mut out = Vec::new();
         for p in PROGS {
-            for &r in p.reasons() {
+            for r in p.reasons() {
                 let per_cpu = self.stats.get(&counter_index(p, r), 0).map_err(|source| MapsError::Op {
                     map: MAP_STATS,
                     op: "read",

@@ -196,7 +196,7 @@ fn xdp_decap_truncated_at_every_byte() {
     cases.push(case("whole", whole.clone(), XDP_REDIRECT, Out::Any, Reason::Decapsulated));
     let mut rig = Rig::new();
     rig.table(PROG_XDP_UNDERLAY, Prog::XdpUnderlay, &cases);
-    let total: u64 = Prog::XdpUnderlay.reasons().iter().map(|r| rig.counter(Prog::XdpUnderlay, *r)).sum();
+    let total: u64 = Prog::XdpUnderlay.reasons().map(|r| rig.counter(Prog::XdpUnderlay, r)).sum();
     assert_eq!(total, cases.len() as u64, "every packet counted once");
 }
 

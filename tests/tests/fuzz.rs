@@ -432,7 +432,7 @@ fn check_tc(input: &[u8], verdict: u32, out: &[u8]) -> Result<(), String> {
 // ---------------------------------------------------------------------------
 
 fn total(rig: &mut Rig, p: Prog) -> u64 {
-    p.reasons().iter().map(|r| rig.counter(p, *r)).sum()
+    p.reasons().map(|r| rig.counter(p, r)).sum()
 }
 
 fn fuzz(prog: &str, p: Prog, salt: u64) {

@@ -19,12 +19,14 @@ pub fn test(unit_only: bool, vm_kernels: Option<&[String]>, args: &[String]) -> 
 
     lint()?;
     let t = Instant::now();
-    step("test: unit tests (model, validation, allocation, reconciler, wire layouts)");
+    step("test: unit tests (wire formats, model, validation, allocation, reconciler, map layouts)");
     let (mut passed, mut failed) = run_tests(
         Command::new("cargo")
             .current_dir(root())
             .args([
                 "test",
+                "-p",
+                "overlay-wire",
                 "-p",
                 "overlay-common",
                 "-p",

@@ -1,4 +1,3 @@
 pub mod baseline;
-pub mod mesh;
 pub mod tc_endpoint;
 pub mod xdp_underlay;

@@ -1,0 +1,112 @@
+//! VXLAN from another cluster host, received in XDP: checked, unwrapped and
+//! delivered to the local endpoint's veth.
+//!
+//! It must come from a cluster host, carry the I flag and a VNI with a local
+//! endpoint, and be addressed (inner destination) to a local endpoint of
+//! that VNI from an endpoint that really lives behind the sending host (or,
+//! marked as the mesh's, from a client outside every overlay network). An
+//! ARP request for a local endpoint (a kernel VXLAN peer floods those) is
+//! answered right here.
+
+use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
+use overlay_common::*;
+use overlay_wire::{arp, eth, ipv4, vxlan};
+
+use crate::{
+    arp::answer_peer,
+    conntrack,
+    fib::transmit,
+    lb::now_ns,
+    maps::{endpoint, is_vtep, network, subnet},
+    mesh,
+    packet::{Outcome, Packet},
+};
+
+/// The VXLAN packet whose outer IPv4 header (`ihl` bytes) is followed by UDP
+/// at `l4`.
+#[inline(always)]
+pub fn receive(ctx: &XdpContext, cfg: &HostConfig, ihl: usize, l4: usize) -> Outcome<u32> {
+    let ip = ctx.bytes::<{ ipv4::HEADER_LEN }>(eth::HEADER_LEN).ok_or(Reason::DropMalformed)?;
+    // Our senders set DF; a fragment is not something we reassemble.
+    if ipv4::is_fragment(ip) {
+        return Err(Reason::DropMalformed);
+    }
+    let outer_src = ipv4::src(ip);
+    let vx = ctx.bytes::<{ vxlan::HEADER_LEN }>(l4 + vxlan::UDP_LEN).ok_or(Reason::DropMalformed)?;
+    if !is_vtep(outer_src) {
+        return Err(Reason::DropUnknownVtep);
+    }
+    if !vxlan::has_vni(vx) {
+        return Err(Reason::DropBadVxlan);
+    }
+    let (vni, marker) = (vxlan::vni(vx), vxlan::marker(vx));
+    let inner = l4 + vxlan::UDP_LEN + vxlan::HEADER_LEN;
+    if marker == VXLAN_MESH_REPLY {
+        return mesh::reply(ctx, cfg, inner, outer_src);
+    }
+    match network(vni) {
+        Some(n) if n.flags & NETWORK_F_LOCAL != 0 => {}
+        _ => return Err(Reason::DropUnknownVni),
+    }
+    let l3 = inner + eth::HEADER_LEN;
+    let ieth = ctx.bytes::<{ eth::HEADER_LEN }>(inner).ok_or(Reason::DropMalformed)?;
+    let ethertype = eth::ethertype(ieth);
+    let (src, dst) = match ethertype {
+        eth::ETHERTYPE_IPV4 => {
+            let i = ctx.bytes::<{ ipv4::HEADER_LEN }>(l3).ok_or(Reason::DropMalformed)?;
+            // A header or total length that does not fit the frame is not forwarded.
+            ipv4::check(i, ctx.room(l3)).map_err(|_| Reason::DropMalformed)?;
+            (ipv4::src(i), ipv4::dst(i))
+        }
+        eth::ETHERTYPE_ARP => {
+            let a = ctx.bytes::<{ arp::LEN }>(l3).ok_or(Reason::DropMalformed)?;
+            (arp::spa(a), arp::tpa(a))
+        }
+        _ => return Err(Reason::DropUnsupported),
+    };
+    let ep = *endpoint(vni, dst).filter(|ep| ep.flags & ENDPOINT_F_LOCAL != 0).ok_or(Reason::DropNotLocal)?;
+    if marker == VXLAN_MESH_FWD {
+        // A routing-mesh client: from outside every overlay network, only
+        // TCP/UDP, and its replies go back through the sending host.
+        if ethertype != eth::ETHERTYPE_IPV4 || subnet(src).is_some() {
+            return Err(Reason::DropSpoofed);
+        }
+        let key = mesh::flow_key(ctx, l3).ok_or(Reason::DropUnsupported)?;
+        mesh::remember_ingress(cfg, &key, outer_src, vni);
+    } else {
+        // The inner source must be an endpoint of this VNI behind the sending host.
+        let from_backend = match endpoint(vni, src) {
+            Some(s) if s.vtep == outer_src => s.flags & ENDPOINT_F_BACKEND != 0,
+            _ => return Err(Reason::DropSpoofed),
+        };
+        if ethertype == eth::ETHERTYPE_ARP {
+            // SAFETY: reads the program's own context.
+            let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+            return answer_peer(ctx, cfg, ifindex, ihl, inner, ep.mac);
+        }
+        // The reply of a VIP flow whose client lives here: source back to the
+        // VIP. Only backends send those. (A TCP segment too short for its
+        // checksum stays as it is, as it always did.)
+        if from_backend {
+            let _ = revnat(ctx, cfg, l3);
+        }
+    }
+    let ieth = ctx.bytes::<{ eth::HEADER_LEN }>(inner).ok_or(Reason::DropMalformed)?;
+    eth::set_dst(ieth, ep.mac);
+    // SAFETY: the helper checks `inner` against the frame; every pointer
+    // into it is taken again afterwards.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, inner as i32) } != 0 {
+        return Err(Reason::DropResize);
+    }
+    transmit(ep.ifindex, Reason::Decapsulated)
+}
+
+/// Applies a `RevNat` entry to the inner TCP/UDP packet at `l3`, if it has one.
+#[inline(always)]
+fn revnat(ctx: &XdpContext, cfg: &HostConfig, l3: usize) -> Result<(), Reason> {
+    let Some(key) = mesh::flow_key(ctx, l3) else { return Ok(()) };
+    match conntrack::lookup(&key, cfg, now_ns()) {
+        Some((CtAction::RevNat, c)) => conntrack::translate_reply(ctx, l3, ipv4::HEADER_LEN, &key, &c),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,76 @@
+//! VXLAN encapsulation: pushed in XDP for the mesh's tunnelled requests, in
+//! TC for what containers send to other hosts (and mesh replies tunnelled
+//! back). The header itself is [`overlay_wire::vxlan::Encap`].
+
+use aya_ebpf::{
+    bindings::{
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
+        BPF_F_ADJ_ROOM_ENCAP_L4_UDP,
+    },
+    helpers::{bpf_get_hash_recalc, bpf_xdp_adjust_head},
+    programs::{TcContext, XdpContext},
+};
+use overlay_common::*;
+use overlay_wire::{eth, ipv4, vxlan::Encap};
+
+use crate::{
+    fib::transmit,
+    forward::to_underlay,
+    maps::host_config,
+    packet::{Outcome, Packet},
+};
+
+/// Grows the frame by the encapsulation (the inner Ethernet header replaces
+/// the old one), writes `e` and sends it out of `ifindex`.
+#[inline(always)]
+pub fn xdp_push(ctx: &XdpContext, e: &Encap, ifindex: u32, ok: Reason) -> Outcome<u32> {
+    // SAFETY: the helper checks the headroom; every pointer into the frame
+    // is taken again afterwards.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(VXLAN_ENCAP_LEN as i32)) } != 0 {
+        return Err(Reason::DropResize);
+    }
+    let h = ctx.bytes::<{ overlay_wire::vxlan::PUSH_LEN }>(0).ok_or(Reason::DropMalformed)?;
+    *h = e.header();
+    transmit(ifindex, ok)
+}
+
+/// Wraps the frame in VXLAN (VNI `vni`, mesh `marker`) to host `vtep` and
+/// sends it out of the underlay, the kernel resolving the next hop.
+#[inline(always)]
+pub fn tc_tunnel(
+    ctx: &TcContext,
+    vtep: [u8; 4],
+    vni: u32,
+    marker: u8,
+    inner_dst_mac: [u8; 6],
+    inner_src_mac: [u8; 6],
+    ok: Reason,
+) -> Outcome<i32> {
+    let cfg = host_config().ok_or(Reason::DropNoConfig)?;
+    let ip = ctx.bytes::<{ ipv4::HEADER_LEN }>(eth::HEADER_LEN).ok_or(Reason::DropMalformed)?;
+    let e = Encap {
+        // Outer Ethernet addresses: filled in by bpf_redirect_neigh.
+        outer_dst_mac: [0; 6],
+        outer_src_mac: [0; 6],
+        src: cfg.underlay_ip,
+        vtep,
+        tos: ipv4::tos(ip),
+        // The inner flow's hash gives the source port: ECMP entropy, stable per flow.
+        // SAFETY: the helper takes the program's own skb.
+        hash: unsafe { bpf_get_hash_recalc(ctx.skb.skb) },
+        port: cfg.vxlan_port,
+        inner_len: Packet::len(ctx) - eth::HEADER_LEN,
+        vni,
+        marker,
+        inner_dst_mac,
+        inner_src_mac,
+    };
+    let h = e.header();
+    // The inner MAC header is the inner Ethernet header alone: GSO then takes
+    // UDP + VXLAN as the tunnel header and cuts the inner TCP correctly.
+    let flags = (BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2_ETH) as u64
+        | (eth::HEADER_LEN as u64) << 56;
+    ctx.adjust_room(VXLAN_ENCAP_LEN as i32, BPF_ADJ_ROOM_MAC, flags).map_err(|_| Reason::DropResize)?;
+    ctx.store(0, &h, 0).map_err(|_| Reason::DropRewrite)?;
+    to_underlay(cfg, ok)
+}

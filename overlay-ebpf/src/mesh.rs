@@ -1,0 +1,140 @@
+//! The routing mesh in XDP, on the underlay device.
+//!
+//! A client's packet to any host's address on a published port gets a backend
+//! from the service's Maglev table (kept for the flow's life by the connection
+//! table), its destination rewritten to the backend, and is either redirected
+//! into the local backend's veth or tunnelled to the backend's host, marked
+//! `VXLAN_MESH_FWD`. The client's address is never touched: the backend sees
+//! it. That host remembers (`CtAction::Tunnel`) to send the replies back the
+//! same way, marked `VXLAN_MESH_REPLY`; here they get the published address
+//! back (`CtAction::SnatOut`, [`conntrack::translate_reply`]) and go out to
+//! the client.
+
+use aya_ebpf::programs::XdpContext;
+use overlay_common::*;
+use overlay_wire::{eth, ipv4, nat, vxlan::Encap};
+
+use crate::{
+    conntrack,
+    encap::xdp_push,
+    fib::{next_hop, transmit, vtep_hop, Hop},
+    lb::{count_backend, flow_hash, now_ns, pick},
+    maps::{endpoint, network, service},
+    packet::{Outcome, Packet},
+};
+
+/// The connection-table key of the IPv4 TCP/UDP packet at `l3`, when it is
+/// a flow the table keys on ([`ipv4::is_flow`]).
+#[inline(always)]
+pub fn flow_key<P: Packet>(pkt: &P, l3: usize) -> Option<CtKey> {
+    let ip = pkt.bytes::<{ ipv4::HEADER_LEN }>(l3)?;
+    if !ipv4::is_flow(ip, pkt.room(l3)) {
+        return None;
+    }
+    let ports = pkt.bytes::<4>(l3 + ipv4::HEADER_LEN)?;
+    Some(CtKey::new(&nat::tuple(ip, ports), ipv4::proto(ip)))
+}
+
+/// A TCP/UDP packet to this host's address that is not VXLAN: a published
+/// port's traffic, or `None` (not ours, the host stack gets it).
+#[inline(always)]
+pub fn published(ctx: &XdpContext, cfg: &HostConfig) -> Option<Outcome<u32>> {
+    let key = flow_key(ctx, eth::HEADER_LEN)?;
+    let svc = *service(ServiceKey { addr: [0; 4], port: key.dport, proto: key.proto, _pad: 0 })?;
+    if svc.flags & SERVICE_F_PUBLISHED == 0 {
+        return None;
+    }
+    Some(balance(ctx, cfg, &key, &svc))
+}
+
+#[inline(always)]
+fn balance(ctx: &XdpContext, cfg: &HostConfig, key: &CtKey, svc: &ServiceValue) -> Outcome<u32> {
+    let now = now_ns();
+    let ct = conntrack::get(key, cfg, now).map(|c| *c);
+    let (backend, new) = pick(svc, ct, key).ok_or(Reason::DropNoBackend)?;
+    let ep = *endpoint(svc.vni, backend).ok_or(Reason::DropNoBackend)?;
+    let local = ep.flags & ENDPOINT_F_LOCAL != 0;
+    let ip = ctx.bytes::<{ ipv4::HEADER_LEN }>(eth::HEADER_LEN).ok_or(Reason::DropMalformed)?;
+    let (tos, ip_len) = (ipv4::tos(ip), ipv4::total_len(ip));
+    // Everything that can fail before the packet is touched.
+    let mut hop = Hop::default();
+    if !local {
+        if ip_len + VXLAN_ENCAP_LEN > cfg.underlay_mtu as usize {
+            return Err(Reason::DropTooBig);
+        }
+        hop = vtep_hop(ctx, cfg.underlay_ip, ep.vtep, now)?;
+    }
+    let to = Tuple { dst: backend, dport: svc.target_port, ..key.tuple() };
+    let meta =
+        CtValue { vtep: ep.vtep, vni: svc.vni, service_id: svc.service_id, last_seen_ns: now, ..Default::default() };
+    conntrack::track(new, key, &to, CtAction::SnatOut, meta, cfg);
+    count_backend(svc.service_id, backend, ip_len as u64, new);
+    ctx.rewrite(eth::HEADER_LEN, ipv4::HEADER_LEN, key.proto, &key.tuple(), &to)?;
+    let gw_mac = network(svc.vni).map(|n| n.gateway_mac).unwrap_or_default();
+    if local {
+        let e = ctx.bytes::<{ eth::HEADER_LEN }>(0).ok_or(Reason::DropMalformed)?;
+        eth::set_dst(e, ep.mac);
+        eth::set_src(e, gw_mac);
+        return transmit(ep.ifindex, Reason::MeshLocal);
+    }
+    let e = Encap {
+        outer_dst_mac: hop.dmac,
+        outer_src_mac: hop.smac,
+        src: cfg.underlay_ip,
+        vtep: ep.vtep,
+        tos,
+        hash: flow_hash(key),
+        port: cfg.vxlan_port,
+        inner_len: ip_len,
+        vni: svc.vni,
+        marker: VXLAN_MESH_FWD,
+        inner_dst_mac: ep.mac,
+        inner_src_mac: gw_mac,
+    };
+    xdp_push(ctx, &e, hop.ifindex, Reason::MeshTunneled)
+}
+
+/// A backend's reply tunnelled back here (`VXLAN_MESH_REPLY` from `vtep`):
+/// the inner packet at `inner` gets the published address back as its source
+/// and goes to the client without the outer headers.
+#[inline(always)]
+pub fn reply(ctx: &XdpContext, cfg: &HostConfig, inner: usize, vtep: [u8; 4]) -> Outcome<u32> {
+    let l3 = inner + eth::HEADER_LEN;
+    // The inner frame must be IPv4 for the rest to read it as such.
+    let ie = ctx.bytes::<{ eth::HEADER_LEN }>(inner).ok_or(Reason::DropMalformed)?;
+    if eth::ethertype(ie) != eth::ETHERTYPE_IPV4 {
+        return Err(Reason::DropMalformed);
+    }
+    let key = flow_key(ctx, l3).ok_or(Reason::DropMalformed)?;
+    let c = match conntrack::lookup(&key, cfg, now_ns()) {
+        // Only the host the flow was sent to may answer for it.
+        Some((CtAction::SnatOut, c)) if c.vtep == vtep => c,
+        _ => return Err(Reason::DropNoFlow),
+    };
+    let hop = next_hop(ctx, c.new_src, c.new_dst)?;
+    conntrack::translate_reply(ctx, l3, ipv4::HEADER_LEN, &key, &c)?;
+    // SAFETY: the helper checks `inner` against the frame; every pointer
+    // into it is taken again afterwards.
+    if unsafe { aya_ebpf::helpers::bpf_xdp_adjust_head(ctx.ctx, inner as i32) } != 0 {
+        return Err(Reason::DropResize);
+    }
+    let e = ctx.bytes::<{ eth::HEADER_LEN }>(0).ok_or(Reason::DropMalformed)?;
+    eth::set_dst(e, hop.dmac);
+    eth::set_src(e, hop.smac);
+    transmit(hop.ifindex, Reason::MeshReplied)
+}
+
+/// A client's packet tunnelled here by the ingress host `vtep`: remember to
+/// send the backend's replies back through it.
+#[inline(always)]
+pub fn remember_ingress(cfg: &HostConfig, key: &CtKey, vtep: [u8; 4], vni: u32) {
+    let rkey = key.reversed();
+    let now = now_ns();
+    if let Some(c) = conntrack::get(&rkey, cfg, now) {
+        if c.action() == Some(CtAction::Tunnel) && c.vtep == vtep && c.vni == vni {
+            return;
+        }
+    }
+    let v = CtValue { action: CtAction::Tunnel as u8, vtep, vni, last_seen_ns: now, ..Default::default() };
+    conntrack::put(&rkey, &v);
+}
