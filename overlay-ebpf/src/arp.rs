@@ -2,7 +2,7 @@
 //! kernel VXLAN peer floods to this host (XDP). Nothing floods, no container
 //! sees another host's ARP.
 
-use aya_ebpf::programs::{TcContext, XdpContext};
+use aya_ebpf::programs::TcContext;
 use overlay_common::*;
 use overlay_wire::{arp, eth, ipv4, vxlan};
 
@@ -10,7 +10,7 @@ use crate::{
     fib::transmit,
     forward::back,
     maps::{endpoint, subnet},
-    packet::{Outcome, Packet},
+    packet::{Outcome, Packet, Xdp},
 };
 
 /// The MAC behind `ip` on network `vni`: its gateway or one of its endpoints.
@@ -51,14 +51,7 @@ pub fn answer_container(ctx: &TcContext, me: &IfaceValue, ifindex: u32) -> Outco
 /// port), inner ARP answered; sent back out of `ifindex`. `ihl`: the outer
 /// IPv4 header's length; `inner`: where the inner frame starts.
 #[inline(always)]
-pub fn answer_peer(
-    ctx: &XdpContext,
-    cfg: &HostConfig,
-    ifindex: u32,
-    ihl: usize,
-    inner: usize,
-    mac: [u8; 6],
-) -> Outcome<u32> {
+pub fn answer_peer(ctx: &Xdp, cfg: &HostConfig, ifindex: u32, ihl: usize, inner: usize, mac: [u8; 6]) -> Outcome<u32> {
     if ihl != ipv4::HEADER_LEN {
         return Err(Reason::DropMalformed);
     }

@@ -8,7 +8,6 @@
 //! ARP request for a local endpoint (a kernel VXLAN peer floods those) is
 //! answered right here.
 
-use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use overlay_common::*;
 use overlay_wire::{arp, eth, ipv4, vxlan};
 
@@ -19,14 +18,13 @@ use crate::{
     lb::now_ns,
     maps::{endpoint, is_vtep, network, subnet},
     mesh,
-    packet::{Outcome, Packet},
+    packet::{Outcome, Packet, Xdp},
 };
 
-/// The VXLAN packet whose outer IPv4 header (`ihl` bytes) is followed by UDP
-/// at `l4`.
+/// The VXLAN packet whose outer IPv4 header `ip` (`ihl` bytes long) is
+/// followed by UDP at `l4`.
 #[inline(always)]
-pub fn receive(ctx: &XdpContext, cfg: &HostConfig, ihl: usize, l4: usize) -> Outcome<u32> {
-    let ip = ctx.bytes::<{ ipv4::HEADER_LEN }>(eth::HEADER_LEN).ok_or(Reason::DropMalformed)?;
+pub fn receive(ctx: &Xdp, cfg: &HostConfig, ip: &ipv4::Header, ihl: usize, l4: usize) -> Outcome<u32> {
     // Our senders set DF; a fragment is not something we reassemble.
     if ipv4::is_fragment(ip) {
         return Err(Reason::DropMalformed);
@@ -64,7 +62,7 @@ pub fn receive(ctx: &XdpContext, cfg: &HostConfig, ihl: usize, l4: usize) -> Out
         }
         _ => return Err(Reason::DropUnsupported),
     };
-    let ep = *endpoint(vni, dst).filter(|ep| ep.flags & ENDPOINT_F_LOCAL != 0).ok_or(Reason::DropNotLocal)?;
+    let ep = endpoint(vni, dst).filter(|ep| ep.flags & ENDPOINT_F_LOCAL != 0).ok_or(Reason::DropNotLocal)?;
     if marker == VXLAN_MESH_FWD {
         // A routing-mesh client: from outside every overlay network, only
         // TCP/UDP, and its replies go back through the sending host.
@@ -81,7 +79,7 @@ pub fn receive(ctx: &XdpContext, cfg: &HostConfig, ihl: usize, l4: usize) -> Out
         };
         if ethertype == eth::ETHERTYPE_ARP {
             // SAFETY: reads the program's own context.
-            let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+            let ifindex = unsafe { (*ctx.ctx.ctx).ingress_ifindex };
             return answer_peer(ctx, cfg, ifindex, ihl, inner, ep.mac);
         }
         // The reply of a VIP flow whose client lives here: source back to the
@@ -91,19 +89,14 @@ pub fn receive(ctx: &XdpContext, cfg: &HostConfig, ihl: usize, l4: usize) -> Out
             let _ = revnat(ctx, cfg, l3);
         }
     }
-    let ieth = ctx.bytes::<{ eth::HEADER_LEN }>(inner).ok_or(Reason::DropMalformed)?;
     eth::set_dst(ieth, ep.mac);
-    // SAFETY: the helper checks `inner` against the frame; every pointer
-    // into it is taken again afterwards.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, inner as i32) } != 0 {
-        return Err(Reason::DropResize);
-    }
+    ctx.adjust_head(inner as i32)?;
     transmit(ep.ifindex, Reason::Decapsulated)
 }
 
 /// Applies a `RevNat` entry to the inner TCP/UDP packet at `l3`, if it has one.
 #[inline(always)]
-fn revnat(ctx: &XdpContext, cfg: &HostConfig, l3: usize) -> Result<(), Reason> {
+fn revnat(ctx: &Xdp, cfg: &HostConfig, l3: usize) -> Result<(), Reason> {
     let Some(key) = mesh::flow_key(ctx, l3) else { return Ok(()) };
     match conntrack::lookup(&key, cfg, now_ns()) {
         Some((CtAction::RevNat, c)) => conntrack::translate_reply(ctx, l3, ipv4::HEADER_LEN, &key, &c),

@@ -7,8 +7,8 @@ use aya_ebpf::{
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
         BPF_F_ADJ_ROOM_ENCAP_L4_UDP,
     },
-    helpers::{bpf_get_hash_recalc, bpf_xdp_adjust_head},
-    programs::{TcContext, XdpContext},
+    helpers::bpf_get_hash_recalc,
+    programs::TcContext,
 };
 use overlay_common::*;
 use overlay_wire::{eth, ipv4, vxlan::Encap};
@@ -17,18 +17,14 @@ use crate::{
     fib::transmit,
     forward::to_underlay,
     maps::host_config,
-    packet::{Outcome, Packet},
+    packet::{Outcome, Packet, Xdp},
 };
 
 /// Grows the frame by the encapsulation (the inner Ethernet header replaces
 /// the old one), writes `e` and sends it out of `ifindex`.
 #[inline(always)]
-pub fn xdp_push(ctx: &XdpContext, e: &Encap, ifindex: u32, ok: Reason) -> Outcome<u32> {
-    // SAFETY: the helper checks the headroom; every pointer into the frame
-    // is taken again afterwards.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(VXLAN_ENCAP_LEN as i32)) } != 0 {
-        return Err(Reason::DropResize);
-    }
+pub fn xdp_push(ctx: &Xdp, e: &Encap, ifindex: u32, ok: Reason) -> Outcome<u32> {
+    let ctx = ctx.adjust_head(-(VXLAN_ENCAP_LEN as i32))?;
     let h = ctx.bytes::<{ overlay_wire::vxlan::PUSH_LEN }>(0).ok_or(Reason::DropMalformed)?;
     *h = e.header();
     transmit(ifindex, ok)

@@ -6,11 +6,13 @@ use aya_ebpf::{
         bpf_fib_lookup as FibParams, xdp_action::XDP_REDIRECT, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
     },
     helpers::{bpf_fib_lookup, bpf_redirect},
-    programs::XdpContext,
 };
 use overlay_common::*;
 
-use crate::{maps::OB_NEXT_HOPS_V1, packet::Outcome};
+use crate::{
+    maps::OB_NEXT_HOPS_V1,
+    packet::{Outcome, Xdp},
+};
 
 /// Where a frame goes next: the egress device and the Ethernet addresses.
 #[derive(Clone, Copy, Default)]
@@ -23,16 +25,16 @@ pub struct Hop {
 /// The next hop towards `dst` (from `src`) as the FIB and the neighbour
 /// table have it.
 #[inline(always)]
-pub fn next_hop(ctx: &XdpContext, src: [u8; 4], dst: [u8; 4]) -> Result<Hop, Reason> {
+pub fn next_hop(ctx: &Xdp, src: [u8; 4], dst: [u8; 4]) -> Result<Hop, Reason> {
     // SAFETY: a plain C struct of integers, valid all zero.
     let mut p: FibParams = unsafe { core::mem::zeroed() };
     p.family = 2; // AF_INET
                   // SAFETY: reads the program's own context.
-    p.ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    p.ifindex = unsafe { (*ctx.ctx.ctx).ingress_ifindex };
     p.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(src);
     p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(dst);
     // SAFETY: the helper reads and writes `p`, of the size given.
-    let ret = unsafe { bpf_fib_lookup(ctx.ctx as *mut _, &mut p, core::mem::size_of::<FibParams>() as i32, 0) };
+    let ret = unsafe { bpf_fib_lookup(ctx.ctx.ctx as *mut _, &mut p, core::mem::size_of::<FibParams>() as i32, 0) };
     match ret as u32 {
         BPF_FIB_LKUP_RET_SUCCESS => Ok(Hop { ifindex: p.ifindex, smac: p.smac, dmac: p.dmac }),
         BPF_FIB_LKUP_RET_NO_NEIGH => Err(Reason::DropNoNeigh),
@@ -44,7 +46,7 @@ pub fn next_hop(ctx: &XdpContext, src: [u8; 4], dst: [u8; 4]) -> Result<Hop, Rea
 /// younger than `NEXT_HOP_TTL_NS`, else from the FIB (and cached). A FIB
 /// lookup costs about as much as the rest of the mesh path together.
 #[inline(always)]
-pub fn vtep_hop(ctx: &XdpContext, src: [u8; 4], vtep: [u8; 4], now: u64) -> Result<Hop, Reason> {
+pub fn vtep_hop(ctx: &Xdp, src: [u8; 4], vtep: [u8; 4], now: u64) -> Result<Hop, Reason> {
     // SAFETY: the value is copied out at once.
     if let Some(h) = unsafe { OB_NEXT_HOPS_V1.get(vtep) } {
         if now.wrapping_sub(h.checked_ns) < NEXT_HOP_TTL_NS {

@@ -10,7 +10,6 @@
 //! back (`CtAction::SnatOut`, [`conntrack::translate_reply`]) and go out to
 //! the client.
 
-use aya_ebpf::programs::XdpContext;
 use overlay_common::*;
 use overlay_wire::{eth, ipv4, nat, vxlan::Encap};
 
@@ -20,7 +19,7 @@ use crate::{
     fib::{next_hop, transmit, vtep_hop, Hop},
     lb::{count_backend, flow_hash, now_ns, pick},
     maps::{endpoint, network, service},
-    packet::{Outcome, Packet},
+    packet::{Outcome, Packet, Xdp},
 };
 
 /// The connection-table key of the IPv4 TCP/UDP packet at `l3`, when it is
@@ -38,7 +37,7 @@ pub fn flow_key<P: Packet>(pkt: &P, l3: usize) -> Option<CtKey> {
 /// A TCP/UDP packet to this host's address that is not VXLAN: a published
 /// port's traffic, or `None` (not ours, the host stack gets it).
 #[inline(always)]
-pub fn published(ctx: &XdpContext, cfg: &HostConfig) -> Option<Outcome<u32>> {
+pub fn published(ctx: &Xdp, cfg: &HostConfig) -> Option<Outcome<u32>> {
     let key = flow_key(ctx, eth::HEADER_LEN)?;
     let svc = *service(ServiceKey { addr: [0; 4], port: key.dport, proto: key.proto, _pad: 0 })?;
     if svc.flags & SERVICE_F_PUBLISHED == 0 {
@@ -48,7 +47,7 @@ pub fn published(ctx: &XdpContext, cfg: &HostConfig) -> Option<Outcome<u32>> {
 }
 
 #[inline(always)]
-fn balance(ctx: &XdpContext, cfg: &HostConfig, key: &CtKey, svc: &ServiceValue) -> Outcome<u32> {
+fn balance(ctx: &Xdp, cfg: &HostConfig, key: &CtKey, svc: &ServiceValue) -> Outcome<u32> {
     let now = now_ns();
     let ct = conntrack::get(key, cfg, now).map(|c| *c);
     let (backend, new) = pick(svc, ct, key).ok_or(Reason::DropNoBackend)?;
@@ -98,7 +97,7 @@ fn balance(ctx: &XdpContext, cfg: &HostConfig, key: &CtKey, svc: &ServiceValue) 
 /// the inner packet at `inner` gets the published address back as its source
 /// and goes to the client without the outer headers.
 #[inline(always)]
-pub fn reply(ctx: &XdpContext, cfg: &HostConfig, inner: usize, vtep: [u8; 4]) -> Outcome<u32> {
+pub fn reply(ctx: &Xdp, cfg: &HostConfig, inner: usize, vtep: [u8; 4]) -> Outcome<u32> {
     let l3 = inner + eth::HEADER_LEN;
     // The inner frame must be IPv4 for the rest to read it as such.
     let ie = ctx.bytes::<{ eth::HEADER_LEN }>(inner).ok_or(Reason::DropMalformed)?;
@@ -113,11 +112,7 @@ pub fn reply(ctx: &XdpContext, cfg: &HostConfig, inner: usize, vtep: [u8; 4]) ->
     };
     let hop = next_hop(ctx, c.new_src, c.new_dst)?;
     conntrack::translate_reply(ctx, l3, ipv4::HEADER_LEN, &key, &c)?;
-    // SAFETY: the helper checks `inner` against the frame; every pointer
-    // into it is taken again afterwards.
-    if unsafe { aya_ebpf::helpers::bpf_xdp_adjust_head(ctx.ctx, inner as i32) } != 0 {
-        return Err(Reason::DropResize);
-    }
+    let ctx = ctx.adjust_head(inner as i32)?;
     let e = ctx.bytes::<{ eth::HEADER_LEN }>(0).ok_or(Reason::DropMalformed)?;
     eth::set_dst(e, hop.dmac);
     eth::set_src(e, hop.smac);

@@ -28,16 +28,10 @@ pub trait Packet {
     ///
     /// The caller holds one view of a byte range at a time (views of
     /// disjoint ranges may live together).
-    ///
-    /// `end` is read opaquely: otherwise the compiler drops a check that an
-    /// earlier one implies only through arithmetic the verifier does not
-    /// follow (a variable header length), and the verifier refuses the read.
     #[inline(always)]
     #[allow(clippy::mut_from_ref)]
     fn bytes<const N: usize>(&self, off: usize) -> Option<&mut [u8; N]> {
         let (start, end) = (self.data(), self.data_end());
-        // SAFETY: a volatile read of a local.
-        let end = unsafe { core::ptr::read_volatile(&end) };
         if start + off + N > end {
             return None;
         }
@@ -48,33 +42,81 @@ pub trait Packet {
         Some(unsafe { &mut *((start + off) as *mut [u8; N]) })
     }
 
-    /// The bytes of linear data from `off` on: for checking a length the
-    /// packet claims (an IPv4 total length), never for packet arithmetic.
-    /// `end` is read opaquely, or the compiler would use the comparison to
-    /// drop later bounds checks the verifier needs.
+    /// The bytes of linear data from `off` on, `off` being inside the
+    /// packet (a view at `off` was taken): for checking a length the packet
+    /// claims (an IPv4 total length), never for packet arithmetic. `end` is
+    /// read opaquely: otherwise the compiler takes "the total length fits"
+    /// as proof that later bounds checks pass and drops them, and the
+    /// verifier, which cannot follow that, refuses the reads.
     #[inline(always)]
     fn room(&self, off: usize) -> usize {
         let end = self.data_end();
         // SAFETY: a volatile read of a local.
         let end = unsafe { core::ptr::read_volatile(&end) };
-        end.saturating_sub(self.data()).saturating_sub(off)
+        end.wrapping_sub(self.data() + off)
     }
 }
 
-impl Packet for XdpContext {
+/// An XDP frame, its bounds read once: the verifier keeps what a check
+/// taught it about a pointer for as long as that pointer lives, and a bound
+/// read again after a helper call would know nothing (the compiler may drop
+/// the repeated check). Only `adjust_head` moves the bounds, and gives a new
+/// `Xdp` for the moved frame.
+pub struct Xdp<'a> {
+    pub ctx: &'a XdpContext,
+    start: usize,
+    end: usize,
+}
+
+impl<'a> Xdp<'a> {
+    #[inline(always)]
+    pub fn new(ctx: &'a XdpContext) -> Xdp<'a> {
+        Xdp { ctx, start: ctx.data(), end: ctx.data_end() }
+    }
+
+    /// The same frame, its bounds read anew and opaquely: a barrier after
+    /// which the compiler cannot lean on earlier checks (a check at a
+    /// variable offset, which the verifier does not follow, would otherwise
+    /// let it drop later ones at constant offsets).
+    #[inline(always)]
+    pub fn reread(&self) -> Xdp<'a> {
+        // SAFETY: volatile reads of two fields of the program's own context.
+        let (start, end) = unsafe {
+            (
+                core::ptr::read_volatile(&(*self.ctx.ctx).data) as usize,
+                core::ptr::read_volatile(&(*self.ctx.ctx).data_end) as usize,
+            )
+        };
+        Xdp { ctx: self.ctx, start, end }
+    }
+
+    /// Moves the frame's start by `delta` bytes (negative: grows it in
+    /// front) and returns the moved frame; every earlier view is stale.
+    #[inline(always)]
+    pub fn adjust_head(&self, delta: i32) -> Result<Xdp<'a>, Reason> {
+        // SAFETY: the helper checks the headroom and the frame; the views of
+        // the old frame are not used again (callers take new ones).
+        if unsafe { aya_ebpf::helpers::bpf_xdp_adjust_head(self.ctx.ctx, delta) } != 0 {
+            return Err(Reason::DropResize);
+        }
+        Ok(Xdp::new(self.ctx))
+    }
+}
+
+impl Packet for Xdp<'_> {
     #[inline(always)]
     fn data(&self) -> usize {
-        XdpContext::data(self)
+        self.start
     }
 
     #[inline(always)]
     fn data_end(&self) -> usize {
-        XdpContext::data_end(self)
+        self.end
     }
 
     #[inline(always)]
     fn len(&self) -> usize {
-        XdpContext::data_end(self) - XdpContext::data(self)
+        self.end - self.start
     }
 
     /// In packet memory, checksums updated incrementally: frames from the
@@ -96,9 +138,15 @@ impl Packet for TcContext {
         TcContext::data(self)
     }
 
+    /// Read opaquely: checksum helpers invalidate every packet pointer, so
+    /// each view is taken anew, and the compiler must not drop a check that
+    /// an earlier one implies only through arithmetic the verifier does not
+    /// follow (a variable header length).
     #[inline(always)]
     fn data_end(&self) -> usize {
-        TcContext::data_end(self)
+        let end = TcContext::data_end(self);
+        // SAFETY: a volatile read of a local.
+        unsafe { core::ptr::read_volatile(&end) }
     }
 
     #[inline(always)]

@@ -14,20 +14,21 @@ use crate::{
     decap,
     maps::host_config,
     mesh,
-    packet::{Outcome, Packet},
+    packet::{Outcome, Packet, Xdp},
     stats::count,
 };
 
 #[xdp]
 pub fn xdp_underlay_ingress(ctx: XdpContext) -> u32 {
-    let len = Packet::len(&ctx) as u64;
-    let (reason, action) = handle(&ctx).unwrap_or_else(|r| (r, XDP_DROP));
+    let frame = Xdp::new(&ctx);
+    let len = frame.len() as u64;
+    let (reason, action) = handle(&frame).unwrap_or_else(|r| (r, XDP_DROP));
     count(Prog::XdpUnderlay, reason, len);
     action
 }
 
 #[inline(always)]
-fn handle(ctx: &XdpContext) -> Outcome<u32> {
+fn handle(ctx: &Xdp) -> Outcome<u32> {
     let pass = Ok((Reason::PassNotOurs, XDP_PASS));
     let Some(e) = ctx.bytes::<{ eth::HEADER_LEN }>(0) else { return pass };
     if eth::ethertype(e) != eth::ETHERTYPE_IPV4 {
@@ -46,8 +47,9 @@ fn handle(ctx: &XdpContext) -> Outcome<u32> {
     let l4 = eth::HEADER_LEN + ihl;
     let Some(udp) = ctx.bytes::<{ vxlan::UDP_LEN }>(l4) else { return pass };
     if proto != PROTO_UDP || u16::from_be_bytes([udp[2], udp[3]]) != cfg.vxlan_port {
-        return mesh::published(ctx, cfg).unwrap_or(pass);
+        // The mesh reads at constant offsets: not after the check above.
+        return mesh::published(&ctx.reread(), cfg).unwrap_or(pass);
     }
     // Ours from here on: what fails a check is dropped and counted.
-    decap::receive(ctx, cfg, ihl, l4)
+    decap::receive(ctx, cfg, ip, ihl, l4)
 }
