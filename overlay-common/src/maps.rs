@@ -51,6 +51,9 @@ macro_rules! for_each_map {
             /// next hop (egress device, MACs) the kernel's FIB gave, re-checked
             /// every NEXT_HOP_TTL_NS.
             MAP_NEXT_HOPS = OB_NEXT_HOPS_V1: LruHashMap<[u8; 4], NextHop>[MAX_VTEPS];
+            /// Data-path debug logs through aya-log: 1 on, 0 off (`up
+            /// --bpf-log`). Read only on the rare paths that log.
+            MAP_LOG = OB_LOG_V1: Array<u32>[1];
         }
     };
 }
@@ -65,6 +68,11 @@ macro_rules! names {
     };
 }
 for_each_map!(names);
+
+/// aya-log's ring buffer of log records, declared by aya-log-ebpf; pinned
+/// beside the maps above so that programs loaded by different `up` runs log
+/// into one buffer, which the agent reads.
+pub const MAP_LOG_RING: &str = "AYA_LOGS";
 
 /// How long XDP trusts a cached next hop before asking the FIB again: a
 /// neighbour's new MAC is picked up within this time.

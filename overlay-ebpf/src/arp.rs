@@ -43,7 +43,7 @@ pub fn answer_container(ctx: &TcContext, me: &IfaceValue, ifindex: u32) -> Outco
     }
     let mac = resolve(me.vni, arp::tpa(a)).ok_or(Reason::DropArp)?;
     arp::answer(e, a, mac);
-    back(ifindex, Reason::ArpReplied)
+    back(ctx, ifindex, Reason::ArpReplied)
 }
 
 /// Turns a VXLAN-borne ARP request for a local endpoint (MAC `mac`) into the
@@ -71,5 +71,5 @@ pub fn answer_peer(ctx: &Xdp, cfg: &HostConfig, ifindex: u32, ihl: usize, inner:
     udp[2..4].copy_from_slice(&cfg.vxlan_port.to_be_bytes());
     udp[6..8].copy_from_slice(&[0, 0]);
     arp::answer(ieth, a, mac);
-    transmit(ifindex, Reason::ArpReplied)
+    transmit(ctx, ifindex, Reason::ArpReplied)
 }

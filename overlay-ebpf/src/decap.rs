@@ -91,7 +91,7 @@ pub fn receive(ctx: &Xdp, cfg: &HostConfig, ip: &ipv4::Header, ihl: usize, l4: u
     }
     eth::set_dst(ieth, ep.mac);
     ctx.adjust_head(inner as i32)?;
-    transmit(ep.ifindex, Reason::Decapsulated)
+    transmit(ctx, ep.ifindex, Reason::Decapsulated)
 }
 
 /// Applies a `RevNat` entry to the inner TCP/UDP packet at `l3`, if it has one.

@@ -27,7 +27,7 @@ pub fn xdp_push(ctx: &Xdp, e: &Encap, ifindex: u32, ok: Reason) -> Outcome<u32> 
     let ctx = ctx.adjust_head(-(VXLAN_ENCAP_LEN as i32))?;
     let h = ctx.bytes::<{ overlay_wire::vxlan::PUSH_LEN }>(0).ok_or(Reason::DropMalformed)?;
     *h = e.header();
-    transmit(ifindex, ok)
+    transmit(&ctx, ifindex, ok)
 }
 
 /// Wraps the frame in VXLAN (VNI `vni`, mesh `marker`) to host `vtep` and
@@ -68,5 +68,5 @@ pub fn tc_tunnel(
         | (eth::HEADER_LEN as u64) << 56;
     ctx.adjust_room(VXLAN_ENCAP_LEN as i32, BPF_ADJ_ROOM_MAC, flags).map_err(|_| Reason::DropResize)?;
     ctx.store(0, &h, 0).map_err(|_| Reason::DropRewrite)?;
-    to_underlay(cfg, ok)
+    to_underlay(ctx, cfg, ok)
 }

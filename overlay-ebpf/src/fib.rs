@@ -10,6 +10,7 @@ use aya_ebpf::{
 use overlay_common::*;
 
 use crate::{
+    log,
     maps::OB_NEXT_HOPS_V1,
     packet::{Outcome, Xdp},
 };
@@ -35,11 +36,11 @@ pub fn next_hop(ctx: &Xdp, src: [u8; 4], dst: [u8; 4]) -> Result<Hop, Reason> {
     p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(dst);
     // SAFETY: the helper reads and writes `p`, of the size given.
     let ret = unsafe { bpf_fib_lookup(ctx.ctx.ctx as *mut _, &mut p, core::mem::size_of::<FibParams>() as i32, 0) };
-    match ret as u32 {
-        BPF_FIB_LKUP_RET_SUCCESS => Ok(Hop { ifindex: p.ifindex, smac: p.smac, dmac: p.dmac }),
-        BPF_FIB_LKUP_RET_NO_NEIGH => Err(Reason::DropNoNeigh),
-        _ => Err(Reason::DropFib),
+    if ret as u32 == BPF_FIB_LKUP_RET_SUCCESS {
+        return Ok(Hop { ifindex: p.ifindex, smac: p.smac, dmac: p.dmac });
     }
+    crate::log_rare!(log::fib_failed, ctx.ctx.ctx, dst, ret);
+    Err(if ret as u32 == BPF_FIB_LKUP_RET_NO_NEIGH { Reason::DropNoNeigh } else { Reason::DropFib })
 }
 
 /// The next hop towards cluster host `vtep`: from the cache while it is
@@ -67,11 +68,13 @@ pub fn vtep_hop(ctx: &Xdp, src: [u8; 4], vtep: [u8; 4], now: u64) -> Result<Hop,
 /// and holds them until the next packet otherwise; redirected frames are
 /// flushed at the end of every poll. NIC drivers with XDP implement both.
 #[inline(always)]
-pub fn transmit(ifindex: u32, ok: Reason) -> Outcome<u32> {
+pub fn transmit(ctx: &Xdp, ifindex: u32, ok: Reason) -> Outcome<u32> {
     // SAFETY: a helper taking plain integers.
-    if unsafe { bpf_redirect(ifindex, 0) } as u32 == XDP_REDIRECT {
+    let ret = unsafe { bpf_redirect(ifindex, 0) };
+    if ret as u32 == XDP_REDIRECT {
         Ok((ok, XDP_REDIRECT))
     } else {
+        crate::log_rare!(log::xdp_redirect_failed, ctx.ctx.ctx, ifindex, ret);
         Err(Reason::DropRedirect)
     }
 }

@@ -11,25 +11,28 @@ use overlay_wire::eth;
 
 use crate::{
     encap::tc_tunnel,
+    log,
     maps::endpoint,
     packet::{Outcome, Packet},
 };
 
-/// A redirect helper's result: TC_ACT_REDIRECT on success.
+/// A redirect helper's result (a redirect to `ifindex`): TC_ACT_REDIRECT on
+/// success.
 #[inline(always)]
-pub fn redirected(ret: i64, ok: Reason) -> Outcome<i32> {
+fn redirected(ctx: &TcContext, ifindex: u32, ret: i64, ok: Reason) -> Outcome<i32> {
     if ret == TC_ACT_REDIRECT as i64 {
         Ok((ok, TC_ACT_REDIRECT))
     } else {
+        crate::log_rare!(log::tc_redirect_failed, ctx.skb.skb, ifindex, ret);
         Err(Reason::DropRedirect)
     }
 }
 
 /// Sends the frame back out of the veth it came in on, to its container.
 #[inline(always)]
-pub fn back(ifindex: u32, ok: Reason) -> Outcome<i32> {
+pub fn back(ctx: &TcContext, ifindex: u32, ok: Reason) -> Outcome<i32> {
     // SAFETY: a helper taking plain integers.
-    redirected(unsafe { bpf_redirect(ifindex, 0) }, ok)
+    redirected(ctx, ifindex, unsafe { bpf_redirect(ifindex, 0) }, ok)
 }
 
 /// Sends the (rewritten) packet to endpoint `ip` of the sender's network.
@@ -54,7 +57,7 @@ pub fn to_endpoint(ctx: &TcContext, me: &IfaceValue, ep: &EndpointValue) -> Outc
 pub fn forward(ctx: &TcContext, me: &IfaceValue, ep: &EndpointValue) -> Outcome<i32> {
     if ep.flags & ENDPOINT_F_LOCAL != 0 {
         // SAFETY: a helper taking plain integers.
-        return redirected(unsafe { bpf_redirect_peer(ep.ifindex, 0) }, Reason::DeliveredLocal);
+        return redirected(ctx, ep.ifindex, unsafe { bpf_redirect_peer(ep.ifindex, 0) }, Reason::DeliveredLocal);
     }
     tc_tunnel(ctx, ep.vtep, me.vni, 0, ep.mac, me.mac, Reason::Encapsulated)
 }
@@ -62,7 +65,8 @@ pub fn forward(ctx: &TcContext, me: &IfaceValue, ep: &EndpointValue) -> Outcome<
 /// Sends the frame out of the underlay device, the kernel resolving the next
 /// hop for its destination address and filling in the MACs.
 #[inline(always)]
-pub fn to_underlay(cfg: &HostConfig, ok: Reason) -> Outcome<i32> {
+pub fn to_underlay(ctx: &TcContext, cfg: &HostConfig, ok: Reason) -> Outcome<i32> {
+    let ifindex = cfg.underlay_ifindex;
     // SAFETY: no neighbour parameters (null, 0): the kernel looks the next hop up.
-    redirected(unsafe { bpf_redirect_neigh(cfg.underlay_ifindex, core::ptr::null_mut(), 0, 0) }, ok)
+    redirected(ctx, ifindex, unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) }, ok)
 }

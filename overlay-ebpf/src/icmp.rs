@@ -51,7 +51,7 @@ fn frag_needed(ctx: &TcContext, me: &IfaceValue, ifindex: u32, cfg: &HostConfig)
         return Err(Reason::DropResize);
     }
     ctx.store(0, &r, 0).map_err(|_| Reason::DropRewrite)?;
-    back(ifindex, Reason::IcmpFragNeeded)
+    back(ctx, ifindex, Reason::IcmpFragNeeded)
 }
 
 /// An ICMP error (unreachable, time exceeded) a backend sends about a
@@ -82,7 +82,7 @@ pub fn translate_error(ctx: &TcContext, me: &IfaceValue) -> Option<Outcome<i32>>
         return Some(Err(Reason::DropRewrite));
     }
     if action == CtAction::SnatOut {
-        return Some(to_underlay(cfg, Reason::IcmpTranslated));
+        return Some(to_underlay(ctx, cfg, Reason::IcmpTranslated));
     }
     let Some(ep) = endpoint(me.vni, c.new_dst) else { return Some(Err(Reason::DropNoBackend)) };
     Some(to_endpoint(ctx, me, ep).map(|(_, action)| (Reason::IcmpTranslated, action)))

@@ -74,7 +74,7 @@ fn balance(ctx: &Xdp, cfg: &HostConfig, key: &CtKey, svc: &ServiceValue) -> Outc
         let e = ctx.bytes::<{ eth::HEADER_LEN }>(0).ok_or(Reason::DropMalformed)?;
         eth::set_dst(e, ep.mac);
         eth::set_src(e, gw_mac);
-        return transmit(ep.ifindex, Reason::MeshLocal);
+        return transmit(ctx, ep.ifindex, Reason::MeshLocal);
     }
     let e = Encap {
         outer_dst_mac: hop.dmac,
@@ -116,7 +116,7 @@ pub fn reply(ctx: &Xdp, cfg: &HostConfig, inner: usize, vtep: [u8; 4]) -> Outcom
     let e = ctx.bytes::<{ eth::HEADER_LEN }>(0).ok_or(Reason::DropMalformed)?;
     eth::set_dst(e, hop.dmac);
     eth::set_src(e, hop.smac);
-    transmit(hop.ifindex, Reason::MeshReplied)
+    transmit(&ctx, hop.ifindex, Reason::MeshReplied)
 }
 
 /// A client's packet tunnelled here by the ingress host `vtep`: remember to

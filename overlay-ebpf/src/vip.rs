@@ -47,7 +47,7 @@ pub fn translate(ctx: &TcContext, me: &IfaceValue, ifindex: u32, ihl: usize, pro
                 // published address, straight out of the underlay.
                 return Some(
                     conntrack::translate_reply(ctx, L3, ihl, &key, &c)
-                        .and_then(|()| to_underlay(cfg, Reason::MeshReplied)),
+                        .and_then(|()| to_underlay(ctx, cfg, Reason::MeshReplied)),
                 );
             }
             Some(CtAction::Tunnel) => {

@@ -97,6 +97,8 @@ pub struct UpOptions {
     /// Entries of the connection table (`--ct-size`); `None`: the pinned
     /// table's size, or `CT_DEFAULT_SIZE` for a new one.
     pub ct_size: Option<u32>,
+    /// The programs' debug logs on (`--bpf-log`) or off.
+    pub bpf_log: bool,
 }
 
 /// The size to load the connection table with. A pinned table is reused as it
@@ -264,6 +266,7 @@ async fn up_inner(
     (report.entries_written, report.entries_deleted) = diff.counts();
     progress(&format!("maps: {} entries to write, {} to delete", report.entries_written, report.entries_deleted));
     maps.apply(&diff)?;
+    maps.set_bpf_log(opts.bpf_log)?;
 
     // Leaving the overlay: routed by this host and masqueraded behind it, for
     // the non-internal networks with an endpoint here.

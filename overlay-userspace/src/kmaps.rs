@@ -59,6 +59,7 @@ pub struct KernelMaps {
     backends: HashMap<MapData, BackendKey, BackendValue>,
     backend_stats: PerCpuHashMap<MapData, BackendKey, BackendStats>,
     stats: PerCpuArray<MapData, Counter>,
+    log: Array<MapData, u32>,
 }
 
 fn open<T: TryFrom<Map, Error = MapError>>(pins: &Pins, name: &'static str) -> Result<T, MapsError> {
@@ -137,6 +138,7 @@ impl KernelMaps {
             backends: open(pins, MAP_BACKENDS)?,
             backend_stats: open(pins, MAP_BACKEND_STATS)?,
             stats: open(pins, MAP_STATS)?,
+            log: open(pins, MAP_LOG)?,
         })
     }
 
@@ -185,6 +187,11 @@ impl KernelMaps {
     /// ([`Diff::write_to`]).
     pub fn apply(&mut self, d: &Diff) -> Result<(), MapsError> {
         d.write_to(self)
+    }
+
+    /// Switches the programs' debug logs on or off.
+    pub fn set_bpf_log(&mut self, on: bool) -> Result<(), MapsError> {
+        self.log.set(0, on as u32, 0).map_err(write_err(MAP_LOG, "write"))
     }
 
     /// Packets, bytes and new flows per (service, backend), summed over CPUs.

@@ -2,6 +2,7 @@
 //! in eBPF. The binary (`overlay-bpf`) is a thin CLI over this library.
 
 pub mod apply;
+pub mod bpf_log;
 pub mod error;
 pub mod health;
 pub mod kmaps;

@@ -12,7 +12,7 @@ use aya::{
     util::KernelVersion,
     Ebpf, EbpfError, EbpfLoader,
 };
-use overlay_common::{ALL_MAPS, MAP_CT, PROG_TC_ENDPOINT, PROG_XDP_UNDERLAY};
+use overlay_common::{ALL_MAPS, MAP_CT, MAP_LOG_RING, PROG_TC_ENDPOINT, PROG_XDP_UNDERLAY};
 
 use crate::pins::Pins;
 
@@ -50,7 +50,7 @@ pub fn load(pins: Option<&Pins>, ct_entries: u32) -> Result<Loaded, LoaderError>
     let mut loader = EbpfLoader::new();
     loader.map_max_entries(MAP_CT, ct_entries);
     if let Some(pins) = pins {
-        for name in ALL_MAPS {
+        for name in ALL_MAPS.iter().chain([&MAP_LOG_RING]) {
             loader.map_pin_path(name, pins.map(name));
         }
     }

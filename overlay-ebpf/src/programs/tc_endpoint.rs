@@ -17,6 +17,7 @@ use overlay_wire::{eth, ipv4};
 use crate::{
     arp, forward,
     icmp::{too_big, translate_error},
+    log,
     maps::{endpoint, iface, network, subnet},
     packet::{Outcome, Packet},
     stats::count,
@@ -29,12 +30,18 @@ const PACKET_HOST: u32 = 0;
 #[classifier]
 pub fn tc_endpoint_egress(ctx: TcContext) -> i32 {
     let len = Packet::len(&ctx) as u64;
-    let (reason, action) = handle(&ctx).unwrap_or_else(|r| (r, TC_ACT_SHOT));
+    let (reason, action) = handle(&ctx).unwrap_or_else(|r| {
+        crate::log_rare!(log::tc_drop, ctx.skb.skb, r);
+        (r, TC_ACT_SHOT)
+    });
     count(Prog::TcEndpoint, reason, len);
     action
 }
 
-#[inline(always)]
+/// A function of its own (a BPF-to-BPF call), beside the drop logger: the
+/// verifier adds the stack frames along a chain of calls, and this one and
+/// the logger's together would pass the 512-byte limit.
+#[inline(never)]
 fn handle(ctx: &TcContext) -> Outcome<i32> {
     // SAFETY: reads a field of the program's own skb.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };

@@ -11,7 +11,7 @@ use overlay_common::*;
 use overlay_wire::{eth, ipv4, vxlan};
 
 use crate::{
-    decap,
+    decap, log,
     maps::host_config,
     mesh,
     packet::{Outcome, Packet, Xdp},
@@ -22,12 +22,18 @@ use crate::{
 pub fn xdp_underlay_ingress(ctx: XdpContext) -> u32 {
     let frame = Xdp::new(&ctx);
     let len = frame.len() as u64;
-    let (reason, action) = handle(&frame).unwrap_or_else(|r| (r, XDP_DROP));
+    let (reason, action) = handle(&frame).unwrap_or_else(|r| {
+        crate::log_rare!(log::xdp_drop, ctx.ctx, r);
+        (r, XDP_DROP)
+    });
     count(Prog::XdpUnderlay, reason, len);
     action
 }
 
-#[inline(always)]
+/// A function of its own (a BPF-to-BPF call), as in TC: the drop logger
+/// needs the context after it, which inlined would hold a register through
+/// the whole handler.
+#[inline(never)]
 fn handle(ctx: &Xdp) -> Outcome<u32> {
     let pass = Ok((Reason::PassNotOurs, XDP_PASS));
     let Some(e) = ctx.bytes::<{ eth::HEADER_LEN }>(0) else { return pass };

@@ -160,7 +160,11 @@ pub async fn agent(g: &Global, interval: u64, table: TableArgs, args: HealthArgs
     let host = cluster.hosts[h].name.clone();
     let pins = pins_for(g, &host);
     let log = |m: &str| tracing::info!("{host}: {m}");
-    let opts = |unhealthy: &BTreeSet<String>| apply::UpOptions { unhealthy: unhealthy.clone(), ct_size: table.ct_size };
+    let opts = |unhealthy: &BTreeSet<String>| apply::UpOptions {
+        unhealthy: unhealthy.clone(),
+        ct_size: table.ct_size,
+        bpf_log: table.bpf_log,
+    };
     let mut unhealthy = BTreeSet::new();
     let r = apply::up(&cluster, h, &pins, &opts(&unhealthy), &log).await?;
     tracing::info!(
@@ -170,6 +174,17 @@ pub async fn agent(g: &Global, interval: u64, table: TableArgs, args: HealthArgs
         "applied; watching {}",
         g.state.display()
     );
+    let _bpf_log = if table.bpf_log {
+        let logger = overlay_bpf::bpf_log::reader(&pins)?;
+        tracing::info!(host, "printing the data path's debug logs (target overlay_bpf::bpf)");
+        Some(tokio::spawn(async move {
+            if let Err(e) = overlay_bpf::bpf_log::follow(logger).await {
+                tracing::error!("{e}");
+            }
+        }))
+    } else {
+        None
+    };
     let report = Arc::new(Mutex::new(health::Report { host: host.clone(), ..Default::default() }));
     let mut health = Health {
         local: Tracker::new(args.health_fails, args.health_passes),

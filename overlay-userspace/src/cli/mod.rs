@@ -67,6 +67,9 @@ pub enum Command {
     /// Apply the state for this host: load and attach the programs, create the
     /// local endpoints' veths, fill the maps, pin everything. Re-running with a
     /// changed file applies only the difference.
+    #[command(
+        after_help = "Examples:\n  sudo overlay-bpf up --state cluster.yaml\n  sudo overlay-bpf up --ct-size 1048576\n  sudo overlay-bpf up --bpf-log        # then: sudo overlay-bpf agent --bpf-log, to read the logs"
+    )]
     Up {
         #[command(flatten)]
         table: TableArgs,
@@ -114,9 +117,17 @@ pub enum Command {
     Network(NetworkCmd),
 }
 
-/// Sizing of the kernel tables that are not filled from the state file.
+/// Data-path settings that are not in the state file.
 #[derive(Args, Debug, Clone, Copy)]
 pub struct TableArgs {
+    /// Switch the programs' debug logs on: a line for every dropped packet (reason,
+    /// device, length, addresses), every failed FIB lookup and refused redirect, for
+    /// when a counter says too little. `up` without it switches them off again. The
+    /// agent with --bpf-log prints them (target overlay_bpf::bpf, at info level);
+    /// without an agent reading, the last 128 KiB of records wait in a pinned ring
+    /// buffer. Off, they cost nothing on the forwarding paths.
+    #[arg(long, env = "OVERLAY_BPF_LOG")]
+    pub bpf_log: bool,
     /// Entries in the connection table (OB_CT_V1), which keeps every load-balanced
     /// flow on its backend: a VIP or routing-mesh flow takes 2 entries on the host
     /// that balances it, and a mesh flow to a backend on another host 1 more there.

@@ -6,7 +6,7 @@ pub async fn up(g: &Global, table: TableArgs) -> anyhow::Result<i32> {
     require_root("up")?;
     let host = &cluster.hosts[h].name;
     let pins = pins_for(g, host);
-    let opts = apply::UpOptions { ct_size: table.ct_size, ..Default::default() };
+    let opts = apply::UpOptions { ct_size: table.ct_size, bpf_log: table.bpf_log, ..Default::default() };
     let r = apply::up(&cluster, h, &pins, &opts, &|m| eprintln!("{host}: {m}")).await?;
     if r.changed() {
         println!(
