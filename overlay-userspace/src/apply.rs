@@ -72,16 +72,31 @@ pub struct UpReport {
     pub veths_created: Vec<String>,
     pub veths_removed: Vec<String>,
     pub links_attached: Vec<String>,
+    /// Links whose program another build's replaced, in one step.
+    pub links_replaced: Vec<String>,
     pub links_removed: Vec<String>,
     pub entries_written: usize,
     pub entries_deleted: usize,
+    /// Pinned maps of another layout version, removed once no program of
+    /// this build uses them.
+    pub maps_retired: Vec<String>,
 }
 
 impl UpReport {
+    fn note_link(&mut self, a: loader::Attach, name: String) {
+        match a {
+            loader::Attach::Kept => {}
+            loader::Attach::Attached => self.links_attached.push(name),
+            loader::Attach::Replaced => self.links_replaced.push(name),
+        }
+    }
+
     pub fn changed(&self) -> bool {
         !(self.veths_created.is_empty()
             && self.veths_removed.is_empty()
             && self.links_attached.is_empty()
+            && self.links_replaced.is_empty()
+            && self.maps_retired.is_empty()
             && self.links_removed.is_empty()
             && self.entries_written == 0
             && self.entries_deleted == 0)
@@ -243,9 +258,11 @@ async fn up_inner(
         let idx = netdev::set_host_end(&handle, &v).await?;
         let mac = netdev::link_mac(&v).ok_or_else(|| netdev::NetdevError::NoSuchInterface(v.clone()))?;
         netdev::host_route(&handle, idx, e.ip, e.mac, net.mtu).await?;
-        if loaded.ensure_tc(pins, &v)? {
-            report.links_attached.push(format!("tc@{v}"));
-        }
+        let filter = match loader::has_tcx() {
+            true => None,
+            false => netdev::ingress_bpf_filter(&handle, idx, overlay_common::PROG_TC_ENDPOINT).await?,
+        };
+        report.note_link(loaded.ensure_tc(pins, &v, filter)?, format!("tc@{v}"));
         facts.veths.insert(e.name.clone(), Veth { ifindex: idx, mac });
     }
     if netdev::driver(underlay).as_deref() == Some("veth") {
@@ -254,9 +271,7 @@ async fn up_inner(
         netdev::disable_tx_checksum(underlay)
             .map_err(|e| anyhow::anyhow!("turn off TX checksum offload on the veth underlay {underlay}: {e}"))?;
     }
-    if loaded.ensure_xdp(pins, underlay)? {
-        report.links_attached.push(format!("xdp@{underlay}"));
-    }
+    report.note_link(loaded.ensure_xdp(pins, underlay)?, format!("xdp@{underlay}"));
 
     let mut maps = KernelMaps::open(pins)?;
     let current = maps.read()?;
@@ -267,6 +282,16 @@ async fn up_inner(
     progress(&format!("maps: {} entries to write, {} to delete", report.entries_written, report.entries_deleted));
     maps.apply(&diff)?;
     maps.set_bpf_log(opts.bpf_log)?;
+    // Every link runs this build's programs now: the maps another layout
+    // version left go. The ones `up` fills were filled anew above; the ones the
+    // programs fill (connection table, next hops, counters) would need a
+    // conversion of their entries, and this build has none to make, so their
+    // entries are not carried: tracked flows are picked again.
+    for name in pins.other_versions() {
+        progress(&format!("retiring {name}: a map of another layout version than this build's"));
+        std::fs::remove_file(pins.map(&name))?;
+        report.maps_retired.push(name);
+    }
 
     // Leaving the overlay: routed by this host and masqueraded behind it, for
     // the non-internal networks with an endpoint here.

@@ -23,6 +23,8 @@ pub enum MapsError {
          overlay-common/src/maps.rs and rebuild"
     )]
     Full { map: &'static str, need: usize, limit: u32 },
+    #[error("--bpf-log: the programs loaded here predate the log switch ({MAP_LOG}); run `overlay-bpf up` with this build first")]
+    NoLogSwitch,
 }
 
 /// The size of a pinned map, as the kernel has it.
@@ -59,7 +61,9 @@ pub struct KernelMaps {
     backends: HashMap<MapData, BackendKey, BackendValue>,
     backend_stats: PerCpuHashMap<MapData, BackendKey, BackendStats>,
     stats: PerCpuArray<MapData, Counter>,
-    log: Array<MapData, u32>,
+    /// Absent under programs older than the switch (the upgrade test's
+    /// previous release).
+    log: Option<Array<MapData, u32>>,
 }
 
 fn open<T: TryFrom<Map, Error = MapError>>(pins: &Pins, name: &'static str) -> Result<T, MapsError> {
@@ -138,7 +142,7 @@ impl KernelMaps {
             backends: open(pins, MAP_BACKENDS)?,
             backend_stats: open(pins, MAP_BACKEND_STATS)?,
             stats: open(pins, MAP_STATS)?,
-            log: open(pins, MAP_LOG)?,
+            log: open(pins, MAP_LOG).ok(),
         })
     }
 
@@ -191,7 +195,11 @@ impl KernelMaps {
 
     /// Switches the programs' debug logs on or off.
     pub fn set_bpf_log(&mut self, on: bool) -> Result<(), MapsError> {
-        self.log.set(0, on as u32, 0).map_err(write_err(MAP_LOG, "write"))
+        match &mut self.log {
+            Some(log) => log.set(0, on as u32, 0).map_err(write_err(MAP_LOG, "write")),
+            None if on => Err(MapsError::NoLogSwitch),
+            None => Ok(()),
+        }
     }
 
     /// Packets, bytes and new flows per (service, backend), summed over CPUs.

@@ -6,7 +6,8 @@ use std::path::Path;
 use aya::{
     programs::{
         links::{FdLink, LinkError, PinnedLink},
-        tc::{self, NlOptions, TcAttachOptions, TcAttachType, TcError, TcHandle},
+        tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcAttachType, TcError, TcHandle},
+        xdp::XdpLink,
         ProgramError, SchedClassifier, Xdp, XdpMode,
     },
     util::KernelVersion,
@@ -18,6 +19,23 @@ use crate::pins::Pins;
 
 /// The eBPF object, embedded at build time (empty when built without it).
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/overlay-ebpf.o"));
+
+/// Names a file to load the programs from instead of the embedded object:
+/// for trying another build of the programs, and for the upgrade test, which
+/// starts from the previous release's.
+pub const OBJECT_ENV: &str = "OVERLAY_BPF_OBJECT";
+
+/// What `ensure_*` did to an attach point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attach {
+    /// The program there is the one loaded now (same kernel tag).
+    Kept,
+    /// Nothing was there; attached now.
+    Attached,
+    /// Another program was there (an older or newer build): replaced in one
+    /// step, the link and the maps kept, so no packet sees neither.
+    Replaced,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoaderError {
@@ -31,6 +49,8 @@ pub enum LoaderError {
     Link { path: String, what: &'static str, source: LinkError },
     #[error("cannot pin link at {path}: {source}")]
     Pin { path: String, source: aya::pin::PinError },
+    #[error("cannot read the programs from {path} (${OBJECT_ENV}): {source}")]
+    Object { path: String, source: std::io::Error },
 }
 
 /// Loaded programs, ready to attach. Maps are pinned under the pin dir and
@@ -44,7 +64,15 @@ pub struct Loaded {
 /// A connection table created now gets `ct_entries` entries; a pinned one
 /// keeps its size (see `apply::ct_size`).
 pub fn load(pins: Option<&Pins>, ct_entries: u32) -> Result<Loaded, LoaderError> {
-    if EBPF_OBJECT.is_empty() {
+    let from_file = match std::env::var_os(OBJECT_ENV) {
+        Some(path) => Some(
+            std::fs::read(&path)
+                .map_err(|source| LoaderError::Object { path: path.to_string_lossy().into_owned(), source })?,
+        ),
+        None => None,
+    };
+    let object = from_file.as_deref().unwrap_or(EBPF_OBJECT);
+    if object.is_empty() {
         return Err(LoaderError::NotEmbedded);
     }
     let mut loader = EbpfLoader::new();
@@ -54,7 +82,7 @@ pub fn load(pins: Option<&Pins>, ct_entries: u32) -> Result<Loaded, LoaderError>
             loader.map_pin_path(name, pins.map(name));
         }
     }
-    let mut ebpf = loader.load(EBPF_OBJECT).map_err(LoaderError::Load)?;
+    let mut ebpf = loader.load(object).map_err(LoaderError::Load)?;
     let xdp: &mut Xdp = prog(&mut ebpf, PROG_XDP_UNDERLAY)?;
     xdp.load().map_err(|source| LoaderError::Program { prog: PROG_XDP_UNDERLAY, what: "verify".into(), source })?;
     let tc: &mut SchedClassifier = prog(&mut ebpf, PROG_TC_ENDPOINT)?;
@@ -79,6 +107,12 @@ pub fn link_alive(path: &Path) -> bool {
     PinnedLink::from_pin(path).is_ok()
 }
 
+/// The kernel's tag (a hash of the instructions, map references left out)
+/// of program `id`: equal for two loads of the same build.
+fn tag_of(id: u32) -> Option<u64> {
+    aya::programs::loaded_programs().filter_map(Result::ok).find(|p| p.id() == id).map(|p| p.tag())
+}
+
 fn pin(link: FdLink, path: &Path) -> Result<(), LoaderError> {
     link.pin(path).map_err(|source| LoaderError::Pin { path: path.display().to_string(), source })?;
     Ok(())
@@ -90,12 +124,41 @@ impl Loaded {
         &mut self.ebpf
     }
 
-    /// Attaches XDP to `ifname` unless a live pinned link is there already.
-    /// Returns true when it attached now.
-    pub fn ensure_xdp(&mut self, pins: &Pins, ifname: &str) -> Result<bool, LoaderError> {
+    /// The kernel tag of our program `name` as loaded now.
+    fn tag(&mut self, name: &'static str) -> Result<u64, LoaderError> {
+        let p = self.ebpf.program(name).ok_or(LoaderError::Program {
+            prog: name,
+            what: "missing from the object".into(),
+            source: ProgramError::NotLoaded,
+        })?;
+        let info = p.info().map_err(|source| LoaderError::Program { prog: name, what: "info".into(), source })?;
+        Ok(info.tag())
+    }
+
+    /// Whether the link pinned at `path` runs the program `name` loaded now.
+    fn runs_ours(&mut self, link: &FdLink, name: &'static str) -> Result<bool, LoaderError> {
+        let attached = link.info().ok().and_then(|i| tag_of(i.program_id()));
+        Ok(attached == Some(self.tag(name)?))
+    }
+
+    /// Attaches XDP to `ifname` unless a live pinned link is there already;
+    /// a link running another build of the program gets this one, atomically
+    /// (`bpf_link_update`): same link, same maps, no packet unhandled.
+    pub fn ensure_xdp(&mut self, pins: &Pins, ifname: &str) -> Result<Attach, LoaderError> {
         let path = pins.xdp_link(ifname);
-        if link_alive(&path) {
-            return Ok(false);
+        if let Ok(pinned) = PinnedLink::from_pin(&path) {
+            let fd = FdLink::from(pinned);
+            if self.runs_ours(&fd, PROG_XDP_UNDERLAY)? {
+                return Ok(Attach::Kept);
+            }
+            let link_err = |source| LoaderError::Link { path: path.display().to_string(), what: "as XDP link", source };
+            let link: XdpLink = fd.try_into().map_err(link_err)?;
+            let xdp: &mut Xdp = prog(&mut self.ebpf, PROG_XDP_UNDERLAY)?;
+            let err = |what: String| move |source| LoaderError::Program { prog: PROG_XDP_UNDERLAY, what, source };
+            let id = xdp.attach_to_link(link).map_err(err(format!("replace the program on {ifname}")))?;
+            // Ours now; closing it leaves the pinned link (and its new program) in place.
+            drop(xdp.take_link(id).map_err(err("take link".into()))?);
+            return Ok(Attach::Replaced);
         }
         let _ = std::fs::remove_file(&path);
         let xdp: &mut Xdp = prog(&mut self.ebpf, PROG_XDP_UNDERLAY)?;
@@ -110,18 +173,30 @@ impl Loaded {
             source,
         })?;
         pin(fd, &path)?;
-        Ok(true)
+        Ok(Attach::Attached)
     }
 
-    /// Attaches TC ingress to `ifname` unless a live pinned link is there already.
-    /// Kernels without TCX get a clsact filter instead (see `ensure_tc_filter`).
-    pub fn ensure_tc(&mut self, pins: &Pins, ifname: &str) -> Result<bool, LoaderError> {
+    /// Attaches TC ingress to `ifname` unless a live pinned link is there
+    /// already, replacing another build's program like `ensure_xdp`. Kernels
+    /// without TCX get a clsact filter instead (see `ensure_tc_filter`), whose
+    /// program, if any, is `filter_prog`.
+    pub fn ensure_tc(&mut self, pins: &Pins, ifname: &str, filter_prog: Option<u32>) -> Result<Attach, LoaderError> {
         if !has_tcx() {
-            return self.ensure_tc_filter(ifname);
+            return self.ensure_tc_filter(ifname, filter_prog);
         }
         let path = pins.tc_link(ifname);
-        if link_alive(&path) {
-            return Ok(false);
+        if let Ok(pinned) = PinnedLink::from_pin(&path) {
+            let fd = FdLink::from(pinned);
+            if self.runs_ours(&fd, PROG_TC_ENDPOINT)? {
+                return Ok(Attach::Kept);
+            }
+            let link_err = |source| LoaderError::Link { path: path.display().to_string(), what: "as TCX link", source };
+            let link: SchedClassifierLink = fd.try_into().map_err(link_err)?;
+            let tc: &mut SchedClassifier = prog(&mut self.ebpf, PROG_TC_ENDPOINT)?;
+            let err = |what: String| move |source| LoaderError::Program { prog: PROG_TC_ENDPOINT, what, source };
+            let id = tc.attach_to_link(link).map_err(err(format!("replace the program on {ifname}")))?;
+            drop(tc.take_link(id).map_err(err("take link".into()))?);
+            return Ok(Attach::Replaced);
         }
         let _ = std::fs::remove_file(&path);
         let tc: &mut SchedClassifier = prog(&mut self.ebpf, PROG_TC_ENDPOINT)?;
@@ -134,7 +209,7 @@ impl Loaded {
             source,
         })?;
         pin(fd, &path)?;
-        Ok(true)
+        Ok(Attach::Attached)
     }
 
     /// Before TCX (kernel < 6.6): a direct-action cls_bpf filter on the
@@ -142,8 +217,30 @@ impl Loaded {
     /// a link and cannot be pinned; it stays until the device is deleted,
     /// which is how `down` and `up` remove an endpoint anyway. The fixed
     /// handle makes attaching idempotent: the kernel answers EEXIST when our
-    /// filter is there already.
-    fn ensure_tc_filter(&mut self, ifname: &str) -> Result<bool, LoaderError> {
+    /// filter is there already. A filter running another build's program
+    /// (`filter_prog`) gets this one in place (a cls_bpf change, which swaps
+    /// the program atomically).
+    fn ensure_tc_filter(&mut self, ifname: &str, filter_prog: Option<u32>) -> Result<Attach, LoaderError> {
+        if let Some(id) = filter_prog {
+            if tag_of(id) == Some(self.tag(PROG_TC_ENDPOINT)?) {
+                return Ok(Attach::Kept);
+            }
+            let err = |what: String| move |source| LoaderError::Program { prog: PROG_TC_ENDPOINT, what, source };
+            let link = SchedClassifierLink::attached(
+                ifname,
+                TcAttachType::Ingress,
+                TC_FILTER_PRIORITY,
+                TcHandle::new(0, 1),
+                None,
+            )
+            .map_err(|e| err(format!("the filter on {ifname}"))(e.into()))?;
+            let tc: &mut SchedClassifier = prog(&mut self.ebpf, PROG_TC_ENDPOINT)?;
+            let id = tc.attach_to_link(link).map_err(err(format!("replace the filter's program on {ifname}")))?;
+            let link = tc.take_link(id).map_err(err("take link".into()))?;
+            // Dropping an owned filter link detaches it; the filter must outlive us.
+            std::mem::forget(link);
+            return Ok(Attach::Replaced);
+        }
         let err = |what: String| move |source| LoaderError::Program { prog: PROG_TC_ENDPOINT, what, source };
         match tc::qdisc_add_clsact(ifname) {
             Ok(()) => {}
@@ -157,9 +254,9 @@ impl Loaded {
                 let link = tc.take_link(id).map_err(err("take link".into()))?;
                 // Dropping an owned link detaches it; the filter must outlive us.
                 std::mem::forget(link);
-                Ok(true)
+                Ok(Attach::Attached)
             }
-            Err(ProgramError::TcError(e)) if tc_eexist(&e) => Ok(false),
+            Err(ProgramError::TcError(e)) if tc_eexist(&e) => Ok(Attach::Kept),
             Err(e) => Err(err(format!("attach a clsact ingress filter to {ifname}"))(e)),
         }
     }

@@ -73,6 +73,21 @@ impl Pins {
         out
     }
 
+    /// Pinned maps of another layout version than this build's (the name
+    /// with another `_V<n>`): what an earlier or later build left. Names that
+    /// are not ours stay alone.
+    pub fn other_versions(&self) -> Vec<String> {
+        let ours: Vec<&str> = overlay_common::ALL_MAPS.iter().map(|n| family(n)).collect();
+        let Ok(dir) = std::fs::read_dir(self.maps_dir()) else { return Vec::new() };
+        let mut out: Vec<String> = dir
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !overlay_common::ALL_MAPS.contains(&n.as_str()) && ours.contains(&family(n)))
+            .collect();
+        out.sort();
+        out
+    }
+
     pub fn create_dirs(&self) -> Result<(), PinsError> {
         for d in [self.maps_dir(), self.links_dir()] {
             std::fs::create_dir_all(&d).map_err(|source| PinsError::Io {
@@ -119,4 +134,23 @@ pub fn ensure_bpffs(pin_dir: &Path) -> Result<(), PinsError> {
         return Err(PinsError::NotBpffs { path: pin_dir.display().to_string() });
     }
     Ok(())
+}
+
+/// A map's name without its layout version: `OB_CT_V1` -> `OB_CT`.
+pub fn family(name: &str) -> &str {
+    match name.rsplit_once("_V") {
+        Some((f, v)) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => f,
+        _ => name,
+    }
+}
+
+#[cfg(test)]
+mod version_tests {
+    #[test]
+    fn a_maps_family_is_its_name_without_the_version() {
+        assert_eq!(super::family("OB_CT_V1"), "OB_CT");
+        assert_eq!(super::family("OB_BACKEND_STATS_V12"), "OB_BACKEND_STATS");
+        assert_eq!(super::family("AYA_LOGS"), "AYA_LOGS");
+        assert_eq!(super::family("OB_V_X"), "OB_V_X");
+    }
 }

@@ -10,12 +10,13 @@ pub async fn up(g: &Global, table: TableArgs) -> anyhow::Result<i32> {
     let r = apply::up(&cluster, h, &pins, &opts, &|m| eprintln!("{host}: {m}")).await?;
     if r.changed() {
         println!(
-            "{host}: up on {} ({}): {} veths created, {} removed; {} links attached, {} removed; {} map entries written, {} deleted",
+            "{host}: up on {} ({}): {} veths created, {} removed; {} links attached, {} replaced, {} removed; {} map entries written, {} deleted",
             r.underlay,
             pins.dir.display(),
             r.veths_created.len(),
             r.veths_removed.len(),
             r.links_attached.len(),
+            r.links_replaced.len(),
             r.links_removed.len(),
             r.entries_written,
             r.entries_deleted
