@@ -108,181 +108,586 @@ impl Pool {
 
 /// Validates `state` against every rule of the spec and resolves every default.
 /// `file` names the source in errors. All problems are reported, not just the first.
+/// The state being checked, and what the phases learn of it: the index of
+/// every name. Every rule is a phase below; every problem is collected, so a
+/// file's mistakes are all reported at once.
+struct Resolver<'s> {
+    c: Checker<'s>,
+    state: &'s State,
+    host_ix: HashMap<&'s str, usize>,
+    net_ix: HashMap<&'s str, usize>,
+    ep_ix: HashMap<&'s str, usize>,
+}
+
+/// Validates `state` against every rule of the spec and resolves every default.
+/// `file` names the source in errors. All problems are reported, not just the first.
 pub fn resolve(file: &str, state: &State, caps: Capabilities) -> Result<Cluster, StateError> {
-    let mut c = Checker { file, problems: Vec::new() };
+    let mut r = Resolver {
+        c: Checker { file, problems: Vec::new() },
+        state,
+        host_ix: HashMap::new(),
+        net_ix: HashMap::new(),
+        ep_ix: HashMap::new(),
+    };
+    r.cluster_settings();
+    r.hosts();
+    r.networks(caps);
+    r.subnet_overlaps();
+    let networks = resolve_networks(state);
+    let backs_a_service = r.service_references();
+    // Per network: addresses already claimed (gateways, aux, explicit IPs and
+    // VIPs), and who claimed each, for duplicate errors.
+    let (mut taken, mut owners) = claims(&networks);
+    let ep_net = r.endpoint_fields(&networks, &backs_a_service, &mut taken, &mut owners);
+    r.service_vips(&networks, &mut taken, &mut owners);
+    r.ports();
+    let pools: Vec<Pool> = networks.iter().map(|n| Pool::new(&n.subnets)).collect();
+    let mut endpoints = r.allocate_endpoints(&networks, &pools, &ep_net, &mut taken);
+    default_routes(&mut endpoints, &networks);
+    let services = r.allocate_services(&networks, &pools, &mut taken, &endpoints);
 
-    if state.version != 1 {
-        c.err(
-            Rule::Version,
-            "version",
-            format!("unsupported version {}; this overlay-bpf reads `version: 1`", state.version),
-        );
+    let (c, cl) = (r.c, &state.cluster);
+    if !c.problems.is_empty() {
+        return Err(StateError { file: c.file.to_string(), problems: c.problems });
     }
-    let cl = &state.cluster;
-    if cl.vxlan_port == 0 {
-        c.err(Rule::VxlanPort, "cluster.vxlan_port", "must be 1..65535 (VXLAN's standard port is 4789)");
-    }
-    if cl.conntrack_tcp_timeout == 0 || cl.conntrack_udp_timeout == 0 {
-        c.err(
-            Rule::ConntrackTimeout,
-            "cluster",
-            "conntrack_tcp_timeout and conntrack_udp_timeout must be at least 1 second",
-        );
-    }
-    if !(576..=65535).contains(&cl.underlay_mtu) {
-        c.err(
-            Rule::UnderlayMtu,
-            "cluster.underlay_mtu",
-            format!("{} is out of range; an IPv4 underlay MTU is 576..65535", cl.underlay_mtu),
-        );
-    }
+    Ok(Cluster {
+        vxlan_port: cl.vxlan_port,
+        underlay_mtu: cl.underlay_mtu,
+        conntrack_tcp_timeout: cl.conntrack_tcp_timeout,
+        conntrack_udp_timeout: cl.conntrack_udp_timeout,
+        hosts: state
+            .hosts
+            .iter()
+            .map(|h| Host { name: h.name.clone(), address: h.address, interface: h.interface.clone() })
+            .collect(),
+        networks,
+        endpoints,
+        services,
+    })
+}
 
-    // --- hosts
-    let host_ix = unique_names(&mut c, "hosts", state.hosts.iter().map(|h| h.name.as_str()));
-    let mut host_addrs: HashMap<Ipv4Addr, usize> = HashMap::new();
-    for (i, h) in state.hosts.iter().enumerate() {
-        let e = entry("hosts", i, &h.name);
-        if h.address.is_unspecified() || h.address.is_multicast() || h.address.is_broadcast() || h.address.is_loopback()
-        {
+impl Resolver<'_> {
+    /// `version` and the `cluster:` settings.
+    fn cluster_settings(&mut self) {
+        let Resolver { c, state, .. } = self;
+        if state.version != 1 {
             c.err(
-                Rule::HostAddress,
-                &e,
-                format!("address {} cannot be a data-path address; use the host's unicast underlay IPv4", h.address),
+                Rule::Version,
+                "version",
+                format!("unsupported version {}; this overlay-bpf reads `version: 1`", state.version),
             );
         }
-        if let Some(first) = host_addrs.insert(h.address, i) {
+        let cl = &state.cluster;
+        if cl.vxlan_port == 0 {
+            c.err(Rule::VxlanPort, "cluster.vxlan_port", "must be 1..65535 (VXLAN's standard port is 4789)");
+        }
+        if cl.conntrack_tcp_timeout == 0 || cl.conntrack_udp_timeout == 0 {
             c.err(
-                Rule::DuplicateHostAddress,
-                &e,
-                format!("duplicate address {}: hosts[{first}] already has it", h.address),
+                Rule::ConntrackTimeout,
+                "cluster",
+                "conntrack_tcp_timeout and conntrack_udp_timeout must be at least 1 second",
             );
         }
-        if let Some(ifn) = &h.interface {
-            if !valid_ifname(ifn) {
+        if !(576..=65535).contains(&cl.underlay_mtu) {
+            c.err(
+                Rule::UnderlayMtu,
+                "cluster.underlay_mtu",
+                format!("{} is out of range; an IPv4 underlay MTU is 576..65535", cl.underlay_mtu),
+            );
+        }
+    }
+
+    /// Host names, addresses and interfaces.
+    fn hosts(&mut self) {
+        let Resolver { c, state, host_ix, .. } = self;
+        *host_ix = unique_names(c, "hosts", state.hosts.iter().map(|h| h.name.as_str()));
+        let mut host_addrs: HashMap<Ipv4Addr, usize> = HashMap::new();
+        for (i, h) in state.hosts.iter().enumerate() {
+            let e = entry("hosts", i, &h.name);
+            if h.address.is_unspecified()
+                || h.address.is_multicast()
+                || h.address.is_broadcast()
+                || h.address.is_loopback()
+            {
                 c.err(
-                    Rule::InterfaceName,
+                    Rule::HostAddress,
                     &e,
-                    format!("interface {ifn:?} is not a valid interface name (1-15 characters, no '/' or ':')"),
+                    format!(
+                        "address {} cannot be a data-path address; use the host's unicast underlay IPv4",
+                        h.address
+                    ),
+                );
+            }
+            if let Some(first) = host_addrs.insert(h.address, i) {
+                c.err(
+                    Rule::DuplicateHostAddress,
+                    &e,
+                    format!("duplicate address {}: hosts[{first}] already has it", h.address),
+                );
+            }
+            if let Some(ifn) = &h.interface {
+                if !valid_ifname(ifn) {
+                    c.err(
+                        Rule::InterfaceName,
+                        &e,
+                        format!("interface {ifn:?} is not a valid interface name (1-15 characters, no '/' or ':')"),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Network names, the ingress network, VNIs, MTUs, encryption, and each
+    /// subnet's own rules (host bits, size, gateway, ip_range, aux addresses,
+    /// no host address inside).
+    fn networks(&mut self, caps: Capabilities) {
+        let Resolver { c, state, net_ix, .. } = self;
+        let cl = &state.cluster;
+        *net_ix = unique_names(c, "networks", state.networks.iter().map(|n| n.name.as_str()));
+        let mut ingress_seen: Option<usize> = None;
+        let mut vnis: HashMap<u32, usize> = HashMap::new();
+        for (i, n) in state.networks.iter().enumerate() {
+            let e = entry("networks", i, &n.name);
+            if n.ingress {
+                if let Some(first) = ingress_seen {
+                    c.err(Rule::SecondIngress, &e, format!("a second ingress network: networks[{first}] is already `ingress: true`; at most one network may set it"));
+                } else {
+                    ingress_seen = Some(i);
+                }
+            }
+            if let Some(v) = n.vni {
+                if !(1..=MAX_VNI).contains(&v) {
+                    c.err(Rule::VniRange, &e, format!("vni {v} is outside 1..{MAX_VNI}"));
+                } else if let Some(first) = vnis.insert(v, i) {
+                    c.err(Rule::DuplicateVni, &e, format!("duplicate VNI {v}: networks[{first}] already uses it"));
+                }
+            }
+            if n.encrypted && !caps.encryption {
+                c.err(Rule::Encryption, &e, ENCRYPTION_UNSUPPORTED);
+            }
+            let mtu = network_mtu(n, cl.underlay_mtu);
+            if mtu < 68 {
+                c.err(Rule::MtuTooSmall, &e, format!("mtu {mtu} is below the IPv4 minimum of 68"));
+            } else if mtu + VXLAN_OVERHEAD > cl.underlay_mtu {
+                c.err(
+                    Rule::MtuTooLarge,
+                    &e,
+                    format!(
+                        "mtu {mtu} plus {VXLAN_OVERHEAD} bytes of VXLAN exceeds underlay_mtu {}; use mtu <= {}",
+                        cl.underlay_mtu,
+                        cl.underlay_mtu.saturating_sub(VXLAN_OVERHEAD)
+                    ),
+                );
+            }
+            if n.subnets.is_empty() {
+                c.err(Rule::NoSubnets, &e, "has no subnets; add at least one, e.g. `subnets: [{subnet: 10.0.1.0/24}]`");
+            }
+            for (j, s) in n.subnets.iter().enumerate() {
+                let se = format!("{e}.subnets[{j}]");
+                if s.subnet.trunc() != s.subnet {
+                    c.err(
+                        Rule::HostBits,
+                        &se,
+                        format!("subnet {} has host bits set; did you mean {}?", s.subnet, s.subnet.trunc()),
+                    );
+                }
+                if s.subnet.prefix_len() > 30 {
+                    c.err(
+                        Rule::SubnetTooSmall,
+                        &se,
+                        format!(
+                            "subnet {} is too small: a /30 is the smallest with room for a gateway and an endpoint",
+                            s.subnet
+                        ),
+                    );
+                }
+                let net = s.subnet.trunc();
+                let usable = |ip: Ipv4Addr| net.contains(&ip) && ip != net.network() && ip != net.broadcast();
+                if let Some(g) = s.gateway {
+                    if !usable(g) {
+                        c.err(
+                            Rule::GatewayOutside,
+                            &se,
+                            format!("gateway {g} is outside subnet {net} (or is its network/broadcast address)"),
+                        );
+                    }
+                }
+                if let Some(r) = s.ip_range {
+                    if r.trunc() != r {
+                        c.err(
+                            Rule::HostBits,
+                            &se,
+                            format!("ip_range {r} has host bits set; did you mean {}?", r.trunc()),
+                        );
+                    } else if !net.contains(&r) {
+                        c.err(Rule::IpRangeOutside, &se, format!("ip_range {r} is outside subnet {net}"));
+                    }
+                }
+                for (name, a) in &s.aux_addresses {
+                    if !usable(*a) {
+                        c.err(
+                            Rule::AuxOutside,
+                            &se,
+                            format!(
+                                "aux address {name}={a} is outside subnet {net} (or is its network/broadcast address)"
+                            ),
+                        );
+                    }
+                }
+                for (hi, h) in state.hosts.iter().enumerate() {
+                    if net.contains(&h.address) {
+                        c.err(Rule::SubnetHoldsHost, &se, format!("subnet {net} contains {}, the address of {}; overlay subnets must not hold underlay addresses", h.address, entry("hosts", hi, &h.name)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// No two subnets overlap, in any network, including within one network.
+    fn subnet_overlaps(&mut self) {
+        let Resolver { c, state, .. } = self;
+        // Overlapping subnets, in any network, including within one network.
+        let all_subnets: Vec<(usize, usize, Ipv4Net)> = state
+            .networks
+            .iter()
+            .enumerate()
+            .flat_map(|(i, n)| n.subnets.iter().enumerate().map(move |(j, s)| (i, j, s.subnet.trunc())))
+            .collect();
+        for (a, (ia, ja, na)) in all_subnets.iter().enumerate() {
+            for (ib, jb, nb) in &all_subnets[a + 1..] {
+                if na.contains(nb) || nb.contains(na) {
+                    c.err(
+                        Rule::SubnetOverlap,
+                        format!("{}.subnets[{jb}]", entry("networks", *ib, &state.networks[*ib].name)),
+                        format!(
+                            "subnet {nb} overlaps {na} of {}.subnets[{ja}]; subnets of all networks must not overlap",
+                            entry("networks", *ia, &state.networks[*ia].name)
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Endpoint and service names, and what services point at: their network
+    /// and backends. Returns the endpoints that back a service.
+    fn service_references(&mut self) -> BTreeSet<usize> {
+        let Resolver { c, state, net_ix, ep_ix, .. } = self;
+        *ep_ix = unique_names(c, "endpoints", state.endpoints.iter().map(|e| e.name.as_str()));
+        let _ = unique_names(c, "services", state.services.iter().map(|s| s.name.as_str()));
+
+        let mut backs_a_service: BTreeSet<usize> = BTreeSet::new();
+        for (si, s) in state.services.iter().enumerate() {
+            let e = entry("services", si, &s.name);
+            let snet = net_ix.get(s.network.as_str()).copied();
+            if snet.is_none() {
+                c.err(
+                    Rule::UnknownNetwork,
+                    &e,
+                    format!("network {:?} does not exist; define it under `networks:`", s.network),
+                );
+            }
+            for b in &s.backends {
+                match ep_ix.get(b.as_str()) {
+                    None => c.err(
+                        Rule::UnknownBackend,
+                        &e,
+                        format!("backend {b:?} is not an endpoint; define it under `endpoints:`"),
+                    ),
+                    Some(&bi) => {
+                        backs_a_service.insert(bi);
+                        let bnet = &state.endpoints[bi].network;
+                        if snet.is_some() && bnet != &s.network {
+                            c.err(
+                                Rule::BackendNetwork,
+                                &e,
+                                format!(
+                                    "backend {b:?} is on network {bnet:?}, not on the service's network {:?}",
+                                    s.network
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        backs_a_service
+    }
+
+    /// Each endpoint's host, network, attachability, netns, ifname, MAC and
+    /// explicit address. Returns each endpoint's network, where it exists.
+    fn endpoint_fields(
+        &mut self,
+        networks: &[Network],
+        backs_a_service: &BTreeSet<usize>,
+        taken: &mut [BTreeSet<Ipv4Addr>],
+        owners: &mut HashMap<Ipv4Addr, String>,
+    ) -> Vec<Option<usize>> {
+        let Resolver { c, state, host_ix, net_ix, .. } = self;
+        // Explicit endpoint IPs.
+        let mut ep_net: Vec<Option<usize>> = Vec::new();
+        for (i, ep) in state.endpoints.iter().enumerate() {
+            let e = entry("endpoints", i, &ep.name);
+            if !host_ix.contains_key(ep.host.as_str()) {
+                c.err(Rule::UnknownHost, &e, format!("host {:?} does not exist; define it under `hosts:`", ep.host));
+            }
+            let ni = net_ix.get(ep.network.as_str()).copied();
+            ep_net.push(ni);
+            let Some(ni) = ni else {
+                c.err(
+                    Rule::UnknownNetwork,
+                    &e,
+                    format!("network {:?} does not exist; define it under `networks:`", ep.network),
+                );
+                continue;
+            };
+            let nspec = &state.networks[ni];
+            if !nspec.attachable && !backs_a_service.contains(&i) {
+                c.err(Rule::NotAttachable, &e, format!("network {:?} is not attachable and this endpoint backs no service; set `attachable: true` on the network or list the endpoint in a service's backends", ep.network));
+            }
+            if ep.netns.is_empty() || (!ep.netns.starts_with('/') && ep.netns.contains('/')) {
+                c.err(
+                    Rule::Netns,
+                    &e,
+                    format!("netns {:?} must be a name under /run/netns or an absolute path", ep.netns),
+                );
+            }
+            if let Some(ifn) = &ep.ifname {
+                if !valid_ifname(ifn) {
+                    c.err(
+                        Rule::InterfaceName,
+                        &e,
+                        format!("ifname {ifn:?} is not a valid interface name (1-15 characters, no '/' or ':')"),
+                    );
+                }
+            }
+            if let Some(m) = ep.mac {
+                if m.is_multicast() || m.0 == [0; 6] {
+                    c.err(
+                        Rule::Mac,
+                        &e,
+                        format!("mac {m} is not a unicast address (the first byte must be even, e.g. 02:...)"),
+                    );
+                }
+            }
+            if let Some(ip) = ep.ip {
+                check_explicit_addr(
+                    c,
+                    &e,
+                    "ip",
+                    ip,
+                    &networks[ni],
+                    in_other_network(networks, ni, ip),
+                    &mut taken[ni],
+                    owners,
+                    &format!("endpoint {}", ep.name),
+                );
+            }
+        }
+        ep_net
+    }
+
+    /// dnsrr services' limits, and explicit VIPs.
+    fn service_vips(
+        &mut self,
+        networks: &[Network],
+        taken: &mut [BTreeSet<Ipv4Addr>],
+        owners: &mut HashMap<Ipv4Addr, String>,
+    ) {
+        let Resolver { c, state, net_ix, .. } = self;
+        // Explicit VIPs.
+        for (si, s) in state.services.iter().enumerate() {
+            let e = entry("services", si, &s.name);
+            if s.endpoint_mode == EndpointMode::Dnsrr {
+                if s.vip.is_some() {
+                    c.err(Rule::DnsrrVip, &e, "vip is not allowed with endpoint_mode: dnsrr (dnsrr services have no virtual IP); remove `vip` or use endpoint_mode: vip");
+                }
+                if s.ports.iter().any(|p| p.published.is_some() && p.mode == PublishMode::Ingress) {
+                    c.err(Rule::DnsrrIngress, &e, "endpoint_mode: dnsrr cannot publish ports in ingress mode (the routing mesh needs a VIP); use `mode: host` or endpoint_mode: vip");
+                }
+            }
+            if let (Some(vip), Some(&ni)) = (s.vip, net_ix.get(s.network.as_str())) {
+                check_explicit_addr(
+                    c,
+                    &e,
+                    "vip",
+                    vip,
+                    &networks[ni],
+                    in_other_network(networks, ni, vip),
+                    &mut taken[ni],
+                    owners,
+                    &format!("service {}", s.name),
                 );
             }
         }
     }
 
-    // --- networks
-    let net_ix = unique_names(&mut c, "networks", state.networks.iter().map(|n| n.name.as_str()));
-    let mut ingress_seen: Option<usize> = None;
-    let mut vnis: HashMap<u32, usize> = HashMap::new();
-    for (i, n) in state.networks.iter().enumerate() {
-        let e = entry("networks", i, &n.name);
-        if n.ingress {
-            if let Some(first) = ingress_seen {
-                c.err(Rule::SecondIngress, &e, format!("a second ingress network: networks[{first}] is already `ingress: true`; at most one network may set it"));
-            } else {
-                ingress_seen = Some(i);
-            }
-        }
-        if let Some(v) = n.vni {
-            if !(1..=MAX_VNI).contains(&v) {
-                c.err(Rule::VniRange, &e, format!("vni {v} is outside 1..{MAX_VNI}"));
-            } else if let Some(first) = vnis.insert(v, i) {
-                c.err(Rule::DuplicateVni, &e, format!("duplicate VNI {v}: networks[{first}] already uses it"));
-            }
-        }
-        if n.encrypted && !caps.encryption {
-            c.err(Rule::Encryption, &e, ENCRYPTION_UNSUPPORTED);
-        }
-        let mtu = network_mtu(n, cl.underlay_mtu);
-        if mtu < 68 {
-            c.err(Rule::MtuTooSmall, &e, format!("mtu {mtu} is below the IPv4 minimum of 68"));
-        } else if mtu + VXLAN_OVERHEAD > cl.underlay_mtu {
-            c.err(
-                Rule::MtuTooLarge,
-                &e,
-                format!(
-                    "mtu {mtu} plus {VXLAN_OVERHEAD} bytes of VXLAN exceeds underlay_mtu {}; use mtu <= {}",
-                    cl.underlay_mtu,
-                    cl.underlay_mtu.saturating_sub(VXLAN_OVERHEAD)
-                ),
-            );
-        }
-        if n.subnets.is_empty() {
-            c.err(Rule::NoSubnets, &e, "has no subnets; add at least one, e.g. `subnets: [{subnet: 10.0.1.0/24}]`");
-        }
-        for (j, s) in n.subnets.iter().enumerate() {
-            let se = format!("{e}.subnets[{j}]");
-            if s.subnet.trunc() != s.subnet {
-                c.err(
-                    Rule::HostBits,
-                    &se,
-                    format!("subnet {} has host bits set; did you mean {}?", s.subnet, s.subnet.trunc()),
-                );
-            }
-            if s.subnet.prefix_len() > 30 {
-                c.err(
-                    Rule::SubnetTooSmall,
-                    &se,
-                    format!(
-                        "subnet {} is too small: a /30 is the smallest with room for a gateway and an endpoint",
-                        s.subnet
-                    ),
-                );
-            }
-            let net = s.subnet.trunc();
-            let usable = |ip: Ipv4Addr| net.contains(&ip) && ip != net.network() && ip != net.broadcast();
-            if let Some(g) = s.gateway {
-                if !usable(g) {
-                    c.err(
-                        Rule::GatewayOutside,
-                        &se,
-                        format!("gateway {g} is outside subnet {net} (or is its network/broadcast address)"),
-                    );
+    /// Ports: valid numbers and one owner per published (protocol, port).
+    fn ports(&mut self) {
+        let Resolver { c, state, .. } = self;
+        let cl = &state.cluster;
+        // Ports: valid numbers and one owner per published (protocol, port).
+        let mut published: HashMap<(Protocol, u16), usize> = HashMap::new();
+        for (si, s) in state.services.iter().enumerate() {
+            let e = entry("services", si, &s.name);
+            for (pi, p) in s.ports.iter().enumerate() {
+                if p.target == 0 {
+                    c.err(Rule::PortZero, format!("{e}.ports[{pi}]"), "target port 0 is not a port; use 1..65535");
                 }
-            }
-            if let Some(r) = s.ip_range {
-                if r.trunc() != r {
-                    c.err(Rule::HostBits, &se, format!("ip_range {r} has host bits set; did you mean {}?", r.trunc()));
-                } else if !net.contains(&r) {
-                    c.err(Rule::IpRangeOutside, &se, format!("ip_range {r} is outside subnet {net}"));
+                if let Some(pp) = p.published {
+                    if pp == 0 {
+                        c.err(
+                            Rule::PortZero,
+                            format!("{e}.ports[{pi}]"),
+                            "published port 0 is not a port; use 1..65535",
+                        );
+                    } else if let Some(first) = published.insert((p.protocol, pp), si) {
+                        c.err(
+                            Rule::PublishedTwice,
+                            format!("{e}.ports[{pi}]"),
+                            format!(
+                                "published port {pp}/{} is already published by {}",
+                                p.protocol,
+                                entry("services", first, &state.services[first].name)
+                            ),
+                        );
+                    }
+                    if pp == cl.vxlan_port && p.protocol == Protocol::Udp {
+                        c.err(
+                            Rule::VxlanPortPublished,
+                            format!("{e}.ports[{pi}]"),
+                            format!("published port {pp}/udp is the cluster's vxlan_port"),
+                        );
+                    }
                 }
-            }
-            for (name, a) in &s.aux_addresses {
-                if !usable(*a) {
-                    c.err(
-                        Rule::AuxOutside,
-                        &se,
-                        format!("aux address {name}={a} is outside subnet {net} (or is its network/broadcast address)"),
-                    );
-                }
-            }
-            for (hi, h) in state.hosts.iter().enumerate() {
-                if net.contains(&h.address) {
-                    c.err(Rule::SubnetHoldsHost, &se, format!("subnet {net} contains {}, the address of {}; overlay subnets must not hold underlay addresses", h.address, entry("hosts", hi, &h.name)));
-                }
-            }
-        }
-    }
-    // Overlapping subnets, in any network, including within one network.
-    let all_subnets: Vec<(usize, usize, Ipv4Net)> = state
-        .networks
-        .iter()
-        .enumerate()
-        .flat_map(|(i, n)| n.subnets.iter().enumerate().map(move |(j, s)| (i, j, s.subnet.trunc())))
-        .collect();
-    for (a, (ia, ja, na)) in all_subnets.iter().enumerate() {
-        for (ib, jb, nb) in &all_subnets[a + 1..] {
-            if na.contains(nb) || nb.contains(na) {
-                c.err(
-                    Rule::SubnetOverlap,
-                    format!("{}.subnets[{jb}]", entry("networks", *ib, &state.networks[*ib].name)),
-                    format!(
-                        "subnet {nb} overlaps {na} of {}.subnets[{ja}]; subnets of all networks must not overlap",
-                        entry("networks", *ia, &state.networks[*ia].name)
-                    ),
-                );
             }
         }
     }
 
+    /// Endpoints' addresses (from their network's pool where not given),
+    /// MACs and interface names, each unique.
+    fn allocate_endpoints(
+        &mut self,
+        networks: &[Network],
+        pools: &[Pool],
+        ep_net: &[Option<usize>],
+        taken: &mut [BTreeSet<Ipv4Addr>],
+    ) -> Vec<Endpoint> {
+        let Resolver { c, state, host_ix, .. } = self;
+        // Allocation: endpoints, then VIPs, each from its network's pool.
+        let mut endpoints = Vec::new();
+        let mut ifnames: HashMap<PathBuf, BTreeSet<String>> = HashMap::new();
+        for ep in &state.endpoints {
+            if let Some(ifn) = &ep.ifname {
+                ifnames.entry(netns_path(&ep.netns)).or_default().insert(ifn.clone());
+            }
+        }
+        let mut seen_if: HashMap<(PathBuf, String), usize> = HashMap::new();
+        let mut macs: HashMap<Mac, usize> = HashMap::new();
+        for (i, ep) in state.endpoints.iter().enumerate() {
+            let e = entry("endpoints", i, &ep.name);
+            let (Some(ni), Some(&hi)) = (ep_net[i], host_ix.get(ep.host.as_str())) else { continue };
+            let ip = match ep.ip {
+                Some(ip) => ip,
+                None => match pools[ni].allocate(&format!("endpoint/{}", ep.name), &mut taken[ni]) {
+                    Some(ip) => ip,
+                    None => {
+                        c.err(Rule::PoolExhausted, &e, format!("network {:?}: address pool {} has no free address left; widen the subnet or ip_range, or add a subnet", networks[ni].name, pool_desc(&networks[ni])));
+                        continue;
+                    }
+                },
+            };
+            let Some(sub) = networks[ni].subnet_of(ip) else { continue };
+            let mac = ep.mac.unwrap_or_else(|| Mac::from_ipv4(ip));
+            if let Some(first) = macs.insert(mac, i) {
+                c.err(
+                    Rule::DuplicateMac,
+                    &e,
+                    format!(
+                        "duplicate MAC {mac}: {} already has it",
+                        entry("endpoints", first, &state.endpoints[first].name)
+                    ),
+                );
+            }
+            let netns = netns_path(&ep.netns);
+            let ifname = match &ep.ifname {
+                Some(n) => n.clone(),
+                None => {
+                    let used = ifnames.entry(netns.clone()).or_default();
+                    let n = (0..).map(|k| format!("eth{k}")).find(|n| !used.contains(n)).expect("an unused ethN");
+                    used.insert(n.clone());
+                    n
+                }
+            };
+            if let Some(first) = seen_if.insert((netns.clone(), ifname.clone()), i) {
+                c.err(
+                    Rule::InterfaceTaken,
+                    &e,
+                    format!(
+                        "interface {ifname} in netns {} is already used by {}; give one of them another ifname",
+                        netns.display(),
+                        entry("endpoints", first, &state.endpoints[first].name)
+                    ),
+                );
+            }
+            endpoints.push(Endpoint {
+                name: ep.name.clone(),
+                host: hi,
+                network: ni,
+                netns,
+                ifname,
+                ip,
+                prefix_len: sub.subnet.prefix_len(),
+                gateway: sub.gateway,
+                mac,
+                default_route: false,
+            });
+        }
+        endpoints
+    }
+
+    /// Services with their VIPs (from the pool where not given) and backends.
+    fn allocate_services(
+        &mut self,
+        networks: &[Network],
+        pools: &[Pool],
+        taken: &mut [BTreeSet<Ipv4Addr>],
+        endpoints: &[Endpoint],
+    ) -> Vec<Service> {
+        let Resolver { c, state, net_ix, .. } = self;
+        let ep_index: HashMap<&str, usize> = endpoints.iter().enumerate().map(|(i, e)| (e.name.as_str(), i)).collect();
+        let mut services = Vec::new();
+        for (si, s) in state.services.iter().enumerate() {
+            let e = entry("services", si, &s.name);
+            let Some(&ni) = net_ix.get(s.network.as_str()) else { continue };
+            let vip = match (s.endpoint_mode, s.vip) {
+                (EndpointMode::Dnsrr, _) => None,
+                (EndpointMode::Vip, Some(v)) => Some(v),
+                (EndpointMode::Vip, None) => match pools[ni].allocate(&format!("service/{}", s.name), &mut taken[ni]) {
+                    Some(v) => Some(v),
+                    None => {
+                        c.err(Rule::PoolExhausted, &e, format!("network {:?}: address pool {} has no free address left for the VIP; widen the subnet or ip_range, or set `vip:`", networks[ni].name, pool_desc(&networks[ni])));
+                        None
+                    }
+                },
+            };
+            services.push(Service {
+                name: s.name.clone(),
+                network: ni,
+                endpoint_mode: s.endpoint_mode,
+                vip,
+                ports: s.ports.clone(),
+                backends: s.backends.iter().filter_map(|b| ep_index.get(b.as_str()).copied()).collect(),
+            });
+        }
+        services
+    }
+}
+
+/// The networks with their VNIs: explicit ones, then from FIRST_AUTO_VNI
+/// upwards in file order; gateways default to the first usable address.
+fn resolve_networks(state: &State) -> Vec<Network> {
+    let cl = &state.cluster;
     // VNIs: explicit ones, then from FIRST_AUTO_VNI upwards in file order.
     let mut used_vni: BTreeSet<u32> = state.networks.iter().filter_map(|n| n.vni).collect();
     let mut next = FIRST_AUTO_VNI;
@@ -319,49 +724,14 @@ pub fn resolve(file: &str, state: &State, caps: Capabilities) -> Result<Cluster,
             encrypted: n.encrypted,
         });
     }
+    networks
+}
 
-    // --- endpoints and services: references first.
-    let ep_ix = unique_names(&mut c, "endpoints", state.endpoints.iter().map(|e| e.name.as_str()));
-    let _ = unique_names(&mut c, "services", state.services.iter().map(|s| s.name.as_str()));
-
-    let mut backs_a_service: BTreeSet<usize> = BTreeSet::new();
-    for (si, s) in state.services.iter().enumerate() {
-        let e = entry("services", si, &s.name);
-        let snet = net_ix.get(s.network.as_str()).copied();
-        if snet.is_none() {
-            c.err(
-                Rule::UnknownNetwork,
-                &e,
-                format!("network {:?} does not exist; define it under `networks:`", s.network),
-            );
-        }
-        for b in &s.backends {
-            match ep_ix.get(b.as_str()) {
-                None => c.err(
-                    Rule::UnknownBackend,
-                    &e,
-                    format!("backend {b:?} is not an endpoint; define it under `endpoints:`"),
-                ),
-                Some(&bi) => {
-                    backs_a_service.insert(bi);
-                    let bnet = &state.endpoints[bi].network;
-                    if snet.is_some() && bnet != &s.network {
-                        c.err(
-                            Rule::BackendNetwork,
-                            &e,
-                            format!(
-                                "backend {b:?} is on network {bnet:?}, not on the service's network {:?}",
-                                s.network
-                            ),
-                        );
-                    }
-                }
-            }
-        }
-    }
-
+/// Addresses already claimed in each network (gateways and aux addresses),
+/// and who owns each, for duplicate errors.
+fn claims(networks: &[Network]) -> (Vec<BTreeSet<Ipv4Addr>>, HashMap<Ipv4Addr, String>) {
     // Per network: addresses already claimed (gateways, aux, explicit IPs and VIPs).
-    let mut taken: Vec<BTreeSet<Ipv4Addr>> = networks
+    let taken: Vec<BTreeSet<Ipv4Addr>> = networks
         .iter()
         .map(|n| {
             n.subnets.iter().flat_map(|s| std::iter::once(s.gateway).chain(s.aux_addresses.values().copied())).collect()
@@ -369,7 +739,7 @@ pub fn resolve(file: &str, state: &State, caps: Capabilities) -> Result<Cluster,
         .collect();
     // Owner of each explicitly given address, for duplicate errors.
     let mut owners: HashMap<Ipv4Addr, String> = HashMap::new();
-    for n in &networks {
+    for n in networks {
         for s in &n.subnets {
             owners.insert(s.gateway, format!("the gateway of network {:?}", n.name));
             for (an, a) in &s.aux_addresses {
@@ -377,194 +747,16 @@ pub fn resolve(file: &str, state: &State, caps: Capabilities) -> Result<Cluster,
             }
         }
     }
-    let in_other_network = |own: usize, ip: Ipv4Addr| -> Option<&str> {
-        networks.iter().enumerate().find(|(i, n)| *i != own && n.subnet_of(ip).is_some()).map(|(_, n)| n.name.as_str())
-    };
+    (taken, owners)
+}
 
-    // Explicit endpoint IPs.
-    let mut ep_net: Vec<Option<usize>> = Vec::new();
-    for (i, ep) in state.endpoints.iter().enumerate() {
-        let e = entry("endpoints", i, &ep.name);
-        if !host_ix.contains_key(ep.host.as_str()) {
-            c.err(Rule::UnknownHost, &e, format!("host {:?} does not exist; define it under `hosts:`", ep.host));
-        }
-        let ni = net_ix.get(ep.network.as_str()).copied();
-        ep_net.push(ni);
-        let Some(ni) = ni else {
-            c.err(
-                Rule::UnknownNetwork,
-                &e,
-                format!("network {:?} does not exist; define it under `networks:`", ep.network),
-            );
-            continue;
-        };
-        let nspec = &state.networks[ni];
-        if !nspec.attachable && !backs_a_service.contains(&i) {
-            c.err(Rule::NotAttachable, &e, format!("network {:?} is not attachable and this endpoint backs no service; set `attachable: true` on the network or list the endpoint in a service's backends", ep.network));
-        }
-        if ep.netns.is_empty() || (!ep.netns.starts_with('/') && ep.netns.contains('/')) {
-            c.err(Rule::Netns, &e, format!("netns {:?} must be a name under /run/netns or an absolute path", ep.netns));
-        }
-        if let Some(ifn) = &ep.ifname {
-            if !valid_ifname(ifn) {
-                c.err(
-                    Rule::InterfaceName,
-                    &e,
-                    format!("ifname {ifn:?} is not a valid interface name (1-15 characters, no '/' or ':')"),
-                );
-            }
-        }
-        if let Some(m) = ep.mac {
-            if m.is_multicast() || m.0 == [0; 6] {
-                c.err(
-                    Rule::Mac,
-                    &e,
-                    format!("mac {m} is not a unicast address (the first byte must be even, e.g. 02:...)"),
-                );
-            }
-        }
-        if let Some(ip) = ep.ip {
-            check_explicit_addr(
-                &mut c,
-                &e,
-                "ip",
-                ip,
-                &networks[ni],
-                in_other_network(ni, ip),
-                &mut taken[ni],
-                &mut owners,
-                &format!("endpoint {}", ep.name),
-            );
-        }
-    }
-    // Explicit VIPs.
-    for (si, s) in state.services.iter().enumerate() {
-        let e = entry("services", si, &s.name);
-        if s.endpoint_mode == EndpointMode::Dnsrr {
-            if s.vip.is_some() {
-                c.err(Rule::DnsrrVip, &e, "vip is not allowed with endpoint_mode: dnsrr (dnsrr services have no virtual IP); remove `vip` or use endpoint_mode: vip");
-            }
-            if s.ports.iter().any(|p| p.published.is_some() && p.mode == PublishMode::Ingress) {
-                c.err(Rule::DnsrrIngress, &e, "endpoint_mode: dnsrr cannot publish ports in ingress mode (the routing mesh needs a VIP); use `mode: host` or endpoint_mode: vip");
-            }
-        }
-        if let (Some(vip), Some(&ni)) = (s.vip, net_ix.get(s.network.as_str())) {
-            check_explicit_addr(
-                &mut c,
-                &e,
-                "vip",
-                vip,
-                &networks[ni],
-                in_other_network(ni, vip),
-                &mut taken[ni],
-                &mut owners,
-                &format!("service {}", s.name),
-            );
-        }
-    }
-    // Ports: valid numbers and one owner per published (protocol, port).
-    let mut published: HashMap<(Protocol, u16), usize> = HashMap::new();
-    for (si, s) in state.services.iter().enumerate() {
-        let e = entry("services", si, &s.name);
-        for (pi, p) in s.ports.iter().enumerate() {
-            if p.target == 0 {
-                c.err(Rule::PortZero, format!("{e}.ports[{pi}]"), "target port 0 is not a port; use 1..65535");
-            }
-            if let Some(pp) = p.published {
-                if pp == 0 {
-                    c.err(Rule::PortZero, format!("{e}.ports[{pi}]"), "published port 0 is not a port; use 1..65535");
-                } else if let Some(first) = published.insert((p.protocol, pp), si) {
-                    c.err(
-                        Rule::PublishedTwice,
-                        format!("{e}.ports[{pi}]"),
-                        format!(
-                            "published port {pp}/{} is already published by {}",
-                            p.protocol,
-                            entry("services", first, &state.services[first].name)
-                        ),
-                    );
-                }
-                if pp == cl.vxlan_port && p.protocol == Protocol::Udp {
-                    c.err(
-                        Rule::VxlanPortPublished,
-                        format!("{e}.ports[{pi}]"),
-                        format!("published port {pp}/udp is the cluster's vxlan_port"),
-                    );
-                }
-            }
-        }
-    }
+/// The other network whose subnet holds `ip`, if any.
+fn in_other_network(networks: &[Network], own: usize, ip: Ipv4Addr) -> Option<&str> {
+    networks.iter().enumerate().find(|(i, n)| *i != own && n.subnet_of(ip).is_some()).map(|(_, n)| n.name.as_str())
+}
 
-    // Allocation: endpoints, then VIPs, each from its network's pool.
-    let pools: Vec<Pool> = networks.iter().map(|n| Pool::new(&n.subnets)).collect();
-    let mut endpoints = Vec::new();
-    let mut ifnames: HashMap<PathBuf, BTreeSet<String>> = HashMap::new();
-    for ep in &state.endpoints {
-        if let Some(ifn) = &ep.ifname {
-            ifnames.entry(netns_path(&ep.netns)).or_default().insert(ifn.clone());
-        }
-    }
-    let mut seen_if: HashMap<(PathBuf, String), usize> = HashMap::new();
-    let mut macs: HashMap<Mac, usize> = HashMap::new();
-    for (i, ep) in state.endpoints.iter().enumerate() {
-        let e = entry("endpoints", i, &ep.name);
-        let (Some(ni), Some(&hi)) = (ep_net[i], host_ix.get(ep.host.as_str())) else { continue };
-        let ip = match ep.ip {
-            Some(ip) => ip,
-            None => match pools[ni].allocate(&format!("endpoint/{}", ep.name), &mut taken[ni]) {
-                Some(ip) => ip,
-                None => {
-                    c.err(Rule::PoolExhausted, &e, format!("network {:?}: address pool {} has no free address left; widen the subnet or ip_range, or add a subnet", networks[ni].name, pool_desc(&networks[ni])));
-                    continue;
-                }
-            },
-        };
-        let Some(sub) = networks[ni].subnet_of(ip) else { continue };
-        let mac = ep.mac.unwrap_or_else(|| Mac::from_ipv4(ip));
-        if let Some(first) = macs.insert(mac, i) {
-            c.err(
-                Rule::DuplicateMac,
-                &e,
-                format!(
-                    "duplicate MAC {mac}: {} already has it",
-                    entry("endpoints", first, &state.endpoints[first].name)
-                ),
-            );
-        }
-        let netns = netns_path(&ep.netns);
-        let ifname = match &ep.ifname {
-            Some(n) => n.clone(),
-            None => {
-                let used = ifnames.entry(netns.clone()).or_default();
-                let n = (0..).map(|k| format!("eth{k}")).find(|n| !used.contains(n)).expect("an unused ethN");
-                used.insert(n.clone());
-                n
-            }
-        };
-        if let Some(first) = seen_if.insert((netns.clone(), ifname.clone()), i) {
-            c.err(
-                Rule::InterfaceTaken,
-                &e,
-                format!(
-                    "interface {ifname} in netns {} is already used by {}; give one of them another ifname",
-                    netns.display(),
-                    entry("endpoints", first, &state.endpoints[first].name)
-                ),
-            );
-        }
-        endpoints.push(Endpoint {
-            name: ep.name.clone(),
-            host: hi,
-            network: ni,
-            netns,
-            ifname,
-            ip,
-            prefix_len: sub.subnet.prefix_len(),
-            gateway: sub.gateway,
-            mac,
-            default_route: false,
-        });
-    }
+/// One default route per netns: the first endpoint that can leave the overlay.
+fn default_routes(endpoints: &mut [Endpoint], networks: &[Network]) {
     // One default route per netns: the first endpoint that can leave the overlay.
     let mut by_netns: BTreeMap<PathBuf, Vec<usize>> = BTreeMap::new();
     for (i, e) in endpoints.iter().enumerate() {
@@ -574,49 +766,6 @@ pub fn resolve(file: &str, state: &State, caps: Capabilities) -> Result<Cluster,
         let pick = idx.iter().copied().find(|&i| !networks[endpoints[i].network].internal).unwrap_or(idx[0]);
         endpoints[pick].default_route = true;
     }
-    let ep_index: HashMap<&str, usize> = endpoints.iter().enumerate().map(|(i, e)| (e.name.as_str(), i)).collect();
-    let mut services = Vec::new();
-    for (si, s) in state.services.iter().enumerate() {
-        let e = entry("services", si, &s.name);
-        let Some(&ni) = net_ix.get(s.network.as_str()) else { continue };
-        let vip = match (s.endpoint_mode, s.vip) {
-            (EndpointMode::Dnsrr, _) => None,
-            (EndpointMode::Vip, Some(v)) => Some(v),
-            (EndpointMode::Vip, None) => match pools[ni].allocate(&format!("service/{}", s.name), &mut taken[ni]) {
-                Some(v) => Some(v),
-                None => {
-                    c.err(Rule::PoolExhausted, &e, format!("network {:?}: address pool {} has no free address left for the VIP; widen the subnet or ip_range, or set `vip:`", networks[ni].name, pool_desc(&networks[ni])));
-                    None
-                }
-            },
-        };
-        services.push(Service {
-            name: s.name.clone(),
-            network: ni,
-            endpoint_mode: s.endpoint_mode,
-            vip,
-            ports: s.ports.clone(),
-            backends: s.backends.iter().filter_map(|b| ep_index.get(b.as_str()).copied()).collect(),
-        });
-    }
-
-    if !c.problems.is_empty() {
-        return Err(StateError { file: c.file.to_string(), problems: c.problems });
-    }
-    Ok(Cluster {
-        vxlan_port: cl.vxlan_port,
-        underlay_mtu: cl.underlay_mtu,
-        conntrack_tcp_timeout: cl.conntrack_tcp_timeout,
-        conntrack_udp_timeout: cl.conntrack_udp_timeout,
-        hosts: state
-            .hosts
-            .iter()
-            .map(|h| Host { name: h.name.clone(), address: h.address, interface: h.interface.clone() })
-            .collect(),
-        networks,
-        endpoints,
-        services,
-    })
 }
 
 fn pool_desc(n: &Network) -> String {
