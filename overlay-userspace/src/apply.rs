@@ -10,7 +10,7 @@ use std::{
 use overlay_common::{CT_DEFAULT_SIZE, MAP_CT};
 
 use crate::{
-    error::UserError,
+    error::{Error, Result, EXIT_SYSTEM, EXIT_USER},
     kmaps::KernelMaps,
     loader, masquerade,
     model::Cluster,
@@ -19,32 +19,79 @@ use crate::{
     reconcile::{self, Diff, HostFacts, Veth},
 };
 
+/// What `up` and `down` refuse, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("unknown host {name:?}; the state file defines: {known}")]
+    UnknownHost { name: String, known: String },
+    #[error(
+        "cannot tell which host this is: no host's address is configured here and no host is named {hostname:?}; \
+         pass --host NAME (one of: {known})"
+    )]
+    WhichHost { hostname: String, known: String },
+    #[error(
+        "host {host}: address {address} is not configured on any interface here; configure it, set \
+         hosts[].interface, or use --netns for a host in a namespace"
+    )]
+    AddressNotHere { host: String, address: Ipv4Addr },
+    #[error("host {host}: interface {name:?} does not exist here")]
+    NoInterface { host: String, name: String },
+    #[error(
+        "--ct-size {want}: the connection table {path} already has {have} entries, and a table cannot be resized \
+         while the data path uses it. Keep {have} (drop --ct-size or pass --ct-size {have}), or run \
+         `overlay-bpf down` then `up --ct-size {want}`, which drops every tracked flow"
+    )]
+    CtSize { want: u32, have: u32, path: String },
+    #[error(
+        "endpoint {endpoint}: network namespace {path} does not exist; create it (`ip netns add NAME`) or fix `netns`"
+    )]
+    NoNetns { endpoint: String, path: String },
+    #[error("endpoints {a} and {b} hash to the same veth name {veth}; rename one")]
+    VethClash { a: String, b: String, veth: String },
+    #[error("host {host} is not up: no pins at {dir} (run `overlay-bpf up`)")]
+    NotUp { host: String, dir: String },
+    #[error("nothing is up here (no pins under {root}); pass --host NAME")]
+    NothingUp { root: String },
+    #[error("several hosts are up here ({hosts}); pass --host NAME")]
+    SeveralUp { hosts: String },
+    #[error("turn off TX checksum offload on the veth underlay {dev}: {source}")]
+    Offload {
+        dev: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ApplyError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ApplyError::Offload { .. } => EXIT_SYSTEM,
+            _ => EXIT_USER,
+        }
+    }
+}
+
 /// Which host of the cluster this machine (or `--netns`) is.
 ///
 /// `--host` wins; else the host whose address is configured here; else the
 /// host named like this machine.
-pub fn select_host(cluster: &Cluster, explicit: Option<&str>) -> Result<usize, UserError> {
+pub fn select_host(cluster: &Cluster, explicit: Option<&str>) -> Result<usize, ApplyError> {
     let names = || cluster.hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>().join(", ");
     if let Some(name) = explicit {
         return cluster
             .host_index(name)
-            .ok_or_else(|| UserError(format!("unknown host {name:?}; the state file defines: {}", names())));
+            .ok_or_else(|| ApplyError::UnknownHost { name: name.to_string(), known: names() });
     }
     let local: Vec<Ipv4Addr> = netdev::local_ipv4_addresses().into_iter().map(|(_, ip)| ip).collect();
     if let Some(i) = cluster.hosts.iter().position(|h| local.contains(&h.address)) {
         return Ok(i);
     }
     let hostname = nix::unistd::gethostname().ok().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
-    cluster.host_index(&hostname).ok_or_else(|| {
-        UserError(format!(
-            "cannot tell which host this is: no host's address is configured here and no host is named {hostname:?}; pass --host NAME (one of: {})",
-            names()
-        ))
-    })
+    cluster.host_index(&hostname).ok_or_else(|| ApplyError::WhichHost { hostname: hostname.clone(), known: names() })
 }
 
 /// The underlay device of host `h`: its `interface`, else the device holding its address.
-pub fn underlay_device(cluster: &Cluster, h: usize) -> Result<(String, u32), UserError> {
+pub fn underlay_device(cluster: &Cluster, h: usize) -> Result<(String, u32), ApplyError> {
     let host = &cluster.hosts[h];
     let name = match &host.interface {
         Some(i) => i.clone(),
@@ -52,15 +99,10 @@ pub fn underlay_device(cluster: &Cluster, h: usize) -> Result<(String, u32), Use
             .into_iter()
             .find(|(_, ip)| *ip == host.address)
             .map(|(n, _)| n)
-            .ok_or_else(|| {
-                UserError(format!(
-                    "host {}: address {} is not configured on any interface here; configure it, set hosts[].interface, or use --netns for a host in a namespace",
-                    host.name, host.address
-                ))
-            })?,
+            .ok_or_else(|| ApplyError::AddressNotHere { host: host.name.clone(), address: host.address })?,
     };
     let idx = netdev::ifindex(&name)
-        .ok_or_else(|| UserError(format!("host {}: interface {name:?} does not exist here", host.name)))?;
+        .ok_or_else(|| ApplyError::NoInterface { host: host.name.clone(), name: name.clone() })?;
     Ok((name, idx))
 }
 
@@ -119,15 +161,12 @@ pub struct UpOptions {
 /// The size to load the connection table with. A pinned table is reused as it
 /// is (the programs attached now share it), so asking for another size is
 /// refused rather than silently ignored: a table cannot be resized in place.
-pub fn ct_size(pins: &Pins, asked: Option<u32>) -> Result<u32, UserError> {
+pub fn ct_size(pins: &Pins, asked: Option<u32>) -> Result<u32, ApplyError> {
     let pinned = crate::kmaps::max_entries(pins, MAP_CT).ok();
     match (pinned, asked) {
-        (Some(have), Some(want)) if have != want => Err(UserError(format!(
-            "--ct-size {want}: the connection table {} already has {have} entries, and a table cannot be resized \
-             while the data path uses it. Keep {have} (drop --ct-size or pass --ct-size {have}), or run \
-             `overlay-bpf down` then `up --ct-size {want}`, which drops every tracked flow",
-            pins.map(MAP_CT).display()
-        ))),
+        (Some(have), Some(want)) if have != want => {
+            Err(ApplyError::CtSize { want, have, path: pins.map(MAP_CT).display().to_string() })
+        }
         (Some(have), _) => Ok(have),
         (None, want) => Ok(want.unwrap_or(CT_DEFAULT_SIZE)),
     }
@@ -142,7 +181,7 @@ pub async fn up(
     pins: &Pins,
     opts: &UpOptions,
     progress: &dyn Fn(&str),
-) -> anyhow::Result<UpReport> {
+) -> Result<UpReport> {
     let host = &cluster.hosts[h];
     let (underlay, underlay_ifindex) = underlay_device(cluster, h)?;
     // Everything the user could have got wrong, before touching the kernel.
@@ -150,20 +189,11 @@ pub async fn up(
     let mut names: BTreeMap<String, &str> = BTreeMap::new();
     for e in &local {
         if !e.netns.exists() {
-            return Err(UserError(format!(
-                "endpoint {}: network namespace {} does not exist; create it (`ip netns add NAME`) or fix `netns`",
-                e.name,
-                e.netns.display()
-            ))
-            .into());
+            return Err(ApplyError::NoNetns { endpoint: e.name.clone(), path: e.netns.display().to_string() }.into());
         }
         let v = netdev::host_veth_name(&e.name);
         if let Some(other) = names.insert(v.clone(), &e.name) {
-            return Err(UserError(format!(
-                "endpoints {other} and {} hash to the same veth name {v}; rename one",
-                e.name
-            ))
-            .into());
+            return Err(ApplyError::VethClash { a: other.to_string(), b: e.name.clone(), veth: v.clone() }.into());
         }
     }
     let placeholder = HostFacts {
@@ -214,7 +244,7 @@ async fn up_inner(
     ct_entries: u32,
     report: &mut UpReport,
     progress: &dyn Fn(&str),
-) -> anyhow::Result<()> {
+) -> Result<()> {
     pins.create_dirs()?;
     progress("loading the eBPF programs");
     let mut loaded = loader::load(Some(pins), ct_entries)?;
@@ -269,7 +299,7 @@ async fn up_inner(
         // A veth underlay would carry partial checksums to the other hosts,
         // whose XDP redirect cannot finish them: finish them here, like a NIC.
         netdev::disable_tx_checksum(underlay)
-            .map_err(|e| anyhow::anyhow!("turn off TX checksum offload on the veth underlay {underlay}: {e}"))?;
+            .map_err(|source| ApplyError::Offload { dev: underlay.to_string(), source })?;
     }
     report.note_link(loaded.ensure_xdp(pins, underlay)?, format!("xdp@{underlay}"));
 
@@ -289,7 +319,8 @@ async fn up_inner(
     // entries are not carried: tracked flows are picked again.
     for name in pins.other_versions() {
         progress(&format!("retiring {name}: a map of another layout version than this build's"));
-        std::fs::remove_file(pins.map(&name))?;
+        let path = pins.map(&name);
+        std::fs::remove_file(&path).map_err(Error::io(format!("remove {}", path.display())))?;
         report.maps_retired.push(name);
     }
 
@@ -307,7 +338,7 @@ async fn up_inner(
     // (the XDP FIB lookup refuses devices that do not forward).
     let publishes = cluster.services.iter().any(|s| s.ports.iter().any(|p| p.published.is_some()));
     if !egress.is_empty() || publishes {
-        netdev::enable_ip_forward()?;
+        netdev::enable_ip_forward().map_err(Error::io("turn on IPv4 forwarding (/proc/sys/net/ipv4/ip_forward)"))?;
     }
     if publishes {
         let me = cluster.hosts[h].address;
@@ -325,7 +356,7 @@ async fn up_inner(
             _ => false,
         };
         if !keep {
-            std::fs::remove_file(&path)?;
+            std::fs::remove_file(&path).map_err(Error::io(format!("remove {}", path.display())))?;
             report.links_removed.push(format!("{kind}@{ifname}"));
             if kind == "tc" && netdev::is_host_veth_name(&ifname) && netdev::delete_link(&handle, &ifname).await? {
                 report.veths_removed.push(ifname);
@@ -354,7 +385,7 @@ pub struct DownReport {
 }
 
 /// Detaches everything `up` attached, removes its veths and its pins.
-pub async fn down(pins: &Pins) -> anyhow::Result<DownReport> {
+pub async fn down(pins: &Pins) -> Result<DownReport> {
     let mut report = DownReport::default();
     let mut veths: Vec<String> = Vec::new();
     if let Ok(maps) = KernelMaps::open(pins) {
@@ -368,7 +399,7 @@ pub async fn down(pins: &Pins) -> anyhow::Result<DownReport> {
         if kind == "tc" && netdev::is_host_veth_name(&ifname) && !veths.contains(&ifname) {
             veths.push(ifname.clone());
         }
-        std::fs::remove_file(&path)?;
+        std::fs::remove_file(&path).map_err(Error::io(format!("remove {}", path.display())))?;
         report.links_removed.push(format!("{kind}@{ifname}"));
     }
     masquerade::remove()?;

@@ -1,29 +1,88 @@
+//! Errors: one `thiserror` enum per subsystem, each knowing its exit code,
+//! and [`Error`], any of them, which the command line prints and exits with.
 //! Exit codes: 0 success, 1 a user error (bad file, unknown host, bad flag, a
 //! state bigger than the maps), 2 a system error (kernel refused, missing
 //! privilege).
 
-/// A mistake the user can fix: exit code 1.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UserError(pub String);
-
 pub const EXIT_USER: i32 = 1;
 pub const EXIT_SYSTEM: i32 = 2;
 
-/// The exit code for an error: 1 for user errors, 2 for everything else.
-pub fn exit_code(e: &anyhow::Error) -> i32 {
-    let too_big = matches!(e.downcast_ref::<crate::kmaps::MapsError>(), Some(crate::kmaps::MapsError::Full { .. }));
-    if too_big || e.downcast_ref::<UserError>().is_some() || e.downcast_ref::<crate::model::StateError>().is_some() {
-        EXIT_USER
-    } else {
-        EXIT_SYSTEM
+/// Anything the library can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    State(#[from] crate::model::StateError),
+    #[error(transparent)]
+    Apply(#[from] crate::apply::ApplyError),
+    #[error(transparent)]
+    Maps(#[from] crate::kmaps::MapsError),
+    #[error(transparent)]
+    Loader(#[from] crate::loader::LoaderError),
+    #[error(transparent)]
+    Netdev(#[from] crate::netdev::NetdevError),
+    #[error(transparent)]
+    Pins(#[from] crate::pins::PinsError),
+    #[error(transparent)]
+    Masquerade(#[from] crate::masquerade::MasqueradeError),
+    #[error(transparent)]
+    Network(#[from] crate::network_cmd::NetworkError),
+    #[error(transparent)]
+    BpfLog(#[from] crate::bpf_log::BpfLogError),
+    #[error("{what} needs root (CAP_BPF, CAP_NET_ADMIN); run it with sudo")]
+    NotRoot { what: &'static str },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// 1 for what the user can fix, 2 for the rest.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::State(_) | Error::Network(_) => EXIT_USER,
+            Error::Apply(e) => e.exit_code(),
+            Error::Maps(e) => e.exit_code(),
+            Error::Loader(_)
+            | Error::Netdev(_)
+            | Error::Pins(_)
+            | Error::Masquerade(_)
+            | Error::BpfLog(_)
+            | Error::NotRoot { .. }
+            | Error::Io { .. } => EXIT_SYSTEM,
+        }
+    }
+
+    /// An I/O error, with what was being done.
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let context = context.into();
+        move |source| Error::Io { context, source }
     }
 }
 
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
 /// Root is needed to load programs and create devices.
-pub fn require_root(what: &str) -> anyhow::Result<()> {
+pub fn require_root(what: &'static str) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
-        anyhow::bail!("{what} needs root (CAP_BPF, CAP_NET_ADMIN); run it with sudo");
+        return Err(Error::NotRoot { what });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_knows_its_exit_code() {
+        let user: Error = crate::apply::ApplyError::UnknownHost { name: "x".into(), known: "a".into() }.into();
+        let full: Error = crate::kmaps::MapsError::Full { map: "OB_MAGLEV_V1", need: 2, limit: 1 }.into();
+        let root = Error::NotRoot { what: "up" };
+        let io = Error::io("read x")(std::io::Error::other("boom"));
+        assert_eq!([user.exit_code(), full.exit_code(), root.exit_code(), io.exit_code()], [1, 1, 2, 2]);
+        assert_eq!(io.to_string(), "read x: boom");
+    }
 }

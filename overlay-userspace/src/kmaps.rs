@@ -27,6 +27,15 @@ pub enum MapsError {
     NoLogSwitch,
 }
 
+impl MapsError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            MapsError::Full { .. } | MapsError::NoLogSwitch => crate::error::EXIT_USER,
+            MapsError::Open { .. } | MapsError::Op { .. } => crate::error::EXIT_SYSTEM,
+        }
+    }
+}
+
 /// The size of a pinned map, as the kernel has it.
 pub fn max_entries(pins: &Pins, name: &'static str) -> Result<u32, MapsError> {
     let path = pins.map(name);

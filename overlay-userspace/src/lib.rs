@@ -1,6 +1,7 @@
 //! overlay-bpf: Docker-style multi-host overlay networking with the data path
 //! in eBPF. The binary (`overlay-bpf`) is a thin CLI over this library.
 
+pub mod agent;
 pub mod apply;
 pub mod bpf_log;
 pub mod error;

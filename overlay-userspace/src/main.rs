@@ -42,10 +42,24 @@ fn main() {
     let code = match rt.block_on(cli::run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            error::exit_code(&e)
+            eprintln!("error: {}", chain(&e));
+            e.exit_code()
         }
     };
     drop(rt);
     std::process::exit(code);
+}
+
+/// An error and its causes, as one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s += &format!(": {text}");
+        }
+        cause = c.source();
+    }
+    s
 }

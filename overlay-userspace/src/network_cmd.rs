@@ -7,9 +7,37 @@ use ipnet::Ipv4Net;
 use serde_json::{json, Value};
 
 use crate::{
-    error::UserError,
+    error::{Error, Result},
     model::{self, Capabilities, Cluster, NetworkSpec, State, StateError, SubnetSpec},
 };
+
+/// What `network create/rm/inspect` refuse (all user errors, exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error("network with name {0} already exists")]
+    Exists(String),
+    #[error("network {0} not found")]
+    NotFound(String),
+    #[error("network {name} is in use by endpoints [{endpoints}] and services [{services}]; remove them from the state file first")]
+    InUse { name: String, endpoints: String, services: String },
+    #[error("driver {0:?} is not supported; overlay-bpf only does `overlay`")]
+    Driver(String),
+    #[error("--gateway, --ip-range and --aux-address need a --subnet")]
+    NeedsSubnet,
+    #[error("no free 10.0.N.0/24 left for a default subnet; pass --subnet")]
+    NoFreeSubnet,
+    #[error("{flag} {ip} is in none of the --subnet ranges")]
+    NotInSubnet { flag: &'static str, ip: Ipv4Addr },
+    #[error("two {flag} values for subnet {subnet}")]
+    Twice { flag: &'static str, subnet: Ipv4Net },
+    #[error("--opt {key}={value}: {why}")]
+    BadOpt { key: String, value: String, why: &'static str },
+    #[error(
+        "--opt {0}: unknown option; supported: mtu, com.docker.network.driver.mtu, encrypted, \
+         com.docker.network.driver.overlay.vxlanid_list"
+    )]
+    UnknownOpt(String),
+}
 
 /// `network create` as parsed from Docker-style flags.
 #[derive(Debug, Clone, Default)]
@@ -57,15 +85,16 @@ pub fn read_for_edit(path: &Path) -> Result<State, StateError> {
 
 /// Validates and writes the state atomically (temp file + rename): a state that
 /// breaks a rule is never written.
-pub fn write_state(path: &Path, state: &State) -> anyhow::Result<()> {
+pub fn write_state(path: &Path, state: &State) -> Result<()> {
     model::resolve(&path.display().to_string(), state, Capabilities::default())?;
-    let text = serde_yaml::to_string(state)?;
+    let text = serde_yaml::to_string(state)
+        .map_err(|e| Error::io(format!("write {}", path.display()))(std::io::Error::other(e)))?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
     }
     let tmp = path.with_extension("yaml.tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)?;
+    std::fs::write(&tmp, text).map_err(Error::io(format!("write {}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(Error::io(format!("rename {} to {}", tmp.display(), path.display())))?;
     Ok(())
 }
 
@@ -79,9 +108,9 @@ fn default_subnet(state: &State) -> Option<Ipv4Net> {
 
 /// Adds a network to `state`, Docker-style: each `--gateway`, `--ip-range` and
 /// `--aux-address` goes to the `--subnet` that contains it.
-pub fn create(state: &mut State, o: &CreateOpts) -> Result<(), UserError> {
+pub fn create(state: &mut State, o: &CreateOpts) -> Result<(), NetworkError> {
     if state.networks.iter().any(|n| n.name == o.name) {
-        return Err(UserError(format!("network with name {} already exists", o.name)));
+        return Err(NetworkError::Exists(o.name.clone()));
     }
     let mut subnets: Vec<SubnetSpec> = o
         .subnets
@@ -90,28 +119,24 @@ pub fn create(state: &mut State, o: &CreateOpts) -> Result<(), UserError> {
         .collect();
     if subnets.is_empty() {
         if !(o.gateways.is_empty() && o.ip_ranges.is_empty() && o.aux_addresses.is_empty()) {
-            return Err(UserError("--gateway, --ip-range and --aux-address need a --subnet".into()));
+            return Err(NetworkError::NeedsSubnet);
         }
-        let s = default_subnet(state)
-            .ok_or_else(|| UserError("no free 10.0.N.0/24 left for a default subnet; pass --subnet".into()))?;
+        let s = default_subnet(state).ok_or(NetworkError::NoFreeSubnet)?;
         subnets.push(SubnetSpec { subnet: s, gateway: None, ip_range: None, aux_addresses: Default::default() });
     }
-    let holder = |subnets: &mut Vec<SubnetSpec>, ip: Ipv4Addr, what: &str| -> Result<usize, UserError> {
-        subnets
-            .iter()
-            .position(|s| s.subnet.contains(&ip))
-            .ok_or_else(|| UserError(format!("{what} {ip} is in none of the --subnet ranges")))
+    let holder = |subnets: &mut Vec<SubnetSpec>, ip: Ipv4Addr, flag: &'static str| -> Result<usize, NetworkError> {
+        subnets.iter().position(|s| s.subnet.contains(&ip)).ok_or(NetworkError::NotInSubnet { flag, ip })
     };
     for g in &o.gateways {
         let i = holder(&mut subnets, *g, "--gateway")?;
         if subnets[i].gateway.replace(*g).is_some() {
-            return Err(UserError(format!("two --gateway values for subnet {}", subnets[i].subnet)));
+            return Err(NetworkError::Twice { flag: "--gateway", subnet: subnets[i].subnet });
         }
     }
     for r in &o.ip_ranges {
         let i = holder(&mut subnets, r.network(), "--ip-range")?;
         if subnets[i].ip_range.replace(*r).is_some() {
-            return Err(UserError(format!("two --ip-range values for subnet {}", subnets[i].subnet)));
+            return Err(NetworkError::Twice { flag: "--ip-range", subnet: subnets[i].subnet });
         }
     }
     for (n, a) in &o.aux_addresses {
@@ -128,19 +153,16 @@ pub fn create(state: &mut State, o: &CreateOpts) -> Result<(), UserError> {
         ..Default::default()
     };
     for (k, v) in &o.opts {
+        let bad = |why| NetworkError::BadOpt { key: k.clone(), value: v.clone(), why };
         match k.as_str() {
             "mtu" | "com.docker.network.driver.mtu" => {
-                net.mtu = Some(v.parse().map_err(|_| UserError(format!("--opt {k}={v}: the MTU must be a number")))?);
+                net.mtu = Some(v.parse().map_err(|_| bad("the MTU must be a number"))?);
             }
             "encrypted" => net.encrypted = v.is_empty() || v == "true",
             "com.docker.network.driver.overlay.vxlanid_list" => {
-                net.vni = Some(v.parse().map_err(|_| UserError(format!("--opt {k}={v}: one VNI number is supported")))?);
+                net.vni = Some(v.parse().map_err(|_| bad("one VNI number is supported"))?);
             }
-            _ => {
-                return Err(UserError(format!(
-                    "--opt {k}: unknown option; supported: mtu, com.docker.network.driver.mtu, encrypted, com.docker.network.driver.overlay.vxlanid_list"
-                )))
-            }
+            _ => return Err(NetworkError::UnknownOpt(k.clone())),
         }
     }
     state.networks.push(net);
@@ -148,19 +170,19 @@ pub fn create(state: &mut State, o: &CreateOpts) -> Result<(), UserError> {
 }
 
 /// Removes networks; refuses one that endpoints or services still use.
-pub fn remove(state: &mut State, names: &[String]) -> Result<(), UserError> {
+pub fn remove(state: &mut State, names: &[String]) -> Result<(), NetworkError> {
     for name in names {
         let Some(i) = state.networks.iter().position(|n| &n.name == name) else {
-            return Err(UserError(format!("network {name} not found")));
+            return Err(NetworkError::NotFound(name.clone()));
         };
         let eps: Vec<&str> = state.endpoints.iter().filter(|e| &e.network == name).map(|e| e.name.as_str()).collect();
         let svcs: Vec<&str> = state.services.iter().filter(|s| &s.network == name).map(|s| s.name.as_str()).collect();
         if !eps.is_empty() || !svcs.is_empty() {
-            return Err(UserError(format!(
-                "network {name} is in use by endpoints [{}] and services [{}]; remove them from the state file first",
-                eps.join(", "),
-                svcs.join(", ")
-            )));
+            return Err(NetworkError::InUse {
+                name: name.clone(),
+                endpoints: eps.join(", "),
+                services: svcs.join(", "),
+            });
         }
         state.networks.remove(i);
     }
@@ -336,13 +358,13 @@ mod tests {
     fn bad_requests_are_refused_with_the_reason() {
         let mut s = net(CreateOpts { name: "a".into(), ..Default::default() });
         let e = create(&mut s, &CreateOpts { name: "a".into(), ..Default::default() }).unwrap_err();
-        assert!(e.0.contains("already exists"), "{e}");
+        assert!(matches!(e, NetworkError::Exists(ref n) if n == "a"), "{e}");
         let e = create(
             &mut s,
             &CreateOpts { name: "b".into(), opts: vec![("colour".into(), "x".into())], ..Default::default() },
         )
         .unwrap_err();
-        assert!(e.0.contains("--opt colour: unknown option"), "{e}");
+        assert!(matches!(e, NetworkError::UnknownOpt(ref k) if k == "colour"), "{e}");
         let e = create(
             &mut s,
             &CreateOpts {
@@ -353,7 +375,8 @@ mod tests {
             },
         )
         .unwrap_err();
-        assert!(e.0.contains("--gateway 10.6.0.1 is in none of the --subnet ranges"), "{e}");
+        assert!(matches!(e, NetworkError::NotInSubnet { flag: "--gateway", .. }), "{e}");
+        assert_eq!(e.to_string(), "--gateway 10.6.0.1 is in none of the --subnet ranges");
         assert_eq!(s.networks.len(), 1, "nothing added by refused requests");
     }
 
@@ -365,10 +388,10 @@ mod tests {
         )
         .unwrap();
         let e = remove(&mut s, &["a".into()]).unwrap_err();
-        assert!(e.0.contains("in use by endpoints [e]"), "{e}");
+        assert!(matches!(e, NetworkError::InUse { ref endpoints, .. } if endpoints == "e"), "{e}");
         remove(&mut s, &["b".into()]).unwrap();
         assert_eq!(s.networks.len(), 1);
-        assert!(remove(&mut s, &["zz".into()]).unwrap_err().0.contains("not found"));
+        assert!(matches!(remove(&mut s, &["zz".into()]).unwrap_err(), NetworkError::NotFound(_)));
     }
 
     #[test]

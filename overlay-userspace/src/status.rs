@@ -141,7 +141,7 @@ fn services(
     by_id.into_values().collect()
 }
 
-pub async fn gather(host: &str, pins: &Pins, cluster: Option<&Cluster>) -> anyhow::Result<Status> {
+pub async fn gather(host: &str, pins: &Pins, cluster: Option<&Cluster>) -> crate::error::Result<Status> {
     let maps = KernelMaps::open(pins)?;
     let content = maps.read()?;
     let mut map_status: Vec<MapStatus> = content

@@ -1,13 +1,9 @@
 use super::{pins_for, Global};
-use overlay_bpf::{
-    apply,
-    error::{require_root, UserError},
-    pins::DEFAULT_PIN_ROOT,
-};
+use overlay_bpf::{apply, apply::ApplyError, error::require_root, pins::DEFAULT_PIN_ROOT};
 
 /// The host to take down: --host, else the state file's pick, else the only
 /// host with pins under the default root.
-fn host_name(g: &Global) -> anyhow::Result<String> {
+fn host_name(g: &Global) -> overlay_bpf::error::Result<String> {
     if let Some(h) = &g.host {
         return Ok(h.clone());
     }
@@ -19,12 +15,12 @@ fn host_name(g: &Global) -> anyhow::Result<String> {
         .unwrap_or_default();
     match found.as_slice() {
         [one] => Ok(one.clone()),
-        [] => Err(UserError(format!("nothing is up here (no pins under {DEFAULT_PIN_ROOT}); pass --host NAME")).into()),
-        many => Err(UserError(format!("several hosts are up here ({}); pass --host NAME", many.join(", "))).into()),
+        [] => Err(ApplyError::NothingUp { root: DEFAULT_PIN_ROOT.into() }.into()),
+        many => Err(ApplyError::SeveralUp { hosts: many.join(", ") }.into()),
     }
 }
 
-pub async fn down(g: &Global) -> anyhow::Result<i32> {
+pub async fn down(g: &Global) -> overlay_bpf::error::Result<i32> {
     let host = host_name(g)?;
     require_root("down")?;
     let pins = pins_for(g, &host);

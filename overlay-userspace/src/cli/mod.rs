@@ -213,7 +213,7 @@ pub struct CreateArgs {
     pub vni: Option<u32>,
 }
 
-pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+pub async fn run(cli: Cli) -> overlay_bpf::error::Result<i32> {
     let g = cli.global;
     match cli.command {
         Command::Up { table } => up::up(&g, table).await,
@@ -234,12 +234,15 @@ pub fn pins_for(g: &Global, host: &str) -> overlay_bpf::pins::Pins {
 }
 
 /// Loads the state file and picks this host.
-pub fn load_cluster_and_host(g: &Global) -> anyhow::Result<(overlay_bpf::model::Cluster, usize)> {
+pub fn load_cluster_and_host(g: &Global) -> overlay_bpf::error::Result<(overlay_bpf::model::Cluster, usize)> {
     cluster_and_host_from(g, &overlay_bpf::model::read_bytes(&g.state)?)
 }
 
 /// Resolves state file bytes (as read from `--state`) and picks this host.
-pub fn cluster_and_host_from(g: &Global, bytes: &[u8]) -> anyhow::Result<(overlay_bpf::model::Cluster, usize)> {
+pub fn cluster_and_host_from(
+    g: &Global,
+    bytes: &[u8],
+) -> overlay_bpf::error::Result<(overlay_bpf::model::Cluster, usize)> {
     use overlay_bpf::model;
     let file = g.state.display().to_string();
     let cluster = model::resolve(&file, &model::parse_state(&file, bytes)?, model::Capabilities::default())?;

@@ -1,19 +1,15 @@
 use super::{Global, NetworkCmd};
 use overlay_bpf::{
-    error::UserError,
     model::{self, Capabilities},
+    network_cmd::NetworkError,
     network_cmd::{self, CreateOpts},
 };
 
-pub fn network(g: &Global, cmd: NetworkCmd) -> anyhow::Result<i32> {
+pub fn network(g: &Global, cmd: NetworkCmd) -> overlay_bpf::error::Result<i32> {
     match cmd {
         NetworkCmd::Create(a) => {
             if a.driver != "overlay" {
-                return Err(UserError(format!(
-                    "driver {:?} is not supported; overlay-bpf only does `overlay`",
-                    a.driver
-                ))
-                .into());
+                return Err(NetworkError::Driver(a.driver).into());
             }
             let mut state = network_cmd::read_for_edit(&g.state)?;
             network_cmd::create(
@@ -44,10 +40,10 @@ pub fn network(g: &Global, cmd: NetworkCmd) -> anyhow::Result<i32> {
             let c = model::load(&g.state, Capabilities::default())?;
             let mut out = Vec::new();
             for name in &names {
-                let i = c.network_index(name).ok_or_else(|| UserError(format!("network {name} not found")))?;
+                let i = c.network_index(name).ok_or_else(|| NetworkError::NotFound(name.clone()))?;
                 out.push(network_cmd::inspect(&c, i));
             }
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            println!("{}", super::status::json(&out)?);
         }
         NetworkCmd::Rm { names } => {
             let mut state = model::read_state(&g.state)?;

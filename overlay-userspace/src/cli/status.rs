@@ -1,10 +1,11 @@
 use super::{pins_for, Format, Global};
 use overlay_bpf::{
-    error::{require_root, UserError},
+    apply::ApplyError,
+    error::{require_root, Error},
     status,
 };
 
-pub async fn status(g: &Global, output: Format) -> anyhow::Result<i32> {
+pub async fn status(g: &Global, output: Format) -> overlay_bpf::error::Result<i32> {
     // The state file names services and backends; without it, ids and addresses.
     let (host, cluster) = match &g.host {
         Some(h) => (h.clone(), super::load_cluster_and_host(g).ok().map(|(c, _)| c)),
@@ -16,16 +17,17 @@ pub async fn status(g: &Global, output: Format) -> anyhow::Result<i32> {
     require_root("status")?;
     let pins = pins_for(g, &host);
     if !pins.exists() {
-        return Err(UserError(format!(
-            "host {host} is not up: no pins at {} (run `overlay-bpf up`)",
-            pins.dir.display()
-        ))
-        .into());
+        return Err(ApplyError::NotUp { host, dir: pins.dir.display().to_string() }.into());
     }
     let s = status::gather(&host, &pins, cluster.as_ref()).await?;
     match output {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&s)?),
+        Format::Json => println!("{}", json(&s)?),
         Format::Text => status::print_text(&s),
     }
     Ok(0)
+}
+
+/// Pretty JSON, for `-o json`.
+pub fn json(v: &impl serde::Serialize) -> Result<String, Error> {
+    serde_json::to_string_pretty(v).map_err(|e| Error::io("print JSON")(e.into()))
 }

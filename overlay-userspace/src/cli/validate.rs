@@ -1,7 +1,7 @@
 use super::{Format, Global};
 use overlay_bpf::model::{self, Capabilities};
 
-pub fn validate(g: &Global, output: Format) -> anyhow::Result<i32> {
+pub fn validate(g: &Global, output: Format) -> overlay_bpf::error::Result<i32> {
     let c = model::load(&g.state, Capabilities::default())?;
     if output == Format::Json {
         let nets: Vec<_> = c
@@ -21,7 +21,7 @@ pub fn validate(g: &Global, output: Format) -> anyhow::Result<i32> {
             .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"networks": nets, "endpoints": eps, "services": svcs}))?
+            super::status::json(&serde_json::json!({"networks": nets, "endpoints": eps, "services": svcs}))?
         );
         return Ok(0);
     }

@@ -1,0 +1,325 @@
+//! The agent: apply the cluster state, then keep applying it as it changes
+//! and as backends' health changes, until stopped. It reads the state
+//! through a [`StateSource`] (today the state file; the etcd store adds
+//! another), so the command line only parses flags and picks the source.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    future::Future,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use crate::{
+    apply,
+    error::{require_root, Error, Result},
+    health::{self, Tracker},
+    model::{self, Capabilities, Cluster, Rule, StateError},
+    pins::Pins,
+};
+
+/// Where the agent gets the cluster state from.
+#[allow(async_fn_in_trait)]
+pub trait StateSource {
+    /// Names the source in messages and errors.
+    fn describe(&self) -> String;
+    /// The state as it is now (YAML bytes of `cluster-state.md`'s format).
+    fn snapshot(&mut self) -> Result<Vec<u8>>;
+    /// Returns when the state may have changed.
+    async fn changed(&mut self);
+}
+
+/// The state file, read again every `interval`.
+pub struct FileSource {
+    pub path: PathBuf,
+    pub interval: Duration,
+    tick: Option<tokio::time::Interval>,
+}
+
+impl FileSource {
+    pub fn new(path: PathBuf, interval: Duration) -> FileSource {
+        FileSource { path, interval, tick: None }
+    }
+}
+
+impl StateSource for FileSource {
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn snapshot(&mut self) -> Result<Vec<u8>> {
+        std::fs::read(&self.path).map_err(|e| {
+            StateError::one(&self.path.display().to_string(), Rule::Read, "file", format!("cannot read: {e}")).into()
+        })
+    }
+
+    async fn changed(&mut self) {
+        let every = self.interval.max(Duration::from_secs(1));
+        let tick = self.tick.get_or_insert_with(|| {
+            let mut t = tokio::time::interval(every);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
+        tick.tick().await;
+    }
+}
+
+/// Health-check settings (`overlay-bpf agent --health-*`).
+#[derive(Debug, Clone)]
+pub struct HealthOptions {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub fails: u32,
+    pub passes: u32,
+    pub port: u16,
+    /// No health checks: every configured backend is used.
+    pub off: bool,
+}
+
+/// What the agent runs with, besides the state.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// `--host`: which host of the state this is.
+    pub host: Option<String>,
+    /// `--pin-dir`, else the default for the host.
+    pub pin_dir: Option<PathBuf>,
+    pub ct_size: Option<u32>,
+    pub bpf_log: bool,
+    pub health: HealthOptions,
+}
+
+/// Parses the exact bytes that will be applied, so change detection compares
+/// against what is in the kernel, not against a later read.
+fn load(source: &str, bytes: &[u8], host: Option<&str>) -> Result<(Cluster, usize)> {
+    let cluster = model::resolve(source, &model::parse_state(source, bytes)?, Capabilities::default())?;
+    let h = apply::select_host(&cluster, host)?;
+    Ok((cluster, h))
+}
+
+/// Health as every agent reports it, merged.
+struct Health {
+    local: Tracker,
+    /// Reachability of each peer agent, by host name.
+    peers: Tracker,
+    /// Backends each peer reported down.
+    remote_down: BTreeMap<String, BTreeSet<String>>,
+    report: Arc<Mutex<health::Report>>,
+}
+
+impl Health {
+    /// Backends to keep out of the Maglev tables.
+    fn unhealthy(&self, cluster: &Cluster, h: usize) -> BTreeSet<String> {
+        let mut out: BTreeSet<String> = self.local.down().cloned().collect();
+        for down in self.remote_down.values() {
+            out.extend(down.iter().cloned());
+        }
+        // An unreachable host takes its backends with it.
+        for (i, p) in cluster.hosts.iter().enumerate() {
+            if i != h && !self.peers.is_up(&p.name) {
+                out.extend(cluster.endpoints.iter().filter(|e| e.host == i).map(|e| e.name.clone()));
+            }
+        }
+        out
+    }
+
+    /// One round: probe the local backends, fetch every peer's report.
+    async fn round(&mut self, cluster: &Cluster, h: usize, args: &HealthOptions) {
+        let host = &cluster.hosts[h].name;
+        let timeout = args.timeout;
+        let probes = health::probes(cluster, h);
+        let results = tokio::task::spawn_blocking({
+            let probes = probes.clone();
+            move || probes.iter().map(|p| health::probe(p, timeout)).collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        // One result per endpoint: down if any of its ports fails.
+        let mut by_name: BTreeMap<String, Result<(), String>> = BTreeMap::new();
+        for (p, r) in probes.iter().zip(results) {
+            let e = by_name.entry(p.name.clone()).or_insert(Ok(()));
+            if let Err(err) = r {
+                if e.is_ok() {
+                    *e = Err(format!("{}: {err}", p.addr));
+                }
+            }
+        }
+        self.local.retain(&by_name.keys().cloned().collect());
+        for (name, r) in by_name {
+            if let Some(t) = self.local.record(&name, r) {
+                if t.up {
+                    tracing::warn!(
+                        host,
+                        backend = t.name,
+                        "backend UP after {} good probes: back in the load balancing",
+                        t.after
+                    );
+                } else {
+                    tracing::warn!(
+                        host,
+                        backend = t.name,
+                        "backend DOWN after {} failed probes ({}): out of the load balancing",
+                        t.after,
+                        t.detail.unwrap_or_default()
+                    );
+                }
+            }
+        }
+        if let Ok(mut r) = self.report.lock() {
+            *r = self.local.report(host);
+        }
+        let peers: Vec<_> = cluster.hosts.iter().enumerate().filter(|(i, _)| *i != h).map(|(_, p)| p.clone()).collect();
+        let fetches = peers.iter().map(|p| health::fetch(p.address, args.port, timeout));
+        let answers = futures::future::join_all(fetches).await;
+        let names: BTreeSet<String> = peers.iter().map(|p| p.name.clone()).collect();
+        self.peers.retain(&names);
+        self.remote_down.retain(|n, _| names.contains(n));
+        for (p, a) in peers.iter().zip(answers) {
+            let ok = a.as_ref().map(|_| ()).map_err(|e| e.clone());
+            if let Some(t) = self.peers.record(&p.name, ok) {
+                if t.up {
+                    tracing::warn!(host, peer = p.name, "peer agent reachable again");
+                } else {
+                    tracing::warn!(
+                        host,
+                        peer = p.name,
+                        "peer agent unreachable {} times ({}): its backends are out of the load balancing",
+                        t.after,
+                        t.detail.unwrap_or_default()
+                    );
+                }
+            }
+            if let Ok(r) = a {
+                self.remote_down.insert(p.name.clone(), r.down().cloned().collect());
+            }
+        }
+    }
+}
+
+/// Applies, then re-applies whenever the state or a backend's health
+/// changes, until `stop` completes. A bad state is reported and skipped: the
+/// data path keeps the last good one. Stopping leaves the data path up.
+pub async fn run<S: StateSource>(mut source: S, opts: AgentOptions, stop: impl Future<Output = ()>) -> Result<()> {
+    let name = source.describe();
+    let mut applied = source.snapshot()?;
+    let (mut cluster, mut h) = load(&name, &applied, opts.host.as_deref())?;
+    require_root("agent")?;
+    let host = cluster.hosts[h].name.clone();
+    let pins = match &opts.pin_dir {
+        Some(d) => Pins::new(d),
+        None => Pins::for_host(&host),
+    };
+    let log = |m: &str| tracing::info!("{host}: {m}");
+    let up_opts = |unhealthy: &BTreeSet<String>| apply::UpOptions {
+        unhealthy: unhealthy.clone(),
+        ct_size: opts.ct_size,
+        bpf_log: opts.bpf_log,
+    };
+    let mut unhealthy = BTreeSet::new();
+    let r = apply::up(&cluster, h, &pins, &up_opts(&unhealthy), &log).await?;
+    tracing::info!(host, written = r.entries_written, deleted = r.entries_deleted, "applied; watching {name}");
+    let _bpf_log = if opts.bpf_log {
+        let logger = crate::bpf_log::reader(&pins)?;
+        tracing::info!(host, "printing the data path's debug logs (target overlay_bpf::bpf)");
+        Some(AbortOnDrop(tokio::spawn(async move {
+            if let Err(e) = crate::bpf_log::follow(logger).await {
+                tracing::error!("{e}");
+            }
+        })))
+    } else {
+        None
+    };
+    let args = &opts.health;
+    let report = Arc::new(Mutex::new(health::Report { host: host.clone(), ..Default::default() }));
+    let mut health = Health {
+        local: Tracker::new(args.fails, args.passes),
+        peers: Tracker::new(args.fails, 1),
+        remote_down: BTreeMap::new(),
+        report: report.clone(),
+    };
+    let _server = if args.off {
+        None
+    } else {
+        let addr = (cluster.hosts[h].address, args.port);
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(Error::io(format!(
+            "cannot serve health reports on {}:{} (free the port or pick another with --health-port)",
+            addr.0, addr.1
+        )))?;
+        tracing::info!(host, "health reports at http://{}:{}/health", addr.0, addr.1);
+        Some(AbortOnDrop(tokio::spawn(health::serve(listener, report))))
+    };
+    let mut health_tick = tokio::time::interval(args.interval.max(Duration::from_secs(1)));
+    tokio::pin!(stop);
+    loop {
+        let mut state_changed = false;
+        tokio::select! {
+            _ = source.changed() => state_changed = true,
+            _ = health_tick.tick(), if !args.off => {
+                health.round(&cluster, h, args).await;
+            }
+            _ = &mut stop => break,
+        }
+        if state_changed {
+            let now = match source.snapshot() {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!("{e}; keeping the applied state");
+                    continue;
+                }
+            };
+            if now == applied {
+                continue;
+            }
+            // Whatever happens, this content has been dealt with: a bad state
+            // is reported once, not every tick.
+            applied = now;
+            match load(&name, &applied, opts.host.as_deref()) {
+                Ok((c, h2)) if c.hosts[h2].name == host => {
+                    let wanted = health.unhealthy(&c, h2);
+                    match apply::up(&c, h2, &pins, &up_opts(&wanted), &log).await {
+                        Ok(r) => {
+                            tracing::info!(
+                                host,
+                                written = r.entries_written,
+                                deleted = r.entries_deleted,
+                                "re-applied"
+                            );
+                            (cluster, h, unhealthy) = (c, h2, wanted);
+                        }
+                        Err(e) => tracing::error!("re-apply failed, keeping the previous state: {e}"),
+                    }
+                }
+                Ok(_) => tracing::error!("the state no longer selects host {host}; ignoring it"),
+                Err(e) => tracing::error!("state rejected, keeping the previous state: {e}"),
+            }
+            continue;
+        }
+        let wanted = health.unhealthy(&cluster, h);
+        if wanted != unhealthy {
+            match apply::up(&cluster, h, &pins, &up_opts(&wanted), &log).await {
+                Ok(r) => {
+                    tracing::info!(
+                        host,
+                        out = ?wanted,
+                        written = r.entries_written,
+                        deleted = r.entries_deleted,
+                        "load balancing updated for health"
+                    );
+                    unhealthy = wanted;
+                }
+                Err(e) => tracing::error!("health update failed, keeping the previous state: {e}"),
+            }
+        }
+    }
+    tracing::info!("agent stopping; the data path stays pinned (use `overlay-bpf down` to remove it)");
+    Ok(())
+}
+
+/// A spawned task that ends with its owner.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
