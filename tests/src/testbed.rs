@@ -68,7 +68,14 @@ impl Netns {
 /// the sockets it opens afterwards live there.
 pub fn enter_netns(name: &str) -> std::io::Result<()> {
     let file = std::fs::File::open(Path::new("/run/netns").join(name))?;
-    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+    setns_fd(file.as_raw_fd())
+}
+
+/// Moves the calling thread into the network namespace open as `fd`. Only
+/// a system call: safe between fork and exec (the VM launcher's pre_exec).
+pub fn setns_fd(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    // SAFETY: setns reads only its arguments; a bad fd is an error return.
+    if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())

@@ -158,9 +158,7 @@ impl Vm {
                 // qemu dies with us, even when we are killed.
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 if let Some(fd) = ns_fd {
-                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
+                    crate::testbed::setns_fd(fd)?;
                 }
                 Ok(())
             });
