@@ -6,15 +6,7 @@
 
 mod common;
 
-use std::{
-    process::{Command, Stdio},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    thread::sleep,
-    time::Duration,
-};
+use std::{thread::sleep, time::Duration};
 
 use common::*;
 
@@ -36,29 +28,8 @@ fn steady_traffic_loses_nothing_through_reapplies_a_bad_file_and_an_agent_kill()
     }
     assert!(cs[0].run("ping", &["-c", "1", "-W", "2", "10.10.0.12"]).status.success());
 
-    // 100 pings a second, in back-to-back runs of 100 (each waits for its
-    // last reply, so a run's count is exact), until told to stop.
-    let stop = Arc::new(AtomicBool::new(false));
-    let pinger = {
-        let (stop, ns) = (stop.clone(), cs[0].name.clone());
-        std::thread::spawn(move || {
-            let (mut sent, mut got) = (0u64, 0u64);
-            while !stop.load(Ordering::Relaxed) {
-                let out = Command::new("ip")
-                    .args(["netns", "exec", &ns, "ping", "-q", "-c", "100", "-i", "0.01", "-W", "1", "10.10.0.12"])
-                    .stderr(Stdio::null())
-                    .output()
-                    .unwrap();
-                let text = String::from_utf8_lossy(&out.stdout).to_string();
-                let line = text.lines().find(|l| l.contains("packets transmitted")).unwrap_or("").to_string();
-                let n: Vec<u64> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse().ok()).collect();
-                assert!(n.len() >= 2, "ping printed no summary: {text}");
-                sent += n[0];
-                got += n[1];
-            }
-            (sent, got)
-        })
-    };
+    // 100 pings a second until stopped.
+    let pinger = Pinger::start(&cs[0].name, "10.10.0.12", 100);
     sleep(Duration::from_millis(300));
 
     // Re-apply the same file, then a changed one (a3 added on n1), on both hosts.
@@ -94,8 +65,7 @@ fn steady_traffic_loses_nothing_through_reapplies_a_bad_file_and_an_agent_kill()
     sleep(Duration::from_millis(300));
     drop(agent);
 
-    stop.store(true, Ordering::Relaxed);
-    let (sent, got) = pinger.join().unwrap();
+    let (sent, got) = pinger.stop();
     eprintln!(
         "steady ping through 4 re-applies, a refused file and an agent SIGKILL + restart: {sent} sent, {got} received"
     );

@@ -10,10 +10,6 @@ mod common;
 
 use std::{
     process::{Command, Stdio},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
     thread::sleep,
     time::Duration,
 };
@@ -87,28 +83,8 @@ fn a_new_build_replaces_the_programs_in_place_under_traffic() {
             .args(["type", "hash", "key", "4", "value", "4", "entries", "16", "name", "OB_CT_V0"]),
     );
 
-    // 100 pings a second from a1 to a2, until told to stop.
-    let stop = Arc::new(AtomicBool::new(false));
-    let pinger = {
-        let (stop, ns) = (stop.clone(), cs[0].name.clone());
-        std::thread::spawn(move || {
-            let (mut sent, mut got) = (0u64, 0u64);
-            while !stop.load(Ordering::Relaxed) {
-                let out = Command::new("ip")
-                    .args(["netns", "exec", &ns, "ping", "-q", "-c", "50", "-i", "0.01", "-W", "1", "10.10.0.12"])
-                    .stderr(Stdio::null())
-                    .output()
-                    .unwrap();
-                let text = String::from_utf8_lossy(&out.stdout).to_string();
-                let line = text.lines().find(|l| l.contains("packets transmitted")).unwrap_or("").to_string();
-                let n: Vec<u64> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse().ok()).collect();
-                assert!(n.len() >= 2, "ping printed no summary: {text}");
-                sent += n[0];
-                got += n[1];
-            }
-            (sent, got)
-        })
-    };
+    // 100 pings a second from a1 to a2, until stopped.
+    let pinger = Pinger::start(&cs[0].name, "10.10.0.12", 50);
     sleep(Duration::from_secs(1));
 
     // This build's `up`: every program replaced, nothing else.
@@ -125,8 +101,7 @@ fn a_new_build_replaces_the_programs_in_place_under_traffic() {
     }
     assert!(!stale.exists(), "the map of another layout version was retired");
     sleep(Duration::from_secs(1));
-    stop.store(true, Ordering::Relaxed);
-    let (sent, got) = pinger.join().unwrap();
+    let (sent, got) = pinger.stop();
 
     // The connection carries on, on its connection-table entries: no new flow.
     assert_eq!(talk.exchange(1).unwrap(), "w");

@@ -1,17 +1,7 @@
 //! Reading and parsing a state file, each failure a [`StateError`] naming
 //! the file.
-#![allow(unused_imports)]
 
-use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
-    fmt,
-    net::Ipv4Addr,
-    path::{Path, PathBuf},
-    str::FromStr,
-};
-
-use ipnet::Ipv4Net;
-use serde::{Deserialize, Serialize};
+use std::path::Path;
 
 use super::*;
 

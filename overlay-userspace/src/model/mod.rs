@@ -8,18 +8,14 @@
 //! parsing), [`problem`] (typed problems, grouped when they repeat),
 //! [`resolve`] (every rule and the allocation), and here the resolved
 //! [`Cluster`] every host computes alike.
-#![allow(unused_imports)]
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
-    fmt,
+    collections::BTreeMap,
     net::Ipv4Addr,
     path::{Path, PathBuf},
-    str::FromStr,
 };
 
 use ipnet::Ipv4Net;
-use serde::{Deserialize, Serialize};
 
 mod load;
 mod problem;

@@ -1,18 +1,14 @@
 //! Validation and resolution: every rule of the spec checked (all problems
 //! reported, not just the first), every default resolved, and the
 //! deterministic allocation of VNIs, addresses, MACs and interface names.
-#![allow(unused_imports)]
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    fmt,
     net::Ipv4Addr,
-    path::{Path, PathBuf},
-    str::FromStr,
+    path::PathBuf,
 };
 
 use ipnet::Ipv4Net;
-use serde::{Deserialize, Serialize};
 
 use super::*;
 

@@ -1,19 +1,10 @@
 //! The state file as written: serde types, as the spec (`cluster-state.md`)
 //! names them. Defaults Docker would pick are filled in by [`super::resolve`].
-#![allow(unused_imports)]
 
-use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
-    fmt,
-    net::Ipv4Addr,
-    path::{Path, PathBuf},
-    str::FromStr,
-};
+use std::{collections::BTreeMap, fmt, net::Ipv4Addr, str::FromStr};
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
-
-use super::*;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

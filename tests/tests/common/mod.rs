@@ -284,3 +284,42 @@ pub fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+/// 100 pings a second from namespace `ns` to `dst`, in back-to-back runs of
+/// `per_run` (each waits for its last reply, so a run's count is exact),
+/// until [`Pinger::stop`], which gives (sent, received).
+pub struct Pinger {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(u64, u64)>,
+}
+
+impl Pinger {
+    pub fn start(ns: &str, dst: &str, per_run: u32) -> Pinger {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, ns, dst, count) = (stop.clone(), ns.to_string(), dst.to_string(), per_run.to_string());
+        let thread = std::thread::spawn(move || {
+            let (mut sent, mut got) = (0u64, 0u64);
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let out = Command::new("ip")
+                    .args(["netns", "exec", &ns, "ping", "-q", "-c", &count, "-i", "0.01", "-W", "1", &dst])
+                    .stderr(Stdio::null())
+                    .output()
+                    .unwrap();
+                let text = String::from_utf8_lossy(&out.stdout).to_string();
+                let line = text.lines().find(|l| l.contains("packets transmitted")).unwrap_or("").to_string();
+                let n: Vec<u64> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse().ok()).collect();
+                assert!(n.len() >= 2, "ping printed no summary: {text}");
+                sent += n[0];
+                got += n[1];
+            }
+            (sent, got)
+        });
+        Pinger { stop, thread }
+    }
+
+    /// Stops after the current run; (sent, received).
+    pub fn stop(self) -> (u64, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
