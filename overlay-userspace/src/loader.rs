@@ -57,6 +57,11 @@ pub enum LoaderError {
 /// shared with whatever an earlier `up` attached.
 pub struct Loaded {
     ebpf: Ebpf,
+    /// Program id -> kernel tag of every program loaded in the kernel, read
+    /// in one walk the first time a link's program is compared.
+    tags: Option<std::collections::HashMap<u32, u64>>,
+    /// Our programs' tags as loaded now, read once.
+    own: Vec<(&'static str, u64)>,
 }
 
 /// Loads the object. With `pins`, reuses pinned maps where they exist and
@@ -87,7 +92,7 @@ pub fn load(pins: Option<&Pins>, ct_entries: u32) -> Result<Loaded, LoaderError>
     xdp.load().map_err(|source| LoaderError::Program { prog: PROG_XDP_UNDERLAY, what: "verify".into(), source })?;
     let tc: &mut SchedClassifier = prog(&mut ebpf, PROG_TC_ENDPOINT)?;
     tc.load().map_err(|source| LoaderError::Program { prog: PROG_TC_ENDPOINT, what: "verify".into(), source })?;
-    Ok(Loaded { ebpf })
+    Ok(Loaded { ebpf, tags: None, own: Vec::new() })
 }
 
 fn prog<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoaderError>
@@ -107,12 +112,6 @@ pub fn link_alive(path: &Path) -> bool {
     PinnedLink::from_pin(path).is_ok()
 }
 
-/// The kernel's tag (a hash of the instructions, map references left out)
-/// of program `id`: equal for two loads of the same build.
-fn tag_of(id: u32) -> Option<u64> {
-    aya::programs::loaded_programs().filter_map(Result::ok).find(|p| p.id() == id).map(|p| p.tag())
-}
-
 fn pin(link: FdLink, path: &Path) -> Result<(), LoaderError> {
     link.pin(path).map_err(|source| LoaderError::Pin { path: path.display().to_string(), source })?;
     Ok(())
@@ -126,19 +125,41 @@ impl Loaded {
 
     /// The kernel tag of our program `name` as loaded now.
     fn tag(&mut self, name: &'static str) -> Result<u64, LoaderError> {
+        if let Some((_, t)) = self.own.iter().find(|(n, _)| *n == name) {
+            return Ok(*t);
+        }
         let p = self.ebpf.program(name).ok_or(LoaderError::Program {
             prog: name,
             what: "missing from the object".into(),
             source: ProgramError::NotLoaded,
         })?;
         let info = p.info().map_err(|source| LoaderError::Program { prog: name, what: "info".into(), source })?;
+        self.own.push((name, info.tag()));
         Ok(info.tag())
+    }
+
+    /// The kernel's tag (a hash of the instructions, map references left
+    /// out) of program `id`: equal for two loads of the same build. One walk
+    /// of the kernel's programs serves every link of an `up`.
+    fn tag_of(&mut self, id: u32) -> Option<u64> {
+        let tags = self.tags.get_or_insert_with(|| {
+            aya::programs::loaded_programs().filter_map(Result::ok).map(|p| (p.id(), p.tag())).collect()
+        });
+        tags.get(&id).copied()
+    }
+
+    /// Whether program `id` is the program `name` loaded now.
+    fn is_ours(&mut self, id: u32, name: &'static str) -> Result<bool, LoaderError> {
+        let ours = self.tag(name)?;
+        Ok(self.tag_of(id) == Some(ours))
     }
 
     /// Whether the link pinned at `path` runs the program `name` loaded now.
     fn runs_ours(&mut self, link: &FdLink, name: &'static str) -> Result<bool, LoaderError> {
-        let attached = link.info().ok().and_then(|i| tag_of(i.program_id()));
-        Ok(attached == Some(self.tag(name)?))
+        match link.info() {
+            Ok(i) => self.is_ours(i.program_id(), name),
+            Err(_) => Ok(false),
+        }
     }
 
     /// Attaches XDP to `ifname` unless a live pinned link is there already;
@@ -222,7 +243,7 @@ impl Loaded {
     /// the program atomically).
     fn ensure_tc_filter(&mut self, ifname: &str, filter_prog: Option<u32>) -> Result<Attach, LoaderError> {
         if let Some(id) = filter_prog {
-            if tag_of(id) == Some(self.tag(PROG_TC_ENDPOINT)?) {
+            if self.is_ours(id, PROG_TC_ENDPOINT)? {
                 return Ok(Attach::Kept);
             }
             let err = |what: String| move |source| LoaderError::Program { prog: PROG_TC_ENDPOINT, what, source };
