@@ -282,6 +282,7 @@ pub async fn run<S: StateSource>(mut source: S, opts: AgentOptions, stop: impl F
                                 host,
                                 written = r.entries_written,
                                 deleted = r.entries_deleted,
+                                programs = ?r.programs,
                                 "re-applied"
                             );
                             (cluster, h, unhealthy) = (c, h2, wanted);
@@ -303,6 +304,7 @@ pub async fn run<S: StateSource>(mut source: S, opts: AgentOptions, stop: impl F
                         out = ?wanted,
                         written = r.entries_written,
                         deleted = r.entries_deleted,
+                        programs = ?r.programs,
                         "load balancing updated for health"
                     );
                     unhealthy = wanted;

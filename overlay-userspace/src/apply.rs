@@ -9,6 +9,7 @@ use std::{
 
 use overlay_common::{CT_DEFAULT_SIZE, MAP_CT};
 
+pub use crate::loader::Origin;
 use crate::{
     error::{Error, Result, EXIT_SYSTEM, EXIT_USER},
     kmaps::KernelMaps,
@@ -122,6 +123,8 @@ pub struct UpReport {
     /// Pinned maps of another layout version, removed once no program of
     /// this build uses them.
     pub maps_retired: Vec<String>,
+    /// Whether the programs were verified now or opened from their pins.
+    pub programs: loader::Origin,
 }
 
 impl UpReport {
@@ -248,6 +251,10 @@ async fn up_inner(
     pins.create_dirs()?;
     progress("loading the eBPF programs");
     let mut loaded = loader::load(Some(pins), ct_entries)?;
+    report.programs = loaded.origin;
+    if loaded.origin == loader::Origin::Pinned {
+        progress("this build's programs are pinned (verified by an earlier up): reusing them");
+    }
     if !local.is_empty() && !loader::has_tcx() {
         progress(&format!(
             "this kernel has no TCX links (6.6+): endpoint programs attach as clsact ingress filters \

@@ -53,33 +53,131 @@ pub enum LoaderError {
     Object { path: String, source: std::io::Error },
 }
 
+/// Where the programs of a `Loaded` came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// Loaded from the object and verified by the kernel now.
+    #[default]
+    Verified,
+    /// This build's programs, pinned by an earlier `up`: opened, not verified again.
+    Pinned,
+}
+
+enum Progs {
+    Object(Ebpf),
+    Pinned { xdp: Box<Xdp>, tc: Box<SchedClassifier> },
+}
+
 /// Loaded programs, ready to attach. Maps are pinned under the pin dir and
 /// shared with whatever an earlier `up` attached.
 pub struct Loaded {
-    ebpf: Ebpf,
+    progs: Progs,
+    pub origin: Origin,
     /// Program id -> kernel tag of every program loaded in the kernel, read
     /// in one walk the first time a link's program is compared.
     tags: Option<std::collections::HashMap<u32, u64>>,
     /// Our programs' tags as loaded now, read once.
     own: Vec<(&'static str, u64)>,
+    /// Our programs' ids.
+    ids: Vec<(&'static str, u32)>,
 }
 
 /// Loads the object. With `pins`, reuses pinned maps where they exist and
 /// creates and pins them otherwise; without, the maps are private (tests).
 /// A connection table created now gets `ct_entries` entries; a pinned one
 /// keeps its size (see `apply::ct_size`).
+///
+/// With `pins`, the programs of this very object (by digest) that an earlier
+/// `up` pinned are opened instead when they still use the pinned maps: the
+/// kernel verified them then, and verifying again costs each re-apply a
+/// second or more (much more under emulation) for the same instructions.
+/// Programs loaded now are pinned for the next time, and the pins of other
+/// builds' programs go (their links keep them alive while attached).
 pub fn load(pins: Option<&Pins>, ct_entries: u32) -> Result<Loaded, LoaderError> {
-    let from_file = match std::env::var_os(OBJECT_ENV) {
-        Some(path) => Some(
+    let object = object()?;
+    let Some(pins) = pins else {
+        return load_object(&object, None, ct_entries);
+    };
+    let digest = digest(&object);
+    if let Some(loaded) = open_pinned(pins, &digest) {
+        return Ok(loaded);
+    }
+    let mut loaded = load_object(&object, Some(pins), ct_entries)?;
+    pin_programs(&mut loaded, pins, &digest)?;
+    Ok(loaded)
+}
+
+/// The object's bytes: the file `$OVERLAY_BPF_OBJECT` names, or the embedded one.
+fn object() -> Result<std::borrow::Cow<'static, [u8]>, LoaderError> {
+    let object = match std::env::var_os(OBJECT_ENV) {
+        Some(path) => std::borrow::Cow::Owned(
             std::fs::read(&path)
                 .map_err(|source| LoaderError::Object { path: path.to_string_lossy().into_owned(), source })?,
         ),
-        None => None,
+        None => std::borrow::Cow::Borrowed(EBPF_OBJECT),
     };
-    let object = from_file.as_deref().unwrap_or(EBPF_OBJECT);
     if object.is_empty() {
         return Err(LoaderError::NotEmbedded);
     }
+    Ok(object)
+}
+
+/// What names this object's pinned programs: the first 16 hex digits of its SHA-256.
+pub fn digest(object: &[u8]) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(object);
+    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// This object's programs from their pins, when both are there and every
+/// pinned map is one they use (a map removed and created again by hand would
+/// leave them writing to the old one).
+fn open_pinned(pins: &Pins, digest: &str) -> Option<Loaded> {
+    let xdp = Xdp::from_pin(pins.prog(PROG_XDP_UNDERLAY, digest), aya_obj::programs::XdpAttachType::Interface).ok()?;
+    let tc = SchedClassifier::from_pin(pins.prog(PROG_TC_ENDPOINT, digest)).ok()?;
+    let mut used = std::collections::HashSet::new();
+    for info in [xdp.info().ok()?, tc.info().ok()?] {
+        used.extend(info.map_ids().ok()??);
+    }
+    for name in ALL_MAPS.iter().chain([&MAP_LOG_RING]) {
+        let map = aya::maps::MapData::from_pin(pins.map(name)).ok()?;
+        if !used.contains(&map.info().ok()?.id()) {
+            return None;
+        }
+    }
+    let own = vec![(PROG_XDP_UNDERLAY, xdp.info().ok()?.id()), (PROG_TC_ENDPOINT, tc.info().ok()?.id())];
+    Some(Loaded {
+        progs: Progs::Pinned { xdp: Box::new(xdp), tc: Box::new(tc) },
+        origin: Origin::Pinned,
+        tags: None,
+        own: Vec::new(),
+        ids: own,
+    })
+}
+
+/// Pins the programs just loaded under this object's digest, and unpins
+/// other builds' programs.
+fn pin_programs(loaded: &mut Loaded, pins: &Pins, digest: &str) -> Result<(), LoaderError> {
+    let dir = pins.progs_dir();
+    std::fs::create_dir_all(&dir).map_err(|source| LoaderError::Object { path: dir.display().to_string(), source })?;
+    for (name, path) in pins.progs() {
+        if !path.ends_with(format!("{name}@{digest}")) {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+    let pin_err =
+        |path: std::path::PathBuf| move |source| LoaderError::Pin { path: path.display().to_string(), source };
+    let path = pins.prog(PROG_XDP_UNDERLAY, digest);
+    let _ = std::fs::remove_file(&path);
+    loaded.xdp()?.pin(&path).map_err(pin_err(path))?;
+    let path = pins.prog(PROG_TC_ENDPOINT, digest);
+    let _ = std::fs::remove_file(&path);
+    loaded.tc()?.pin(&path).map_err(pin_err(path))?;
+    Ok(())
+}
+
+fn load_object(object: &[u8], pins: Option<&Pins>, ct_entries: u32) -> Result<Loaded, LoaderError> {
     let mut loader = EbpfLoader::new();
     loader.map_max_entries(MAP_CT, ct_entries);
     if let Some(pins) = pins {
@@ -92,7 +190,17 @@ pub fn load(pins: Option<&Pins>, ct_entries: u32) -> Result<Loaded, LoaderError>
     xdp.load().map_err(|source| LoaderError::Program { prog: PROG_XDP_UNDERLAY, what: "verify".into(), source })?;
     let tc: &mut SchedClassifier = prog(&mut ebpf, PROG_TC_ENDPOINT)?;
     tc.load().map_err(|source| LoaderError::Program { prog: PROG_TC_ENDPOINT, what: "verify".into(), source })?;
-    Ok(Loaded { ebpf, tags: None, own: Vec::new() })
+    let mut loaded =
+        Loaded { progs: Progs::Object(ebpf), origin: Origin::Verified, tags: None, own: Vec::new(), ids: Vec::new() };
+    loaded.ids = vec![
+        (PROG_XDP_UNDERLAY, loaded.xdp()?.info().map_err(info_err(PROG_XDP_UNDERLAY))?.id()),
+        (PROG_TC_ENDPOINT, loaded.tc()?.info().map_err(info_err(PROG_TC_ENDPOINT))?.id()),
+    ];
+    Ok(loaded)
+}
+
+fn info_err(prog: &'static str) -> impl Fn(ProgramError) -> LoaderError {
+    move |source| LoaderError::Program { prog, what: "info".into(), source }
 }
 
 fn prog<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoaderError>
@@ -118,9 +226,27 @@ fn pin(link: FdLink, path: &Path) -> Result<(), LoaderError> {
 }
 
 impl Loaded {
-    /// The loaded object, for packet tests through BPF_PROG_TEST_RUN.
-    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
-        &mut self.ebpf
+    /// The loaded object, for packet tests through BPF_PROG_TEST_RUN (loaded
+    /// without pins, so always from the object).
+    pub fn ebpf_mut(&mut self) -> Option<&mut Ebpf> {
+        match &mut self.progs {
+            Progs::Object(ebpf) => Some(ebpf),
+            Progs::Pinned { .. } => None,
+        }
+    }
+
+    fn xdp(&mut self) -> Result<&mut Xdp, LoaderError> {
+        match &mut self.progs {
+            Progs::Object(ebpf) => prog(ebpf, PROG_XDP_UNDERLAY),
+            Progs::Pinned { xdp, .. } => Ok(xdp),
+        }
+    }
+
+    fn tc(&mut self) -> Result<&mut SchedClassifier, LoaderError> {
+        match &mut self.progs {
+            Progs::Object(ebpf) => prog(ebpf, PROG_TC_ENDPOINT),
+            Progs::Pinned { tc, .. } => Ok(tc),
+        }
     }
 
     /// The kernel tag of our program `name` as loaded now.
@@ -128,12 +254,11 @@ impl Loaded {
         if let Some((_, t)) = self.own.iter().find(|(n, _)| *n == name) {
             return Ok(*t);
         }
-        let p = self.ebpf.program(name).ok_or(LoaderError::Program {
-            prog: name,
-            what: "missing from the object".into(),
-            source: ProgramError::NotLoaded,
-        })?;
-        let info = p.info().map_err(|source| LoaderError::Program { prog: name, what: "info".into(), source })?;
+        let info = match name {
+            PROG_XDP_UNDERLAY => self.xdp()?.info(),
+            _ => self.tc()?.info(),
+        }
+        .map_err(info_err(name))?;
         self.own.push((name, info.tag()));
         Ok(info.tag())
     }
@@ -148,8 +273,12 @@ impl Loaded {
         tags.get(&id).copied()
     }
 
-    /// Whether program `id` is the program `name` loaded now.
+    /// Whether program `id` is the program `name` loaded now: the very
+    /// program (opened from its pin), or another load of the same build.
     fn is_ours(&mut self, id: u32, name: &'static str) -> Result<bool, LoaderError> {
+        if self.ids.iter().any(|&(n, i)| n == name && i == id) {
+            return Ok(true);
+        }
         let ours = self.tag(name)?;
         Ok(self.tag_of(id) == Some(ours))
     }
@@ -174,7 +303,7 @@ impl Loaded {
             }
             let link_err = |source| LoaderError::Link { path: path.display().to_string(), what: "as XDP link", source };
             let link: XdpLink = fd.try_into().map_err(link_err)?;
-            let xdp: &mut Xdp = prog(&mut self.ebpf, PROG_XDP_UNDERLAY)?;
+            let xdp = self.xdp()?;
             let err = |what: String| move |source| LoaderError::Program { prog: PROG_XDP_UNDERLAY, what, source };
             let id = xdp.attach_to_link(link).map_err(err(format!("replace the program on {ifname}")))?;
             // Ours now; closing it leaves the pinned link (and its new program) in place.
@@ -182,7 +311,7 @@ impl Loaded {
             return Ok(Attach::Replaced);
         }
         let _ = std::fs::remove_file(&path);
-        let xdp: &mut Xdp = prog(&mut self.ebpf, PROG_XDP_UNDERLAY)?;
+        let xdp = self.xdp()?;
         let err = |what: String| move |source| LoaderError::Program { prog: PROG_XDP_UNDERLAY, what, source };
         let id = xdp.attach(ifname, XdpMode::Default).map_err(err(format!(
             "attach to {ifname} (another XDP program may own it: check `bpftool net show dev {ifname}`)"
@@ -213,14 +342,14 @@ impl Loaded {
             }
             let link_err = |source| LoaderError::Link { path: path.display().to_string(), what: "as TCX link", source };
             let link: SchedClassifierLink = fd.try_into().map_err(link_err)?;
-            let tc: &mut SchedClassifier = prog(&mut self.ebpf, PROG_TC_ENDPOINT)?;
+            let tc = self.tc()?;
             let err = |what: String| move |source| LoaderError::Program { prog: PROG_TC_ENDPOINT, what, source };
             let id = tc.attach_to_link(link).map_err(err(format!("replace the program on {ifname}")))?;
             drop(tc.take_link(id).map_err(err("take link".into()))?);
             return Ok(Attach::Replaced);
         }
         let _ = std::fs::remove_file(&path);
-        let tc: &mut SchedClassifier = prog(&mut self.ebpf, PROG_TC_ENDPOINT)?;
+        let tc = self.tc()?;
         let err = |what: String| move |source| LoaderError::Program { prog: PROG_TC_ENDPOINT, what, source };
         let id = tc.attach(ifname, TcAttachType::Ingress).map_err(err(format!("attach to {ifname} ingress")))?;
         let link = tc.take_link(id).map_err(err("take link".into()))?;
@@ -255,7 +384,7 @@ impl Loaded {
                 None,
             )
             .map_err(|e| err(format!("the filter on {ifname}"))(e.into()))?;
-            let tc: &mut SchedClassifier = prog(&mut self.ebpf, PROG_TC_ENDPOINT)?;
+            let tc = self.tc()?;
             let id = tc.attach_to_link(link).map_err(err(format!("replace the filter's program on {ifname}")))?;
             let link = tc.take_link(id).map_err(err("take link".into()))?;
             // Dropping an owned filter link detaches it; the filter must outlive us.
@@ -268,7 +397,7 @@ impl Loaded {
             Err(e) if tc_eexist(&e) => {}
             Err(e) => return Err(err(format!("add the clsact qdisc to {ifname}"))(ProgramError::TcError(e))),
         }
-        let tc: &mut SchedClassifier = prog(&mut self.ebpf, PROG_TC_ENDPOINT)?;
+        let tc = self.tc()?;
         let opts = NlOptions { priority: TC_FILTER_PRIORITY, handle: TcHandle::new(0, 1), ..Default::default() };
         match tc.attach_with_options(ifname, TcAttachType::Ingress, TcAttachOptions::Netlink(opts)) {
             Ok(id) => {

@@ -4,6 +4,8 @@
 //! <pin dir>/maps/<MAP_NAME>        every map, by its versioned name
 //! <pin dir>/links/xdp@<ifname>     the XDP link on the underlay device
 //! <pin dir>/links/tc@<ifname>      the TC link on each endpoint's host-side veth
+//! <pin dir>/progs/<PROG>@<digest>   this build's programs, verified once, by the
+//!                                  first 16 hex digits of the object's SHA-256
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -43,6 +45,27 @@ impl Pins {
     }
     pub fn links_dir(&self) -> PathBuf {
         self.dir.join("links")
+    }
+    pub fn progs_dir(&self) -> PathBuf {
+        self.dir.join("progs")
+    }
+    /// Where the program `name` of the object with `digest` is pinned.
+    pub fn prog(&self, name: &str, digest: &str) -> PathBuf {
+        self.progs_dir().join(format!("{name}@{digest}"))
+    }
+    /// Pinned programs as (name, path), of any build.
+    pub fn progs(&self) -> Vec<(String, PathBuf)> {
+        let Ok(rd) = std::fs::read_dir(self.progs_dir()) else { return Vec::new() };
+        let mut out: Vec<_> = rd
+            .flatten()
+            .filter_map(|e| {
+                let file = e.file_name().to_string_lossy().into_owned();
+                let (name, _) = file.split_once('@')?;
+                Some((name.to_string(), e.path()))
+            })
+            .collect();
+        out.sort();
+        out
     }
     pub fn map(&self, name: &str) -> PathBuf {
         self.maps_dir().join(name)

@@ -38,7 +38,7 @@ fn arg(name: &str, default: u32) -> u32 {
 /// kernel times only the program (plus its timer), not the system call.
 fn ns_per_packet(rig: &mut Rig, prog: &str, pkt: &[u8], packets: u32, verdict: Option<u32>) -> f64 {
     let mut out = vec![0u8; pkt.len() + 256];
-    let p = rig.loaded.ebpf_mut().program_mut(prog).unwrap_or_else(|| panic!("{prog} missing from the object"));
+    let p = rig.ebpf().program_mut(prog).unwrap_or_else(|| panic!("{prog} missing from the object"));
     let xdp = prog.contains("xdp");
     let mut total = 0u128;
     for _ in 0..packets {
@@ -61,7 +61,7 @@ fn ns_per_packet(rig: &mut Rig, prog: &str, pkt: &[u8], packets: u32, verdict: O
 
 /// Loads the empty baseline programs (the loader loads only ours).
 fn load_baselines(rig: &mut Rig) {
-    let e = rig.loaded.ebpf_mut();
+    let e = rig.ebpf();
     let x: &mut Xdp = e.program_mut(PROG_BENCH_EMPTY_XDP).expect("bench_empty_xdp in the object").try_into().unwrap();
     x.load().unwrap();
     let t: &mut SchedClassifier =

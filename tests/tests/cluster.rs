@@ -30,6 +30,7 @@ fn up_status_reapply_and_down_on_three_hosts() {
     for h in ["n1", "n2", "n3"] {
         let out = assert_ok(&dep.up(&st.0, &format!("{p}{h}"), &format!("{p}-{h}")));
         assert!(out.contains("up on eth0"), "{out}");
+        assert!(out.contains("programs loaded and verified"), "{out}");
     }
 
     // Pins: every map, the XDP link and one TC link per local endpoint.
@@ -88,6 +89,7 @@ fn up_status_reapply_and_down_on_three_hosts() {
     let before = bpftool_dump(&pins(p, "n1").join("maps/OB_ENDPOINTS_V1"));
     let out = assert_ok(&dep.up(&st.0, &format!("{p}n1"), &format!("{p}-n1")));
     assert!(out.contains("nothing changed"), "{out}");
+    assert!(out.contains("programs reused from their pins"), "verified again: {out}");
     assert_eq!(link_ids(&status(&dep, p, "n1")), links, "the same links stay attached");
     assert_eq!(bpftool_dump(&pins(p, "n1").join("maps/OB_ENDPOINTS_V1")), before);
 

@@ -467,7 +467,7 @@ fn tc_vip_dnat_to_a_remote_backend_keeps_the_client_address() {
     let r = rig.ct(ctk(R, ME, 8080, 40000)).expect("reverse entry");
     assert_eq!((r.action, r.new_src, r.new_sport), (CT_REVNAT, VIP, 80));
     let stats: aya::maps::PerCpuHashMap<_, BackendKey, BackendStats> =
-        aya::maps::PerCpuHashMap::try_from(rig.loaded.ebpf_mut().map(MAP_BACKEND_STATS).unwrap()).unwrap();
+        aya::maps::PerCpuHashMap::try_from(rig.ebpf().map(MAP_BACKEND_STATS).unwrap()).unwrap();
     let s = stats.get(&BackendKey { service_id: SVC, ip: R }, 0).unwrap();
     assert_eq!((s.iter().map(|c| c.flows).sum::<u64>(), s.iter().map(|c| c.packets).sum::<u64>()), (1, 1));
 }

@@ -43,6 +43,21 @@ fn programs(dep: &Deployment, h: &str) -> Vec<(String, Option<u64>, u64)> {
     v
 }
 
+/// The digests of host `h`'s pinned programs (`progs/<PROG>@<digest>`), by program name.
+fn pinned_programs(p: &str, h: &str) -> Vec<String> {
+    let mut v: Vec<(String, String)> = std::fs::read_dir(pins(p, h).join("progs"))
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let (prog, digest) = n.split_once('@').unwrap();
+            (prog.to_string(), digest.to_string())
+        })
+        .collect();
+    v.sort();
+    v.into_iter().map(|(_, d)| d).collect()
+}
+
 #[test]
 fn a_new_build_replaces_the_programs_in_place_under_traffic() {
     require_root();
@@ -66,6 +81,8 @@ fn a_new_build_replaces_the_programs_in_place_under_traffic() {
     for h in hosts {
         up(&mut dep, h, true);
     }
+    let old = overlay_bpf::loader::digest(PREVIOUS);
+    assert_eq!(pinned_programs(P, "n1"), [old.clone(), old.clone()], "the previous build's programs, pinned");
     let before: Vec<_> = hosts.iter().map(|h| programs(&dep, h)).collect();
     let _server = tcp_echo(&cs[2], "w", 7500);
     wait_listening(&cs[2], 7500).unwrap();
@@ -91,6 +108,9 @@ fn a_new_build_replaces_the_programs_in_place_under_traffic() {
     let out: Vec<String> = hosts.iter().map(|h| up(&mut dep, h, false)).collect();
     assert!(out[0].contains("links attached, 2 replaced, 0 removed"), "{}", out[0]);
     assert!(out[1].contains("links attached, 3 replaced, 0 removed"), "{}", out[1]);
+    assert!(out[0].contains("programs loaded and verified"), "{}", out[0]);
+    let new = pinned_programs(P, "n1");
+    assert!(new[0] != old && new[0] == new[1], "only this build's programs stay pinned: {new:?}");
     for (i, h) in hosts.iter().enumerate() {
         let after = programs(&dep, h);
         assert_eq!(after.len(), before[i].len(), "{h}: {after:?}");
@@ -115,6 +135,7 @@ fn a_new_build_replaces_the_programs_in_place_under_traffic() {
     for h in hosts {
         let o = up(&mut dep, h, false);
         assert!(o.contains("nothing changed"), "{o}");
+        assert!(o.contains("programs reused from their pins"), "not verified again: {o}");
     }
     assert_eq!(now, hosts.iter().map(|h| programs(&dep, h)).collect::<Vec<_>>());
     let _ = std::fs::remove_file(&previous);

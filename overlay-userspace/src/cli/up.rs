@@ -8,9 +8,13 @@ pub async fn up(g: &Global, table: TableArgs) -> overlay_bpf::error::Result<i32>
     let pins = pins_for(g, host);
     let opts = apply::UpOptions { ct_size: table.ct_size, bpf_log: table.bpf_log, ..Default::default() };
     let r = apply::up(&cluster, h, &pins, &opts, &|m| eprintln!("{host}: {m}")).await?;
+    let programs = match r.programs {
+        apply::Origin::Verified => "programs loaded and verified",
+        apply::Origin::Pinned => "programs reused from their pins",
+    };
     if r.changed() {
         println!(
-            "{host}: up on {} ({}): {} veths created, {} removed; {} links attached, {} replaced, {} removed; {} map entries written, {} deleted",
+            "{host}: up on {} ({}): {} veths created, {} removed; {} links attached, {} replaced, {} removed; {} map entries written, {} deleted; {programs}",
             r.underlay,
             pins.dir.display(),
             r.veths_created.len(),
@@ -22,7 +26,7 @@ pub async fn up(g: &Global, table: TableArgs) -> overlay_bpf::error::Result<i32>
             r.entries_deleted
         );
     } else {
-        println!("{host}: up to date on {} ({}): nothing changed", r.underlay, pins.dir.display());
+        println!("{host}: up to date on {} ({}): nothing changed; {programs}", r.underlay, pins.dir.display());
     }
     Ok(0)
 }

@@ -174,11 +174,16 @@ pub fn ep(mac: [u8; 6], ifindex: u32, vtep: [u8; 4]) -> EndpointValue {
 }
 
 impl Rig {
+    /// The object the rig loaded (without pins: always from the object).
+    pub fn ebpf(&mut self) -> &mut aya::Ebpf {
+        self.loaded.ebpf_mut().expect("loaded from the object")
+    }
+
     pub fn new() -> Rig {
         assert!(is_root(), "the kernel tests need root (run `sudo -E cargo xtask test`)");
         let mut loaded =
             loader::load(None, CT_DEFAULT_SIZE).expect("load the embedded eBPF object (built by `cargo xtask build`)");
-        let e = loaded.ebpf_mut();
+        let e = loaded.ebpf_mut().expect("loaded from the object");
         let mut cfg: Array<_, HostConfig> = Array::try_from(e.map_mut(MAP_CONFIG).unwrap()).unwrap();
         cfg.set(
             0,
@@ -229,12 +234,11 @@ impl Rig {
     }
 
     pub fn map<K: aya::Pod, V: aya::Pod>(&mut self, name: &str) -> HashMap<&mut MapData, K, V> {
-        HashMap::try_from(self.loaded.ebpf_mut().map_mut(name).unwrap()).unwrap()
+        HashMap::try_from(self.ebpf().map_mut(name).unwrap()).unwrap()
     }
 
     pub fn counter(&mut self, p: Prog, r: Reason) -> u64 {
-        let stats: PerCpuArray<_, Counter> =
-            PerCpuArray::try_from(self.loaded.ebpf_mut().map(MAP_STATS).unwrap()).unwrap();
+        let stats: PerCpuArray<_, Counter> = PerCpuArray::try_from(self.ebpf().map(MAP_STATS).unwrap()).unwrap();
         stats.get(&counter_index(p, r), 0).unwrap().iter().map(|c| c.packets).sum()
     }
 
@@ -246,7 +250,7 @@ impl Rig {
 
     pub fn try_run(&mut self, prog: &str, pkt: &[u8]) -> Result<(u32, Vec<u8>), aya::programs::ProgramError> {
         let mut out = vec![0u8; pkt.len() + 256];
-        let p = self.loaded.ebpf_mut().program_mut(prog).unwrap();
+        let p = self.ebpf().program_mut(prog).unwrap();
         let opts = TestRunOptions { data_in: Some(pkt), data_out: Some(&mut out), ..Default::default() };
         let r = if prog == PROG_XDP_UNDERLAY {
             let x: &mut Xdp = p.try_into().unwrap();
@@ -351,7 +355,7 @@ impl Rig {
     }
 
     pub fn set_maglev(&mut self, backend: [u8; 4]) {
-        let mut t: Array<_, [u8; 4]> = Array::try_from(self.loaded.ebpf_mut().map_mut(MAP_MAGLEV).unwrap()).unwrap();
+        let mut t: Array<_, [u8; 4]> = Array::try_from(self.ebpf().map_mut(MAP_MAGLEV).unwrap()).unwrap();
         for i in 0..MAGLEV_SIZE {
             t.set(i, backend, 0).unwrap();
         }
@@ -382,7 +386,7 @@ impl Rig {
     }
 
     pub fn ct(&mut self, k: CtKey) -> Option<CtValue> {
-        let ct: HashMap<_, CtKey, CtValue> = HashMap::try_from(self.loaded.ebpf_mut().map(MAP_CT).unwrap()).unwrap();
+        let ct: HashMap<_, CtKey, CtValue> = HashMap::try_from(self.ebpf().map(MAP_CT).unwrap()).unwrap();
         ct.get(&k, 0).ok()
     }
 
@@ -438,7 +442,7 @@ impl Rig {
 
     pub fn backend_flows(&mut self, ip: [u8; 4]) -> u64 {
         let m: aya::maps::PerCpuHashMap<_, BackendKey, BackendStats> =
-            aya::maps::PerCpuHashMap::try_from(self.loaded.ebpf_mut().map(MAP_BACKEND_STATS).unwrap()).unwrap();
+            aya::maps::PerCpuHashMap::try_from(self.ebpf().map(MAP_BACKEND_STATS).unwrap()).unwrap();
         m.get(&BackendKey { service_id: SVC, ip }, 0).map(|v| v.iter().map(|s| s.flows).sum()).unwrap_or(0)
     }
 }
