@@ -21,23 +21,15 @@ use super::{
 };
 use crate::{
     build,
+    demo::checks::{self, Check},
     util::{catch_signals, check_interrupt, is_root, output, root, step},
 };
 
-/// The outside client's address: the lab bridge's, on the host.
-const CLIENT: &str = "192.168.100.100";
+use checks::CLIENT;
 /// The host programs the guests need besides busybox: nft for the
 /// masquerade rule `up` installs.
 const GUEST_PROGRAMS: &[&str] = &["/usr/sbin/nft"];
 const STATE: &str = "/etc/obvm/cluster.yaml";
-
-/// One check's outcome on one kernel.
-#[derive(Clone)]
-pub struct Check {
-    pub name: String,
-    pub passed: bool,
-    pub detail: String,
-}
 
 pub fn run(series: &[String]) -> Result<()> {
     if !is_root() {
@@ -97,8 +89,6 @@ pub fn run(series: &[String]) -> Result<()> {
         bail!("interrupted: the VMs are stopped and their lab namespaces removed");
     }
     // The summary: one line per kernel and check.
-    println!();
-    println!("{:<52} {}", "check", kernels.iter().map(|k| format!("{:<28}", k.release)).collect::<String>());
     let mut names: Vec<String> = Vec::new();
     for (_, r) in &results {
         for c in r.iter().flatten() {
@@ -107,9 +97,12 @@ pub fn run(series: &[String]) -> Result<()> {
             }
         }
     }
+    let w = names.iter().map(String::len).max().unwrap_or(0).max(5);
+    println!();
+    println!("{:<w$} {}", "check", kernels.iter().map(|k| format!("{:<28}", k.release)).collect::<String>());
     let mut failed = 0;
     for n in &names {
-        let mut row = format!("{n:<52} ");
+        let mut row = format!("{n:<w$} ");
         for (_, r) in &results {
             let cell = match r.as_ref().ok().and_then(|cs| cs.iter().find(|c| &c.name == n)) {
                 Some(c) if c.passed => "PASS",
@@ -150,56 +143,6 @@ pub fn run(series: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// A cluster host as the example state names it.
-struct Host {
-    name: String,
-    addr: String,
-}
-
-/// An endpoint of the resolved state.
-struct Ep {
-    name: String,
-    host: String,
-    network: String,
-    netns: String,
-    ip: String,
-}
-
-fn endpoints(resolved: &Value) -> Result<Vec<Ep>> {
-    resolved["endpoints"]
-        .as_array()
-        .context("validate -o json: endpoints")?
-        .iter()
-        .map(|e| {
-            let s = |k: &str| e[k].as_str().map(str::to_string).with_context(|| format!("endpoint field {k}"));
-            Ok(Ep {
-                name: s("name")?,
-                host: s("host")?,
-                network: s("network")?,
-                netns: s("netns")?.trim_start_matches("/run/netns/").to_string(),
-                ip: s("ip")?,
-            })
-        })
-        .collect()
-}
-
-/// The state file's hosts (`validate` resolves endpoints, not hosts).
-fn hosts(state: &Path) -> Result<Vec<Host>> {
-    let v: Value = serde_yaml::from_str(&std::fs::read_to_string(state)?)
-        .with_context(|| format!("{} is not YAML", state.display()))?;
-    v["hosts"]
-        .as_array()
-        .with_context(|| format!("{}: no hosts", state.display()))?
-        .iter()
-        .map(|h| {
-            Ok(Host {
-                name: h["name"].as_str().context("host name")?.to_string(),
-                addr: h["address"].as_str().context("host address")?.to_string(),
-            })
-        })
-        .collect()
-}
-
 /// Runs `f` on every VM at once.
 fn on_all<T: Send>(vms: &mut [Vm], f: impl Fn(&mut Vm) -> T + Sync) -> Vec<T> {
     std::thread::scope(|s| {
@@ -213,8 +156,8 @@ const STEP: Duration = Duration::from_secs(180);
 
 fn cluster_on(k: &Kernel, image: &Path, accel: Accel, resolved: &Value, state: &Path) -> Result<Vec<Check>> {
     let series = k.series.as_str();
-    let hosts = hosts(state)?;
-    let eps = endpoints(resolved)?;
+    let hosts = checks::hosts(state)?;
+    let eps = checks::endpoints(resolved)?;
     let mut checks = Vec::new();
     let mut check = |name: String, passed: bool, detail: String| {
         say(series, &format!("result: {} {name}: {}", k.release, if passed { "PASS" } else { "FAIL" }));
@@ -293,149 +236,88 @@ fn cluster_on(k: &Kernel, image: &Path, accel: Accel, resolved: &Value, state: &
     }
     check_interrupt()?;
 
-    // The overlay: every endpoint pings every endpoint in another namespace.
-    let mut want = BTreeMap::new();
-    for a in &eps {
-        for b in &eps {
-            if a.netns == b.netns {
-                continue;
-            }
-            let may = eps.iter().any(|x| x.netns == a.netns && x.network == b.network);
-            want.insert((a.netns.clone(), b.ip.clone()), (may, a.host != b.host));
-        }
-    }
-    let got: Vec<Result<Vec<String>>> = on_all(&mut vms, |vm| {
-        let triples: Vec<String> = want
-            .iter()
-            .filter(|((ns, _), _)| eps.iter().any(|e| &e.netns == ns && e.host == vm.name))
-            .map(|((ns, ip), (may, _))| format!("{ns} {ip} {}", if *may { "ok" } else { "blocked" }))
-            .collect();
-        if triples.is_empty() {
-            return Ok(Vec::new());
-        }
-        Ok(vm.step(&format!("pings {}", triples.join(" ")), STEP, |_| {})?.output)
-    });
-    let mut seen = BTreeMap::new();
-    for r in &got {
-        for l in r.iter().flatten() {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            if let ["PING", ns, ip, got, _] = f[..] {
-                seen.insert((ns.to_string(), ip.to_string()), got == "got=ok");
-            }
-        }
-    }
-    let (mut conn, mut across, mut conn_bad, mut iso, mut iso_bad) = (0, 0, Vec::new(), 0, Vec::new());
-    for ((ns, ip), (may, cross)) in &want {
-        let reached = seen.get(&(ns.clone(), ip.clone())).copied();
-        if *may {
-            conn += 1;
-            across += *cross as usize;
-            if reached != Some(true) {
-                conn_bad.push(format!("{ns} -> {ip}: {}", if reached.is_none() { "not tried" } else { "no reply" }));
-            }
-        } else {
-            iso += 1;
-            if reached != Some(false) {
-                iso_bad.push(format!("{ns} -> {ip}: {}", if reached.is_none() { "not tried" } else { "REACHED" }));
-            }
-        }
-    }
-    print_matrix(series, &eps, &seen);
-    check(
-        format!("overlay: connectivity ({conn} pairs, {across} across hosts)"),
-        conn_bad.is_empty(),
-        conn_bad.join(", "),
-    );
-    check(format!("overlay: isolation ({iso} pairs blocked)"), iso_bad.is_empty(), iso_bad.join(", "));
-    check_interrupt()?;
-
-    // The routing mesh, from outside the cluster: the host on the lab bridge.
-    let webs: Vec<&Ep> = eps.iter().filter(|e| e.name.starts_with("web.") && e.network == "uber-svc").collect();
-    let served = on_all(&mut vms, |vm| -> Result<()> {
-        let mine: Vec<&&Ep> = webs.iter().filter(|w| w.host == vm.name).collect();
-        for w in mine {
-            vm.must(&format!("serve {} {}", w.netns, w.name), STEP)?;
-        }
-        Ok(())
-    });
-    if let Some(Err(e)) = served.into_iter().find(|r| r.is_err()) {
-        check("mesh: HTTP servers in web.1..3".into(), false, format!("{e:#}"));
-        return Ok(checks);
-    }
-    let (mut answered, mut asked, mut kept, mut backends) = (0, 0, true, BTreeSet::new());
-    let mut wrong = Vec::new();
-    for h in &hosts {
-        let mut line = Vec::new();
-        for _ in 0..6 {
-            check_interrupt()?;
-            asked += 1;
-            let out = Command::new("ip")
-                .args(["netns", "exec", &lab_name, "curl", "-s", "--max-time", "5"])
-                .arg(format!("http://{}:8080/", h.addr))
-                .output()?;
-            let body = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            match body.split_once(" saw ") {
-                Some((backend, saw)) if out.status.success() => {
-                    answered += 1;
-                    backends.insert(backend.to_string());
-                    if saw != CLIENT {
-                        kept = false;
-                        wrong.push(format!("{} saw {saw}", h.name));
-                    }
-                    line.push(format!("{backend}<-{saw}"));
-                }
-                _ => {
-                    wrong.push(format!("{}: no answer", h.name));
-                    line.push("NO ANSWER".into());
-                }
-            }
-        }
-        say(series, &format!("  curl http://{}:8080/ ({}) x6 from {CLIENT}: {}", h.addr, h.name, line.join(", ")));
-    }
-    check(format!("mesh: every host answers on :8080 ({asked} requests)"), answered == asked, wrong.join(", "));
-    check("mesh: the client address kept".into(), kept && answered > 0, wrong.join(", "));
-    check(
-        format!("mesh: spread over backends ({} of {})", backends.len(), webs.len()),
-        backends.len() > 1,
-        format!("only {backends:?} answered"),
-    );
-
-    // The internal VIP, from a container.
-    let vip = resolved["services"][0]["vip"].as_str().context("the example's service VIP")?.to_string();
-    let client = eps.iter().find(|e| e.name == "client").context("the example's client endpoint")?;
-    let vm = vms.iter_mut().find(|v| v.name == client.host).context("client's VM")?;
-    let out =
-        vm.step(&format!("for i in 1 2 3 4; do get {} http://{vip}/ || exit 1; done", client.netns), STEP, |_| {})?;
-    let saw_client = out.output.iter().filter(|l| l.ends_with(&format!(" saw {}", client.ip))).count();
-    say(series, &format!("  wget http://{vip}/ x4 from client ({}): {}", client.ip, out.output.join(", ")));
-    check(
-        "vip: the service VIP from a container (4 requests)".into(),
-        out.passed && saw_client == 4,
-        format!("{} ({})", out.status, out.output.join(" | ")),
-    );
+    let mut vm_cluster = Vms { series, lab: &lab_name, vms: &mut vms };
+    checks::run(&mut vm_cluster, resolved, &hosts, &mut |c| check(c.name, c.passed, c.detail))?;
     drop(vms);
     drop(lab);
     Ok(checks)
 }
 
-fn print_matrix(series: &str, eps: &[Ep], seen: &BTreeMap<(String, String), bool>) {
-    let w = eps.iter().map(|e| e.name.len()).max().unwrap_or(4).max(4);
-    let mut head = format!("{:w$}  ", "");
-    for b in eps {
-        head += &format!("{:>w$} ", b.name);
+/// The demo's hosts as VMs: containers are namespaces inside them, the
+/// outside client is this machine's end of the lab bridge.
+struct Vms<'a> {
+    series: &'a str,
+    lab: &'a str,
+    vms: &'a mut [Vm],
+}
+
+impl Vms<'_> {
+    fn vm(&mut self, host: &str) -> Result<&mut Vm> {
+        self.vms.iter_mut().find(|v| v.name == host).with_context(|| format!("no VM for host {host}"))
     }
-    say(series, &head);
-    for a in eps {
-        let mut row = format!("{:>w$}  ", a.name);
-        for b in eps {
-            let cell = match seen.get(&(a.netns.clone(), b.ip.clone())) {
-                _ if a.netns == b.netns => "-",
-                Some(true) => "ok",
-                Some(false) => "x",
-                None => "?",
-            };
-            row += &format!("{cell:>w$} ");
+}
+
+impl checks::Cluster for Vms<'_> {
+    fn say(&self, line: &str) {
+        say(self.series, line);
+    }
+
+    fn pings(&mut self, pings: &[checks::Ping]) -> Result<Vec<bool>> {
+        let outputs: Vec<Result<Vec<String>>> = on_all(self.vms, |vm| {
+            let triples: Vec<String> = pings
+                .iter()
+                .filter(|p| p.host == vm.name)
+                .map(|p| format!("{} {} {}", p.netns, p.ip, if p.want { "ok" } else { "blocked" }))
+                .collect();
+            if triples.is_empty() {
+                return Ok(Vec::new());
+            }
+            // `pings` fails when an outcome is not the wanted one: the lines say which.
+            Ok(vm.step(&format!("pings {}", triples.join(" ")), STEP, |_| {})?.output)
+        });
+        let mut seen = BTreeMap::new();
+        for out in outputs {
+            for l in out? {
+                if let ["PING", ns, ip, got, _] = l.split_whitespace().collect::<Vec<_>>()[..] {
+                    seen.insert((ns.to_string(), ip.to_string()), got == "got=ok");
+                }
+            }
         }
-        say(series, &row);
+        Ok(pings.iter().map(|p| seen.get(&(p.netns.clone(), p.ip.clone())).copied().unwrap_or(false)).collect())
+    }
+
+    fn serve(&mut self, webs: &[&checks::Ep]) -> Result<()> {
+        let served = on_all(self.vms, |vm| -> Result<()> {
+            let mine: Vec<&&checks::Ep> = webs.iter().filter(|w| w.host == vm.name).collect();
+            for w in mine {
+                vm.must(&format!("serve {} {}", w.netns, w.name), STEP)?;
+            }
+            Ok(())
+        });
+        served.into_iter().collect()
+    }
+
+    fn get_outside(&mut self, url: &str) -> Result<Option<String>> {
+        let out =
+            Command::new("ip").args(["netns", "exec", self.lab, "curl", "-s", "--max-time", "5", url]).output()?;
+        Ok(out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string()))
+    }
+
+    fn get_inside(&mut self, ep: &checks::Ep, url: &str, n: usize) -> Result<Vec<Option<String>>> {
+        let vm = self.vm(&ep.host)?;
+        // One line per request: "GET <body>", the body empty when nothing answered.
+        let out = vm.step(
+            &format!("for i in $(seq {n}); do echo \"GET $(get {} {url} 2>/dev/null)\"; done", ep.netns),
+            STEP,
+            |_| {},
+        )?;
+        let mut answers: Vec<Option<String>> = out
+            .output
+            .iter()
+            .filter_map(|l| l.strip_prefix("GET"))
+            .map(|b| Some(b.trim().to_string()).filter(|b| !b.is_empty()))
+            .collect();
+        answers.resize(n, None);
+        Ok(answers)
     }
 }
