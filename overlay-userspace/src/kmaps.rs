@@ -8,7 +8,7 @@ use overlay_common::*;
 
 use crate::{
     pins::Pins,
-    reconcile::{Delete, Diff, MapContents, MapSink, Upsert},
+    reconcile::{reconciled_maps, Content, Delete, Diff, MaglevTables, MapContents, MapSink, SubnetKey, Upsert},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -57,17 +57,136 @@ pub fn program_filled(pins: &Pins) -> Result<[(&'static str, usize, u32); 2], Ma
     Ok([(MAP_CT, ct_n, ct_max), (MAP_NEXT_HOPS, hops_n, hops_max)])
 }
 
+/// A pinned map the reconciler fills, in the reconciler's terms (`C`).
+trait Reconciled<C: Content> {
+    /// The content; `referrers` holds what the maps that point into this one
+    /// hold (they are read first).
+    fn read(&self, referrers: &MapContents) -> Result<C, MapError>;
+    fn put(&mut self, k: &C::Key, v: &C::Value) -> Result<(), MapError>;
+    fn remove(&mut self, k: &C::Key) -> Result<(), MapError>;
+}
+
+impl<K, V> Reconciled<BTreeMap<K, V>> for HashMap<MapData, K, V>
+where
+    K: aya::Pod + Ord + std::fmt::Debug,
+    V: aya::Pod + PartialEq + std::fmt::Debug,
+{
+    fn read(&self, _: &MapContents) -> Result<BTreeMap<K, V>, MapError> {
+        self.iter().collect()
+    }
+    fn put(&mut self, k: &K, v: &V) -> Result<(), MapError> {
+        self.insert(k, v, 0)
+    }
+    fn remove(&mut self, k: &K) -> Result<(), MapError> {
+        HashMap::remove(self, k)
+    }
+}
+
+impl<V: aya::Pod + PartialEq + std::fmt::Debug> Reconciled<BTreeMap<SubnetKey, V>> for LpmTrie<MapData, [u8; 4], V> {
+    fn read(&self, _: &MapContents) -> Result<BTreeMap<SubnetKey, V>, MapError> {
+        self.iter().map(|r| r.map(|(k, v)| ((k.prefix_len(), k.data()), v))).collect()
+    }
+    fn put(&mut self, (plen, addr): &SubnetKey, v: &V) -> Result<(), MapError> {
+        self.insert(&Key::new(*plen, *addr), v, 0)
+    }
+    fn remove(&mut self, (plen, addr): &SubnetKey) -> Result<(), MapError> {
+        LpmTrie::remove(self, &Key::new(*plen, *addr))
+    }
+}
+
+/// The single-slot config array: an array always has its slot, so all
+/// zeroes means never written, and removing clears it.
+impl Reconciled<BTreeMap<u32, HostConfig>> for Array<MapData, HostConfig> {
+    fn read(&self, _: &MapContents) -> Result<BTreeMap<u32, HostConfig>, MapError> {
+        let cfg = self.get(&0, 0)?;
+        Ok(if cfg == HostConfig::default() { BTreeMap::new() } else { BTreeMap::from([(0, cfg)]) })
+    }
+    fn put(&mut self, k: &u32, v: &HostConfig) -> Result<(), MapError> {
+        self.set(*k, v, 0)
+    }
+    fn remove(&mut self, k: &u32) -> Result<(), MapError> {
+        self.set(*k, HostConfig::default(), 0)
+    }
+}
+
+/// Maglev tables end to end in one array. Only the tables services point at
+/// are read: the array is large.
+impl Reconciled<MaglevTables> for Array<MapData, [u8; 4]> {
+    fn read(&self, referrers: &MapContents) -> Result<MaglevTables, MapError> {
+        let slots: std::collections::BTreeSet<u32> = referrers.services.values().map(|v| v.lb_slot).collect();
+        let mut t = MaglevTables::default();
+        for slot in slots {
+            let base = slot * MAGLEV_SIZE;
+            t.insert(slot, (0..MAGLEV_SIZE).map(|i| self.get(&(base + i), 0)).collect::<Result<_, _>>()?);
+        }
+        Ok(t)
+    }
+    fn put(&mut self, (slot, i): &(u32, u32), ip: &[u8; 4]) -> Result<(), MapError> {
+        self.set(slot * MAGLEV_SIZE + i, ip, 0)
+    }
+    /// Tables are overwritten, never removed.
+    fn remove(&mut self, _: &(u32, u32)) -> Result<(), MapError> {
+        Ok(())
+    }
+}
+
+macro_rules! kernel_maps {
+    ($($variant:ident $field:ident: $map:ident, $content:ty => $kernel:ty;)+) => {
+        /// Typed handles on the maps the reconciler fills.
+        struct Reconciler {
+            $($field: $kernel,)+
+        }
+
+        impl Reconciler {
+            fn open(pins: &Pins) -> Result<Reconciler, MapsError> {
+                Ok(Reconciler { $($field: open(pins, $map)?,)+ })
+            }
+
+            /// What the maps hold, read in the reverse dependency order, so
+            /// each map is read after the maps that point into it.
+            fn read(&self) -> Result<MapContents, MapsError> {
+                type Read<'r> = &'r dyn Fn(&Reconciler, &mut MapContents) -> Result<(), MapsError>;
+                let reads: &[Read<'_>] = &[$(&|r: &Reconciler, c: &mut MapContents| {
+                    let v = Reconciled::<$content>::read(&r.$field, c)
+                        .map_err(|source| MapsError::Op { map: $map, op: "read", source })?;
+                    c.$field = v;
+                    Ok(())
+                },)+];
+                let mut c = MapContents::default();
+                for read in reads.iter().rev() {
+                    read(self, &mut c)?;
+                }
+                Ok(c)
+            }
+        }
+
+        impl MapSink for KernelMaps {
+            type Error = MapsError;
+
+            fn upsert(&mut self, u: Upsert<'_>) -> Result<(), MapsError> {
+                match u {
+                    $(Upsert::$variant(k, v) => Reconciled::<$content>::put(&mut self.reconciled.$field, k, v)
+                        .map_err(|source| MapsError::Op { map: $map, op: "write", source }),)+
+                }
+            }
+
+            /// A removal of a key that is already gone is done.
+            fn delete(&mut self, d: Delete<'_>) -> Result<(), MapsError> {
+                match d {
+                    $(Delete::$variant(k) => match Reconciled::<$content>::remove(&mut self.reconciled.$field, k) {
+                        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+                        Err(source) => Err(MapsError::Op { map: $map, op: "delete", source }),
+                    },)+
+                }
+            }
+        }
+    };
+}
+reconciled_maps!(kernel_maps);
+
 /// Typed handles on every pinned map.
 pub struct KernelMaps {
-    config: Array<MapData, HostConfig>,
-    endpoints: HashMap<MapData, EndpointKey, EndpointValue>,
-    networks: HashMap<MapData, u32, NetworkValue>,
-    subnets: LpmTrie<MapData, [u8; 4], SubnetValue>,
-    ifaces: HashMap<MapData, u32, IfaceValue>,
-    vteps: HashMap<MapData, [u8; 4], VtepValue>,
-    services: HashMap<MapData, ServiceKey, ServiceValue>,
-    maglev: Array<MapData, [u8; 4]>,
-    backends: HashMap<MapData, BackendKey, BackendValue>,
+    reconciled: Reconciler,
     backend_stats: PerCpuHashMap<MapData, BackendKey, BackendStats>,
     stats: PerCpuArray<MapData, Counter>,
     /// Absent under programs older than the switch (the upgrade test's
@@ -83,72 +202,14 @@ fn open<T: TryFrom<Map, Error = MapError>>(pins: &Pins, name: &'static str) -> R
     T::try_from(map).map_err(|source| MapsError::Op { map: name, op: "type check", source })
 }
 
-fn read_hash<K: aya::Pod + Ord, V: aya::Pod>(
-    m: &HashMap<MapData, K, V>,
-    name: &'static str,
-) -> Result<BTreeMap<K, V>, MapsError> {
-    m.iter().map(|r| r.map_err(|source| MapsError::Op { map: name, op: "read", source })).collect()
-}
-
 fn write_err(map: &'static str, op: &'static str) -> impl FnOnce(MapError) -> MapsError {
     move |source| MapsError::Op { map, op, source }
-}
-
-/// A removal of a key that is already gone is done.
-fn removed(r: Result<(), MapError>, map: &'static str) -> Result<(), MapsError> {
-    match r {
-        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-        Err(source) => Err(MapsError::Op { map, op: "delete", source }),
-    }
-}
-
-impl MapSink for KernelMaps {
-    type Error = MapsError;
-
-    fn upsert(&mut self, u: Upsert<'_>) -> Result<(), MapsError> {
-        match u {
-            Upsert::Vtep(k, v) => self.vteps.insert(k, v, 0).map_err(write_err(MAP_VTEPS, "insert")),
-            Upsert::Network(k, v) => self.networks.insert(k, v, 0).map_err(write_err(MAP_NETWORKS, "insert")),
-            Upsert::Subnet((plen, addr), v) => {
-                self.subnets.insert(&Key::new(*plen, *addr), v, 0).map_err(write_err(MAP_SUBNETS, "insert"))
-            }
-            Upsert::Endpoint(k, v) => self.endpoints.insert(k, v, 0).map_err(write_err(MAP_ENDPOINTS, "insert")),
-            Upsert::Iface(k, v) => self.ifaces.insert(k, v, 0).map_err(write_err(MAP_IFACES, "insert")),
-            Upsert::Maglev(slot, i, ip) => {
-                self.maglev.set(slot * MAGLEV_SIZE + i, ip, 0).map_err(write_err(MAP_MAGLEV, "write"))
-            }
-            Upsert::Backend(k, v) => self.backends.insert(k, v, 0).map_err(write_err(MAP_BACKENDS, "insert")),
-            Upsert::Service(k, v) => self.services.insert(k, v, 0).map_err(write_err(MAP_SERVICES, "insert")),
-            Upsert::Config(v) => self.config.set(0, v, 0).map_err(write_err(MAP_CONFIG, "write")),
-        }
-    }
-
-    fn delete(&mut self, d: Delete<'_>) -> Result<(), MapsError> {
-        match d {
-            Delete::Vtep(k) => removed(self.vteps.remove(k), MAP_VTEPS),
-            Delete::Network(k) => removed(self.networks.remove(k), MAP_NETWORKS),
-            Delete::Subnet((plen, addr)) => removed(self.subnets.remove(&Key::new(*plen, *addr)), MAP_SUBNETS),
-            Delete::Endpoint(k) => removed(self.endpoints.remove(k), MAP_ENDPOINTS),
-            Delete::Iface(k) => removed(self.ifaces.remove(k), MAP_IFACES),
-            Delete::Backend(k) => removed(self.backends.remove(k), MAP_BACKENDS),
-            Delete::Service(k) => removed(self.services.remove(k), MAP_SERVICES),
-            Delete::Config => self.config.set(0, HostConfig::default(), 0).map_err(write_err(MAP_CONFIG, "write")),
-        }
-    }
 }
 
 impl KernelMaps {
     pub fn open(pins: &Pins) -> Result<KernelMaps, MapsError> {
         Ok(KernelMaps {
-            config: open(pins, MAP_CONFIG)?,
-            endpoints: open(pins, MAP_ENDPOINTS)?,
-            networks: open(pins, MAP_NETWORKS)?,
-            subnets: open(pins, MAP_SUBNETS)?,
-            ifaces: open(pins, MAP_IFACES)?,
-            vteps: open(pins, MAP_VTEPS)?,
-            services: open(pins, MAP_SERVICES)?,
-            maglev: open(pins, MAP_MAGLEV)?,
-            backends: open(pins, MAP_BACKENDS)?,
+            reconciled: Reconciler::open(pins)?,
             backend_stats: open(pins, MAP_BACKEND_STATS)?,
             stats: open(pins, MAP_STATS)?,
             log: open(pins, MAP_LOG).ok(),
@@ -157,33 +218,7 @@ impl KernelMaps {
 
     /// What the maps hold now, in the reconciler's terms.
     pub fn read(&self) -> Result<MapContents, MapsError> {
-        let mut c = MapContents::default();
-        let cfg = self.config.get(&0, 0).map_err(|source| MapsError::Op { map: MAP_CONFIG, op: "read", source })?;
-        // An array always has its slot; all zeroes means never written.
-        if cfg != HostConfig::default() {
-            c.config.insert(0, cfg);
-        }
-        c.endpoints = read_hash(&self.endpoints, MAP_ENDPOINTS)?;
-        c.networks = read_hash(&self.networks, MAP_NETWORKS)?;
-        c.ifaces = read_hash(&self.ifaces, MAP_IFACES)?;
-        c.vteps = read_hash(&self.vteps, MAP_VTEPS)?;
-        c.services = read_hash(&self.services, MAP_SERVICES)?;
-        c.backends = read_hash(&self.backends, MAP_BACKENDS)?;
-        // Only the tables services point at are read: the array is large.
-        let slots: std::collections::BTreeSet<u32> = c.services.values().map(|v| v.lb_slot).collect();
-        for slot in slots {
-            let base = slot * MAGLEV_SIZE;
-            let table = (0..MAGLEV_SIZE)
-                .map(|i| self.maglev.get(&(base + i), 0))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|source| MapsError::Op { map: MAP_MAGLEV, op: "read", source })?;
-            c.maglev.insert(slot, table);
-        }
-        for r in self.subnets.iter() {
-            let (k, v) = r.map_err(|source| MapsError::Op { map: MAP_SUBNETS, op: "read", source })?;
-            c.subnets.insert((k.prefix_len(), k.data()), v);
-        }
-        Ok(c)
+        self.reconciled.read()
     }
 
     /// Refuses content that does not fit, before anything is written.

@@ -33,41 +33,187 @@ pub struct Veth {
 /// Key of the subnet LPM trie: (prefix length, network address).
 pub type SubnetKey = (u32, [u8; 4]);
 
-/// The content of every map, as typed entries.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct MapContents {
-    pub config: BTreeMap<u32, HostConfig>,
-    pub endpoints: BTreeMap<EndpointKey, EndpointValue>,
-    pub networks: BTreeMap<u32, NetworkValue>,
-    pub subnets: BTreeMap<SubnetKey, SubnetValue>,
-    pub ifaces: BTreeMap<u32, IfaceValue>,
-    pub vteps: BTreeMap<[u8; 4], VtepValue>,
-    pub services: BTreeMap<ServiceKey, ServiceValue>,
-    /// Maglev tables by lb slot.
-    pub maglev: BTreeMap<u32, Vec<[u8; 4]>>,
-    pub backends: BTreeMap<BackendKey, BackendValue>,
+/// The maps `up` fills from the state, each named once: its `Upsert` and
+/// `Delete` variant, its `MapContents`/`Diff` field, its map, its content
+/// here and its handle in the kernel (`kmaps`). A new map of this kind is one
+/// line here (and the code in `desired` that fills it); the compiler then asks
+/// for whatever else is missing.
+///
+/// In dependency order: a map comes after the maps its entries point into
+/// (hosts, networks and endpoints before the Maglev slots and services that
+/// lead to them). Additions are written in this order and removals in the
+/// reverse, so a change is make-before-break (`Diff::write_to`).
+macro_rules! reconciled_maps {
+    ($m:ident) => {
+        $m! {
+            Vtep vteps: MAP_VTEPS, BTreeMap<[u8; 4], VtepValue> => HashMap<MapData, [u8; 4], VtepValue>;
+            Network networks: MAP_NETWORKS, BTreeMap<u32, NetworkValue> => HashMap<MapData, u32, NetworkValue>;
+            Subnet subnets: MAP_SUBNETS, BTreeMap<SubnetKey, SubnetValue> => LpmTrie<MapData, [u8; 4], SubnetValue>;
+            Endpoint endpoints: MAP_ENDPOINTS, BTreeMap<EndpointKey, EndpointValue>
+                => HashMap<MapData, EndpointKey, EndpointValue>;
+            Iface ifaces: MAP_IFACES, BTreeMap<u32, IfaceValue> => HashMap<MapData, u32, IfaceValue>;
+            Maglev maglev: MAP_MAGLEV, MaglevTables => Array<MapData, [u8; 4]>;
+            Backend backends: MAP_BACKENDS, BTreeMap<BackendKey, BackendValue>
+                => HashMap<MapData, BackendKey, BackendValue>;
+            Service services: MAP_SERVICES, BTreeMap<ServiceKey, ServiceValue>
+                => HashMap<MapData, ServiceKey, ServiceValue>;
+            Config config: MAP_CONFIG, BTreeMap<u32, HostConfig> => Array<MapData, HostConfig>;
+        }
+    };
 }
+pub(crate) use reconciled_maps;
+
+/// What a reconciled map holds, as the reconciler sees it: entries it can
+/// diff, and a size to check against the map's.
+pub trait Content: Default + Clone + PartialEq + std::fmt::Debug {
+    /// What one write or removal names.
+    type Key: Clone + PartialEq + std::fmt::Debug;
+    type Value: Clone + PartialEq + std::fmt::Debug;
+    /// The changes that turn `current` into `self`.
+    fn diff(&self, current: &Self) -> MapDiff<Self::Key, Self::Value>;
+    /// The size, in the unit of `capacity`.
+    fn used(&self) -> usize;
+    /// The most this content may hold in a map declared with `entries`.
+    fn capacity(entries: u32) -> u32 {
+        entries
+    }
+}
+
+impl<K: Ord + Clone + std::fmt::Debug, V: PartialEq + Clone + std::fmt::Debug> Content for BTreeMap<K, V> {
+    type Key = K;
+    type Value = V;
+    fn diff(&self, current: &Self) -> MapDiff<K, V> {
+        diff_map(self, current)
+    }
+    fn used(&self) -> usize {
+        self.len()
+    }
+}
+
+/// Maglev tables by lb slot, each `MAGLEV_SIZE` backend addresses; in the
+/// kernel, one array of every slot's table end to end.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MaglevTables(pub BTreeMap<u32, Vec<[u8; 4]>>);
+
+impl std::ops::Deref for MaglevTables {
+    type Target = BTreeMap<u32, Vec<[u8; 4]>>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for MaglevTables {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Content for MaglevTables {
+    /// (lb slot, index in its table).
+    type Key = (u32, u32);
+    type Value = [u8; 4];
+    /// The entries of each desired table that differ from the current one.
+    /// Slots no longer used keep their content: nothing points at them.
+    fn diff(&self, current: &Self) -> MapDiff<(u32, u32), [u8; 4]> {
+        let mut d = MapDiff::default();
+        for (slot, want) in self.iter() {
+            let have = current.get(slot);
+            d.upsert.extend(
+                want.iter()
+                    .enumerate()
+                    .filter(|(i, ip)| have.and_then(|h| h.get(*i)) != Some(*ip))
+                    .map(|(i, ip)| ((*slot, i as u32), *ip)),
+            );
+        }
+        d
+    }
+    /// Tables, not entries.
+    fn used(&self) -> usize {
+        self.len()
+    }
+    fn capacity(entries: u32) -> u32 {
+        entries / MAGLEV_SIZE
+    }
+}
+
+/// The declared size of map `name` (overlay-common's `MAP_SIZES`).
+fn declared(name: &str) -> u32 {
+    MAP_SIZES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s).expect("every reconciled map is declared")
+}
+
+macro_rules! contents {
+    ($($variant:ident $field:ident: $map:ident, $content:ty => $kernel:ty;)+) => {
+        /// The content of every map `up` fills, as typed entries.
+        #[derive(Debug, Clone, Default, PartialEq)]
+        pub struct MapContents {
+            $(pub $field: $content,)+
+        }
+
+        impl MapContents {
+            /// (map name, size, capacity) for every map the loader fills.
+            pub fn sizes(&self) -> Vec<(&'static str, usize, u32)> {
+                vec![$(($map, self.$field.used(), <$content as Content>::capacity(declared($map))),)+]
+            }
+        }
+
+        /// The changes that turn one `MapContents` into another.
+        #[derive(Debug, Clone, Default, PartialEq)]
+        pub struct Diff {
+            $(pub $field: MapDiff<<$content as Content>::Key, <$content as Content>::Value>,)+
+        }
+
+        /// One write of a diff: an entry added or changed, in the map it names.
+        #[derive(Debug, Clone, Copy, PartialEq)]
+        pub enum Upsert<'a> {
+            $($variant(&'a <$content as Content>::Key, &'a <$content as Content>::Value),)+
+        }
+
+        /// One removal of a diff.
+        #[derive(Debug, Clone, Copy, PartialEq)]
+        pub enum Delete<'a> {
+            $($variant(&'a <$content as Content>::Key),)+
+        }
+
+        impl Diff {
+            pub fn between(desired: &MapContents, current: &MapContents) -> Diff {
+                Diff { $($field: desired.$field.diff(&current.$field),)+ }
+            }
+
+            /// Writes the diff make-before-break across all maps: every
+            /// addition and change first, in the maps' dependency order
+            /// (`reconciled_maps`), then every removal, in the reverse order.
+            /// So a removed backend's Maglev slots are re-pointed before its
+            /// endpoint goes, and a packet in flight never finds a hole that
+            /// neither state had.
+            pub fn write_to<S: MapSink>(&self, sink: &mut S) -> Result<(), S::Error> {
+                $(for (k, v) in &self.$field.upsert {
+                    sink.upsert(Upsert::$variant(k, v))?;
+                })+
+                type Removals<'d, S> = &'d dyn Fn(&mut S) -> Result<(), <S as MapSink>::Error>;
+                let removals: &[Removals<'_, S>] = &[$(&|sink: &mut S| {
+                    for k in &self.$field.delete {
+                        sink.delete(Delete::$variant(k))?;
+                    }
+                    Ok(())
+                },)+];
+                for r in removals.iter().rev() {
+                    r(sink)?;
+                }
+                Ok(())
+            }
+
+            /// (entries written, entries deleted) over all maps.
+            pub fn counts(&self) -> (usize, usize) {
+                (0 $(+ self.$field.upsert.len())+, 0 $(+ self.$field.delete.len())+)
+            }
+        }
+    };
+}
+reconciled_maps!(contents);
 
 /// A service's stable id: 32 bits of a hash of its name.
 pub fn service_id(name: &str) -> u32 {
     crate::model::fnv1a(name.as_bytes()) as u32
-}
-
-impl MapContents {
-    /// (map name, entries, capacity) for every map the loader fills.
-    pub fn sizes(&self) -> [(&'static str, usize, u32); 9] {
-        [
-            (MAP_CONFIG, self.config.len(), 1),
-            (MAP_ENDPOINTS, self.endpoints.len(), MAX_ENDPOINTS),
-            (MAP_NETWORKS, self.networks.len(), MAX_NETWORKS),
-            (MAP_SUBNETS, self.subnets.len(), MAX_SUBNETS),
-            (MAP_IFACES, self.ifaces.len(), MAX_IFACES),
-            (MAP_VTEPS, self.vteps.len(), MAX_VTEPS),
-            (MAP_SERVICES, self.services.len(), MAX_SERVICES),
-            (MAP_MAGLEV, self.maglev.len(), MAX_LB_SLOTS),
-            (MAP_BACKENDS, self.backends.len(), MAX_BACKENDS),
-        ]
-    }
 }
 
 /// Keeps the backend flag on endpoints that had it in `current` (the maps as
@@ -274,71 +420,6 @@ pub fn diff_map<K: Ord + Clone, V: PartialEq + Clone>(
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Diff {
-    pub config: MapDiff<u32, HostConfig>,
-    pub endpoints: MapDiff<EndpointKey, EndpointValue>,
-    pub networks: MapDiff<u32, NetworkValue>,
-    pub subnets: MapDiff<SubnetKey, SubnetValue>,
-    pub ifaces: MapDiff<u32, IfaceValue>,
-    pub vteps: MapDiff<[u8; 4], VtepValue>,
-    pub services: MapDiff<ServiceKey, ServiceValue>,
-    /// Per lb slot, the (index, backend) entries that change. Slots no
-    /// longer used keep their content: nothing points at them.
-    pub maglev: BTreeMap<u32, Vec<(u32, [u8; 4])>>,
-    pub backends: MapDiff<BackendKey, BackendValue>,
-}
-
-/// The entries of each desired Maglev table that differ from the current one.
-fn diff_maglev(
-    desired: &BTreeMap<u32, Vec<[u8; 4]>>,
-    current: &BTreeMap<u32, Vec<[u8; 4]>>,
-) -> BTreeMap<u32, Vec<(u32, [u8; 4])>> {
-    let mut out = BTreeMap::new();
-    for (slot, want) in desired {
-        let have = current.get(slot);
-        let changed: Vec<(u32, [u8; 4])> = want
-            .iter()
-            .enumerate()
-            .filter(|(i, ip)| have.and_then(|h| h.get(*i)) != Some(*ip))
-            .map(|(i, ip)| (i as u32, *ip))
-            .collect();
-        if !changed.is_empty() {
-            out.insert(*slot, changed);
-        }
-    }
-    out
-}
-
-/// One write of a diff: an entry added or changed, in the map it names.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Upsert<'a> {
-    Vtep(&'a [u8; 4], &'a VtepValue),
-    Network(&'a u32, &'a NetworkValue),
-    Subnet(&'a SubnetKey, &'a SubnetValue),
-    Endpoint(&'a EndpointKey, &'a EndpointValue),
-    Iface(&'a u32, &'a IfaceValue),
-    /// (lb slot, index in its table, backend address).
-    Maglev(u32, u32, [u8; 4]),
-    Backend(&'a BackendKey, &'a BackendValue),
-    Service(&'a ServiceKey, &'a ServiceValue),
-    Config(&'a HostConfig),
-}
-
-/// One removal of a diff.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Delete<'a> {
-    Vtep(&'a [u8; 4]),
-    Network(&'a u32),
-    Subnet(&'a SubnetKey),
-    Endpoint(&'a EndpointKey),
-    Iface(&'a u32),
-    Backend(&'a BackendKey),
-    Service(&'a ServiceKey),
-    /// The config slot cleared (an array keeps its slot).
-    Config,
-}
-
 /// Where a diff is written: the kernel maps, or a recorder in the tests.
 pub trait MapSink {
     type Error;
@@ -347,105 +428,6 @@ pub trait MapSink {
 }
 
 impl Diff {
-    pub fn between(desired: &MapContents, current: &MapContents) -> Diff {
-        Diff {
-            config: diff_map(&desired.config, &current.config),
-            endpoints: diff_map(&desired.endpoints, &current.endpoints),
-            networks: diff_map(&desired.networks, &current.networks),
-            subnets: diff_map(&desired.subnets, &current.subnets),
-            ifaces: diff_map(&desired.ifaces, &current.ifaces),
-            vteps: diff_map(&desired.vteps, &current.vteps),
-            services: diff_map(&desired.services, &current.services),
-            maglev: diff_maglev(&desired.maglev, &current.maglev),
-            backends: diff_map(&desired.backends, &current.backends),
-        }
-    }
-
-    /// Writes the diff make-before-break across all maps: every addition and
-    /// change first, each map after the maps its entries point into (hosts,
-    /// networks and endpoints before the Maglev slots and services that lead
-    /// to them), then every removal, in the reverse order. So a removed
-    /// backend's Maglev slots are re-pointed before its endpoint goes, and a
-    /// packet in flight never finds a hole that neither state had.
-    pub fn write_to<S: MapSink>(&self, sink: &mut S) -> Result<(), S::Error> {
-        for (k, v) in &self.vteps.upsert {
-            sink.upsert(Upsert::Vtep(k, v))?;
-        }
-        for (k, v) in &self.networks.upsert {
-            sink.upsert(Upsert::Network(k, v))?;
-        }
-        for (k, v) in &self.subnets.upsert {
-            sink.upsert(Upsert::Subnet(k, v))?;
-        }
-        for (k, v) in &self.endpoints.upsert {
-            sink.upsert(Upsert::Endpoint(k, v))?;
-        }
-        for (k, v) in &self.ifaces.upsert {
-            sink.upsert(Upsert::Iface(k, v))?;
-        }
-        for (slot, entries) in &self.maglev {
-            for (i, ip) in entries {
-                sink.upsert(Upsert::Maglev(*slot, *i, *ip))?;
-            }
-        }
-        for (k, v) in &self.backends.upsert {
-            sink.upsert(Upsert::Backend(k, v))?;
-        }
-        for (k, v) in &self.services.upsert {
-            sink.upsert(Upsert::Service(k, v))?;
-        }
-        for (_, v) in &self.config.upsert {
-            sink.upsert(Upsert::Config(v))?;
-        }
-        if !self.config.delete.is_empty() {
-            sink.delete(Delete::Config)?;
-        }
-        for k in &self.services.delete {
-            sink.delete(Delete::Service(k))?;
-        }
-        for k in &self.backends.delete {
-            sink.delete(Delete::Backend(k))?;
-        }
-        for k in &self.ifaces.delete {
-            sink.delete(Delete::Iface(k))?;
-        }
-        for k in &self.endpoints.delete {
-            sink.delete(Delete::Endpoint(k))?;
-        }
-        for k in &self.subnets.delete {
-            sink.delete(Delete::Subnet(k))?;
-        }
-        for k in &self.networks.delete {
-            sink.delete(Delete::Network(k))?;
-        }
-        for k in &self.vteps.delete {
-            sink.delete(Delete::Vtep(k))?;
-        }
-        Ok(())
-    }
-
-    /// (entries written, entries deleted) over all maps.
-    pub fn counts(&self) -> (usize, usize) {
-        let u = self.config.upsert.len()
-            + self.endpoints.upsert.len()
-            + self.networks.upsert.len()
-            + self.subnets.upsert.len()
-            + self.ifaces.upsert.len()
-            + self.vteps.upsert.len()
-            + self.services.upsert.len()
-            + self.maglev.values().map(Vec::len).sum::<usize>()
-            + self.backends.upsert.len();
-        let d = self.config.delete.len()
-            + self.endpoints.delete.len()
-            + self.networks.delete.len()
-            + self.subnets.delete.len()
-            + self.ifaces.delete.len()
-            + self.vteps.delete.len()
-            + self.services.delete.len()
-            + self.backends.delete.len();
-        (u, d)
-    }
-
     pub fn is_empty(&self) -> bool {
         self.counts() == (0, 0)
     }
