@@ -237,6 +237,8 @@ pub async fn run<S: StateSource>(mut source: S, opts: AgentOptions, stop: impl F
         remote_down: BTreeMap::new(),
         report: report.clone(),
     };
+    // The state last applied, for /metrics to name services and backends.
+    let served_cluster = Arc::new(Mutex::new(Arc::new(cluster.clone())));
     let _server = if args.off {
         None
     } else {
@@ -245,8 +247,9 @@ pub async fn run<S: StateSource>(mut source: S, opts: AgentOptions, stop: impl F
             "cannot serve health reports on {}:{} (free the port or pick another with --health-port)",
             addr.0, addr.1
         )))?;
-        tracing::info!(host, "health reports at http://{}:{}/health", addr.0, addr.1);
-        Some(AbortOnDrop(tokio::spawn(health::serve(listener, report))))
+        tracing::info!(host, "health reports at http://{}:{}/health, metrics at /metrics", addr.0, addr.1);
+        let served = health::Served { report, pins: pins.clone(), cluster: served_cluster.clone() };
+        Some(AbortOnDrop(tokio::spawn(health::serve(listener, served))))
     };
     let mut health_tick = tokio::time::interval(args.interval.max(Duration::from_secs(1)));
     tokio::pin!(stop);
@@ -285,6 +288,9 @@ pub async fn run<S: StateSource>(mut source: S, opts: AgentOptions, stop: impl F
                                 programs = ?r.programs,
                                 "re-applied"
                             );
+                            if let Ok(mut shown) = served_cluster.lock() {
+                                *shown = Arc::new(c.clone());
+                            }
                             (cluster, h, unhealthy) = (c, h2, wanted);
                         }
                         Err(e) => tracing::error!("re-apply failed, keeping the previous state: {e}"),
@@ -318,7 +324,7 @@ pub async fn run<S: StateSource>(mut source: S, opts: AgentOptions, stop: impl F
 }
 
 /// A spawned task that ends with its owner.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+pub(crate) struct AbortOnDrop<T>(pub(crate) tokio::task::JoinHandle<T>);
 
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {

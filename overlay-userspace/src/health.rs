@@ -20,7 +20,6 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::model::{Cluster, Protocol};
 
@@ -163,59 +162,72 @@ impl Tracker {
     }
 }
 
-/// Fetches a peer agent's report.
+/// The most a peer's report may weigh.
+const REPORT_LIMIT: usize = 1 << 20;
+
+/// Fetches a peer agent's report (`GET /health`).
 pub async fn fetch(addr: Ipv4Addr, port: u16, timeout: Duration) -> Result<Report, String> {
+    use http_body_util::{BodyExt, Empty, Limited};
     let work = async {
-        let mut s = tokio::net::TcpStream::connect((addr, port)).await.map_err(|e| e.to_string())?;
-        s.write_all(format!("GET /health HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        let stream = tokio::net::TcpStream::connect((addr, port)).await.map_err(|e| e.to_string())?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
             .map_err(|e| e.to_string())?;
-        let mut buf = Vec::new();
-        s.take(1 << 20).read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
-        let text = String::from_utf8_lossy(&buf);
-        let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP header end")?;
-        if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
-            return Err(format!("answered {}", head.lines().next().unwrap_or("")));
+        let _conn = crate::agent::AbortOnDrop(tokio::spawn(conn));
+        let req = hyper::Request::get("/health")
+            .header(hyper::header::HOST, addr.to_string())
+            .body(Empty::<hyper::body::Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        if resp.status() != hyper::StatusCode::OK {
+            return Err(format!("answered {}", resp.status()));
         }
-        serde_json::from_str(body).map_err(|e| format!("bad report: {e}"))
+        let body = Limited::new(resp.into_body(), REPORT_LIMIT)
+            .collect()
+            .await
+            .map_err(|e| format!("reading the report: {e}"))?
+            .to_bytes();
+        serde_json::from_slice(&body).map_err(|e| format!("bad report: {e}"))
     };
     tokio::time::timeout(timeout, work).await.map_err(|_| format!("no answer within {timeout:?}"))?
 }
 
-/// Serves `GET /health` (this host's report) and `GET /metrics` (the same
-/// as Prometheus text) until the task is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, report: Arc<Mutex<Report>>) {
-    loop {
-        let Ok((mut s, _)) = listener.accept().await else { continue };
-        let report = report.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 2048];
-            let n = match tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await {
-                Ok(Ok(n)) => n,
-                _ => return,
-            };
-            let req = String::from_utf8_lossy(&buf[..n]);
-            let path = req.split_whitespace().nth(1).unwrap_or("");
-            let r = report.lock().map(|r| r.clone()).unwrap_or_default();
-            let (status, kind, body) = match path {
-                "/health" => ("200 OK", "application/json", serde_json::to_string(&r).unwrap_or_default()),
-                "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics(&r)),
-                _ => ("404 Not Found", "text/plain", "try /health or /metrics\n".to_string()),
-            };
-            let head = format!("HTTP/1.0 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\r\n", body.len());
-            let _ = s.write_all(head.as_bytes()).await;
-            let _ = s.write_all(body.as_bytes()).await;
-        });
-    }
+/// What the agent's HTTP server answers from.
+#[derive(Clone)]
+pub struct Served {
+    /// This host's health report.
+    pub report: Arc<Mutex<Report>>,
+    /// This host's pins, for `/metrics`.
+    pub pins: crate::pins::Pins,
+    /// The state last applied, to name services and backends in `/metrics`.
+    pub cluster: Arc<Mutex<Arc<Cluster>>>,
 }
 
-fn metrics(r: &Report) -> String {
-    let mut m = String::from("# HELP overlay_bpf_backend_up Whether a local backend passes its health check.\n");
-    m += "# TYPE overlay_bpf_backend_up gauge\n";
-    for (n, h) in &r.backends {
-        m += &format!("overlay_bpf_backend_up{{host=\"{}\",backend=\"{n}\"}} {}\n", r.host, h.up as u8);
+/// Serves `GET /health` (this host's report, JSON) and `GET /metrics`
+/// (`crate::metrics`) until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, served: Served) {
+    use axum::{extract::State, http::header::CONTENT_TYPE, routing::get, Json, Router};
+    async fn health(State(s): State<Served>) -> Json<Report> {
+        Json(s.report.lock().map(|r| r.clone()).unwrap_or_default())
     }
-    m
+    async fn metrics(State(s): State<Served>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+        let report = s.report.lock().map(|r| r.clone()).unwrap_or_default();
+        let cluster = s.cluster.lock().map(|c| c.clone()).ok();
+        let status = crate::status::gather(&report.host, &s.pins, cluster.as_deref()).await;
+        if let Err(e) = &status {
+            tracing::warn!("/metrics: cannot read the maps: {e}");
+        }
+        let body = crate::metrics::render(status.as_ref().ok(), &report);
+        ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+    }
+    let app = Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "try /health or /metrics\n") })
+        .with_state(served);
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!("the health server stopped: {e}");
+    }
 }
 
 #[cfg(test)]
@@ -267,6 +279,6 @@ mod tests {
         let r = t.report("n1");
         let back: Report = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
         assert_eq!(back, r);
-        assert!(metrics(&r).contains("overlay_bpf_backend_up{host=\"n1\",backend=\"w1\"} 0"));
+        assert!(crate::metrics::render(None, &r).contains("overlay_bpf_backend_up{host=\"n1\",backend=\"w1\"} 0"));
     }
 }

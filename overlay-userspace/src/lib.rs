@@ -10,6 +10,7 @@ pub mod kmaps;
 pub mod loader;
 pub mod maglev;
 pub mod masquerade;
+pub mod metrics;
 pub mod model;
 pub mod netdev;
 pub mod network_cmd;

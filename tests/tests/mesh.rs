@@ -339,7 +339,21 @@ fn a_stopped_backend_drops_out_and_comes_back_by_health_checks() {
     let report = curl(m.client(), &["http://192.168.200.12:7947/health"]);
     assert!(report[0].contains("\"w2\":{\"up\":false"), "{report:?}");
     let metrics = curl(m.client(), &["http://192.168.200.12:7947/metrics"]);
-    assert!(metrics.iter().any(|l| l.contains("backend=\"w2\"} 0")), "{metrics:?}");
+    assert!(metrics.iter().any(|l| l == "overlay_bpf_backend_up{host=\"obman2\",backend=\"w2\"} 0"), "{metrics:?}");
+    // Everything `status` shows is there too: per reason, per backend, map fill levels.
+    let value = |prefix: &str| -> u64 {
+        let line = metrics.iter().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix}: {metrics:?}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(value("overlay_bpf_packets_total{program=\"xdp_underlay_ingress\",reason=\"mesh_tunneled\"") > 0);
+    assert!(value("overlay_bpf_backend_flows_total{service=\"web\",backend=\"w3\"") > 0);
+    let w2_in = "overlay_bpf_backend_in_rotation{service=\"web\",backend=\"w2\"";
+    assert!(!metrics.iter().any(|l| l.starts_with(w2_in) && l.ends_with(" 1")), "w2 out of the tables: {metrics:?}");
+    assert_eq!(value("overlay_bpf_backend_in_rotation{service=\"web\",backend=\"w3\""), 1);
+    assert_eq!(value("overlay_bpf_map_max_entries{map=\"OB_ENDPOINTS_V1\"}"), 65536);
+    assert!(value("overlay_bpf_map_entries{map=\"OB_ENDPOINTS_V1\"}") >= 4);
+    assert_eq!(value("overlay_bpf_link_attached{kind=\"xdp\",ifname=\"eth0\"}"), 1);
+    assert!(metrics.iter().any(|l| l == "# EOF"), "OpenMetrics text ends with # EOF");
 
     // It comes back.
     let w2 = Web::start(m.c("w2"), "w2", 8080);

@@ -87,8 +87,8 @@ pub enum Command {
     ///
     /// Every --health-interval seconds the agent probes each backend on this host (a TCP
     /// connect to its target port from inside its namespace) and fetches the other agents'
-    /// reports (GET http://<host address>:<health-port>/health; /metrics has the same as
-    /// Prometheus gauges). A backend that fails --health-fails probes in a row leaves every
+    /// reports (GET http://<host address>:<health-port>/health; /metrics has every counter of
+    /// `status` and the health verdicts, for Prometheus). A backend that fails --health-fails probes in a row leaves every
     /// host's Maglev tables (its established flows are re-balanced, new ones never reach it)
     /// until it passes --health-passes in a row; an agent unreachable for --health-fails
     /// rounds takes its host's backends out. Every transition is logged. Backends of

@@ -1,0 +1,137 @@
+//! The agent's `/metrics`: everything `status` shows (counters per program
+//! and reason, per service and backend, map fill levels, links), and the
+//! health checks' verdicts, in the Prometheus text format.
+
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+use crate::{health::Report, status::Status};
+
+type Labels = Vec<(&'static str, String)>;
+
+fn counters(registry: &mut Registry, name: &str, help: &str) -> Family<Labels, Counter> {
+    let f = Family::<Labels, Counter>::default();
+    registry.register(name, help, f.clone());
+    f
+}
+
+fn gauges(registry: &mut Registry, name: &str, help: &str) -> Family<Labels, Gauge> {
+    let f = Family::<Labels, Gauge>::default();
+    registry.register(name, help, f.clone());
+    f
+}
+
+/// The exposition of `status` (when the maps could be read) and `report`.
+pub fn render(status: Option<&Status>, report: &Report) -> String {
+    let mut r = Registry::with_prefix("overlay_bpf");
+    let up = gauges(&mut r, "backend_up", "Whether a local backend passes its health check (1) or not (0)");
+    for (n, h) in &report.backends {
+        up.get_or_create(&vec![("host", report.host.clone()), ("backend", n.clone())]).set(h.up as i64);
+    }
+    if let Some(s) = status {
+        let packets = counters(&mut r, "packets", "Packets per program and outcome (the reasons of `status`)");
+        let bytes = counters(&mut r, "bytes", "Bytes per program and outcome");
+        for c in &s.counters {
+            let l = vec![("program", c.program.clone()), ("reason", c.reason.clone()), ("drop", c.drop.to_string())];
+            packets.get_or_create(&l).inc_by(c.packets);
+            bytes.get_or_create(&l).inc_by(c.bytes);
+        }
+        let b_packets = counters(&mut r, "backend_packets", "Packets this host sent to a service's backend");
+        let b_bytes = counters(&mut r, "backend_bytes", "Bytes this host sent to a service's backend");
+        let b_flows = counters(&mut r, "backend_flows", "New flows this host sent to a service's backend");
+        let rotation =
+            gauges(&mut r, "backend_in_rotation", "Whether a backend is in this host's Maglev tables (1) or not (0)");
+        for svc in &s.services {
+            let service = svc.name.clone().unwrap_or_else(|| format!("{:#010x}", svc.service_id));
+            for b in &svc.backends {
+                let l = vec![
+                    ("service", service.clone()),
+                    ("backend", b.name.clone().unwrap_or_else(|| b.address.clone())),
+                    ("address", b.address.clone()),
+                ];
+                b_packets.get_or_create(&l).inc_by(b.packets);
+                b_bytes.get_or_create(&l).inc_by(b.bytes);
+                b_flows.get_or_create(&l).inc_by(b.flows);
+                rotation.get_or_create(&l).set(b.in_rotation as i64);
+            }
+        }
+        let entries = gauges(&mut r, "map_entries", "Entries in a pinned map");
+        let max = gauges(&mut r, "map_max_entries", "The most entries a pinned map holds");
+        for m in &s.maps {
+            let l = vec![("map", m.name.clone())];
+            entries.get_or_create(&l).set(m.entries as i64);
+            max.get_or_create(&l).set(m.max_entries as i64);
+        }
+        let attached = gauges(&mut r, "link_attached", "Whether a program is attached to a device (1) or not (0)");
+        for l in &s.links {
+            attached
+                .get_or_create(&vec![("kind", l.kind.clone()), ("ifname", l.ifname.clone())])
+                .set(l.attached as i64);
+        }
+    }
+    let mut out = String::new();
+    encode(&mut out, &r).expect("writing to a String cannot fail");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        health::BackendHealth,
+        status::{BackendStatus, CounterStatus, MapStatus, ServiceStatus},
+    };
+
+    #[test]
+    fn every_status_row_becomes_a_sample() {
+        let status = Status {
+            host: "n1".into(),
+            pin_dir: "/sys/fs/bpf/overlay-bpf/n1".into(),
+            links: Vec::new(),
+            maps: vec![MapStatus { name: "OB_CT_V1".into(), entries: 7, max_entries: 262144 }],
+            services: vec![ServiceStatus {
+                service_id: 0x1234,
+                name: None,
+                frontends: Vec::new(),
+                backends: vec![BackendStatus {
+                    address: "10.0.0.3".into(),
+                    name: Some("web.1".into()),
+                    in_rotation: true,
+                    packets: 10,
+                    bytes: 700,
+                    flows: 2,
+                }],
+            }],
+            counters: vec![CounterStatus {
+                program: "xdp_underlay_ingress".into(),
+                reason: "drop_no_backend".into(),
+                drop: true,
+                packets: 3,
+                bytes: 180,
+            }],
+        };
+        let mut report = Report { host: "n1".into(), ..Default::default() };
+        report.backends.insert("web.1".into(), BackendHealth { up: false, detail: Some("refused".into()) });
+        let text = render(Some(&status), &report);
+        for want in [
+            "overlay_bpf_backend_up{host=\"n1\",backend=\"web.1\"} 0",
+            "overlay_bpf_packets_total{program=\"xdp_underlay_ingress\",reason=\"drop_no_backend\",drop=\"true\"} 3",
+            "overlay_bpf_bytes_total{program=\"xdp_underlay_ingress\",reason=\"drop_no_backend\",drop=\"true\"} 180",
+            // A service the state does not name goes by its id.
+            "overlay_bpf_backend_flows_total{service=\"0x00001234\",backend=\"web.1\",address=\"10.0.0.3\"} 2",
+            "overlay_bpf_backend_in_rotation{service=\"0x00001234\",backend=\"web.1\",address=\"10.0.0.3\"} 1",
+            "overlay_bpf_map_entries{map=\"OB_CT_V1\"} 7",
+            "overlay_bpf_map_max_entries{map=\"OB_CT_V1\"} 262144",
+            "# TYPE overlay_bpf_packets counter",
+            "# EOF",
+        ] {
+            assert!(text.lines().any(|l| l == want), "missing {want:?} in:\n{text}");
+        }
+        // Without the maps (not readable), the health gauges alone.
+        let text = render(None, &report);
+        assert!(!text.contains("overlay_bpf_packets") && text.contains("overlay_bpf_backend_up"), "{text}");
+    }
+}
