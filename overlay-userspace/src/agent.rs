@@ -1,7 +1,7 @@
 //! The agent: apply the cluster state, then keep applying it as it changes
 //! and as backends' health changes, until stopped. It reads the state
-//! through a [`StateSource`] (today the state file; the etcd store adds
-//! another), so the command line only parses flags and picks the source.
+//! through a [`StateSource`] (the state file or the etcd store), so the
+//! command line only parses flags and picks the source.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -17,6 +17,7 @@ use crate::{
     health::{self, Tracker},
     model::{self, Capabilities, Cluster, Rule, StateError},
     pins::Pins,
+    store::Store,
 };
 
 /// Where the agent gets the cluster state from.
@@ -25,43 +26,39 @@ pub trait StateSource {
     /// Names the source in messages and errors.
     fn describe(&self) -> String;
     /// The state as it is now (YAML bytes of `cluster-state.md`'s format).
-    fn snapshot(&mut self) -> Result<Vec<u8>>;
+    async fn snapshot(&mut self) -> Result<Vec<u8>>;
     /// Returns when the state may have changed.
     async fn changed(&mut self);
 }
 
-/// The state file, read again every `interval`.
-pub struct FileSource {
-    pub path: PathBuf,
+/// A store as the agent's source: the file, read again every `interval`, or
+/// etcd, watched (a change arrives as it is written; a lost watch means a
+/// complete read again once etcd answers).
+pub struct StoreSource {
+    pub store: Store,
     pub interval: Duration,
-    tick: Option<tokio::time::Interval>,
 }
 
-impl FileSource {
-    pub fn new(path: PathBuf, interval: Duration) -> FileSource {
-        FileSource { path, interval, tick: None }
-    }
-}
-
-impl StateSource for FileSource {
+impl StateSource for StoreSource {
     fn describe(&self) -> String {
-        self.path.display().to_string()
+        self.store.describe()
     }
 
-    fn snapshot(&mut self) -> Result<Vec<u8>> {
-        std::fs::read(&self.path).map_err(|e| {
-            StateError::one(&self.path.display().to_string(), Rule::Read, "file", format!("cannot read: {e}")).into()
-        })
+    async fn snapshot(&mut self) -> Result<Vec<u8>> {
+        match &mut self.store {
+            // The file's own bytes: a rewrite that changes nothing is no change.
+            Store::File(path) => std::fs::read(&*path).map_err(|e| {
+                StateError::one(&path.display().to_string(), Rule::Read, "file", format!("cannot read: {e}")).into()
+            }),
+            store => {
+                let state = store.read().await?;
+                Ok(serde_yaml::to_string(&state).expect("a state serializes").into_bytes())
+            }
+        }
     }
 
     async fn changed(&mut self) {
-        let every = self.interval.max(Duration::from_secs(1));
-        let tick = self.tick.get_or_insert_with(|| {
-            let mut t = tokio::time::interval(every);
-            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            t
-        });
-        tick.tick().await;
+        self.store.changed(self.interval).await
     }
 }
 
@@ -201,7 +198,7 @@ impl Health {
 /// data path keeps the last good one. Stopping leaves the data path up.
 pub async fn run<S: StateSource>(mut source: S, opts: AgentOptions, stop: impl Future<Output = ()>) -> Result<()> {
     let name = source.describe();
-    let mut applied = source.snapshot()?;
+    let mut applied = source.snapshot().await?;
     let (mut cluster, mut h) = load(&name, &applied, opts.host.as_deref())?;
     require_root("agent")?;
     let host = cluster.hosts[h].name.clone();
@@ -263,7 +260,7 @@ pub async fn run<S: StateSource>(mut source: S, opts: AgentOptions, stop: impl F
             _ = &mut stop => break,
         }
         if state_changed {
-            let now = match source.snapshot() {
+            let now = match source.snapshot().await {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!("{e}; keeping the applied state");

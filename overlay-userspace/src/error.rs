@@ -28,6 +28,9 @@ pub enum Error {
     Network(#[from] crate::network_cmd::NetworkError),
     #[error(transparent)]
     BpfLog(#[from] crate::bpf_log::BpfLogError),
+    /// Boxed: an etcd error is large, and every `Result` here carries an `Error`.
+    #[error(transparent)]
+    Store(Box<crate::store::StoreError>),
     #[error("{what} needs root (CAP_BPF, CAP_NET_ADMIN); run it with sudo")]
     NotRoot { what: &'static str },
     #[error("{context}: {source}")]
@@ -45,6 +48,7 @@ impl Error {
             Error::State(_) | Error::Network(_) => EXIT_USER,
             Error::Apply(e) => e.exit_code(),
             Error::Maps(e) => e.exit_code(),
+            Error::Store(e) => e.exit_code(),
             Error::Loader(_)
             | Error::Netdev(_)
             | Error::Pins(_)

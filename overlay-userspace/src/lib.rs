@@ -17,3 +17,4 @@ pub mod network_cmd;
 pub mod pins;
 pub mod reconcile;
 pub mod status;
+pub mod store;

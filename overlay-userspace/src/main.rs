@@ -5,6 +5,11 @@ mod cli;
 use overlay_bpf::{error, netdev};
 
 fn main() {
+    // `overlay-bpf store export | head` ends quietly when the reader goes, as
+    // other command-line tools do, rather than panicking on a closed pipe.
+    // SAFETY: restoring a signal's default disposition before any thread
+    // exists has no memory effects.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     // A bad flag is a user error (exit 1), like a bad file; --help and
     // --version print and exit 0.
     let cli = match cli::Cli::try_parse() {

@@ -7,8 +7,13 @@ use anyhow::{bail, Context, Result};
 use crate::util::{cargo_bin_dir, is_root, output, path_with_cargo_bin, run, step, succeeds};
 
 /// Debian packages the build, the tests and the demo use.
-/// qemu, busybox, binutils (objcopy) and xz build and boot the VMs.
+/// qemu, busybox, binutils (objcopy) and xz build and boot the VMs; etcd
+/// (server, and etcdctl to look inside) is the cluster store the tests start,
+/// and protoc builds its client's gRPC code.
 pub const APT_PACKAGES: &[&str] = &[
+    "etcd-server",
+    "etcd-client",
+    "protobuf-compiler",
     "bpftool",
     "iproute2",
     "iputils-ping",

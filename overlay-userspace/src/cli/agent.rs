@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use super::{Global, TableArgs};
 use overlay_bpf::{
-    agent::{self, AgentOptions, FileSource, HealthOptions},
+    agent::{self, AgentOptions, HealthOptions, StoreSource},
     error::{Error, Result},
 };
 
@@ -57,6 +57,7 @@ pub async fn agent(g: &Global, interval: u64, table: TableArgs, args: HealthArgs
             _ = term.recv() => {}
         }
     };
-    agent::run(FileSource::new(g.state.clone(), Duration::from_secs(interval)), opts, stop).await?;
+    let source = StoreSource { store: super::open_store(g).await?, interval: Duration::from_secs(interval) };
+    agent::run(source, opts, stop).await?;
     Ok(0)
 }

@@ -3,11 +3,11 @@ use overlay_bpf::{apply, apply::ApplyError, error::require_root, pins::DEFAULT_P
 
 /// The host to take down: --host, else the state file's pick, else the only
 /// host with pins under the default root.
-fn host_name(g: &Global) -> overlay_bpf::error::Result<String> {
+async fn host_name(g: &Global) -> overlay_bpf::error::Result<String> {
     if let Some(h) = &g.host {
         return Ok(h.clone());
     }
-    if let Ok((c, h)) = super::load_cluster_and_host(g) {
+    if let Ok((c, h)) = super::load_cluster_and_host(g).await {
         return Ok(c.hosts[h].name.clone());
     }
     let found: Vec<String> = std::fs::read_dir(DEFAULT_PIN_ROOT)
@@ -21,7 +21,7 @@ fn host_name(g: &Global) -> overlay_bpf::error::Result<String> {
 }
 
 pub async fn down(g: &Global) -> overlay_bpf::error::Result<i32> {
-    let host = host_name(g)?;
+    let host = host_name(g).await?;
     require_root("down")?;
     let pins = pins_for(g, &host);
     let r = apply::down(&pins).await?;

@@ -3,11 +3,13 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use overlay_bpf::store::{EtcdTls, Store, StoreUrl};
 
 mod agent;
 mod down;
 mod network;
 mod status;
+mod store;
 mod up;
 mod validate;
 
@@ -21,7 +23,7 @@ pub use agent::agent;
     long_about = "overlay-bpf does the job of Docker's overlay driver and swarm routing mesh: VXLAN \
 networks across hosts (one VNI per network), published ports on every host, and service VIPs. \
 XDP and TC programs do the encapsulation and NAT in the kernel; this command fills their maps \
-from a cluster state file.\n\n\
+from the cluster state: a file (the default) or an etcd store (--store etcd://...).\n\n\
 Every host runs the same file. `sudo overlay-bpf up` applies it for this host (found by its \
 address or hostname) and exits; the data path stays in the kernel, pinned under \
 /sys/fs/bpf/overlay-bpf/<host>, until `overlay-bpf down`.",
@@ -30,7 +32,9 @@ overlay-bpf validate --state cluster.yaml\n  \
 sudo overlay-bpf up --state cluster.yaml --host node1\n  \
 sudo overlay-bpf status --host node1 -o json\n  \
 sudo bpftool map dump pinned /sys/fs/bpf/overlay-bpf/node1/maps/OB_ENDPOINTS_V1\n  \
-overlay-bpf network create --state cluster.yaml --subnet 10.0.9.0/24 --attachable backend\n\n\
+overlay-bpf network create --state cluster.yaml --subnet 10.0.9.0/24 --attachable backend\n  \
+overlay-bpf store import cluster.yaml --store etcd://127.0.0.1:2379\n  \
+sudo overlay-bpf agent --store etcd://10.0.0.1:2379,10.0.0.2:2379\n\n\
 Exit codes: 0 success, 1 user error (bad file, unknown host), 2 system error (kernel refused, missing privilege)."
 )]
 pub struct Cli {
@@ -42,9 +46,25 @@ pub struct Cli {
 
 #[derive(Args, Debug, Clone)]
 pub struct Global {
-    /// Cluster state file (YAML, `version: 1`).
-    #[arg(long, global = true, env = "OVERLAY_BPF_STATE", default_value = overlay_bpf::model::DEFAULT_STATE_FILE)]
-    pub state: PathBuf,
+    /// Cluster state file (YAML, `version: 1`): the file store. Default
+    /// /etc/overlay-bpf/cluster.yaml; $OVERLAY_BPF_STATE. Another spelling of
+    /// --store FILE: give one of the two.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+    /// Where the cluster state lives: a file (`file:///path` or a plain path)
+    /// or etcd (`etcd://h1:2379,h2:2379[/prefix]`, keys under /overlay-bpf or
+    /// the prefix); $OVERLAY_BPF_STORE. A flag wins over the environment.
+    #[arg(long, global = true, value_name = "URL")]
+    pub store: Option<String>,
+    /// CA certificate (PEM) that etcd's server certificate must chain to; turns on TLS.
+    #[arg(long, global = true, env = "OVERLAY_BPF_ETCD_CACERT", value_name = "FILE")]
+    pub etcd_cacert: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd, with --etcd-key.
+    #[arg(long, global = true, env = "OVERLAY_BPF_ETCD_CERT", value_name = "FILE")]
+    pub etcd_cert: Option<PathBuf>,
+    /// Client key (PEM) for etcd, with --etcd-cert.
+    #[arg(long, global = true, env = "OVERLAY_BPF_ETCD_KEY", value_name = "FILE")]
+    pub etcd_key: Option<PathBuf>,
     /// Which host of the state file this is. Default: the host whose address is
     /// configured on a local interface, else the one named like this machine.
     #[arg(long, global = true)]
@@ -115,6 +135,42 @@ pub enum Command {
     /// Create, list, inspect and remove networks in the state file, with Docker's flags.
     #[command(subcommand)]
     Network(NetworkCmd),
+    /// Move the whole state into or out of a store (file or etcd).
+    #[command(subcommand)]
+    Store(StoreCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StoreCmd {
+    /// Check FILE against every rule, then write it into the store in one
+    /// transaction, every allocation (VNI, address, MAC, VIP) written out.
+    #[command(after_help = "Examples:\n  \
+overlay-bpf store import examples/cluster.yaml --store etcd://127.0.0.1:2379\n  \
+overlay-bpf store export --store etcd://127.0.0.1:2379 > backup.yaml\n  \
+overlay-bpf store import backup.yaml --replace --store etcd://10.0.0.1:2379,10.0.0.2:2379/team-a\n\n\
+Refused (exit 1, nothing written) when the store already holds a cluster, unless --replace.")]
+    Import {
+        /// A state file (YAML, `version: 1`).
+        file: PathBuf,
+        /// Overwrite the cluster the store holds.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Print the whole state as a file, every allocation written out: `validate`
+    /// accepts it and `store import` of it gives the same store.
+    #[command(
+        after_help = "Example:\n  overlay-bpf store export --store etcd://127.0.0.1:2379 -o yaml > cluster.yaml"
+    )]
+    Export {
+        #[arg(short, long, value_enum, default_value_t = ExportFormat::Yaml)]
+        output: ExportFormat,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    Yaml,
+    Json,
 }
 
 /// Data-path settings that are not in the state file.
@@ -220,8 +276,9 @@ pub async fn run(cli: Cli) -> overlay_bpf::error::Result<i32> {
         Command::Down => down::down(&g).await,
         Command::Status { output } => status::status(&g, output).await,
         Command::Agent { interval, table, health } => agent(&g, interval, table, health).await,
-        Command::Validate { output } => validate::validate(&g, output),
-        Command::Network(n) => network::network(&g, n),
+        Command::Validate { output } => validate::validate(&g, output).await,
+        Command::Network(n) => network::network(&g, n).await,
+        Command::Store(s) => store::store(&g, s).await,
     }
 }
 
@@ -233,19 +290,26 @@ pub fn pins_for(g: &Global, host: &str) -> overlay_bpf::pins::Pins {
     }
 }
 
-/// Loads the state file and picks this host.
-pub fn load_cluster_and_host(g: &Global) -> overlay_bpf::error::Result<(overlay_bpf::model::Cluster, usize)> {
-    cluster_and_host_from(g, &overlay_bpf::model::read_bytes(&g.state)?)
+/// The store the flags and the environment name (`store::choose`).
+pub fn store_url(g: &Global) -> overlay_bpf::error::Result<StoreUrl> {
+    let env = |k: &str| std::env::var(k).ok();
+    Ok(overlay_bpf::store::choose(
+        g.state.clone(),
+        g.store.clone(),
+        env("OVERLAY_BPF_STATE"),
+        env("OVERLAY_BPF_STORE"),
+    )?)
 }
 
-/// Resolves state file bytes (as read from `--state`) and picks this host.
-pub fn cluster_and_host_from(
-    g: &Global,
-    bytes: &[u8],
-) -> overlay_bpf::error::Result<(overlay_bpf::model::Cluster, usize)> {
-    use overlay_bpf::model;
-    let file = g.state.display().to_string();
-    let cluster = model::resolve(&file, &model::parse_state(&file, bytes)?, model::Capabilities::default())?;
+/// Opens the store the flags name (etcd is connected to now).
+pub async fn open_store(g: &Global) -> overlay_bpf::error::Result<Store> {
+    let tls = EtcdTls { cacert: g.etcd_cacert.clone(), cert: g.etcd_cert.clone(), key: g.etcd_key.clone() };
+    Store::open(&store_url(g)?, &tls).await
+}
+
+/// Loads the state from the store and picks this host.
+pub async fn load_cluster_and_host(g: &Global) -> overlay_bpf::error::Result<(overlay_bpf::model::Cluster, usize)> {
+    let cluster = open_store(g).await?.load().await?;
     let h = overlay_bpf::apply::select_host(&cluster, g.host.as_deref())?;
     Ok((cluster, h))
 }

@@ -5,39 +5,36 @@ use overlay_bpf::{
     network_cmd::{self, CreateOpts},
 };
 
-pub fn network(g: &Global, cmd: NetworkCmd) -> overlay_bpf::error::Result<i32> {
+pub async fn network(g: &Global, cmd: NetworkCmd) -> overlay_bpf::error::Result<i32> {
+    let mut store = super::open_store(g).await?;
     match cmd {
         NetworkCmd::Create(a) => {
             if a.driver != "overlay" {
                 return Err(NetworkError::Driver(a.driver).into());
             }
-            let mut state = network_cmd::read_for_edit(&g.state)?;
-            network_cmd::create(
-                &mut state,
-                &CreateOpts {
-                    name: a.name.clone(),
-                    subnets: a.subnet,
-                    gateways: a.gateway,
-                    ip_ranges: a.ip_range,
-                    aux_addresses: a.aux_address,
-                    opts: a.opt,
-                    attachable: a.attachable,
-                    internal: a.internal,
-                    ingress: a.ingress,
-                    vni: a.vni,
-                },
-            )?;
-            network_cmd::write_state(&g.state, &state)?;
-            let c = model::resolve(&g.state.display().to_string(), &state, Capabilities::default())?;
+            let opts = CreateOpts {
+                name: a.name.clone(),
+                subnets: a.subnet,
+                gateways: a.gateway,
+                ip_ranges: a.ip_range,
+                aux_addresses: a.aux_address,
+                opts: a.opt,
+                attachable: a.attachable,
+                internal: a.internal,
+                ingress: a.ingress,
+                vni: a.vni,
+            };
+            let (_, state) = store.edit(|state| Ok(network_cmd::create(state, &opts)?)).await?;
+            let c = model::resolve(&store.describe(), &state, Capabilities::default())?;
             let n = &c.networks[c.network_index(&a.name).expect("just created")];
             println!("{}", network_cmd::network_id(&n.name, n.vni));
         }
         NetworkCmd::Ls { quiet } => {
-            let c = model::load(&g.state, Capabilities::default())?;
+            let c = store.load().await?;
             print!("{}", network_cmd::ls(&c, quiet));
         }
         NetworkCmd::Inspect { names } => {
-            let c = model::load(&g.state, Capabilities::default())?;
+            let c = store.load().await?;
             let mut out = Vec::new();
             for name in &names {
                 let i = c.network_index(name).ok_or_else(|| NetworkError::NotFound(name.clone()))?;
@@ -46,9 +43,7 @@ pub fn network(g: &Global, cmd: NetworkCmd) -> overlay_bpf::error::Result<i32> {
             println!("{}", super::status::json(&out)?);
         }
         NetworkCmd::Rm { names } => {
-            let mut state = model::read_state(&g.state)?;
-            network_cmd::remove(&mut state, &names)?;
-            network_cmd::write_state(&g.state, &state)?;
+            store.edit(|state| Ok(network_cmd::remove(state, &names)?)).await?;
             for n in names {
                 println!("{n}");
             }

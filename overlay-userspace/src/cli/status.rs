@@ -8,9 +8,9 @@ use overlay_bpf::{
 pub async fn status(g: &Global, output: Format) -> overlay_bpf::error::Result<i32> {
     // The state file names services and backends; without it, ids and addresses.
     let (host, cluster) = match &g.host {
-        Some(h) => (h.clone(), super::load_cluster_and_host(g).ok().map(|(c, _)| c)),
+        Some(h) => (h.clone(), super::load_cluster_and_host(g).await.ok().map(|(c, _)| c)),
         None => {
-            let (c, h) = super::load_cluster_and_host(g)?;
+            let (c, h) = super::load_cluster_and_host(g).await?;
             (c.hosts[h].name.clone(), Some(c))
         }
     };

@@ -2,7 +2,7 @@ use super::{load_cluster_and_host, pins_for, Global, TableArgs};
 use overlay_bpf::{apply, error::require_root};
 
 pub async fn up(g: &Global, table: TableArgs) -> overlay_bpf::error::Result<i32> {
-    let (cluster, h) = load_cluster_and_host(g)?;
+    let (cluster, h) = load_cluster_and_host(g).await?;
     require_root("up")?;
     let host = &cluster.hosts[h].name;
     let pins = pins_for(g, host);

@@ -1,8 +1,8 @@
 use super::{Format, Global};
-use overlay_bpf::model::{self, Capabilities};
 
-pub fn validate(g: &Global, output: Format) -> overlay_bpf::error::Result<i32> {
-    let c = model::load(&g.state, Capabilities::default())?;
+pub async fn validate(g: &Global, output: Format) -> overlay_bpf::error::Result<i32> {
+    let mut store = super::open_store(g).await?;
+    let c = store.load().await?;
     if output == Format::Json {
         let nets: Vec<_> = c
             .networks
@@ -27,7 +27,7 @@ pub fn validate(g: &Global, output: Format) -> overlay_bpf::error::Result<i32> {
     }
     println!(
         "{}: ok: {} hosts, {} networks, {} endpoints, {} services",
-        g.state.display(),
+        store.describe(),
         c.hosts.len(),
         c.networks.len(),
         c.endpoints.len(),

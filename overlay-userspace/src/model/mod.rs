@@ -18,11 +18,13 @@ use std::{
 use ipnet::Ipv4Net;
 
 mod load;
+mod pinned;
 mod problem;
 mod resolve;
 mod spec;
 
 pub use load::*;
+pub use pinned::pinned;
 pub use problem::*;
 pub use resolve::resolve;
 pub use spec::*;

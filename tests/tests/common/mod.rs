@@ -250,13 +250,19 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(dep: &mut Deployment, state: &Path, host: &str, netns: &str, extra: &[&str]) -> Agent {
+        let state = state.to_str().expect("a UTF-8 path");
+        Agent::start_with(dep, &["--state", state], host, netns, extra)
+    }
+
+    /// An agent on the store `source` names (`--state FILE`, `--store URL`).
+    pub fn start_with(dep: &mut Deployment, source: &[&str], host: &str, netns: &str, extra: &[&str]) -> Agent {
         dep.track(host, netns);
         let log = std::env::temp_dir().join(format!("{host}-agent.log"));
         let f = std::fs::File::create(&log).unwrap();
         let child = dep
             .cmd(host, netns)
-            .args(["agent", "--interval", "1", "--state"])
-            .arg(state)
+            .args(["agent", "--interval", "1"])
+            .args(source)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(f)

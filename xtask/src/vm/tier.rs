@@ -50,7 +50,12 @@ const PYTHON_SKIP: &[&str] = &[
     "dist-packages",
 ];
 
-/// The kernel test binaries `cargo test -p tests --no-run` built.
+/// Test binaries that need real servers the VMs do not carry (etcd, and
+/// later dockerd and podman): they run on the host tier only.
+const HOST_ONLY: &[&str] = &["store"];
+
+/// The kernel test binaries `cargo test -p tests --no-run` built, less the
+/// host-only ones.
 fn test_binaries(obj: &Path, bin: &Path) -> Result<Vec<PathBuf>> {
     let out = Command::new("cargo")
         .current_dir(root())
@@ -67,7 +72,10 @@ fn test_binaries(obj: &Path, bin: &Path) -> Result<Vec<PathBuf>> {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
         if v["reason"] == "compiler-artifact" && v["profile"]["test"] == true {
             if let Some(exe) = v["executable"].as_str() {
-                bins.push(PathBuf::from(exe));
+                let exe = PathBuf::from(exe);
+                if !HOST_ONLY.contains(&test_name(&exe).as_str()) {
+                    bins.push(exe);
+                }
             }
         }
     }

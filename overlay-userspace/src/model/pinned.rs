@@ -1,0 +1,50 @@
+//! A state with every allocation written out: what the store keeps, and
+//! what `store export` prints. Resolving it gives the same cluster as the
+//! state it came from, wherever and whenever it is resolved.
+
+use super::*;
+
+/// `state` with the VNIs, gateways, endpoint addresses and MACs, and service
+/// VIPs that `cluster` (its resolution) allocated.
+pub fn pinned(state: &State, cluster: &Cluster) -> State {
+    let mut s = state.clone();
+    for n in &mut s.networks {
+        let Some(r) = cluster.networks.iter().find(|r| r.name == n.name) else { continue };
+        n.vni = Some(r.vni);
+        for sub in &mut n.subnets {
+            if let Some(rs) = r.subnets.iter().find(|rs| rs.subnet == sub.subnet) {
+                sub.gateway = Some(rs.gateway);
+            }
+        }
+    }
+    for e in &mut s.endpoints {
+        let Some(r) = cluster.endpoints.iter().find(|r| r.name == e.name) else { continue };
+        e.ip = Some(r.ip);
+        e.mac = Some(r.mac);
+    }
+    for svc in &mut s.services {
+        let Some(r) = cluster.services.iter().find(|r| r.name == svc.name) else { continue };
+        svc.vip = r.vip;
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STATE: &str = include_str!("../../../examples/cluster.yaml");
+
+    #[test]
+    fn pinning_changes_no_allocation_and_writes_every_one_out() {
+        let state = parse_state("example", STATE.as_bytes()).unwrap();
+        let cluster = resolve("example", &state, Capabilities::default()).unwrap();
+        let p = pinned(&state, &cluster);
+        assert_eq!(resolve("pinned", &p, Capabilities::default()).unwrap(), cluster);
+        assert!(p.networks.iter().all(|n| n.vni.is_some() && n.subnets.iter().all(|s| s.gateway.is_some())));
+        assert!(p.endpoints.iter().all(|e| e.ip.is_some() && e.mac.is_some()));
+        assert!(p.services.iter().filter(|s| s.endpoint_mode == EndpointMode::Vip).all(|s| s.vip.is_some()));
+        // Pinning what is pinned changes nothing.
+        assert_eq!(pinned(&p, &cluster), p);
+    }
+}

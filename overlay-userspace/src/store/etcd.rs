@@ -1,0 +1,272 @@
+//! The etcd store: the layout's keys under one prefix, read with one range
+//! get, changed with compare-and-swap transactions on the revision guard,
+//! watched from the revision last read.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, TlsOptions, Txn, TxnOp,
+    WatchOptions, WatchStream,
+};
+
+use super::{
+    empty_state,
+    layout::{Layout, Orders},
+    summary, EtcdTls, StoreError,
+};
+use crate::{
+    error::Result,
+    model::{self, Capabilities, State},
+};
+
+/// How often a change is tried again when other writers keep winning.
+const MAX_TRIES: u32 = 64;
+
+pub struct EtcdStore {
+    client: Client,
+    endpoints: String,
+    url: String,
+    layout: Layout,
+    /// The store's revision at the last read: watches start after it.
+    seen: i64,
+    watch: Option<WatchStream>,
+    /// The last watch failure, said once until the watch works again.
+    watch_failed: bool,
+}
+
+/// What one read of the store found.
+struct Read {
+    state: Option<State>,
+    orders: Orders,
+    /// Every key's value, as read.
+    raw: BTreeMap<String, Vec<u8>>,
+    /// The guard's mod revision; 0 when the store was never written.
+    guard: i64,
+}
+
+fn read_pem(what: &'static str, path: &std::path::Path) -> Result<Vec<u8>, StoreError> {
+    std::fs::read(path).map_err(|source| StoreError::Tls { what, path: path.display().to_string(), source })
+}
+
+impl EtcdStore {
+    /// Connects, and checks that etcd answers.
+    pub async fn connect(endpoints: &[String], prefix: &str, tls: &EtcdTls) -> Result<EtcdStore, StoreError> {
+        let joined = endpoints.join(",");
+        let mut options =
+            ConnectOptions::new().with_connect_timeout(Duration::from_secs(3)).with_timeout(Duration::from_secs(10));
+        let scheme = if tls.enabled() {
+            let mut t = TlsOptions::new();
+            if let Some(ca) = &tls.cacert {
+                t = t.ca_certificate(Certificate::from_pem(read_pem("--etcd-cacert", ca)?));
+            }
+            match (&tls.cert, &tls.key) {
+                (Some(c), Some(k)) => {
+                    t = t.identity(Identity::from_pem(read_pem("--etcd-cert", c)?, read_pem("--etcd-key", k)?))
+                }
+                (Some(_), None) => return Err(StoreError::TlsPair { given: "--etcd-cert" }),
+                (None, Some(_)) => return Err(StoreError::TlsPair { given: "--etcd-key" }),
+                (None, None) => {}
+            }
+            options = options.with_tls(t);
+            "https"
+        } else {
+            "http"
+        };
+        let urls: Vec<String> = endpoints.iter().map(|e| format!("{scheme}://{e}")).collect();
+        let unreachable =
+            |e: etcd_client::Error| StoreError::Unreachable { endpoints: joined.clone(), why: e.to_string() };
+        let mut client = Client::connect(&urls, Some(options)).await.map_err(unreachable)?;
+        client.status().await.map_err(unreachable)?;
+        Ok(EtcdStore {
+            client,
+            url: format!("etcd://{joined}{}", prefix.trim_end_matches('/')),
+            endpoints: joined,
+            layout: Layout::new(prefix),
+            seen: 0,
+            watch: None,
+            watch_failed: false,
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        self.url.clone()
+    }
+
+    async fn read_all(&mut self) -> Result<Read, StoreError> {
+        let root = self.layout.root();
+        let resp = self
+            .client
+            .get(root.as_bytes(), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(|source| StoreError::Etcd { endpoints: self.endpoints.clone(), op: "read", source })?;
+        self.seen = resp.header().map_or(0, |h| h.revision());
+        let guard_key = self.layout.revision();
+        let mut guard = 0;
+        let mut raw = BTreeMap::new();
+        for kv in resp.kvs() {
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            if key == guard_key {
+                guard = kv.mod_revision();
+            }
+            raw.insert(key, kv.value().to_vec());
+        }
+        let assembled = self
+            .layout
+            .assemble(raw.iter().map(|(k, v)| (k.as_bytes(), v.as_slice())))
+            .map_err(|source| StoreError::Layout { store: self.url.clone(), source })?;
+        let (state, orders) = match assembled {
+            Some((s, o)) => (Some(s), o),
+            None => (None, Orders::new()),
+        };
+        Ok(Read { state, orders, raw, guard })
+    }
+
+    /// The state and the store revision it was read at.
+    pub async fn read(&mut self) -> Result<(State, i64), StoreError> {
+        let r = self.read_all().await?;
+        match r.state {
+            Some(s) => Ok((s, self.seen)),
+            None => Err(StoreError::Empty { store: self.url.clone() }),
+        }
+    }
+
+    /// The guard: the transaction applies only if no other change landed
+    /// since `guard` was read.
+    fn unchanged_since(&self, guard: i64) -> Compare {
+        match guard {
+            0 => Compare::create_revision(self.layout.revision(), CompareOp::Equal, 0),
+            g => Compare::mod_revision(self.layout.revision(), CompareOp::Equal, g),
+        }
+    }
+
+    /// Runs `ops` (plus the guard's bump) if nothing changed since `guard`.
+    async fn commit(&mut self, guard: i64, mut ops: Vec<TxnOp>) -> Result<bool, StoreError> {
+        ops.push(TxnOp::put(self.layout.revision(), self.seen.to_string(), None));
+        let txn = Txn::new().when([self.unchanged_since(guard)]).and_then(ops);
+        let resp = self.client.txn(txn).await.map_err(|source| {
+            let text = source.to_string();
+            if text.contains("too many operations") || text.contains("request is too large") {
+                StoreError::TooBig { endpoints: self.endpoints.clone(), source }
+            } else {
+                StoreError::Etcd { endpoints: self.endpoints.clone(), op: "write", source }
+            }
+        })?;
+        Ok(resp.succeeded())
+    }
+
+    /// Backs off before trying again, more each time, with jitter, so that
+    /// many writers at once spread out.
+    async fn back_off(attempt: u32) {
+        let jitter = u64::from(std::process::id() ^ attempt.wrapping_mul(2_654_435_761)) % 20;
+        tokio::time::sleep(Duration::from_millis(u64::from(attempt.min(10)) * 5 + jitter)).await;
+    }
+
+    /// See [`super::Store::edit`].
+    pub async fn edit<T>(&mut self, change: &mut impl FnMut(&mut State) -> Result<T>) -> Result<(T, State)> {
+        for attempt in 0..MAX_TRIES {
+            let read = self.read_all().await?;
+            let mut state = read.state.unwrap_or_else(empty_state);
+            let out = change(&mut state)?;
+            let cluster = model::resolve(&self.url, &state, Capabilities::default())?;
+            let state = model::pinned(&state, &cluster);
+            let want: BTreeMap<String, Vec<u8>> = self.layout.explode(&state, &read.orders).into_iter().collect();
+            let guard_key = self.layout.revision();
+            let mut ops: Vec<TxnOp> = want
+                .iter()
+                .filter(|(k, v)| read.raw.get(*k) != Some(*v))
+                .map(|(k, v)| TxnOp::put(k.as_str(), v.clone(), None))
+                .collect();
+            ops.extend(
+                read.raw
+                    .keys()
+                    .filter(|k| **k != guard_key && !want.contains_key(*k))
+                    .map(|k| TxnOp::delete(k.as_str(), None)),
+            );
+            if ops.is_empty() || self.commit(read.guard, ops).await? {
+                return Ok((out, state));
+            }
+            Self::back_off(attempt).await;
+        }
+        Err(StoreError::Contended { store: self.url.clone(), tries: MAX_TRIES }.into())
+    }
+
+    /// See [`super::Store::import`]; `state` has its allocations written out.
+    pub async fn import(&mut self, state: &State, replace: bool) -> Result<()> {
+        for attempt in 0..MAX_TRIES {
+            let read = self.read_all().await?;
+            if let (Some(old), false) = (&read.state, replace) {
+                return Err(StoreError::NotEmpty { store: self.url.clone(), summary: summary(old) }.into());
+            }
+            // The old keys go one by one: etcd refuses a range deletion
+            // overlapping a put of the same transaction.
+            let want: BTreeMap<String, Vec<u8>> = self.layout.explode(state, &Orders::new()).into_iter().collect();
+            let guard_key = self.layout.revision();
+            let mut ops: Vec<TxnOp> = read
+                .raw
+                .keys()
+                .filter(|k| **k != guard_key && !want.contains_key(*k))
+                .map(|k| TxnOp::delete(k.as_str(), None))
+                .collect();
+            ops.extend(want.into_iter().map(|(k, v)| TxnOp::put(k, v, None)));
+            if self.commit(read.guard, ops).await? {
+                return Ok(());
+            }
+            Self::back_off(attempt).await;
+        }
+        Err(StoreError::Contended { store: self.url.clone(), tries: MAX_TRIES }.into())
+    }
+
+    /// Returns after the next change to the store since the last read, or
+    /// after a second when the watch cannot be kept (etcd unreachable, or
+    /// compacted past the revision read): the caller reads the whole store
+    /// again, which is the resynchronisation.
+    pub async fn changed(&mut self) {
+        if self.watch.is_none() {
+            let opts = WatchOptions::new().with_prefix().with_start_revision(self.seen + 1);
+            let root = self.layout.root();
+            match self.client.watch(root, Some(opts)).await {
+                Ok(w) => self.watch = Some(w),
+                Err(e) => {
+                    self.watch_lost(&e.to_string()).await;
+                    return;
+                }
+            }
+        }
+        let Some(w) = self.watch.as_mut() else { return };
+        loop {
+            match w.message().await {
+                Ok(Some(resp)) if resp.canceled() || resp.compact_revision() > 0 => {
+                    let why =
+                        format!("the watch ended ({}; compacted at {})", resp.cancel_reason(), resp.compact_revision());
+                    self.watch_lost(&why).await;
+                    return;
+                }
+                Ok(Some(resp)) if resp.events().is_empty() => continue,
+                Ok(Some(_)) => {
+                    if self.watch_failed {
+                        tracing::info!("watching {} again", self.url);
+                        self.watch_failed = false;
+                    }
+                    return;
+                }
+                Ok(None) => {
+                    self.watch_lost("the watch stream ended").await;
+                    return;
+                }
+                Err(e) => {
+                    self.watch_lost(&e.to_string()).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn watch_lost(&mut self, why: &str) {
+        self.watch = None;
+        if !self.watch_failed {
+            tracing::warn!("lost the watch on {}: {why}; forwarding continues on what was applied, retrying", self.url);
+            self.watch_failed = true;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

@@ -1,0 +1,261 @@
+//! How the cluster lives in etcd: one key per object under a versioned
+//! prefix, each value the object as the state file writes it (JSON), with its
+//! place in the file's order.
+//!
+//! ```text
+//! <prefix>/v1/cluster                      the cluster settings (vxlan_port, MTU, timeouts)
+//! <prefix>/v1/hosts/<name>                 a host
+//! <prefix>/v1/networks/<name>              a network, its VNI and gateways written out
+//! <prefix>/v1/endpoints/<network>/<name>   an endpoint, its address and MAC written out
+//! <prefix>/v1/services/<name>              a service, its VIP written out
+//! <prefix>/v1/revision                     bumped by every change (the compare-and-swap guard)
+//! ```
+//!
+//! Values are `{"order": N, "spec": {...}}`: the order is the object's place
+//! among its kind (a file's order matters: the first endpoint of a namespace
+//! carries its default route, and Maglev slots go in file order), so an
+//! export lists the objects as they were imported or created. A `/` or `%`
+//! in a name is written `%2F` or `%25` in its key.
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::model::State;
+
+/// Each object's place among its kind, by key.
+pub type Orders = std::collections::BTreeMap<String, u64>;
+
+/// The layout version: the first path element under the prefix.
+pub const VERSION: &str = "v1";
+/// The prefix when the URL names none.
+pub const DEFAULT_PREFIX: &str = "/overlay-bpf";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    #[error("key {key}: {why}")]
+    Key { key: String, why: String },
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Stored<T> {
+    order: u64,
+    spec: T,
+}
+
+/// The keys of one store (its prefix).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    prefix: String,
+}
+
+fn escape(name: &str) -> String {
+    name.replace('%', "%25").replace('/', "%2F")
+}
+
+fn unescape(part: &str) -> String {
+    part.replace("%2F", "/").replace("%25", "%")
+}
+
+impl Layout {
+    /// `prefix` without a trailing `/` (`/overlay-bpf`, `/team-a/overlay`).
+    pub fn new(prefix: &str) -> Layout {
+        Layout { prefix: prefix.trim_end_matches('/').to_string() }
+    }
+    /// Every key of the store starts with this.
+    pub fn root(&self) -> String {
+        format!("{}/{VERSION}/", self.prefix)
+    }
+    pub fn cluster(&self) -> String {
+        format!("{}cluster", self.root())
+    }
+    pub fn revision(&self) -> String {
+        format!("{}revision", self.root())
+    }
+    pub fn host(&self, name: &str) -> String {
+        format!("{}hosts/{}", self.root(), escape(name))
+    }
+    pub fn network(&self, name: &str) -> String {
+        format!("{}networks/{}", self.root(), escape(name))
+    }
+    pub fn endpoint(&self, network: &str, name: &str) -> String {
+        format!("{}endpoints/{}/{}", self.root(), escape(network), escape(name))
+    }
+    pub fn service(&self, name: &str) -> String {
+        format!("{}services/{}", self.root(), escape(name))
+    }
+
+    /// Every key and value that holds `state`, the revision guard aside.
+    /// An object keeps the order `orders` (what `assemble` read) gives its
+    /// key; a new one goes after the others of its kind, so a change rewrites
+    /// only the keys of the objects it changed.
+    pub fn explode(&self, state: &State, orders: &Orders) -> Vec<(String, Vec<u8>)> {
+        fn kind<T: Serialize>(
+            out: &mut Vec<(String, Vec<u8>)>,
+            orders: &Orders,
+            objects: impl Iterator<Item = (String, T)>,
+        ) {
+            let objects: Vec<(String, T)> = objects.collect();
+            let mut next = objects.iter().filter_map(|(k, _)| orders.get(k)).max().map_or(0, |m| m + 1);
+            for (key, spec) in objects {
+                let order = orders.get(&key).copied().unwrap_or_else(|| {
+                    next += 1;
+                    next - 1
+                });
+                out.push((key, serde_json::to_vec(&Stored { order, spec }).expect("state objects serialize")));
+            }
+        }
+        let mut out = Vec::new();
+        kind(&mut out, orders, std::iter::once((self.cluster(), &state.cluster)));
+        kind(&mut out, orders, state.hosts.iter().map(|h| (self.host(&h.name), h)));
+        kind(&mut out, orders, state.networks.iter().map(|n| (self.network(&n.name), n)));
+        kind(&mut out, orders, state.endpoints.iter().map(|e| (self.endpoint(&e.network, &e.name), e)));
+        kind(&mut out, orders, state.services.iter().map(|s| (self.service(&s.name), s)));
+        out
+    }
+
+    /// The state held by `kvs`, every key under `root()`; `None` when they
+    /// hold no cluster (an empty store). A key this layout does not know, or
+    /// a value that does not parse, is an error naming the key.
+    pub fn assemble<'a>(
+        &self,
+        kvs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+    ) -> Result<Option<(State, Orders)>, LayoutError> {
+        let root = self.root();
+        let mut cluster = None;
+        let mut orders = Orders::new();
+        let (mut hosts, mut networks, mut endpoints, mut services) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (k, v) in kvs {
+            let key = String::from_utf8_lossy(k).into_owned();
+            let err = |why: String| LayoutError::Key { key: key.clone(), why };
+            let Some(rest) = key.strip_prefix(&root) else {
+                return Err(err(format!("not under {root}")));
+            };
+            fn parse<T: DeserializeOwned>(v: &[u8]) -> Result<(u64, T), String> {
+                serde_json::from_slice::<Stored<T>>(v).map(|s| (s.order, s.spec)).map_err(|e| e.to_string())
+            }
+            let parts: Vec<&str> = rest.split('/').collect();
+            match parts[..] {
+                ["cluster"] => cluster = Some(parse(v).map_err(err)?.1),
+                ["revision"] => continue,
+                ["hosts", name] => {
+                    hosts.push(check(parse::<crate::model::HostSpec>(v), name, |h| &h.name).map_err(err)?)
+                }
+                ["networks", name] => {
+                    networks.push(check(parse::<crate::model::NetworkSpec>(v), name, |n| &n.name).map_err(err)?)
+                }
+                ["endpoints", _, name] => {
+                    endpoints.push(check(parse::<crate::model::EndpointSpec>(v), name, |e| &e.name).map_err(err)?)
+                }
+                ["services", name] => {
+                    services.push(check(parse::<crate::model::ServiceSpec>(v), name, |s| &s.name).map_err(err)?)
+                }
+                _ => return Err(err(format!("not a key of the {VERSION} layout"))),
+            }
+            // Parsed above: a known key with a well-formed value.
+            let order =
+                serde_json::from_slice::<Stored<serde::de::IgnoredAny>>(v).map_err(|e| err(e.to_string()))?.order;
+            orders.insert(key.clone(), order);
+        }
+        let Some(cluster) = cluster else {
+            return match hosts.len() + networks.len() + endpoints.len() + services.len() {
+                0 => Ok(None),
+                _ => Err(LayoutError::Key { key: self.cluster(), why: "missing, while objects exist".into() }),
+            };
+        };
+        fn ordered<T>(mut v: Vec<(u64, T)>) -> Vec<T> {
+            v.sort_by_key(|(o, _)| *o);
+            v.into_iter().map(|(_, t)| t).collect()
+        }
+        let state = State {
+            version: 1,
+            cluster,
+            hosts: ordered(hosts),
+            networks: ordered(networks),
+            endpoints: ordered(endpoints),
+            services: ordered(services),
+        };
+        Ok(Some((state, orders)))
+    }
+}
+
+/// A parsed object whose name must be the one its key says.
+fn check<T>(
+    parsed: Result<(u64, T), String>,
+    key_name: &str,
+    name: impl Fn(&T) -> &String,
+) -> Result<(u64, T), String> {
+    let (order, t) = parsed?;
+    if *name(&t) != unescape(key_name) {
+        return Err(format!("holds {:?}, not the object its key names", name(&t)));
+    }
+    Ok((order, t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{parse_state, pinned, resolve, Capabilities};
+
+    fn example() -> State {
+        let s = parse_state("example", include_bytes!("../../../examples/cluster.yaml")).unwrap();
+        pinned(&s, &resolve("example", &s, Capabilities::default()).unwrap())
+    }
+
+    #[test]
+    fn a_state_round_trips_through_its_keys_in_any_order() {
+        let l = Layout::new("/overlay-bpf/");
+        let state = example();
+        let mut kvs = l.explode(&state, &Orders::new());
+        assert!(kvs.iter().any(|(k, _)| k == "/overlay-bpf/v1/endpoints/uber-svc/web.1"), "{kvs:?}");
+        assert!(kvs.iter().any(|(k, _)| k == "/overlay-bpf/v1/networks/backend"));
+        // etcd hands keys back sorted by name, not in the file's order.
+        kvs.sort();
+        kvs.reverse();
+        let (back, orders) = l.assemble(kvs.iter().map(|(k, v)| (k.as_bytes(), v.as_slice()))).unwrap().unwrap();
+        assert_eq!(back, state);
+
+        // A change rewrites only what it changed: removing the first endpoint
+        // and adding one leaves every other endpoint's key and value alone.
+        let mut changed = back.clone();
+        let gone = changed.endpoints.remove(0);
+        let mut added = changed.endpoints[0].clone();
+        added.name = "new".into();
+        changed.endpoints.push(added);
+        let before: std::collections::BTreeMap<_, _> = kvs.into_iter().collect();
+        let after: std::collections::BTreeMap<_, _> = l.explode(&changed, &orders).into_iter().collect();
+        let differ: Vec<&String> = after.iter().filter(|(k, v)| before.get(*k) != Some(v)).map(|(k, _)| k).collect();
+        assert_eq!(differ, ["/overlay-bpf/v1/endpoints/uber-svc/new"]);
+        assert!(!after.contains_key(&l.endpoint(&gone.network, &gone.name)));
+        let (again, _) = l.assemble(after.iter().map(|(k, v)| (k.as_bytes(), v.as_slice()))).unwrap().unwrap();
+        assert_eq!(again, changed, "the new endpoint comes last, as it was appended");
+    }
+
+    #[test]
+    fn names_with_slashes_get_keys_of_their_own() {
+        let l = Layout::new("/p");
+        assert_eq!(l.host("a/b%c"), "/p/v1/hosts/a%2Fb%25c");
+        let mut state = example();
+        state.hosts[0].name = "rack/1".into();
+        for e in &mut state.endpoints {
+            if e.host == "node1" {
+                e.host = "rack/1".into();
+            }
+        }
+        let kvs = l.explode(&state, &Orders::new());
+        let (back, _) = l.assemble(kvs.iter().map(|(k, v)| (k.as_bytes(), v.as_slice()))).unwrap().unwrap();
+        assert_eq!(back.hosts[0].name, "rack/1");
+    }
+
+    #[test]
+    fn an_empty_store_holds_no_cluster_and_strays_are_named() {
+        let l = Layout::new("/p");
+        assert_eq!(l.assemble(std::iter::empty()).unwrap(), None);
+        let e = l.assemble([(b"/p/v1/nonsense".as_slice(), b"{}".as_slice())]).unwrap_err();
+        assert_eq!(e.to_string(), "key /p/v1/nonsense: not a key of the v1 layout");
+        let bad = br#"{"order":0,"spec":{"name":"n2","address":"10.0.0.2"}}"#;
+        let e = l.assemble([(b"/p/v1/hosts/n1".as_slice(), bad.as_slice())]).unwrap_err();
+        assert!(e.to_string().contains("holds \"n2\""), "{e}");
+        let e = l.assemble([(b"/p/v1/hosts/n1".as_slice(), br#"{"order":0,"spec":{"name":"n1"}}"#.as_slice())]);
+        assert!(e.is_err());
+    }
+}
