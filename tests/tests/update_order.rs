@@ -60,7 +60,8 @@ struct Load {
     failed: AtomicU64,
     /// The errors of failed connections, by kind.
     errors: std::sync::Mutex<Vec<String>>,
-    /// Connections whose handshake took a second or more: a SYN sent again.
+    /// Connections whose handshake took 0.9 s or more (reported, not asserted:
+    /// the SYN retransmission counter is what says a SYN was lost).
     slow: AtomicU64,
 }
 
@@ -134,7 +135,9 @@ fn removing_a_backend_under_new_connections_drops_none_and_retransmits_no_syn() 
     assert!(during_removals > 0, "no connection was opened while w2 was removed: the test proves nothing");
     assert_eq!(no_backend, 0, "new flows were dropped while the backend was removed");
     assert_eq!(retransmitted, 0, "SYNs were retransmitted");
-    assert_eq!((failed, slow), (0, 0), "failed connections: {:?}", load.errors.lock().unwrap());
+    // A slow connection is only reported: on a shared machine a connect can
+    // wait for the CPU; a lost SYN shows as a retransmission, asserted above.
+    assert_eq!(failed, 0, "failed connections: {:?}", load.errors.lock().unwrap());
     let flows = |name: &str| -> u64 {
         let web = s["services"].as_array().unwrap().iter().find(|x| x["name"] == "web").unwrap();
         let b = web["backends"].as_array().unwrap().iter().find(|b| b["name"] == name);
