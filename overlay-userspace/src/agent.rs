@@ -29,6 +29,12 @@ pub trait StateSource {
     async fn snapshot(&mut self) -> Result<Vec<u8>>;
     /// Returns when the state may have changed.
     async fn changed(&mut self);
+    /// Where agents meet when the source is a store that holds them (etcd):
+    /// presence under a lease and health reports, in place of fetching each
+    /// other's reports over HTTP.
+    fn agents(&self) -> Option<crate::store::Agents> {
+        None
+    }
 }
 
 /// A store as the agent's source: the file, read again every `interval`, or
@@ -60,6 +66,13 @@ impl StateSource for StoreSource {
     async fn changed(&mut self) {
         self.store.changed(self.interval).await
     }
+
+    fn agents(&self) -> Option<crate::store::Agents> {
+        match &self.store {
+            Store::Etcd(e) => Some(e.agents()),
+            Store::File(_) => None,
+        }
+    }
 }
 
 /// Health-check settings (`overlay-bpf agent --health-*`).
@@ -72,6 +85,8 @@ pub struct HealthOptions {
     pub port: u16,
     /// No health checks: every configured backend is used.
     pub off: bool,
+    /// The lease that keeps this agent present in an etcd store.
+    pub lease_ttl: Duration,
 }
 
 /// What the agent runs with, besides the state.
@@ -102,6 +117,8 @@ struct Health {
     /// Backends each peer reported down.
     remote_down: BTreeMap<String, BTreeSet<String>>,
     report: Arc<Mutex<health::Report>>,
+    /// With an etcd store: the peers' presence and reports, read from it.
+    store: Option<crate::store::Agents>,
 }
 
 impl Health {
@@ -166,11 +183,32 @@ impl Health {
             *r = self.local.report(host);
         }
         let peers: Vec<_> = cluster.hosts.iter().enumerate().filter(|(i, _)| *i != h).map(|(_, p)| p.clone()).collect();
-        let fetches = peers.iter().map(|p| health::fetch(p.address, args.port, timeout));
-        let answers = futures::future::join_all(fetches).await;
         let names: BTreeSet<String> = peers.iter().map(|p| p.name.clone()).collect();
         self.peers.retain(&names);
         self.remote_down.retain(|n, _| names.contains(n));
+        let answers: Vec<Result<Option<health::Report>, String>> = match &mut self.store {
+            // Each peer's lease and report, from the store: no peer is asked.
+            Some(agents) => match agents.view().await {
+                Ok(view) => peers
+                    .iter()
+                    .map(|p| match view.get(&p.name) {
+                        Some(v) if v.alive => Ok(v.report.clone()),
+                        Some(v) => Err(format!(
+                            "its agent's lease expired (last seen {})",
+                            v.last_seen.as_deref().unwrap_or("never")
+                        )),
+                        // A host that never ran an agent on this store is not judged.
+                        None => Ok(None),
+                    })
+                    .collect(),
+                // The store unreachable: the last verdicts stand.
+                Err(_) => return,
+            },
+            None => {
+                let fetches = peers.iter().map(|p| health::fetch(p.address, args.port, timeout));
+                futures::future::join_all(fetches).await.into_iter().map(|r| r.map(Some)).collect()
+            }
+        };
         for (p, a) in peers.iter().zip(answers) {
             let ok = a.as_ref().map(|_| ()).map_err(|e| e.clone());
             if let Some(t) = self.peers.record(&p.name, ok) {
@@ -186,8 +224,14 @@ impl Health {
                     );
                 }
             }
-            if let Ok(r) = a {
-                self.remote_down.insert(p.name.clone(), r.down().cloned().collect());
+            match a {
+                Ok(Some(r)) => {
+                    self.remote_down.insert(p.name.clone(), r.down().cloned().collect());
+                }
+                Ok(None) => {
+                    self.remote_down.remove(&p.name);
+                }
+                Err(_) => {}
             }
         }
     }
@@ -228,11 +272,19 @@ pub async fn run<S: StateSource>(mut source: S, opts: AgentOptions, stop: impl F
     };
     let args = &opts.health;
     let report = Arc::new(Mutex::new(health::Report { host: host.clone(), ..Default::default() }));
+    let store_agents = source.agents();
+    // With etcd, a lease that expired is already TTL seconds of silence.
+    let peer_fails = if store_agents.is_some() { 1 } else { args.fails };
+    let _presence = store_agents.clone().map(|a| {
+        tracing::info!(host, "present in {name} under a lease of {:?}", args.lease_ttl);
+        AbortOnDrop(tokio::spawn(a.keep_present(host.clone(), args.lease_ttl, report.clone())))
+    });
     let mut health = Health {
         local: Tracker::new(args.fails, args.passes),
-        peers: Tracker::new(args.fails, 1),
+        peers: Tracker::new(peer_fails, 1),
         remote_down: BTreeMap::new(),
         report: report.clone(),
+        store: store_agents,
     };
     // The state last applied, for /metrics to name services and backends.
     let served_cluster = Arc::new(Mutex::new(Arc::new(cluster.clone())));

@@ -27,6 +27,8 @@ pub enum Error {
     #[error(transparent)]
     Network(#[from] crate::network_cmd::NetworkError),
     #[error(transparent)]
+    Host(#[from] crate::host_cmd::HostError),
+    #[error(transparent)]
     BpfLog(#[from] crate::bpf_log::BpfLogError),
     /// Boxed: an etcd error is large, and every `Result` here carries an `Error`.
     #[error(transparent)]
@@ -45,7 +47,7 @@ impl Error {
     /// 1 for what the user can fix, 2 for the rest.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::State(_) | Error::Network(_) => EXIT_USER,
+            Error::State(_) | Error::Network(_) | Error::Host(_) => EXIT_USER,
             Error::Apply(e) => e.exit_code(),
             Error::Maps(e) => e.exit_code(),
             Error::Store(e) => e.exit_code(),

@@ -6,6 +6,7 @@ pub mod apply;
 pub mod bpf_log;
 pub mod error;
 pub mod health;
+pub mod host_cmd;
 pub mod kmaps;
 pub mod loader;
 pub mod maglev;

@@ -208,52 +208,139 @@ fn changes_made_at_once_are_serialised() {
     drop(etcd);
 }
 
+/// Whether host `h`'s maps have backend `b` of service `web` in rotation.
+fn in_rotation(dep: &Deployment, p: &str, h: &str, url: &str, b: &str) -> Option<bool> {
+    let o = dep
+        .cmd(&format!("{p}{h}"), &format!("{p}-{h}"))
+        .args(["status", "-o", "json", "--store", url])
+        .output()
+        .unwrap();
+    let v = json(&assert_ok(&o));
+    let web = v["services"].as_array()?.iter().find(|s| s["name"] == "web")?.clone();
+    let be = web["backends"].as_array()?.iter().find(|x| x["name"] == b)?.clone();
+    be["in_rotation"].as_bool()
+}
+
 #[test]
-fn agents_apply_what_the_store_says_as_it_changes() {
+fn agents_apply_what_the_store_says_and_meet_there() {
     require_root();
     let p = "obsc";
     let u = underlay(p, 3);
     let cs = containers(p, &["w1", "w2", "w3"]);
     let etcd = Etcd::start(u.host("n1"), "192.168.200.11", p);
+    let url = etcd.url.clone();
     let n1 = u.host("n1");
+    let web =
+        "services:\n  - {name: web, network: front, ports: [{protocol: tcp, target: 8080}], backends: [w2, w3]}\n";
     let two = state(p, &[("w1", "n1", "front", "10.10.0.3"), ("w2", "n2", "front", "10.10.0.4")], 3);
     let three = state(
         p,
         &[("w1", "n1", "front", "10.10.0.3"), ("w2", "n2", "front", "10.10.0.4"), ("w3", "n3", "front", "10.10.0.5")],
         3,
-    );
+    ) + web;
     let (two, three) = (StateFile::new(p, &two), StateFile::new(&format!("{p}-3"), &three));
-    assert_ok(&ob(n1, &["store", "import", two.0.to_str().unwrap(), "--store", &etcd.url]));
+    assert_ok(&ob(n1, &["store", "import", two.0.to_str().unwrap(), "--store", &url]));
+    let _webs = [Web::start(&cs[1], "w2", 8080), Web::start(&cs[2], "w3", 8080)];
 
     let mut dep = Deployment::new(&bin());
-    let agents: Vec<Agent> = ["n1", "n2", "n3"]
-        .iter()
-        .map(|h| {
-            Agent::start_with(
-                &mut dep,
-                &["--store", &etcd.url],
-                &format!("{p}{h}"),
-                &format!("{p}-{h}"),
-                &["--no-health"],
-            )
-        })
-        .collect();
+    let flags = ["--health-interval", "1", "--health-fails", "2", "--lease-ttl", "2"];
+    let start = |dep: &mut Deployment, h: &str| {
+        Agent::start_with(dep, &["--store", &url], &format!("{p}{h}"), &format!("{p}-{h}"), &flags)
+    };
+    let mut agents: Vec<Agent> = ["n1", "n2", "n3"].iter().map(|h| start(&mut dep, h)).collect();
     let ping = |from: &Netns, to: &str| from.run("ping", &["-c", "1", "-W", "1", to]).status.success();
-    let logs = || agents.iter().map(|a| a.log_text()).collect::<Vec<_>>().join("\n---\n");
+    let logs = |agents: &[Agent]| agents.iter().map(|a| a.log_text()).collect::<Vec<_>>().join("\n---\n");
     let t = Instant::now();
     while !ping(&cs[0], "10.10.0.4") {
-        assert!(t.elapsed() < Duration::from_secs(60), "w1 never reached w2; the agents' logs:\n{}", logs());
+        assert!(t.elapsed() < Duration::from_secs(60), "w1 never reached w2; the agents' logs:\n{}", logs(&agents));
     }
     assert!(!ping(&cs[0], "10.10.0.5"), "w3 is not in the store yet");
 
     // A change to the store reaches every agent through its watch.
-    assert_ok(&ob(n1, &["store", "import", three.0.to_str().unwrap(), "--replace", "--store", &etcd.url]));
+    assert_ok(&ob(n1, &["store", "import", three.0.to_str().unwrap(), "--replace", "--store", &url]));
     let t = Instant::now();
     while !(ping(&cs[0], "10.10.0.5") && ping(&cs[1], "10.10.0.5")) {
-        assert!(t.elapsed() < Duration::from_secs(30), "w3 not reached from w1 and w2; the agents' logs:\n{}", logs());
+        assert!(t.elapsed() < Duration::from_secs(30), "w3 not reached from w1 and w2; logs:\n{}", logs(&agents));
     }
-    assert!(agents[2].log_text().contains("re-applied"), "{}", logs());
+    assert!(agents[2].log_text().contains("re-applied"), "{}", logs(&agents));
+    wait_until("w2 and w3 in n1's tables", 30, || {
+        in_rotation(&dep, p, "n1", &url, "w2") == Some(true) && in_rotation(&dep, p, "n1", &url, "w3") == Some(true)
+    });
+
+    // Every agent is present in the store, under its lease.
+    let hosts = |out: &str| -> Vec<(String, bool, bool)> {
+        json(out)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| (h["name"].as_str().unwrap().to_string(), h["alive"] == true, h["last_seen"].is_string()))
+            .collect()
+    };
+    let ls = || assert_ok(&ob(n1, &["host", "ls", "-o", "json", "--store", &url]));
+    wait_until("three agents alive in host ls", 20, || hosts(&ls()).iter().all(|h| h.1 && h.2));
+
+    // n3's agent dies: its lease expires, every host takes w3 out, and n3's
+    // data path goes on (w1 still reaches w3).
+    agents[2].kill();
+    wait_until("n3 not alive in host ls", 20, || hosts(&ls()).iter().any(|h| h.0 == format!("{p}n3") && !h.1 && h.2));
+    wait_until("w3 out of n1's and n2's tables", 30, || {
+        // Out of rotation, or not listed at all (no entry and no traffic yet).
+        in_rotation(&dep, p, "n1", &url, "w3") != Some(true) && in_rotation(&dep, p, "n2", &url, "w3") != Some(true)
+    });
+    assert_eq!(in_rotation(&dep, p, "n1", &url, "w2"), Some(true));
+    assert!(agents[0].log_text().contains("lease expired"), "{}", logs(&agents));
+    assert!(ping(&cs[0], "10.10.0.5"), "n3 forwards without its agent");
+
+    // Back: its new lease brings w3 back everywhere.
+    agents[2] = start(&mut dep, "n3");
+    wait_until("w3 back in n1's tables", 30, || in_rotation(&dep, p, "n1", &url, "w3") == Some(true));
     drop(agents);
     dep.down_all();
+    drop(etcd);
+}
+
+#[test]
+fn hosts_join_list_and_leave_on_etcd_and_on_a_file() {
+    require_root();
+    let ns = Netns::new("obsd-etcd");
+    let etcd = Etcd::start(&ns, "127.0.0.1", "obsd");
+    let file = std::env::temp_dir().join("obsd-state.yaml");
+    let _ = std::fs::remove_file(&file);
+    let file_url = file.to_str().unwrap().to_string();
+    for store in [etcd.url.as_str(), file_url.as_str()] {
+        let s = ["--store", store];
+        let join =
+            |name: &str, addr: &str| ob(&ns, &[&["host", "join", "--name", name, "--address", addr][..], &s].concat());
+        assert!(assert_ok(&join("h1", "192.168.9.1")).contains("h1: joined"));
+        assert!(assert_ok(&join("h1", "192.168.9.1")).contains("nothing changed"), "joining again");
+        refused(
+            &join("h1", "192.168.9.2"),
+            &["host h1 is in the cluster already with address 192.168.9.1", "host rm h1"],
+        );
+        refused(&join("h2", "192.168.9.1"), &["192.168.9.1"]);
+        assert_ok(&join("h2", "192.168.9.2"));
+        // An endpoint on h2 keeps it, unless --force.
+        assert_ok(&ob(
+            &ns,
+            &[&["network", "create", "--subnet", "10.77.0.0/24", "--attachable", "n"][..], &s].concat(),
+        ));
+        let mut st = json(&assert_ok(&ob(&ns, &[&["store", "export", "-o", "json"][..], &s].concat())));
+        st["endpoints"] = serde_json::json!([{"name": "e1", "host": "h2", "network": "n", "netns": "obsd-e1"}]);
+        let with_ep = StateFile::new("obsd-ep", &serde_json::to_string(&st).unwrap());
+        assert_ok(&ob(&ns, &[&["store", "import", with_ep.0.to_str().unwrap(), "--replace"][..], &s].concat()));
+        let ls = json(&assert_ok(&ob(&ns, &[&["host", "ls", "-o", "json"][..], &s].concat())));
+        let names: Vec<&str> = ls.as_array().unwrap().iter().map(|h| h["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["h1", "h2"], "{ls}");
+        assert_eq!(ls[1]["endpoints"], 1);
+        assert_eq!(ls[0]["alive"], false, "no agent runs: {ls}");
+        let text = assert_ok(&ob(&ns, &[&["host", "ls"][..], &s].concat()));
+        assert!(text.starts_with("NAME") && text.contains("h2") && text.contains("never"), "{text}");
+        refused(&ob(&ns, &[&["host", "rm", "h2"][..], &s].concat()), &["still has endpoints [e1]", "--force"]);
+        assert!(
+            assert_ok(&ob(&ns, &[&["host", "rm", "h2", "--force"][..], &s].concat())).contains("with its endpoints e1")
+        );
+        refused(&ob(&ns, &[&["host", "rm", "h9"][..], &s].concat()), &["host h9 is not in the cluster (hosts: h1)"]);
+    }
+    let _ = std::fs::remove_file(&file);
     drop(etcd);
 }

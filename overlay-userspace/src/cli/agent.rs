@@ -30,6 +30,12 @@ pub struct HealthArgs {
     /// No health checks: every configured backend is used.
     #[arg(long)]
     pub no_health: bool,
+    /// With an etcd store: the lease, in seconds, that keeps this agent
+    /// present (`host ls` shows it alive). When it expires (agent killed, or
+    /// cut off from etcd), every host takes this host's backends out of its
+    /// Maglev tables until the agent is back; no data path is touched.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(2..=3600))]
+    pub lease_ttl: u64,
 }
 
 /// `overlay-bpf agent`: the library's agent on the state file, stopped by
@@ -47,6 +53,7 @@ pub async fn agent(g: &Global, interval: u64, table: TableArgs, args: HealthArgs
             passes: args.health_passes,
             port: args.health_port,
             off: args.no_health,
+            lease_ttl: Duration::from_secs(args.lease_ttl),
         },
     };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -7,6 +7,7 @@ use overlay_bpf::store::{EtcdTls, Store, StoreUrl};
 
 mod agent;
 mod down;
+mod host;
 mod network;
 mod status;
 mod store;
@@ -138,6 +139,52 @@ pub enum Command {
     /// Move the whole state into or out of a store (file or etcd).
     #[command(subcommand)]
     Store(StoreCmd),
+    /// Join, list and remove the cluster's hosts (Docker: swarm join, node ls, node rm).
+    #[command(subcommand)]
+    Host(HostCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HostCmd {
+    /// Add this host (or --name) to the cluster with its underlay address.
+    /// Running it again changes nothing.
+    #[command(after_help = "Examples:\n  \
+overlay-bpf host join --address 192.168.100.11 --store etcd://10.0.0.1:2379\n  \
+overlay-bpf host join --name node4 --address 192.168.100.14 --interface eth1 --state cluster.yaml")]
+    Join {
+        /// The host's data-path (underlay) IPv4 address (Docker: --datapath-addr).
+        #[arg(long)]
+        address: std::net::Ipv4Addr,
+        /// The host's name. Default: this machine's hostname.
+        #[arg(long)]
+        name: Option<String>,
+        /// The underlay device. Default: the device holding --address.
+        #[arg(long)]
+        interface: Option<String>,
+    },
+    /// Each host: name, address, whether its agent is alive, when it was last seen.
+    ///
+    /// On etcd, an agent is alive while its lease is (agent --lease-ttl); on a
+    /// file, while it answers GET /health on its --health-port.
+    #[command(
+        alias = "list",
+        after_help = "Examples:\n  overlay-bpf host ls --store etcd://10.0.0.1:2379\n  overlay-bpf host ls -o json"
+    )]
+    Ls {
+        #[arg(short, long, value_enum, default_value_t = Format::Text)]
+        output: Format,
+        /// File store: the agents' health port to ask.
+        #[arg(long, default_value_t = 7947, value_name = "PORT")]
+        health_port: u16,
+    },
+    /// Remove a host: refused while it has endpoints, unless --force (which removes them).
+    #[command(alias = "remove", after_help = "Example:\n  overlay-bpf host rm node4 --store etcd://10.0.0.1:2379")]
+    Rm {
+        name: String,
+        /// Remove the host's endpoints (and their places as service backends) too.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -279,6 +326,7 @@ pub async fn run(cli: Cli) -> overlay_bpf::error::Result<i32> {
         Command::Validate { output } => validate::validate(&g, output).await,
         Command::Network(n) => network::network(&g, n).await,
         Command::Store(s) => store::store(&g, s).await,
+        Command::Host(h) => host::host(&g, h).await,
     }
 }
 

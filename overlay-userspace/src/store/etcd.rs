@@ -92,6 +92,11 @@ impl EtcdStore {
         self.url.clone()
     }
 
+    /// A handle on the agents' keys, for a task of its own.
+    pub fn agents(&self) -> Agents {
+        Agents { client: self.client.clone(), layout: self.layout.clone(), url: self.url.clone() }
+    }
+
     async fn read_all(&mut self) -> Result<Read, StoreError> {
         let root = self.layout.root();
         let resp = self
@@ -161,6 +166,25 @@ impl EtcdStore {
         tokio::time::sleep(Duration::from_millis(u64::from(attempt.min(10)) * 5 + jitter)).await;
     }
 
+    /// The writes that turn the objects `raw` holds into `want`: a put for
+    /// each key whose value differs, a removal for each object key `want`
+    /// lacks, one by one (etcd refuses a range removal overlapping a put of
+    /// the same transaction). Agents' keys and the guard stay.
+    fn changes(&self, raw: &BTreeMap<String, Vec<u8>>, want: Vec<(String, Vec<u8>)>) -> Vec<TxnOp> {
+        let want: BTreeMap<String, Vec<u8>> = want.into_iter().collect();
+        let mut ops: Vec<TxnOp> = want
+            .iter()
+            .filter(|(k, v)| raw.get(*k) != Some(*v))
+            .map(|(k, v)| TxnOp::put(k.as_str(), v.clone(), None))
+            .collect();
+        ops.extend(
+            raw.keys()
+                .filter(|k| self.layout.is_object_key(k) && !want.contains_key(*k))
+                .map(|k| TxnOp::delete(k.as_str(), None)),
+        );
+        ops
+    }
+
     /// See [`super::Store::edit`].
     pub async fn edit<T>(&mut self, change: &mut impl FnMut(&mut State) -> Result<T>) -> Result<(T, State)> {
         for attempt in 0..MAX_TRIES {
@@ -169,19 +193,7 @@ impl EtcdStore {
             let out = change(&mut state)?;
             let cluster = model::resolve(&self.url, &state, Capabilities::default())?;
             let state = model::pinned(&state, &cluster);
-            let want: BTreeMap<String, Vec<u8>> = self.layout.explode(&state, &read.orders).into_iter().collect();
-            let guard_key = self.layout.revision();
-            let mut ops: Vec<TxnOp> = want
-                .iter()
-                .filter(|(k, v)| read.raw.get(*k) != Some(*v))
-                .map(|(k, v)| TxnOp::put(k.as_str(), v.clone(), None))
-                .collect();
-            ops.extend(
-                read.raw
-                    .keys()
-                    .filter(|k| **k != guard_key && !want.contains_key(*k))
-                    .map(|k| TxnOp::delete(k.as_str(), None)),
-            );
+            let ops = self.changes(&read.raw, self.layout.explode(&state, &read.orders));
             if ops.is_empty() || self.commit(read.guard, ops).await? {
                 return Ok((out, state));
             }
@@ -197,17 +209,7 @@ impl EtcdStore {
             if let (Some(old), false) = (&read.state, replace) {
                 return Err(StoreError::NotEmpty { store: self.url.clone(), summary: summary(old) }.into());
             }
-            // The old keys go one by one: etcd refuses a range deletion
-            // overlapping a put of the same transaction.
-            let want: BTreeMap<String, Vec<u8>> = self.layout.explode(state, &Orders::new()).into_iter().collect();
-            let guard_key = self.layout.revision();
-            let mut ops: Vec<TxnOp> = read
-                .raw
-                .keys()
-                .filter(|k| **k != guard_key && !want.contains_key(*k))
-                .map(|k| TxnOp::delete(k.as_str(), None))
-                .collect();
-            ops.extend(want.into_iter().map(|(k, v)| TxnOp::put(k, v, None)));
+            let ops = self.changes(&read.raw, self.layout.explode(state, &Orders::new()));
             if self.commit(read.guard, ops).await? {
                 return Ok(());
             }
@@ -241,7 +243,15 @@ impl EtcdStore {
                     self.watch_lost(&why).await;
                     return;
                 }
-                Ok(Some(resp)) if resp.events().is_empty() => continue,
+                // Agents renewing their presence or reporting health change
+                // no state: no reason to read the store again.
+                Ok(Some(resp))
+                    if resp.events().iter().all(|e| {
+                        e.kv().is_none_or(|kv| !self.layout.is_object_key(&String::from_utf8_lossy(kv.key())))
+                    }) =>
+                {
+                    continue
+                }
                 Ok(Some(_)) => {
                     if self.watch_failed {
                         tracing::info!("watching {} again", self.url);
@@ -268,5 +278,136 @@ impl EtcdStore {
             self.watch_failed = true;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// What the store says of one host's agent.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AgentView {
+    /// Its lease is live: the agent runs and reaches etcd.
+    pub alive: bool,
+    /// When it last renewed its lease (RFC 3339), alive or not; `None`: never.
+    pub last_seen: Option<String>,
+    /// Its backends' health, while alive.
+    pub report: Option<crate::health::Report>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Seen {
+    last_seen: String,
+}
+
+/// The agents' keys of one store: each agent's presence under its lease,
+/// its health report, and when it was last seen.
+#[derive(Clone)]
+pub struct Agents {
+    client: Client,
+    layout: Layout,
+    url: String,
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+impl Agents {
+    /// Every agent the store knows of, by host name.
+    pub async fn view(&mut self) -> Result<BTreeMap<String, AgentView>, StoreError> {
+        let resp = self
+            .client
+            .get(self.layout.agents(), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(|source| StoreError::Etcd { endpoints: self.url.clone(), op: "read the agents", source })?;
+        let mut out: BTreeMap<String, AgentView> = BTreeMap::new();
+        for kv in resp.kvs() {
+            let Some((host, what)) = self.layout.agent_key(&String::from_utf8_lossy(kv.key())) else { continue };
+            let v = out.entry(host).or_default();
+            match what.as_str() {
+                "alive" => v.alive = true,
+                "health" => v.report = serde_json::from_slice(kv.value()).ok(),
+                "seen" => v.last_seen = serde_json::from_slice::<Seen>(kv.value()).ok().map(|s| s.last_seen),
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Keeps host `host`'s agent present in the store for as long as the
+    /// task runs: a lease of `ttl`, renewed every third of it, holding the
+    /// `alive` key and the health `report` (re-written when it changes),
+    /// and `seen` (no lease) at each renewal. When etcd cannot be reached it
+    /// says so once, and starts a new lease once etcd answers again.
+    pub async fn keep_present(
+        mut self,
+        host: String,
+        ttl: Duration,
+        report: std::sync::Arc<std::sync::Mutex<crate::health::Report>>,
+    ) {
+        let mut lost = false;
+        loop {
+            let err = self.present(&host, ttl, &report, &mut lost).await;
+            if !lost {
+                tracing::warn!(
+                    host,
+                    "lost the lease in {}: {err}; the other hosts will take this host's backends out until it is back",
+                    self.url
+                );
+                lost = true;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// One lease, for as long as it lasts; why it ended.
+    async fn present(
+        &mut self,
+        host: &str,
+        ttl: Duration,
+        report: &std::sync::Mutex<crate::health::Report>,
+        lost: &mut bool,
+    ) -> String {
+        let secs = ttl.as_secs().max(2) as i64;
+        let lease = match self.client.lease_grant(secs, None).await {
+            Ok(l) => l.id(),
+            Err(e) => return e.to_string(),
+        };
+        let with_lease = || Some(etcd_client::PutOptions::new().with_lease(lease));
+        let since = serde_json::json!({"since": now_rfc3339(), "pid": std::process::id()}).to_string();
+        if let Err(e) = self.client.put(self.layout.agent(host, "alive"), since, with_lease()).await {
+            return e.to_string();
+        }
+        let (mut keeper, mut stream) = match self.client.lease_keep_alive(lease).await {
+            Ok(k) => k,
+            Err(e) => return e.to_string(),
+        };
+        let mut reported: Option<String> = None;
+        let mut tick = tokio::time::interval(Duration::from_secs((secs as u64 / 3).max(1)));
+        loop {
+            tick.tick().await;
+            if let Err(e) = keeper.keep_alive().await {
+                return e.to_string();
+            }
+            match stream.message().await {
+                Ok(Some(r)) if r.ttl() > 0 => {}
+                Ok(Some(_)) => return "the lease expired".into(),
+                Ok(None) => return "the keep-alive stream ended".into(),
+                Err(e) => return e.to_string(),
+            }
+            let now = report.lock().map(|r| serde_json::to_string(&*r).unwrap_or_default()).unwrap_or_default();
+            if reported.as_ref() != Some(&now) {
+                if let Err(e) = self.client.put(self.layout.agent(host, "health"), now.clone(), with_lease()).await {
+                    return e.to_string();
+                }
+                reported = Some(now);
+            }
+            let seen = serde_json::to_string(&Seen { last_seen: now_rfc3339() }).unwrap_or_default();
+            if let Err(e) = self.client.put(self.layout.agent(host, "seen"), seen, None).await {
+                return e.to_string();
+            }
+            if *lost {
+                tracing::info!(host, "present in {} again", self.url);
+                *lost = false;
+            }
+        }
     }
 }

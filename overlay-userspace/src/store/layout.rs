@@ -9,6 +9,9 @@
 //! <prefix>/v1/endpoints/<network>/<name>   an endpoint, its address and MAC written out
 //! <prefix>/v1/services/<name>              a service, its VIP written out
 //! <prefix>/v1/revision                     bumped by every change (the compare-and-swap guard)
+//! <prefix>/v1/agents/<host>/alive          the host's agent is running (under its lease)
+//! <prefix>/v1/agents/<host>/health         its backends' health report (under its lease)
+//! <prefix>/v1/agents/<host>/seen           when its agent last renewed its lease
 //! ```
 //!
 //! Values are `{"order": N, "spec": {...}}`: the order is the object's place
@@ -83,6 +86,26 @@ impl Layout {
     pub fn service(&self, name: &str) -> String {
         format!("{}services/{}", self.root(), escape(name))
     }
+    /// Where agents keep what is theirs (presence, health): not state.
+    pub fn agents(&self) -> String {
+        format!("{}agents/", self.root())
+    }
+    /// `what` of host `host`'s agent: `alive`, `health` or `seen`.
+    pub fn agent(&self, host: &str, what: &str) -> String {
+        format!("{}{}/{what}", self.agents(), escape(host))
+    }
+    /// The host and the item an agent key names.
+    pub fn agent_key(&self, key: &str) -> Option<(String, String)> {
+        let rest = key.strip_prefix(&self.agents())?;
+        let (host, what) = rest.split_once('/')?;
+        Some((unescape(host), what.to_string()))
+    }
+    /// True for the keys that hold the state (objects), not agents' keys or the guard.
+    pub fn is_object_key(&self, key: &str) -> bool {
+        key.strip_prefix(&self.root()).is_some_and(|rest| {
+            rest == "cluster" || ["hosts/", "networks/", "endpoints/", "services/"].iter().any(|k| rest.starts_with(k))
+        })
+    }
 
     /// Every key and value that holds `state`, the revision guard aside.
     /// An object keeps the order `orders` (what `assemble` read) gives its
@@ -137,6 +160,7 @@ impl Layout {
             match parts[..] {
                 ["cluster"] => cluster = Some(parse(v).map_err(err)?.1),
                 ["revision"] => continue,
+                ["agents", ..] => continue,
                 ["hosts", name] => {
                     hosts.push(check(parse::<crate::model::HostSpec>(v), name, |h| &h.name).map_err(err)?)
                 }
@@ -244,6 +268,19 @@ mod tests {
         let kvs = l.explode(&state, &Orders::new());
         let (back, _) = l.assemble(kvs.iter().map(|(k, v)| (k.as_bytes(), v.as_slice()))).unwrap().unwrap();
         assert_eq!(back.hosts[0].name, "rack/1");
+    }
+
+    #[test]
+    fn agents_keys_are_not_state() {
+        let l = Layout::new("/p");
+        let mut kvs = l.explode(&example(), &Orders::new());
+        kvs.push((l.agent("node/1", "alive"), b"{}".to_vec()));
+        kvs.push((l.revision(), b"7".to_vec()));
+        let (back, orders) = l.assemble(kvs.iter().map(|(k, v)| (k.as_bytes(), v.as_slice()))).unwrap().unwrap();
+        assert_eq!(back, example());
+        assert!(orders.keys().all(|k| l.is_object_key(k)));
+        assert!(!l.is_object_key(&l.agent("n1", "alive")) && !l.is_object_key(&l.revision()));
+        assert_eq!(l.agent_key(&l.agent("node/1", "seen")), Some(("node/1".into(), "seen".into())));
     }
 
     #[test]

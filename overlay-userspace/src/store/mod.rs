@@ -14,7 +14,7 @@ use crate::{
 mod etcd;
 pub mod layout;
 
-pub use etcd::EtcdStore;
+pub use etcd::{AgentView, Agents, EtcdStore};
 
 /// The default etcd client port, when an endpoint names none.
 pub const ETCD_PORT: u16 = 2379;

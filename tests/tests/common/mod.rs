@@ -274,6 +274,12 @@ impl Agent {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// SIGKILL, as a crash would: nothing of the agent gets to clean up.
+    pub fn kill(&mut self) {
+        let _ = self._child.0.kill();
+        let _ = self._child.0.wait();
+    }
 }
 
 impl Drop for Agent {
