@@ -131,7 +131,7 @@ impl Health {
         // An unreachable host takes its backends with it.
         for (i, p) in cluster.hosts.iter().enumerate() {
             if i != h && !self.peers.is_up(&p.name) {
-                out.extend(cluster.endpoints.iter().filter(|e| e.host == i).map(|e| e.name.clone()));
+                out.extend(cluster.endpoints.iter().filter(|e| e.host == i).map(|e| e.key.clone()));
             }
         }
         out

@@ -194,9 +194,9 @@ pub async fn up(
         if !e.netns.exists() {
             return Err(ApplyError::NoNetns { endpoint: e.name.clone(), path: e.netns.display().to_string() }.into());
         }
-        let v = netdev::host_veth_name(&e.name);
-        if let Some(other) = names.insert(v.clone(), &e.name) {
-            return Err(ApplyError::VethClash { a: other.to_string(), b: e.name.clone(), veth: v.clone() }.into());
+        let v = netdev::host_veth_name(&e.key);
+        if let Some(other) = names.insert(v.clone(), &e.key) {
+            return Err(ApplyError::VethClash { a: other.to_string(), b: e.key.clone(), veth: v.clone() }.into());
         }
     }
     let placeholder = HostFacts {
@@ -204,7 +204,7 @@ pub async fn up(
         veths: local
             .iter()
             .enumerate()
-            .map(|(i, e)| (e.name.clone(), Veth { ifindex: i as u32 + 1, mac: [0; 6] }))
+            .map(|(i, e)| (e.key.clone(), Veth { ifindex: i as u32 + 1, mac: [0; 6] }))
             .collect(),
         ..Default::default()
     };
@@ -278,7 +278,7 @@ async fn up_inner(
             gateway: e.gateway,
             default_route: e.default_route,
         };
-        let v = netdev::host_veth_name(&e.name);
+        let v = netdev::host_veth_name(&e.key);
         progress(&format!(
             "endpoint {}/{}: {} ({}/{} in {}) <-> {v}",
             i + 1,
@@ -300,7 +300,7 @@ async fn up_inner(
             false => netdev::ingress_bpf_filter(&handle, idx, overlay_common::PROG_TC_ENDPOINT).await?,
         };
         report.note_link(loaded.ensure_tc(pins, &v, filter)?, format!("tc@{v}"));
-        facts.veths.insert(e.name.clone(), Veth { ifindex: idx, mac });
+        facts.veths.insert(e.key.clone(), Veth { ifindex: idx, mac });
     }
     if netdev::driver(underlay).as_deref() == Some("veth") {
         // A veth underlay would carry partial checksums to the other hosts,

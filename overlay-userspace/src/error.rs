@@ -29,6 +29,10 @@ pub enum Error {
     #[error(transparent)]
     Host(#[from] crate::host_cmd::HostError),
     #[error(transparent)]
+    Endpoint(#[from] crate::endpoint_cmd::EndpointError),
+    #[error(transparent)]
+    Service(#[from] crate::service_cmd::ServiceError),
+    #[error(transparent)]
     BpfLog(#[from] crate::bpf_log::BpfLogError),
     /// Boxed: an etcd error is large, and every `Result` here carries an `Error`.
     #[error(transparent)]
@@ -47,7 +51,7 @@ impl Error {
     /// 1 for what the user can fix, 2 for the rest.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::State(_) | Error::Network(_) | Error::Host(_) => EXIT_USER,
+            Error::State(_) | Error::Network(_) | Error::Host(_) | Error::Endpoint(_) | Error::Service(_) => EXIT_USER,
             Error::Apply(e) => e.exit_code(),
             Error::Maps(e) => e.exit_code(),
             Error::Store(e) => e.exit_code(),

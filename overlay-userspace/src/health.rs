@@ -26,7 +26,8 @@ use crate::model::{Cluster, Protocol};
 /// One backend port to probe on this host.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Probe {
-    /// The endpoint's name: what the health state is kept under.
+    /// The endpoint's key (`Endpoint::key`, its name unless another endpoint
+    /// has that name): what the health state is kept under.
     pub name: String,
     pub netns: PathBuf,
     pub addr: SocketAddrV4,
@@ -43,7 +44,7 @@ pub fn probes(cluster: &Cluster, h: usize) -> Vec<Probe> {
                 let e = &cluster.endpoints[b];
                 if e.host == h {
                     out.insert(Probe {
-                        name: e.name.clone(),
+                        name: e.key.clone(),
                         netns: e.netns.clone(),
                         addr: SocketAddrV4::new(e.ip, p.target),
                     });

@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod apply;
 pub mod bpf_log;
+pub mod endpoint_cmd;
 pub mod error;
 pub mod health;
 pub mod host_cmd;
@@ -17,5 +18,6 @@ pub mod netdev;
 pub mod network_cmd;
 pub mod pins;
 pub mod reconcile;
+pub mod service_cmd;
 pub mod status;
 pub mod store;

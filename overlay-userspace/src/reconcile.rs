@@ -17,9 +17,9 @@ use crate::{
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HostFacts {
     pub underlay_ifindex: u32,
-    /// Endpoint name -> its host-side veth, for local endpoints.
+    /// Endpoint key (`Endpoint::key`) -> its host-side veth, for local endpoints.
     pub veths: BTreeMap<String, Veth>,
-    /// Backends (endpoint names) the health checks took out.
+    /// Backends (endpoint keys) the health checks took out.
     pub unhealthy: BTreeSet<String>,
 }
 
@@ -282,7 +282,7 @@ pub fn desired(cluster: &Cluster, host: usize, facts: &HostFacts) -> MapContents
     let backends: BTreeSet<usize> = cluster.services.iter().flat_map(|s| s.backends.iter().copied()).collect();
     for (i, e) in cluster.endpoints.iter().enumerate() {
         let vni = cluster.networks[e.network].vni;
-        let local = if e.host == host { facts.veths.get(&e.name).copied() } else { None };
+        let local = if e.host == host { facts.veths.get(&e.key).copied() } else { None };
         let local_ifindex = local.map(|v| v.ifindex);
         let backend = if backends.contains(&i) { ENDPOINT_F_BACKEND } else { 0 };
         m.endpoints.insert(
@@ -325,7 +325,7 @@ pub fn desired(cluster: &Cluster, host: usize, facts: &HostFacts) -> MapContents
         let vni = cluster.networks[s.network].vni;
         let id = service_id(&s.name);
         let healthy: Vec<usize> =
-            s.backends.iter().copied().filter(|&b| !facts.unhealthy.contains(&cluster.endpoints[b].name)).collect();
+            s.backends.iter().copied().filter(|&b| !facts.unhealthy.contains(&cluster.endpoints[b].key)).collect();
         let local: Vec<usize> = healthy.iter().copied().filter(|&b| cluster.endpoints[b].host == host).collect();
         for &b in &healthy {
             let e = &cluster.endpoints[b];

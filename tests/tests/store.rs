@@ -344,3 +344,150 @@ fn hosts_join_list_and_leave_on_etcd_and_on_a_file() {
     let _ = std::fs::remove_file(&file);
     drop(etcd);
 }
+
+#[test]
+fn endpoints_and_services_on_etcd_and_allocation_under_three_writers() {
+    require_root();
+    let ns = Netns::new("obse-etcd");
+    let etcd = Etcd::start(&ns, "127.0.0.1", "obse");
+    let url = etcd.url.clone();
+    let base = "version: 1\nhosts:\n  - {name: h1, address: 192.168.9.1}\n  - {name: h2, address: 192.168.9.2}\n  \
+                - {name: h3, address: 192.168.9.3}\nnetworks:\n  - {name: front, attachable: true, subnets: [{subnet: 10.60.0.0/22}]}\n  \
+                - {name: back, attachable: true, subnets: [{subnet: 10.61.0.0/24}]}\n";
+    let base = StateFile::new("obse", base);
+    assert_ok(&ob(&ns, &["store", "import", base.0.to_str().unwrap(), "--store", &url]));
+    let s = ["--store", url.as_str()];
+    let run = |args: &[&str]| ob(&ns, &[args, &s[..]].concat());
+
+    // An endpoint: its allocation printed; the same name on another network is another endpoint.
+    let out = assert_ok(&run(&[
+        "endpoint",
+        "create",
+        "web1",
+        "--network",
+        "front",
+        "--container-netns",
+        "c1",
+        "--host",
+        "h1",
+        "--alias",
+        "web",
+    ]));
+    assert!(out.starts_with("web1 on front: 10.60.") && out.contains("on host h1, netns c1 (eth0)"), "{out}");
+    let j = json(&assert_ok(&run(&[
+        "endpoint",
+        "create",
+        "web1",
+        "--network",
+        "back",
+        "--container-netns",
+        "c1",
+        "--host",
+        "h1",
+        "-o",
+        "json",
+    ])));
+    assert_eq!((j["network"].as_str(), j["ifname"].as_str()), (Some("back"), Some("eth1")), "{j}");
+    refused(
+        &run(&["endpoint", "create", "web1", "--network", "front", "--container-netns", "c9", "--host", "h2"]),
+        &["exists on network front already"],
+    );
+    refused(
+        &run(&["endpoint", "create", "x", "--network", "nope", "--container-netns", "c9", "--host", "h2"]),
+        &["network nope does not exist"],
+    );
+    assert_ok(&run(&[
+        "endpoint",
+        "create",
+        "web2",
+        "--network",
+        "front",
+        "--container-netns",
+        "c2",
+        "--host",
+        "h2",
+        "--alias",
+        "web",
+        "--ip",
+        "10.60.3.3",
+    ]));
+
+    // A service over the alias: both endpoints; updated, listed, inspected.
+    let out = assert_ok(&run(&[
+        "service",
+        "create",
+        "web",
+        "--network",
+        "front",
+        "--publish",
+        "8080:80",
+        "--backend",
+        "web",
+    ]));
+    assert!(out.contains("web: created on front, vip 10.60.") && out.contains("2 backends"), "{out}");
+    refused(
+        &run(&["service", "create", "bad", "--network", "front", "--publish", "8080"]),
+        &["neither key=value nor P:T"],
+    );
+    refused(
+        &run(&["service", "create", "dup", "--network", "front", "--publish", "8080:81", "--backend", "web1"]),
+        &["published port 8080/tcp is already published"],
+    );
+    let out = assert_ok(&run(&[
+        "service",
+        "update",
+        "web",
+        "--backend-rm",
+        "web",
+        "--backend-add",
+        "web2",
+        "--publish-add",
+        "published=53,target=53,protocol=udp,mode=host",
+    ]));
+    assert!(out.contains("backends web2"), "{out}");
+    let v = json(&assert_ok(&run(&["service", "inspect", "web"])));
+    assert_eq!(v["endpoints"][0]["ip"], "10.60.3.3", "{v}");
+    assert_eq!(v["ports"][1]["mode"], "host", "{v}");
+    let ls = assert_ok(&run(&["service", "ls"]));
+    assert!(ls.contains("*:8080->80/tcp") && ls.contains("53->53/udp (host)"), "{ls}");
+    // Removing web2 takes it out of the service; ambiguity asks for the network.
+    refused(&run(&["endpoint", "rm", "web1"]), &["on networks front, back", "--network"]);
+    assert_ok(&run(&["endpoint", "rm", "web2"]));
+    let v = json(&assert_ok(&run(&["service", "inspect", "web"])));
+    assert_eq!(v["backends"], serde_json::json!([]), "{v}");
+    assert_ok(&run(&["service", "rm", "web"]));
+    refused(&run(&["service", "inspect", "web"]), &["service web not found"]);
+
+    // Three writers, 200 endpoints each, all at once: 600 distinct addresses.
+    let writers: Vec<std::thread::JoinHandle<Vec<Output>>> = ["h1", "h2", "h3"]
+        .iter()
+        .map(|h| {
+            let (ns, url, h) = (ns.name.clone(), url.clone(), h.to_string());
+            std::thread::spawn(move || {
+                (0..200)
+                    .map(|i| {
+                        Command::new("ip")
+                            .args(["netns", "exec", &ns])
+                            .arg(bin())
+                            .args(["endpoint", "create", &format!("{h}-e{i}"), "--network", "front"])
+                            .args(["--container-netns", &format!("{h}-c{i}"), "--host", &h, "--store", &url])
+                            .output()
+                            .unwrap()
+                    })
+                    .collect()
+            })
+        })
+        .collect();
+    for w in writers {
+        for o in w.join().unwrap() {
+            assert!(o.status.success(), "{}", text(&o));
+        }
+    }
+    let eps = json(&assert_ok(&run(&["endpoint", "ls", "--network", "front", "-o", "json"])));
+    let ips: std::collections::BTreeSet<&str> =
+        eps.as_array().unwrap().iter().map(|e| e["ip"].as_str().unwrap()).collect();
+    assert_eq!((eps.as_array().unwrap().len(), ips.len()), (601, 601), "every endpoint its own address");
+    let h2 = json(&assert_ok(&run(&["endpoint", "ls", "--host", "h2", "-o", "json"])));
+    assert_eq!(h2.as_array().unwrap().len(), 200);
+    drop(etcd);
+}

@@ -7,8 +7,10 @@ use overlay_bpf::store::{EtcdTls, Store, StoreUrl};
 
 mod agent;
 mod down;
+mod endpoint;
 mod host;
 mod network;
+mod service;
 mod status;
 mod store;
 mod up;
@@ -142,6 +144,128 @@ pub enum Command {
     /// Join, list and remove the cluster's hosts (Docker: swarm join, node ls, node rm).
     #[command(subcommand)]
     Host(HostCmd),
+    /// Register, list and remove endpoints: container interfaces on a network.
+    #[command(subcommand)]
+    Endpoint(EndpointCmd),
+    /// Create, change, list and remove services: VIPs, published ports, backends.
+    #[command(subcommand)]
+    Service(ServiceCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EndpointCmd {
+    /// Register an endpoint and print its allocation (address, MAC, host).
+    /// Names are unique within a network; a container on two networks has an
+    /// endpoint of the same name on each.
+    #[command(after_help = "Examples:\n  \
+overlay-bpf endpoint create web.4 --network uber-svc --container-netns web4 --store etcd://10.0.0.1:2379\n  \
+overlay-bpf endpoint create db.2 --network backend --container-netns db2 --host node2 --ip 10.0.1.20 --alias db\n\n\
+The endpoint runs on --host, by default this host (found by its address or hostname). `up` (or the agent) \
+on that host then creates its interface in the namespace.")]
+    Create {
+        name: String,
+        #[arg(long)]
+        network: String,
+        /// The container's network namespace: a name under /run/netns or an absolute path.
+        #[arg(long, value_name = "NS")]
+        container_netns: String,
+        /// Its address. Default: allocated from the network's pool.
+        #[arg(long)]
+        ip: Option<std::net::Ipv4Addr>,
+        /// Its MAC. Default: 02:42 and the address, as Docker does.
+        #[arg(long)]
+        mac: Option<overlay_bpf::model::Mac>,
+        /// The interface's name in the namespace. Default: eth0, then eth1, ...
+        #[arg(long)]
+        ifname: Option<String>,
+        /// Another name on the network (repeatable); services may name it as a backend.
+        #[arg(long = "alias")]
+        aliases: Vec<String>,
+        #[arg(short, long, value_enum, default_value_t = Format::Text)]
+        output: Format,
+    },
+    /// Remove an endpoint, and its places as a service backend.
+    #[command(alias = "remove", after_help = "Example:\n  overlay-bpf endpoint rm web.4 --store etcd://10.0.0.1:2379")]
+    Rm {
+        name: String,
+        /// The endpoint's network: needed when the name is on several.
+        #[arg(long)]
+        network: Option<String>,
+    },
+    /// List endpoints with their allocations.
+    /// With --host, only that host's.
+    #[command(
+        alias = "list",
+        after_help = "Examples:\n  overlay-bpf endpoint ls --network uber-svc\n  overlay-bpf endpoint ls --host node1 -o json"
+    )]
+    Ls {
+        #[arg(long)]
+        network: Option<String>,
+        #[arg(short, long, value_enum, default_value_t = Format::Text)]
+        output: Format,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ServiceCmd {
+    /// Create a service: a VIP (or DNS round robin) over backends, with
+    /// published ports (Docker's --publish syntax).
+    #[command(after_help = "Examples:\n  \
+overlay-bpf service create web --network uber-svc --publish 8080:80 --backend web.1 --backend web.2\n  \
+overlay-bpf service create api --network uber-svc --publish published=9090,target=80,mode=host --backend api\n  \
+overlay-bpf service create dns --network uber-svc --endpoint-mode dnsrr --publish target=53,protocol=udp\n\n\
+A backend is an endpoint name or an alias, which stands for every endpoint carrying it.")]
+    Create {
+        name: String,
+        #[arg(long)]
+        network: String,
+        /// The virtual IP. Default: allocated from the network's pool.
+        #[arg(long)]
+        vip: Option<std::net::Ipv4Addr>,
+        /// vip (a virtual IP, load-balanced) or dnsrr (no VIP).
+        #[arg(long, value_enum, default_value_t = ModeArg::Vip)]
+        endpoint_mode: ModeArg,
+        /// A port: `published=P,target=T[,protocol=udp][,mode=host]`, `P:T[/udp]`,
+        /// or `target=T` alone (not published). Repeatable.
+        #[arg(long, value_parser = overlay_bpf::service_cmd::parse_publish)]
+        publish: Vec<overlay_bpf::model::PortSpec>,
+        /// An endpoint name or alias on the network (repeatable).
+        #[arg(long)]
+        backend: Vec<String>,
+    },
+    /// Change a service's backends and published ports.
+    #[command(
+        after_help = "Example:\n  overlay-bpf service update web --backend-add web.3 --backend-rm web.1 --publish-add 8443:443"
+    )]
+    Update {
+        name: String,
+        #[arg(long)]
+        backend_add: Vec<String>,
+        #[arg(long)]
+        backend_rm: Vec<String>,
+        #[arg(long, value_parser = overlay_bpf::service_cmd::parse_publish)]
+        publish_add: Vec<overlay_bpf::model::PortSpec>,
+        /// A published port to stop publishing.
+        #[arg(long, value_name = "PUBLISHED")]
+        publish_rm: Vec<u16>,
+    },
+    /// Remove a service.
+    #[command(alias = "remove")]
+    Rm { name: String },
+    /// List services.
+    #[command(alias = "list")]
+    Ls {
+        #[arg(short, long, value_enum, default_value_t = Format::Text)]
+        output: Format,
+    },
+    /// A service as JSON: its fields, VIP and the endpoints its backends stand for.
+    Inspect { name: String },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModeArg {
+    Vip,
+    Dnsrr,
 }
 
 #[derive(Subcommand, Debug)]
@@ -327,6 +451,8 @@ pub async fn run(cli: Cli) -> overlay_bpf::error::Result<i32> {
         Command::Network(n) => network::network(&g, n).await,
         Command::Store(s) => store::store(&g, s).await,
         Command::Host(h) => host::host(&g, h).await,
+        Command::Endpoint(e) => endpoint::endpoint(&g, e).await,
+        Command::Service(s) => service::service(&g, s).await,
     }
 }
 

@@ -24,7 +24,7 @@ mod resolve;
 mod spec;
 
 pub use load::*;
-pub use pinned::pinned;
+pub use pinned::{drop_backends, pinned};
 pub use problem::*;
 pub use resolve::resolve;
 pub use spec::*;
@@ -91,6 +91,13 @@ impl Network {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Endpoint {
     pub name: String,
+    /// What identifies the endpoint on its host and in health reports: its
+    /// name for the first endpoint of that name in the state, `name@network`
+    /// for a later one (names are unique per network, so a container on two
+    /// networks has one endpoint on each). Its host-side veth is named from it.
+    pub key: String,
+    /// More names on its network (`aliases:`).
+    pub aliases: Vec<String>,
     /// Index into [`Cluster::hosts`].
     pub host: usize,
     /// Index into [`Cluster::networks`].

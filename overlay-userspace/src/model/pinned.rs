@@ -18,7 +18,8 @@ pub fn pinned(state: &State, cluster: &Cluster) -> State {
         }
     }
     for e in &mut s.endpoints {
-        let Some(r) = cluster.endpoints.iter().find(|r| r.name == e.name) else { continue };
+        let on = |r: &&Endpoint| r.name == e.name && cluster.networks[r.network].name == e.network;
+        let Some(r) = cluster.endpoints.iter().find(on) else { continue };
         e.ip = Some(r.ip);
         e.mac = Some(r.mac);
     }
@@ -27,6 +28,16 @@ pub fn pinned(state: &State, cluster: &Cluster) -> State {
         svc.vip = r.vip;
     }
     s
+}
+
+/// Takes the endpoints `gone` ((network, name) pairs, removed from the
+/// state) out of the backends of their networks' services, where a service
+/// names them (an alias stays: it stands for whoever carries it).
+pub fn drop_backends(state: &mut State, gone: &[(String, String)]) {
+    for s in &mut state.services {
+        let network = s.network.clone();
+        s.backends.retain(|b| !gone.iter().any(|(n, e)| *n == network && e == b));
+    }
 }
 
 #[cfg(test)]

@@ -85,8 +85,10 @@ rules! {
     UnknownNetwork = "unknown-network";
     /// A reference to a host that does not exist.
     UnknownHost = "unknown-host";
-    /// A backend that is not an endpoint.
+    /// A backend that is not an endpoint or an alias.
     UnknownBackend = "unknown-backend";
+    /// An alias that is not a name.
+    Alias = "alias";
     /// A backend on another network than its service.
     BackendNetwork = "backend-network";
     /// An endpoint on a non-attachable network that backs no service.

@@ -112,19 +112,13 @@ struct Resolver<'s> {
     state: &'s State,
     host_ix: HashMap<&'s str, usize>,
     net_ix: HashMap<&'s str, usize>,
-    ep_ix: HashMap<&'s str, usize>,
 }
 
 /// Validates `state` against every rule of the spec and resolves every default.
 /// `file` names the source in errors. All problems are reported, not just the first.
 pub fn resolve(file: &str, state: &State, caps: Capabilities) -> Result<Cluster, StateError> {
-    let mut r = Resolver {
-        c: Checker { file, problems: Vec::new() },
-        state,
-        host_ix: HashMap::new(),
-        net_ix: HashMap::new(),
-        ep_ix: HashMap::new(),
-    };
+    let mut r =
+        Resolver { c: Checker { file, problems: Vec::new() }, state, host_ix: HashMap::new(), net_ix: HashMap::new() };
     r.cluster_settings();
     r.hosts();
     r.networks(caps);
@@ -140,7 +134,8 @@ pub fn resolve(file: &str, state: &State, caps: Capabilities) -> Result<Cluster,
     let pools: Vec<Pool> = networks.iter().map(|n| Pool::new(&n.subnets)).collect();
     let mut endpoints = r.allocate_endpoints(&networks, &pools, &ep_net, &mut taken);
     default_routes(&mut endpoints, &networks);
-    let services = r.allocate_services(&networks, &pools, &mut taken, &endpoints);
+    let mut services = r.allocate_services(&networks, &pools, &mut taken, &endpoints);
+    services.extend(published_by_endpoints(state, &networks, &endpoints));
 
     let (c, cl) = (r.c, &state.cluster);
     if !c.problems.is_empty() {
@@ -368,8 +363,8 @@ impl Resolver<'_> {
     /// Endpoint and service names, and what services point at: their network
     /// and backends. Returns the endpoints that back a service.
     fn service_references(&mut self) -> BTreeSet<usize> {
-        let Resolver { c, state, net_ix, ep_ix, .. } = self;
-        *ep_ix = unique_names(c, "endpoints", state.endpoints.iter().map(|e| e.name.as_str()));
+        let Resolver { c, state, net_ix, .. } = self;
+        endpoint_names(c, state);
         let _ = unique_names(c, "services", state.services.iter().map(|s| s.name.as_str()));
 
         let mut backs_a_service: BTreeSet<usize> = BTreeSet::new();
@@ -384,26 +379,29 @@ impl Resolver<'_> {
                 );
             }
             for b in &s.backends {
-                match ep_ix.get(b.as_str()) {
+                // A name or an alias on the service's network; an alias
+                // stands for every endpoint carrying it.
+                let here = backends_named(state, &s.network, b);
+                if !here.is_empty() {
+                    backs_a_service.extend(here);
+                    continue;
+                }
+                let elsewhere = state.endpoints.iter().find(|ep| ep.name == *b || ep.aliases.contains(b));
+                match elsewhere {
+                    Some(ep) if snet.is_some() => c.err(
+                        Rule::BackendNetwork,
+                        &e,
+                        format!(
+                            "backend {b:?} is on network {:?}, not on the service's network {:?}",
+                            ep.network, s.network
+                        ),
+                    ),
+                    Some(_) => {}
                     None => c.err(
                         Rule::UnknownBackend,
                         &e,
-                        format!("backend {b:?} is not an endpoint; define it under `endpoints:`"),
+                        format!("backend {b:?} is not an endpoint or an alias; define it under `endpoints:`"),
                     ),
-                    Some(&bi) => {
-                        backs_a_service.insert(bi);
-                        let bnet = &state.endpoints[bi].network;
-                        if snet.is_some() && bnet != &s.network {
-                            c.err(
-                                Rule::BackendNetwork,
-                                &e,
-                                format!(
-                                    "backend {b:?} is on network {bnet:?}, not on the service's network {:?}",
-                                    s.network
-                                ),
-                            );
-                        }
-                    }
                 }
             }
         }
@@ -558,6 +556,50 @@ impl Resolver<'_> {
                 }
             }
         }
+        // Endpoints' own published ports (docker run -p): one owner per
+        // (host, protocol, port), and none a service publishes.
+        let mut on_host: HashMap<(&str, Protocol, u16), usize> = HashMap::new();
+        for (i, ep) in state.endpoints.iter().enumerate() {
+            let e = entry("endpoints", i, &ep.name);
+            for (pi, p) in ep.publish.iter().enumerate() {
+                let at = format!("{e}.publish[{pi}]");
+                if p.published == 0 || p.target == 0 {
+                    c.err(Rule::PortZero, &at, "port 0 is not a port; use 1..65535");
+                    continue;
+                }
+                if let Some(&si) = published.get(&(p.protocol, p.published)) {
+                    c.err(
+                        Rule::PublishedTwice,
+                        &at,
+                        format!(
+                            "published port {}/{} is already published by {}",
+                            p.published,
+                            p.protocol,
+                            entry("services", si, &state.services[si].name)
+                        ),
+                    );
+                } else if let Some(first) = on_host.insert((ep.host.as_str(), p.protocol, p.published), i) {
+                    c.err(
+                        Rule::PublishedTwice,
+                        &at,
+                        format!(
+                            "published port {}/{} is already published on host {:?} by {}",
+                            p.published,
+                            p.protocol,
+                            ep.host,
+                            entry("endpoints", first, &state.endpoints[first].name)
+                        ),
+                    );
+                }
+                if p.published == cl.vxlan_port && p.protocol == Protocol::Udp {
+                    c.err(
+                        Rule::VxlanPortPublished,
+                        &at,
+                        format!("published port {}/udp is the cluster's vxlan_port", p.published),
+                    );
+                }
+            }
+        }
     }
 
     /// Endpoints' addresses (from their network's pool where not given),
@@ -580,6 +622,7 @@ impl Resolver<'_> {
         }
         let mut seen_if: HashMap<(PathBuf, String), usize> = HashMap::new();
         let mut macs: HashMap<Mac, usize> = HashMap::new();
+        let mut keys: BTreeSet<&str> = BTreeSet::new();
         for (i, ep) in state.endpoints.iter().enumerate() {
             let e = entry("endpoints", i, &ep.name);
             let (Some(ni), Some(&hi)) = (ep_net[i], host_ix.get(ep.host.as_str())) else { continue };
@@ -626,8 +669,14 @@ impl Resolver<'_> {
                     ),
                 );
             }
+            let key = match keys.insert(ep.name.as_str()) {
+                true => ep.name.clone(),
+                false => format!("{}@{}", ep.name, ep.network),
+            };
             endpoints.push(Endpoint {
                 name: ep.name.clone(),
+                key,
+                aliases: ep.aliases.clone(),
                 host: hi,
                 network: ni,
                 netns,
@@ -651,7 +700,13 @@ impl Resolver<'_> {
         endpoints: &[Endpoint],
     ) -> Vec<Service> {
         let Resolver { c, state, net_ix, .. } = self;
-        let ep_index: HashMap<&str, usize> = endpoints.iter().enumerate().map(|(i, e)| (e.name.as_str(), i)).collect();
+        // Resolved endpoints by their index in the state (some may be missing
+        // when the state has problems, which are reported anyway).
+        let resolved: HashMap<(&str, &str), usize> = endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, e)| ((networks[e.network].name.as_str(), e.name.as_str()), i))
+            .collect();
         let mut services = Vec::new();
         for (si, s) in state.services.iter().enumerate() {
             let e = entry("services", si, &s.name);
@@ -673,11 +728,106 @@ impl Resolver<'_> {
                 endpoint_mode: s.endpoint_mode,
                 vip,
                 ports: s.ports.clone(),
-                backends: s.backends.iter().filter_map(|b| ep_index.get(b.as_str()).copied()).collect(),
+                backends: {
+                    let mut out: Vec<usize> = Vec::new();
+                    for b in &s.backends {
+                        for si in backends_named(state, &s.network, b) {
+                            let ep = &state.endpoints[si];
+                            if let Some(&ri) = resolved.get(&(ep.network.as_str(), ep.name.as_str())) {
+                                if !out.contains(&ri) {
+                                    out.push(ri);
+                                }
+                            }
+                        }
+                    }
+                    out
+                },
             });
         }
         services
     }
+}
+
+/// Each endpoint's own published ports (`publish:`, docker run -p), as what
+/// the data path already knows: a service with no VIP publishing the port in
+/// host mode, whose one backend is the endpoint. Named
+/// `<endpoint key>:<published>/<protocol>`.
+fn published_by_endpoints(state: &State, networks: &[Network], endpoints: &[Endpoint]) -> Vec<Service> {
+    let mut out = Vec::new();
+    for (ri, ep) in endpoints.iter().enumerate() {
+        let net = &networks[ep.network].name;
+        let Some(spec) = state.endpoints.iter().find(|s| s.name == ep.name && s.network == *net) else { continue };
+        for p in &spec.publish {
+            out.push(Service {
+                name: format!("{}:{}/{}", ep.key, p.published, p.protocol),
+                network: ep.network,
+                endpoint_mode: EndpointMode::Dnsrr,
+                vip: None,
+                ports: vec![PortSpec {
+                    protocol: p.protocol,
+                    target: p.target,
+                    published: Some(p.published),
+                    mode: PublishMode::Host,
+                }],
+                backends: vec![ri],
+            });
+        }
+    }
+    out
+}
+
+/// Endpoint names: non-empty, unique within each network (a container on two
+/// networks keeps its name on each); aliases non-empty and without blanks.
+fn endpoint_names(c: &mut Checker, state: &State) {
+    let mut seen: HashMap<(&str, &str), usize> = HashMap::new();
+    for (i, ep) in state.endpoints.iter().enumerate() {
+        if ep.name.trim().is_empty() {
+            c.err(Rule::EmptyName, format!("endpoints[{i}]"), "name is empty; give every entry a unique name");
+            continue;
+        }
+        if let Some(first) = seen.insert((ep.network.as_str(), ep.name.as_str()), i) {
+            c.err(
+                Rule::DuplicateName,
+                entry("endpoints", i, &ep.name),
+                format!(
+                    "duplicate name: endpoints[{first}] is already called {:?} on network {:?}; endpoint names are \
+                     unique within a network",
+                    ep.name, ep.network
+                ),
+            );
+        }
+        for a in &ep.aliases {
+            if a.is_empty() || a.len() > 253 || a.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+                c.err(
+                    Rule::Alias,
+                    entry("endpoints", i, &ep.name),
+                    format!("alias {a:?} is not a name (1-253 characters, no blanks)"),
+                );
+            }
+        }
+    }
+}
+
+/// The state's endpoints on `network` that `name` names: the endpoint of
+/// that name, else every endpoint carrying it as an alias.
+fn backends_named(state: &State, network: &str, name: &str) -> Vec<usize> {
+    let by_name: Vec<usize> = state
+        .endpoints
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.network == network && e.name == name)
+        .map(|(i, _)| i)
+        .collect();
+    if !by_name.is_empty() {
+        return by_name;
+    }
+    state
+        .endpoints
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.network == network && e.aliases.iter().any(|a| a == name))
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// The networks with their VNIs: explicit ones, then from FIRST_AUTO_VNI

@@ -121,6 +121,43 @@ pub struct EndpointSpec {
     pub ip: Option<Ipv4Addr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<Mac>,
+    /// More names for this endpoint on its network (Docker: --network-alias);
+    /// a service's backends may name an alias, which stands for every
+    /// endpoint carrying it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// Set by the runtime plugins: which runtime made the endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<Runtime>,
+    /// Set by the runtime plugins: the runtime's id for the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    /// This endpoint's host-mode published ports (`docker run -p P:T`): open
+    /// on its host's address only, to it only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<EndpointPort>,
+}
+
+/// Which runtime plugin made an endpoint.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    Docker,
+    Cni,
+}
+
+/// One port an endpoint publishes on its host (`docker run -p`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointPort {
+    pub published: u16,
+    pub target: u16,
+    #[serde(default = "default_protocol")]
+    pub protocol: Protocol,
+}
+
+fn default_protocol() -> Protocol {
+    Protocol::Tcp
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]

@@ -289,3 +289,56 @@ fn a_rule_broken_many_ways_shows_the_first_and_counts_the_rest() {
         [(Rule::Version, 1), (Rule::UnknownHost, 8)]
     );
 }
+
+#[test]
+fn an_endpoints_own_published_port_is_a_host_mode_service_of_it_alone() {
+    let c = ok(&edit(
+        "{name: web.2, host: node2, network: uber-svc, netns: web2}",
+        "{name: web.2, host: node2, network: uber-svc, netns: web2, publish: [{published: 9090, target: 80}], \
+         runtime: docker, container_id: 3f2a, aliases: [api]}",
+    ));
+    let s = c.services.iter().find(|s| s.name == "web.2:9090/tcp").expect("the endpoint's port as a service");
+    assert_eq!((s.vip, s.endpoint_mode), (None, EndpointMode::Dnsrr));
+    assert_eq!(
+        s.ports,
+        [PortSpec { protocol: Protocol::Tcp, target: 80, published: Some(9090), mode: PublishMode::Host }]
+    );
+    assert_eq!(s.backends.iter().map(|&b| c.endpoints[b].name.as_str()).collect::<Vec<_>>(), ["web.2"]);
+    assert_eq!(c.endpoints[1].aliases, ["api"]);
+
+    // A port a service publishes, or another endpoint on the host, is taken.
+    let e = parse(&edit(
+        "{name: web.2, host: node2, network: uber-svc, netns: web2}",
+        "{name: web.2, host: node2, network: uber-svc, netns: web2, publish: [{published: 8080, target: 80}]}",
+    ))
+    .unwrap_err();
+    assert!(e.breaks(Rule::PublishedTwice, "endpoints[1] (web.2).publish[0]"), "{e}");
+    let two = edit(
+        "{name: web.2, host: node2, network: uber-svc, netns: web2}",
+        "{name: web.2, host: node2, network: uber-svc, netns: web2, publish: [{published: 9090, target: 80}]}\n  \
+         - {name: web.3, host: node2, network: uber-svc, netns: web3, publish: [{published: 9090, target: 81}]}",
+    );
+    let e = parse(&two).unwrap_err();
+    assert!(e.to_string().contains("already published on host \"node2\" by endpoints[1] (web.2)"), "{e}");
+    // On another host the same port is free.
+    ok(&two.replace("{name: web.3, host: node2", "{name: web.3, host: node1"));
+}
+
+#[test]
+fn endpoint_names_are_unique_within_a_network_not_across_networks() {
+    let two_nets = edit(
+        "    attachable: true\nendpoints:",
+        "    attachable: true\n  - {name: back, attachable: true, subnets: [{subnet: 10.9.0.0/24}]}\nendpoints:",
+    );
+    let same_name = two_nets.replace(
+        "  - {name: web.2, host: node2, network: uber-svc, netns: web2}",
+        "  - {name: web.2, host: node2, network: uber-svc, netns: web2}\n  - {name: web.2, host: node2, network: back, netns: web2}",
+    );
+    let c = ok(&same_name);
+    let keys: Vec<&str> = c.endpoints.iter().filter(|e| e.name == "web.2").map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["web.2", "web.2@back"]);
+    let dup = same_name.replace("network: back, netns: web2}", "network: uber-svc, netns: web2b}");
+    let e = parse(&dup).unwrap_err();
+    assert!(e.breaks(Rule::DuplicateName, "endpoints[2] (web.2)"), "{e}");
+    assert!(e.to_string().contains("unique within a network"), "{e}");
+}
