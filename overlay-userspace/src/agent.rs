@@ -35,6 +35,10 @@ pub trait StateSource {
     fn agents(&self) -> Option<crate::store::Agents> {
         None
     }
+    /// The store's numbers for `/metrics`, when the source is a store with some.
+    fn stats(&self) -> Option<Arc<crate::store::StoreStats>> {
+        None
+    }
 }
 
 /// A store as the agent's source: the file, read again every `interval`, or
@@ -70,6 +74,13 @@ impl StateSource for StoreSource {
     fn agents(&self) -> Option<crate::store::Agents> {
         match &self.store {
             Store::Etcd(e) => Some(e.agents()),
+            Store::File(_) => None,
+        }
+    }
+
+    fn stats(&self) -> Option<Arc<crate::store::StoreStats>> {
+        match &self.store {
+            Store::Etcd(e) => Some(e.stats()),
             Store::File(_) => None,
         }
     }
@@ -297,11 +308,13 @@ pub async fn run<S: StateSource>(mut source: S, opts: AgentOptions, stop: impl F
             addr.0, addr.1
         )))?;
         tracing::info!(host, "health reports at http://{}:{}/health, metrics at /metrics", addr.0, addr.1);
-        let served = health::Served { report, pins: pins.clone(), cluster: served_cluster.clone() };
+        let served =
+            health::Served { report, pins: pins.clone(), cluster: served_cluster.clone(), store: source.stats() };
         Some(AbortOnDrop(tokio::spawn(health::serve(listener, served))))
     };
     let mut health_tick = tokio::time::interval(args.interval.max(Duration::from_secs(1)));
     tokio::pin!(stop);
+    let mut source_down = false;
     loop {
         let mut state_changed = false;
         tokio::select! {
@@ -313,9 +326,19 @@ pub async fn run<S: StateSource>(mut source: S, opts: AgentOptions, stop: impl F
         }
         if state_changed {
             let now = match source.snapshot().await {
-                Ok(b) => b,
+                Ok(b) => {
+                    if source_down {
+                        tracing::info!(host, "{name} answers again: read it whole");
+                        source_down = false;
+                    }
+                    b
+                }
                 Err(e) => {
-                    tracing::error!("{e}; keeping the applied state");
+                    // Said once per outage, not at every retry.
+                    if !source_down {
+                        tracing::error!(host, "{e}; forwarding continues on the applied state, retrying");
+                        source_down = true;
+                    }
                     continue;
                 }
             };
@@ -339,6 +362,9 @@ pub async fn run<S: StateSource>(mut source: S, opts: AgentOptions, stop: impl F
                             );
                             if let Ok(mut shown) = served_cluster.lock() {
                                 *shown = Arc::new(c.clone());
+                            }
+                            if let Some(stats) = source.stats() {
+                                stats.applied();
                             }
                             (cluster, h, unhealthy) = (c, h2, wanted);
                         }

@@ -202,6 +202,8 @@ pub struct Served {
     pub pins: crate::pins::Pins,
     /// The state last applied, to name services and backends in `/metrics`.
     pub cluster: Arc<Mutex<Arc<Cluster>>>,
+    /// The etcd store's numbers, when the state comes from one.
+    pub store: Option<Arc<crate::store::StoreStats>>,
 }
 
 /// Serves `GET /health` (this host's report, JSON) and `GET /metrics`
@@ -218,7 +220,7 @@ pub async fn serve(listener: tokio::net::TcpListener, served: Served) {
         if let Err(e) = &status {
             tracing::warn!("/metrics: cannot read the maps: {e}");
         }
-        let body = crate::metrics::render(status.as_ref().ok(), &report);
+        let body = crate::metrics::render(status.as_ref().ok(), &report, s.store.as_deref());
         ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
     }
     let app = Router::new()
@@ -280,6 +282,6 @@ mod tests {
         let r = t.report("n1");
         let back: Report = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
         assert_eq!(back, r);
-        assert!(crate::metrics::render(None, &r).contains("overlay_bpf_backend_up{host=\"n1\",backend=\"w1\"} 0"));
+        assert!(crate::metrics::render(None, &r, None).contains("overlay_bpf_backend_up{host=\"n1\",backend=\"w1\"} 0"));
     }
 }

@@ -24,9 +24,41 @@ fn gauges(registry: &mut Registry, name: &str, help: &str) -> Family<Labels, Gau
     f
 }
 
-/// The exposition of `status` (when the maps could be read) and `report`.
-pub fn render(status: Option<&Status>, report: &Report) -> String {
+/// The exposition of `status` (when the maps could be read), `report`, and
+/// the etcd store's numbers when the state comes from one.
+pub fn render(status: Option<&Status>, report: &Report, store: Option<&crate::store::StoreStats>) -> String {
     let mut r = Registry::with_prefix("overlay_bpf");
+    if let Some(st) = store {
+        use std::sync::atomic::Ordering::Relaxed;
+        let one = |r: &mut Registry, name: &str, help: &str, v: i64| {
+            let g = Gauge::<i64>::default();
+            g.set(v);
+            r.register(name, help, g);
+        };
+        one(&mut r, "store_revision", "The etcd revision of the state this agent read last", st.revision.load(Relaxed));
+        let lag = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        lag.set(st.apply_lag_ms.load(Relaxed) as f64 / 1000.0);
+        r.register(
+            "store_apply_lag_seconds",
+            "From the last change's write in etcd to this host's maps (the writer's clock)",
+            lag,
+        );
+        one(
+            &mut r,
+            "store_watch_up",
+            "Whether the watch on the store is up (1) or lost (0)",
+            st.watch_up.load(Relaxed) as i64,
+        );
+        one(
+            &mut r,
+            "store_lease_up",
+            "Whether this agent's lease in the store is live (1) or not (0)",
+            st.lease_up.load(Relaxed) as i64,
+        );
+        let resyncs = Counter::<u64>::default();
+        resyncs.inc_by(st.resyncs.load(Relaxed));
+        r.register("store_resyncs", "Complete reads of the store after a lost watch (outage, compaction)", resyncs);
+    }
     let up = gauges(&mut r, "backend_up", "Whether a local backend passes its health check (1) or not (0)");
     for (n, h) in &report.backends {
         up.get_or_create(&vec![("host", report.host.clone()), ("backend", n.clone())]).set(h.up as i64);
@@ -86,6 +118,26 @@ mod tests {
     };
 
     #[test]
+    fn the_stores_numbers_are_there_when_the_state_comes_from_etcd() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let st = crate::store::StoreStats::default();
+        st.revision.store(42, Relaxed);
+        st.apply_lag_ms.store(150, Relaxed);
+        st.resyncs.store(2, Relaxed);
+        st.watch_up.store(true, Relaxed);
+        let text = render(None, &Report::default(), Some(&st));
+        for want in [
+            "overlay_bpf_store_revision 42",
+            "overlay_bpf_store_apply_lag_seconds 0.15",
+            "overlay_bpf_store_resyncs_total 2",
+            "overlay_bpf_store_watch_up 1",
+            "overlay_bpf_store_lease_up 0",
+        ] {
+            assert!(text.lines().any(|l| l == want), "missing {want:?} in:\n{text}");
+        }
+    }
+
+    #[test]
     fn every_status_row_becomes_a_sample() {
         let status = Status {
             host: "n1".into(),
@@ -115,7 +167,7 @@ mod tests {
         };
         let mut report = Report { host: "n1".into(), ..Default::default() };
         report.backends.insert("web.1".into(), BackendHealth { up: false, detail: Some("refused".into()) });
-        let text = render(Some(&status), &report);
+        let text = render(Some(&status), &report, None);
         for want in [
             "overlay_bpf_backend_up{host=\"n1\",backend=\"web.1\"} 0",
             "overlay_bpf_packets_total{program=\"xdp_underlay_ingress\",reason=\"drop_no_backend\",drop=\"true\"} 3",
@@ -131,7 +183,7 @@ mod tests {
             assert!(text.lines().any(|l| l == want), "missing {want:?} in:\n{text}");
         }
         // Without the maps (not readable), the health gauges alone.
-        let text = render(None, &report);
+        let text = render(None, &report, None);
         assert!(!text.contains("overlay_bpf_packets") && text.contains("overlay_bpf_backend_up"), "{text}");
     }
 }

@@ -277,10 +277,29 @@ pub fn desired(cluster: &Cluster, host: usize, facts: &HostFacts) -> MapContents
             );
         }
     }
+    // The networks whose endpoints this host programs: its own (an endpoint
+    // here), the ingress network, and those of services published in ingress
+    // mode (the routing mesh answers on every host). Docker does the same: a
+    // worker sees an overlay network once a container there joins it. So a
+    // host's maps grow with its own networks, not with the cluster. Every
+    // network's subnets stay, so traffic towards another network is still
+    // recognised and refused (`drop_cross_network`).
+    let own: BTreeSet<usize> = cluster.local_endpoints(host).map(|e| e.network).collect();
+    let ingress_published =
+        |s: &crate::model::Service| s.ports.iter().any(|p| p.published.is_some() && p.mode == PublishMode::Ingress);
+    let programmed: BTreeSet<usize> = own
+        .iter()
+        .copied()
+        .chain(cluster.networks.iter().enumerate().filter(|(_, n)| n.ingress).map(|(i, _)| i))
+        .chain(cluster.services.iter().filter(|s| ingress_published(s)).map(|s| s.network))
+        .collect();
     // Every configured backend, healthy or not: replies of flows it already
     // has are translated until the flows end.
     let backends: BTreeSet<usize> = cluster.services.iter().flat_map(|s| s.backends.iter().copied()).collect();
     for (i, e) in cluster.endpoints.iter().enumerate() {
+        if !programmed.contains(&e.network) {
+            continue;
+        }
         let vni = cluster.networks[e.network].vni;
         let local = if e.host == host { facts.veths.get(&e.key).copied() } else { None };
         let local_ifindex = local.map(|v| v.ifindex);
@@ -327,18 +346,21 @@ pub fn desired(cluster: &Cluster, host: usize, facts: &HostFacts) -> MapContents
         let healthy: Vec<usize> =
             s.backends.iter().copied().filter(|&b| !facts.unhealthy.contains(&cluster.endpoints[b].key)).collect();
         let local: Vec<usize> = healthy.iter().copied().filter(|&b| cluster.endpoints[b].host == host).collect();
+        // A VIP is reached from its network's containers: only where the
+        // network has one. An ingress-published port answers everywhere.
+        let vip_here = s.endpoint_mode == EndpointMode::Vip && s.vip.is_some() && own.contains(&s.network);
+        let needs_all = vip_here || ingress_published(s);
+        let all_slot = needs_all.then(|| slot_for(&mut m, healthy.clone()));
+        let needs_local = s.ports.iter().any(|p| p.published.is_some() && p.mode == PublishMode::Host)
+            && s.backends.iter().any(|&b| cluster.endpoints[b].host == host);
+        if !needs_all && !needs_local {
+            continue;
+        }
         for &b in &healthy {
             let e = &cluster.endpoints[b];
             let flags = if e.host == host { BACKEND_F_LOCAL } else { 0 };
             m.backends.insert(BackendKey { service_id: id, ip: e.ip.octets() }, BackendValue { flags });
         }
-        let needs_all = s.ports.iter().any(|p| {
-            (s.endpoint_mode == EndpointMode::Vip && s.vip.is_some())
-                || (p.published.is_some() && p.mode == PublishMode::Ingress)
-        });
-        let all_slot = needs_all.then(|| slot_for(&mut m, healthy.clone()));
-        let needs_local = s.ports.iter().any(|p| p.published.is_some() && p.mode == PublishMode::Host)
-            && s.backends.iter().any(|&b| cluster.endpoints[b].host == host);
         let local_slot = needs_local.then(|| slot_for(&mut m, local.clone()));
         for p in &s.ports {
             let base = ServiceValue {
@@ -350,7 +372,7 @@ pub fn desired(cluster: &Cluster, host: usize, facts: &HostFacts) -> MapContents
                 flags: 0,
                 lb_slot: all_slot.unwrap_or(0),
             };
-            if let (EndpointMode::Vip, Some(vip)) = (s.endpoint_mode, s.vip) {
+            if let (true, Some(vip)) = (vip_here, s.vip) {
                 m.endpoints.insert(
                     EndpointKey { vni, ip: vip.octets() },
                     EndpointValue { mac: gateway_mac(vip.octets()), flags: ENDPOINT_F_VIP, ..Default::default() },

@@ -23,35 +23,59 @@ struct Etcd {
 }
 
 impl Etcd {
+    /// A one-member cluster.
     fn start(ns: &Netns, addr: &str, name: &str) -> Etcd {
+        let etcd = Etcd::member(ns, addr, name, &[(name.to_string(), addr.to_string())]);
+        etcd.wait(ns, &etcd.url);
+        etcd
+    }
+
+    /// Member `name` of the cluster `members` (name, address); not waited
+    /// for: a member answers once a majority runs.
+    fn member(ns: &Netns, addr: &str, name: &str, members: &[(String, String)]) -> Etcd {
         let dir = std::env::temp_dir().join(format!("{name}-etcd"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let log = std::fs::File::create(dir.join("log")).unwrap();
+        let etcd = Etcd { _proc: Etcd::spawn(ns, addr, name, members, &dir), dir, url: format!("etcd://{addr}:2379") };
+        etcd
+    }
+
+    fn spawn(ns: &Netns, addr: &str, name: &str, members: &[(String, String)], dir: &Path) -> Proc {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("log")).unwrap();
         let (client, peer) = (format!("http://{addr}:2379"), format!("http://{addr}:2380"));
+        let cluster: Vec<String> = members.iter().map(|(n, a)| format!("{n}=http://{a}:2380")).collect();
         let child = ns
             .cmd("etcd")
             .args(["--name", name, "--data-dir"])
             .arg(dir.join("data"))
             .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("{name}={peer}")])
+            .args(["--initial-cluster", &cluster.join(",")])
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("etcd (Debian etcd-server; `cargo xtask setup` installs it)");
-        let etcd = Etcd { _proc: Proc(child), dir, url: format!("etcd://{addr}:2379") };
-        // Up when the store answers: empty (exit 1), not unreachable (exit 2).
+        Proc(child)
+    }
+
+    /// Up when the store `url` answers: empty (exit 1) or holding a cluster
+    /// (exit 0), not unreachable (exit 2).
+    fn wait(&self, ns: &Netns, url: &str) {
         let t = Instant::now();
         loop {
-            let o = ob(ns, &["store", "export", "--store", &etcd.url]);
-            if o.status.code() == Some(1) {
+            let o = ob(ns, &["store", "export", "--store", url]);
+            if o.status.code() != Some(2) {
                 break;
             }
-            assert!(t.elapsed() < Duration::from_secs(30), "etcd did not answer: {}\n{}", text(&o), etcd.log());
+            assert!(t.elapsed() < Duration::from_secs(60), "etcd did not answer: {}\n{}", text(&o), self.log());
             std::thread::sleep(Duration::from_millis(200));
         }
-        etcd
+    }
+
+    /// Stops the member (SIGKILL, as a crash).
+    fn kill(&mut self) {
+        let _ = self._proc.0.kill();
+        let _ = self._proc.0.wait();
     }
 
     fn log(&self) -> String {
@@ -263,6 +287,21 @@ fn agents_apply_what_the_store_says_and_meet_there() {
         assert!(t.elapsed() < Duration::from_secs(30), "w3 not reached from w1 and w2; logs:\n{}", logs(&agents));
     }
     assert!(agents[2].log_text().contains("re-applied"), "{}", logs(&agents));
+    // The store's side of /metrics: the watch and the lease up, the revision
+    // read, the time the change took to arrive.
+    let metrics = curl(u.host("n2"), &["http://192.168.200.13:7947/metrics"]);
+    for want in ["overlay_bpf_store_watch_up 1", "overlay_bpf_store_lease_up 1", "overlay_bpf_store_resyncs_total 0"] {
+        assert!(metrics.iter().any(|l| l == want), "{want} in {metrics:?}");
+    }
+    let value = |name: &str| -> f64 {
+        let l = metrics
+            .iter()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name}: {metrics:?}"));
+        l.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(value("overlay_bpf_store_revision") > 1.0);
+    assert!(value("overlay_bpf_store_apply_lag_seconds") > 0.0, "the import's change measured on arrival");
     wait_until("w2 and w3 in n1's tables", 30, || {
         in_rotation(&dep, p, "n1", &url, "w2") == Some(true) && in_rotation(&dep, p, "n1", &url, "w3") == Some(true)
     });
@@ -489,5 +528,198 @@ fn endpoints_and_services_on_etcd_and_allocation_under_three_writers() {
     assert_eq!((eps.as_array().unwrap().len(), ips.len()), (601, 601), "every endpoint its own address");
     let h2 = json(&assert_ok(&run(&["endpoint", "ls", "--host", "h2", "-o", "json"])));
     assert_eq!(h2.as_array().unwrap().len(), 200);
+    drop(etcd);
+}
+
+#[test]
+fn etcd_members_lost_and_all_of_etcd_stopped_leave_the_data_path_alone() {
+    require_root();
+    let p = "obsf";
+    let u = underlay(p, 3);
+    let cs = containers(p, &["w1", "w2", "w3", "w4", "w5"]);
+    // A member of a 3-member etcd cluster on each host's underlay address.
+    let members: Vec<(String, String)> = (1..=3).map(|i| (format!("{p}{i}"), format!("192.168.200.1{i}"))).collect();
+    let mut etcds: Vec<Etcd> =
+        (0..3).map(|i| Etcd::member(u.host(&format!("n{}", i + 1)), &members[i].1, &members[i].0, &members)).collect();
+    let url = format!("etcd://{}", members.iter().map(|(_, a)| format!("{a}:2379")).collect::<Vec<_>>().join(","));
+    let n1 = u.host("n1");
+    etcds[0].wait(n1, &url);
+    let st = StateFile::new(
+        p,
+        &state(
+            p,
+            &[
+                ("w1", "n1", "front", "10.10.0.3"),
+                ("w2", "n2", "front", "10.10.0.4"),
+                ("w3", "n3", "front", "10.10.0.5"),
+            ],
+            3,
+        ),
+    );
+    assert_ok(&ob(n1, &["store", "import", st.0.to_str().unwrap(), "--store", &url]));
+    let mut dep = Deployment::new(&bin());
+    let agents: Vec<Agent> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|h| {
+            Agent::start_with(
+                &mut dep,
+                &["--store", &url],
+                &format!("{p}{h}"),
+                &format!("{p}-{h}"),
+                &["--no-health", "--lease-ttl", "3"],
+            )
+        })
+        .collect();
+    let logs = || agents.iter().map(|a| a.log_text()).collect::<Vec<_>>().join("\n---\n");
+    let ping = |from: &Netns, to: &str| from.run("ping", &["-c", "1", "-W", "1", to]).status.success();
+    let reach = |what: &str, from: &Netns, to: &str| {
+        let t = Instant::now();
+        while !ping(from, to) {
+            assert!(t.elapsed() < Duration::from_secs(60), "{what}: {to} not reached; the agents' logs:\n{}", logs());
+        }
+    };
+    reach("start", &cs[0], "10.10.0.5");
+    let endpoint = |name: &str, host: &str, ip: &str| {
+        let ns = format!("{p}-{name}");
+        let h = format!("{p}{host}");
+        assert_ok(&ob(
+            n1,
+            &[
+                "endpoint",
+                "create",
+                name,
+                "--network",
+                "front",
+                "--container-netns",
+                &ns,
+                "--host",
+                &h,
+                "--ip",
+                ip,
+                "--store",
+                &url,
+            ],
+        ));
+    };
+
+    // One member lost: the store still takes changes, the agents still apply them.
+    etcds[2].kill();
+    endpoint("w4", "n2", "10.10.0.6");
+    reach("one member down", &cs[0], "10.10.0.6");
+
+    // All of etcd stopped for 30 s under a steady ping and an open TCP
+    // connection: nothing lost, each agent says so once.
+    let _echo = testbed::tcp_echo(&cs[1], "w2", 7600);
+    testbed::wait_listening(&cs[1], 7600).unwrap();
+    let mut talk = testbed::Talk::open(&cs[0].name, "10.10.0.4:7600".parse().unwrap(), "w1 to w2").unwrap();
+    assert_eq!(talk.exchange(0).unwrap(), "w2");
+    let pinger = Pinger::start(&cs[0].name, "10.10.0.5", 50);
+    let before: Vec<usize> = agents.iter().map(|a| a.log_text().len()).collect();
+    etcds[0].kill();
+    etcds[1].kill();
+    std::thread::sleep(Duration::from_secs(30));
+    let (sent, got) = pinger.stop();
+    assert_eq!(talk.exchange(1).unwrap(), "w2", "the TCP connection through the outage");
+    assert!(sent >= 1000 && sent == got, "{got} of {sent} pings answered while etcd was down");
+    for (a, from) in agents.iter().zip(before) {
+        let log = a.log_text();
+        let outage = &log[from..];
+        assert_eq!(outage.matches("lost the watch").count(), 1, "said once: {outage}");
+        assert!(outage.matches("forwarding continues").count() <= 2, "once for the watch, once for the read: {outage}");
+    }
+
+    // Back (the same members, the same data): the agents read the store
+    // again, and what changes now reaches them.
+    for i in 0..3 {
+        etcds[i]._proc =
+            Etcd::spawn(u.host(&format!("n{}", i + 1)), &members[i].1, &members[i].0, &members, &etcds[i].dir.clone());
+    }
+    etcds[0].wait(n1, &url);
+    endpoint("w5", "n3", "10.10.0.7");
+    reach("after the outage", &cs[0], "10.10.0.7");
+    assert!(agents.iter().all(|a| a.log_text().contains("again")), "{}", logs());
+    drop(agents);
+    dep.down_all();
+    drop(etcds);
+}
+
+#[test]
+fn an_agent_cut_off_past_a_compaction_reads_the_store_whole() {
+    require_root();
+    let p = "obsg";
+    let u = underlay(p, 2);
+    let cs = containers(p, &["w1", "w2", "w3"]);
+    let (n1, n2) = (u.host("n1"), u.host("n2"));
+    let etcd = Etcd::start(n1, "192.168.200.11", p);
+    let url = etcd.url.clone();
+    let st = StateFile::new(p, &state(p, &[("w1", "n1", "front", "10.10.0.3"), ("w2", "n2", "front", "10.10.0.4")], 2));
+    assert_ok(&ob(n1, &["store", "import", st.0.to_str().unwrap(), "--store", &url]));
+    let mut dep = Deployment::new(&bin());
+    let agents: Vec<Agent> = ["n1", "n2"]
+        .iter()
+        .map(|h| {
+            Agent::start_with(
+                &mut dep,
+                &["--store", &url],
+                &format!("{p}{h}"),
+                &format!("{p}-{h}"),
+                &["--no-health", "--lease-ttl", "2"],
+            )
+        })
+        .collect();
+    let logs = || agents.iter().map(|a| a.log_text()).collect::<Vec<_>>().join("\n---\n");
+    let ping = |from: &Netns, to: &str| from.run("ping", &["-c", "1", "-W", "1", to]).status.success();
+    let t = Instant::now();
+    while !ping(&cs[1], "10.10.0.3") {
+        assert!(t.elapsed() < Duration::from_secs(60), "w2 never reached w1:\n{}", logs());
+    }
+
+    // n2 cut off from etcd (its connections reset), the data path untouched.
+    let nft = |args: &str| assert!(n2.run("nft", &[args]).status.success(), "nft {args}");
+    nft("add table inet obsg");
+    nft("add chain inet obsg out { type filter hook output priority 0 ; }");
+    nft("add rule inet obsg out tcp dport 2379 reject with tcp reset");
+
+    wait_until("n2's agent failing to read etcd", 30, || {
+        agents[1].log_text().contains("forwarding continues on the applied state")
+    });
+
+    // Meanwhile: w3 joins, and etcd is compacted past what n2 has seen.
+    assert_ok(&ob(
+        n1,
+        &[
+            "endpoint",
+            "create",
+            "w3",
+            "--network",
+            "front",
+            "--container-netns",
+            &format!("{p}-w3"),
+            "--host",
+            &format!("{p}n1"),
+            "--ip",
+            "10.10.0.5",
+            "--store",
+            &url,
+        ],
+    ));
+    let rev = n1.run("etcdctl", &["--endpoints", "http://192.168.200.11:2379", "get", "/", "-w", "json"]);
+    let rev = json(&String::from_utf8_lossy(&rev.stdout))["header"]["revision"].as_u64().expect("a revision");
+    let o = n1.run("etcdctl", &["--endpoints", "http://192.168.200.11:2379", "compact", &rev.to_string()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(ping(&cs[1], "10.10.0.3"), "n2 forwards while cut off");
+
+    // Back: n2 reads the store whole before it watches again (from the
+    // revision it reads, so the compaction cannot bite), and w3 is reached.
+    nft("delete table inet obsg");
+    let t = Instant::now();
+    while !ping(&cs[1], "10.10.0.5") {
+        assert!(t.elapsed() < Duration::from_secs(60), "w3 not reached from n2 after the cut:\n{}", logs());
+    }
+    let log = agents[1].log_text();
+    assert!(log.contains("answers again: read it whole") && log.contains("watching"), "{log}");
+    assert_eq!(log.matches("lost the watch").count(), 1, "said once: {log}");
+    drop(agents);
+    dep.down_all();
     drop(etcd);
 }

@@ -66,9 +66,11 @@ fn desired_content_for_node1() {
             ct_udp_timeout: 300,
         }
     );
-    // Every endpoint of the cluster; only the local one has an ifindex.
-    // Three endpoints and the VIP (answered in ARP, flagged as a VIP).
-    assert_eq!(m.endpoints.len(), 4);
+    // The endpoints of the networks node1 programs (uber-svc: web.1 runs
+    // here); only the local one has an ifindex. Two endpoints and the VIP
+    // (answered in ARP, flagged as a VIP); db.1's network has nothing here.
+    assert_eq!(m.endpoints.len(), 3);
+    assert!(!m.endpoints.contains_key(&ek(4096, [10, 0, 1, 9])), "db.1's network is not node1's");
     let vip = m.endpoints[&ek(4097, [10, 0, 0, 2])];
     assert_eq!((vip.flags, vip.mac, vip.ifindex), (ENDPOINT_F_VIP, [2, 0x42, 10, 0, 0, 2], 0));
     let w1 = m.endpoints[&ek(4097, [10, 0, 0, 3])];
@@ -76,7 +78,8 @@ fn desired_content_for_node1() {
     assert_eq!(w1.mac, [2, 0x42, 10, 0, 0, 3]);
     let w2 = m.endpoints[&ek(4097, [10, 0, 0, 4])];
     assert_eq!((w2.ifindex, w2.flags, w2.vtep), (0, ENDPOINT_F_BACKEND, [192, 168, 246, 195]));
-    assert_eq!(m.endpoints[&ek(4096, [10, 0, 1, 9])].flags, 0, "db.1 backs nothing");
+    let node2 = desired(&c, 1, &facts(&[("web.2", 7), ("db.1", 8)]));
+    assert_eq!(node2.endpoints[&ek(4096, [10, 0, 1, 9])].flags, ENDPOINT_F_LOCAL, "db.1 backs nothing");
     assert_eq!(m.ifaces.len(), 1);
     assert_eq!(
         m.ifaces[&10],
@@ -304,4 +307,28 @@ fn a_removed_backend_is_repointed_in_every_table_before_its_endpoint_goes() {
     assert!(last_maglev < endpoint_gone);
     let backend_gone = ops.iter().position(|(_, o)| o.starts_with("Backend(")).expect("web.2's backend entry goes");
     assert!(last_maglev < backend_gone && backend_gone < endpoint_gone, "{:?}", &ops[first_delete..]);
+}
+
+#[test]
+fn a_host_programs_its_own_networks_and_the_meshes_not_the_cluster() {
+    // node3 runs nothing: of uber-svc it needs the mesh's backends (web's
+    // port 8080 answers on every host), of `other` nothing, and no VIP (no
+    // container of its network here). node1 likewise skips `other`.
+    let y = STATE.replace(
+        "  - {name: node2, address: 192.168.246.195}",
+        "  - {name: node2, address: 192.168.246.195}\n  - {name: node3, address: 192.168.246.196}",
+    );
+    let c = cluster(&y);
+    let m = desired(&c, 2, &facts(&[]));
+    let keys: Vec<EndpointKey> = m.endpoints.keys().copied().collect();
+    assert_eq!(keys, [ek(4097, [10, 0, 0, 3]), ek(4097, [10, 0, 0, 4])], "the mesh's backends only");
+    assert_eq!(m.subnets.len(), 2, "every subnet stays: traffic to another network is refused, not routed");
+    assert!(m.services.contains_key(&ServiceKey { addr: [0; 4], port: 8080, proto: PROTO_TCP, _pad: 0 }));
+    assert!(!m.services.contains_key(&ServiceKey { addr: [10, 0, 0, 2], port: 80, proto: PROTO_TCP, _pad: 0 }));
+    // Without the published port, node3 programs no endpoint at all.
+    let quiet =
+        y.replace("      - {protocol: tcp, target: 80, published: 8080}\n", "      - {protocol: tcp, target: 80}\n");
+    let m = desired(&cluster(&quiet), 2, &facts(&[]));
+    assert!(m.endpoints.is_empty() && m.maglev.is_empty() && m.backends.is_empty(), "{m:?}");
+    assert_eq!(m.networks.len(), 2);
 }

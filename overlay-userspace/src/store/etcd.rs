@@ -2,7 +2,14 @@
 //! get, changed with compare-and-swap transactions on the revision guard,
 //! watched from the revision last read.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::BTreeMap,
+    sync::{
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, TlsOptions, Txn, TxnOp,
@@ -24,6 +31,10 @@ const MAX_TRIES: u32 = 64;
 
 pub struct EtcdStore {
     client: Client,
+    connector: Connector,
+    /// A request failed: the next one connects anew first (to the members
+    /// that answer then).
+    broken: bool,
     endpoints: String,
     url: String,
     layout: Layout,
@@ -32,6 +43,40 @@ pub struct EtcdStore {
     watch: Option<WatchStream>,
     /// The last watch failure, said once until the watch works again.
     watch_failed: bool,
+    /// Watches lost in a row, for the backoff.
+    retries: u32,
+    stats: Arc<StoreStats>,
+}
+
+/// What `/metrics` shows of the store, as the agent sees it.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    /// The store revision of the last complete read.
+    pub revision: AtomicI64,
+    /// When the last change was written (ms since the epoch, the writer's clock).
+    pub changed_at_ms: AtomicI64,
+    /// How long the last change took from its write to this host's maps, in ms.
+    pub apply_lag_ms: AtomicI64,
+    /// Complete reads after a lost watch (outage, compaction).
+    pub resyncs: AtomicU64,
+    /// The watch is up.
+    pub watch_up: AtomicBool,
+    /// This agent's lease is live.
+    pub lease_up: AtomicBool,
+}
+
+impl StoreStats {
+    /// The state read last is in the maps now.
+    pub fn applied(&self) {
+        let at = self.changed_at_ms.load(Ordering::Relaxed);
+        if at > 0 {
+            self.apply_lag_ms.store((unix_ms() - at).max(0), Ordering::Relaxed);
+        }
+    }
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// What one read of the store found.
@@ -42,6 +87,38 @@ struct Read {
     raw: BTreeMap<String, Vec<u8>>,
     /// The guard's mod revision; 0 when the store was never written.
     guard: i64,
+}
+
+/// How to reach the cluster's members.
+#[derive(Clone)]
+struct Connector {
+    urls: Vec<String>,
+    options: ConnectOptions,
+    endpoints: String,
+}
+
+impl Connector {
+    /// A client over the members that answer now. The client's balancer
+    /// keeps sending to a member that went down (its requests fail rather
+    /// than go to another), so after a failure the caller connects anew.
+    async fn live_client(&self) -> Result<Client, StoreError> {
+        let probes = self.urls.iter().map(|u| {
+            let options = self.options.clone();
+            async move {
+                let mut c = Client::connect([u.as_str()], Some(options)).await?;
+                c.status().await.map(|_| u.clone())
+            }
+        });
+        let answers = futures::future::join_all(probes).await;
+        let why: Vec<String> = answers.iter().filter_map(|a| a.as_ref().err().map(|e| e.to_string())).collect();
+        let live: Vec<String> = answers.into_iter().filter_map(Result::ok).collect();
+        if live.is_empty() {
+            return Err(StoreError::Unreachable { endpoints: self.endpoints.clone(), why: why.join("; ") });
+        }
+        Client::connect(&live, Some(self.options.clone()))
+            .await
+            .map_err(|e| StoreError::Unreachable { endpoints: self.endpoints.clone(), why: e.to_string() })
+    }
 }
 
 fn read_pem(what: &'static str, path: &std::path::Path) -> Result<Vec<u8>, StoreError> {
@@ -73,18 +150,20 @@ impl EtcdStore {
             "http"
         };
         let urls: Vec<String> = endpoints.iter().map(|e| format!("{scheme}://{e}")).collect();
-        let unreachable =
-            |e: etcd_client::Error| StoreError::Unreachable { endpoints: joined.clone(), why: e.to_string() };
-        let mut client = Client::connect(&urls, Some(options)).await.map_err(unreachable)?;
-        client.status().await.map_err(unreachable)?;
+        let connector = Connector { urls, options, endpoints: joined.clone() };
+        let client = connector.live_client().await?;
         Ok(EtcdStore {
             client,
+            connector,
+            broken: false,
             url: format!("etcd://{joined}{}", prefix.trim_end_matches('/')),
             endpoints: joined,
             layout: Layout::new(prefix),
             seen: 0,
             watch: None,
             watch_failed: false,
+            retries: 0,
+            stats: Arc::default(),
         })
     }
 
@@ -94,17 +173,42 @@ impl EtcdStore {
 
     /// A handle on the agents' keys, for a task of its own.
     pub fn agents(&self) -> Agents {
-        Agents { client: self.client.clone(), layout: self.layout.clone(), url: self.url.clone() }
+        Agents {
+            client: self.client.clone(),
+            connector: self.connector.clone(),
+            layout: self.layout.clone(),
+            url: self.url.clone(),
+            stats: self.stats.clone(),
+        }
+    }
+
+    /// The store's numbers as this client sees them, for `/metrics`.
+    pub fn stats(&self) -> Arc<StoreStats> {
+        self.stats.clone()
+    }
+
+    /// After a failed request: a client over the members that answer now.
+    async fn heal(&mut self) -> Result<(), StoreError> {
+        if self.broken {
+            self.client = self.connector.live_client().await?;
+            self.watch = None;
+            self.broken = false;
+        }
+        Ok(())
     }
 
     async fn read_all(&mut self) -> Result<Read, StoreError> {
+        self.heal().await?;
         let root = self.layout.root();
-        let resp = self
-            .client
-            .get(root.as_bytes(), Some(GetOptions::new().with_prefix()))
-            .await
-            .map_err(|source| StoreError::Etcd { endpoints: self.endpoints.clone(), op: "read", source })?;
+        let resp = match self.client.get(root.as_bytes(), Some(GetOptions::new().with_prefix())).await {
+            Ok(r) => r,
+            Err(source) => {
+                self.broken = true;
+                return Err(StoreError::Etcd { endpoints: self.endpoints.clone(), op: "read", source });
+            }
+        };
         self.seen = resp.header().map_or(0, |h| h.revision());
+        self.stats.revision.store(self.seen, Ordering::Relaxed);
         let guard_key = self.layout.revision();
         let mut guard = 0;
         let mut raw = BTreeMap::new();
@@ -112,6 +216,11 @@ impl EtcdStore {
             let key = String::from_utf8_lossy(kv.key()).into_owned();
             if key == guard_key {
                 guard = kv.mod_revision();
+                if let Some(at) =
+                    serde_json::from_slice::<serde_json::Value>(kv.value()).ok().and_then(|v| v["at_ms"].as_i64())
+                {
+                    self.stats.changed_at_ms.store(at, Ordering::Relaxed);
+                }
             }
             raw.insert(key, kv.value().to_vec());
         }
@@ -146,9 +255,12 @@ impl EtcdStore {
 
     /// Runs `ops` (plus the guard's bump) if nothing changed since `guard`.
     async fn commit(&mut self, guard: i64, mut ops: Vec<TxnOp>) -> Result<bool, StoreError> {
-        ops.push(TxnOp::put(self.layout.revision(), self.seen.to_string(), None));
+        // The guard says when: agents measure how long a change took to reach them.
+        let stamp = serde_json::json!({"after_revision": self.seen, "at_ms": unix_ms()}).to_string();
+        ops.push(TxnOp::put(self.layout.revision(), stamp, None));
         let txn = Txn::new().when([self.unchanged_since(guard)]).and_then(ops);
         let resp = self.client.txn(txn).await.map_err(|source| {
+            self.broken = true;
             let text = source.to_string();
             if text.contains("too many operations") || text.contains("request is too large") {
                 StoreError::TooBig { endpoints: self.endpoints.clone(), source }
@@ -223,11 +335,28 @@ impl EtcdStore {
     /// compacted past the revision read): the caller reads the whole store
     /// again, which is the resynchronisation.
     pub async fn changed(&mut self) {
+        if self.heal().await.is_err() {
+            self.watch_lost("no member answers").await;
+            return;
+        }
         if self.watch.is_none() {
             let opts = WatchOptions::new().with_prefix().with_start_revision(self.seen + 1);
             let root = self.layout.root();
             match self.client.watch(root, Some(opts)).await {
-                Ok(w) => self.watch = Some(w),
+                Ok(w) => {
+                    self.watch = Some(w);
+                    self.stats.watch_up.store(true, Ordering::Relaxed);
+                    if self.watch_failed {
+                        self.stats.resyncs.fetch_add(1, Ordering::Relaxed);
+                        // Back after an outage: the caller reads the whole
+                        // store now (the resynchronisation), then waits on
+                        // this watch.
+                        tracing::info!("watching {} again", self.url);
+                        self.watch_failed = false;
+                        self.retries = 0;
+                        return;
+                    }
+                }
                 Err(e) => {
                     self.watch_lost(&e.to_string()).await;
                     return;
@@ -252,13 +381,7 @@ impl EtcdStore {
                 {
                     continue
                 }
-                Ok(Some(_)) => {
-                    if self.watch_failed {
-                        tracing::info!("watching {} again", self.url);
-                        self.watch_failed = false;
-                    }
-                    return;
-                }
+                Ok(Some(_)) => return,
                 Ok(None) => {
                     self.watch_lost("the watch stream ended").await;
                     return;
@@ -271,13 +394,20 @@ impl EtcdStore {
         }
     }
 
+    /// Says once that the watch is lost, then backs off: 0.5 s doubling up
+    /// to 4 s while etcd stays away.
     async fn watch_lost(&mut self, why: &str) {
         self.watch = None;
+        self.broken = true;
+        self.stats.watch_up.store(false, Ordering::Relaxed);
         if !self.watch_failed {
             tracing::warn!("lost the watch on {}: {why}; forwarding continues on what was applied, retrying", self.url);
             self.watch_failed = true;
+            self.retries = 0;
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        let wait = Duration::from_millis(500 << self.retries.min(3));
+        self.retries += 1;
+        tokio::time::sleep(wait).await;
     }
 }
 
@@ -302,8 +432,10 @@ struct Seen {
 #[derive(Clone)]
 pub struct Agents {
     client: Client,
+    connector: Connector,
     layout: Layout,
     url: String,
+    stats: Arc<StoreStats>,
 }
 
 fn now_rfc3339() -> String {
@@ -313,11 +445,15 @@ fn now_rfc3339() -> String {
 impl Agents {
     /// Every agent the store knows of, by host name.
     pub async fn view(&mut self) -> Result<BTreeMap<String, AgentView>, StoreError> {
-        let resp = self
-            .client
-            .get(self.layout.agents(), Some(GetOptions::new().with_prefix()))
-            .await
-            .map_err(|source| StoreError::Etcd { endpoints: self.url.clone(), op: "read the agents", source })?;
+        let resp = match self.client.get(self.layout.agents(), Some(GetOptions::new().with_prefix())).await {
+            Ok(r) => r,
+            Err(source) => {
+                if let Ok(c) = self.connector.live_client().await {
+                    self.client = c;
+                }
+                return Err(StoreError::Etcd { endpoints: self.url.clone(), op: "read the agents", source });
+            }
+        };
         let mut out: BTreeMap<String, AgentView> = BTreeMap::new();
         for kv in resp.kvs() {
             let Some((host, what)) = self.layout.agent_key(&String::from_utf8_lossy(kv.key())) else { continue };
@@ -346,6 +482,11 @@ impl Agents {
         let mut lost = false;
         loop {
             let err = self.present(&host, ttl, &report, &mut lost).await;
+            self.stats.lease_up.store(false, Ordering::Relaxed);
+            // The next lease through the members that answer then.
+            if let Ok(c) = self.connector.live_client().await {
+                self.client = c;
+            }
             if !lost {
                 tracing::warn!(
                     host,
@@ -404,6 +545,7 @@ impl Agents {
             if let Err(e) = self.client.put(self.layout.agent(host, "seen"), seen, None).await {
                 return e.to_string();
             }
+            self.stats.lease_up.store(true, Ordering::Relaxed);
             if *lost {
                 tracing::info!(host, "present in {} again", self.url);
                 *lost = false;

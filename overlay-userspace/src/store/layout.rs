@@ -8,7 +8,7 @@
 //! <prefix>/v1/networks/<name>              a network, its VNI and gateways written out
 //! <prefix>/v1/endpoints/<network>/<name>   an endpoint, its address and MAC written out
 //! <prefix>/v1/services/<name>              a service, its VIP written out
-//! <prefix>/v1/revision                     bumped by every change (the compare-and-swap guard)
+//! <prefix>/v1/revision                     rewritten by every change, with when (the compare-and-swap guard)
 //! <prefix>/v1/agents/<host>/alive          the host's agent is running (under its lease)
 //! <prefix>/v1/agents/<host>/health         its backends' health report (under its lease)
 //! <prefix>/v1/agents/<host>/seen           when its agent last renewed its lease

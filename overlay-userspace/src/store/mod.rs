@@ -14,7 +14,7 @@ use crate::{
 mod etcd;
 pub mod layout;
 
-pub use etcd::{AgentView, Agents, EtcdStore};
+pub use etcd::{AgentView, Agents, EtcdStore, StoreStats};
 
 /// The default etcd client port, when an endpoint names none.
 pub const ETCD_PORT: u16 = 2379;
