@@ -723,3 +723,108 @@ fn an_agent_cut_off_past_a_compaction_reads_the_store_whole() {
     dep.down_all();
     drop(etcd);
 }
+
+/// A CA, a server certificate for `ip` and a client certificate, made with
+/// openssl in `dir`: (ca, server cert, server key, client cert, client key).
+fn certificates(dir: &Path, ip: &str) -> [PathBuf; 5] {
+    let sh = |script: &str| {
+        let o = Command::new("sh").arg("-c").arg(script).current_dir(dir).output().unwrap();
+        assert!(o.status.success(), "{script}: {}", text(&o));
+    };
+    sh("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca-key.pem -out ca.pem \
+        -days 2 -subj /CN=obsh-ca");
+    for (name, ext) in
+        [("server", format!("subjectAltName=IP:{ip}")), ("client", "extendedKeyUsage=clientAuth".to_string())]
+    {
+        sh(&format!(
+            "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout {name}-key.pem -out {name}.csr \
+             -subj /CN=obsh-{name} && printf '%s\\n' '{ext}' > {name}.ext && openssl x509 -req -in {name}.csr -CA ca.pem \
+             -CAkey ca-key.pem -CAcreateserial -days 2 -out {name}.pem -extfile {name}.ext"
+        ));
+    }
+    ["ca.pem", "server.pem", "server-key.pem", "client.pem", "client-key.pem"].map(|f| dir.join(f))
+}
+
+#[test]
+fn etcd_over_tls_with_client_certificates() {
+    require_root();
+    let ns = Netns::new("obsh-etcd");
+    let dir = std::env::temp_dir().join("obsh-tls");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let [ca, cert, key, ccert, ckey] = certificates(&dir, "127.0.0.1");
+    let data = dir.join("data");
+    let log = std::fs::File::create(dir.join("log")).unwrap();
+    let child = ns
+        .cmd("etcd")
+        .args(["--name", "obsh", "--data-dir"])
+        .arg(&data)
+        .args(["--listen-client-urls", "https://127.0.0.1:2379", "--advertise-client-urls", "https://127.0.0.1:2379"])
+        .args(["--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380"])
+        .args(["--initial-cluster", "obsh=http://127.0.0.1:2380", "--client-cert-auth", "--trusted-ca-file"])
+        .arg(&ca)
+        .arg("--cert-file")
+        .arg(&cert)
+        .arg("--key-file")
+        .arg(&key)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let _etcd = Proc(child);
+    let s = |v: &Path| v.to_str().unwrap().to_string();
+    let tls = [
+        "--store".to_string(),
+        "etcd://127.0.0.1:2379".into(),
+        "--etcd-cacert".into(),
+        s(&ca),
+        "--etcd-cert".into(),
+        s(&ccert),
+        "--etcd-key".into(),
+        s(&ckey),
+    ];
+    let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
+    let ex = example();
+    let t = Instant::now();
+    loop {
+        let o = ob(&ns, &[&["store", "import", ex.to_str().unwrap()][..], &tls].concat());
+        if o.status.success() {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no TLS etcd: {}\n{}",
+            text(&o),
+            std::fs::read_to_string(dir.join("log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let out = assert_ok(&ob(&ns, &[&["validate"][..], &tls].concat()));
+    assert!(out.contains("ok: 3 hosts"), "{out}");
+    // Without the client certificate the server refuses; plain HTTP reaches nothing.
+    let o = ob(&ns, &["validate", "--store", "etcd://127.0.0.1:2379", "--etcd-cacert", &s(&ca)]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let o = ob(&ns, &["validate", "--store", "etcd://127.0.0.1:2379"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    refused(
+        &ob(&ns, &["validate", "--store", "etcd://127.0.0.1:2379", "--etcd-cert", &s(&ccert)]),
+        &["--etcd-cert and --etcd-key go together"],
+    );
+    refused(
+        &ob(&ns, &["validate", "--store", "etcd://127.0.0.1:2379", "--etcd-cacert", "/nonexistent/ca.pem"]),
+        &["--etcd-cacert /nonexistent/ca.pem"],
+    );
+    // The environment works as the flags do.
+    let o = Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .arg(bin())
+        .args(["validate", "--store", "etcd://127.0.0.1:2379"])
+        .env("OVERLAY_BPF_ETCD_CACERT", &ca)
+        .env("OVERLAY_BPF_ETCD_CERT", &ccert)
+        .env("OVERLAY_BPF_ETCD_KEY", &ckey)
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    drop(_etcd);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -14,6 +14,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "etcd-server",
     "etcd-client",
     "protobuf-compiler",
+    "openssl",
     "bpftool",
     "iproute2",
     "iputils-ping",
