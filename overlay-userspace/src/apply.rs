@@ -161,6 +161,27 @@ pub struct UpOptions {
     pub bpf_log: bool,
 }
 
+/// The size of each map `up` fills: a pinned map keeps its own (a live map
+/// cannot grow); one created now gets twice what the state needs, rounded up
+/// to a power of two, and at least its declared default. The Maglev array
+/// keeps its declared size (the programs bound its slots).
+pub fn map_sizes(pins: &Pins, desired: &reconcile::MapContents) -> BTreeMap<&'static str, u32> {
+    desired
+        .needs()
+        .into_iter()
+        .map(|(name, need)| {
+            let size = match crate::kmaps::max_entries(pins, name) {
+                Ok(have) => have,
+                Err(_) if name == overlay_common::MAP_MAGLEV || name == overlay_common::MAP_CONFIG => {
+                    reconcile::declared(name)
+                }
+                Err(_) => reconcile::declared(name).max(need.saturating_mul(2).next_power_of_two()),
+            };
+            (name, size)
+        })
+        .collect()
+}
+
 /// The size to load the connection table with. A pinned table is reused as it
 /// is (the programs attached now share it), so asking for another size is
 /// refused rather than silently ignored: a table cannot be resized in place.
@@ -208,14 +229,26 @@ pub async fn up(
             .collect(),
         ..Default::default()
     };
-    KernelMaps::check_capacity(&reconcile::desired(cluster, h, &placeholder))?;
+    let sizes = map_sizes(pins, &reconcile::desired(cluster, h, &placeholder));
+    KernelMaps::check_capacity(&reconcile::desired(cluster, h, &placeholder), &sizes)?;
     pins::ensure_bpffs(&pins.dir)?;
     let ct_entries = ct_size(pins, opts.ct_size)?;
 
     let fresh = !pins.exists();
     let mut report = UpReport { host: host.name.clone(), underlay: underlay.clone(), ..Default::default() };
-    let result =
-        up_inner(cluster, h, pins, &underlay, underlay_ifindex, &local, opts, ct_entries, &mut report, progress).await;
+    let result = up_inner(
+        cluster,
+        h,
+        pins,
+        &underlay,
+        underlay_ifindex,
+        &local,
+        opts,
+        (ct_entries, &sizes),
+        &mut report,
+        progress,
+    )
+    .await;
     if let Err(e) = result {
         progress("failed: undoing what this run created");
         if let Ok(handle) = netdev::connect() {
@@ -244,13 +277,13 @@ async fn up_inner(
     underlay_ifindex: u32,
     local: &[&crate::model::Endpoint],
     opts: &UpOptions,
-    ct_entries: u32,
+    (ct_entries, sizes): (u32, &BTreeMap<&'static str, u32>),
     report: &mut UpReport,
     progress: &dyn Fn(&str),
 ) -> Result<()> {
     pins.create_dirs()?;
     progress("loading the eBPF programs");
-    let mut loaded = loader::load(Some(pins), ct_entries)?;
+    let mut loaded = loader::load(Some(pins), ct_entries, sizes)?;
     report.programs = loaded.origin;
     if loaded.origin == loader::Origin::Pinned {
         progress("this build's programs are pinned (verified by an earlier up): reusing them");

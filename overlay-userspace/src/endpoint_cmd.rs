@@ -112,6 +112,8 @@ pub struct EndpointRow {
 
 /// The endpoints of `cluster` (resolved from `state`), filtered.
 pub fn rows(state: &State, cluster: &Cluster, network: Option<&str>, host: Option<&str>) -> Vec<EndpointRow> {
+    let specs: std::collections::HashMap<(&str, &str), &EndpointSpec> =
+        state.endpoints.iter().map(|e| ((e.network.as_str(), e.name.as_str()), e)).collect();
     cluster
         .endpoints
         .iter()
@@ -119,7 +121,7 @@ pub fn rows(state: &State, cluster: &Cluster, network: Option<&str>, host: Optio
         .filter(|e| host.is_none_or(|h| cluster.hosts[e.host].name == h))
         .map(|e| {
             let net = &cluster.networks[e.network].name;
-            let spec = state.endpoints.iter().find(|s| s.name == e.name && s.network == *net);
+            let spec = specs.get(&(net.as_str(), e.name.as_str())).copied();
             EndpointRow {
                 name: e.name.clone(),
                 host: cluster.hosts[e.host].name.clone(),

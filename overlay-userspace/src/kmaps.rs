@@ -18,9 +18,10 @@ pub enum MapsError {
     #[error("map {map}: {op}: {source}")]
     Op { map: &'static str, op: &'static str, source: MapError },
     #[error(
-        "map {map} would hold {need} entries but its limit is {limit}; nothing was applied. Reduce the state (for \
-         OB_MAGLEV_V1: services with the same backend list share one table), or raise the limit in \
-         overlay-common/src/maps.rs and rebuild"
+        "map {map} would hold {need} entries but its limit is {limit}; nothing was applied. A map's size is set \
+         when `up` creates it (twice what the state needs then, at least its default) and a live map cannot \
+         grow: reduce the state (for OB_MAGLEV_V1: services with the same backend list share one table), or \
+         take the host down and up again (`overlay-bpf down`, then `up`: a break in traffic) to create it larger"
     )]
     Full { map: &'static str, need: usize, limit: u32 },
     #[error("--bpf-log: the programs loaded here predate the log switch ({MAP_LOG}); run `overlay-bpf up` with this build first")]
@@ -221,9 +222,11 @@ impl KernelMaps {
         self.reconciled.read()
     }
 
-    /// Refuses content that does not fit, before anything is written.
-    pub fn check_capacity(desired: &MapContents) -> Result<(), MapsError> {
-        for (map, need, limit) in desired.sizes() {
+    /// Refuses content that does not fit maps of `sizes` entries, before
+    /// anything is written.
+    pub fn check_capacity(desired: &MapContents, sizes: &BTreeMap<&'static str, u32>) -> Result<(), MapsError> {
+        let entries = |name: &'static str| sizes.get(name).copied().unwrap_or_else(|| crate::reconcile::declared(name));
+        for (map, need, limit) in desired.sizes(&entries) {
             if need > limit as usize {
                 return Err(MapsError::Full { map, need, limit });
             }

@@ -85,8 +85,9 @@ pub struct Loaded {
 
 /// Loads the object. With `pins`, reuses pinned maps where they exist and
 /// creates and pins them otherwise; without, the maps are private (tests).
-/// A connection table created now gets `ct_entries` entries; a pinned one
-/// keeps its size (see `apply::ct_size`).
+/// A connection table created now gets `ct_entries` entries, and the other
+/// maps the sizes `sizes` names (`apply::map_sizes`); pinned ones keep
+/// theirs.
 ///
 /// With `pins`, the programs of this very object (by digest) that an earlier
 /// `up` pinned are opened instead when they still use the pinned maps: the
@@ -94,16 +95,20 @@ pub struct Loaded {
 /// second or more (much more under emulation) for the same instructions.
 /// Programs loaded now are pinned for the next time, and the pins of other
 /// builds' programs go (their links keep them alive while attached).
-pub fn load(pins: Option<&Pins>, ct_entries: u32) -> Result<Loaded, LoaderError> {
+pub fn load(
+    pins: Option<&Pins>,
+    ct_entries: u32,
+    sizes: &std::collections::BTreeMap<&'static str, u32>,
+) -> Result<Loaded, LoaderError> {
     let object = object()?;
     let Some(pins) = pins else {
-        return load_object(&object, None, ct_entries);
+        return load_object(&object, None, ct_entries, sizes);
     };
     let digest = digest(&object);
     if let Some(loaded) = open_pinned(pins, &digest) {
         return Ok(loaded);
     }
-    let mut loaded = load_object(&object, Some(pins), ct_entries)?;
+    let mut loaded = load_object(&object, Some(pins), ct_entries, sizes)?;
     pin_programs(&mut loaded, pins, &digest)?;
     Ok(loaded)
 }
@@ -177,9 +182,18 @@ fn pin_programs(loaded: &mut Loaded, pins: &Pins, digest: &str) -> Result<(), Lo
     Ok(())
 }
 
-fn load_object(object: &[u8], pins: Option<&Pins>, ct_entries: u32) -> Result<Loaded, LoaderError> {
+fn load_object(
+    object: &[u8],
+    pins: Option<&Pins>,
+    ct_entries: u32,
+    sizes: &std::collections::BTreeMap<&'static str, u32>,
+) -> Result<Loaded, LoaderError> {
     let mut loader = EbpfLoader::new();
     loader.map_max_entries(MAP_CT, ct_entries);
+    // Maps created now get these sizes; pinned ones keep theirs.
+    for (name, entries) in sizes {
+        loader.map_max_entries(name, *entries);
+    }
     if let Some(pins) = pins {
         for name in ALL_MAPS.iter().chain([&MAP_LOG_RING]) {
             loader.map_pin_path(name, pins.map(name));

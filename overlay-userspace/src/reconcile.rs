@@ -77,6 +77,10 @@ pub trait Content: Default + Clone + PartialEq + std::fmt::Debug {
     fn capacity(entries: u32) -> u32 {
         entries
     }
+    /// The map entries `used` takes (the inverse of `capacity`).
+    fn entries(used: usize) -> u32 {
+        used.min(u32::MAX as usize) as u32
+    }
 }
 
 impl<K: Ord + Clone + std::fmt::Debug, V: PartialEq + Clone + std::fmt::Debug> Content for BTreeMap<K, V> {
@@ -134,10 +138,14 @@ impl Content for MaglevTables {
     fn capacity(entries: u32) -> u32 {
         entries / MAGLEV_SIZE
     }
+    fn entries(used: usize) -> u32 {
+        (used as u32).saturating_mul(MAGLEV_SIZE)
+    }
 }
 
-/// The declared size of map `name` (overlay-common's `MAP_SIZES`).
-fn declared(name: &str) -> u32 {
+/// The declared size of map `name` (overlay-common's `MAP_SIZES`): the
+/// default a map is created with.
+pub fn declared(name: &str) -> u32 {
     MAP_SIZES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s).expect("every reconciled map is declared")
 }
 
@@ -150,9 +158,16 @@ macro_rules! contents {
         }
 
         impl MapContents {
-            /// (map name, size, capacity) for every map the loader fills.
-            pub fn sizes(&self) -> Vec<(&'static str, usize, u32)> {
-                vec![$(($map, self.$field.used(), <$content as Content>::capacity(declared($map))),)+]
+            /// (map name, size, capacity) for every map the loader fills, in
+            /// maps of `entries(name)` entries each (their declared sizes:
+            /// [`declared`]).
+            pub fn sizes(&self, entries: &dyn Fn(&'static str) -> u32) -> Vec<(&'static str, usize, u32)> {
+                vec![$(($map, self.$field.used(), <$content as Content>::capacity(entries($map))),)+]
+            }
+
+            /// The entries each map needs, in its own unit (`Content::entries`).
+            pub fn needs(&self) -> Vec<(&'static str, u32)> {
+                vec![$(($map, <$content as Content>::entries(self.$field.used())),)+]
             }
         }
 

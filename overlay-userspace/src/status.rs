@@ -145,7 +145,7 @@ pub async fn gather(host: &str, pins: &Pins, cluster: Option<&Cluster>) -> crate
     let maps = KernelMaps::open(pins)?;
     let content = maps.read()?;
     let mut map_status: Vec<MapStatus> = content
-        .sizes()
+        .sizes(&|name| crate::kmaps::max_entries(pins, name).unwrap_or_else(|_| crate::reconcile::declared(name)))
         .into_iter()
         .chain(crate::kmaps::program_filled(pins)?)
         .map(|(name, entries, max_entries)| MapStatus { name: name.into(), entries, max_entries })

@@ -17,9 +17,10 @@ pub fn pinned(state: &State, cluster: &Cluster) -> State {
             }
         }
     }
+    let resolved: std::collections::HashMap<(&str, &str), &Endpoint> =
+        cluster.endpoints.iter().map(|r| ((cluster.networks[r.network].name.as_str(), r.name.as_str()), r)).collect();
     for e in &mut s.endpoints {
-        let on = |r: &&Endpoint| r.name == e.name && cluster.networks[r.network].name == e.network;
-        let Some(r) = cluster.endpoints.iter().find(on) else { continue };
+        let Some(r) = resolved.get(&(e.network.as_str(), e.name.as_str())) else { continue };
         e.ip = Some(r.ip);
         e.mac = Some(r.mac);
     }

@@ -368,6 +368,7 @@ impl Resolver<'_> {
         let _ = unique_names(c, "services", state.services.iter().map(|s| s.name.as_str()));
 
         let mut backs_a_service: BTreeSet<usize> = BTreeSet::new();
+        let named = Named::new(state);
         for (si, s) in state.services.iter().enumerate() {
             let e = entry("services", si, &s.name);
             let snet = net_ix.get(s.network.as_str()).copied();
@@ -381,7 +382,7 @@ impl Resolver<'_> {
             for b in &s.backends {
                 // A name or an alias on the service's network; an alias
                 // stands for every endpoint carrying it.
-                let here = backends_named(state, &s.network, b);
+                let here = named.backends(&s.network, b);
                 if !here.is_empty() {
                     backs_a_service.extend(here);
                     continue;
@@ -700,6 +701,7 @@ impl Resolver<'_> {
         endpoints: &[Endpoint],
     ) -> Vec<Service> {
         let Resolver { c, state, net_ix, .. } = self;
+        let named = Named::new(state);
         // Resolved endpoints by their index in the state (some may be missing
         // when the state has problems, which are reported anyway).
         let resolved: HashMap<(&str, &str), usize> = endpoints
@@ -731,7 +733,7 @@ impl Resolver<'_> {
                 backends: {
                     let mut out: Vec<usize> = Vec::new();
                     for b in &s.backends {
-                        for si in backends_named(state, &s.network, b) {
+                        for si in named.backends(&s.network, b) {
                             let ep = &state.endpoints[si];
                             if let Some(&ri) = resolved.get(&(ep.network.as_str(), ep.name.as_str())) {
                                 if !out.contains(&ri) {
@@ -754,9 +756,18 @@ impl Resolver<'_> {
 /// `<endpoint key>:<published>/<protocol>`.
 fn published_by_endpoints(state: &State, networks: &[Network], endpoints: &[Endpoint]) -> Vec<Service> {
     let mut out = Vec::new();
+    let specs: HashMap<(&str, &str), &EndpointSpec> = state
+        .endpoints
+        .iter()
+        .filter(|e| !e.publish.is_empty())
+        .map(|e| ((e.network.as_str(), e.name.as_str()), e))
+        .collect();
+    if specs.is_empty() {
+        return out;
+    }
     for (ri, ep) in endpoints.iter().enumerate() {
-        let net = &networks[ep.network].name;
-        let Some(spec) = state.endpoints.iter().find(|s| s.name == ep.name && s.network == *net) else { continue };
+        let net = networks[ep.network].name.as_str();
+        let Some(spec) = specs.get(&(net, ep.name.as_str())) else { continue };
         for p in &spec.publish {
             out.push(Service {
                 name: format!("{}:{}/{}", ep.key, p.published, p.protocol),
@@ -808,26 +819,30 @@ fn endpoint_names(c: &mut Checker, state: &State) {
     }
 }
 
-/// The state's endpoints on `network` that `name` names: the endpoint of
-/// that name, else every endpoint carrying it as an alias.
-fn backends_named(state: &State, network: &str, name: &str) -> Vec<usize> {
-    let by_name: Vec<usize> = state
-        .endpoints
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| e.network == network && e.name == name)
-        .map(|(i, _)| i)
-        .collect();
-    if !by_name.is_empty() {
-        return by_name;
+/// The state's endpoints by (network, name) and by (network, alias), for
+/// resolving services' backends without a walk of every endpoint each.
+struct Named<'s> {
+    by_name: HashMap<(&'s str, &'s str), Vec<usize>>,
+    by_alias: HashMap<(&'s str, &'s str), Vec<usize>>,
+}
+
+impl<'s> Named<'s> {
+    fn new(state: &'s State) -> Named<'s> {
+        let mut n = Named { by_name: HashMap::new(), by_alias: HashMap::new() };
+        for (i, e) in state.endpoints.iter().enumerate() {
+            n.by_name.entry((e.network.as_str(), e.name.as_str())).or_default().push(i);
+            for a in &e.aliases {
+                n.by_alias.entry((e.network.as_str(), a.as_str())).or_default().push(i);
+            }
+        }
+        n
     }
-    state
-        .endpoints
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| e.network == network && e.aliases.iter().any(|a| a == name))
-        .map(|(i, _)| i)
-        .collect()
+
+    /// The state's endpoints on `network` that `name` names: the endpoint of
+    /// that name, else every endpoint carrying it as an alias.
+    fn backends(&self, network: &str, name: &str) -> Vec<usize> {
+        self.by_name.get(&(network, name)).or_else(|| self.by_alias.get(&(network, name))).cloned().unwrap_or_default()
+    }
 }
 
 /// The networks with their VNIs: explicit ones, then from FIRST_AUTO_VNI

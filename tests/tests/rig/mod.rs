@@ -181,8 +181,8 @@ impl Rig {
 
     pub fn new() -> Rig {
         assert!(is_root(), "the kernel tests need root (run `sudo -E cargo xtask test`)");
-        let mut loaded =
-            loader::load(None, CT_DEFAULT_SIZE).expect("load the embedded eBPF object (built by `cargo xtask build`)");
+        let mut loaded = loader::load(None, CT_DEFAULT_SIZE, &Default::default())
+            .expect("load the embedded eBPF object (built by `cargo xtask build`)");
         let e = loaded.ebpf_mut().expect("loaded from the object");
         let mut cfg: Array<_, HostConfig> = Array::try_from(e.map_mut(MAP_CONFIG).unwrap()).unwrap();
         cfg.set(
