@@ -299,9 +299,8 @@ pub async fn run<S: StateSource>(mut source: S, opts: AgentOptions, stop: impl F
     };
     // The state last applied, for /metrics to name services and backends.
     let served_cluster = Arc::new(Mutex::new(Arc::new(cluster.clone())));
-    let _server = if args.off {
-        None
-    } else {
+    // Served with health checks off too: /metrics is not only health.
+    let _server = {
         let addr = (cluster.hosts[h].address, args.port);
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(Error::io(format!(
             "cannot serve health reports on {}:{} (free the port or pick another with --health-port)",
@@ -310,7 +309,7 @@ pub async fn run<S: StateSource>(mut source: S, opts: AgentOptions, stop: impl F
         tracing::info!(host, "health reports at http://{}:{}/health, metrics at /metrics", addr.0, addr.1);
         let served =
             health::Served { report, pins: pins.clone(), cluster: served_cluster.clone(), store: source.stats() };
-        Some(AbortOnDrop(tokio::spawn(health::serve(listener, served))))
+        AbortOnDrop(tokio::spawn(health::serve(listener, served)))
     };
     let mut health_tick = tokio::time::interval(args.interval.max(Duration::from_secs(1)));
     tokio::pin!(stop);

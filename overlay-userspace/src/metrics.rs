@@ -36,6 +36,12 @@ pub fn render(status: Option<&Status>, report: &Report, store: Option<&crate::st
             r.register(name, help, g);
         };
         one(&mut r, "store_revision", "The etcd revision of the state this agent read last", st.revision.load(Relaxed));
+        one(
+            &mut r,
+            "store_applied_revision",
+            "The etcd revision whose state is in this host's maps",
+            st.applied_revision.load(Relaxed),
+        );
         let lag = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         lag.set(st.apply_lag_ms.load(Relaxed) as f64 / 1000.0);
         r.register(

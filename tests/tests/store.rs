@@ -51,6 +51,8 @@ impl Etcd {
             .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &cluster.join(",")])
+            // Imports are one transaction: let a big one through.
+            .args(["--max-txn-ops", "100000", "--max-request-bytes", "33554432"])
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -827,4 +829,24 @@ fn etcd_over_tls_with_client_certificates() {
     assert_ok(&o);
     drop(_etcd);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_store_bigger_than_one_grpc_message_is_read_in_pages() {
+    require_root();
+    let ns = Netns::new("obsi-etcd");
+    let etcd = Etcd::start(&ns, "127.0.0.1", "obsi");
+    // 30,000 endpoints: about 5.6 MB of keys, past gRPC's 4 MiB message.
+    let mut y = String::from("version: 1\nhosts:\n  - {name: h1, address: 192.168.9.1}\nnetworks:\n");
+    y += "  - {name: big, attachable: true, subnets: [{subnet: 10.80.0.0/16}]}\nendpoints:\n";
+    for i in 0..30_000u32 {
+        y += &format!("  - {{name: e{i}, host: h1, network: big, netns: e{i}}}\n");
+    }
+    let st = StateFile::new("obsi", &y);
+    assert_ok(&ob(&ns, &["store", "import", st.0.to_str().unwrap(), "--store", &etcd.url]));
+    let out = assert_ok(&ob(&ns, &["validate", "--store", &etcd.url]));
+    assert!(out.contains("ok: 1 hosts, 1 networks, 30000 endpoints"), "{}", out.lines().next().unwrap_or(""));
+    let exported = assert_ok(&ob(&ns, &["store", "export", "-o", "json", "--store", &etcd.url]));
+    assert_eq!(json(&exported)["endpoints"].as_array().unwrap().len(), 30_000);
+    drop(etcd);
 }

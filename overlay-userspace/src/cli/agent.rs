@@ -27,7 +27,8 @@ pub struct HealthArgs {
     /// (GET /metrics).
     #[arg(long, default_value_t = 7947, value_name = "PORT")]
     pub health_port: u16,
-    /// No health checks: every configured backend is used.
+    /// No health checks: every configured backend is used. /health (empty)
+    /// and /metrics are still served on --health-port.
     #[arg(long)]
     pub no_health: bool,
     /// With an etcd store: the lease, in seconds, that keeps this agent

@@ -26,6 +26,21 @@ use crate::{
     model::{self, Capabilities, State},
 };
 
+/// Keys per page of a read (about 2 MiB of endpoints).
+const PAGE: i64 = 10_000;
+
+/// The end of the range of keys that start with `prefix` (etcd's prefix end).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
 /// How often a change is tried again when other writers keep winning.
 const MAX_TRIES: u32 = 64;
 
@@ -57,6 +72,8 @@ pub struct StoreStats {
     pub changed_at_ms: AtomicI64,
     /// How long the last change took from its write to this host's maps, in ms.
     pub apply_lag_ms: AtomicI64,
+    /// The store revision whose state is in this host's maps.
+    pub applied_revision: AtomicI64,
     /// Complete reads after a lost watch (outage, compaction).
     pub resyncs: AtomicU64,
     /// The watch is up.
@@ -68,6 +85,7 @@ pub struct StoreStats {
 impl StoreStats {
     /// The state read last is in the maps now.
     pub fn applied(&self) {
+        self.applied_revision.store(self.revision.load(Ordering::Relaxed), Ordering::Relaxed);
         let at = self.changed_at_ms.load(Ordering::Relaxed);
         if at > 0 {
             self.apply_lag_ms.store((unix_ms() - at).max(0), Ordering::Relaxed);
@@ -200,29 +218,52 @@ impl EtcdStore {
     async fn read_all(&mut self) -> Result<Read, StoreError> {
         self.heal().await?;
         let root = self.layout.root();
-        let resp = match self.client.get(root.as_bytes(), Some(GetOptions::new().with_prefix())).await {
-            Ok(r) => r,
-            Err(source) => {
-                self.broken = true;
-                return Err(StoreError::Etcd { endpoints: self.endpoints.clone(), op: "read", source });
+        // In pages, all at the revision of the first: one response of a big
+        // store would pass gRPC's message limit (4 MiB: about 20,000 endpoints).
+        let end = prefix_end(root.as_bytes());
+        let mut from = root.as_bytes().to_vec();
+        let mut revision = 0;
+        let mut kvs = Vec::new();
+        loop {
+            let mut opts = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+            if revision > 0 {
+                opts = opts.with_revision(revision);
             }
-        };
-        self.seen = resp.header().map_or(0, |h| h.revision());
+            let resp = match self.client.get(from.clone(), Some(opts)).await {
+                Ok(r) => r,
+                Err(source) => {
+                    self.broken = true;
+                    return Err(StoreError::Etcd { endpoints: self.endpoints.clone(), op: "read", source });
+                }
+            };
+            if revision == 0 {
+                revision = resp.header().map_or(0, |h| h.revision());
+            }
+            let more = resp.more();
+            if let Some(last) = resp.kvs().last() {
+                from = last.key().to_vec();
+                from.push(0);
+            }
+            kvs.extend(resp.kvs().iter().map(|kv| (kv.key().to_vec(), kv.value().to_vec(), kv.mod_revision())));
+            if !more {
+                break;
+            }
+        }
+        self.seen = revision;
         self.stats.revision.store(self.seen, Ordering::Relaxed);
         let guard_key = self.layout.revision();
         let mut guard = 0;
         let mut raw = BTreeMap::new();
-        for kv in resp.kvs() {
-            let key = String::from_utf8_lossy(kv.key()).into_owned();
+        for (k, v, mod_revision) in kvs {
+            let key = String::from_utf8_lossy(&k).into_owned();
             if key == guard_key {
-                guard = kv.mod_revision();
-                if let Some(at) =
-                    serde_json::from_slice::<serde_json::Value>(kv.value()).ok().and_then(|v| v["at_ms"].as_i64())
+                guard = mod_revision;
+                if let Some(at) = serde_json::from_slice::<serde_json::Value>(&v).ok().and_then(|v| v["at_ms"].as_i64())
                 {
                     self.stats.changed_at_ms.store(at, Ordering::Relaxed);
                 }
             }
-            raw.insert(key, kv.value().to_vec());
+            raw.insert(key, v);
         }
         let assembled = self
             .layout
@@ -551,5 +592,15 @@ impl Agents {
                 *lost = false;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_prefix_ends_where_its_last_byte_is_one_more() {
+        assert_eq!(super::prefix_end(b"/overlay-bpf/v1/"), b"/overlay-bpf/v10".to_vec());
+        assert_eq!(super::prefix_end(b"a\xff"), b"b".to_vec());
+        assert_eq!(super::prefix_end(b"\xff\xff"), vec![0]);
     }
 }

@@ -23,6 +23,7 @@ use crate::{
 };
 
 mod load;
+mod store;
 mod traffic;
 
 /// One row of the report.
@@ -69,6 +70,11 @@ pub fn bench(packets: u32, rounds: u32, secs: f64, only: &[String]) -> Result<()
     check_interrupt()?;
     if want("up") {
         rows.extend(up_times(&bin, rounds)?);
+    }
+    check_interrupt()?;
+    // Not in the default set: minutes of etcd and agents at 100,000 endpoints.
+    if only.iter().any(|o| o == "store") {
+        rows.extend(store::rows(&bin, 20, &[1_000, 10_000, 100_000])?);
     }
     report(&rows)?;
     step(&format!("bench: done in {:.1}s", t0.elapsed().as_secs_f64()));
