@@ -71,14 +71,7 @@ pub fn parse_opt(s: &str) -> Result<(String, String), String> {
 /// Reads a state file for editing; a missing file starts an empty state.
 pub fn read_for_edit(path: &Path) -> Result<State, StateError> {
     if !path.exists() {
-        return Ok(State {
-            version: 1,
-            cluster: Default::default(),
-            hosts: vec![],
-            networks: vec![],
-            endpoints: vec![],
-            services: vec![],
-        });
+        return Ok(State::empty());
     }
     model::read_state(path)
 }

@@ -94,6 +94,14 @@ impl Drop for Etcd {
     }
 }
 
+/// An agent on `url` for each of `hosts` (`n1`, ...) of prefix `p`, with `extra` flags.
+fn agents_on(dep: &mut Deployment, p: &str, hosts: &[&str], url: &str, extra: &[&str]) -> Vec<Agent> {
+    hosts
+        .iter()
+        .map(|h| Agent::start_with(dep, &["--store", url], &format!("{p}{h}"), &format!("{p}-{h}"), extra))
+        .collect()
+}
+
 /// `overlay-bpf ARGS` inside namespace `ns`.
 fn ob(ns: &Netns, args: &[&str]) -> Output {
     Command::new("ip").args(["netns", "exec", &ns.name]).arg(bin()).args(args).stdin(Stdio::null()).output().unwrap()
@@ -560,18 +568,7 @@ fn etcd_members_lost_and_all_of_etcd_stopped_leave_the_data_path_alone() {
     );
     assert_ok(&ob(n1, &["store", "import", st.0.to_str().unwrap(), "--store", &url]));
     let mut dep = Deployment::new(&bin());
-    let agents: Vec<Agent> = ["n1", "n2", "n3"]
-        .iter()
-        .map(|h| {
-            Agent::start_with(
-                &mut dep,
-                &["--store", &url],
-                &format!("{p}{h}"),
-                &format!("{p}-{h}"),
-                &["--no-health", "--lease-ttl", "3"],
-            )
-        })
-        .collect();
+    let agents = agents_on(&mut dep, p, &["n1", "n2", "n3"], &url, &["--no-health", "--lease-ttl", "3"]);
     let logs = || agents.iter().map(|a| a.log_text()).collect::<Vec<_>>().join("\n---\n");
     let ping = |from: &Netns, to: &str| from.run("ping", &["-c", "1", "-W", "1", to]).status.success();
     let reach = |what: &str, from: &Netns, to: &str| {
@@ -657,18 +654,7 @@ fn an_agent_cut_off_past_a_compaction_reads_the_store_whole() {
     let st = StateFile::new(p, &state(p, &[("w1", "n1", "front", "10.10.0.3"), ("w2", "n2", "front", "10.10.0.4")], 2));
     assert_ok(&ob(n1, &["store", "import", st.0.to_str().unwrap(), "--store", &url]));
     let mut dep = Deployment::new(&bin());
-    let agents: Vec<Agent> = ["n1", "n2"]
-        .iter()
-        .map(|h| {
-            Agent::start_with(
-                &mut dep,
-                &["--store", &url],
-                &format!("{p}{h}"),
-                &format!("{p}-{h}"),
-                &["--no-health", "--lease-ttl", "2"],
-            )
-        })
-        .collect();
+    let agents = agents_on(&mut dep, p, &["n1", "n2"], &url, &["--no-health", "--lease-ttl", "2"]);
     let logs = || agents.iter().map(|a| a.log_text()).collect::<Vec<_>>().join("\n---\n");
     let ping = |from: &Netns, to: &str| from.run("ping", &["-c", "1", "-W", "1", to]).status.success();
     let t = Instant::now();
@@ -807,7 +793,7 @@ fn etcd_over_tls_with_client_certificates() {
     let o = ob(&ns, &["validate", "--store", "etcd://127.0.0.1:2379", "--etcd-cacert", &s(&ca)]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let o = ob(&ns, &["validate", "--store", "etcd://127.0.0.1:2379"]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("etcd"), "{}", text(&o));
     refused(
         &ob(&ns, &["validate", "--store", "etcd://127.0.0.1:2379", "--etcd-cert", &s(&ccert)]),
         &["--etcd-cert and --etcd-key go together"],

@@ -77,6 +77,9 @@ enum Cmd {
         /// runs only when named.
         #[arg(long, value_delimiter = ',', value_parser = ["traffic", "packets", "up", "store"])]
         only: Vec<String>,
+        /// The store rows' sizes: endpoints in the store, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
+        store_endpoints: Vec<u32>,
     },
     /// Fuzz the eBPF programs: generated and mutated packets (truncations, bad IHL and lengths, IP options,
     /// fragments, VLAN tags, IPv6, VXLAN flags and VNIs, other networks, ARP oddities, forged sources) through
@@ -135,7 +138,9 @@ fn main() {
         Cmd::Test { unit_only, no_vm, kernel, args } => test::test(unit_only, (!no_vm).then_some(&kernel[..]), &args),
         Cmd::Fuzz { packets, seed } => test::fuzz(packets, seed),
         Cmd::Soak { secs, seed } => soak::soak(secs, seed),
-        Cmd::Bench { packets, rounds, secs, only } => bench::bench(packets, rounds, secs, &only),
+        Cmd::Bench { packets, rounds, secs, only, store_endpoints } => {
+            bench::bench(packets, rounds, secs, &only, &store_endpoints)
+        }
         Cmd::Run { netns: true, keep, clean, .. } => demo::run(keep, clean),
         Cmd::Run { kernel, .. } => vm::cluster::run(&kernel),
     };

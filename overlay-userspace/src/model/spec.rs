@@ -22,6 +22,21 @@ pub struct State {
     pub services: Vec<ServiceSpec>,
 }
 
+impl State {
+    /// A state with nothing in it yet (`version: 1`): what a missing file or
+    /// an empty store starts from.
+    pub fn empty() -> State {
+        State {
+            version: 1,
+            cluster: Default::default(),
+            hosts: vec![],
+            networks: vec![],
+            endpoints: vec![],
+            services: vec![],
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSpec {

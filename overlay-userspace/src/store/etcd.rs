@@ -17,7 +17,6 @@ use etcd_client::{
 };
 
 use super::{
-    empty_state,
     layout::{Layout, Orders},
     summary, EtcdTls, StoreError,
 };
@@ -278,7 +277,14 @@ impl EtcdStore {
 
     /// The state and the store revision it was read at.
     pub async fn read(&mut self) -> Result<(State, i64), StoreError> {
-        let r = self.read_all().await?;
+        let since = std::time::Instant::now();
+        let r = loop {
+            match self.read_all().await {
+                Ok(r) => break r,
+                Err(e) if self.passing(&e, since) => tokio::time::sleep(Duration::from_millis(250)).await,
+                Err(e) => return Err(e),
+            }
+        };
         match r.state {
             Some(s) => Ok((s, self.seen)),
             None => Err(StoreError::Empty { store: self.url.clone() }),
@@ -319,6 +325,23 @@ impl EtcdStore {
         tokio::time::sleep(Duration::from_millis(u64::from(attempt.min(10)) * 5 + jitter)).await;
     }
 
+    /// Whether `e` is etcd passing through an election or a member going
+    /// away (no leader, leader changed, unavailable, timed out): then the
+    /// caller waits a moment and tries again, for up to 15 s since `since`.
+    /// The compare-and-swap makes a retried write safe: it applies to the
+    /// store as read again.
+    fn passing(&mut self, e: &StoreError, since: std::time::Instant) -> bool {
+        let StoreError::Etcd { source, .. } = e else { return false };
+        let text = source.to_string();
+        let passing =
+            ["leader", "navailable", "timed out", "Timeout", "connect error", "reset"].iter().any(|w| text.contains(w));
+        if !passing || since.elapsed() > Duration::from_secs(15) {
+            return false;
+        }
+        self.broken = true;
+        true
+    }
+
     /// The writes that turn the objects `raw` holds into `want`: a put for
     /// each key whose value differs, a removal for each object key `want`
     /// lacks, one by one (etcd refuses a range removal overlapping a put of
@@ -340,33 +363,56 @@ impl EtcdStore {
 
     /// See [`super::Store::edit`].
     pub async fn edit<T>(&mut self, change: &mut impl FnMut(&mut State) -> Result<T>) -> Result<(T, State)> {
+        let since = std::time::Instant::now();
         for attempt in 0..MAX_TRIES {
-            let read = self.read_all().await?;
-            let mut state = read.state.unwrap_or_else(empty_state);
+            let read = match self.read_all().await {
+                Ok(r) => r,
+                Err(e) if self.passing(&e, since) => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let mut state = read.state.unwrap_or_else(State::empty);
             let out = change(&mut state)?;
             let cluster = model::resolve(&self.url, &state, Capabilities::default())?;
             let state = model::pinned(&state, &cluster);
             let ops = self.changes(&read.raw, self.layout.explode(&state, &read.orders));
-            if ops.is_empty() || self.commit(read.guard, ops).await? {
+            if ops.is_empty() {
                 return Ok((out, state));
             }
-            Self::back_off(attempt).await;
+            match self.commit(read.guard, ops).await {
+                Ok(true) => return Ok((out, state)),
+                Ok(false) => Self::back_off(attempt).await,
+                Err(e) if self.passing(&e, since) => tokio::time::sleep(Duration::from_millis(250)).await,
+                Err(e) => return Err(e.into()),
+            }
         }
         Err(StoreError::Contended { store: self.url.clone(), tries: MAX_TRIES }.into())
     }
 
     /// See [`super::Store::import`]; `state` has its allocations written out.
     pub async fn import(&mut self, state: &State, replace: bool) -> Result<()> {
+        let since = std::time::Instant::now();
         for attempt in 0..MAX_TRIES {
-            let read = self.read_all().await?;
+            let read = match self.read_all().await {
+                Ok(r) => r,
+                Err(e) if self.passing(&e, since) => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             if let (Some(old), false) = (&read.state, replace) {
                 return Err(StoreError::NotEmpty { store: self.url.clone(), summary: summary(old) }.into());
             }
             let ops = self.changes(&read.raw, self.layout.explode(state, &Orders::new()));
-            if self.commit(read.guard, ops).await? {
-                return Ok(());
+            match self.commit(read.guard, ops).await {
+                Ok(true) => return Ok(()),
+                Ok(false) => Self::back_off(attempt).await,
+                Err(e) if self.passing(&e, since) => tokio::time::sleep(Duration::from_millis(250)).await,
+                Err(e) => return Err(e.into()),
             }
-            Self::back_off(attempt).await;
         }
         Err(StoreError::Contended { store: self.url.clone(), tries: MAX_TRIES }.into())
     }

@@ -194,17 +194,6 @@ pub fn summary(s: &State) -> String {
     )
 }
 
-fn empty_state() -> State {
-    State {
-        version: 1,
-        cluster: Default::default(),
-        hosts: vec![],
-        networks: vec![],
-        endpoints: vec![],
-        services: vec![],
-    }
-}
-
 impl Store {
     /// Opens the store `url` names; etcd is connected to now.
     pub async fn open(url: &StoreUrl, tls: &EtcdTls) -> Result<Store> {

@@ -49,7 +49,7 @@ fn spread(v: &[f64]) -> f64 {
     (hi - lo) / median(v)
 }
 
-pub fn bench(packets: u32, rounds: u32, secs: f64, only: &[String]) -> Result<()> {
+pub fn bench(packets: u32, rounds: u32, secs: f64, only: &[String], store_sizes: &[u32]) -> Result<()> {
     let want = |g: &str| only.is_empty() || only.iter().any(|o| o == g);
     if !is_root() {
         bail!("`cargo xtask bench` loads eBPF programs and creates namespaces: run it as root");
@@ -74,7 +74,7 @@ pub fn bench(packets: u32, rounds: u32, secs: f64, only: &[String]) -> Result<()
     check_interrupt()?;
     // Not in the default set: minutes of etcd and agents at 100,000 endpoints.
     if only.iter().any(|o| o == "store") {
-        rows.extend(store::rows(&bin, 20, &[1_000, 10_000, 100_000])?);
+        rows.extend(store::rows(&bin, 20, store_sizes)?);
     }
     report(&rows)?;
     step(&format!("bench: done in {:.1}s", t0.elapsed().as_secs_f64()));
