@@ -361,8 +361,15 @@ impl EtcdStore {
         ops
     }
 
-    /// See [`super::Store::edit`].
-    pub async fn edit<T>(&mut self, change: &mut impl FnMut(&mut State) -> Result<T>) -> Result<(T, State)> {
+    /// Reads the store, asks `plan` for the writes to make from what it read
+    /// (and what to return), and commits them against the revision read: from
+    /// a fresh read again when another writer got there first, or while etcd
+    /// passes through an election. With `skip_empty`, no writes commit nothing.
+    async fn transact<T>(
+        &mut self,
+        skip_empty: bool,
+        mut plan: impl FnMut(&Self, Read) -> Result<(Vec<TxnOp>, T)>,
+    ) -> Result<T> {
         let since = std::time::Instant::now();
         for attempt in 0..MAX_TRIES {
             let read = match self.read_all().await {
@@ -373,16 +380,13 @@ impl EtcdStore {
                 }
                 Err(e) => return Err(e.into()),
             };
-            let mut state = read.state.unwrap_or_else(State::empty);
-            let out = change(&mut state)?;
-            let cluster = model::resolve(&self.url, &state, Capabilities::default())?;
-            let state = model::pinned(&state, &cluster);
-            let ops = self.changes(&read.raw, self.layout.explode(&state, &read.orders));
-            if ops.is_empty() {
-                return Ok((out, state));
+            let guard = read.guard;
+            let (ops, out) = plan(self, read)?;
+            if skip_empty && ops.is_empty() {
+                return Ok(out);
             }
-            match self.commit(read.guard, ops).await {
-                Ok(true) => return Ok((out, state)),
+            match self.commit(guard, ops).await {
+                Ok(true) => return Ok(out),
                 Ok(false) => Self::back_off(attempt).await,
                 Err(e) if self.passing(&e, since) => tokio::time::sleep(Duration::from_millis(250)).await,
                 Err(e) => return Err(e.into()),
@@ -391,30 +395,28 @@ impl EtcdStore {
         Err(StoreError::Contended { store: self.url.clone(), tries: MAX_TRIES }.into())
     }
 
+    /// See [`super::Store::edit`].
+    pub async fn edit<T>(&mut self, change: &mut impl FnMut(&mut State) -> Result<T>) -> Result<(T, State)> {
+        self.transact(true, |me, read| {
+            let mut state = read.state.unwrap_or_else(State::empty);
+            let out = change(&mut state)?;
+            let cluster = model::resolve(&me.url, &state, Capabilities::default())?;
+            let state = model::pinned(&state, &cluster);
+            let ops = me.changes(&read.raw, me.layout.explode(&state, &read.orders));
+            Ok((ops, (out, state)))
+        })
+        .await
+    }
+
     /// See [`super::Store::import`]; `state` has its allocations written out.
     pub async fn import(&mut self, state: &State, replace: bool) -> Result<()> {
-        let since = std::time::Instant::now();
-        for attempt in 0..MAX_TRIES {
-            let read = match self.read_all().await {
-                Ok(r) => r,
-                Err(e) if self.passing(&e, since) => {
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
+        self.transact(false, |me, read| {
             if let (Some(old), false) = (&read.state, replace) {
-                return Err(StoreError::NotEmpty { store: self.url.clone(), summary: summary(old) }.into());
+                return Err(StoreError::NotEmpty { store: me.url.clone(), summary: summary(old) }.into());
             }
-            let ops = self.changes(&read.raw, self.layout.explode(state, &Orders::new()));
-            match self.commit(read.guard, ops).await {
-                Ok(true) => return Ok(()),
-                Ok(false) => Self::back_off(attempt).await,
-                Err(e) if self.passing(&e, since) => tokio::time::sleep(Duration::from_millis(250)).await,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(StoreError::Contended { store: self.url.clone(), tries: MAX_TRIES }.into())
+            Ok((me.changes(&read.raw, me.layout.explode(state, &Orders::new())), ()))
+        })
+        .await
     }
 
     /// Returns after the next change to the store since the last read, or
