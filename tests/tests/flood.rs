@@ -13,7 +13,7 @@ mod common;
 use std::{
     net::{Ipv4Addr, SocketAddr, UdpSocket},
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     thread,
@@ -50,29 +50,34 @@ fn udp_sink(ns: &Netns) -> Proc {
 }
 
 /// A flood: new UDP flows of `per_flow` datagrams, each source sending at
-/// least `flows` of them (and for FLOOD_SECS at least), at `rate` flows a
-/// second or as fast as it can.
+/// least `flows` of them (and for FLOOD_SECS at least), as fast as it can or
+/// at most `per_round` flows for each round the active connections have
+/// talked.
 #[derive(Clone, Copy)]
 struct Flood {
     per_flow: u8,
-    rate: Option<f64>,
+    per_round: Option<u64>,
     flows: u64,
 }
 
 /// Scans, spoofed SYNs: one datagram per flow, as fast as possible, and at
 /// least 16 tables' worth from each source (the VMs' emulated CPUs).
-const SCAN: Flood = Flood { per_flow: 1, rate: None, flows: 16 * CT as u64 };
+const SCAN: Flood = Flood { per_flow: 1, per_round: None, flows: 16 * CT as u64 };
 /// Short real flows (a request and a retry): two datagrams, each pair of
-/// entries used twice like an established flow's. Two sources at 1024 flows
-/// a second write 4096 entries a second on n1: the table turns over every
-/// 250 ms, 16 times in all, while the active connections use their entries
-/// every 10 ms or so.
-const CHURN: Flood = Flood { per_flow: 2, rate: Some(1024.0), flows: 4 * CT as u64 };
+/// entries used twice like an established flow's. Two sources of 32 flows
+/// per round of the active connections write 128 entries on n1 between two
+/// uses of an active connection's entries: an eighth of the table, which
+/// turns over 16 times in all. Paced by rounds, not by the clock: the
+/// emulated CPUs of the VM tier can stall the talking thread for longer than
+/// the table takes to turn over at any fixed rate, and "active" would mean
+/// nothing then.
+const CHURN: Flood = Flood { per_flow: 2, per_round: Some(32), flows: 4 * CT as u64 };
 
 /// Runs flood `f` from `from` to `to` in namespace `netns`: every source
 /// port in turn, each once per lap of 64512 ports (63 tables), so every flow
-/// is one the table no longer holds. 60 s at most. Returns the flows sent.
-fn flood(netns: &str, from: Ipv4Addr, to: SocketAddr, f: Flood) -> thread::JoinHandle<u64> {
+/// is one the table no longer holds. 60 s at most. `rounds` counts the
+/// active connections' rounds. Returns the flows sent.
+fn flood(netns: &str, from: Ipv4Addr, to: SocketAddr, f: Flood, rounds: Arc<AtomicU64>) -> thread::JoinHandle<u64> {
     let netns = netns.to_string();
     thread::spawn(move || {
         enter_netns(&netns).unwrap();
@@ -87,10 +92,9 @@ fn flood(netns: &str, from: Ipv4Addr, to: SocketAddr, f: Flood) -> thread::JoinH
                 }
                 port = if port == u16::MAX { 1024 } else { port + 1 };
             }
-            if let Some(rate) = f.rate {
-                let ahead = sent as f64 / rate - t.elapsed().as_secs_f64();
-                if ahead > 0.0 {
-                    thread::sleep(Duration::from_secs_f64(ahead));
+            if let Some(per_round) = f.per_round {
+                while sent >= per_round * rounds.load(Ordering::Relaxed) && t.elapsed().as_secs_f64() < 60.0 {
+                    thread::sleep(Duration::from_millis(1));
                 }
             }
         }
@@ -252,8 +256,9 @@ fn flood_phase(
 ) -> Phase {
     let (before, before2) = (status_of(dep, st, "n1"), status_of(dep, st, "n2"));
     let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
     let talker = {
-        let (stop, mut active) = (stop.clone(), std::mem::take(active));
+        let (stop, done, mut active) = (stop.clone(), done.clone(), std::mem::take(active));
         thread::spawn(move || {
             let (mut rounds, mut errors) = (0u64, Vec::new());
             while !stop.load(Ordering::Relaxed) {
@@ -265,14 +270,15 @@ fn flood_phase(
                         Err(e) => errors.push(e),
                     }
                 }
+                done.store(rounds, Ordering::Relaxed);
                 thread::sleep(Duration::from_millis(10));
             }
             (rounds, errors, active)
         })
     };
     let t = Instant::now();
-    let mesh = flood(cl, CLIENT.parse().unwrap(), format!("{N1}:9000").parse().unwrap(), f);
-    let vip = flood(c1, C1.parse().unwrap(), "10.10.0.101:9000".parse().unwrap(), f);
+    let mesh = flood(cl, CLIENT.parse().unwrap(), format!("{N1}:9000").parse().unwrap(), f, done.clone());
+    let vip = flood(c1, C1.parse().unwrap(), "10.10.0.101:9000".parse().unwrap(), f, done);
     let (mesh_sent, vip_sent) = (mesh.join().unwrap(), vip.join().unwrap());
     let secs = t.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
