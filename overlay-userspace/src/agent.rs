@@ -13,11 +13,13 @@ use std::{
 
 use crate::{
     apply,
+    delta::{EndpointChange, Incremental},
     error::{require_root, Error, Result},
     health::{self, Tracker},
-    model::{self, Capabilities, Cluster, Rule, StateError},
+    kmaps::KernelMaps,
+    model::{self, Capabilities, Cluster, State},
     pins::Pins,
-    store::Store,
+    store::{Change, ObjectChange, Store},
 };
 
 /// Where the agent gets the cluster state from.
@@ -25,10 +27,22 @@ use crate::{
 pub trait StateSource {
     /// Names the source in messages and errors.
     fn describe(&self) -> String;
-    /// The state as it is now (YAML bytes of `cluster-state.md`'s format).
-    async fn snapshot(&mut self) -> Result<Vec<u8>>;
-    /// Returns when the state may have changed.
-    async fn changed(&mut self);
+    /// The state as it is now, read whole.
+    async fn snapshot(&mut self) -> Result<State>;
+    /// Returns when the state may have changed: what changed, when the
+    /// source knows.
+    async fn changed(&mut self) -> Change;
+    /// The state as of the changes reported, without reading the source
+    /// again where it holds them (etcd: the last read and the watch's events
+    /// since).
+    async fn held(&mut self) -> Result<State> {
+        self.snapshot().await
+    }
+    /// The endpoint changes `objects` are, if all of them are endpoints'.
+    fn endpoint_changes(&self, objects: &[ObjectChange]) -> std::result::Result<Vec<EndpointChange>, String> {
+        let _ = objects;
+        Err("the source reports no endpoint changes".into())
+    }
     /// Where agents meet when the source is a store that holds them (etcd):
     /// presence under a lease and health reports, in place of fetching each
     /// other's reports over HTTP.
@@ -54,21 +68,30 @@ impl StateSource for StoreSource {
         self.store.describe()
     }
 
-    async fn snapshot(&mut self) -> Result<Vec<u8>> {
-        match &mut self.store {
-            // The file's own bytes: a rewrite that changes nothing is no change.
-            Store::File(path) => std::fs::read(&*path).map_err(|e| {
-                StateError::one(&path.display().to_string(), Rule::Read, "file", format!("cannot read: {e}")).into()
-            }),
-            store => {
-                let state = store.read().await?;
-                Ok(serde_yaml::to_string(&state).expect("a state serializes").into_bytes())
-            }
+    async fn snapshot(&mut self) -> Result<State> {
+        self.store.read().await
+    }
+
+    async fn changed(&mut self) -> Change {
+        self.store.changed(self.interval).await
+    }
+
+    async fn held(&mut self) -> Result<State> {
+        match &self.store {
+            Store::Etcd(e) => Ok(e.held()?),
+            Store::File(_) => self.snapshot().await,
         }
     }
 
-    async fn changed(&mut self) {
-        self.store.changed(self.interval).await
+    fn endpoint_changes(&self, objects: &[ObjectChange]) -> std::result::Result<Vec<EndpointChange>, String> {
+        let Store::Etcd(e) = &self.store else { return Err("a file".into()) };
+        objects
+            .iter()
+            .map(|o| match e.layout().endpoint_change(o) {
+                Some(r) => r.map_err(|e| e.to_string()),
+                None => Err(format!("{} is not an endpoint", o.key)),
+            })
+            .collect()
     }
 
     fn agents(&self) -> Option<crate::store::Agents> {
@@ -112,12 +135,28 @@ pub struct AgentOptions {
     pub health: HealthOptions,
 }
 
-/// Parses the exact bytes that will be applied, so change detection compares
-/// against what is in the kernel, not against a later read.
-fn load(source: &str, bytes: &[u8], host: Option<&str>) -> Result<(Cluster, usize)> {
-    let cluster = model::resolve(source, &model::parse_state(source, bytes)?, Capabilities::default())?;
+/// Resolves the state that will be applied, and finds this host in it.
+fn load(source: &str, state: &State, host: Option<&str>) -> Result<(Cluster, usize)> {
+    let cluster = model::resolve(source, state, Capabilities::default())?;
     let h = apply::select_host(&cluster, host)?;
     Ok((cluster, h))
+}
+
+/// Applies endpoint changes as they arrived, one map entry each
+/// ([`crate::delta`]); or says why they need the full reconcile.
+fn apply_as_they_arrive(
+    inc: &mut Incremental,
+    changes: std::result::Result<Vec<EndpointChange>, String>,
+    pins: &Pins,
+) -> std::result::Result<usize, String> {
+    let changes = changes?;
+    let mut writes = Vec::new();
+    for c in &changes {
+        writes.extend(inc.plan(c)?);
+    }
+    let mut maps = KernelMaps::open(pins).map_err(|e| e.to_string())?;
+    maps.write_endpoints(&writes).map_err(|e| e.to_string())?;
+    Ok(changes.len())
 }
 
 /// Health as every agent reports it, merged.
@@ -253,8 +292,8 @@ impl Health {
 /// data path keeps the last good one. Stopping leaves the data path up.
 pub async fn run<S: StateSource>(mut source: S, opts: AgentOptions, stop: impl Future<Output = ()>) -> Result<()> {
     let name = source.describe();
-    let mut applied = source.snapshot().await?;
-    let (mut cluster, mut h) = load(&name, &applied, opts.host.as_deref())?;
+    let first = source.snapshot().await?;
+    let (mut cluster, mut h) = load(&name, &first, opts.host.as_deref())?;
     require_root("agent")?;
     let host = cluster.hosts[h].name.clone();
     let pins = match &opts.pin_dir {
@@ -270,6 +309,12 @@ pub async fn run<S: StateSource>(mut source: S, opts: AgentOptions, stop: impl F
     let mut unhealthy = BTreeSet::new();
     let r = apply::up(&cluster, h, &pins, &up_opts(&unhealthy), &log).await?;
     tracing::info!(host, written = r.entries_written, deleted = r.entries_deleted, "applied; watching {name}");
+    // Endpoint changes elsewhere are applied as they arrive; `cluster` then
+    // lags behind them (`stale`) until the next full reconcile, which starts
+    // from the source's state. `applied`: the state the maps hold, when known.
+    let mut inc = Incremental::new(&first, &cluster, h);
+    let mut applied = Some(first);
+    let mut stale = false;
     let _bpf_log = if opts.bpf_log {
         let logger = crate::bpf_log::reader(&pins)?;
         tracing::info!(host, "printing the data path's debug logs (target overlay_bpf::bpf)");
@@ -315,16 +360,38 @@ pub async fn run<S: StateSource>(mut source: S, opts: AgentOptions, stop: impl F
     tokio::pin!(stop);
     let mut source_down = false;
     loop {
-        let mut state_changed = false;
+        let mut change = None;
         tokio::select! {
-            _ = source.changed() => state_changed = true,
+            c = source.changed() => change = Some(c),
             _ = health_tick.tick(), if !args.off => {
                 health.round(&cluster, h, args).await;
             }
             _ = &mut stop => break,
         }
-        if state_changed {
-            let now = match source.snapshot().await {
+        if let Some(change) = change {
+            let read = match change {
+                Change::Objects(objects) => {
+                    let endpoints = source.endpoint_changes(&objects);
+                    match apply_as_they_arrive(&mut inc, endpoints, &pins) {
+                        Ok(n) => {
+                            tracing::info!(host, endpoints = n, "applied as it arrived");
+                            if let Some(stats) = source.stats() {
+                                stats.applied();
+                                stats.incremental.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            stale = true;
+                            applied = None;
+                            continue;
+                        }
+                        Err(why) => {
+                            tracing::debug!(host, "full reconcile: {why}");
+                            source.held().await
+                        }
+                    }
+                }
+                Change::Resync => source.snapshot().await,
+            };
+            let now = match read {
                 Ok(b) => {
                     if source_down {
                         tracing::info!(host, "{name} answers again: read it whole");
@@ -341,13 +408,13 @@ pub async fn run<S: StateSource>(mut source: S, opts: AgentOptions, stop: impl F
                     continue;
                 }
             };
-            if now == applied {
+            if applied.as_ref() == Some(&now) {
                 continue;
             }
             // Whatever happens, this content has been dealt with: a bad state
             // is reported once, not every tick.
-            applied = now;
-            match load(&name, &applied, opts.host.as_deref()) {
+            applied = Some(now.clone());
+            match load(&name, &now, opts.host.as_deref()) {
                 Ok((c, h2)) if c.hosts[h2].name == host => {
                     let wanted = health.unhealthy(&c, h2);
                     match apply::up(&c, h2, &pins, &up_opts(&wanted), &log).await {
@@ -365,6 +432,8 @@ pub async fn run<S: StateSource>(mut source: S, opts: AgentOptions, stop: impl F
                             if let Some(stats) = source.stats() {
                                 stats.applied();
                             }
+                            inc = Incremental::new(&now, &c, h2);
+                            stale = false;
                             (cluster, h, unhealthy) = (c, h2, wanted);
                         }
                         Err(e) => tracing::error!("re-apply failed, keeping the previous state: {e}"),
@@ -377,6 +446,27 @@ pub async fn run<S: StateSource>(mut source: S, opts: AgentOptions, stop: impl F
         }
         let wanted = health.unhealthy(&cluster, h);
         if wanted != unhealthy {
+            if stale {
+                // The full reconcile must not undo what arrived as changes.
+                match source.held().await.and_then(|s| {
+                    let (c, h2) = load(&name, &s, opts.host.as_deref())?;
+                    Ok((s, c, h2))
+                }) {
+                    Ok((s, c, h2)) if c.hosts[h2].name == host => {
+                        inc = Incremental::new(&s, &c, h2);
+                        (cluster, h, stale, applied) = (c, h2, false, Some(s));
+                    }
+                    Ok(_) => {
+                        tracing::error!("the state no longer selects host {host}; ignoring it");
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::error!("health update waits: the state held is not usable: {e}");
+                        continue;
+                    }
+                }
+            }
+            let wanted = health.unhealthy(&cluster, h);
             match apply::up(&cluster, h, &pins, &up_opts(&wanted), &log).await {
                 Ok(r) => {
                     tracing::info!(

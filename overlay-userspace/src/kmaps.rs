@@ -7,6 +7,7 @@ use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, MapError, 
 use overlay_common::*;
 
 use crate::{
+    delta::EndpointWrite,
     pins::Pins,
     reconcile::{reconciled_maps, Content, Delete, Diff, MaglevTables, MapContents, MapSink, SubnetKey, Upsert},
 };
@@ -238,6 +239,30 @@ impl KernelMaps {
     /// ([`Diff::write_to`]).
     pub fn apply(&mut self, d: &Diff) -> Result<(), MapsError> {
         d.write_to(self)
+    }
+
+    /// Writes endpoint entries as a change arrives ([`crate::delta`]): an
+    /// entry with the backend flag keeps it, as the full reconcile keeps it
+    /// ([`crate::reconcile::keep_backend_flags`]); a removal of a key that is
+    /// already gone is done.
+    pub fn write_endpoints(&mut self, writes: &[EndpointWrite]) -> Result<(), MapsError> {
+        let m = &mut self.reconciled.endpoints;
+        for w in writes {
+            match w {
+                EndpointWrite::Put(k, v) => {
+                    let mut v = *v;
+                    if m.get(k, 0).is_ok_and(|c| c.flags & ENDPOINT_F_BACKEND != 0) {
+                        v.flags |= ENDPOINT_F_BACKEND;
+                    }
+                    m.insert(k, v, 0).map_err(write_err(MAP_ENDPOINTS, "write"))?;
+                }
+                EndpointWrite::Delete(k) => match m.remove(k) {
+                    Ok(()) | Err(MapError::KeyNotFound) => {}
+                    Err(source) => return Err(MapsError::Op { map: MAP_ENDPOINTS, op: "delete", source }),
+                },
+            }
+        }
+        Ok(())
     }
 
     /// Switches the programs' debug logs on or off.

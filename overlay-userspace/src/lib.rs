@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod apply;
 pub mod bpf_log;
+pub mod delta;
 pub mod endpoint_cmd;
 pub mod error;
 pub mod health;

@@ -64,6 +64,13 @@ pub fn render(status: Option<&Status>, report: &Report, store: Option<&crate::st
         let resyncs = Counter::<u64>::default();
         resyncs.inc_by(st.resyncs.load(Relaxed));
         r.register("store_resyncs", "Complete reads of the store after a lost watch (outage, compaction)", resyncs);
+        let incremental = Counter::<u64>::default();
+        incremental.inc_by(st.incremental.load(Relaxed));
+        r.register(
+            "store_incremental_applies",
+            "Changes applied as they arrived, one map entry per endpoint, without the full reconcile",
+            incremental,
+        );
     }
     let up = gauges(&mut r, "backend_up", "Whether a local backend passes its health check (1) or not (0)");
     for (n, h) in &report.backends {
@@ -130,12 +137,14 @@ mod tests {
         st.revision.store(42, Relaxed);
         st.apply_lag_ms.store(150, Relaxed);
         st.resyncs.store(2, Relaxed);
+        st.incremental.store(5, Relaxed);
         st.watch_up.store(true, Relaxed);
         let text = render(None, &Report::default(), Some(&st));
         for want in [
             "overlay_bpf_store_revision 42",
             "overlay_bpf_store_apply_lag_seconds 0.15",
             "overlay_bpf_store_resyncs_total 2",
+            "overlay_bpf_store_incremental_applies_total 5",
             "overlay_bpf_store_watch_up 1",
             "overlay_bpf_store_lease_up 0",
         ] {

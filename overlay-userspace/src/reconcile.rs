@@ -251,6 +251,30 @@ pub fn keep_backend_flags(desired: &mut MapContents, current: &MapContents) {
     }
 }
 
+fn ingress_published(s: &crate::model::Service) -> bool {
+    s.ports.iter().any(|p| p.published.is_some() && p.mode == PublishMode::Ingress)
+}
+
+/// The networks whose endpoints host `host` programs (indexes into
+/// `cluster.networks`): its own (an endpoint here), the ingress network, and
+/// those of services published in ingress mode (the routing mesh answers on
+/// every host).
+pub fn programmed_networks(cluster: &Cluster, host: usize) -> BTreeSet<usize> {
+    cluster
+        .local_endpoints(host)
+        .map(|e| e.network)
+        .chain(cluster.networks.iter().enumerate().filter(|(_, n)| n.ingress).map(|(i, _)| i))
+        .chain(cluster.services.iter().filter(|s| ingress_published(s)).map(|s| s.network))
+        .collect()
+}
+
+/// The OB_ENDPOINTS entry of an endpoint on another host, not a backend:
+/// where its host's VTEP is. [`desired`] writes these, and so do the changes
+/// the agent applies as they arrive ([`crate::delta`]).
+pub fn remote_endpoint(mac: crate::model::Mac, vtep: std::net::Ipv4Addr) -> EndpointValue {
+    EndpointValue { mac: mac.0, _pad: [0; 2], ifindex: 0, vtep: vtep.octets(), flags: 0 }
+}
+
 /// The desired content of every map on host `host` (an index into `cluster.hosts`).
 pub fn desired(cluster: &Cluster, host: usize, facts: &HostFacts) -> MapContents {
     let mut m = MapContents::default();
@@ -292,22 +316,13 @@ pub fn desired(cluster: &Cluster, host: usize, facts: &HostFacts) -> MapContents
             );
         }
     }
-    // The networks whose endpoints this host programs: its own (an endpoint
-    // here), the ingress network, and those of services published in ingress
-    // mode (the routing mesh answers on every host). Docker does the same: a
-    // worker sees an overlay network once a container there joins it. So a
-    // host's maps grow with its own networks, not with the cluster. Every
-    // network's subnets stay, so traffic towards another network is still
-    // recognised and refused (`drop_cross_network`).
+    // The networks whose endpoints this host programs (`programmed_networks`).
+    // Docker does the same: a worker sees an overlay network once a container
+    // there joins it. So a host's maps grow with its own networks, not with
+    // the cluster. Every network's subnets stay, so traffic towards another
+    // network is still recognised and refused (`drop_cross_network`).
     let own: BTreeSet<usize> = cluster.local_endpoints(host).map(|e| e.network).collect();
-    let ingress_published =
-        |s: &crate::model::Service| s.ports.iter().any(|p| p.published.is_some() && p.mode == PublishMode::Ingress);
-    let programmed: BTreeSet<usize> = own
-        .iter()
-        .copied()
-        .chain(cluster.networks.iter().enumerate().filter(|(_, n)| n.ingress).map(|(i, _)| i))
-        .chain(cluster.services.iter().filter(|s| ingress_published(s)).map(|s| s.network))
-        .collect();
+    let programmed = programmed_networks(cluster, host);
     // Every configured backend, healthy or not: replies of flows it already
     // has are translated until the flows end.
     let backends: BTreeSet<usize> = cluster.services.iter().flat_map(|s| s.backends.iter().copied()).collect();

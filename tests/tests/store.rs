@@ -260,7 +260,7 @@ fn agents_apply_what_the_store_says_and_meet_there() {
     require_root();
     let p = "obsc";
     let u = underlay(p, 3);
-    let cs = containers(p, &["w1", "w2", "w3"]);
+    let cs = containers(p, &["w1", "w2", "w3", "x1"]);
     let etcd = Etcd::start(u.host("n1"), "192.168.200.11", p);
     let url = etcd.url.clone();
     let n1 = u.host("n1");
@@ -315,6 +315,31 @@ fn agents_apply_what_the_store_says_and_meet_there() {
     wait_until("w2 and w3 in n1's tables", 30, || {
         in_rotation(&dep, p, "n1", &url, "w2") == Some(true) && in_rotation(&dep, p, "n1", &url, "w3") == Some(true)
     });
+
+    // An endpoint created on n3, which no service names: n3's agent makes its
+    // veth (the full reconcile), the others write its one map entry as the
+    // change arrives, and count it; its removal the same way.
+    let incremental = |host: &str, addr: &str| -> u64 {
+        let m = curl(u.host(host), &[&format!("http://{addr}:7947/metrics")]);
+        let l = m.iter().find(|l| l.starts_with("overlay_bpf_store_incremental_applies_total ")).cloned();
+        l.unwrap_or_else(|| panic!("no incremental count: {m:?}")).rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let before = [incremental("n1", "192.168.200.11"), incremental("n2", "192.168.200.12")];
+    let x1 = format!("{p}-x1");
+    let create = ["endpoint", "create", "x1", "--network", "front", "--container-netns", &x1, "--ip", "10.10.0.6"];
+    assert_ok(&ob(n1, &[&create[..], &["--host", &format!("{p}n3"), "--store", &url]].concat()));
+    let t = Instant::now();
+    while !(ping(&cs[0], "10.10.0.6") && ping(&cs[1], "10.10.0.6")) {
+        assert!(t.elapsed() < Duration::from_secs(30), "x1 not reached from w1 and w2; logs:\n{}", logs(&agents));
+    }
+    let after = [incremental("n1", "192.168.200.11"), incremental("n2", "192.168.200.12")];
+    assert!(after[0] > before[0] && after[1] > before[1], "{before:?} -> {after:?}; logs:\n{}", logs(&agents));
+    assert!(agents[0].log_text().contains("applied as it arrived"), "{}", logs(&agents));
+    assert_ok(&ob(n1, &["endpoint", "rm", "x1", "--network", "front", "--store", &url]));
+    wait_until("x1 gone from n1's and n2's maps", 30, || {
+        incremental("n1", "192.168.200.11") > after[0] && incremental("n2", "192.168.200.12") > after[1]
+    });
+    assert!(!ping(&cs[0], "10.10.0.6"), "x1 is gone");
 
     // Every agent is present in the store, under its lease.
     let hosts = |out: &str| -> Vec<(String, bool, bool)> {

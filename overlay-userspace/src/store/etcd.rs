@@ -12,13 +12,13 @@ use std::{
 };
 
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, TlsOptions, Txn, TxnOp,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity, TlsOptions, Txn, TxnOp,
     WatchOptions, WatchStream,
 };
 
 use super::{
     layout::{Layout, Orders},
-    summary, EtcdTls, StoreError,
+    summary, Change, EtcdTls, ObjectChange, StoreError,
 };
 use crate::{
     error::Result,
@@ -60,6 +60,10 @@ pub struct EtcdStore {
     /// Watches lost in a row, for the backoff.
     retries: u32,
     stats: Arc<StoreStats>,
+    /// Every key's value as of `seen`, for a watcher (the agent): the last
+    /// complete read with the watch's events since applied. `None` until the
+    /// first [`EtcdStore::read`].
+    mirror: Option<BTreeMap<String, Vec<u8>>>,
 }
 
 /// What `/metrics` shows of the store, as the agent sees it.
@@ -79,6 +83,8 @@ pub struct StoreStats {
     pub watch_up: AtomicBool,
     /// This agent's lease is live.
     pub lease_up: AtomicBool,
+    /// Changes applied as they arrived, without the full reconcile.
+    pub incremental: AtomicU64,
 }
 
 impl StoreStats {
@@ -181,6 +187,7 @@ impl EtcdStore {
             watch_failed: false,
             retries: 0,
             stats: Arc::default(),
+            mirror: None,
         })
     }
 
@@ -285,10 +292,27 @@ impl EtcdStore {
                 Err(e) => return Err(e),
             }
         };
+        self.mirror = Some(r.raw);
         match r.state {
             Some(s) => Ok((s, self.seen)),
             None => Err(StoreError::Empty { store: self.url.clone() }),
         }
+    }
+
+    /// The state as of the last change [`EtcdStore::changed`] reported: the
+    /// last read with the watch's events since, no request made.
+    pub fn held(&self) -> Result<State, StoreError> {
+        let Some(mirror) = &self.mirror else { return Err(StoreError::Empty { store: self.url.clone() }) };
+        let assembled = self
+            .layout
+            .assemble(mirror.iter().map(|(k, v)| (k.as_bytes(), v.as_slice())))
+            .map_err(|source| StoreError::Layout { store: self.url.clone(), source })?;
+        assembled.map(|(s, _)| s).ok_or_else(|| StoreError::Empty { store: self.url.clone() })
+    }
+
+    /// What the layout makes of one key's change.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
     }
 
     /// The guard: the transaction applies only if no other change landed
@@ -419,14 +443,15 @@ impl EtcdStore {
         .await
     }
 
-    /// Returns after the next change to the store since the last read, or
-    /// after a second when the watch cannot be kept (etcd unreachable, or
-    /// compacted past the revision read): the caller reads the whole store
-    /// again, which is the resynchronisation.
-    pub async fn changed(&mut self) {
+    /// Returns the next change to the store's objects since the last read
+    /// or change, each key's value before and after (the mirror of the store
+    /// follows). Or, after a second or more when the watch cannot be kept
+    /// (etcd unreachable, or compacted past the revision read),
+    /// [`Change::Resync`]: the caller reads the whole store again.
+    pub async fn changed(&mut self) -> Change {
         if self.heal().await.is_err() {
             self.watch_lost("no member answers").await;
-            return;
+            return Change::Resync;
         }
         if self.watch.is_none() {
             let opts = WatchOptions::new().with_prefix().with_start_revision(self.seen + 1);
@@ -443,42 +468,65 @@ impl EtcdStore {
                         tracing::info!("watching {} again", self.url);
                         self.watch_failed = false;
                         self.retries = 0;
-                        return;
+                        return Change::Resync;
                     }
                 }
                 Err(e) => {
                     self.watch_lost(&e.to_string()).await;
-                    return;
+                    return Change::Resync;
                 }
             }
         }
-        let Some(w) = self.watch.as_mut() else { return };
         loop {
-            match w.message().await {
+            let Some(w) = self.watch.as_mut() else { return Change::Resync };
+            let resp = match w.message().await {
                 Ok(Some(resp)) if resp.canceled() || resp.compact_revision() > 0 => {
                     let why =
                         format!("the watch ended ({}; compacted at {})", resp.cancel_reason(), resp.compact_revision());
                     self.watch_lost(&why).await;
-                    return;
+                    return Change::Resync;
                 }
-                // Agents renewing their presence or reporting health change
-                // no state: no reason to read the store again.
-                Ok(Some(resp))
-                    if resp.events().iter().all(|e| {
-                        e.kv().is_none_or(|kv| !self.layout.is_object_key(&String::from_utf8_lossy(kv.key())))
-                    }) =>
-                {
-                    continue
-                }
-                Ok(Some(_)) => return,
+                Ok(Some(resp)) => resp,
                 Ok(None) => {
                     self.watch_lost("the watch stream ended").await;
-                    return;
+                    return Change::Resync;
                 }
                 Err(e) => {
                     self.watch_lost(&e.to_string()).await;
-                    return;
+                    return Change::Resync;
                 }
+            };
+            // Agents renewing their presence or reporting health change no
+            // state: no reason to apply anything.
+            let mut changes = Vec::new();
+            let guard_key = self.layout.revision();
+            if let Some(h) = resp.header() {
+                self.seen = self.seen.max(h.revision());
+            }
+            for e in resp.events() {
+                let Some(kv) = e.kv() else { continue };
+                let key = String::from_utf8_lossy(kv.key()).into_owned();
+                self.seen = self.seen.max(kv.mod_revision());
+                let new = (e.event_type() == EventType::Put).then(|| kv.value().to_vec());
+                if key == guard_key {
+                    let at = new.as_deref().and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok());
+                    if let Some(at) = at.and_then(|v| v["at_ms"].as_i64()) {
+                        self.stats.changed_at_ms.store(at, Ordering::Relaxed);
+                    }
+                }
+                if !self.layout.is_object_key(&key) {
+                    continue;
+                }
+                let Some(mirror) = self.mirror.as_mut() else { return Change::Resync };
+                let old = match &new {
+                    Some(v) => mirror.insert(key.clone(), v.clone()),
+                    None => mirror.remove(&key),
+                };
+                changes.push(ObjectChange { key, old, new });
+            }
+            self.stats.revision.store(self.seen, Ordering::Relaxed);
+            if !changes.is_empty() {
+                return Change::Objects(changes);
             }
         }
     }

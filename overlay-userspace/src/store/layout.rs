@@ -22,7 +22,11 @@
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use crate::model::State;
+use super::ObjectChange;
+use crate::{
+    delta::EndpointChange,
+    model::{EndpointSpec, State},
+};
 
 /// Each object's place among its kind, by key.
 pub type Orders = std::collections::BTreeMap<String, u64>;
@@ -134,6 +138,25 @@ impl Layout {
         kind(&mut out, orders, state.endpoints.iter().map(|e| (self.endpoint(&e.network, &e.name), e)));
         kind(&mut out, orders, state.services.iter().map(|s| (self.service(&s.name), s)));
         out
+    }
+
+    /// The endpoint change a key's change is; `None` when the key holds
+    /// another kind of object. A value that does not parse, or names another
+    /// endpoint than its key, is an error naming the key.
+    pub fn endpoint_change(&self, c: &ObjectChange) -> Option<Result<EndpointChange, LayoutError>> {
+        let rest = c.key.strip_prefix(&self.root())?;
+        let ["endpoints", network, name] = rest.split('/').collect::<Vec<_>>()[..] else { return None };
+        let (network, name) = (unescape(network), unescape(name));
+        let parse = |v: &Option<Vec<u8>>| -> Result<Option<EndpointSpec>, LayoutError> {
+            let err = |why: String| LayoutError::Key { key: c.key.clone(), why };
+            let Some(v) = v else { return Ok(None) };
+            let e = serde_json::from_slice::<Stored<EndpointSpec>>(v).map_err(|e| err(e.to_string()))?.spec;
+            if e.network != network || e.name != name {
+                return Err(err(format!("holds endpoint {:?} of network {:?}", e.name, e.network)));
+            }
+            Ok(Some(e))
+        };
+        Some(parse(&c.old).and_then(|old| Ok(EndpointChange { old, new: parse(&c.new)? })))
     }
 
     /// The state held by `kvs`, every key under `root()`; `None` when they

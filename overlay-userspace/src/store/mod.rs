@@ -194,6 +194,23 @@ pub fn summary(s: &State) -> String {
     )
 }
 
+/// What changed in a store, as a watcher hears of it.
+#[derive(Debug)]
+pub enum Change {
+    /// These keys, each with its value before and after (`None`: absent).
+    Objects(Vec<ObjectChange>),
+    /// Unknown: read the whole store again.
+    Resync,
+}
+
+/// One key's change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectChange {
+    pub key: String,
+    pub old: Option<Vec<u8>>,
+    pub new: Option<Vec<u8>>,
+}
+
 impl Store {
     /// Opens the store `url` names; etcd is connected to now.
     pub async fn open(url: &StoreUrl, tls: &EtcdTls) -> Result<Store> {
@@ -262,10 +279,14 @@ impl Store {
     }
 
     /// Returns when the state may have changed: the file's next poll after
-    /// `interval`, or etcd's next change to the store.
-    pub async fn changed(&mut self, interval: std::time::Duration) {
+    /// `interval` ([`Change::Resync`]: read it), or etcd's next change to the
+    /// store (the keys changed, or a resync after a lost watch).
+    pub async fn changed(&mut self, interval: std::time::Duration) -> Change {
         match self {
-            Store::File(_) => tokio::time::sleep(interval.max(std::time::Duration::from_secs(1))).await,
+            Store::File(_) => {
+                tokio::time::sleep(interval.max(std::time::Duration::from_secs(1))).await;
+                Change::Resync
+            }
             Store::Etcd(e) => e.changed().await,
         }
     }

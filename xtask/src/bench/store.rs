@@ -209,7 +209,7 @@ pub fn rows(bin: &Path, changes: u32, sizes: &[u32]) -> Result<Vec<Row>> {
                     "--network",
                     "front",
                     "--container-netns",
-                    "x",
+                    &format!("x{n}-{c}"),
                     "--host",
                     "sim0",
                     "--store",
