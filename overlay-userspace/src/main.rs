@@ -6,10 +6,20 @@ use overlay_bpf::{error, netdev};
 
 fn main() {
     // `overlay-bpf store export | head` ends quietly when the reader goes, as
-    // other command-line tools do, rather than panicking on a closed pipe.
-    // SAFETY: restoring a signal's default disposition before any thread
-    // exists has no memory effects.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    // other command-line tools do (exit 141, as after SIGPIPE), rather than
+    // panicking on the closed pipe. SIGPIPE itself stays ignored: with its
+    // default action, a TLS write to an etcd that has just closed the
+    // connection (a refused client certificate) killed the process without a
+    // word, where the error should say what happened.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload.downcast_ref::<String>().map(String::as_str).or(payload.downcast_ref::<&str>().copied());
+        if msg.is_some_and(|m| m.starts_with("failed printing to stdout") && m.contains("Broken pipe")) {
+            std::process::exit(141);
+        }
+        default_hook(info)
+    }));
     // A bad flag is a user error (exit 1), like a bad file; --help and
     // --version print and exit 0.
     let cli = match cli::Cli::try_parse() {

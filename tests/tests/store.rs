@@ -816,7 +816,7 @@ fn etcd_over_tls_with_client_certificates() {
     assert!(out.contains("ok: 3 hosts"), "{out}");
     // Without the client certificate the server refuses; plain HTTP reaches nothing.
     let o = ob(&ns, &["validate", "--store", "etcd://127.0.0.1:2379", "--etcd-cacert", &s(&ca)]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(2), "{:?} {}", o.status, text(&o));
     let o = ob(&ns, &["validate", "--store", "etcd://127.0.0.1:2379"]);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("etcd"), "{}", text(&o));
     refused(
