@@ -123,6 +123,17 @@ pub struct HealthOptions {
     pub lease_ttl: Duration,
 }
 
+/// A request to apply the store now, answered once this host's maps hold it.
+pub(crate) type ApplyReply = tokio::sync::oneshot::Sender<std::result::Result<(), String>>;
+
+/// `agent --docker-plugin`: where to serve Docker, where Docker's API is, and
+/// the plugin's own connection to the store.
+pub struct DockerPlugin {
+    pub socket: PathBuf,
+    pub docker_host: Option<String>,
+    pub store: Store,
+}
+
 /// What the agent runs with, besides the state.
 #[derive(Debug, Clone)]
 pub struct AgentOptions {
@@ -290,7 +301,12 @@ impl Health {
 /// Applies, then re-applies whenever the state or a backend's health
 /// changes, until `stop` completes. A bad state is reported and skipped: the
 /// data path keeps the last good one. Stopping leaves the data path up.
-pub async fn run<S: StateSource>(mut source: S, opts: AgentOptions, stop: impl Future<Output = ()>) -> Result<()> {
+pub async fn run<S: StateSource>(
+    mut source: S,
+    opts: AgentOptions,
+    plugin: Option<DockerPlugin>,
+    stop: impl Future<Output = ()>,
+) -> Result<()> {
     let name = source.describe();
     let first = source.snapshot().await?;
     let (mut cluster, mut h) = load(&name, &first, opts.host.as_deref())?;
@@ -359,88 +375,131 @@ pub async fn run<S: StateSource>(mut source: S, opts: AgentOptions, stop: impl F
     let mut health_tick = tokio::time::interval(args.interval.max(Duration::from_secs(1)));
     tokio::pin!(stop);
     let mut source_down = false;
+    // The Docker plugin, serving while the agent runs; it asks the loop to
+    // apply what it wrote to the store, and waits for the answer.
+    let (apply_tx, mut apply_rx) = tokio::sync::mpsc::channel::<ApplyReply>(16);
+    let _plugin = match plugin {
+        #[cfg(feature = "docker")]
+        Some(p) => {
+            let opts = crate::docker::PluginOptions { socket: p.socket, docker_host: p.docker_host };
+            Some(crate::docker::serve(&opts, p.store, host.clone(), apply_tx).await?)
+        }
+        #[cfg(not(feature = "docker"))]
+        Some(_) => {
+            drop(apply_tx);
+            return Err(Error::Runtime("this build has no Docker plugin (built without the `docker` feature)".into()));
+        }
+        None => {
+            drop(apply_tx);
+            None
+        }
+    };
     loop {
         let mut change = None;
+        let mut waiting: Vec<ApplyReply> = Vec::new();
         tokio::select! {
             c = source.changed() => change = Some(c),
+            Some(r) = apply_rx.recv() => {
+                // Every request queued meanwhile is answered by one apply.
+                waiting.push(r);
+                while let Ok(r) = apply_rx.try_recv() {
+                    waiting.push(r);
+                }
+                change = Some(Change::Resync);
+            }
             _ = health_tick.tick(), if !args.off => {
                 health.round(&cluster, h, args).await;
             }
             _ = &mut stop => break,
         }
         if let Some(change) = change {
-            let read = match change {
-                Change::Objects(objects) => {
-                    let endpoints = source.endpoint_changes(&objects);
-                    match apply_as_they_arrive(&mut inc, endpoints, &pins) {
-                        Ok(n) => {
-                            tracing::info!(host, endpoints = n, "applied as it arrived");
-                            if let Some(stats) = source.stats() {
-                                stats.applied();
-                                stats.incremental.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let outcome: std::result::Result<(), String> = 'apply: {
+                let read = match change {
+                    Change::Objects(objects) => {
+                        let endpoints = source.endpoint_changes(&objects);
+                        match apply_as_they_arrive(&mut inc, endpoints, &pins) {
+                            Ok(n) => {
+                                tracing::info!(host, endpoints = n, "applied as it arrived");
+                                if let Some(stats) = source.stats() {
+                                    stats.applied();
+                                    stats.incremental.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                }
+                                stale = true;
+                                applied = None;
+                                break 'apply Ok(());
                             }
-                            stale = true;
-                            applied = None;
-                            continue;
-                        }
-                        Err(why) => {
-                            tracing::debug!(host, "full reconcile: {why}");
-                            source.held().await
+                            Err(why) => {
+                                tracing::debug!(host, "full reconcile: {why}");
+                                source.held().await
+                            }
                         }
                     }
+                    Change::Resync => source.snapshot().await,
+                };
+                let now = match read {
+                    Ok(b) => {
+                        if source_down {
+                            tracing::info!(host, "{name} answers again: read it whole");
+                            source_down = false;
+                        }
+                        b
+                    }
+                    Err(e) => {
+                        // Said once per outage, not at every retry.
+                        if !source_down {
+                            tracing::error!(host, "{e}; forwarding continues on the applied state, retrying");
+                            source_down = true;
+                        }
+                        break 'apply Err(format!("{name}: {e}"));
+                    }
+                };
+                if applied.as_ref() == Some(&now) {
+                    break 'apply Ok(());
                 }
-                Change::Resync => source.snapshot().await,
+                // Whatever happens, this content has been dealt with: a bad state
+                // is reported once, not every tick.
+                applied = Some(now.clone());
+                match load(&name, &now, opts.host.as_deref()) {
+                    Ok((c, h2)) if c.hosts[h2].name == host => {
+                        let wanted = health.unhealthy(&c, h2);
+                        match apply::up(&c, h2, &pins, &up_opts(&wanted), &log).await {
+                            Ok(r) => {
+                                tracing::info!(
+                                    host,
+                                    written = r.entries_written,
+                                    deleted = r.entries_deleted,
+                                    programs = ?r.programs,
+                                    "re-applied"
+                                );
+                                if let Ok(mut shown) = served_cluster.lock() {
+                                    *shown = Arc::new(c.clone());
+                                }
+                                if let Some(stats) = source.stats() {
+                                    stats.applied();
+                                }
+                                inc = Incremental::new(&now, &c, h2);
+                                stale = false;
+                                (cluster, h, unhealthy) = (c, h2, wanted);
+                                Ok(())
+                            }
+                            Err(e) => {
+                                tracing::error!("re-apply failed, keeping the previous state: {e}");
+                                Err(format!("re-apply failed: {e}"))
+                            }
+                        }
+                    }
+                    Ok(_) => {
+                        tracing::error!("the state no longer selects host {host}; ignoring it");
+                        Err(format!("the state no longer has host {host}"))
+                    }
+                    Err(e) => {
+                        tracing::error!("state rejected, keeping the previous state: {e}");
+                        Err(format!("state rejected: {e}"))
+                    }
+                }
             };
-            let now = match read {
-                Ok(b) => {
-                    if source_down {
-                        tracing::info!(host, "{name} answers again: read it whole");
-                        source_down = false;
-                    }
-                    b
-                }
-                Err(e) => {
-                    // Said once per outage, not at every retry.
-                    if !source_down {
-                        tracing::error!(host, "{e}; forwarding continues on the applied state, retrying");
-                        source_down = true;
-                    }
-                    continue;
-                }
-            };
-            if applied.as_ref() == Some(&now) {
-                continue;
-            }
-            // Whatever happens, this content has been dealt with: a bad state
-            // is reported once, not every tick.
-            applied = Some(now.clone());
-            match load(&name, &now, opts.host.as_deref()) {
-                Ok((c, h2)) if c.hosts[h2].name == host => {
-                    let wanted = health.unhealthy(&c, h2);
-                    match apply::up(&c, h2, &pins, &up_opts(&wanted), &log).await {
-                        Ok(r) => {
-                            tracing::info!(
-                                host,
-                                written = r.entries_written,
-                                deleted = r.entries_deleted,
-                                programs = ?r.programs,
-                                "re-applied"
-                            );
-                            if let Ok(mut shown) = served_cluster.lock() {
-                                *shown = Arc::new(c.clone());
-                            }
-                            if let Some(stats) = source.stats() {
-                                stats.applied();
-                            }
-                            inc = Incremental::new(&now, &c, h2);
-                            stale = false;
-                            (cluster, h, unhealthy) = (c, h2, wanted);
-                        }
-                        Err(e) => tracing::error!("re-apply failed, keeping the previous state: {e}"),
-                    }
-                }
-                Ok(_) => tracing::error!("the state no longer selects host {host}; ignoring it"),
-                Err(e) => tracing::error!("state rejected, keeping the previous state: {e}"),
+            for r in waiting {
+                let _ = r.send(outcome.clone());
             }
             continue;
         }

@@ -212,10 +212,10 @@ pub async fn up(
     let local: Vec<_> = cluster.local_endpoints(h).collect();
     let mut names: BTreeMap<String, &str> = BTreeMap::new();
     for e in &local {
-        if !e.netns.exists() {
+        if !e.netns.exists() && !e.docker() {
             return Err(ApplyError::NoNetns { endpoint: e.name.clone(), path: e.netns.display().to_string() }.into());
         }
-        let v = netdev::host_veth_name(&e.key);
+        let v = e.veth();
         if let Some(other) = names.insert(v.clone(), &e.key) {
             return Err(ApplyError::VethClash { a: other.to_string(), b: e.key.clone(), veth: v.clone() }.into());
         }
@@ -311,7 +311,14 @@ async fn up_inner(
             gateway: e.gateway,
             default_route: e.default_route,
         };
-        let v = netdev::host_veth_name(&e.key);
+        let v = e.veth();
+        if e.docker() {
+            // Docker's container: the plugin made the veth at Join and Docker
+            // moved its other end in. Not joined yet, or left: nothing here.
+            if netdev::ifindex(&v).is_none() {
+                continue;
+            }
+        }
         progress(&format!(
             "endpoint {}/{}: {} ({}/{} in {}) <-> {v}",
             i + 1,
@@ -321,10 +328,12 @@ async fn up_inner(
             e.prefix_len,
             e.netns.display()
         ));
-        if netdev::create_veth(&handle, &v, &c).await? {
-            report.veths_created.push(v.clone());
+        if !e.docker() {
+            if netdev::create_veth(&handle, &v, &c).await? {
+                report.veths_created.push(v.clone());
+            }
+            netdev::configure_container(&c)?;
         }
-        netdev::configure_container(&c)?;
         let idx = netdev::set_host_end(&handle, &v).await?;
         let mac = netdev::link_mac(&v).ok_or_else(|| netdev::NetdevError::NoSuchInterface(v.clone()))?;
         netdev::host_route(&handle, idx, e.ip, e.mac, net.mtu).await?;
@@ -388,7 +397,7 @@ async fn up_inner(
     masquerade::apply(&egress)?;
 
     // What an earlier state had and this one does not: links, then veths.
-    let wanted_tc: Vec<String> = facts.veths.keys().map(|n| netdev::host_veth_name(n)).collect();
+    let wanted_tc: Vec<String> = local.iter().filter(|e| facts.veths.contains_key(&e.key)).map(|e| e.veth()).collect();
     for (kind, ifname, path) in pins.links() {
         let keep = match kind.as_str() {
             "tc" => wanted_tc.contains(&ifname),

@@ -58,6 +58,7 @@ pub fn create(state: &mut State, o: &CreateOpts) -> Result<(), EndpointError> {
         aliases: o.aliases.clone(),
         runtime: None,
         container_id: None,
+        endpoint_id: None,
         publish: Vec::new(),
     });
     Ok(())

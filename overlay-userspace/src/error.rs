@@ -39,6 +39,9 @@ pub enum Error {
     Store(Box<crate::store::StoreError>),
     #[error("{what} needs root (CAP_BPF, CAP_NET_ADMIN); run it with sudo")]
     NotRoot { what: &'static str },
+    /// What a runtime plugin refuses, in the words its runtime shows the user.
+    #[error("{0}")]
+    Runtime(String),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -51,7 +54,12 @@ impl Error {
     /// 1 for what the user can fix, 2 for the rest.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::State(_) | Error::Network(_) | Error::Host(_) | Error::Endpoint(_) | Error::Service(_) => EXIT_USER,
+            Error::State(_)
+            | Error::Network(_)
+            | Error::Host(_)
+            | Error::Endpoint(_)
+            | Error::Service(_)
+            | Error::Runtime(_) => EXIT_USER,
             Error::Apply(e) => e.exit_code(),
             Error::Maps(e) => e.exit_code(),
             Error::Store(e) => e.exit_code(),

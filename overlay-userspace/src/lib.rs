@@ -5,6 +5,8 @@ pub mod agent;
 pub mod apply;
 pub mod bpf_log;
 pub mod delta;
+#[cfg(feature = "docker")]
+pub mod docker;
 pub mod endpoint_cmd;
 pub mod error;
 pub mod health;

@@ -303,6 +303,38 @@ pub async fn create_veth(handle: &Handle, host_name: &str, c: &ContainerIf) -> R
     Ok(true)
 }
 
+/// A veth pair in this namespace for a Docker container (the plugin's
+/// `Join`): the host end `host_name`, and the container end `peer_name` with
+/// the endpoint's MAC and the network's MTU, which Docker moves into the
+/// container and renames. Idempotent: an existing host end is kept (a
+/// replayed `Join`). True when created.
+pub async fn create_docker_veth(
+    handle: &Handle,
+    host_name: &str,
+    peer_name: &str,
+    mac: Mac,
+    mtu: u32,
+) -> Result<bool, NetdevError> {
+    if ifindex(host_name).is_some() {
+        return Ok(false);
+    }
+    let peer = LinkUnspec::new_with_name(peer_name).address(mac.0.to_vec()).mtu(mtu).build();
+    let msg = LinkVeth::new(host_name, peer_name)
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+        .mtu(HOST_VETH_MTU)
+        .build();
+    handle
+        .link()
+        .add(msg)
+        .execute()
+        .await
+        .map_err(nl(format!("create veth {host_name} with peer {peer_name} for a Docker container")))?;
+    // The XDP program redirects to the host end: the container's end needs
+    // GRO to take the frames (kept when Docker moves it).
+    enable_gro(peer_name).map_err(|e| NetdevError::Ethtool { ifname: peer_name.to_string(), source: e })?;
+    Ok(true)
+}
+
 /// MTU of the host end of an endpoint's veth. The container end has the
 /// network MTU; the host end takes anything, so a frame from a container that
 /// raised its own MTU reaches our TC program (which answers ICMP "fragmentation

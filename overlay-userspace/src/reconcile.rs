@@ -332,6 +332,11 @@ pub fn desired(cluster: &Cluster, host: usize, facts: &HostFacts) -> MapContents
         }
         let vni = cluster.networks[e.network].vni;
         let local = if e.host == host { facts.veths.get(&e.key).copied() } else { None };
+        // A local endpoint without its veth (a Docker container not joined
+        // yet, or gone): nothing to deliver to.
+        if e.host == host && local.is_none() {
+            continue;
+        }
         let local_ifindex = local.map(|v| v.ifindex);
         let backend = if backends.contains(&i) { ENDPOINT_F_BACKEND } else { 0 };
         m.endpoints.insert(

@@ -9,8 +9,11 @@ use crate::util::{cargo_bin_dir, is_root, output, path_with_cargo_bin, run, step
 /// Debian packages the build, the tests and the demo use.
 /// qemu, busybox, binutils (objcopy) and xz build and boot the VMs; etcd
 /// (server, and etcdctl to look inside) is the cluster store the tests start,
-/// and protoc builds its client's gRPC code.
+/// and protoc builds its client's gRPC code; docker.io (dockerd 20.10,
+/// containerd, runc) runs the Docker plugin's tests, which start their own
+/// engines (the package's service is not started here).
 pub const APT_PACKAGES: &[&str] = &[
+    "docker.io",
     "etcd-server",
     "etcd-client",
     "protobuf-compiler",

@@ -39,9 +39,24 @@ pub struct HealthArgs {
     pub lease_ttl: u64,
 }
 
+/// The Docker plugin (`agent --docker-plugin`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct DockerArgs {
+    /// Also serve Docker's remote network and IPAM drivers, both named
+    /// `overlay-bpf`, on this socket (default /run/docker/plugins/overlay-bpf.sock,
+    /// where Docker looks). Docker then runs containers on overlay-bpf networks:
+    /// `docker network create -d overlay-bpf --ipam-driver overlay-bpf --subnet S NAME`.
+    #[arg(long, num_args = 0..=1, default_missing_value = "/run/docker/plugins/overlay-bpf.sock", value_name = "SOCKET")]
+    pub docker_plugin: Option<std::path::PathBuf>,
+    /// Docker's API, read for network and container names (unix:///var/run/docker.sock
+    /// or tcp://H:P). Default: $DOCKER_HOST, else /var/run/docker.sock.
+    #[arg(long, value_name = "URL")]
+    pub docker_host: Option<String>,
+}
+
 /// `overlay-bpf agent`: the library's agent on the state file, stopped by
 /// SIGINT or SIGTERM (the data path stays).
-pub async fn agent(g: &Global, interval: u64, table: TableArgs, args: HealthArgs) -> Result<i32> {
+pub async fn agent(g: &Global, interval: u64, table: TableArgs, args: HealthArgs, docker: DockerArgs) -> Result<i32> {
     let opts = AgentOptions {
         host: g.host.clone(),
         pin_dir: g.pin_dir.clone(),
@@ -66,6 +81,15 @@ pub async fn agent(g: &Global, interval: u64, table: TableArgs, args: HealthArgs
         }
     };
     let source = StoreSource { store: super::open_store(g).await?, interval: Duration::from_secs(interval) };
-    agent::run(source, opts, stop).await?;
+    let plugin = match docker.docker_plugin {
+        Some(socket) => Some(agent::DockerPlugin {
+            socket,
+            docker_host: docker.docker_host,
+            // Its own connection: its writes do not wait on the agent's watch.
+            store: super::open_store(g).await?,
+        }),
+        None => None,
+    };
+    agent::run(source, opts, plugin, stop).await?;
     Ok(0)
 }

@@ -127,6 +127,8 @@ pub enum Command {
         table: TableArgs,
         #[command(flatten)]
         health: agent::HealthArgs,
+        #[command(flatten)]
+        docker: agent::DockerArgs,
     },
     /// Check the state file against every rule; print each error; exit 1 if any.
     /// On success, print what every host will compute: VNIs, addresses, MACs.
@@ -446,7 +448,7 @@ pub async fn run(cli: Cli) -> overlay_bpf::error::Result<i32> {
         Command::Up { table } => up::up(&g, table).await,
         Command::Down => down::down(&g).await,
         Command::Status { output } => status::status(&g, output).await,
-        Command::Agent { interval, table, health } => agent(&g, interval, table, health).await,
+        Command::Agent { interval, table, health, docker } => agent(&g, interval, table, health, docker).await,
         Command::Validate { output } => validate::validate(&g, output).await,
         Command::Network(n) => network::network(&g, n).await,
         Command::Store(s) => store::store(&g, s).await,

@@ -114,6 +114,25 @@ pub struct Endpoint {
     /// This interface carries its netns's default route: the first endpoint
     /// of the netns on a non-internal network, else its first endpoint.
     pub default_route: bool,
+    /// Which runtime made it (`None`: the file or the CLI).
+    pub runtime: Option<Runtime>,
+    /// Docker's EndpointID, for endpoints the Docker plugin made.
+    pub endpoint_id: Option<String>,
+}
+
+impl Endpoint {
+    /// The host-side veth's name: from Docker's EndpointID where there is
+    /// one (the endpoint is renamed after its container once Docker says
+    /// which), else from the key.
+    pub fn veth(&self) -> String {
+        crate::netdev::host_veth_name(self.endpoint_id.as_deref().unwrap_or(&self.key))
+    }
+
+    /// Docker makes the container's end and moves it into the container:
+    /// `up` only adopts the host end, when there is one.
+    pub fn docker(&self) -> bool {
+        self.runtime == Some(Runtime::Docker)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

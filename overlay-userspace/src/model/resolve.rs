@@ -687,6 +687,8 @@ impl Resolver<'_> {
                 gateway: sub.gateway,
                 mac,
                 default_route: false,
+                runtime: ep.runtime,
+                endpoint_id: ep.endpoint_id.clone(),
             });
         }
         endpoints

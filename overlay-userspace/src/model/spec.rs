@@ -109,6 +109,14 @@ pub struct NetworkSpec {
     pub internal: bool,
     #[serde(default, skip_serializing_if = "is_false")]
     pub encrypted: bool,
+    /// Set by the runtime plugins: the runtime that created the network
+    /// (`docker network create`). Such a network goes from the store when the
+    /// last host's runtime stops using it; others stay until removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<Runtime>,
+    /// Set by the runtime plugins: the hosts whose runtime has the network.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub used_by: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -147,6 +155,12 @@ pub struct EndpointSpec {
     /// Set by the runtime plugins: the runtime's id for the container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
+    /// Set by the Docker plugin: Docker's id for this attachment (its
+    /// EndpointID), by which Docker's later calls name it. The host-side
+    /// veth is named from it, so it keeps its name when the endpoint is
+    /// renamed after the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_id: Option<String>,
     /// This endpoint's host-mode published ports (`docker run -p P:T`): open
     /// on its host's address only, to it only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

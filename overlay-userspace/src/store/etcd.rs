@@ -64,6 +64,9 @@ pub struct EtcdStore {
     /// complete read with the watch's events since applied. `None` until the
     /// first [`EtcdStore::read`].
     mirror: Option<BTreeMap<String, Vec<u8>>>,
+    /// The revision of the read the mirror started from: a watch started
+    /// earlier still delivers the events up to it, which the read holds.
+    mirror_revision: i64,
 }
 
 /// What `/metrics` shows of the store, as the agent sees it.
@@ -188,6 +191,7 @@ impl EtcdStore {
             retries: 0,
             stats: Arc::default(),
             mirror: None,
+            mirror_revision: 0,
         })
     }
 
@@ -293,6 +297,7 @@ impl EtcdStore {
             }
         };
         self.mirror = Some(r.raw);
+        self.mirror_revision = self.seen;
         match r.state {
             Some(s) => Ok((s, self.seen)),
             None => Err(StoreError::Empty { store: self.url.clone() }),
@@ -507,6 +512,9 @@ impl EtcdStore {
                 let Some(kv) = e.kv() else { continue };
                 let key = String::from_utf8_lossy(kv.key()).into_owned();
                 self.seen = self.seen.max(kv.mod_revision());
+                if kv.mod_revision() <= self.mirror_revision {
+                    continue;
+                }
                 let new = (e.event_type() == EventType::Put).then(|| kv.value().to_vec());
                 if key == guard_key {
                     let at = new.as_deref().and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok());

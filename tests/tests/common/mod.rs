@@ -8,6 +8,9 @@ use std::{
 };
 
 use serde_json::Value;
+
+pub mod docker;
+pub mod etcd;
 // Each test binary uses its own share of these.
 #[allow(unused_imports)]
 pub use testbed::{enter_netns, iperf3, must, Deployment, Netns, Proc, Underlay};

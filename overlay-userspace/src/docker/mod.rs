@@ -1,0 +1,892 @@
+//! The Docker network plugin (`agent --docker-plugin`, `runtimes.md`):
+//! Docker's remote NetworkDriver and IpamDriver, both named `overlay-bpf`,
+//! served over HTTP on a Unix socket in `/run/docker/plugins`.
+//!
+//! How Docker's calls map onto the store:
+//!
+//! - IPAM `RequestPool` checks the subnet against the store's networks;
+//!   `RequestAddress` for the gateway answers the network's gateway; for a
+//!   container it registers a *pending* endpoint on this host in the store
+//!   (one compare-and-swap transaction), which allocates the address, or
+//!   takes `--ip`: race-free across hosts as every allocation is.
+//! - `CreateNetwork` carries no name: it is checked (our IPAM, no overlap,
+//!   no `encrypted` yet) and the store's network is made once Docker's API
+//!   shows the network's name, or at the first container, whichever first.
+//!   A store network with the same subnet is the same network.
+//! - `CreateEndpoint` gives the pending endpoint Docker's EndpointID (and
+//!   answers its MAC); `Join` makes the veth (host end named from the
+//!   EndpointID, container end for Docker to move), records the sandbox, and
+//!   answers once the agent has the host end in its maps and under its TC
+//!   program. Then the endpoint is named after its container, with its
+//!   aliases, from Docker's API.
+//! - `ProgramExternalConnectivity` sets the endpoint's `-p` ports (host
+//!   mode); `Leave` removes the veth; `DeleteEndpoint` and `ReleaseAddress`
+//!   the endpoint; `DeleteNetwork` this host's use of the network, and the
+//!   network when no host uses it and Docker made it.
+
+pub mod api;
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::Ipv4Addr,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use axum::{
+    body::Bytes,
+    extract::State as Shared,
+    http::{header, StatusCode, Uri},
+    response::{IntoResponse, Response},
+    Router,
+};
+use bollard::Docker;
+use ipnet::Ipv4Net;
+use serde::{de::DeserializeOwned, Serialize};
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use self::api::*;
+use crate::{
+    error::{Error, Result},
+    model::{EndpointPort, EndpointSpec, Mac, NetworkSpec, Protocol, Runtime, State, SubnetSpec},
+    netdev,
+    store::Store,
+};
+
+/// The socket Docker looks for the plugin at.
+pub const DEFAULT_SOCKET: &str = "/run/docker/plugins/overlay-bpf.sock";
+
+/// Asks the agent to read the store and apply it now; the answer comes once
+/// this host's maps hold it.
+pub(crate) type ApplyNow = mpsc::Sender<crate::agent::ApplyReply>;
+
+/// Where the plugin listens and where Docker's API is.
+#[derive(Debug, Clone)]
+pub struct PluginOptions {
+    pub socket: PathBuf,
+    /// `--docker-host`: `unix:///var/run/docker.sock` or `tcp://...`;
+    /// `None`: `$DOCKER_HOST`, else the default socket.
+    pub docker_host: Option<String>,
+}
+
+struct Plugin {
+    store: Mutex<Store>,
+    /// This host's name in the state.
+    host: String,
+    docker: Docker,
+    /// Docker's NetworkID -> the network's subnet (the store's network is
+    /// found by its subnet).
+    networks: std::sync::Mutex<HashMap<String, Ipv4Net>>,
+    apply: ApplyNow,
+    seq: AtomicU64,
+}
+
+fn runtime_err(msg: impl Into<String>) -> Error {
+    Error::Runtime(msg.into())
+}
+
+/// Connects to Docker's API (lazily: nothing is sent yet).
+fn connect(host: Option<&str>) -> Result<Docker> {
+    let host = host.map(str::to_string).or_else(|| std::env::var("DOCKER_HOST").ok());
+    let r = match host.as_deref() {
+        None => Docker::connect_with_unix_defaults(),
+        Some(h) if h.starts_with("unix://") || h.starts_with('/') => {
+            Docker::connect_with_unix(h, 30, bollard::API_DEFAULT_VERSION)
+        }
+        Some(h) => Docker::connect_with_http(h, 30, bollard::API_DEFAULT_VERSION),
+    };
+    r.map_err(|e| runtime_err(format!("--docker-host {}: {e}", host.as_deref().unwrap_or("(default)"))))
+}
+
+/// Serves the plugin until the returned task is dropped; first removes
+/// this host's Docker endpoints whose containers Docker no longer has.
+pub(crate) async fn serve(
+    opts: &PluginOptions,
+    store: Store,
+    host: String,
+    apply: ApplyNow,
+) -> Result<crate::agent::AbortOnDrop<()>> {
+    let docker = connect(opts.docker_host.as_deref())?;
+    let plugin = Arc::new(Plugin {
+        store: Mutex::new(store),
+        host,
+        docker,
+        networks: Default::default(),
+        apply,
+        seq: AtomicU64::new(0),
+    });
+    plugin.adopt().await;
+    if let Some(dir) = opts.socket.parent() {
+        std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
+    }
+    // A socket left by an agent that was killed.
+    let _ = std::fs::remove_file(&opts.socket);
+    let listener = tokio::net::UnixListener::bind(&opts.socket)
+        .map_err(Error::io(format!("listen on {} for Docker", opts.socket.display())))?;
+    tracing::info!(host = plugin.host, "Docker network and IPAM plugin overlay-bpf at {}", opts.socket.display());
+    let app = Router::new().fallback(call).with_state(plugin);
+    Ok(crate::agent::AbortOnDrop(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("the Docker plugin stopped: {e}");
+        }
+    })))
+}
+
+/// A body as `T`; an empty body is `T`'s default (Docker sends none to some calls).
+fn parse<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| runtime_err(format!("a request overlay-bpf cannot read: {e}")))
+}
+
+fn reply<T: Serialize>(v: T) -> Result<serde_json::Value> {
+    Ok(serde_json::to_value(v).expect("responses serialize"))
+}
+
+/// Every call: one POST per method, dispatched by path. Unknown ones get 404;
+/// errors go in the API's error field, which Docker shows the user.
+async fn call(Shared(p): Shared<Arc<Plugin>>, uri: Uri, body: Bytes) -> Response {
+    let method = uri.path().trim_start_matches('/').to_string();
+    let r = match method.as_str() {
+        "Plugin.Activate" => reply(Activate { implements: vec!["NetworkDriver", "IpamDriver"] }),
+        "NetworkDriver.GetCapabilities" => reply(Capabilities { scope: "local", connectivity_scope: "global" }),
+        "NetworkDriver.CreateNetwork" => match parse(&body) {
+            Ok(r) => p.clone().create_network(r).await,
+            Err(e) => Err(e),
+        },
+        "NetworkDriver.DeleteNetwork" => match parse::<NetworkId>(&body) {
+            Ok(r) => p.delete_network(&r.network_id).await,
+            Err(e) => Err(e),
+        },
+        "NetworkDriver.CreateEndpoint" => match parse(&body) {
+            Ok(r) => p.create_endpoint(r).await,
+            Err(e) => Err(e),
+        },
+        "NetworkDriver.EndpointOperInfo" => reply(OperInfo { value: HashMap::new() }),
+        "NetworkDriver.DeleteEndpoint" => match parse::<EndpointRef>(&body) {
+            Ok(r) => p.delete_endpoint(&r.endpoint_id).await,
+            Err(e) => Err(e),
+        },
+        "NetworkDriver.Join" => match parse(&body) {
+            Ok(r) => p.clone().join(r).await,
+            Err(e) => Err(e),
+        },
+        "NetworkDriver.Leave" => match parse::<EndpointRef>(&body) {
+            Ok(r) => p.leave(&r.endpoint_id).await,
+            Err(e) => Err(e),
+        },
+        "NetworkDriver.ProgramExternalConnectivity" => match parse::<EndpointRef>(&body) {
+            Ok(r) => p.publish(&r.endpoint_id, &r.options).await,
+            Err(e) => Err(e),
+        },
+        "NetworkDriver.RevokeExternalConnectivity" => match parse::<EndpointRef>(&body) {
+            Ok(r) => p.publish(&r.endpoint_id, &None).await,
+            Err(e) => Err(e),
+        },
+        "NetworkDriver.DiscoverNew" | "NetworkDriver.DiscoverDelete" => reply(Empty {}),
+        "IpamDriver.GetCapabilities" => {
+            reply(IpamCapabilities { requires_mac_address: false, requires_request_replay: false })
+        }
+        "IpamDriver.GetDefaultAddressSpaces" => reply(AddressSpaces {
+            local_default_address_space: ADDRESS_SPACE,
+            global_default_address_space: ADDRESS_SPACE,
+        }),
+        "IpamDriver.RequestPool" => match parse(&body) {
+            Ok(r) => p.request_pool(r).await,
+            Err(e) => Err(e),
+        },
+        "IpamDriver.ReleasePool" => reply(Empty {}),
+        "IpamDriver.RequestAddress" => match parse(&body) {
+            Ok(r) => p.request_address(r).await,
+            Err(e) => Err(e),
+        },
+        "IpamDriver.ReleaseAddress" => match parse(&body) {
+            Ok(r) => p.release_address(r).await,
+            Err(e) => Err(e),
+        },
+        _ => {
+            tracing::debug!("Docker called {method}, which overlay-bpf does not serve");
+            return (StatusCode::NOT_FOUND, format!("overlay-bpf does not serve {method}\n")).into_response();
+        }
+    };
+    let json = match r {
+        Ok(v) => {
+            tracing::debug!("{method}: {v}");
+            v
+        }
+        Err(e) => {
+            tracing::warn!("{method} refused: {e}");
+            error_response(&method, e.to_string())
+        }
+    };
+    ([(header::CONTENT_TYPE, "application/vnd.docker.plugins.v1+json")], json.to_string()).into_response()
+}
+
+/// The pool `PoolID` names (`overlay-bpf/<subnet>[/<range>]`).
+fn pool_of(pool_id: &str) -> Result<Ipv4Net> {
+    let rest = pool_id.strip_prefix(ADDRESS_SPACE).and_then(|r| r.strip_prefix('/')).unwrap_or(pool_id);
+    let mut parts = rest.splitn(3, '/');
+    let (Some(a), Some(len)) = (parts.next(), parts.next()) else {
+        return Err(runtime_err(format!("pool {pool_id:?} is not one of overlay-bpf's")));
+    };
+    format!("{a}/{len}").parse().map_err(|_| runtime_err(format!("pool {pool_id:?} is not one of overlay-bpf's")))
+}
+
+fn net_by_subnet(state: &State, subnet: Ipv4Net) -> Option<&NetworkSpec> {
+    state.networks.iter().find(|n| n.subnets.iter().any(|s| s.subnet == subnet))
+}
+
+/// The first usable address: Docker's and the resolver's default gateway.
+fn first_usable(net: Ipv4Net) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(net.network()) + 1)
+}
+
+/// What the store's network of `subnet` refuses, if it overlaps another.
+fn overlap(state: &State, subnet: Ipv4Net) -> Option<String> {
+    state.networks.iter().find_map(|n| {
+        n.subnets.iter().find(|s| s.subnet != subnet && (s.subnet.contains(&subnet) || subnet.contains(&s.subnet))).map(
+            |s| {
+                format!(
+                    "subnet {subnet} overlaps network {:?}'s subnet {} in the overlay-bpf store; pick another --subnet",
+                    n.name, s.subnet
+                )
+            },
+        )
+    })
+}
+
+fn endpoint_by_id<'s>(state: &'s mut State, id: &str) -> Option<&'s mut EndpointSpec> {
+    state.endpoints.iter_mut().find(|e| e.endpoint_id.as_deref() == Some(id))
+}
+
+impl Plugin {
+    /// Asks the agent to apply the store now and waits until it has.
+    async fn apply_now(&self) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.apply.send(tx).await.map_err(|_| runtime_err("the agent is stopping"))?;
+        match tokio::time::timeout(Duration::from_secs(30), rx).await {
+            Ok(Ok(r)) => r.map_err(runtime_err),
+            Ok(Err(_)) => Err(runtime_err("the agent is stopping")),
+            Err(_) => Err(runtime_err("the agent did not apply the change within 30 s")),
+        }
+    }
+
+    async fn edit<T>(&self, change: impl FnMut(&mut State) -> Result<T>) -> Result<T> {
+        Ok(self.store.lock().await.edit(change).await?.0)
+    }
+
+    async fn read(&self) -> Result<State> {
+        self.store.lock().await.read().await
+    }
+
+    /// At start: which of Docker's networks are ours, and this host's Docker
+    /// endpoints whose containers Docker no longer has leave the store (a
+    /// dockerd that crashed, or containers removed while no agent ran).
+    async fn adopt(&self) {
+        let live = match self.docker_endpoints().await {
+            Ok(live) => live,
+            Err(e) => {
+                tracing::warn!(
+                    "Docker's API does not answer ({e}); this host's Docker endpoints are checked at the next start"
+                );
+                return;
+            }
+        };
+        let host = self.host.clone();
+        let r = self
+            .edit(|s| {
+                let before = s.endpoints.len();
+                s.endpoints.retain(|e| {
+                    e.host != host
+                        || e.runtime != Some(Runtime::Docker)
+                        || e.endpoint_id.as_ref().is_some_and(|id| live.contains(id))
+                });
+                Ok(before - s.endpoints.len())
+            })
+            .await;
+        match r {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(host, "removed {n} Docker endpoints of containers Docker no longer has"),
+            Err(e) => tracing::warn!(host, "could not remove the endpoints of gone containers: {e}"),
+        }
+    }
+
+    /// The EndpointIDs Docker has on our networks, learning the networks.
+    async fn docker_endpoints(&self) -> std::result::Result<HashSet<String>, bollard::errors::Error> {
+        let mut live = HashSet::new();
+        for n in self.docker.list_networks(None::<bollard::query_parameters::ListNetworksOptions>).await? {
+            if n.driver.as_deref() != Some("overlay-bpf") {
+                continue;
+            }
+            let Some(id) = n.id.clone() else { continue };
+            if let Some(subnet) = docker_subnet(&n) {
+                self.networks.lock().expect("not poisoned").insert(id.clone(), subnet);
+            }
+            let full =
+                self.docker.inspect_network(&id, None::<bollard::query_parameters::InspectNetworkOptions>).await?;
+            live.extend(full.containers.unwrap_or_default().into_values().filter_map(|c| c.endpoint_id));
+        }
+        Ok(live)
+    }
+
+    async fn request_pool(&self, r: RequestPool) -> Result<serde_json::Value> {
+        if r.v6 {
+            return Err(runtime_err("overlay-bpf networks are IPv4 only: drop --ipv6"));
+        }
+        if r.pool.is_empty() {
+            return Err(runtime_err(
+                "give the network its subnet: docker network create -d overlay-bpf --ipam-driver overlay-bpf \
+                 --subnet 10.0.9.0/24 NAME (every host must use the same one)",
+            ));
+        }
+        let pool: Ipv4Net =
+            r.pool.parse().map_err(|_| runtime_err(format!("--subnet {}: not an IPv4 subnet", r.pool)))?;
+        if let Some(why) = overlap(&self.read().await?, pool) {
+            return Err(runtime_err(why));
+        }
+        let mut id = format!("{ADDRESS_SPACE}/{pool}");
+        if !r.sub_pool.is_empty() {
+            id += &format!("/{}", r.sub_pool.replace('/', "-"));
+        }
+        reply(PoolResponse { pool_id: id, pool: pool.to_string(), data: HashMap::new() })
+    }
+
+    /// The store's network of `subnet`, made from Docker's view of it when
+    /// the store has none yet; this host joins its users. `None`: Docker has
+    /// no such network yet either (it is being created).
+    async fn ensure_network(&self, subnet: Ipv4Net) -> Result<Option<NetworkSpec>> {
+        let state = self.read().await?;
+        let docker_view = match net_by_subnet(&state, subnet) {
+            Some(n) if n.used_by.contains(&self.host) => return Ok(Some(n.clone())),
+            Some(_) => None,
+            None => {
+                let nets = self
+                    .docker
+                    .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
+                    .await
+                    .map_err(|e| runtime_err(format!("Docker's API: {e}")))?;
+                let Some(n) = nets
+                    .into_iter()
+                    .find(|n| n.driver.as_deref() == Some("overlay-bpf") && docker_subnet(n) == Some(subnet))
+                else {
+                    return Ok(None);
+                };
+                Some(n)
+            }
+        };
+        let host = self.host.clone();
+        let made = self
+            .edit(|s| {
+                if let Some(n) = s.networks.iter_mut().find(|n| n.subnets.iter().any(|x| x.subnet == subnet)) {
+                    if !n.used_by.contains(&host) {
+                        n.used_by.push(host.clone());
+                    }
+                    return Ok(n.clone());
+                }
+                let d = docker_view.as_ref().ok_or_else(|| runtime_err("the network left the store meanwhile"))?;
+                let n = network_from_docker(d, subnet, &host)?;
+                s.networks.push(n.clone());
+                Ok(n)
+            })
+            .await?;
+        Ok(Some(made))
+    }
+
+    async fn request_address(&self, r: RequestAddress) -> Result<serde_json::Value> {
+        let pool = pool_of(&r.pool_id)?;
+        let cidr = |ip: Ipv4Addr| format!("{ip}/{}", pool.prefix_len());
+        let asked: Option<Ipv4Addr> = match r.address.as_str() {
+            "" => None,
+            a => Some(a.parse().map_err(|_| runtime_err(format!("address {a:?} is not IPv4")))?),
+        };
+        let gateway = r.options.as_ref().and_then(|o| o.get(REQUEST_ADDRESS_TYPE)).is_some_and(|t| t == GATEWAY_TYPE);
+        let state = self.read().await?;
+        let stored = net_by_subnet(&state, pool).cloned();
+        if gateway {
+            let stored_gw = stored.as_ref().and_then(|n| n.subnets.iter().find(|s| s.subnet == pool)?.gateway);
+            return match (asked, stored_gw) {
+                (Some(a), Some(g)) if a != g => Err(runtime_err(format!(
+                    "--gateway {a}: the store's network of {pool} has gateway {g}; use it or leave --gateway out"
+                ))),
+                (a, g) => reply(AddressResponse {
+                    address: cidr(a.or(g).unwrap_or_else(|| first_usable(pool))),
+                    data: HashMap::new(),
+                }),
+            };
+        }
+        // Aux addresses are reserved while the network is being made.
+        let network = match stored {
+            Some(n) if n.used_by.contains(&self.host) => n,
+            _ => match self.ensure_network(pool).await? {
+                Some(n) => n,
+                None => {
+                    let a = asked.ok_or_else(|| runtime_err(format!("no network of {pool} to allocate from")))?;
+                    return reply(AddressResponse { address: cidr(a), data: HashMap::new() });
+                }
+            },
+        };
+        if let Some(a) = asked {
+            if network.subnets.iter().any(|s| s.aux_addresses.values().any(|x| *x == a)) {
+                return reply(AddressResponse { address: cidr(a), data: HashMap::new() });
+            }
+        }
+        // A container's address: a pending endpoint holds it until Docker
+        // creates the endpoint (CreateEndpoint names it by its address).
+        let name = format!("pending-{:x}-{}", std::process::id(), self.seq.fetch_add(1, Ordering::Relaxed));
+        let (host, net) = (self.host.clone(), network.name.clone());
+        let ip = self
+            .edit(|s| {
+                s.endpoints.push(EndpointSpec {
+                    name: name.clone(),
+                    host: host.clone(),
+                    network: net.clone(),
+                    netns: "docker-pending".into(),
+                    ifname: None,
+                    ip: asked,
+                    mac: None,
+                    aliases: Vec::new(),
+                    runtime: Some(Runtime::Docker),
+                    container_id: None,
+                    endpoint_id: None,
+                    publish: Vec::new(),
+                });
+                let cluster = crate::model::resolve("the store", s, crate::model::Capabilities::default())?;
+                *s = crate::model::pinned(s, &cluster);
+                Ok(s.endpoints.iter().find(|e| e.name == name && e.network == net).and_then(|e| e.ip))
+            })
+            .await?
+            .ok_or_else(|| runtime_err("the store gave no address"))?;
+        reply(AddressResponse { address: cidr(ip), data: HashMap::new() })
+    }
+
+    async fn release_address(&self, r: ReleaseAddress) -> Result<serde_json::Value> {
+        let pool = pool_of(&r.pool_id)?;
+        let Ok(ip) = r.address.split('/').next().unwrap_or_default().parse::<Ipv4Addr>() else {
+            return reply(Empty {});
+        };
+        let host = self.host.clone();
+        self.edit(|s| {
+            let Some(net) = net_by_subnet(s, pool).map(|n| n.name.clone()) else { return Ok(()) };
+            s.endpoints.retain(|e| {
+                !(e.network == net && e.host == host && e.runtime == Some(Runtime::Docker) && e.ip == Some(ip))
+            });
+            Ok(())
+        })
+        .await?;
+        reply(Empty {})
+    }
+
+    async fn create_network(self: Arc<Self>, r: CreateNetwork) -> Result<serde_json::Value> {
+        let data = r.ipv4_data.as_deref().unwrap_or_default();
+        let Some(d) = data.first() else {
+            return Err(runtime_err("the network has no IPv4 pool; give it --subnet"));
+        };
+        if d.address_space != ADDRESS_SPACE {
+            return Err(runtime_err(
+                "the network's addresses come from Docker's default IPAM, which allocates on each host alone and \
+                 would hand out the same address on two hosts: add --ipam-driver overlay-bpf",
+            ));
+        }
+        if data.len() > 1 {
+            return Err(runtime_err("one --subnet per overlay-bpf network from Docker"));
+        }
+        if r.ipv6_data.as_ref().is_some_and(|v| !v.is_empty()) {
+            return Err(runtime_err("overlay-bpf networks are IPv4 only: drop --ipv6"));
+        }
+        if r.generic("encrypted").is_some() {
+            return Err(runtime_err(
+                "encrypted overlay-bpf networks are not available yet: drop -o encrypted (issue 19 brings them)",
+            ));
+        }
+        if let Some(mtu) = r.generic(MTU_OPTION) {
+            mtu.parse::<u32>().map_err(|_| runtime_err(format!("-o {MTU_OPTION}={mtu}: not a number")))?;
+        }
+        let subnet: Ipv4Net =
+            d.pool.parse().map_err(|_| runtime_err(format!("pool {}: not an IPv4 subnet", d.pool)))?;
+        if let Some(why) = overlap(&self.read().await?, subnet) {
+            return Err(runtime_err(why));
+        }
+        self.networks.lock().expect("not poisoned").insert(r.network_id.clone(), subnet);
+        // Docker names the network once this call returns: the store's
+        // network is made then (or at its first container, if sooner).
+        let (plugin, id) = (self.clone(), r.network_id.clone());
+        tokio::spawn(async move {
+            for _ in 0..100 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let inspect =
+                    plugin.docker.inspect_network(&id, None::<bollard::query_parameters::InspectNetworkOptions>);
+                if inspect.await.is_ok() {
+                    match plugin.ensure_network(subnet).await {
+                        Ok(Some(n)) => {
+                            tracing::info!(host = plugin.host, "Docker's network {} is {subnet} in the store", n.name)
+                        }
+                        Ok(None) => {
+                            tracing::warn!(host = plugin.host, "Docker's network {id:.12} is not listed with {subnet}")
+                        }
+                        Err(e) => tracing::warn!(host = plugin.host, "Docker's network {id:.12} ({subnet}): {e}"),
+                    }
+                    return;
+                }
+            }
+            tracing::warn!(
+                host = plugin.host,
+                "Docker's API does not show network {id:.12}: made at its first container"
+            );
+        });
+        Ok(serde_json::json!({}))
+    }
+
+    async fn delete_network(&self, id: &str) -> Result<serde_json::Value> {
+        let Some(subnet) = self.networks.lock().expect("not poisoned").remove(id) else {
+            return reply(Empty {});
+        };
+        let host = self.host.clone();
+        self.edit(|s| {
+            let Some(i) = s.networks.iter().position(|n| n.subnets.iter().any(|x| x.subnet == subnet)) else {
+                return Ok(());
+            };
+            s.networks[i].used_by.retain(|h| *h != host);
+            let n = &s.networks[i];
+            let name = n.name.clone();
+            if n.used_by.is_empty()
+                && n.runtime == Some(Runtime::Docker)
+                && !s.endpoints.iter().any(|e| e.network == name)
+            {
+                s.networks.remove(i);
+            }
+            Ok(())
+        })
+        .await?;
+        reply(Empty {})
+    }
+
+    async fn create_endpoint(&self, r: CreateEndpoint) -> Result<serde_json::Value> {
+        let iface = r.interface.unwrap_or_default();
+        let ip: Ipv4Addr = iface.address.split('/').next().unwrap_or_default().parse().map_err(|_| {
+            runtime_err("the endpoint has no IPv4 address from overlay-bpf's IPAM (--ipam-driver overlay-bpf)")
+        })?;
+        let mac: Option<Mac> = match iface.mac_address.as_str() {
+            "" => None,
+            m => Some(m.parse().map_err(runtime_err)?),
+        };
+        let (host, id) = (self.host.clone(), r.endpoint_id.clone());
+        let mac = self
+            .edit(|s| {
+                let e = s
+                    .endpoints
+                    .iter_mut()
+                    .find(|e| {
+                        e.host == host
+                            && e.runtime == Some(Runtime::Docker)
+                            && e.ip == Some(ip)
+                            && (e.endpoint_id.is_none() || e.endpoint_id.as_deref() == Some(&id))
+                    })
+                    .ok_or_else(|| runtime_err(format!("no address {ip} was handed out here by overlay-bpf's IPAM")))?;
+                e.endpoint_id = Some(id.clone());
+                if let Some(m) = mac {
+                    e.mac = Some(m);
+                }
+                Ok(e.mac)
+            })
+            .await?;
+        let answer = match (iface.mac_address.is_empty(), mac) {
+            (true, Some(m)) => Some(Interface { mac_address: m.to_string(), ..Default::default() }),
+            _ => None,
+        };
+        reply(CreateEndpointResponse { interface: answer })
+    }
+
+    async fn delete_endpoint(&self, id: &str) -> Result<serde_json::Value> {
+        self.remove_veth(id).await?;
+        let id = id.to_string();
+        let removed = self
+            .edit(|s| {
+                let before = s.endpoints.len();
+                s.endpoints.retain(|e| e.endpoint_id.as_deref() != Some(&id));
+                Ok(before != s.endpoints.len())
+            })
+            .await?;
+        if removed {
+            self.apply_now().await?;
+        }
+        reply(Empty {})
+    }
+
+    async fn remove_veth(&self, id: &str) -> Result<()> {
+        let handle = netdev::connect()?;
+        netdev::delete_link(&handle, &netdev::host_veth_name(id)).await?;
+        Ok(())
+    }
+
+    async fn join(self: Arc<Self>, r: Join) -> Result<serde_json::Value> {
+        let state = self.read().await?;
+        let e = state
+            .endpoints
+            .iter()
+            .find(|e| e.endpoint_id.as_deref() == Some(&r.endpoint_id))
+            .ok_or_else(|| runtime_err(format!("endpoint {} is not in the overlay-bpf store", r.endpoint_id)))?;
+        let n = state
+            .networks
+            .iter()
+            .find(|n| n.name == e.network)
+            .ok_or_else(|| runtime_err(format!("network {} is not in the store", e.network)))?;
+        let cluster = crate::model::resolve("the store", &state, crate::model::Capabilities::default())?;
+        let resolved = cluster
+            .endpoints
+            .iter()
+            .find(|x| x.endpoint_id.as_deref() == Some(&r.endpoint_id))
+            .ok_or_else(|| runtime_err("the endpoint did not resolve"))?;
+        let mtu = cluster.networks[resolved.network].mtu;
+        let (host_end, peer) = (netdev::host_veth_name(&r.endpoint_id), peer_name(&r.endpoint_id));
+        let handle = netdev::connect()?;
+        netdev::create_docker_veth(&handle, &host_end, &peer, resolved.mac, mtu).await?;
+        let (id, sandbox) = (r.endpoint_id.clone(), r.sandbox_key.clone());
+        let result = async {
+            self.edit(|s| {
+                let e = endpoint_by_id(s, &id).ok_or_else(|| runtime_err("the endpoint left the store meanwhile"))?;
+                e.netns = sandbox.clone();
+                Ok(())
+            })
+            .await?;
+            // The host end under our TC program and in the maps before the
+            // container runs: its first packet goes through.
+            self.apply_now().await
+        }
+        .await;
+        if let Err(e) = result {
+            let _ = netdev::delete_link(&handle, &host_end).await;
+            return Err(e);
+        }
+        let gateway = if n.internal { String::new() } else { resolved.gateway.to_string() };
+        let plugin = self.clone();
+        let (nid, eid) = (r.network_id.clone(), r.endpoint_id.clone());
+        tokio::spawn(async move { plugin.name_after_container(&nid, &eid).await });
+        reply(JoinResponse {
+            interface_name: InterfaceName { src_name: peer, dst_prefix: "eth".into() },
+            gateway,
+            disable_gateway_service: true,
+        })
+    }
+
+    /// Names the endpoint after its container, with the container's aliases
+    /// on the network, from Docker's API: `<container>` when free on the
+    /// network, else `<container>.<host>`. Docker tells drivers neither.
+    async fn name_after_container(&self, nid: &str, eid: &str) {
+        // The container is listed on the network once it runs, and its
+        // aliases once its settings show this endpoint.
+        let mut found = None;
+        for _ in 0..100 {
+            found = self.container_of(nid, eid).await;
+            if found.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let Some((cid, name, aliases)) = found else {
+            tracing::warn!("Docker's API does not show endpoint {eid:.12}'s container: it keeps its pending name");
+            return;
+        };
+        let (host, eid_s) = (self.host.clone(), eid.to_string());
+        let name = name.trim_start_matches('/').to_string();
+        let r = self
+            .edit(|s| {
+                let Some(network) =
+                    s.endpoints.iter().find(|e| e.endpoint_id.as_deref() == Some(&eid_s)).map(|e| e.network.clone())
+                else {
+                    return Ok(None);
+                };
+                let taken = |s: &State, n: &str| {
+                    s.endpoints
+                        .iter()
+                        .any(|e| e.network == network && e.name == n && e.endpoint_id.as_deref() != Some(&eid_s))
+                };
+                let chosen = if !taken(s, &name) { name.clone() } else { format!("{name}.{host}") };
+                if taken(s, &chosen) {
+                    return Err(runtime_err(format!("names {name} and {chosen} are both taken on {network}")));
+                }
+                let e = endpoint_by_id(s, &eid_s).expect("found above");
+                e.name = chosen.clone();
+                e.aliases = aliases.iter().filter(|a| **a != chosen).cloned().collect();
+                e.container_id = Some(cid.clone());
+                Ok(Some(chosen))
+            })
+            .await;
+        match r {
+            Ok(Some(n)) => {
+                tracing::info!(host = self.host, "endpoint {eid:.12} is container {n}");
+                let _ = self.apply_now().await;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(host = self.host, "endpoint {eid:.12} keeps its pending name: {e}"),
+        }
+    }
+
+    async fn leave(&self, id: &str) -> Result<serde_json::Value> {
+        self.remove_veth(id).await?;
+        self.apply_now().await?;
+        reply(Empty {})
+    }
+
+    /// `-p` ports of the endpoint (`None`: revoked).
+    async fn publish(
+        &self,
+        id: &str,
+        options: &Option<HashMap<String, serde_json::Value>>,
+    ) -> Result<serde_json::Value> {
+        let mut ports = Vec::new();
+        for b in port_bindings(options).map_err(runtime_err)? {
+            let protocol = match b.proto {
+                6 => Protocol::Tcp,
+                17 => Protocol::Udp,
+                p => return Err(runtime_err(format!("-p with IP protocol {p}: only tcp and udp publish"))),
+            };
+            if b.host_port_end > b.host_port {
+                return Err(runtime_err("-p with a range of host ports: publish each port on its own"));
+            }
+            if b.host_port == 0 {
+                return Err(runtime_err(format!("-p {}: give the host port (-p HOST:{})", b.port, b.port)));
+            }
+            ports.push(EndpointPort { published: b.host_port, target: b.port, protocol });
+        }
+        let id_s = id.to_string();
+        let changed = self
+            .edit(|s| {
+                let Some(e) = endpoint_by_id(s, &id_s) else { return Ok(false) };
+                let changed = e.publish != ports;
+                e.publish = ports.clone();
+                Ok(changed)
+            })
+            .await?;
+        if changed {
+            self.apply_now().await?;
+        }
+        reply(Empty {})
+    }
+}
+
+impl Plugin {
+    /// The container attached by endpoint `eid` of network `nid`: its id,
+    /// name and aliases there, once Docker's API shows them.
+    async fn container_of(&self, nid: &str, eid: &str) -> Option<(String, String, Vec<String>)> {
+        let n =
+            self.docker.inspect_network(nid, None::<bollard::query_parameters::InspectNetworkOptions>).await.ok()?;
+        let net_name = n.name.clone().unwrap_or_default();
+        let (cid, c) = n.containers?.into_iter().find(|(_, c)| c.endpoint_id.as_deref() == Some(eid))?;
+        let inspect = self
+            .docker
+            .inspect_container(&cid, None::<bollard::query_parameters::InspectContainerOptions>)
+            .await
+            .ok()?;
+        let settings = inspect.network_settings?.networks?.remove(&net_name)?;
+        if settings.endpoint_id.as_deref() != Some(eid) {
+            return None;
+        }
+        Some((cid, c.name.unwrap_or_default(), settings.aliases.unwrap_or_default()))
+    }
+}
+
+/// The container end's name until Docker moves and renames it.
+fn peer_name(endpoint_id: &str) -> String {
+    format!("obc{:08x}", crate::model::fnv1a(endpoint_id.as_bytes()) as u32)
+}
+
+/// A Docker network's one IPv4 subnet.
+fn docker_subnet(n: &bollard::models::Network) -> Option<Ipv4Net> {
+    n.ipam.as_ref()?.config.as_ref()?.iter().find_map(|c| c.subnet.as_deref()?.parse().ok())
+}
+
+/// The store network for Docker's network `d` of `subnet`, made by Docker
+/// for `host`.
+fn network_from_docker(d: &bollard::models::Network, subnet: Ipv4Net, host: &str) -> Result<NetworkSpec> {
+    let name = d.name.clone().ok_or_else(|| runtime_err("Docker's network has no name"))?;
+    let cfg = d.ipam.as_ref().and_then(|i| i.config.as_ref()).and_then(|c| c.first()).cloned().unwrap_or_default();
+    let parse_ip = |s: &str| s.split('/').next().unwrap_or_default().parse::<Ipv4Addr>().ok();
+    let mtu = match d.options.as_ref().and_then(|o| o.get(MTU_OPTION)) {
+        Some(m) => Some(m.parse().map_err(|_| runtime_err(format!("-o {MTU_OPTION}={m}: not a number")))?),
+        None => None,
+    };
+    Ok(NetworkSpec {
+        name,
+        subnets: vec![SubnetSpec {
+            subnet,
+            gateway: cfg.gateway.as_deref().and_then(parse_ip),
+            ip_range: cfg.ip_range.as_deref().and_then(|r| r.parse().ok()),
+            aux_addresses: cfg
+                .auxiliary_addresses
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, parse_ip(&v)?)))
+                .collect(),
+        }],
+        mtu,
+        // Containers join it by `docker run --network`: attachable.
+        attachable: true,
+        internal: d.internal.unwrap_or(false),
+        runtime: Some(Runtime::Docker),
+        used_by: vec![host.to_string()],
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_systemd_unit_starts_before_docker_and_stops_after_it() {
+        let unit = include_str!("../../../contrib/systemd/overlay-bpf-agent.service");
+        let line = |k: &str| unit.lines().find(|l| l.starts_with(k)).unwrap_or_else(|| panic!("no {k}"));
+        // Ordered before docker.service: started first, stopped last.
+        assert!(line("Before=").contains("docker.service"));
+        assert!(line("WantedBy=").contains("docker.service"), "started when Docker is");
+        assert!(line("ExecStart=").contains("overlay-bpf agent --docker-plugin"));
+        assert!(line("EnvironmentFile=").contains("/etc/default/overlay-bpf"));
+        assert_eq!(line("Restart="), "Restart=always");
+    }
+
+    #[test]
+    fn pool_ids_name_their_subnet() {
+        assert_eq!(pool_of("overlay-bpf/10.0.9.0/24").unwrap(), "10.0.9.0/24".parse::<Ipv4Net>().unwrap());
+        assert_eq!(
+            pool_of("overlay-bpf/10.0.9.0/24/10.0.9.128-25").unwrap(),
+            "10.0.9.0/24".parse::<Ipv4Net>().unwrap()
+        );
+        assert!(pool_of("LocalDefault/10.0.0.0/8x").is_err());
+    }
+
+    #[test]
+    fn an_overlapping_subnet_names_the_stored_network() {
+        let s: State = crate::model::parse_state(
+            "t",
+            b"version: 1\nnetworks:\n  - {name: front, subnets: [{subnet: 10.0.0.0/16}]}\n",
+        )
+        .unwrap();
+        let why = overlap(&s, "10.0.9.0/24".parse().unwrap()).unwrap();
+        assert!(why.contains("\"front\"") && why.contains("10.0.0.0/16"), "{why}");
+        assert!(overlap(&s, "10.0.0.0/16".parse().unwrap()).is_none(), "the same subnet is the same network");
+        assert!(overlap(&s, "10.1.0.0/16".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn docker_networks_become_attachable_store_networks() {
+        let d: bollard::models::Network = serde_json::from_value(serde_json::json!({
+            "Name": "app", "Id": "9f2", "Driver": "overlay-bpf", "Internal": true,
+            "IPAM": {"Driver": "overlay-bpf", "Config": [{"Subnet": "10.0.9.0/24", "Gateway": "10.0.9.254",
+                "IPRange": "10.0.9.0/25", "AuxiliaryAddresses": {"printer": "10.0.9.200"}}]},
+            "Options": {"com.docker.network.driver.mtu": "1400"}
+        }))
+        .unwrap();
+        let subnet = docker_subnet(&d).unwrap();
+        let n = network_from_docker(&d, subnet, "node1").unwrap();
+        assert_eq!((n.name.as_str(), n.mtu, n.attachable, n.internal), ("app", Some(1400), true, true));
+        assert_eq!(n.subnets[0].gateway, Some("10.0.9.254".parse().unwrap()));
+        assert_eq!(n.subnets[0].ip_range, Some("10.0.9.0/25".parse().unwrap()));
+        assert_eq!(n.subnets[0].aux_addresses["printer"], "10.0.9.200".parse::<Ipv4Addr>().unwrap());
+        assert_eq!((n.runtime, n.used_by), (Some(Runtime::Docker), vec!["node1".to_string()]));
+    }
+}

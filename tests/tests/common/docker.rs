@@ -1,0 +1,169 @@
+//! Docker engines for the tests (Debian's docker.io 20.10), one per host of a
+//! namespace cluster: dockerd with its own data root, exec root and API
+//! socket, no bridge and no iptables, inside the host's network namespace
+//! and a private mount namespace whose tmpfs on /run/docker/plugins is its
+//! own (the agent serving its plugin runs in that mount namespace too).
+//! Images: a busybox-static tree, `docker import`ed (no registry).
+//! Processes are stopped by PID on drop.
+
+use std::{
+    path::PathBuf,
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use super::*;
+
+/// Debian's client, which matches the engine (another may shadow it on PATH).
+pub const DOCKER: &str = "/usr/bin/docker";
+pub const IMAGE: &str = "ob-busybox:1";
+
+pub struct DockerEngine {
+    /// `sleep` holding the private mount namespace.
+    holder: Proc,
+    dockerd: Option<Proc>,
+    pub dir: PathBuf,
+    pub netns: String,
+}
+
+impl DockerEngine {
+    /// An engine named `name` (a prefix of its own) in namespace `netns`.
+    pub fn start(name: &str, netns: &str) -> DockerEngine {
+        let dir = std::env::temp_dir().join(format!("{name}-docker"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let holder = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c"])
+            .arg("mkdir -p /run/docker/plugins && mount -t tmpfs overlay-bpf-test /run/docker/plugins && exec sleep 100000")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("unshare");
+        let pid = holder.id();
+        let t = Instant::now();
+        while !std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+            .unwrap_or_default()
+            .contains(" /run/docker/plugins ")
+        {
+            assert!(t.elapsed() < Duration::from_secs(10), "the mount namespace for {name} did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut e = DockerEngine { holder: Proc(holder), dockerd: None, dir, netns: netns.to_string() };
+        e.start_dockerd();
+        e.import_busybox();
+        e
+    }
+
+    /// `nsenter` into the engine's mount namespace: how the agent serving
+    /// its plugin is started.
+    pub fn nsenter(&self) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--mount=/proc/{}/ns/mnt", self.holder.0.id()));
+        c
+    }
+
+    pub fn socket(&self) -> String {
+        format!("unix://{}", self.dir.join("docker.sock").display())
+    }
+
+    pub fn start_dockerd(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("dockerd.log")).unwrap();
+        let child = self
+            .nsenter()
+            .arg(format!("--net=/run/netns/{}", self.netns))
+            .arg("/usr/sbin/dockerd")
+            .arg("--data-root")
+            .arg(self.dir.join("data"))
+            .arg("--exec-root")
+            .arg(self.dir.join("exec"))
+            .arg("--pidfile")
+            .arg(self.dir.join("docker.pid"))
+            .args(["-H", &self.socket()])
+            .args(["--bridge=none", "--iptables=false", "--ip-masq=false", "--ip-forward=false"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("dockerd (Debian docker.io; `cargo xtask setup` installs it)");
+        self.dockerd = Some(Proc(child));
+        let t = Instant::now();
+        while !self.docker(&["version"]).status.success() {
+            assert!(t.elapsed() < Duration::from_secs(60), "dockerd did not answer:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Stops dockerd as a crash would (SIGKILL); containers stay behind in
+    /// containerd until dockerd starts again and cleans them up.
+    pub fn kill_dockerd(&mut self) {
+        if let Some(mut d) = self.dockerd.take() {
+            let _ = d.0.kill();
+            let _ = d.0.wait();
+        }
+    }
+
+    /// `docker ARGS` against this engine.
+    pub fn docker(&self, args: &[&str]) -> Output {
+        Command::new(DOCKER).args(["-H", &self.socket()]).args(args).stdin(Stdio::null()).output().unwrap()
+    }
+
+    /// `docker ARGS`, which must succeed; its stdout, trimmed.
+    pub fn ok(&self, args: &[&str]) -> String {
+        assert_ok(&self.docker(args)).trim().to_string()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default()
+    }
+
+    /// The busybox-static tree as an image.
+    fn import_busybox(&self) {
+        let root = self.dir.join("rootfs");
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        std::fs::create_dir_all(root.join("www")).unwrap();
+        std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static");
+        for a in [
+            "sh", "ping", "ip", "nc", "wget", "httpd", "sleep", "cat", "echo", "ls", "hostname", "true", "ifconfig",
+            "timeout",
+        ] {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).unwrap();
+        }
+        let mut tar =
+            Command::new("tar").arg("-C").arg(&root).args(["-c", "."]).stdout(Stdio::piped()).spawn().unwrap();
+        let o = Command::new(DOCKER)
+            .args(["-H", &self.socket(), "import", "-", IMAGE])
+            .stdin(tar.stdout.take().unwrap())
+            .output()
+            .unwrap();
+        assert!(tar.wait().unwrap().success(), "tar of the busybox tree");
+        assert_ok(&o);
+    }
+}
+
+impl Drop for DockerEngine {
+    fn drop(&mut self) {
+        if self.dockerd.is_some() {
+            // Containers first (their sandboxes leave the plugin's networks),
+            // then dockerd, which stops its containerd.
+            let ids = self.docker(&["ps", "-aq"]);
+            for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+                let _ = self.docker(&["rm", "-f", id]);
+            }
+        }
+        if let Some(mut d) = self.dockerd.take() {
+            // SAFETY: a signal to the child we started, by its PID.
+            unsafe { libc::kill(d.0.id() as i32, libc::SIGTERM) };
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(20) {
+                if let Ok(Some(_)) = d.0.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = d.0.kill();
+            let _ = d.0.wait();
+        }
+        let _ = self.holder.0.kill();
+        let _ = self.holder.0.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
