@@ -378,7 +378,7 @@ pub async fn run<S: StateSource>(
     // The Docker plugin, serving while the agent runs; it asks the loop to
     // apply what it wrote to the store, and waits for the answer.
     let (apply_tx, mut apply_rx) = tokio::sync::mpsc::channel::<ApplyReply>(16);
-    let _plugin = match plugin {
+    let _plugin: Option<AbortOnDrop<()>> = match plugin {
         #[cfg(feature = "docker")]
         Some(p) => {
             let opts = crate::docker::PluginOptions { socket: p.socket, docker_host: p.docker_host };
