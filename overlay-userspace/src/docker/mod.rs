@@ -119,7 +119,22 @@ pub(crate) async fn serve(
         apply,
         seq: AtomicU64::new(0),
     });
-    plugin.adopt().await;
+    // Docker may be starting too (its plugins start first): until its API
+    // answers, the check of gone containers waits.
+    let first = plugin.clone();
+    tokio::spawn(async move {
+        let mut said = false;
+        while !first.adopt().await {
+            if !said {
+                tracing::info!(
+                    host = first.host,
+                    "Docker's API does not answer yet; gone containers are checked when it does"
+                );
+                said = true;
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    });
     if let Some(dir) = opts.socket.parent() {
         std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
     }
@@ -287,14 +302,13 @@ impl Plugin {
     /// At start: which of Docker's networks are ours, and this host's Docker
     /// endpoints whose containers Docker no longer has leave the store (a
     /// dockerd that crashed, or containers removed while no agent ran).
-    async fn adopt(&self) {
+    /// False while Docker's API does not answer.
+    async fn adopt(&self) -> bool {
         let live = match self.docker_endpoints().await {
             Ok(live) => live,
             Err(e) => {
-                tracing::warn!(
-                    "Docker's API does not answer ({e}); this host's Docker endpoints are checked at the next start"
-                );
-                return;
+                tracing::debug!("Docker's API: {e}");
+                return false;
             }
         };
         let host = self.host.clone();
@@ -311,9 +325,13 @@ impl Plugin {
             .await;
         match r {
             Ok(0) => {}
-            Ok(n) => tracing::info!(host, "removed {n} Docker endpoints of containers Docker no longer has"),
+            Ok(n) => {
+                tracing::info!(host, "removed {n} Docker endpoints of containers Docker no longer has");
+                let _ = self.apply_now().await;
+            }
             Err(e) => tracing::warn!(host, "could not remove the endpoints of gone containers: {e}"),
         }
+        true
     }
 
     /// The EndpointIDs Docker has on our networks, learning the networks.

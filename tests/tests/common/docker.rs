@@ -92,18 +92,33 @@ impl DockerEngine {
         }
     }
 
-    /// Stops dockerd as a crash would (SIGKILL); containers stay behind in
-    /// containerd until dockerd starts again and cleans them up.
-    pub fn kill_dockerd(&mut self) {
+    /// Stops dockerd (SIGTERM, then SIGKILL after 20 s), which stops its
+    /// containerd.
+    pub fn stop_dockerd(&mut self) {
         if let Some(mut d) = self.dockerd.take() {
+            // SAFETY: a signal to the child we started, by its PID.
+            unsafe { libc::kill(d.0.id() as i32, libc::SIGTERM) };
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(20) {
+                if let Ok(Some(_)) = d.0.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
             let _ = d.0.kill();
             let _ = d.0.wait();
         }
     }
 
-    /// `docker ARGS` against this engine.
+    /// `docker ARGS` against this engine, cut off after 2 minutes (a call
+    /// Docker retries against a plugin that is gone would hang the test).
     pub fn docker(&self, args: &[&str]) -> Output {
-        Command::new(DOCKER).args(["-H", &self.socket()]).args(args).stdin(Stdio::null()).output().unwrap()
+        Command::new("timeout")
+            .args(["120", DOCKER, "-H", &self.socket()])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
     }
 
     /// `docker ARGS`, which must succeed; its stdout, trimmed.
@@ -149,19 +164,7 @@ impl Drop for DockerEngine {
                 let _ = self.docker(&["rm", "-f", id]);
             }
         }
-        if let Some(mut d) = self.dockerd.take() {
-            // SAFETY: a signal to the child we started, by its PID.
-            unsafe { libc::kill(d.0.id() as i32, libc::SIGTERM) };
-            let t = Instant::now();
-            while t.elapsed() < Duration::from_secs(20) {
-                if let Ok(Some(_)) = d.0.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = d.0.kill();
-            let _ = d.0.wait();
-        }
+        self.stop_dockerd();
         let _ = self.holder.0.kill();
         let _ = self.holder.0.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
