@@ -170,39 +170,25 @@ async fn call(Shared(p): Shared<Arc<Plugin>>, uri: Uri, body: Bytes) -> Response
     let r = match method.as_str() {
         "Plugin.Activate" => reply(Activate { implements: vec!["NetworkDriver", "IpamDriver"] }),
         "NetworkDriver.GetCapabilities" => reply(Capabilities { scope: "local", connectivity_scope: "global" }),
-        "NetworkDriver.CreateNetwork" => match parse(&body) {
-            Ok(r) => p.clone().create_network(r).await,
-            Err(e) => Err(e),
-        },
-        "NetworkDriver.DeleteNetwork" => match parse::<NetworkId>(&body) {
-            Ok(r) => p.delete_network(&r.network_id).await,
-            Err(e) => Err(e),
-        },
-        "NetworkDriver.CreateEndpoint" => match parse(&body) {
-            Ok(r) => p.create_endpoint(r).await,
-            Err(e) => Err(e),
-        },
+        "NetworkDriver.CreateNetwork" => async { p.clone().create_network(parse(&body)?).await }.await,
+        "NetworkDriver.DeleteNetwork" => async { p.delete_network(&parse::<NetworkId>(&body)?.network_id).await }.await,
+        "NetworkDriver.CreateEndpoint" => async { p.create_endpoint(parse(&body)?).await }.await,
         "NetworkDriver.EndpointOperInfo" => reply(OperInfo { value: HashMap::new() }),
-        "NetworkDriver.DeleteEndpoint" => match parse::<EndpointRef>(&body) {
-            Ok(r) => p.delete_endpoint(&r.endpoint_id).await,
-            Err(e) => Err(e),
-        },
-        "NetworkDriver.Join" => match parse(&body) {
-            Ok(r) => p.clone().join(r).await,
-            Err(e) => Err(e),
-        },
-        "NetworkDriver.Leave" => match parse::<EndpointRef>(&body) {
-            Ok(r) => p.leave(&r.endpoint_id).await,
-            Err(e) => Err(e),
-        },
-        "NetworkDriver.ProgramExternalConnectivity" => match parse::<EndpointRef>(&body) {
-            Ok(r) => p.publish(&r.endpoint_id, &r.options).await,
-            Err(e) => Err(e),
-        },
-        "NetworkDriver.RevokeExternalConnectivity" => match parse::<EndpointRef>(&body) {
-            Ok(r) => p.publish(&r.endpoint_id, &None).await,
-            Err(e) => Err(e),
-        },
+        "NetworkDriver.DeleteEndpoint" => {
+            async { p.delete_endpoint(&parse::<EndpointRef>(&body)?.endpoint_id).await }.await
+        }
+        "NetworkDriver.Join" => async { p.clone().join(parse(&body)?).await }.await,
+        "NetworkDriver.Leave" => async { p.leave(&parse::<EndpointRef>(&body)?.endpoint_id).await }.await,
+        "NetworkDriver.ProgramExternalConnectivity" => {
+            async {
+                let r = parse::<EndpointRef>(&body)?;
+                p.publish(&r.endpoint_id, &r.options).await
+            }
+            .await
+        }
+        "NetworkDriver.RevokeExternalConnectivity" => {
+            async { p.publish(&parse::<EndpointRef>(&body)?.endpoint_id, &None).await }.await
+        }
         "NetworkDriver.DiscoverNew" | "NetworkDriver.DiscoverDelete" => reply(Empty {}),
         "IpamDriver.GetCapabilities" => {
             reply(IpamCapabilities { requires_mac_address: false, requires_request_replay: false })
@@ -211,19 +197,10 @@ async fn call(Shared(p): Shared<Arc<Plugin>>, uri: Uri, body: Bytes) -> Response
             local_default_address_space: ADDRESS_SPACE,
             global_default_address_space: ADDRESS_SPACE,
         }),
-        "IpamDriver.RequestPool" => match parse(&body) {
-            Ok(r) => p.request_pool(r).await,
-            Err(e) => Err(e),
-        },
+        "IpamDriver.RequestPool" => async { p.request_pool(parse(&body)?).await }.await,
         "IpamDriver.ReleasePool" => reply(Empty {}),
-        "IpamDriver.RequestAddress" => match parse(&body) {
-            Ok(r) => p.request_address(r).await,
-            Err(e) => Err(e),
-        },
-        "IpamDriver.ReleaseAddress" => match parse(&body) {
-            Ok(r) => p.release_address(r).await,
-            Err(e) => Err(e),
-        },
+        "IpamDriver.RequestAddress" => async { p.request_address(parse(&body)?).await }.await,
+        "IpamDriver.ReleaseAddress" => async { p.release_address(parse(&body)?).await }.await,
         _ => {
             tracing::debug!("Docker called {method}, which overlay-bpf does not serve");
             return (StatusCode::NOT_FOUND, format!("overlay-bpf does not serve {method}\n")).into_response();
@@ -254,11 +231,6 @@ fn pool_of(pool_id: &str) -> Result<Ipv4Net> {
 
 fn net_by_subnet(state: &State, subnet: Ipv4Net) -> Option<&NetworkSpec> {
     state.networks.iter().find(|n| n.subnets.iter().any(|s| s.subnet == subnet))
-}
-
-/// The first usable address: Docker's and the resolver's default gateway.
-fn first_usable(net: Ipv4Net) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(net.network()) + 1)
 }
 
 /// What the store's network of `subnet` refuses, if it overlaps another.
@@ -432,7 +404,7 @@ impl Plugin {
                     "--gateway {a}: the store's network of {pool} has gateway {g}; use it or leave --gateway out"
                 ))),
                 (a, g) => reply(AddressResponse {
-                    address: cidr(a.or(g).unwrap_or_else(|| first_usable(pool))),
+                    address: cidr(a.or(g).unwrap_or_else(|| crate::model::first_usable(pool))),
                     data: HashMap::new(),
                 }),
             };

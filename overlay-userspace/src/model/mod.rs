@@ -173,7 +173,8 @@ pub fn netns_path(netns: &str) -> PathBuf {
     }
 }
 
-fn first_usable(net: Ipv4Net) -> Ipv4Addr {
+/// The first usable address of a subnet: the default gateway (Docker's too).
+pub fn first_usable(net: Ipv4Net) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(net.network()) + 1)
 }
 
