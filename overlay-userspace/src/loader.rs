@@ -229,9 +229,78 @@ where
     p.try_into().map_err(|source| LoaderError::Program { prog: name, what: "wrong program type".into(), source })
 }
 
-/// True when `path` is a pinned link that still exists in the kernel.
-pub fn link_alive(path: &Path) -> bool {
-    PinnedLink::from_pin(path).is_ok()
+/// The device a pinned XDP or TCX link is attached to (0 once the device is
+/// gone), from `BPF_OBJ_GET_INFO_BY_FD`: aya's `LinkInfo` does not expose
+/// the union that holds it. None if `path` holds no link we can read.
+///
+/// A link stays pinned after its device is deleted: a host's pins outlive
+/// a deleted network namespace, or a veth someone removed. Such a link runs
+/// our program nowhere, so it must not count as attached.
+pub fn link_ifindex(path: &Path) -> Option<u32> {
+    use std::os::{fd::FromRawFd as _, unix::ffi::OsStrExt as _};
+    use aya_obj::generated::{bpf_cmd, bpf_link_info, bpf_link_type};
+
+    #[repr(C)]
+    struct ObjGet {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    #[repr(C)]
+    struct InfoByFd {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    fn bpf<T>(cmd: bpf_cmd, attr: &mut T) -> libc::c_long {
+        // SAFETY: `attr` is a live, fully initialised #[repr(C)] prefix of
+        // `union bpf_attr` for `cmd`, and its size is passed with it.
+        unsafe { libc::syscall(libc::SYS_bpf, cmd as libc::c_int, attr as *mut T, std::mem::size_of::<T>()) }
+    }
+
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut get = ObjGet { pathname: c.as_ptr() as u64, bpf_fd: 0, file_flags: 0 };
+    let fd = bpf(bpf_cmd::BPF_OBJ_GET, &mut get);
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: BPF_OBJ_GET returned a new descriptor that nothing else owns.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+    // SAFETY: bpf_link_info is plain data; all zeroes is a valid value.
+    let mut info: bpf_link_info = unsafe { std::mem::zeroed() };
+    let mut attr = InfoByFd {
+        bpf_fd: std::os::fd::AsRawFd::as_raw_fd(&fd) as u32,
+        info_len: std::mem::size_of::<bpf_link_info>() as u32,
+        info: &mut info as *mut bpf_link_info as u64,
+    };
+    if bpf(bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, &mut attr) < 0 {
+        return None;
+    }
+    // SAFETY: the kernel filled the union member that `type_` names.
+    unsafe {
+        match info.type_ {
+            t if t == bpf_link_type::BPF_LINK_TYPE_XDP as u32 => Some(info.__bindgen_anon_1.xdp.ifindex),
+            t if t == bpf_link_type::BPF_LINK_TYPE_TCX as u32 => Some(info.__bindgen_anon_1.tcx.ifindex),
+            _ => None,
+        }
+    }
+}
+
+/// The link pinned at `path` if it is attached to `ifname` in this network
+/// namespace; a stale pin (its device gone, or another device now holding
+/// the name) is removed so that the caller attaches afresh.
+fn pinned_on(path: &Path, ifname: &str) -> Option<PinnedLink> {
+    let pinned = PinnedLink::from_pin(path).ok()?;
+    let here = crate::netdev::ifindex(ifname);
+    if here.is_some() && link_ifindex(path) == here {
+        return Some(pinned);
+    }
+    tracing::warn!(
+        "{}: a pinned link from a device no longer here (its netns or device was deleted); attaching afresh",
+        path.display()
+    );
+    let _ = std::fs::remove_file(path);
+    None
 }
 
 fn pin(link: FdLink, path: &Path) -> Result<(), LoaderError> {
@@ -310,7 +379,7 @@ impl Loaded {
     /// (`bpf_link_update`): same link, same maps, no packet unhandled.
     pub fn ensure_xdp(&mut self, pins: &Pins, ifname: &str) -> Result<Attach, LoaderError> {
         let path = pins.xdp_link(ifname);
-        if let Ok(pinned) = PinnedLink::from_pin(&path) {
+        if let Some(pinned) = pinned_on(&path, ifname) {
             let fd = FdLink::from(pinned);
             if self.runs_ours(&fd, PROG_XDP_UNDERLAY)? {
                 return Ok(Attach::Kept);
@@ -349,7 +418,7 @@ impl Loaded {
             return self.ensure_tc_filter(ifname, filter_prog);
         }
         let path = pins.tc_link(ifname);
-        if let Ok(pinned) = PinnedLink::from_pin(&path) {
+        if let Some(pinned) = pinned_on(&path, ifname) {
             let fd = FdLink::from(pinned);
             if self.runs_ours(&fd, PROG_TC_ENDPOINT)? {
                 return Ok(Attach::Kept);

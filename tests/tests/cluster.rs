@@ -158,6 +158,39 @@ fn reapplying_a_changed_file_touches_only_the_difference() {
     drop(u);
 }
 
+/// A host's namespace deleted without `down` leaves its pins, links
+/// included, attached to a device that no longer exists. The host rebuilt
+/// under the same name must attach afresh, not keep those dead links.
+#[test]
+fn a_host_rebuilt_under_its_old_pins_attaches_afresh() {
+    require_root();
+    let p = "obtr";
+    let eps = [("e1", "n1", "front", "10.10.0.3"), ("e2", "n2", "front", "10.10.0.4")];
+    let st = StateFile::new(p, &state(p, &eps, 2));
+    let mut dep = Deployment::new(&bin());
+    for round in 0..2 {
+        let u = underlay(p, 2);
+        let cs = containers(p, &["e1", "e2"]);
+        for h in ["n1", "n2"] {
+            let out = assert_ok(&dep.up(&st.0, &format!("{p}{h}"), &format!("{p}-{h}")));
+            if round == 1 {
+                assert!(out.contains("2 links attached"), "the dead links are replaced: {out}");
+            }
+        }
+        let s1 = status(&dep, p, "n1");
+        assert!(s1["links"].as_array().unwrap().iter().all(|l| l["attached"] == true), "{s1}");
+        let eth0 = link_json(u.host("n1"), "eth0").unwrap();
+        assert!(eth0["xdp"]["prog"]["id"].as_u64().is_some(), "round {round}: no XDP on eth0: {eth0}");
+        let ping = cs[0].run("ping", &["-c", "2", "-i", "0.2", "-W", "2", "10.10.0.4"]);
+        assert!(ping.status.success(), "round {round}: e1 -> e2 across hosts: {}", text(&ping));
+        // The end of the round deletes every namespace, and no `down` runs.
+        drop(cs);
+        drop(u);
+        assert!(pins(p, "n1").join("links/xdp@eth0").exists());
+    }
+    drop(dep);
+}
+
 #[test]
 fn a_bad_state_is_rejected_and_nothing_is_applied() {
     require_root();
