@@ -107,6 +107,9 @@ pub struct EndpointRow {
     pub runtime: Option<Runtime>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
+    /// Docker's EndpointID, for a Docker endpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint_id: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub publish: Vec<EndpointPort>,
 }
@@ -136,6 +139,7 @@ pub fn rows(state: &State, cluster: &Cluster, network: Option<&str>, host: Optio
                 aliases: e.aliases.clone(),
                 runtime: spec.and_then(|s| s.runtime),
                 container_id: spec.and_then(|s| s.container_id.clone()),
+                endpoint_id: spec.and_then(|s| s.endpoint_id.clone()),
                 publish: spec.map(|s| s.publish.clone()).unwrap_or_default(),
             }
         })

@@ -455,3 +455,121 @@ fn agents_restart_without_loss_and_gone_containers_leave_the_store() {
     wait_until("no veth of c2 left on n2", 20, || our_veths(c.u.host("n2")).is_empty());
     assert!(!c.endpoints().iter().any(|e| e["name"] == "c2"), "c2 left with its container");
 }
+
+/// The parent of process `pid` (a container's init: its shim).
+fn parent(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat.rsplit(')').next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn dockerd_killed_and_restarted_with_a_container_gone_meanwhile() {
+    require_root();
+    let mut c = DockerCluster::new("obdd", 1);
+    let e = &mut c.engines[0];
+    e.ok(&["run", "-d", "--network", "app", "--name", "gone", IMAGE, "sleep", "3600"]);
+    e.ok(&["run", "-d", "--network", "app", "--name", "kept", "--restart", "always", IMAGE, "sleep", "3600"]);
+    let id = e.ok(&["inspect", "-f", "{{.Id}}", "gone"]);
+    let pid: i32 = e.ok(&["inspect", "-f", "{{.State.Pid}}", "gone"]).parse().unwrap();
+    let shim = parent(pid);
+    let names = |c: &DockerCluster| -> Vec<String> {
+        c.endpoints().iter().filter_map(|e| e["name"].as_str().map(str::to_string)).collect()
+    };
+    assert_eq!(names(&c), ["gone", "kept"]);
+    let old_kept = c.endpoints().iter().find(|e| e["name"] == "kept").unwrap()["endpoint_id"].clone();
+
+    // dockerd crashes; its container `gone` goes meanwhile (process and shim
+    // killed, its state removed); dockerd starts again. The agent runs
+    // throughout, as its unit orders it: with no plugin to answer, Docker's
+    // restart waits 15 s per call (70 s here) and leaves the endpoints to
+    // the agent's next start, which the test above covers.
+    c.engines[0].kill_dockerd();
+    for p in [pid, shim] {
+        // SAFETY: signals to the container's process and its shim, by PID.
+        unsafe { libc::kill(p, libc::SIGKILL) };
+    }
+    let e = &mut c.engines[0];
+    std::fs::remove_dir_all(e.dir.join("data/containers").join(&id)).unwrap();
+    e.start_dockerd();
+    wait_until("gone's endpoint out of the store", 60, || names(&c) == ["kept"]);
+    let e = &c.engines[0];
+    wait_until("kept running again", 60, || e.ok(&["inspect", "-f", "{{.State.Running}}", "kept"]) == "true");
+    let kept = c.endpoints().iter().find(|e| e["name"] == "kept").unwrap().clone();
+    assert_ne!(kept["endpoint_id"], old_kept, "kept restarted on a new endpoint");
+    assert_eq!(our_veths(c.u.host("n1")).len(), 1, "one veth, kept's: {:?}", our_veths(c.u.host("n1")));
+    let to = address(e, "kept");
+    let probe = e.docker(&["run", "--rm", "--network", "app", IMAGE, "ping", "-c", "1", "-W", "5", &to]);
+    assert!(probe.status.success(), "a new container reaches kept: {}\n{}", text(&probe), agent_log(e));
+}
+
+/// `docker exec NAME sh -c CMD`, which must succeed: its stdout.
+fn sh(e: &DockerEngine, name: &str, cmd: &str) -> String {
+    e.ok(&["exec", name, "sh", "-c", cmd])
+}
+
+#[test]
+fn network_options_ip_connect_disconnect_and_stop_start() {
+    require_root();
+    let c = DockerCluster::new("obdo", 1);
+    let e = &c.engines[0];
+    let n1 = c.u.host("n1");
+    e.ok(&[
+        "network", "create", "-d", "overlay-bpf", "--ipam-driver", "overlay-bpf", "--subnet", "10.41.0.0/24",
+        "--gateway", "10.41.0.254", "--aux-address", "router=10.41.0.2", "-o", "com.docker.network.driver.mtu=1400",
+        "--internal", "inner",
+    ]);
+    let inspect = |name: &str| {
+        let o = ob(n1, &["network", "inspect", name, "--store", &c.url]);
+        json(&assert_ok(&o))[0].clone()
+    };
+    wait_until("the store's network named inner", 20, || {
+        assert_ok(&ob(n1, &["network", "ls", "--store", &c.url])).contains("inner")
+    });
+    let inner = inspect("inner");
+    assert_eq!(inner["Internal"], true, "{inner}");
+    assert_eq!(inner["IPAM"]["Config"][0]["Gateway"], "10.41.0.254", "{inner}");
+    assert_eq!(inner["IPAM"]["Config"][0]["AuxiliaryAddresses"]["router"], "10.41.0.2", "{inner}");
+
+    // --ip, the network's MTU, and no default route on an internal network.
+    e.ok(&["run", "-d", "--network", "inner", "--ip", "10.41.0.50", "--name", "ca", IMAGE, "sleep", "3600"]);
+    assert!(sh(e, "ca", "ip -4 -o addr show eth0").contains("10.41.0.50/24"));
+    assert_eq!(sh(e, "ca", "cat /sys/class/net/eth0/mtu"), "1400");
+    assert!(!sh(e, "ca", "ip route").contains("default"), "an internal network has no gateway route");
+    let taken = e.docker(&["run", "--rm", "--network", "inner", "--ip", "10.41.0.50", IMAGE, "true"]);
+    refused_by_docker(&taken, &["10.41.0.50"]);
+    let aux = e.docker(&["run", "--rm", "--network", "inner", "--ip", "10.41.0.2", IMAGE, "true"]);
+    refused_by_docker(&aux, &["10.41.0.2"]);
+
+    // connect: b, on app, gets a second interface on inner and reaches a.
+    e.ok(&["run", "-d", "--network", "app", "--name", "cb", IMAGE, "sleep", "3600"]);
+    assert!(sh(e, "cb", "ip route").contains("default via 10.40.0.1"), "app's gateway route");
+    e.ok(&["network", "connect", "inner", "cb"]);
+    assert_eq!(sh(e, "cb", "cat /sys/class/net/eth1/mtu"), "1400");
+    wait_ping(e, "cb", "10.41.0.50");
+    assert_eq!(endpoints(n1, &c.url, "inner").len(), 2);
+    assert_eq!(our_veths(n1).len(), 3);
+    // disconnect: b's endpoint on inner, its interface and veth go.
+    e.ok(&["network", "disconnect", "inner", "cb"]);
+    let left: Vec<_> = endpoints(n1, &c.url, "inner").iter().map(|e| e["name"].clone()).collect();
+    assert_eq!(left, ["ca"], "b left inner");
+    assert!(e.docker(&["exec", "cb", "ip", "link", "show", "eth1"]).status.code() != Some(0));
+    assert_eq!(our_veths(n1).len(), 2);
+    assert!(!e.docker(&["exec", "cb", "ping", "-c", "1", "-W", "1", "10.41.0.50"]).status.success(), "isolated again");
+
+    // stop releases a's endpoint and veth; start brings it back at its --ip.
+    e.ok(&["stop", "-t", "0", "ca"]);
+    assert!(endpoints(n1, &c.url, "inner").is_empty(), "a stopped has no endpoint");
+    assert_eq!(our_veths(n1).len(), 1);
+    e.ok(&["start", "ca"]);
+    assert!(sh(e, "ca", "ip -4 -o addr show eth0").contains("10.41.0.50/24"));
+    e.ok(&["network", "connect", "inner", "cb"]);
+    wait_ping(e, "cb", "10.41.0.50");
+
+    // rm and network rm: inner, created by Docker and used by no other
+    // host, leaves the store; app, still used, stays.
+    e.ok(&["rm", "-f", "ca", "cb"]);
+    e.ok(&["network", "rm", "inner"]);
+    assert!(our_veths(n1).is_empty());
+    let ls = assert_ok(&ob(n1, &["network", "ls", "--store", &c.url]));
+    assert!(!ls.contains("inner") && ls.contains("app"), "{ls}");
+}

@@ -275,7 +275,24 @@ impl Plugin {
     /// endpoints whose containers Docker no longer has leave the store (a
     /// dockerd that crashed, or containers removed while no agent ran).
     /// False while Docker's API does not answer.
+    ///
+    /// Docker may be using the plugin meanwhile: only endpoints that were in
+    /// the store before Docker was asked are candidates, so one that Docker
+    /// creates now (pending, or created but not yet joined, which Docker does
+    /// not list yet) is never taken for a gone one.
     async fn adopt(&self) -> bool {
+        let candidates: HashSet<String> = match self.read().await {
+            Ok(s) => s
+                .endpoints
+                .into_iter()
+                .filter(|e| e.host == self.host && e.runtime == Some(Runtime::Docker))
+                .map(|e| e.name)
+                .collect(),
+            Err(e) => {
+                tracing::debug!("the store: {e}");
+                return false;
+            }
+        };
         let live = match self.docker_endpoints().await {
             Ok(live) => live,
             Err(e) => {
@@ -283,14 +300,11 @@ impl Plugin {
                 return false;
             }
         };
-        let host = self.host.clone();
         let r = self
             .edit(|s| {
                 let before = s.endpoints.len();
                 s.endpoints.retain(|e| {
-                    e.host != host
-                        || e.runtime != Some(Runtime::Docker)
-                        || e.endpoint_id.as_ref().is_some_and(|id| live.contains(id))
+                    !candidates.contains(&e.name) || e.endpoint_id.as_ref().is_some_and(|id| live.contains(id))
                 });
                 Ok(before - s.endpoints.len())
             })
@@ -298,10 +312,10 @@ impl Plugin {
         match r {
             Ok(0) => {}
             Ok(n) => {
-                tracing::info!(host, "removed {n} Docker endpoints of containers Docker no longer has");
+                tracing::info!(host = self.host, "removed {n} Docker endpoints of containers Docker no longer has");
                 let _ = self.apply_now().await;
             }
-            Err(e) => tracing::warn!(host, "could not remove the endpoints of gone containers: {e}"),
+            Err(e) => tracing::warn!(host = self.host, "could not remove the endpoints of gone containers: {e}"),
         }
         true
     }

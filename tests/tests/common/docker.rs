@@ -7,7 +7,7 @@
 //! Processes are stopped by PID on drop.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Output, Stdio},
     time::{Duration, Instant},
 };
@@ -107,6 +107,21 @@ impl DockerEngine {
             }
             let _ = d.0.kill();
             let _ = d.0.wait();
+        }
+    }
+
+    /// Kills dockerd with SIGKILL, as a crash would: its containers' shims
+    /// and processes stay. Returns once its containerd, which dies with it,
+    /// is gone: a dockerd started before that finds it "still running" and
+    /// waits for a socket that never comes.
+    pub fn kill_dockerd(&mut self) {
+        let containerd = std::fs::read_to_string(self.dir.join("exec/containerd/containerd.pid")).unwrap_or_default();
+        if let Some(mut d) = self.dockerd.take() {
+            let _ = d.0.kill();
+            let _ = d.0.wait();
+        }
+        if let Ok(pid) = containerd.trim().parse::<u32>() {
+            wait_until("dockerd's containerd to exit", 30, || !Path::new(&format!("/proc/{pid}")).exists());
         }
     }
 
