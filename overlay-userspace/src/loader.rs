@@ -237,8 +237,8 @@ where
 /// a deleted network namespace, or a veth someone removed. Such a link runs
 /// our program nowhere, so it must not count as attached.
 pub fn link_ifindex(path: &Path) -> Option<u32> {
-    use std::os::{fd::FromRawFd as _, unix::ffi::OsStrExt as _};
     use aya_obj::generated::{bpf_cmd, bpf_link_info, bpf_link_type};
+    use std::os::{fd::FromRawFd as _, unix::ffi::OsStrExt as _};
 
     #[repr(C)]
     struct ObjGet {

@@ -514,9 +514,22 @@ fn network_options_ip_connect_disconnect_and_stop_start() {
     let e = &c.engines[0];
     let n1 = c.u.host("n1");
     e.ok(&[
-        "network", "create", "-d", "overlay-bpf", "--ipam-driver", "overlay-bpf", "--subnet", "10.41.0.0/24",
-        "--gateway", "10.41.0.254", "--aux-address", "router=10.41.0.2", "-o", "com.docker.network.driver.mtu=1400",
-        "--internal", "inner",
+        "network",
+        "create",
+        "-d",
+        "overlay-bpf",
+        "--ipam-driver",
+        "overlay-bpf",
+        "--subnet",
+        "10.41.0.0/24",
+        "--gateway",
+        "10.41.0.254",
+        "--aux-address",
+        "router=10.41.0.2",
+        "-o",
+        "com.docker.network.driver.mtu=1400",
+        "--internal",
+        "inner",
     ]);
     let inspect = |name: &str| {
         let o = ob(n1, &["network", "inspect", name, "--store", &c.url]);
