@@ -317,13 +317,17 @@ pub async fn run<S: StateSource>(
         None => Pins::for_host(&host),
     };
     let log = |m: &str| tracing::info!("{host}: {m}");
-    let up_opts = |unhealthy: &BTreeSet<String>| apply::UpOptions {
+    let up_opts = |unhealthy: &BTreeSet<String>, revision: Option<i64>| apply::UpOptions {
         unhealthy: unhealthy.clone(),
         ct_size: opts.ct_size,
         bpf_log: opts.bpf_log,
+        revision,
     };
+    // The store revision of the state just read or held (etcd).
+    let revision_now = |source: &S| source.stats().map(|s| s.revision.load(std::sync::atomic::Ordering::Relaxed));
     let mut unhealthy = BTreeSet::new();
-    let r = apply::up(&cluster, h, &pins, &up_opts(&unhealthy), &log).await?;
+    let mut cluster_revision = revision_now(&source);
+    let r = apply::up(&cluster, h, &pins, &up_opts(&unhealthy, cluster_revision), &log).await?;
     tracing::info!(host, written = r.entries_written, deleted = r.entries_deleted, "applied; watching {name}");
     // Endpoint changes elsewhere are applied as they arrive; `cluster` then
     // lags behind them (`stale`) until the next full reconcile, which starts
@@ -462,7 +466,12 @@ pub async fn run<S: StateSource>(
                 match load(&name, &now, opts.host.as_deref()) {
                     Ok((c, h2)) if c.hosts[h2].name == host => {
                         let wanted = health.unhealthy(&c, h2);
-                        match apply::up(&c, h2, &pins, &up_opts(&wanted), &log).await {
+                        let revision = revision_now(&source);
+                        match apply::up(&c, h2, &pins, &up_opts(&wanted, revision), &log).await {
+                            Ok(r) if r.stale => {
+                                tracing::info!(host, "skipped a state older than the host's (a CNI ADD was first)");
+                                Ok(())
+                            }
                             Ok(r) => {
                                 tracing::info!(
                                     host,
@@ -478,6 +487,7 @@ pub async fn run<S: StateSource>(
                                     stats.applied();
                                 }
                                 inc = Incremental::new(&now, &c, h2);
+                                cluster_revision = revision;
                                 stale = false;
                                 (cluster, h, unhealthy) = (c, h2, wanted);
                                 Ok(())
@@ -513,6 +523,7 @@ pub async fn run<S: StateSource>(
                 }) {
                     Ok((s, c, h2)) if c.hosts[h2].name == host => {
                         inc = Incremental::new(&s, &c, h2);
+                        cluster_revision = revision_now(&source);
                         (cluster, h, stale, applied) = (c, h2, false, Some(s));
                     }
                     Ok(_) => {
@@ -526,7 +537,7 @@ pub async fn run<S: StateSource>(
                 }
             }
             let wanted = health.unhealthy(&cluster, h);
-            match apply::up(&cluster, h, &pins, &up_opts(&wanted), &log).await {
+            match apply::up(&cluster, h, &pins, &up_opts(&wanted, cluster_revision), &log).await {
                 Ok(r) => {
                     tracing::info!(
                         host,

@@ -125,6 +125,8 @@ pub struct UpReport {
     pub maps_retired: Vec<String>,
     /// Whether the programs were verified now or opened from their pins.
     pub programs: loader::Origin,
+    /// Nothing done: the host holds a newer store revision than this state.
+    pub stale: bool,
 }
 
 impl UpReport {
@@ -159,6 +161,11 @@ pub struct UpOptions {
     pub ct_size: Option<u32>,
     /// The programs' debug logs on (`--bpf-log`) or off.
     pub bpf_log: bool,
+    /// The store revision the cluster was read at (etcd). An apply older
+    /// than the one the host holds is skipped: an agent whose watch has not
+    /// yet brought a container a CNI ADD just made would otherwise remove
+    /// its veth.
+    pub revision: Option<i64>,
 }
 
 /// The size of each map `up` fills: a pinned map keeps its own (a live map
@@ -206,10 +213,28 @@ pub async fn up(
     opts: &UpOptions,
     progress: &dyn Fn(&str),
 ) -> Result<UpReport> {
+    let _lock = pins::HostLock::acquire(pins).await?;
+    let held = if pins.exists() { pins::HostLock::applied_revision(pins) } else { 0 };
+    if opts.revision.is_some_and(|r| r < held) {
+        progress(&format!("skipped: the host holds store revision {held}, newer than this state's"));
+        return Ok(UpReport { host: cluster.hosts[h].name.clone(), stale: true, ..Default::default() });
+    }
     let host = &cluster.hosts[h];
     let (underlay, underlay_ifindex) = underlay_device(cluster, h)?;
+    // A CNI container that went without its DEL leaves its endpoint with no
+    // netns: skipped (not an error that would stop the host's every apply)
+    // until the runtime's DEL or GC removes it.
+    let local: Vec<_> = cluster
+        .local_endpoints(h)
+        .filter(|e| {
+            let gone = e.runtime == Some(crate::model::Runtime::Cni) && !e.netns.exists();
+            if gone {
+                progress(&format!("endpoint {}: its netns {} is gone; skipped", e.name, e.netns.display()));
+            }
+            !gone
+        })
+        .collect();
     // Everything the user could have got wrong, before touching the kernel.
-    let local: Vec<_> = cluster.local_endpoints(h).collect();
     let mut names: BTreeMap<String, &str> = BTreeMap::new();
     for e in &local {
         if !e.netns.exists() && !e.docker() {
@@ -264,6 +289,9 @@ pub async fn up(
             }
         }
         return Err(e);
+    }
+    if let Some(r) = opts.revision.filter(|r| *r > held) {
+        pins::HostLock::set_applied_revision(pins, r);
     }
     Ok(report)
 }
@@ -435,6 +463,8 @@ pub struct DownReport {
 
 /// Detaches everything `up` attached, removes its veths and its pins.
 pub async fn down(pins: &Pins) -> Result<DownReport> {
+    let _lock = pins::HostLock::acquire(pins).await?;
+    pins::HostLock::clear_applied_revision(pins);
     let mut report = DownReport::default();
     let mut veths: Vec<String> = Vec::new();
     if let Ok(maps) = KernelMaps::open(pins) {

@@ -26,6 +26,82 @@ pub enum PinsError {
     Io { what: &'static str, path: String, source: std::io::Error },
 }
 
+/// Where the host locks live (a tmpfs: a lock outlives no reboot).
+pub const LOCK_DIR: &str = "/run/overlay-bpf/locks";
+
+/// One apply at a time per host on this machine. `up`, `down`, the agent
+/// and the CNI plugin (whose ADDs a runtime runs in parallel) all change the
+/// same veths, links and maps; each takes this lock first. An flock: the
+/// kernel releases it when its holder exits, however it exits.
+#[derive(Debug)]
+pub struct HostLock(#[allow(dead_code)] std::fs::File);
+
+impl HostLock {
+    fn path(pins: &Pins, ext: &str) -> PathBuf {
+        let name = pins.dir.to_string_lossy().trim_start_matches('/').replace('/', "%");
+        Path::new(LOCK_DIR).join(format!("{name}.{ext}"))
+    }
+
+    /// The store revision the host's maps hold (0: unknown), written by
+    /// applies that know theirs, read and written under the lock. It only
+    /// guards the moments an agent's watch lags behind a CNI ADD, so it
+    /// counts for 30 s: a store started afresh (its revisions from 1 again)
+    /// cannot hold a host's applies back for longer.
+    pub fn applied_revision(pins: &Pins) -> i64 {
+        let text = std::fs::read_to_string(HostLock::path(pins, "rev")).unwrap_or_default();
+        let mut f = text.split_whitespace().map(|w| w.parse::<i64>().ok());
+        match (f.next().flatten(), f.next().flatten()) {
+            (Some(rev), Some(at)) if unix_ms() - at < 30_000 => rev,
+            _ => 0,
+        }
+    }
+
+    pub fn set_applied_revision(pins: &Pins, revision: i64) {
+        let _ = std::fs::write(HostLock::path(pins, "rev"), format!("{revision} {}\n", unix_ms()));
+    }
+
+    /// Forgets the applied revision (`down`).
+    pub fn clear_applied_revision(pins: &Pins) {
+        let _ = std::fs::remove_file(HostLock::path(pins, "rev"));
+    }
+
+    /// Waits for the lock of the host pinned at `pins`.
+    pub async fn acquire(pins: &Pins) -> Result<HostLock, PinsError> {
+        let path = HostLock::path(pins, "lock");
+        let io = |what: &'static str, path: &Path| {
+            let path = path.display().to_string();
+            move |source| PinsError::Io { what, path, source }
+        };
+        std::fs::create_dir_all(LOCK_DIR).map_err(io("create", Path::new(LOCK_DIR)))?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io("open", &path))?;
+        // Blocking, so off the async threads: another process may hold it
+        // for the length of its apply.
+        let waited = tokio::task::spawn_blocking(move || {
+            use std::os::fd::AsRawFd as _;
+            // SAFETY: flock on a descriptor this closure owns.
+            let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+            if r == 0 {
+                Ok(file)
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))
+        .and_then(|r| r);
+        Ok(HostLock(waited.map_err(io("lock", &path))?))
+    }
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
 /// The pin layout of one host.
 #[derive(Debug, Clone)]
 pub struct Pins {

@@ -329,6 +329,11 @@ impl Deployment {
                 .stderr(Stdio::null())
                 .status();
             let _ = std::fs::remove_dir_all(&pins);
+            // The host lock `up` took (overlay-bpf keeps it, like /run/lock's).
+            let lock = pins.to_string_lossy().trim_start_matches('/').replace('/', "%");
+            for ext in ["lock", "rev"] {
+                let _ = std::fs::remove_file(Path::new("/run/overlay-bpf/locks").join(format!("{lock}.{ext}")));
+            }
         }
     }
 }

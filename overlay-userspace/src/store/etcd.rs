@@ -67,6 +67,8 @@ pub struct EtcdStore {
     /// The revision of the read the mirror started from: a watch started
     /// earlier still delivers the events up to it, which the read holds.
     mirror_revision: i64,
+    /// The revision of this client's last successful commit.
+    committed: i64,
 }
 
 /// What `/metrics` shows of the store, as the agent sees it.
@@ -192,6 +194,7 @@ impl EtcdStore {
             stats: Arc::default(),
             mirror: None,
             mirror_revision: 0,
+            committed: 0,
         })
     }
 
@@ -344,7 +347,16 @@ impl EtcdStore {
                 StoreError::Etcd { endpoints: self.endpoints.clone(), op: "write", source }
             }
         })?;
+        if resp.succeeded() {
+            self.committed = resp.header().map_or(0, |h| h.revision());
+        }
         Ok(resp.succeeded())
+    }
+
+    /// The newest store revision this client knows: its last read, or its
+    /// last commit. A state read or written at it holds every change up to it.
+    pub fn revision(&self) -> i64 {
+        self.seen.max(self.committed)
     }
 
     /// Backs off before trying again, more each time, with jitter, so that

@@ -230,6 +230,15 @@ impl Store {
         }
     }
 
+    /// The store revision of the last read or write through this handle
+    /// (etcd); None for a file.
+    pub fn revision(&self) -> Option<i64> {
+        match self {
+            Store::File(_) => None,
+            Store::Etcd(e) => Some(e.revision()),
+        }
+    }
+
     /// The state as it is now, not yet validated.
     pub async fn read(&mut self) -> Result<State> {
         match self {
