@@ -90,6 +90,20 @@ pub fn require_root(what: &'static str) -> Result<()> {
     Ok(())
 }
 
+/// An error and its causes, as one line.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s += &format!(": {text}");
+        }
+        cause = c.source();
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod apply;
 pub mod bpf_log;
+pub mod cni;
 pub mod delta;
 #[cfg(feature = "docker")]
 pub mod docker;
@@ -21,6 +22,7 @@ pub mod netdev;
 pub mod network_cmd;
 pub mod pins;
 pub mod reconcile;
+pub mod runtime;
 pub mod service_cmd;
 pub mod status;
 pub mod store;

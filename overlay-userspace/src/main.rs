@@ -20,6 +20,17 @@ fn main() {
         }
         default_hook(info)
     }));
+    // Started by a container runtime: a CNI plugin, which speaks only CNI.
+    if std::env::var_os("CNI_COMMAND").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("OVERLAY_BPF_CNI_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init();
+        std::process::exit(overlay_bpf::cni::main());
+    }
     // A bad flag is a user error (exit 1), like a bad file; --help and
     // --version print and exit 0.
     let cli = match cli::Cli::try_parse() {
@@ -57,24 +68,10 @@ fn main() {
     let code = match rt.block_on(cli::run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", chain(&e));
+            eprintln!("error: {}", error::chain(&e));
             e.exit_code()
         }
     };
     drop(rt);
     std::process::exit(code);
-}
-
-/// An error and its causes, as one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !s.contains(&text) {
-            s += &format!(": {text}");
-        }
-        cause = c.source();
-    }
-    s
 }

@@ -440,3 +440,66 @@ pub async fn delete_link(handle: &Handle, name: &str) -> Result<bool, NetdevErro
         Err(source) => Err(NetdevError::Netlink { what: format!("delete {name}"), source }),
     }
 }
+
+/// What an interface inside a container's netns looks like now (CNI CHECK).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Observed {
+    pub mac: Option<Mac>,
+    pub mtu: Option<u32>,
+    pub addresses: Vec<ipnet::Ipv4Net>,
+    /// The gateway of the netns's default route through this interface.
+    pub default_gateway: Option<Ipv4Addr>,
+}
+
+/// Reads interface `ifname` in the netns at `netns`; None when it is not there.
+pub fn observe_container(netns: &Path, ifname: &str) -> Result<Option<Observed>, NetdevError> {
+    let name = ifname.to_string();
+    in_netns(netns, move |handle| async move {
+        use rtnetlink::packet_route::link::LinkAttribute;
+        let Some(index) = ifindex(&name) else { return Ok(None) };
+        let mut links = handle.link().get().match_index(index).execute();
+        let mut o = Observed { addresses: ipv4_networks(&name), ..Default::default() };
+        if let Some(m) = links.try_next().await.map_err(nl(format!("read {name}")))? {
+            for a in m.attributes {
+                match a {
+                    LinkAttribute::Mtu(m) => o.mtu = Some(m),
+                    LinkAttribute::Address(a) if a.len() == 6 => {
+                        o.mac = Some(Mac([a[0], a[1], a[2], a[3], a[4], a[5]]))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        // This thread's netns: /proc/thread-self, not /proc/self.
+        let routes = std::fs::read_to_string("/proc/thread-self/net/route").unwrap_or_default();
+        o.default_gateway = default_gateway(&routes, &name);
+        Ok(Some(o))
+    })
+}
+
+/// The gateway of the default route through `ifname` in /proc/net/route's
+/// text (addresses in hex, in the kernel's byte order).
+fn default_gateway(routes: &str, ifname: &str) -> Option<Ipv4Addr> {
+    routes.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() < 8 || f[0] != ifname || f[1] != "00000000" || f[7] != "00000000" {
+            return None;
+        }
+        let gw = u32::from_str_radix(f[2], 16).ok()?;
+        Some(Ipv4Addr::from(gw.to_le_bytes()))
+    })
+}
+
+#[cfg(test)]
+mod route_tests {
+    use super::*;
+
+    #[test]
+    fn the_default_route_is_read_from_proc_net_route() {
+        let t = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                 eth0\t00000000\t0100000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+                 eth0\t0000000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
+        assert_eq!(default_gateway(t, "eth0"), Some(Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(default_gateway(t, "eth1"), None);
+    }
+}

@@ -11,9 +11,11 @@ use crate::util::{cargo_bin_dir, is_root, output, path_with_cargo_bin, run, step
 /// (server, and etcdctl to look inside) is the cluster store the tests start,
 /// and protoc builds its client's gRPC code; docker.io (dockerd 20.10,
 /// containerd, runc) runs the Docker plugin's tests, which start their own
-/// engines (the package's service is not started here).
+/// engines (the package's service is not started here); podman (4.3, with
+/// its CNI backend) runs the CNI plugin's tests.
 pub const APT_PACKAGES: &[&str] = &[
     "docker.io",
+    "podman",
     "etcd-server",
     "etcd-client",
     "protobuf-compiler",

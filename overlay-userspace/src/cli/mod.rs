@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use overlay_bpf::store::{EtcdTls, Store, StoreUrl};
 
 mod agent;
+mod cni;
 mod down;
 mod endpoint;
 mod host;
@@ -143,6 +144,10 @@ pub enum Command {
     /// Move the whole state into or out of a store (file or etcd).
     #[command(subcommand)]
     Store(StoreCmd),
+    /// Let podman, containerd, CRI-O and every CNI runtime attach containers:
+    /// install or remove the CNI plugin's conflist (the same binary is the plugin).
+    #[command(subcommand)]
+    Cni(CniCmd),
     /// Join, list and remove the cluster's hosts (Docker: swarm join, node ls, node rm).
     #[command(subcommand)]
     Host(HostCmd),
@@ -314,6 +319,47 @@ overlay-bpf host join --name node4 --address 192.168.100.14 --interface eth1 --s
 }
 
 #[derive(Subcommand, Debug)]
+pub enum CniCmd {
+    /// Link this binary into the runtime's plugin directory as `overlay-bpf`
+    /// and write NAME.conflist, so containers started on network NAME join
+    /// the store's network NAME. The conflist names the store (--store, else
+    /// $OVERLAY_BPF_STORE): runtimes start plugins with an empty environment.
+    #[command(after_help = "Example, podman on two hosts (Debian's podman with the CNI backend):\n  \
+# once, anywhere: the network in the store\n  \
+overlay-bpf network create --subnet 10.0.9.0/24 app --store etcd://10.0.0.1:2379\n  \
+# on each host\n  \
+sudo overlay-bpf cni install --network app --store etcd://10.0.0.1:2379\n  \
+grep -q 'network_backend' /etc/containers/containers.conf || \\\n    \
+printf '[network]\\nnetwork_backend = \"cni\"\\n' | sudo tee -a /etc/containers/containers.conf\n  \
+sudo podman run -d --network app --name web1 docker.io/library/nginx\n  \
+overlay-bpf endpoint ls --network app --store etcd://10.0.0.1:2379   # web1, its address and host\n\n\
+The container talks as soon as `podman run` returns: the plugin applies this host itself, agent or not;\n\
+run `overlay-bpf agent` on every host so that each learns of the others' containers.\n\
+Remove with `overlay-bpf cni uninstall --network app`.")]
+    Install {
+        /// The store's network the containers join; also the conflist's name.
+        #[arg(long)]
+        network: String,
+        /// Where runtimes look for plugins (podman: `cni_plugin_dirs` in containers.conf).
+        #[arg(long, default_value = overlay_bpf::cni::DEFAULT_BIN_DIR)]
+        bin_dir: PathBuf,
+        /// Where runtimes read conflists (podman: `network_config_dir`).
+        #[arg(long, default_value = overlay_bpf::cni::DEFAULT_CONF_DIR)]
+        conf_dir: PathBuf,
+    },
+    /// Remove NAME.conflist and, when no other conflist uses overlay-bpf, the link.
+    #[command(after_help = "Example:\n  sudo overlay-bpf cni uninstall --network app")]
+    Uninstall {
+        #[arg(long)]
+        network: String,
+        #[arg(long, default_value = overlay_bpf::cni::DEFAULT_BIN_DIR)]
+        bin_dir: PathBuf,
+        #[arg(long, default_value = overlay_bpf::cni::DEFAULT_CONF_DIR)]
+        conf_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum StoreCmd {
     /// Check FILE against every rule, then write it into the store in one
     /// transaction, every allocation (VNI, address, MAC, VIP) written out.
@@ -452,6 +498,7 @@ pub async fn run(cli: Cli) -> overlay_bpf::error::Result<i32> {
         Command::Validate { output } => validate::validate(&g, output).await,
         Command::Network(n) => network::network(&g, n).await,
         Command::Store(s) => store::store(&g, s).await,
+        Command::Cni(c) => cni::cni(&g, c).await,
         Command::Host(h) => host::host(&g, h).await,
         Command::Endpoint(e) => endpoint::endpoint(&g, e).await,
         Command::Service(s) => service::service(&g, s).await,

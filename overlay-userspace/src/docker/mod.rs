@@ -704,15 +704,10 @@ impl Plugin {
                 else {
                     return Ok(None);
                 };
-                let taken = |s: &State, n: &str| {
-                    s.endpoints
-                        .iter()
-                        .any(|e| e.network == network && e.name == n && e.endpoint_id.as_deref() != Some(&eid_s))
-                };
-                let chosen = if !taken(s, &name) { name.clone() } else { format!("{name}.{host}") };
-                if taken(s, &chosen) {
-                    return Err(runtime_err(format!("names {name} and {chosen} are both taken on {network}")));
-                }
+                let is_self = |e: &EndpointSpec| e.endpoint_id.as_deref() == Some(&eid_s);
+                let chosen = crate::runtime::container_name(s, &network, &name, &host, is_self).ok_or_else(|| {
+                    runtime_err(format!("names {name} and {name}.{host} are both taken on {network}"))
+                })?;
                 let e = endpoint_by_id(s, &eid_s).expect("found above");
                 e.name = chosen.clone();
                 e.aliases = aliases.iter().filter(|a| **a != chosen).cloned().collect();
