@@ -424,11 +424,19 @@ pub async fn ingress_bpf_filter(handle: &Handle, ifindex: u32, prog: &str) -> Re
                 _ => {}
             }
         }
-        if name.as_deref() == Some(prog) {
+        if name.as_deref().is_some_and(|n| same_prog_name(n, prog)) {
             return Ok(id);
         }
     }
     Ok(None)
+}
+
+/// Whether a filter's name is program `prog`'s: aya names a filter after
+/// the program it attaches, and a program opened from its pin knows only
+/// the kernel's copy of its name, cut to 15 characters.
+fn same_prog_name(filter: &str, prog: &str) -> bool {
+    let f = filter.trim_end_matches('\0');
+    f == prog || (f.len() == 15 && prog.starts_with(f))
 }
 
 pub async fn delete_link(handle: &Handle, name: &str) -> Result<bool, NetdevError> {
@@ -493,6 +501,14 @@ fn default_gateway(routes: &str, ifname: &str) -> Option<Ipv4Addr> {
 #[cfg(test)]
 mod route_tests {
     use super::*;
+
+    #[test]
+    fn a_filter_named_by_a_pinned_program_is_ours() {
+        assert!(same_prog_name("tc_endpoint_egress", "tc_endpoint_egress"));
+        assert!(same_prog_name("tc_endpoint_egr", "tc_endpoint_egress"), "the kernel's 15 characters");
+        assert!(!same_prog_name("tc_endpoint", "tc_endpoint_egress"));
+        assert!(!same_prog_name("xdp_underlay_in", "tc_endpoint_egress"));
+    }
 
     #[test]
     fn the_default_route_is_read_from_proc_net_route() {
