@@ -20,6 +20,12 @@ pub async fn cni(g: &Global, cmd: CniCmd) -> Result<i32> {
                     if known.is_empty() { "none".to_string() } else { known.join(", ") }
                 )));
             }
+            if state.networks.iter().any(|n| n.name == network && !n.attachable) {
+                eprintln!(
+                    "note: network {network} is not attachable: a container joins it only when a service lists it \
+                     as a backend; networks for containers are made with `overlay-bpf network create --attachable`"
+                );
+            }
             let exe = std::env::current_exe()
                 .and_then(std::fs::canonicalize)
                 .map_err(Error::io("find this binary (/proc/self/exe)"))?;

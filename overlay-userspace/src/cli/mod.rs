@@ -326,15 +326,15 @@ pub enum CniCmd {
     /// $OVERLAY_BPF_STORE): runtimes start plugins with an empty environment.
     #[command(after_help = "Example, podman on two hosts (Debian's podman with the CNI backend):\n  \
 # once, anywhere: the network in the store\n  \
-overlay-bpf network create --subnet 10.0.9.0/24 app --store etcd://10.0.0.1:2379\n  \
+overlay-bpf network create --attachable --subnet 10.0.9.0/24 app --store etcd://10.0.0.1:2379\n  \
 # on each host\n  \
 sudo overlay-bpf cni install --network app --store etcd://10.0.0.1:2379\n  \
 grep -q 'network_backend' /etc/containers/containers.conf || \\\n    \
 printf '[network]\\nnetwork_backend = \"cni\"\\n' | sudo tee -a /etc/containers/containers.conf\n  \
 sudo podman run -d --network app --name web1 docker.io/library/nginx\n  \
 overlay-bpf endpoint ls --network app --store etcd://10.0.0.1:2379   # web1, its address and host\n\n\
-The container talks as soon as `podman run` returns: the plugin applies this host itself, agent or not;\n\
-run `overlay-bpf agent` on every host so that each learns of the others' containers.\n\
+The container talks as soon as `podman run` returns: the plugin applies this host itself.\n\
+Run `overlay-bpf agent` on every host too, so that each learns of the others' containers.\n\
 Remove with `overlay-bpf cni uninstall --network app`.")]
     Install {
         /// The store's network the containers join; also the conflist's name.
