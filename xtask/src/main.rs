@@ -72,10 +72,10 @@ enum Cmd {
         /// Seconds of traffic per traffic measurement (after a 0.5 s warm-up).
         #[arg(long, default_value_t = 3.0)]
         secs: f64,
-        /// Only these groups of rows, comma-separated: traffic, packets (BPF_PROG_TEST_RUN), up;
+        /// Only these groups of rows, comma-separated: traffic, packets (BPF_PROG_TEST_RUN), up, dns (dnsperf);
         /// and store (etcd, three agents, 1,000 to 100,000 endpoints: several minutes), which
         /// runs only when named.
-        #[arg(long, value_delimiter = ',', value_parser = ["traffic", "packets", "up", "store"])]
+        #[arg(long, value_delimiter = ',', value_parser = ["traffic", "packets", "up", "dns", "store"])]
         only: Vec<String>,
         /// The store rows' sizes: endpoints in the store, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]

@@ -22,6 +22,7 @@ use crate::{
     util::{catch_signals, check_interrupt, is_root, root, step},
 };
 
+mod dns;
 mod load;
 mod store;
 mod traffic;
@@ -70,6 +71,10 @@ pub fn bench(packets: u32, rounds: u32, secs: f64, only: &[String], store_sizes:
     check_interrupt()?;
     if want("up") {
         rows.extend(up_times(&bin, rounds)?);
+    }
+    check_interrupt()?;
+    if want("dns") {
+        rows.extend(dns::rows(&bin, rounds, secs)?);
     }
     check_interrupt()?;
     // Not in the default set: minutes of etcd and agents at 100,000 endpoints.
