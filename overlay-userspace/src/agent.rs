@@ -144,6 +144,8 @@ pub struct AgentOptions {
     pub ct_size: Option<u32>,
     pub bpf_log: bool,
     pub health: HealthOptions,
+    /// The resolver's upstreams; None: no resolver (`--no-dns`).
+    pub dns: Option<Vec<std::net::SocketAddr>>,
 }
 
 /// Resolves the state that will be applied, and finds this host in it.
@@ -329,6 +331,13 @@ pub async fn run<S: StateSource>(
     let mut cluster_revision = revision_now(&source);
     let r = apply::up(&cluster, h, &pins, &up_opts(&unhealthy, cluster_revision), &log).await?;
     tracing::info!(host, written = r.entries_written, deleted = r.entries_deleted, "applied; watching {name}");
+    let mut resolver = opts.dns.clone().map(crate::dns::Resolver::new);
+    if let Some(r) = resolver.as_mut() {
+        r.update(&cluster, h, &unhealthy).await;
+    }
+    // Endpoints applied as they arrive reach the resolver at its next tick.
+    let mut dns_dirty = false;
+    let mut dns_tick = tokio::time::interval(Duration::from_millis(250));
     // Endpoint changes elsewhere are applied as they arrive; `cluster` then
     // lags behind them (`stale`) until the next full reconcile, which starts
     // from the source's state. `applied`: the state the maps hold, when known.
@@ -414,6 +423,14 @@ pub async fn run<S: StateSource>(
             _ = health_tick.tick(), if !args.off => {
                 health.round(&cluster, h, args).await;
             }
+            _ = dns_tick.tick(), if dns_dirty => {
+                dns_dirty = false;
+                if let (Some(r), Ok(s)) = (resolver.as_mut(), source.held().await) {
+                    if let Ok((c, h2)) = load(&name, &s, opts.host.as_deref()) {
+                        r.update(&c, h2, &unhealthy).await;
+                    }
+                }
+            }
             _ = &mut stop => break,
         }
         if let Some(change) = change {
@@ -424,6 +441,7 @@ pub async fn run<S: StateSource>(
                         match apply_as_they_arrive(&mut inc, endpoints, &pins) {
                             Ok(n) => {
                                 tracing::info!(host, endpoints = n, "applied as it arrived");
+                                dns_dirty = true;
                                 if let Some(stats) = source.stats() {
                                     stats.applied();
                                     stats.incremental.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -489,6 +507,10 @@ pub async fn run<S: StateSource>(
                                 inc = Incremental::new(&now, &c, h2);
                                 cluster_revision = revision;
                                 stale = false;
+                                if let Some(r) = resolver.as_mut() {
+                                    r.update(&c, h2, &wanted).await;
+                                    dns_dirty = false;
+                                }
                                 (cluster, h, unhealthy) = (c, h2, wanted);
                                 Ok(())
                             }
@@ -547,6 +569,9 @@ pub async fn run<S: StateSource>(
                         programs = ?r.programs,
                         "load balancing updated for health"
                     );
+                    if let Some(r) = resolver.as_mut() {
+                        r.update(&cluster, h, &wanted).await;
+                    }
                     unhealthy = wanted;
                 }
                 Err(e) => tracing::error!("health update failed, keeping the previous state: {e}"),

@@ -423,6 +423,11 @@ async fn up_inner(
         netdev::prime_neighbours(&handle, underlay, underlay_ifindex, &peers).await?;
     }
     masquerade::apply(&egress)?;
+    // The gateways of this host's networks are its own: the resolver
+    // answers there. Named namespaces of the file's endpoints get it in
+    // their resolv.conf (runtimes write their containers' own).
+    netdev::sync_gateway_addresses(&handle, &crate::dns::zone::Zone::served(cluster, h)).await?;
+    sync_resolv_confs(pins, local)?;
 
     // What an earlier state had and this one does not: links, then veths.
     let wanted_tc: Vec<String> = local.iter().filter(|e| facts.veths.contains_key(&e.key)).map(|e| e.veth()).collect();
@@ -448,6 +453,54 @@ async fn up_inner(
             {
                 report.veths_removed.push(name);
             }
+        }
+    }
+    Ok(())
+}
+
+/// Where `ip netns exec NAME` finds a namespace's own resolv.conf.
+const NETNS_ETC: &str = "/etc/netns";
+
+/// The first line of the resolv.conf files this host's `up` writes.
+fn resolv_conf_marker(pins: &Pins) -> String {
+    format!("# overlay-bpf {}: the resolver of this namespace's networks", pins.dir.display())
+}
+
+/// `/etc/netns/<name>/resolv.conf` naming the gateway (the resolver) for
+/// each named netns of `local`'s file endpoints: the endpoint that carries
+/// the netns's default route gives it. A file someone else wrote is left
+/// alone; ours for a netns that has no endpoint here any more goes.
+fn sync_resolv_confs(pins: &Pins, local: &[&crate::model::Endpoint]) -> Result<()> {
+    let marker = resolv_conf_marker(pins);
+    let mut want: BTreeMap<String, Ipv4Addr> = BTreeMap::new();
+    for e in local.iter().filter(|e| e.runtime.is_none() && e.default_route) {
+        if e.netns.parent() == Some(Path::new("/run/netns")) {
+            if let Some(name) = e.netns.file_name().and_then(|n| n.to_str()) {
+                want.insert(name.to_string(), e.gateway);
+            }
+        }
+    }
+    let ours = |path: &Path| std::fs::read_to_string(path).is_ok_and(|t| t.starts_with(&marker));
+    for (name, gw) in &want {
+        let dir = Path::new(NETNS_ETC).join(name);
+        let path = dir.join("resolv.conf");
+        if path.exists() && !ours(&path) {
+            continue;
+        }
+        let text = format!("{marker}\nnameserver {gw}\noptions ndots:0\n");
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(&text) {
+            std::fs::create_dir_all(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
+            std::fs::write(&path, text).map_err(Error::io(format!("write {}", path.display())))?;
+        }
+    }
+    let Ok(rd) = std::fs::read_dir(NETNS_ETC) else { return Ok(()) };
+    for d in rd.flatten() {
+        let name = d.file_name().to_string_lossy().into_owned();
+        let path = d.path().join("resolv.conf");
+        if !want.contains_key(&name) && ours(&path) {
+            std::fs::remove_file(&path).map_err(Error::io(format!("remove {}", path.display())))?;
+            // The directory too, when the file was all it held.
+            let _ = std::fs::remove_dir(d.path());
         }
     }
     Ok(())
@@ -482,7 +535,9 @@ pub async fn down(pins: &Pins) -> Result<DownReport> {
         report.links_removed.push(format!("{kind}@{ifname}"));
     }
     masquerade::remove()?;
+    sync_resolv_confs(pins, &[])?;
     let handle = netdev::connect()?;
+    netdev::sync_gateway_addresses(&handle, &BTreeSet::new()).await?;
     for v in veths {
         if netdev::delete_link(&handle, &v).await? {
             report.veths_removed.push(v);

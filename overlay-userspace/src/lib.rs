@@ -6,6 +6,7 @@ pub mod apply;
 pub mod bpf_log;
 pub mod cni;
 pub mod delta;
+pub mod dns;
 #[cfg(feature = "docker")]
 pub mod docker;
 pub mod endpoint_cmd;

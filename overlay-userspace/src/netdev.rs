@@ -498,6 +498,52 @@ fn default_gateway(routes: &str, ifname: &str) -> Option<Ipv4Addr> {
     })
 }
 
+/// The label of the gateway addresses `up` puts on `lo`.
+pub const GATEWAY_LABEL: &str = "lo:ob";
+
+/// Makes the gateway addresses on `lo` (label [`GATEWAY_LABEL`], /32) be
+/// exactly `want`: this host owns the gateways of its networks, where the
+/// resolver listens and pings are answered. Returns (added, removed).
+pub async fn sync_gateway_addresses(
+    handle: &Handle,
+    want: &std::collections::BTreeSet<Ipv4Addr>,
+) -> Result<(usize, usize), NetdevError> {
+    let Some(lo) = ifindex("lo") else { return Ok((0, 0)) };
+    let mut addrs = handle.address().get().set_link_index_filter(lo).execute();
+    let mut have = std::collections::BTreeSet::new();
+    let mut stale = Vec::new();
+    while let Some(msg) = addrs.try_next().await.map_err(nl("list the addresses of lo"))? {
+        let ours = msg.attributes.iter().any(|a| matches!(a, AddressAttribute::Label(l) if l == GATEWAY_LABEL));
+        let ip = msg.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
+            _ => None,
+        });
+        match ip {
+            Some(ip) if ours && want.contains(&ip) => {
+                have.insert(ip);
+            }
+            Some(_) if ours => stale.push(msg),
+            _ => {}
+        }
+    }
+    let removed = stale.len();
+    for m in stale {
+        handle.address().del(m).execute().await.map_err(nl("remove a gateway address from lo"))?;
+    }
+    let mut added = 0;
+    for gw in want.iter().filter(|g| !have.contains(g)) {
+        let mut req = handle.address().add(lo, IpAddr::V4(*gw), 32);
+        req.message_mut().attributes.push(AddressAttribute::Label(GATEWAY_LABEL.into()));
+        match req.execute().await {
+            Ok(()) => added += 1,
+            // Configured already without our label (by hand): it is the host's anyway.
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => {}
+            Err(source) => return Err(NetdevError::Netlink { what: format!("add gateway {gw}/32 to lo"), source }),
+        }
+    }
+    Ok((added, removed))
+}
+
 #[cfg(test)]
 mod route_tests {
     use super::*;

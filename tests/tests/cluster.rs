@@ -295,7 +295,7 @@ fn the_agent_applies_reapplies_on_change_and_leaves_the_data_path_on_exit() {
     dep.track(&format!("{p}n1"), &format!("{p}-n1"));
     let mut agent = dep
         .cmd(&format!("{p}n1"), &format!("{p}-n1"))
-        .args(["agent", "--interval", "1", "--state"])
+        .args(["agent", "--interval", "1", "--dns-upstream", "127.0.0.1:5399", "--state"])
         .arg(&st.0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -173,6 +173,7 @@ fn the_protocol_by_direct_invocation() {
     assert_eq!(r1["ips"][0]["gateway"], "10.50.0.1");
     assert_eq!(r1["ips"][0]["interface"], 1);
     assert_eq!(r1["routes"], json!([{"dst": "0.0.0.0/0", "gw": "10.50.0.1"}]));
+    assert_eq!(r1["dns"], json!({"nameservers": ["10.50.0.1"]}), "the resolver, at the gateway");
     let a1 = address(&r1);
     assert!(a1.starts_with("10.50.0."), "{r1}");
     let link = link_json(&cs[0], "eth0").expect("eth0 in the container");
@@ -187,6 +188,13 @@ fn the_protocol_by_direct_invocation() {
     let mut names = c.names("app");
     names.sort();
     assert_eq!(names, ["c10000000000", "c20000000000", "ns3"]);
+    // c2, made on n2, resolves on n1 once n1's agent has it (the watch).
+    let t = Instant::now();
+    wait_until("c1 resolves c2 by name", 20, || {
+        let o = cs[0].run("dig", &["@10.50.0.1", "+short", "+time=1", "+tries=1", "c20000000000"]);
+        String::from_utf8_lossy(&o.stdout).trim() == a2
+    });
+    eprintln!("c2 resolved on the other host {:?} after its ADD returned", t.elapsed());
     wait_until("c1 reaches c2 across hosts", 20, || pings(&cs[0], &a2));
     wait_until("c2 reaches ns3 on a third host", 20, || pings(&cs[1], "10.50.0.250"));
     assert!(pings(&c.ns3, &a1), "ns3 reaches c1");

@@ -31,6 +31,8 @@ fn plugin_agent(dep: &mut Deployment, p: &str, h: &str, url: &str, e: &DockerEng
         .arg(bin())
         .args(["--host", &host, "--netns", &ns, "agent", "--store", url, "--no-health"])
         .args(["--docker-plugin", "--docker-host", &e.socket()])
+        // Tests never ask a real upstream resolver: nothing listens there.
+        .args(["--dns-upstream", "127.0.0.1:5399"])
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -183,6 +185,27 @@ fn containers_on_two_docker_engines_and_a_namespace_talk_across_hosts() {
     wait_ping(&engines[1], "c2", &a1);
     let page = engines[0].ok(&["exec", "c1", "wget", "-q", "-O", "-", &format!("http://{a2}/etc/hostname")]);
     assert_eq!(page, engines[1].ok(&["inspect", "-f", "{{.Config.Hostname}}", "c2"]));
+    // Names across hosts: Docker's resolver (127.0.0.11) knows only this
+    // engine's containers and forwards the rest to `--dns`, the network's
+    // gateway, where our resolver answers c2 (on the other engine) and web.
+    let by_name = engines[0].docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "app",
+        "--dns",
+        "10.30.0.1",
+        IMAGE,
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        "http://c2/etc/hostname",
+    ]);
+    assert_eq!(assert_ok(&by_name).trim(), page, "c2 by name from a container on the other engine");
+    let alias =
+        engines[0].docker(&["run", "--rm", "--network", "app", "--dns", "10.30.0.1", IMAGE, "ping", "-c", "1", "web"]);
+    assert!(text(&alias).contains(&format!("({a2})")), "web is c2's alias: {}", text(&alias));
     assert_ok(&ob(
         n1,
         &[

@@ -310,6 +310,11 @@ fn tc_ipv4_goes_only_where_it_may() {
     let outside = frame(ME_MAC, GW_MAC, ME, OUTSIDE, 6, &tcp(1, 443));
     let mut outside_to_host = outside.clone();
     outside_to_host[0..6].copy_from_slice(&HOST_VETH_MAC);
+    let dns_udp = frame(ME_MAC, GW_MAC, ME, GW, 17, &udp(40000, 53, b"query"));
+    let mut dns_udp_to_host = dns_udp.clone();
+    dns_udp_to_host[0..6].copy_from_slice(&HOST_VETH_MAC);
+    let dns_tcp = frame(ME_MAC, GW_MAC, ME, GW, 6, &tcp(40000, 53));
+    let ping_gw = frame(ME_MAC, GW_MAC, ME, GW, 1, &icmp_echo());
     let big_df = frame(ME_MAC, R_MAC, ME, R, 17, &udp(1, 2, &[7; 1472]));
     let big = {
         let mut p = eth(R_MAC, ME_MAC, 0x0800);
@@ -383,6 +388,24 @@ fn tc_ipv4_goes_only_where_it_may() {
         ),
         case("from another MAC", frame(L_MAC, R_MAC, ME, R, 17, &udp(1, 2, b"x")), TC_ACT_SHOT, Out::Any, DropSpoofed),
         case("leaving the overlay", outside, TC_ACT_OK, Out::Exactly(outside_to_host), PassToHost),
+        // The gateway is the host's: DNS (its resolver) and ICMP reach it, and nothing else.
+        case("DNS over UDP to the gateway", dns_udp.clone(), TC_ACT_OK, Out::Exactly(dns_udp_to_host), PassToHost),
+        case("DNS over TCP to the gateway", dns_tcp, TC_ACT_OK, Out::Any, PassToHost),
+        case("ping to the gateway", ping_gw, TC_ACT_OK, Out::Any, PassToHost),
+        case(
+            "another port of the gateway",
+            frame(ME_MAC, GW_MAC, ME, GW, 6, &tcp(40000, 22)),
+            TC_ACT_SHOT,
+            Out::Any,
+            DropNoEndpoint,
+        ),
+        case(
+            "another network's gateway",
+            frame(ME_MAC, GW_MAC, ME, [10, 0, 1, 1], 17, &udp(40000, 53, b"q")),
+            TC_ACT_SHOT,
+            Out::Any,
+            DropCrossNetwork,
+        ),
         case(
             "IPv6",
             {
@@ -430,10 +453,14 @@ fn tc_ipv4_goes_only_where_it_may() {
     )
     .unwrap();
     let out2 = frame(ME_MAC, GW_MAC, ME, OUTSIDE, 6, &tcp(1, 443));
+    let dns_internal = frame(ME_MAC, GW_MAC, ME, GW, 17, &udp(40000, 53, b"query"));
     rig.table(
         PROG_TC_ENDPOINT,
         Prog::TcEndpoint,
-        &[case("leaving an internal network", out2, TC_ACT_SHOT, Out::Any, DropInternal)],
+        &[
+            case("leaving an internal network", out2, TC_ACT_SHOT, Out::Any, DropInternal),
+            case("an internal network's DNS to its gateway", dns_internal, TC_ACT_OK, Out::Any, PassToHost),
+        ],
     );
 
     // A veth the maps do not know.

@@ -385,7 +385,12 @@ fn check_tc(input: &[u8], verdict: u32, out: &[u8]) -> Result<(), String> {
             return Err("passed to the host: not IPv4".into());
         }
         let overlay = out[30..33] == [10, 0, 0] || out[30..33] == [10, 0, 1];
-        return if overlay { Err("overlay address passed to the host".into()) } else { Ok(()) };
+        // Except the container's own gateway (the host's): ICMP, and DNS
+        // (UDP/TCP port 53) for the resolver.
+        let ihl = usize::from(out[14] & 0x0f) * 4;
+        let dns = matches!(out[23], 6 | 17) && out.len() >= 14 + ihl + 4 && out[14 + ihl + 2..14 + ihl + 4] == [0, 53];
+        let to_gateway = out[30..34] == [10, 0, 0, 1] && (out[23] == 1 || dns);
+        return if overlay && !to_gateway { Err("overlay address passed to the host".into()) } else { Ok(()) };
     }
     if out.len() < 14 {
         return Err("redirected a runt".into());

@@ -12,10 +12,14 @@ use crate::util::{cargo_bin_dir, is_root, output, path_with_cargo_bin, run, step
 /// and protoc builds its client's gRPC code; docker.io (dockerd 20.10,
 /// containerd, runc) runs the Docker plugin's tests, which start their own
 /// engines (the package's service is not started here); podman (4.3, with
-/// its CNI backend) runs the CNI plugin's tests.
+/// its CNI backend) runs the CNI plugin's tests; dig, dnsmasq (the
+/// upstream the resolver's tests start) and dnsperf test and measure DNS.
 pub const APT_PACKAGES: &[&str] = &[
     "docker.io",
     "podman",
+    "bind9-dnsutils",
+    "dnsmasq-base",
+    "dnsperf",
     "etcd-server",
     "etcd-client",
     "protobuf-compiler",

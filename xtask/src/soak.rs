@@ -211,7 +211,19 @@ pub fn soak(secs: u64, seed: Option<u64>) -> Result<()> {
         dep.track(&h, &ns);
         let log = fs::File::create(dir.join(format!("agent-{h}.log")))?;
         let child = Command::new(&bin)
-            .args(["--host", &h, "--netns", &ns, "agent", "--interval", "1", "--no-health", "--state"])
+            .args([
+                "--host",
+                &h,
+                "--netns",
+                &ns,
+                "agent",
+                "--interval",
+                "1",
+                "--no-health",
+                "--dns-upstream",
+                "127.0.0.1:5399",
+                "--state",
+            ])
             .arg(&state_path)
             .stdout(Stdio::null())
             .stderr(log)

@@ -95,19 +95,39 @@ fn ipv4(ctx: &TcContext, me: &IfaceValue, ifindex: u32) -> Outcome<i32> {
         return forward::forward(ctx, me, ep);
     }
     if let Some(s) = subnet(dst) {
+        // The network's own gateway is this host's address: its resolver
+        // (DNS, UDP and TCP 53) and ping answer there, on internal networks
+        // too. Nothing else of the host is reachable through it.
+        if s.vni == me.vni && dst == s.gateway && to_gateway(ctx, proto, ihl) {
+            return to_host(ctx, me);
+        }
         // Inside an overlay network but no endpoint of ours: isolation.
         return Err(if s.vni == me.vni { Reason::DropNoEndpoint } else { Reason::DropCrossNetwork });
     }
     // Outside every overlay network: the host routes and masquerades it.
     match network(me.vni) {
-        Some(n) if n.flags & NETWORK_F_INTERNAL == 0 => {
-            // Addressed to the gateway's MAC, the frame entered the veth as
-            // "for another host", which the IP stack would discard.
-            let e = ctx.bytes::<{ eth::HEADER_LEN }>(0).ok_or(Reason::DropMalformed)?;
-            eth::set_dst(e, me.host_mac);
-            ctx.change_type(PACKET_HOST).map_err(|_| Reason::DropChangeType)?;
-            Ok((Reason::PassToHost, TC_ACT_OK))
-        }
+        Some(n) if n.flags & NETWORK_F_INTERNAL == 0 => to_host(ctx, me),
         _ => Err(Reason::DropInternal),
+    }
+}
+
+/// Hands the frame to the host stack. Addressed to the gateway's MAC, it
+/// entered the veth as "for another host", which the IP stack would discard.
+#[inline(always)]
+fn to_host(ctx: &TcContext, me: &IfaceValue) -> Outcome<i32> {
+    let e = ctx.bytes::<{ eth::HEADER_LEN }>(0).ok_or(Reason::DropMalformed)?;
+    eth::set_dst(e, me.host_mac);
+    ctx.change_type(PACKET_HOST).map_err(|_| Reason::DropChangeType)?;
+    Ok((Reason::PassToHost, TC_ACT_OK))
+}
+
+/// What a container may send to its gateway: ICMP (ping), and DNS.
+#[inline(always)]
+fn to_gateway(ctx: &TcContext, proto: u8, ihl: usize) -> bool {
+    const DNS: [u8; 2] = 53u16.to_be_bytes();
+    match proto {
+        PROTO_ICMP => true,
+        PROTO_TCP | PROTO_UDP => ctx.bytes::<4>(eth::HEADER_LEN + ihl).is_some_and(|p| p[2..4] == DNS),
+        _ => false,
     }
 }

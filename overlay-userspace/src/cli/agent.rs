@@ -39,6 +39,19 @@ pub struct HealthArgs {
     pub lease_ttl: u64,
 }
 
+/// The resolver (`agent --dns-*`, `dns.md`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct DnsArgs {
+    /// Where names that are not the cluster's go (IP or IP:PORT; repeat for
+    /// several, asked at once, the first answer wins within 2 s). Default:
+    /// the nameservers of this host's /etc/resolv.conf.
+    #[arg(long, value_name = "IP[:PORT]", value_parser = overlay_bpf::dns::parse_upstream)]
+    pub dns_upstream: Vec<std::net::SocketAddr>,
+    /// No resolver: containers' queries to their gateway go unanswered.
+    #[arg(long)]
+    pub no_dns: bool,
+}
+
 /// The Docker plugin (`agent --docker-plugin`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct DockerArgs {
@@ -56,7 +69,14 @@ pub struct DockerArgs {
 
 /// `overlay-bpf agent`: the library's agent on the state file, stopped by
 /// SIGINT or SIGTERM (the data path stays).
-pub async fn agent(g: &Global, interval: u64, table: TableArgs, args: HealthArgs, docker: DockerArgs) -> Result<i32> {
+pub async fn agent(
+    g: &Global,
+    interval: u64,
+    table: TableArgs,
+    args: HealthArgs,
+    docker: DockerArgs,
+    dns: DnsArgs,
+) -> Result<i32> {
     let opts = AgentOptions {
         host: g.host.clone(),
         pin_dir: g.pin_dir.clone(),
@@ -71,6 +91,13 @@ pub async fn agent(g: &Global, interval: u64, table: TableArgs, args: HealthArgs
             off: args.no_health,
             lease_ttl: Duration::from_secs(args.lease_ttl),
         },
+        dns: (!dns.no_dns).then(|| {
+            if dns.dns_upstream.is_empty() {
+                overlay_bpf::dns::system_upstreams()
+            } else {
+                dns.dns_upstream.clone()
+            }
+        }),
     };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(Error::io("watch for SIGTERM"))?;

@@ -118,6 +118,11 @@ pub enum Command {
     /// rounds takes its host's backends out. Every transition is logged. Backends of
     /// UDP-only services are not probed.
     ///
+    /// The agent also answers DNS for every network with an endpoint on this host, at the
+    /// network's gateway address (UDP and TCP 53): endpoint names and aliases, services
+    /// (their VIP; dnsrr: the healthy backends), tasks.<service>, <name>.<network>, PTR;
+    /// anything else goes to --dns-upstream. Named namespaces get it in /etc/netns/NAME/resolv.conf.
+    ///
     /// SIGINT/SIGTERM stop the agent and leave the data path in place; a restarted agent
     /// adopts it.
     Agent {
@@ -130,6 +135,8 @@ pub enum Command {
         health: agent::HealthArgs,
         #[command(flatten)]
         docker: agent::DockerArgs,
+        #[command(flatten)]
+        dns: agent::DnsArgs,
     },
     /// Check the state file against every rule; print each error; exit 1 if any.
     /// On success, print what every host will compute: VNIs, addresses, MACs.
@@ -494,7 +501,9 @@ pub async fn run(cli: Cli) -> overlay_bpf::error::Result<i32> {
         Command::Up { table } => up::up(&g, table).await,
         Command::Down => down::down(&g).await,
         Command::Status { output } => status::status(&g, output).await,
-        Command::Agent { interval, table, health, docker } => agent(&g, interval, table, health, docker).await,
+        Command::Agent { interval, table, health, docker, dns } => {
+            agent(&g, interval, table, health, docker, dns).await
+        }
         Command::Validate { output } => validate::validate(&g, output).await,
         Command::Network(n) => network::network(&g, n).await,
         Command::Store(s) => store::store(&g, s).await,

@@ -337,7 +337,7 @@ async fn add(env: &Env, conf: &NetConf) -> Result<AddResult, Failure> {
         } else {
             Vec::new()
         },
-        dns: Dns::default(),
+        dns: Dns { nameservers: vec![e.gateway.to_string()] },
     })
 }
 

@@ -126,7 +126,11 @@ pub struct Route {
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Dns {}
+pub struct Dns {
+    /// The network's gateway, where the agent's resolver answers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nameservers: Vec<String>,
+}
 
 /// VERSION's answer.
 #[derive(Debug, Serialize)]

@@ -267,6 +267,8 @@ impl Agent {
             .args(["agent", "--interval", "1"])
             .args(source)
             .args(extra)
+            // Tests never ask a real upstream resolver: nothing listens there.
+            .args(if extra.contains(&"--dns-upstream") { &[][..] } else { &["--dns-upstream", "127.0.0.1:5399"][..] })
             .stdout(Stdio::null())
             .stderr(f)
             .spawn()

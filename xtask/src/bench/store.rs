@@ -173,7 +173,7 @@ pub fn rows(bin: &Path, changes: u32, sizes: &[u32]) -> Result<Vec<Row>> {
                 let log = std::fs::File::create(dir.join(format!("agent-{i}-{n}.log")))?;
                 Ok(Killed(
                     dep.cmd(&host, &ns)
-                        .args(["agent", "--store", &url, "--no-health"])
+                        .args(["agent", "--store", &url, "--no-health", "--dns-upstream", "127.0.0.1:5399"])
                         .stdout(Stdio::null())
                         .stderr(log)
                         .spawn()?,

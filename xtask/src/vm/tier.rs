@@ -52,7 +52,7 @@ const PYTHON_SKIP: &[&str] = &[
 
 /// Test binaries that need real servers the VMs do not carry (etcd, and
 /// later dockerd and podman): they run on the host tier only.
-const HOST_ONLY: &[&str] = &["store", "docker", "cni"];
+const HOST_ONLY: &[&str] = &["store", "docker", "cni", "dns"];
 
 /// The kernel test binaries `cargo test -p tests --no-run` built, less the
 /// host-only ones.
