@@ -329,12 +329,17 @@ impl Deployment {
                 .stderr(Stdio::null())
                 .status();
             let _ = std::fs::remove_dir_all(&pins);
-            // The host lock `up` took (overlay-bpf keeps it, like /run/lock's).
-            let lock = pins.to_string_lossy().trim_start_matches('/').replace('/', "%");
-            for ext in ["lock", "rev"] {
-                let _ = std::fs::remove_file(Path::new("/run/overlay-bpf/locks").join(format!("{lock}.{ext}")));
-            }
+            remove_host_lock(&pins);
         }
+    }
+}
+
+/// Removes the host lock (and applied revision) that applies on the pin dir
+/// `pins` took: overlay-bpf keeps them, like /run/lock's files.
+pub fn remove_host_lock(pins: &Path) {
+    let lock = pins.to_string_lossy().trim_start_matches('/').replace('/', "%");
+    for ext in ["lock", "rev"] {
+        let _ = std::fs::remove_file(Path::new("/run/overlay-bpf/locks").join(format!("{lock}.{ext}")));
     }
 }
 

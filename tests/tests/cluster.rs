@@ -342,6 +342,7 @@ fn pin_dir_moves_every_pin_and_must_be_on_bpffs() {
     impl Drop for RmDir {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
+            remove_host_lock(&self.0);
         }
     }
     let _rm = RmDir(custom.clone());

@@ -1,4 +1,4 @@
-use super::{CniCmd, Global};
+use super::{CniCmd, CniTarget, Global};
 use overlay_bpf::{
     cni::install::{self, Install},
     error::{Error, Result},
@@ -6,7 +6,7 @@ use overlay_bpf::{
 
 pub async fn cni(g: &Global, cmd: CniCmd) -> Result<i32> {
     match cmd {
-        CniCmd::Install { network, bin_dir, conf_dir } => {
+        CniCmd::Install(CniTarget { network, bin_dir, conf_dir }) => {
             // The network must exist: a conflist naming no network would
             // fail every container's start.
             let mut store = super::open_store(g).await?;
@@ -49,7 +49,7 @@ pub async fn cni(g: &Global, cmd: CniCmd) -> Result<i32> {
                 exe.display()
             );
         }
-        CniCmd::Uninstall { network, bin_dir, conf_dir } => {
+        CniCmd::Uninstall(CniTarget { network, bin_dir, conf_dir }) => {
             let r = install::uninstall(&network, &bin_dir, &conf_dir)?;
             match (&r.conflist, &r.link) {
                 (None, None) => println!("{network}: nothing to remove"),

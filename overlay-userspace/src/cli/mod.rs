@@ -343,27 +343,24 @@ overlay-bpf endpoint ls --network app --store etcd://10.0.0.1:2379   # web1, its
 The container talks as soon as `podman run` returns: the plugin applies this host itself.\n\
 Run `overlay-bpf agent` on every host too, so that each learns of the others' containers.\n\
 Remove with `overlay-bpf cni uninstall --network app`.")]
-    Install {
-        /// The store's network the containers join; also the conflist's name.
-        #[arg(long)]
-        network: String,
-        /// Where runtimes look for plugins (podman: `cni_plugin_dirs` in containers.conf).
-        #[arg(long, default_value = overlay_bpf::cni::DEFAULT_BIN_DIR)]
-        bin_dir: PathBuf,
-        /// Where runtimes read conflists (podman: `network_config_dir`).
-        #[arg(long, default_value = overlay_bpf::cni::DEFAULT_CONF_DIR)]
-        conf_dir: PathBuf,
-    },
+    Install(CniTarget),
     /// Remove NAME.conflist and, when no other conflist uses overlay-bpf, the link.
     #[command(after_help = "Example:\n  sudo overlay-bpf cni uninstall --network app")]
-    Uninstall {
-        #[arg(long)]
-        network: String,
-        #[arg(long, default_value = overlay_bpf::cni::DEFAULT_BIN_DIR)]
-        bin_dir: PathBuf,
-        #[arg(long, default_value = overlay_bpf::cni::DEFAULT_CONF_DIR)]
-        conf_dir: PathBuf,
-    },
+    Uninstall(CniTarget),
+}
+
+/// Which network's conflist, and where runtimes look.
+#[derive(clap::Args, Debug)]
+pub struct CniTarget {
+    /// The store's network the containers join; also the conflist's name.
+    #[arg(long)]
+    pub network: String,
+    /// Where runtimes look for plugins (podman: `cni_plugin_dirs` in containers.conf).
+    #[arg(long, default_value = overlay_bpf::cni::DEFAULT_BIN_DIR)]
+    pub bin_dir: PathBuf,
+    /// Where runtimes read conflists (podman: `network_config_dir`).
+    #[arg(long, default_value = overlay_bpf::cni::DEFAULT_CONF_DIR)]
+    pub conf_dir: PathBuf,
 }
 
 #[derive(Subcommand, Debug)]

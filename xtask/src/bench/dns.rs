@@ -11,13 +11,13 @@
 use std::{
     net::Ipv4Addr,
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context, Result};
 
-use super::{median, Row};
+use super::{median, store::Killed, Row};
 use crate::{
     testbed::{Deployment, Netns, Underlay},
     util::{check_interrupt, root, step},
@@ -26,15 +26,6 @@ use crate::{
 const P: &str = "obbd";
 const GW: &str = "10.70.0.1";
 const NAMES: u32 = 100;
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn state() -> String {
     let mut y = format!(

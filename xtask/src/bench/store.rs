@@ -30,7 +30,7 @@ const P: &str = "obbs";
 const ETCD: &str = "192.168.220.11";
 
 /// A child process killed by PID when dropped.
-struct Killed(Child);
+pub(super) struct Killed(pub(super) Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
