@@ -37,6 +37,7 @@ fn dns_state(p: &str, health: bool) -> String {
     y += &format!("  - {{name: both, host: {p}n1, network: beta, netns: {p}-both, ip: 10.61.0.30}}\n");
     y += "services:\n";
     y += "  - {name: api, network: alpha, backends: [web1, web2], ports: [{protocol: tcp, published: 8080, target: 80}]}\n";
+    y += "  - {name: far, network: alpha, backends: [web2], ports: [{protocol: tcp, published: 8090, target: 80}]}\n";
     if !health {
         y += "  - {name: rr, network: alpha, endpoint_mode: dnsrr, backends: [web1, web2]}\n";
     }
@@ -173,6 +174,8 @@ fn every_row_of_the_table_from_containers_on_two_hosts() {
         let body = curl(cl, &["http://api/"]);
         body == ["web1"] || body == ["web2"]
     });
+    // far's one backend is on the other host: by name, through its VIP, across hosts.
+    wait_until("curl http://far/", 20, || curl(cl, &["http://far/"]) == ["web2"]);
     // The gateway answers ping; the host's other services stay out of reach.
     assert!(cl.run("ping", &["-c", "1", "-W", "2", gw]).status.success(), "ping the gateway");
 
