@@ -167,6 +167,17 @@ fn a_host_rebuilt_under_its_old_pins_attaches_afresh() {
     let p = "obtr";
     let eps = [("e1", "n1", "front", "10.10.0.3"), ("e2", "n2", "front", "10.10.0.4")];
     let st = StateFile::new(p, &state(p, &eps, 2));
+    // No `down` can run once the namespaces are gone: the resolv.conf files
+    // `up` wrote for them go by name.
+    struct NetnsEtc(&'static str);
+    impl Drop for NetnsEtc {
+        fn drop(&mut self) {
+            for c in ["e1", "e2"] {
+                let _ = std::fs::remove_dir_all(format!("/etc/netns/{}-{c}", self.0));
+            }
+        }
+    }
+    let _etc = NetnsEtc(p);
     let mut dep = Deployment::new(&bin());
     for round in 0..2 {
         let u = underlay(p, 2);
