@@ -361,11 +361,32 @@ pub fn configure_container(c: &ContainerIf) -> Result<(), NetdevError> {
     in_netns(&c.netns.clone(), move |h| async move {
         let idx = ifindex(&c.ifname)
             .ok_or_else(|| NetdevError::NoSuchInterface(format!("{} in {}", c.ifname, c.netns.display())))?;
-        h.link()
-            .set(LinkUnspec::new_with_index(idx).address(c.mac.0.to_vec()).mtu(c.mtu).up().build())
-            .execute()
-            .await
-            .map_err(nl(format!("configure {}", c.ifname)))?;
+        // Only what differs is set: setting a MAC, even the same one, makes
+        // the kernel flush the interface's neighbour entries, and a packet
+        // waiting there for its ARP answer (a reply under way) is lost.
+        let (mut same_mac, mut same_mtu, mut up) = (false, false, false);
+        let mut links = h.link().get().match_index(idx).execute();
+        if let Some(m) = links.try_next().await.map_err(nl(format!("read {}", c.ifname)))? {
+            use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags};
+            up = m.header.flags.contains(LinkFlags::Up);
+            for a in &m.attributes {
+                match a {
+                    LinkAttribute::Address(a) => same_mac = a[..] == c.mac.0[..],
+                    LinkAttribute::Mtu(m) => same_mtu = *m == c.mtu,
+                    _ => {}
+                }
+            }
+        }
+        if !(same_mac && same_mtu && up) {
+            let mut link = LinkUnspec::new_with_index(idx).up();
+            if !same_mac {
+                link = link.address(c.mac.0.to_vec());
+            }
+            if !same_mtu {
+                link = link.mtu(c.mtu);
+            }
+            h.link().set(link.build()).execute().await.map_err(nl(format!("configure {}", c.ifname)))?;
+        }
         enable_gro(&c.ifname).map_err(|e| NetdevError::Ethtool { ifname: c.ifname.clone(), source: e })?;
         if let Some(lo) = ifindex("lo") {
             h.link().set(LinkUnspec::new_with_index(lo).up().build()).execute().await.map_err(nl("set lo up"))?;

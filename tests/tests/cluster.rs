@@ -92,6 +92,11 @@ fn up_status_reapply_and_down_on_three_hosts() {
     assert!(out.contains("programs reused from their pins"), "verified again: {out}");
     assert_eq!(link_ids(&status(&dep, p, "n1")), links, "the same links stay attached");
     assert_eq!(bpftool_dump(&pins(p, "n1").join("maps/OB_ENDPOINTS_V1")), before);
+    // ...nor in the container: its neighbour entries stay (setting its MAC
+    // again, even the same one, would flush them, and lose any reply that was
+    // waiting there for its ARP answer).
+    let gateway_neigh = web1_ns.ip(&["neigh", "show", "10.10.0.1"]);
+    assert!(gateway_neigh.contains("lladdr"), "the ping to the gateway left its neighbour entry: {gateway_neigh:?}");
 
     // down removes everything up made on that host, and only there.
     assert_ok(&dep.cmd(&format!("{p}n1"), &format!("{p}-n1")).arg("down").output().unwrap());
