@@ -229,14 +229,27 @@ where
     p.try_into().map_err(|source| LoaderError::Program { prog: name, what: "wrong program type".into(), source })
 }
 
-/// The device a pinned XDP or TCX link is attached to (0 once the device is
-/// gone), from `BPF_OBJ_GET_INFO_BY_FD`: aya's `LinkInfo` does not expose
-/// the union that holds it. None if `path` holds no link we can read.
-///
-/// A link stays pinned after its device is deleted: a host's pins outlive
-/// a deleted network namespace, or a veth someone removed. Such a link runs
-/// our program nowhere, so it must not count as attached.
-pub fn link_ifindex(path: &Path) -> Option<u32> {
+/// A pinned XDP or TCX link as the kernel describes it
+/// (`BPF_OBJ_GET_INFO_BY_FD`: aya's `LinkInfo` does not expose the union that
+/// holds the device).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PinnedLinkInfo {
+    pub id: u32,
+    pub prog_id: u32,
+    /// The device it is attached to (0 once that device is gone): an index
+    /// in the namespace of that device, which need not be this one.
+    pub ifindex: u32,
+    pub xdp: bool,
+}
+
+fn bpf<T>(cmd: aya_obj::generated::bpf_cmd, attr: &mut T) -> libc::c_long {
+    // SAFETY: `attr` is a live, fully initialised #[repr(C)] prefix of
+    // `union bpf_attr` for `cmd`, and its size is passed with it.
+    unsafe { libc::syscall(libc::SYS_bpf, cmd as libc::c_int, attr as *mut T, std::mem::size_of::<T>()) }
+}
+
+/// The XDP or TCX link pinned at `path`; None if it holds no such link.
+pub fn pinned_link_info(path: &Path) -> Option<PinnedLinkInfo> {
     use aya_obj::generated::{bpf_cmd, bpf_link_info, bpf_link_type};
     use std::os::{fd::FromRawFd as _, unix::ffi::OsStrExt as _};
 
@@ -251,11 +264,6 @@ pub fn link_ifindex(path: &Path) -> Option<u32> {
         bpf_fd: u32,
         info_len: u32,
         info: u64,
-    }
-    fn bpf<T>(cmd: bpf_cmd, attr: &mut T) -> libc::c_long {
-        // SAFETY: `attr` is a live, fully initialised #[repr(C)] prefix of
-        // `union bpf_attr` for `cmd`, and its size is passed with it.
-        unsafe { libc::syscall(libc::SYS_bpf, cmd as libc::c_int, attr as *mut T, std::mem::size_of::<T>()) }
     }
 
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
@@ -276,13 +284,73 @@ pub fn link_ifindex(path: &Path) -> Option<u32> {
     if bpf(bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, &mut attr) < 0 {
         return None;
     }
+    let (id, prog_id) = (info.id, info.prog_id);
     // SAFETY: the kernel filled the union member that `type_` names.
-    unsafe {
+    let (ifindex, xdp) = unsafe {
         match info.type_ {
-            t if t == bpf_link_type::BPF_LINK_TYPE_XDP as u32 => Some(info.__bindgen_anon_1.xdp.ifindex),
-            t if t == bpf_link_type::BPF_LINK_TYPE_TCX as u32 => Some(info.__bindgen_anon_1.tcx.ifindex),
-            _ => None,
+            t if t == bpf_link_type::BPF_LINK_TYPE_XDP as u32 => (info.__bindgen_anon_1.xdp.ifindex, true),
+            t if t == bpf_link_type::BPF_LINK_TYPE_TCX as u32 => (info.__bindgen_anon_1.tcx.ifindex, false),
+            _ => return None,
         }
+    };
+    Some(PinnedLinkInfo { id, prog_id, ifindex, xdp })
+}
+
+/// The IDs of the links on the TCX ingress of device `ifindex` of this
+/// network namespace (`BPF_PROG_QUERY`).
+fn tcx_ingress_links(ifindex: u32) -> Vec<u32> {
+    use aya_obj::generated::{bpf_attach_type, bpf_cmd};
+    #[repr(C)]
+    struct Query {
+        target_ifindex: u32,
+        attach_type: u32,
+        query_flags: u32,
+        attach_flags: u32,
+        prog_ids: u64,
+        count: u32,
+        _pad: u32,
+        prog_attach_flags: u64,
+        link_ids: u64,
+        link_attach_flags: u64,
+        revision: u64,
+    }
+    // The kernel fills the link IDs only when it is given the program IDs' too.
+    let (mut progs, mut ids) = ([0u32; 64], [0u32; 64]);
+    let mut q = Query {
+        target_ifindex: ifindex,
+        attach_type: bpf_attach_type::BPF_TCX_INGRESS as u32,
+        query_flags: 0,
+        attach_flags: 0,
+        prog_ids: progs.as_mut_ptr() as u64,
+        count: ids.len() as u32,
+        _pad: 0,
+        prog_attach_flags: 0,
+        link_ids: ids.as_mut_ptr() as u64,
+        link_attach_flags: 0,
+        revision: 0,
+    };
+    if bpf(bpf_cmd::BPF_PROG_QUERY, &mut q) < 0 {
+        return Vec::new();
+    }
+    ids[..(q.count as usize).min(ids.len())].to_vec()
+}
+
+/// Whether the link pinned at `path` runs on device `ifname` of this network
+/// namespace. A link stays pinned after its device is deleted: a host's pins
+/// outlive a deleted network namespace, or a veth someone removed, and such
+/// a link runs our program nowhere. Its ifindex alone does not tell: until
+/// the kernel has finished tearing a deleted namespace down, its devices keep
+/// their indexes, which the devices of a new namespace reuse. So the device
+/// here is asked which link (TCX) or program (XDP) it runs.
+pub fn runs_on(path: &Path, ifname: &str) -> bool {
+    let (Some(link), Some(here)) = (pinned_link_info(path), crate::netdev::ifindex(ifname)) else { return false };
+    if link.ifindex != here {
+        return false;
+    }
+    if link.xdp {
+        crate::netdev::xdp_prog_id(here) == Some(link.prog_id)
+    } else {
+        tcx_ingress_links(here).contains(&link.id)
     }
 }
 
@@ -291,8 +359,7 @@ pub fn link_ifindex(path: &Path) -> Option<u32> {
 /// the name) is removed so that the caller attaches afresh.
 fn pinned_on(path: &Path, ifname: &str) -> Option<PinnedLink> {
     let pinned = PinnedLink::from_pin(path).ok()?;
-    let here = crate::netdev::ifindex(ifname);
-    if here.is_some() && link_ifindex(path) == here {
+    if runs_on(path, ifname) {
         return Some(pinned);
     }
     tracing::warn!(

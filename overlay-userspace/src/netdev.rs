@@ -72,6 +72,41 @@ pub fn link_mac(name: &str) -> Option<[u8; 6]> {
         .find_map(|a| a.address?.as_link_addr()?.addr())
 }
 
+/// The ID of the XDP program attached to device `ifindex` of this network
+/// namespace, if any (RTM_GETLINK's IFLA_XDP, over a socket of its own: this
+/// runs where no async runtime may be started).
+pub fn xdp_prog_id(ifindex: u32) -> Option<u32> {
+    use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
+    use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+    use rtnetlink::packet_route::{
+        link::{LinkAttribute, LinkMessage, LinkXdp},
+        RouteNetlinkMessage,
+    };
+
+    let mut get = LinkMessage::default();
+    get.header.index = ifindex;
+    let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetLink(get));
+    req.header.flags = NLM_F_REQUEST;
+    req.finalize();
+    let mut buf = vec![0; req.buffer_len()];
+    req.serialize(&mut buf);
+    let mut sock = Socket::new(NETLINK_ROUTE).ok()?;
+    sock.bind_auto().ok()?;
+    sock.connect(&SocketAddr::new(0, 0)).ok()?;
+    sock.send(&buf, 0).ok()?;
+    let mut reply = vec![0u8; 64 * 1024];
+    let n = sock.recv(&mut &mut reply[..], 0).ok()?;
+    let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&reply[..n]).ok()?;
+    let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) = msg.payload else { return None };
+    link.attributes.into_iter().find_map(|a| match a {
+        LinkAttribute::Xdp(x) => x.into_iter().find_map(|x| match x {
+            LinkXdp::ProgId(id) if id != 0 => Some(id),
+            _ => None,
+        }),
+        _ => None,
+    })
+}
+
 /// Turns GRO on for `ifname` in this network namespace. A veth whose peer is
 /// the target of a native XDP_REDIRECT drops the frames silently unless it has
 /// GRO (NAPI) or an XDP program of its own.

@@ -163,6 +163,8 @@ pub async fn gather(host: &str, pins: &Pins, cluster: Option<&Cluster>) -> crate
         .map(|(kind, ifname, path)| {
             let info = PinnedLink::from_pin(&path).ok().and_then(|l| FdLink::from(l).info().ok());
             let prog = info.as_ref().and_then(|i| progs.iter().find(|p| p.id() == i.program_id()));
+            // Pinned is not attached: a deleted device leaves its link pinned.
+            let attached = info.is_some() && crate::loader::runs_on(&path, &ifname);
             LinkStatus {
                 // The kernel keeps 15 characters of a program's name; show ours.
                 prog_name: prog.map(|_| prog_name(&kind)),
@@ -171,7 +173,7 @@ pub async fn gather(host: &str, pins: &Pins, cluster: Option<&Cluster>) -> crate
                 link_id: info.as_ref().map(|i| i.id()),
                 prog_id: info.as_ref().map(|i| i.program_id()),
                 run_count: prog.map(|p| p.run_count()),
-                attached: info.is_some(),
+                attached,
             }
         })
         .collect();

@@ -184,6 +184,11 @@ fn a_host_rebuilt_under_its_old_pins_attaches_afresh() {
     }
     let _etc = NetnsEtc(p);
     let mut dep = Deployment::new(&bin());
+    // The kernel tears a deleted namespace down later, in a worker: until
+    // then its devices live on with their indexes, which the devices of the
+    // new namespaces reuse. Holding the old namespaces open makes that window
+    // last the whole round (a CI run once hit it by chance).
+    let mut held = Vec::new();
     for round in 0..2 {
         let u = underlay(p, 2);
         let cs = containers(p, &["e1", "e2"]);
@@ -200,6 +205,11 @@ fn a_host_rebuilt_under_its_old_pins_attaches_afresh() {
         let ping = cs[0].run("ping", &["-c", "2", "-i", "0.2", "-W", "2", "10.10.0.4"]);
         assert!(ping.status.success(), "round {round}: e1 -> e2 across hosts: {}", text(&ping));
         // The end of the round deletes every namespace, and no `down` runs.
+        for e in std::fs::read_dir("/run/netns").unwrap().flatten() {
+            if e.file_name().to_string_lossy().starts_with(p) {
+                held.push(std::fs::File::open(e.path()).unwrap());
+            }
+        }
         drop(cs);
         drop(u);
         assert!(pins(p, "n1").join("links/xdp@eth0").exists());
