@@ -8,7 +8,7 @@
 
 pub use overlay_wire::nat::Tuple;
 
-use crate::stats::STATS_ENTRIES;
+use crate::stats::{MAX_REASONS, STATS_ENTRIES};
 
 /// Every map, once: the name userspace knows it by, its name in the object
 /// and in bpffs (which carries its layout version), its kind, key and value,
@@ -54,6 +54,13 @@ macro_rules! for_each_map {
             /// Data-path debug logs through aya-log: 1 on, 0 off (`up
             /// --bpf-log`). Read only on the rare paths that log.
             MAP_LOG = OB_LOG_V1: Array<u32>[1];
+            /// Encrypted networks: this host's WireGuard devices and port
+            /// (all 0 without an encrypted network). A map of its own, so the
+            /// settings maps of earlier builds keep their layout.
+            MAP_WIREGUARD = OB_WIREGUARD_V1: Array<WgConfig>[1];
+            /// Per-CPU counters of `tc_wireguard`, indexed by reason (the
+            /// other programs' are in OB_STATS).
+            MAP_WG_STATS = OB_WG_STATS_V1: PerCpuArray<Counter>[MAX_REASONS];
         }
     };
 }
@@ -111,9 +118,14 @@ pub use overlay_wire::vxlan::{
     SPORT_BASE as VXLAN_SPORT_BASE,
 };
 
+/// What WireGuard adds around a packet it encrypts over IPv4: outer IPv4
+/// (20) and UDP (8) headers, its data header (16) and the AEAD tag (16).
+pub const WIREGUARD_OVERHEAD: usize = 60;
+
 /// Program names as they appear in the object file and in bpftool.
 pub const PROG_XDP_UNDERLAY: &str = "xdp_underlay_ingress";
 pub const PROG_TC_ENDPOINT: &str = "tc_endpoint_egress";
+pub const PROG_TC_WIREGUARD: &str = "tc_wireguard";
 /// Empty programs in the same object: the baseline of the per-packet benchmarks.
 pub const PROG_BENCH_EMPTY_XDP: &str = "bench_empty_xdp";
 pub const PROG_BENCH_EMPTY_TC: &str = "bench_empty_tc";
@@ -136,6 +148,21 @@ pub struct HostConfig {
     /// flow's backend, per protocol, in seconds (V2).
     pub ct_tcp_timeout: u32,
     pub ct_udp_timeout: u32,
+}
+
+/// Encrypted networks (key 0 of [`MAP_WIREGUARD`]): the WireGuard device
+/// (0: none on this host), its UDP port, and the veth pair beside it:
+/// decrypted VXLAN leaves TC through `tc_ifindex` and arrives at the XDP
+/// program on its peer `xdp_ifindex`; XDP sends what it encapsulates for an
+/// encrypted network out of `xdp_ifindex`, and TC takes it on to WireGuard.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WgConfig {
+    pub ifindex: u32,
+    pub tc_ifindex: u32,
+    pub xdp_ifindex: u32,
+    pub port: u16,
+    pub _pad: u16,
 }
 
 #[repr(C)]
@@ -173,6 +200,8 @@ pub const NETWORK_F_INTERNAL: u32 = 1;
 pub const NETWORK_F_INGRESS: u32 = 2;
 /// At least one endpoint of this network runs on this host.
 pub const NETWORK_F_LOCAL: u32 = 4;
+/// `encrypted: true`: between hosts only through WireGuard.
+pub const NETWORK_F_ENCRYPTED: u32 = 8;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -395,6 +424,7 @@ mod pod {
     // SAFETY: all of these are repr(C), made of integers and byte arrays,
     // with explicit padding fields, so every bit pattern is valid.
     unsafe impl aya::Pod for HostConfig {}
+    unsafe impl aya::Pod for WgConfig {}
     unsafe impl aya::Pod for EndpointKey {}
     unsafe impl aya::Pod for EndpointValue {}
     unsafe impl aya::Pod for NetworkValue {}
@@ -420,6 +450,7 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<HostConfig>(), 24);
+        assert_eq!(size_of::<WgConfig>(), 16);
         assert_eq!(size_of::<EndpointKey>(), 8);
         assert_eq!(size_of::<EndpointValue>(), 20);
         assert_eq!(size_of::<NetworkValue>(), 16);

@@ -14,15 +14,17 @@
 pub enum Prog {
     XdpUnderlay = 0,
     TcEndpoint = 1,
+    TcWireguard = 2,
 }
 
-pub const PROGS: [Prog; 2] = [Prog::XdpUnderlay, Prog::TcEndpoint];
+pub const PROGS: [Prog; 3] = [Prog::XdpUnderlay, Prog::TcEndpoint, Prog::TcWireguard];
 
 impl Prog {
     pub const fn name(self) -> &'static str {
         match self {
             Prog::XdpUnderlay => crate::maps::PROG_XDP_UNDERLAY,
             Prog::TcEndpoint => crate::maps::PROG_TC_ENDPOINT,
+            Prog::TcWireguard => crate::maps::PROG_TC_WIREGUARD,
         }
     }
 
@@ -102,8 +104,13 @@ reasons! {
     MeshTunneledBack = 10, "mesh_tunneled_back", [TcEndpoint];
     /// An ICMP error about a translated flow, translated too.
     IcmpTranslated = 11, "icmp_translated", [TcEndpoint];
+    /// VXLAN of an encrypted network handed to WireGuard, to be encrypted
+    /// to the destination's host.
+    ToWireguard = 12, "to_wireguard", [TcWireguard];
+    /// VXLAN decrypted by WireGuard, handed to the XDP program.
+    FromWireguard = 13, "from_wireguard", [TcWireguard];
     /// Too short or malformed to parse.
-    DropMalformed = 16, "drop_malformed", [XdpUnderlay, TcEndpoint];
+    DropMalformed = 16, "drop_malformed", [XdpUnderlay, TcEndpoint, TcWireguard];
     /// VXLAN from an address that is not a cluster host.
     DropUnknownVtep = 17, "drop_unknown_vtep", [XdpUnderlay];
     /// VXLAN without the I flag.
@@ -127,7 +134,7 @@ reasons! {
     /// Too big to encapsulate, DF clear (or the ICMP answer could not be built).
     DropTooBig = 27, "drop_too_big", [XdpUnderlay, TcEndpoint];
     /// The kernel refused the redirect itself (the target device is gone or down).
-    DropRedirect = 28, "drop_redirect", [XdpUnderlay, TcEndpoint];
+    DropRedirect = 28, "drop_redirect", [XdpUnderlay, TcEndpoint, TcWireguard];
     /// Arrived on a veth the maps do not know.
     DropUnknownIface = 29, "drop_unknown_iface", [TcEndpoint];
     /// For a service with no healthy backend.
@@ -147,13 +154,22 @@ reasons! {
     DropFib = 36, "drop_fib", [XdpUnderlay];
     /// The kernel refused to grow or shrink the packet (push or pop the
     /// encapsulation, cut it to an ICMP answer).
-    DropResize = 37, "drop_resize", [XdpUnderlay, TcEndpoint];
+    DropResize = 37, "drop_resize", [XdpUnderlay, TcEndpoint, TcWireguard];
+    /// VXLAN of an encrypted network that did not come through WireGuard
+    /// (plaintext on the underlay): not authenticated.
+    DropUnencrypted = 38, "drop_unencrypted", [XdpUnderlay];
+    /// To the WireGuard port from an address that is not a cluster host.
+    DropNotPeer = 39, "drop_not_peer", [XdpUnderlay];
+    /// For an encrypted network on a host without its WireGuard device.
+    DropNoWireguard = 40, "drop_no_wireguard", [XdpUnderlay, TcEndpoint, TcWireguard];
 }
 
 pub const FIRST_DROP: u32 = 16;
 /// Slots per program in the stats map.
 pub const MAX_REASONS: u32 = 64;
-pub const STATS_ENTRIES: u32 = PROGS.len() as u32 * MAX_REASONS;
+/// The programs counted in the stats map; `tc_wireguard` counts in a map of
+/// its own (`MAP_WG_STATS`), so the stats map keeps its layout.
+pub const STATS_ENTRIES: u32 = 2 * MAX_REASONS;
 
 impl Reason {
     pub const fn is_drop(self) -> bool {

@@ -22,9 +22,10 @@ use crate::{
 };
 
 /// The VXLAN packet whose outer IPv4 header `ip` (`ihl` bytes long) is
-/// followed by UDP at `l4`.
+/// followed by UDP at `l4`; `decrypted` when WireGuard authenticated it
+/// (the only way in for an encrypted network's).
 #[inline(always)]
-pub fn receive(ctx: &Xdp, cfg: &HostConfig, ip: &ipv4::Header, ihl: usize, l4: usize) -> Outcome<u32> {
+pub fn receive(ctx: &Xdp, cfg: &HostConfig, ip: &ipv4::Header, ihl: usize, l4: usize, decrypted: bool) -> Outcome<u32> {
     // Our senders set DF; a fragment is not something we reassemble.
     if ipv4::is_fragment(ip) {
         return Err(Reason::DropMalformed);
@@ -39,12 +40,15 @@ pub fn receive(ctx: &Xdp, cfg: &HostConfig, ip: &ipv4::Header, ihl: usize, l4: u
     }
     let (vni, marker) = (vxlan::vni(vx), vxlan::marker(vx));
     let inner = l4 + vxlan::UDP_LEN + vxlan::HEADER_LEN;
+    let flags = network(vni).map_or(0, |n| n.flags);
+    if flags & NETWORK_F_ENCRYPTED != 0 && !decrypted {
+        return Err(Reason::DropUnencrypted);
+    }
     if marker == VXLAN_MESH_REPLY {
         return mesh::reply(ctx, cfg, inner, outer_src);
     }
-    match network(vni) {
-        Some(n) if n.flags & NETWORK_F_LOCAL != 0 => {}
-        _ => return Err(Reason::DropUnknownVni),
+    if flags & NETWORK_F_LOCAL == 0 {
+        return Err(Reason::DropUnknownVni);
     }
     let l3 = inner + eth::HEADER_LEN;
     let ieth = ctx.bytes::<{ eth::HEADER_LEN }>(inner).ok_or(Reason::DropMalformed)?;

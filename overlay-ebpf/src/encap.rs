@@ -15,8 +15,8 @@ use overlay_wire::{eth, ipv4, vxlan::Encap};
 
 use crate::{
     fib::transmit,
-    forward::to_underlay,
-    maps::host_config,
+    forward::{to_underlay, to_wireguard},
+    maps::{host_config, network, wg_config},
     packet::{Outcome, Packet, Xdp},
 };
 
@@ -31,7 +31,8 @@ pub fn xdp_push(ctx: &Xdp, e: &Encap, ifindex: u32, ok: Reason) -> Outcome<u32> 
 }
 
 /// Wraps the frame in VXLAN (VNI `vni`, mesh `marker`) to host `vtep` and
-/// sends it out of the underlay, the kernel resolving the next hop.
+/// sends it out of the underlay, the kernel resolving the next hop; for an
+/// encrypted network, into WireGuard, which encrypts it to `vtep`.
 #[inline(always)]
 pub fn tc_tunnel(
     ctx: &TcContext,
@@ -43,6 +44,10 @@ pub fn tc_tunnel(
     ok: Reason,
 ) -> Outcome<i32> {
     let cfg = host_config().ok_or(Reason::DropNoConfig)?;
+    let wg = match network(vni).is_some_and(|n| n.flags & NETWORK_F_ENCRYPTED != 0) {
+        true => Some(wg_config().ok_or(Reason::DropNoWireguard)?.ifindex),
+        false => None,
+    };
     let ip = ctx.bytes::<{ ipv4::HEADER_LEN }>(eth::HEADER_LEN).ok_or(Reason::DropMalformed)?;
     let e = Encap {
         // Outer Ethernet addresses: filled in by bpf_redirect_neigh.
@@ -68,5 +73,8 @@ pub fn tc_tunnel(
         | (eth::HEADER_LEN as u64) << 56;
     ctx.adjust_room(VXLAN_ENCAP_LEN as i32, BPF_ADJ_ROOM_MAC, flags).map_err(|_| Reason::DropResize)?;
     ctx.store(0, &h, 0).map_err(|_| Reason::DropRewrite)?;
+    if let Some(ifindex) = wg {
+        return to_wireguard(ctx, ifindex, ok);
+    }
     to_underlay(ctx, cfg, ok)
 }

@@ -18,6 +18,12 @@ pub fn host_config() -> Option<&'static HostConfig> {
     OB_CONFIG_V2.get(0)
 }
 
+/// This host's WireGuard devices, when it has an encrypted network.
+#[inline(always)]
+pub fn wg_config() -> Option<&'static WgConfig> {
+    OB_WIREGUARD_V1.get(0).filter(|w| w.ifindex != 0)
+}
+
 // The lookups below read values userspace writes. SAFETY, for each: the
 // kernel keeps a value alive while the program runs (RCU), the programs only
 // read these maps, and userspace replaces an entry whole, so a value read

@@ -18,7 +18,7 @@ use crate::{
     encap::xdp_push,
     fib::{next_hop, transmit, vtep_hop, Hop},
     lb::{count_backend, flow_hash, now_ns, pick},
-    maps::{endpoint, network, service},
+    maps::{endpoint, network, service, wg_config},
     packet::{Outcome, Packet, Xdp},
 };
 
@@ -58,10 +58,17 @@ fn balance(ctx: &Xdp, cfg: &HostConfig, key: &CtKey, svc: &ServiceValue) -> Outc
     // Everything that can fail before the packet is touched.
     let mut hop = Hop::default();
     if !local {
-        if ip_len + VXLAN_ENCAP_LEN > cfg.underlay_mtu as usize {
+        let encrypted = network(svc.vni).is_some_and(|n| n.flags & NETWORK_F_ENCRYPTED != 0);
+        let room = cfg.underlay_mtu as usize - if encrypted { WIREGUARD_OVERHEAD } else { 0 };
+        if ip_len + VXLAN_ENCAP_LEN > room {
             return Err(Reason::DropTooBig);
         }
-        hop = vtep_hop(ctx, cfg.underlay_ip, ep.vtep, now)?;
+        hop = match encrypted {
+            false => vtep_hop(ctx, cfg.underlay_ip, ep.vtep, now)?,
+            // To WireGuard, through the veth (`tc_wireguard`): no link layer
+            // on the way, so no addresses to resolve.
+            true => Hop { ifindex: wg_config().ok_or(Reason::DropNoWireguard)?.xdp_ifindex, ..Hop::default() },
+        };
     }
     let to = Tuple { dst: backend, dport: svc.target_port, ..key.tuple() };
     let meta =

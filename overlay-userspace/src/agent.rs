@@ -43,6 +43,12 @@ pub trait StateSource {
         let _ = objects;
         Err("the source reports no endpoint changes".into())
     }
+    /// Puts host `host`'s WireGuard public key in the source, where it can
+    /// (etcd; a file is the user's to edit): true when written.
+    async fn publish_key(&mut self, host: &str, key: &str) -> Result<bool> {
+        let _ = (host, key);
+        Ok(false)
+    }
     /// Where agents meet when the source is a store that holds them (etcd):
     /// presence under a lease and health reports, in place of fetching each
     /// other's reports over HTTP.
@@ -101,6 +107,13 @@ impl StateSource for StoreSource {
         }
     }
 
+    async fn publish_key(&mut self, host: &str, key: &str) -> Result<bool> {
+        if let Store::File(_) = self.store {
+            return Ok(false);
+        }
+        Ok(self.store.edit(|s| Ok(crate::host_cmd::set_key(s, host, key)?)).await?.0)
+    }
+
     fn stats(&self) -> Option<Arc<crate::store::StoreStats>> {
         match &self.store {
             Store::Etcd(e) => Some(e.stats()),
@@ -150,7 +163,7 @@ pub struct AgentOptions {
 
 /// Resolves the state that will be applied, and finds this host in it.
 fn load(source: &str, state: &State, host: Option<&str>) -> Result<(Cluster, usize)> {
-    let cluster = model::resolve(source, state, Capabilities::default())?;
+    let cluster = model::resolve(source, state, Capabilities::here())?;
     let h = apply::select_host(&cluster, host)?;
     Ok((cluster, h))
 }
@@ -331,6 +344,7 @@ pub async fn run<S: StateSource>(
     let mut cluster_revision = revision_now(&source);
     let r = apply::up(&cluster, h, &pins, &up_opts(&unhealthy, cluster_revision), &log).await?;
     tracing::info!(host, written = r.entries_written, deleted = r.entries_deleted, "applied; watching {name}");
+    publish_key(&mut source, &cluster, h).await;
     let mut resolver = opts.dns.clone().map(crate::dns::Resolver::new);
     if let Some(r) = resolver.as_mut() {
         r.update(&cluster, h, &unhealthy).await;
@@ -588,5 +602,25 @@ pub(crate) struct AbortOnDrop<T>(pub(crate) tokio::task::JoinHandle<T>);
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// With an encrypted network in the cluster, puts this host's WireGuard
+/// public key (made by `up`) in the source when it is not there: the other
+/// hosts' agents then add this host as a peer. A failure is logged; `up` has
+/// warned about the missing key already.
+async fn publish_key<S: StateSource>(source: &mut S, cluster: &Cluster, h: usize) {
+    let me = &cluster.hosts[h];
+    if !cluster.networks.iter().any(|n| n.encrypted) {
+        return;
+    }
+    let Ok((kp, _)) = crate::wireguard::load_or_create(&me.name) else { return };
+    if me.wireguard_key == Some(kp.public.0) {
+        return;
+    }
+    match source.publish_key(&me.name, &kp.public.to_string()).await {
+        Ok(true) => tracing::info!(host = me.name, "published this host's WireGuard public key {}", kp.public),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(host = me.name, "could not publish this host's WireGuard public key: {e}"),
     }
 }

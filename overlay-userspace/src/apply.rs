@@ -18,6 +18,7 @@ use crate::{
     netdev::{self, ContainerIf},
     pins::{self, Pins},
     reconcile::{self, Diff, HostFacts, Veth},
+    wireguard,
 };
 
 /// What `up` and `down` refuse, and why.
@@ -369,7 +370,7 @@ async fn up_inner(
             true => None,
             false => netdev::ingress_bpf_filter(&handle, idx, overlay_common::PROG_TC_ENDPOINT).await?,
         };
-        report.note_link(loaded.ensure_tc(pins, &v, filter)?, format!("tc@{v}"));
+        report.note_link(loaded.ensure_tc(pins, &v, overlay_common::PROG_TC_ENDPOINT, filter)?, format!("tc@{v}"));
         facts.veths.insert(e.key.clone(), Veth { ifindex: idx, mac });
     }
     if netdev::driver(underlay).as_deref() == Some("veth") {
@@ -379,8 +380,16 @@ async fn up_inner(
             .map_err(|source| ApplyError::Offload { dev: underlay.to_string(), source })?;
     }
     report.note_link(loaded.ensure_xdp(pins, underlay)?, format!("xdp@{underlay}"));
+    let wireguard = encrypted_hop(cluster, h, pins, &handle, &mut loaded, report, progress).await?;
 
     let mut maps = KernelMaps::open(pins)?;
+    maps.set_wireguard(wireguard.map_or(overlay_common::WgConfig::default(), |d| overlay_common::WgConfig {
+        ifindex: d.wg,
+        tc_ifindex: d.tc,
+        xdp_ifindex: d.xdp,
+        port: cluster.wireguard_port,
+        _pad: 0,
+    }))?;
     let current = maps.read()?;
     let mut desired = reconcile::desired(cluster, h, &facts);
     reconcile::keep_backend_flags(&mut desired, &current);
@@ -430,11 +439,17 @@ async fn up_inner(
     sync_resolv_confs(pins, local)?;
 
     // What an earlier state had and this one does not: links, then veths.
-    let wanted_tc: Vec<String> = local.iter().filter(|e| facts.veths.contains_key(&e.key)).map(|e| e.veth()).collect();
+    let mut wanted_tc: Vec<String> =
+        local.iter().filter(|e| facts.veths.contains_key(&e.key)).map(|e| e.veth()).collect();
+    let mut wanted_xdp = vec![underlay.to_string()];
+    if wireguard.is_some() {
+        wanted_tc.extend([wireguard::DEVICE.to_string(), wireguard::VETH_TC.to_string()]);
+        wanted_xdp.push(wireguard::VETH_XDP.to_string());
+    }
     for (kind, ifname, path) in pins.links() {
         let keep = match kind.as_str() {
             "tc" => wanted_tc.contains(&ifname),
-            "xdp" => ifname == underlay,
+            "xdp" => wanted_xdp.contains(&ifname),
             _ => false,
         };
         if !keep {
@@ -455,7 +470,81 @@ async fn up_inner(
             }
         }
     }
+    if wireguard.is_none() && wireguard::remove(&handle).await? {
+        progress("no encrypted network any more: WireGuard device removed");
+        report.veths_removed.push(wireguard::DEVICE.to_string());
+    }
     Ok(())
+}
+
+/// The hop between hosts of encrypted networks (see [`wireguard`]): when
+/// the cluster has one, this host's WireGuard device with its key and its
+/// peers (the other hosts that published a key), and the programs on the
+/// device and the veth pair beside it.
+async fn encrypted_hop(
+    cluster: &Cluster,
+    h: usize,
+    pins: &Pins,
+    handle: &rtnetlink::Handle,
+    loaded: &mut loader::Loaded,
+    report: &mut UpReport,
+    progress: &dyn Fn(&str),
+) -> Result<Option<wireguard::Devices>> {
+    if !cluster.networks.iter().any(|n| n.encrypted) {
+        return Ok(None);
+    }
+    let me = &cluster.hosts[h];
+    let (kp, made) = wireguard::load_or_create(&me.name)?;
+    if made {
+        progress(&format!(
+            "made this host's WireGuard key pair (private key in {}, root only)",
+            wireguard::key_file(&me.name).display()
+        ));
+    }
+    if me.wireguard_key != Some(kp.public.0) {
+        progress(&format!(
+            "warning: the state does not hold this host's WireGuard public key {}: the other hosts cannot reach it \
+             on encrypted networks until it does (`overlay-bpf host key --host {}` puts it there; the agent \
+             publishes it by itself)",
+            kp.public, me.name
+        ));
+    }
+    let mut peers = Vec::new();
+    for (i, x) in cluster.hosts.iter().enumerate().filter(|(i, _)| *i != h) {
+        match x.wireguard_key {
+            Some(k) => {
+                peers.push(wireguard::Peer { name: x.name.clone(), public: wireguard::Key(k), address: x.address })
+            }
+            None => progress(&format!(
+                "warning: host {} (hosts[{i}]) has published no WireGuard key: encrypted networks do not reach it \
+                 until it does",
+                x.name
+            )),
+        }
+    }
+    let fresh = [wireguard::DEVICE, wireguard::VETH_TC].map(|d| (d, netdev::ifindex(d).is_none()));
+    let dev = wireguard::ensure(handle, &kp, cluster.wireguard_port, cluster.underlay_mtu, &peers).await;
+    // Made by this run: undone with the rest if it fails.
+    report
+        .veths_created
+        .extend(fresh.iter().filter(|(d, new)| *new && netdev::ifindex(d).is_some()).map(|(d, _)| d.to_string()));
+    let dev = dev?;
+    progress(&format!(
+        "WireGuard: {} on UDP port {}, {} peers",
+        wireguard::DEVICE,
+        cluster.wireguard_port,
+        peers.len()
+    ));
+    for (ifname, ifindex) in [(wireguard::DEVICE, dev.wg), (wireguard::VETH_TC, dev.tc)] {
+        let prog = overlay_common::PROG_TC_WIREGUARD;
+        let filter = match loader::has_tcx() {
+            true => None,
+            false => netdev::ingress_bpf_filter(handle, ifindex, prog).await?,
+        };
+        report.note_link(loaded.ensure_tc(pins, ifname, prog, filter)?, format!("tc@{ifname}"));
+    }
+    report.note_link(loaded.ensure_xdp(pins, wireguard::VETH_XDP)?, format!("xdp@{}", wireguard::VETH_XDP));
+    Ok(Some(dev))
 }
 
 /// Where `ip netns exec NAME` finds a namespace's own resolv.conf.
@@ -542,6 +631,9 @@ pub async fn down(pins: &Pins) -> Result<DownReport> {
         if netdev::delete_link(&handle, &v).await? {
             report.veths_removed.push(v);
         }
+    }
+    if wireguard::remove(&handle).await? {
+        report.veths_removed.push(wireguard::DEVICE.to_string());
     }
     if pins.dir.exists() {
         pins.remove_all()?;

@@ -241,7 +241,7 @@ impl Incremental {
                 endpoints: vec![EndpointSpec { ifname: Some(ifname.clone()), ..new.clone() }],
                 services: vec![],
             };
-            let r = model::resolve("change", &alone, Capabilities::default()).map_err(|e| e.to_string())?;
+            let r = model::resolve("change", &alone, Capabilities::here()).map_err(|e| e.to_string())?;
             let e = &r.endpoints[0];
             if (e.ip, e.mac, &e.ifname) != (ip, mac, &ifname) {
                 return Err("an endpoint resolved otherwise alone".into());

@@ -34,6 +34,8 @@ pub enum Error {
     Service(#[from] crate::service_cmd::ServiceError),
     #[error(transparent)]
     BpfLog(#[from] crate::bpf_log::BpfLogError),
+    #[error(transparent)]
+    Wireguard(#[from] crate::wireguard::WgError),
     /// Boxed: an etcd error is large, and every `Result` here carries an `Error`.
     #[error(transparent)]
     Store(Box<crate::store::StoreError>),
@@ -61,6 +63,9 @@ impl Error {
             | Error::Service(_)
             | Error::Runtime(_) => EXIT_USER,
             Error::Apply(e) => e.exit_code(),
+            // A key file with the wrong mode is the user's to fix.
+            Error::Wireguard(crate::wireguard::WgError::BadKeyFile { .. }) => EXIT_USER,
+            Error::Wireguard(_) => EXIT_SYSTEM,
             Error::Maps(e) => e.exit_code(),
             Error::Store(e) => e.exit_code(),
             Error::Loader(_)

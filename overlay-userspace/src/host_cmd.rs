@@ -37,15 +37,27 @@ fn describe(h: &HostSpec) -> String {
 /// (`Ok(false)`); a host of that name with another address or interface is
 /// refused.
 pub fn join(state: &mut State, name: &str, address: Ipv4Addr, interface: Option<String>) -> Result<bool, HostError> {
-    let want = HostSpec { name: name.to_string(), address, interface };
+    let want = HostSpec { name: name.to_string(), address, interface, wireguard_key: None };
     if let Some(have) = state.hosts.iter().find(|h| h.name == name) {
-        if *have == want {
+        // Its published key is its own business, not the joiner's.
+        if have.address == want.address && have.interface == want.interface {
             return Ok(false);
         }
         return Err(HostError::Differs { name: name.into(), have: describe(have), want: describe(&want) });
     }
     state.hosts.push(want);
     Ok(true)
+}
+
+/// Sets host `name`'s WireGuard public key; true when it changed.
+pub fn set_key(state: &mut State, name: &str, key: &str) -> Result<bool, HostError> {
+    let known: Vec<String> = state.hosts.iter().map(|h| h.name.clone()).collect();
+    let Some(h) = state.hosts.iter_mut().find(|h| h.name == name) else {
+        return Err(HostError::NotFound { name: name.into(), known: known.join(", ") });
+    };
+    let changed = h.wireguard_key.as_deref() != Some(key);
+    h.wireguard_key = Some(key.to_string());
+    Ok(changed)
 }
 
 /// Removes host `name`; with `force`, its endpoints too (and their places in
@@ -156,6 +168,17 @@ mod tests {
         assert!(s.hosts.iter().all(|h| h.name != "node2") && s.endpoints.iter().all(|e| e.name != "web.2"));
         assert!(s.services.iter().all(|svc| !svc.backends.contains(&"web.2".to_string())));
         assert!(matches!(remove(&mut s, "node9", true), Err(HostError::NotFound { .. })));
+    }
+
+    #[test]
+    fn a_hosts_key_is_set_once_and_kept_when_it_joins_again() {
+        let mut s = state();
+        assert!(set_key(&mut s, "node1", "k1").unwrap());
+        assert!(!set_key(&mut s, "node1", "k1").unwrap(), "the same key again changes nothing");
+        let (address, interface) = (s.hosts[0].address, s.hosts[0].interface.clone());
+        assert!(!join(&mut s, "node1", address, interface).unwrap());
+        assert_eq!(s.hosts[0].wireguard_key.as_deref(), Some("k1"), "joining again keeps the key");
+        assert!(matches!(set_key(&mut s, "node9", "k"), Err(HostError::NotFound { .. })));
     }
 
     #[test]

@@ -27,12 +27,14 @@ pub enum MapsError {
     Full { map: &'static str, need: usize, limit: u32 },
     #[error("--bpf-log: the programs loaded here predate the log switch ({MAP_LOG}); run `overlay-bpf up` with this build first")]
     NoLogSwitch,
+    #[error("encrypted networks: the programs loaded here predate them ({MAP_WIREGUARD}); run `overlay-bpf up` with this build's programs")]
+    NoWireguard,
 }
 
 impl MapsError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            MapsError::Full { .. } | MapsError::NoLogSwitch => crate::error::EXIT_USER,
+            MapsError::Full { .. } | MapsError::NoLogSwitch | MapsError::NoWireguard => crate::error::EXIT_USER,
             MapsError::Open { .. } | MapsError::Op { .. } => crate::error::EXIT_SYSTEM,
         }
     }
@@ -194,6 +196,9 @@ pub struct KernelMaps {
     /// Absent under programs older than the switch (the upgrade test's
     /// previous release).
     log: Option<Array<MapData, u32>>,
+    /// Absent under programs older than encrypted networks.
+    wireguard: Option<Array<MapData, WgConfig>>,
+    wg_stats: Option<PerCpuArray<MapData, Counter>>,
 }
 
 fn open<T: TryFrom<Map, Error = MapError>>(pins: &Pins, name: &'static str) -> Result<T, MapsError> {
@@ -215,6 +220,8 @@ impl KernelMaps {
             backend_stats: open(pins, MAP_BACKEND_STATS)?,
             stats: open(pins, MAP_STATS)?,
             log: open(pins, MAP_LOG).ok(),
+            wireguard: open(pins, MAP_WIREGUARD).ok(),
+            wg_stats: open(pins, MAP_WG_STATS).ok(),
         })
     }
 
@@ -266,6 +273,16 @@ impl KernelMaps {
     }
 
     /// Switches the programs' debug logs on or off.
+    /// This host's WireGuard devices (`WgConfig::default()`: none).
+    pub fn set_wireguard(&mut self, cfg: WgConfig) -> Result<(), MapsError> {
+        match &mut self.wireguard {
+            Some(m) if m.get(&0, 0).ok() != Some(cfg) => m.set(0, cfg, 0).map_err(write_err(MAP_WIREGUARD, "write")),
+            Some(_) => Ok(()),
+            None if cfg.ifindex != 0 => Err(MapsError::NoWireguard),
+            None => Ok(()),
+        }
+    }
+
     pub fn set_bpf_log(&mut self, on: bool) -> Result<(), MapsError> {
         match &mut self.log {
             Some(log) => log.set(0, on as u32, 0).map_err(write_err(MAP_LOG, "write")),
@@ -295,11 +312,14 @@ impl KernelMaps {
         let mut out = Vec::new();
         for p in PROGS {
             for r in p.reasons() {
-                let per_cpu = self.stats.get(&counter_index(p, r), 0).map_err(|source| MapsError::Op {
-                    map: MAP_STATS,
-                    op: "read",
-                    source,
-                })?;
+                let (map, got) = match p {
+                    Prog::TcWireguard => match &self.wg_stats {
+                        Some(m) => (MAP_WG_STATS, m.get(&(r as u32), 0)),
+                        None => continue,
+                    },
+                    _ => (MAP_STATS, self.stats.get(&counter_index(p, r), 0)),
+                };
+                let per_cpu = got.map_err(|source| MapsError::Op { map, op: "read", source })?;
                 let mut sum = Counter::default();
                 for c in per_cpu.iter() {
                     sum.packets += c.packets;

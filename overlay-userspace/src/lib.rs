@@ -27,3 +27,4 @@ pub mod runtime;
 pub mod service_cmd;
 pub mod status;
 pub mod store;
+pub mod wireguard;

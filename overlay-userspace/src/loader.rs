@@ -13,7 +13,11 @@ use aya::{
     util::KernelVersion,
     Ebpf, EbpfError, EbpfLoader,
 };
-use overlay_common::{ALL_MAPS, MAP_CT, MAP_LOG_RING, PROG_TC_ENDPOINT, PROG_XDP_UNDERLAY};
+use overlay_common::{ALL_MAPS, MAP_CT, MAP_LOG_RING, PROG_TC_ENDPOINT, PROG_TC_WIREGUARD, PROG_XDP_UNDERLAY};
+
+/// The TC programs, each attached at TC ingress: on endpoints' veths, and on
+/// the WireGuard device and its veth (encrypted networks).
+pub const TC_PROGS: [&str; 2] = [PROG_TC_ENDPOINT, PROG_TC_WIREGUARD];
 
 use crate::pins::Pins;
 
@@ -66,7 +70,11 @@ pub enum Origin {
 
 enum Progs {
     Object(Ebpf),
-    Pinned { xdp: Box<Xdp>, tc: Box<SchedClassifier> },
+    /// The TC programs in [`TC_PROGS`] order.
+    Pinned {
+        xdp: Box<Xdp>,
+        tc: Vec<SchedClassifier>,
+    },
 }
 
 /// Loaded programs, ready to attach. Maps are pinned under the pin dir and
@@ -140,9 +148,14 @@ pub fn digest(object: &[u8]) -> String {
 /// leave them writing to the old one).
 fn open_pinned(pins: &Pins, digest: &str) -> Option<Loaded> {
     let xdp = Xdp::from_pin(pins.prog(PROG_XDP_UNDERLAY, digest), aya_obj::programs::XdpAttachType::Interface).ok()?;
-    let tc = SchedClassifier::from_pin(pins.prog(PROG_TC_ENDPOINT, digest)).ok()?;
+    let tc: Vec<SchedClassifier> =
+        TC_PROGS.iter().map(|name| SchedClassifier::from_pin(pins.prog(name, digest)).ok()).collect::<Option<_>>()?;
     let mut used = std::collections::HashSet::new();
-    for info in [xdp.info().ok()?, tc.info().ok()?] {
+    let mut own = vec![(PROG_XDP_UNDERLAY, xdp.info().ok()?.id())];
+    used.extend(xdp.info().ok()?.map_ids().ok()??);
+    for (name, p) in TC_PROGS.iter().zip(&tc) {
+        let info = p.info().ok()?;
+        own.push((name, info.id()));
         used.extend(info.map_ids().ok()??);
     }
     for name in ALL_MAPS.iter().chain([&MAP_LOG_RING]) {
@@ -151,9 +164,8 @@ fn open_pinned(pins: &Pins, digest: &str) -> Option<Loaded> {
             return None;
         }
     }
-    let own = vec![(PROG_XDP_UNDERLAY, xdp.info().ok()?.id()), (PROG_TC_ENDPOINT, tc.info().ok()?.id())];
     Some(Loaded {
-        progs: Progs::Pinned { xdp: Box::new(xdp), tc: Box::new(tc) },
+        progs: Progs::Pinned { xdp: Box::new(xdp), tc },
         origin: Origin::Pinned,
         tags: None,
         own: Vec::new(),
@@ -176,9 +188,13 @@ fn pin_programs(loaded: &mut Loaded, pins: &Pins, digest: &str) -> Result<(), Lo
     let path = pins.prog(PROG_XDP_UNDERLAY, digest);
     let _ = std::fs::remove_file(&path);
     loaded.xdp()?.pin(&path).map_err(pin_err(path))?;
-    let path = pins.prog(PROG_TC_ENDPOINT, digest);
-    let _ = std::fs::remove_file(&path);
-    loaded.tc()?.pin(&path).map_err(pin_err(path))?;
+    for name in TC_PROGS {
+        let path = pins.prog(name, digest);
+        let _ = std::fs::remove_file(&path);
+        if loaded.ids.iter().any(|(n, _)| *n == name) {
+            loaded.tc(name)?.pin(&path).map_err(pin_err(path))?;
+        }
+    }
     Ok(())
 }
 
@@ -202,14 +218,21 @@ fn load_object(
     let mut ebpf = loader.load(object).map_err(LoaderError::Load)?;
     let xdp: &mut Xdp = prog(&mut ebpf, PROG_XDP_UNDERLAY)?;
     xdp.load().map_err(|source| LoaderError::Program { prog: PROG_XDP_UNDERLAY, what: "verify".into(), source })?;
-    let tc: &mut SchedClassifier = prog(&mut ebpf, PROG_TC_ENDPOINT)?;
-    tc.load().map_err(|source| LoaderError::Program { prog: PROG_TC_ENDPOINT, what: "verify".into(), source })?;
+    // An object older than encrypted networks (the upgrade test's previous
+    // release) has no tc_wireguard: it serves every other network.
+    let present: Vec<&'static str> =
+        TC_PROGS.into_iter().filter(|n| *n == PROG_TC_ENDPOINT || ebpf.program(n).is_some()).collect();
+    for name in &present {
+        let tc: &mut SchedClassifier = prog(&mut ebpf, name)?;
+        tc.load().map_err(|source| LoaderError::Program { prog: name, what: "verify".into(), source })?;
+    }
     let mut loaded =
         Loaded { progs: Progs::Object(ebpf), origin: Origin::Verified, tags: None, own: Vec::new(), ids: Vec::new() };
-    loaded.ids = vec![
-        (PROG_XDP_UNDERLAY, loaded.xdp()?.info().map_err(info_err(PROG_XDP_UNDERLAY))?.id()),
-        (PROG_TC_ENDPOINT, loaded.tc()?.info().map_err(info_err(PROG_TC_ENDPOINT))?.id()),
-    ];
+    loaded.ids = vec![(PROG_XDP_UNDERLAY, loaded.xdp()?.info().map_err(info_err(PROG_XDP_UNDERLAY))?.id())];
+    for name in present {
+        let id = loaded.tc(name)?.info().map_err(info_err(name))?.id();
+        loaded.ids.push((name, id));
+    }
     Ok(loaded)
 }
 
@@ -392,10 +415,14 @@ impl Loaded {
         }
     }
 
-    fn tc(&mut self) -> Result<&mut SchedClassifier, LoaderError> {
+    /// TC program `name`, one of [`TC_PROGS`].
+    fn tc(&mut self, name: &'static str) -> Result<&mut SchedClassifier, LoaderError> {
         match &mut self.progs {
-            Progs::Object(ebpf) => prog(ebpf, PROG_TC_ENDPOINT),
-            Progs::Pinned { tc, .. } => Ok(tc),
+            Progs::Object(ebpf) => prog(ebpf, name),
+            Progs::Pinned { tc, .. } => {
+                let i = TC_PROGS.iter().position(|n| *n == name).expect("one of TC_PROGS");
+                Ok(&mut tc[i])
+            }
         }
     }
 
@@ -406,7 +433,7 @@ impl Loaded {
         }
         let info = match name {
             PROG_XDP_UNDERLAY => self.xdp()?.info(),
-            _ => self.tc()?.info(),
+            _ => self.tc(name)?.info(),
         }
         .map_err(info_err(name))?;
         self.own.push((name, info.tag()));
@@ -476,31 +503,38 @@ impl Loaded {
         Ok(Attach::Attached)
     }
 
-    /// Attaches TC ingress to `ifname` unless a live pinned link is there
-    /// already, replacing another build's program like `ensure_xdp`. Kernels
-    /// without TCX get a clsact filter instead (see `ensure_tc_filter`), whose
-    /// program, if any, is `filter_prog`.
-    pub fn ensure_tc(&mut self, pins: &Pins, ifname: &str, filter_prog: Option<u32>) -> Result<Attach, LoaderError> {
+    /// Attaches TC program `name` (one of [`TC_PROGS`]) at the ingress of
+    /// `ifname` unless a live pinned link is there already, replacing another
+    /// build's program like `ensure_xdp`. Kernels without TCX get a clsact
+    /// filter instead (see `ensure_tc_filter`), whose program, if any, is
+    /// `filter_prog`.
+    pub fn ensure_tc(
+        &mut self,
+        pins: &Pins,
+        ifname: &str,
+        name: &'static str,
+        filter_prog: Option<u32>,
+    ) -> Result<Attach, LoaderError> {
         if !has_tcx() {
-            return self.ensure_tc_filter(ifname, filter_prog);
+            return self.ensure_tc_filter(ifname, name, filter_prog);
         }
         let path = pins.tc_link(ifname);
         if let Some(pinned) = pinned_on(&path, ifname) {
             let fd = FdLink::from(pinned);
-            if self.runs_ours(&fd, PROG_TC_ENDPOINT)? {
+            if self.runs_ours(&fd, name)? {
                 return Ok(Attach::Kept);
             }
             let link_err = |source| LoaderError::Link { path: path.display().to_string(), what: "as TCX link", source };
             let link: SchedClassifierLink = fd.try_into().map_err(link_err)?;
-            let tc = self.tc()?;
-            let err = |what: String| move |source| LoaderError::Program { prog: PROG_TC_ENDPOINT, what, source };
+            let tc = self.tc(name)?;
+            let err = |what: String| move |source| LoaderError::Program { prog: name, what, source };
             let id = tc.attach_to_link(link).map_err(err(format!("replace the program on {ifname}")))?;
             drop(tc.take_link(id).map_err(err("take link".into()))?);
             return Ok(Attach::Replaced);
         }
         let _ = std::fs::remove_file(&path);
-        let tc = self.tc()?;
-        let err = |what: String| move |source| LoaderError::Program { prog: PROG_TC_ENDPOINT, what, source };
+        let tc = self.tc(name)?;
+        let err = |what: String| move |source| LoaderError::Program { prog: name, what, source };
         let id = tc.attach(ifname, TcAttachType::Ingress).map_err(err(format!("attach to {ifname} ingress")))?;
         let link = tc.take_link(id).map_err(err("take link".into()))?;
         let fd: FdLink = link.try_into().map_err(|source| LoaderError::Link {
@@ -520,12 +554,17 @@ impl Loaded {
     /// filter is there already. A filter running another build's program
     /// (`filter_prog`) gets this one in place (a cls_bpf change, which swaps
     /// the program atomically).
-    fn ensure_tc_filter(&mut self, ifname: &str, filter_prog: Option<u32>) -> Result<Attach, LoaderError> {
+    fn ensure_tc_filter(
+        &mut self,
+        ifname: &str,
+        name: &'static str,
+        filter_prog: Option<u32>,
+    ) -> Result<Attach, LoaderError> {
         if let Some(id) = filter_prog {
-            if self.is_ours(id, PROG_TC_ENDPOINT)? {
+            if self.is_ours(id, name)? {
                 return Ok(Attach::Kept);
             }
-            let err = |what: String| move |source| LoaderError::Program { prog: PROG_TC_ENDPOINT, what, source };
+            let err = |what: String| move |source| LoaderError::Program { prog: name, what, source };
             let link = SchedClassifierLink::attached(
                 ifname,
                 TcAttachType::Ingress,
@@ -534,20 +573,20 @@ impl Loaded {
                 None,
             )
             .map_err(|e| err(format!("the filter on {ifname}"))(e.into()))?;
-            let tc = self.tc()?;
+            let tc = self.tc(name)?;
             let id = tc.attach_to_link(link).map_err(err(format!("replace the filter's program on {ifname}")))?;
             let link = tc.take_link(id).map_err(err("take link".into()))?;
             // Dropping an owned filter link detaches it; the filter must outlive us.
             std::mem::forget(link);
             return Ok(Attach::Replaced);
         }
-        let err = |what: String| move |source| LoaderError::Program { prog: PROG_TC_ENDPOINT, what, source };
+        let err = |what: String| move |source| LoaderError::Program { prog: name, what, source };
         match tc::qdisc_add_clsact(ifname) {
             Ok(()) => {}
             Err(e) if tc_eexist(&e) => {}
             Err(e) => return Err(err(format!("add the clsact qdisc to {ifname}"))(ProgramError::TcError(e))),
         }
-        let tc = self.tc()?;
+        let tc = self.tc(name)?;
         let opts = NlOptions { priority: TC_FILTER_PRIORITY, handle: TcHandle::new(0, 1), ..Default::default() };
         match tc.attach_with_options(ifname, TcAttachType::Ingress, TcAttachOptions::Netlink(opts)) {
             Ok(id) => {

@@ -159,6 +159,7 @@ mod tests {
             pin_dir: "/sys/fs/bpf/overlay-bpf/n1".into(),
             links: Vec::new(),
             maps: vec![MapStatus { name: "OB_CT_V1".into(), entries: 7, max_entries: 262144 }],
+            wireguard: None,
             services: vec![ServiceStatus {
                 service_id: 0x1234,
                 name: None,

@@ -62,10 +62,14 @@ pub fn parse_aux(s: &str) -> Result<(String, Ipv4Addr), String> {
     Ok((n.to_string(), ip))
 }
 
-/// Parses `key=value` (`--opt`).
+/// Parses `key=value` (`--opt`); a flag alone (`encrypted`, as Docker
+/// spells it) is `key=`.
 pub fn parse_opt(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s.split_once('=').ok_or_else(|| format!("{s:?} is not key=value (e.g. mtu=1400)"))?;
-    Ok((k.to_string(), v.to_string()))
+    match s.split_once('=') {
+        Some((k, v)) => Ok((k.to_string(), v.to_string())),
+        None if s == "encrypted" => Ok((s.to_string(), String::new())),
+        None => Err(format!("{s:?} is not key=value (e.g. mtu=1400)")),
+    }
 }
 
 /// Reads a state file for editing; a missing file starts an empty state.
@@ -79,7 +83,7 @@ pub fn read_for_edit(path: &Path) -> Result<State, StateError> {
 /// Validates and writes the state atomically (temp file + rename): a state that
 /// breaks a rule is never written.
 pub fn write_state(path: &Path, state: &State) -> Result<()> {
-    model::resolve(&path.display().to_string(), state, Capabilities::default())?;
+    model::resolve(&path.display().to_string(), state, Capabilities::here())?;
     let text = serde_yaml::to_string(state)
         .map_err(|e| Error::io(format!("write {}", path.display()))(std::io::Error::other(e)))?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {

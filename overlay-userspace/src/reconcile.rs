@@ -299,7 +299,8 @@ pub fn desired(cluster: &Cluster, host: usize, facts: &HostFacts) -> MapContents
         let gw = n.subnets[0].gateway;
         let flags = (if n.internal { NETWORK_F_INTERNAL } else { 0 })
             | (if n.ingress { NETWORK_F_INGRESS } else { 0 })
-            | (if local { NETWORK_F_LOCAL } else { 0 });
+            | (if local { NETWORK_F_LOCAL } else { 0 })
+            | (if n.encrypted { NETWORK_F_ENCRYPTED } else { 0 });
         m.networks.insert(
             n.vni,
             NetworkValue {

@@ -80,6 +80,16 @@ pub struct Status {
     pub maps: Vec<MapStatus>,
     pub services: Vec<ServiceStatus>,
     pub counters: Vec<CounterStatus>,
+    /// The hop of encrypted networks, when this host has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wireguard: Option<WireguardStatus>,
+}
+
+/// This host's WireGuard device and its peers, as the kernel has them.
+#[derive(Debug, Serialize)]
+pub struct WireguardStatus {
+    pub device: String,
+    pub peers: Vec<crate::wireguard::PeerState>,
 }
 
 fn proto_name(p: u8) -> String {
@@ -153,8 +163,9 @@ pub async fn gather(host: &str, pins: &Pins, cluster: Option<&Cluster>) -> crate
     map_status.push(MapStatus { name: MAP_STATS.into(), entries: STATS_ENTRIES as usize, max_entries: STATS_ENTRIES });
 
     let progs: Vec<_> = loaded_programs().filter_map(Result::ok).collect();
-    let prog_name = |kind: &str| match kind {
+    let prog_name = |kind: &str, ifname: &str| match kind {
         "xdp" => PROG_XDP_UNDERLAY.to_string(),
+        _ if [crate::wireguard::DEVICE, crate::wireguard::VETH_TC].contains(&ifname) => PROG_TC_WIREGUARD.to_string(),
         _ => PROG_TC_ENDPOINT.to_string(),
     };
     let mut links: Vec<LinkStatus> = pins
@@ -167,7 +178,7 @@ pub async fn gather(host: &str, pins: &Pins, cluster: Option<&Cluster>) -> crate
             let attached = info.is_some() && crate::loader::runs_on(&path, &ifname);
             LinkStatus {
                 // The kernel keeps 15 characters of a program's name; show ours.
-                prog_name: prog.map(|_| prog_name(&kind)),
+                prog_name: prog.map(|_| prog_name(&kind, &ifname)),
                 kind,
                 ifname,
                 link_id: info.as_ref().map(|i| i.id()),
@@ -180,16 +191,18 @@ pub async fn gather(host: &str, pins: &Pins, cluster: Option<&Cluster>) -> crate
     if !crate::loader::has_tcx() {
         // No TCX: the endpoints' programs are clsact filters, not pinned links.
         let handle = crate::netdev::connect()?;
-        for ifindex in content.ifaces.keys() {
-            let Some(ifname) = crate::netdev::ifname(*ifindex) else { continue };
-            let prog_id = crate::netdev::ingress_bpf_filter(&handle, *ifindex, PROG_TC_ENDPOINT).await?;
+        let wg = [crate::wireguard::DEVICE, crate::wireguard::VETH_TC].into_iter().filter_map(crate::netdev::ifindex);
+        for ifindex in content.ifaces.keys().copied().chain(wg) {
+            let Some(ifname) = crate::netdev::ifname(ifindex) else { continue };
+            let name = prog_name("tc", &ifname);
+            let prog_id = crate::netdev::ingress_bpf_filter(&handle, ifindex, &name).await?;
             let prog = prog_id.and_then(|id| progs.iter().find(|p| p.id() == id));
             links.push(LinkStatus {
                 kind: "tc".into(),
                 ifname,
                 link_id: None,
                 prog_id,
-                prog_name: prog.map(|_| prog_name("tc")),
+                prog_name: prog.map(|_| name.clone()),
                 run_count: prog.map(|p| p.run_count()),
                 attached: prog_id.is_some(),
             });
@@ -207,6 +220,12 @@ pub async fn gather(host: &str, pins: &Pins, cluster: Option<&Cluster>) -> crate
         })
         .collect();
     let services = services(&content, &maps.backend_stats()?, cluster);
+    let wireguard = match crate::netdev::ifindex(crate::wireguard::DEVICE) {
+        Some(_) => {
+            Some(WireguardStatus { device: crate::wireguard::DEVICE.into(), peers: crate::wireguard::peers().await? })
+        }
+        None => None,
+    };
     Ok(Status {
         host: host.into(),
         pin_dir: pins.dir.display().to_string(),
@@ -214,6 +233,7 @@ pub async fn gather(host: &str, pins: &Pins, cluster: Option<&Cluster>) -> crate
         maps: map_status,
         services,
         counters,
+        wireguard,
     })
 }
 
@@ -250,6 +270,19 @@ pub fn print_text(s: &Status) {
                 b.bytes,
                 b.flows,
                 if b.in_rotation { "" } else { "  (out of rotation)" }
+            );
+        }
+    }
+    if let Some(w) = &s.wireguard {
+        println!("\nWireGuard ({}), peers:", w.device);
+        for p in &w.peers {
+            let hs = p.last_handshake.map_or("no handshake yet".to_string(), |t| format!("handshake at {t}"));
+            println!(
+                "  {} {:<22} {hs}, {} bytes in, {} bytes out",
+                p.public_key,
+                p.endpoint.as_deref().unwrap_or("-"),
+                p.rx_bytes,
+                p.tx_bytes
             );
         }
     }

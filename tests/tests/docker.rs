@@ -141,7 +141,7 @@ fn containers_on_two_docker_engines_and_a_namespace_talk_across_hosts() {
                 .map(|s| if *s == "10.30.0.0/24" { "10.32.0.0/24" } else { s })
                 .collect::<Vec<_>>(),
         ),
-        &["encrypted"],
+        &["encrypted", "CONFIG_WIREGUARD"],
     );
 
     // Containers on both engines, one behind the alias `web`.

@@ -815,3 +815,66 @@ fn icmp_errors_about_translated_flows_are_translated_too() {
     let (_, out) = rig.run(PROG_TC_ENDPOINT, &other);
     assert_eq!(out[64..], other[14..]);
 }
+
+// ---------------------------------------------------------------------------
+// Encrypted networks: between hosts only through WireGuard
+// ---------------------------------------------------------------------------
+
+/// "front" made an encrypted network, on a host whose WireGuard device is
+/// `wg_ifindex` (0: none) with its port 51820.
+fn encrypted_rig(wg_ifindex: u32) -> Rig {
+    let mut rig = Rig::new();
+    let mut nets: HashMap<_, u32, NetworkValue> = rig.map(MAP_NETWORKS);
+    let mut front = nets.get(&FRONT, 0).unwrap();
+    front.flags |= NETWORK_F_ENCRYPTED;
+    nets.insert(FRONT, front, 0).unwrap();
+    let mut wg: aya::maps::Array<_, WgConfig> =
+        aya::maps::Array::try_from(rig.ebpf().map_mut(MAP_WIREGUARD).unwrap()).unwrap();
+    wg.set(0, WgConfig { ifindex: wg_ifindex, tc_ifindex: 77, xdp_ifindex: 78, port: 51820, _pad: 0 }, 0).unwrap();
+    rig
+}
+
+#[test]
+fn an_encrypted_network_is_sealed_into_wireguard_and_never_taken_in_clear() {
+    use Reason::*;
+    let mut rig = encrypted_rig(76);
+    let to_wg_port = |src: [u8; 4]| {
+        let mut p = eth([2; 6], [4; 6], 0x0800);
+        p.extend(ip(src, HOST, 17, true, 0, &udp(51820, 51820, &[1, 0, 0, 0, 9, 9, 9, 9])));
+        p
+    };
+    let from_r = frame(R_MAC, [0xaa; 6], R, ME, 17, &udp(1000, 2000, b"hello"));
+    let to_b = frame([2, 0x42, 10, 0, 1, 9], [2, 0x42, 10, 0, 1, 5], B, BL, 17, &udp(1, 2, b"x"));
+    let cases = vec![
+        // The same VXLAN that a plain network would take: dropped when it
+        // arrives in clear on the underlay (the WireGuard path is the only way in).
+        case(
+            "VXLAN of the encrypted network in clear",
+            vxlan(PEER, 0x08, FRONT, &from_r),
+            XDP_DROP,
+            Out::Same,
+            DropUnencrypted,
+        ),
+        case("WireGuard from a cluster host", to_wg_port(PEER), XDP_PASS, Out::Same, PassNotOurs),
+        case("WireGuard from elsewhere", to_wg_port([192, 0, 2, 77]), XDP_DROP, Out::Same, DropNotPeer),
+    ];
+    rig.table(PROG_XDP_UNDERLAY, Prog::XdpUnderlay, &cases);
+    // Another network of the same host is untouched.
+    let (verdict, _) = rig.run(PROG_XDP_UNDERLAY, &vxlan(PEER, 0x08, BACK, &to_b));
+    assert_eq!(verdict, XDP_REDIRECT, "the plain network's VXLAN is delivered");
+
+    // What a container sends across hosts is the same VXLAN as ever,
+    // redirected to WireGuard instead of the underlay.
+    let pkt = frame(ME_MAC, R_MAC, ME, R, 17, &udp(40000, 53, b"query"));
+    let (verdict, out) = rig.run(PROG_TC_ENDPOINT, &pkt);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let sport = u16::from_be_bytes([out[34], out[35]]);
+    assert_eq!(hex(&out), hex(&encapsulated(&pkt, PEER, FRONT, sport)), "the VXLAN bytes are unchanged");
+    assert_eq!(rig.counter(Prog::TcEndpoint, Encapsulated), 1);
+
+    // A host without its WireGuard device sends nothing of the network in clear.
+    let mut bare = encrypted_rig(0);
+    let (verdict, _) = bare.run(PROG_TC_ENDPOINT, &pkt);
+    assert_eq!(verdict, TC_ACT_SHOT);
+    assert_eq!(bare.counter(Prog::TcEndpoint, DropNoWireguard), 1);
+}

@@ -1,3 +1,4 @@
 pub mod baseline;
 pub mod tc_endpoint;
+pub mod tc_wireguard;
 pub mod xdp_underlay;

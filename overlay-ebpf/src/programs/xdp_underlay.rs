@@ -1,6 +1,11 @@
 //! XDP on the underlay device: everything a host receives from the wire.
 //! VXLAN to this host's port is ours ([`decap`]); TCP/UDP to a published
-//! port is the routing mesh ([`mesh`]); everything else passes.
+//! port is the routing mesh ([`mesh`]); WireGuard from a cluster host passes
+//! to WireGuard, from anyone else it is dropped; everything else passes.
+//!
+//! The same program runs on the veth where WireGuard's decrypted VXLAN
+//! arrives (see `tc_wireguard`): there only VXLAN is accepted, and it may be
+//! of an encrypted network.
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
@@ -12,7 +17,7 @@ use overlay_wire::{eth, ipv4, vxlan};
 
 use crate::{
     decap, log,
-    maps::host_config,
+    maps::{host_config, is_vtep, wg_config},
     mesh,
     packet::{Outcome, Packet, Xdp},
     stats::count,
@@ -46,16 +51,28 @@ fn handle(ctx: &Xdp) -> Outcome<u32> {
         return pass;
     }
     let Some(cfg) = host_config() else { return pass };
+    let wg = wg_config();
+    // SAFETY: reads the program's own context.
+    let decrypted = wg.is_some_and(|w| unsafe { (*ctx.ctx.ctx).ingress_ifindex } == w.xdp_ifindex);
     if ipv4::dst(ip) != cfg.underlay_ip {
-        return pass;
+        return if decrypted { Err(Reason::DropNotLocal) } else { pass };
     }
     let Ok(ihl) = ipv4::check_header(ip) else { return pass };
     let l4 = eth::HEADER_LEN + ihl;
     let Some(udp) = ctx.bytes::<{ vxlan::UDP_LEN }>(l4) else { return pass };
-    if proto != PROTO_UDP || u16::from_be_bytes([udp[2], udp[3]]) != cfg.vxlan_port {
+    let dport = u16::from_be_bytes([udp[2], udp[3]]);
+    if proto != PROTO_UDP || dport != cfg.vxlan_port {
+        if decrypted {
+            return Err(Reason::DropUnsupported);
+        }
+        if proto == PROTO_UDP && wg.is_some_and(|w| dport == w.port) {
+            // Handshakes and data only from the cluster's hosts: nobody
+            // else gets WireGuard to work (or to answer) for them.
+            return if is_vtep(ipv4::src(ip)) { pass } else { Err(Reason::DropNotPeer) };
+        }
         // The mesh reads at constant offsets: not after the check above.
         return mesh::published(&ctx.reread(), cfg).unwrap_or(pass);
     }
     // Ours from here on: what fails a check is dropped and counted.
-    decap::receive(ctx, cfg, ip, ihl, l4)
+    decap::receive(ctx, cfg, ip, ihl, l4, decrypted)
 }

@@ -18,7 +18,7 @@ pub async fn endpoint(g: &Global, cmd: EndpointCmd) -> Result<i32> {
             };
             let o = CreateOpts { name, network, host, netns: container_netns, ifname, ip, mac, aliases };
             let (_, state) = store.edit(|s| Ok(endpoint_cmd::create(s, &o)?)).await?;
-            let c = model::resolve(&store.describe(), &state, Capabilities::default())?;
+            let c = model::resolve(&store.describe(), &state, Capabilities::here())?;
             let rows = endpoint_cmd::rows(&state, &c, Some(&o.network), Some(&o.host));
             let Some(r) = rows.into_iter().find(|r| r.name == o.name) else { return Ok(0) };
             match output {
@@ -35,7 +35,7 @@ pub async fn endpoint(g: &Global, cmd: EndpointCmd) -> Result<i32> {
         }
         EndpointCmd::Ls { network, output } => {
             let state = store.read().await?;
-            let c = model::resolve(&store.describe(), &state, Capabilities::default())?;
+            let c = model::resolve(&store.describe(), &state, Capabilities::here())?;
             let rows = endpoint_cmd::rows(&state, &c, network.as_deref(), g.host.as_deref());
             match output {
                 Format::Json => println!("{}", super::status::json(&rows)?),

@@ -30,6 +30,34 @@ pub async fn host(g: &Global, cmd: HostCmd) -> Result<i32> {
                 Format::Text => print!("{}", host_cmd::table(&rows)),
             }
         }
+        HostCmd::Key { name, rotate, set } => {
+            let name = match name.or_else(|| g.host.clone()) {
+                Some(n) => n,
+                None => host_cmd::default_name()?,
+            };
+            let (key, private) = match set {
+                Some(k) => {
+                    let k = overlay_bpf::wireguard::Key::parse(&k)
+                        .map_err(|why| overlay_bpf::error::Error::Runtime(format!("--set: {why}")))?;
+                    (k.to_string(), None)
+                }
+                None => {
+                    let kp = match rotate {
+                        true => overlay_bpf::wireguard::rotate(&name)?,
+                        false => overlay_bpf::wireguard::load_or_create(&name)?.0,
+                    };
+                    (kp.public.to_string(), Some(overlay_bpf::wireguard::key_file(&name)))
+                }
+            };
+            let (changed, _) = store.edit(|s| Ok(host_cmd::set_key(s, &name, &key)?)).await?;
+            println!("{key}");
+            eprintln!(
+                "{name}: WireGuard public key {} {}{}",
+                if changed { "put in" } else { "already in" },
+                store.describe(),
+                private.map(|p| format!(" (private key: {})", p.display())).unwrap_or_default()
+            );
+        }
         HostCmd::Rm { name, force } => {
             let (gone, _) = store.edit(|s| Ok(host_cmd::remove(s, &name, force)?)).await?;
             if gone.is_empty() {

@@ -315,6 +315,32 @@ overlay-bpf host join --name node4 --address 192.168.100.14 --interface eth1 --s
         #[arg(long, default_value_t = 7947, value_name = "PORT")]
         health_port: u16,
     },
+    /// Print this host's WireGuard public key (making its key pair the first
+    /// time) and put it in the store, where the other hosts take it from.
+    ///
+    /// Encrypted networks (`encrypted: true`) run over WireGuard between the
+    /// hosts. Each host's private key stays in a root-only file on it
+    /// (/etc/overlay-bpf/keys/<host>.key, or under $OVERLAY_BPF_KEY_DIR); the
+    /// public key goes into the host's entry (`wireguard_key`). With etcd the
+    /// agents pick a new key up within a second; with a file, copy the file to
+    /// the hosts and run `up` there. --rotate replaces the key pair: the other
+    /// hosts reach this one again once they have the new public key.
+    /// --set puts a key printed on another host into the store, touching no
+    /// key file here (the way to gather every host's key into one file).
+    #[command(after_help = "Examples:\n  \
+sudo overlay-bpf host key --state cluster.yaml\n  \
+sudo overlay-bpf host key --rotate --store etcd://10.0.0.1:2379\n  \
+overlay-bpf host key node2 --set hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo= --state cluster.yaml")]
+    Key {
+        /// The host. Default: --host, else this machine's hostname.
+        name: Option<String>,
+        /// Make a new key pair, replacing the old one.
+        #[arg(long, conflicts_with = "set")]
+        rotate: bool,
+        /// The host's public key, as `host key` printed it on that host.
+        #[arg(long, value_name = "PUBLIC_KEY")]
+        set: Option<String>,
+    },
     /// Remove a host: refused while it has endpoints, unless --force (which removes them).
     #[command(alias = "remove", after_help = "Example:\n  overlay-bpf host rm node4 --store etcd://10.0.0.1:2379")]
     Rm {

@@ -25,7 +25,7 @@ pub async fn network(g: &Global, cmd: NetworkCmd) -> overlay_bpf::error::Result<
                 vni: a.vni,
             };
             let (_, state) = store.edit(|state| Ok(network_cmd::create(state, &opts)?)).await?;
-            let c = model::resolve(&store.describe(), &state, Capabilities::default())?;
+            let c = model::resolve(&store.describe(), &state, Capabilities::here())?;
             let n = &c.networks[c.network_index(&a.name).expect("just created")];
             println!("{}", network_cmd::network_id(&n.name, n.vni));
         }

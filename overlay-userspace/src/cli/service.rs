@@ -9,7 +9,7 @@ pub async fn service(g: &Global, cmd: ServiceCmd) -> Result<i32> {
     let mut store = super::open_store(g).await?;
     let describe = store.describe();
     let shown = |state: &model::State, name: &str| -> Result<Option<service_cmd::ServiceRow>> {
-        let c = model::resolve(&describe, state, Capabilities::default())?;
+        let c = model::resolve(&describe, state, Capabilities::here())?;
         Ok(service_cmd::rows(state, &c).into_iter().find(|r| r.name == name))
     };
     match cmd {
@@ -39,7 +39,7 @@ pub async fn service(g: &Global, cmd: ServiceCmd) -> Result<i32> {
         }
         ServiceCmd::Ls { output } => {
             let state = store.read().await?;
-            let c = model::resolve(&describe, &state, Capabilities::default())?;
+            let c = model::resolve(&describe, &state, Capabilities::here())?;
             let rows = service_cmd::rows(&state, &c);
             match output {
                 Format::Json => println!("{}", super::status::json(&rows)?),

@@ -15,7 +15,7 @@ pub async fn store(g: &Global, cmd: StoreCmd) -> Result<i32> {
         }
         StoreCmd::Export { output } => {
             let state = store.read().await?;
-            let cluster = model::resolve(&store.describe(), &state, Capabilities::default())?;
+            let cluster = model::resolve(&store.describe(), &state, Capabilities::here())?;
             let state = model::pinned(&state, &cluster);
             let text = match output {
                 ExportFormat::Yaml => {

@@ -217,7 +217,7 @@ fn is_ours(e: &EndpointSpec, attach: &str) -> bool {
 /// Which host of the state this is: the configuration's `host`, else as
 /// the CLI decides.
 fn this_host(state: &State, conf: &NetConf) -> Result<String, Failure> {
-    let cluster = model::resolve("the store", state, model::Capabilities::default()).map_err(Error::from)?;
+    let cluster = model::resolve("the store", state, model::Capabilities::here()).map_err(Error::from)?;
     let h = apply::select_host(&cluster, conf.host.as_deref()).map_err(Error::from)?;
     Ok(cluster.hosts[h].name.clone())
 }
@@ -225,7 +225,7 @@ fn this_host(state: &State, conf: &NetConf) -> Result<String, Failure> {
 /// Applies this host from `state`, as `up` does (under the host lock).
 /// `revision`: the store's, as of `state` (etcd).
 async fn apply_host(state: &State, host: &str, revision: Option<i64>) -> Result<(model::Cluster, usize), Error> {
-    let cluster = model::resolve("the store", state, model::Capabilities::default())?;
+    let cluster = model::resolve("the store", state, model::Capabilities::here())?;
     let h = apply::select_host(&cluster, Some(host))?;
     let opts = UpOptions { revision, ..Default::default() };
     apply::up(&cluster, h, &Pins::for_host(host), &opts, &|m| tracing::debug!("{host}: {m}")).await?;
@@ -286,7 +286,7 @@ async fn add(env: &Env, conf: &NetConf) -> Result<AddResult, Failure> {
                 endpoint_id: Some(attach.clone()),
                 publish: Vec::new(),
             });
-            let cluster = model::resolve("the store", s, model::Capabilities::default())?;
+            let cluster = model::resolve("the store", s, model::Capabilities::here())?;
             *s = model::pinned(s, &cluster);
             Ok(name)
         })
@@ -395,7 +395,7 @@ async fn check(env: &Env, conf: &NetConf) -> Result<(), Failure> {
     let attach = attachment(cid, ifname);
     let mut store = open_store(conf).await?;
     let state = store.read().await?;
-    let cluster = model::resolve("the store", &state, model::Capabilities::default()).map_err(Error::from)?;
+    let cluster = model::resolve("the store", &state, model::Capabilities::here()).map_err(Error::from)?;
     let drift = |m: String| Failure::new(code::DRIFTED, m);
     let e = cluster
         .endpoints

@@ -10,7 +10,8 @@
 //!   (one compare-and-swap transaction), which allocates the address, or
 //!   takes `--ip`: race-free across hosts as every allocation is.
 //! - `CreateNetwork` carries no name: it is checked (our IPAM, no overlap,
-//!   no `encrypted` yet) and the store's network is made once Docker's API
+//!   `-o encrypted` only where the kernel has WireGuard) and the store's
+//!   network is made once Docker's API
 //!   shows the network's name, or at the first container, whichever first.
 //!   A store network with the same subnet is the same network.
 //! - `CreateEndpoint` gives the pending endpoint Docker's EndpointID (and
@@ -459,7 +460,7 @@ impl Plugin {
                     endpoint_id: None,
                     publish: Vec::new(),
                 });
-                let cluster = crate::model::resolve("the store", s, crate::model::Capabilities::default())?;
+                let cluster = crate::model::resolve("the store", s, crate::model::Capabilities::here())?;
                 *s = crate::model::pinned(s, &cluster);
                 Ok(s.endpoints.iter().find(|e| e.name == name && e.network == net).and_then(|e| e.ip))
             })
@@ -502,10 +503,8 @@ impl Plugin {
         if r.ipv6_data.as_ref().is_some_and(|v| !v.is_empty()) {
             return Err(runtime_err("overlay-bpf networks are IPv4 only: drop --ipv6"));
         }
-        if r.generic("encrypted").is_some() {
-            return Err(runtime_err(
-                "encrypted overlay-bpf networks are not available yet: drop -o encrypted (issue 19 brings them)",
-            ));
+        if r.generic("encrypted").is_some() && !crate::model::Capabilities::here().encryption {
+            return Err(runtime_err(format!("-o encrypted: {}", crate::wireguard::UNSUPPORTED)));
         }
         if let Some(mtu) = r.generic(MTU_OPTION) {
             mtu.parse::<u32>().map_err(|_| runtime_err(format!("-o {MTU_OPTION}={mtu}: not a number")))?;
@@ -639,7 +638,7 @@ impl Plugin {
             .iter()
             .find(|n| n.name == e.network)
             .ok_or_else(|| runtime_err(format!("network {} is not in the store", e.network)))?;
-        let cluster = crate::model::resolve("the store", &state, crate::model::Capabilities::default())?;
+        let cluster = crate::model::resolve("the store", &state, crate::model::Capabilities::here())?;
         let resolved = cluster
             .endpoints
             .iter()
@@ -826,6 +825,8 @@ fn network_from_docker(d: &bollard::models::Network, subnet: Ipv4Net, host: &str
         // Containers join it by `docker run --network`: attachable.
         attachable: true,
         internal: d.internal.unwrap_or(false),
+        // `-o encrypted` (Docker's own spelling: `--opt encrypted`).
+        encrypted: d.options.as_ref().is_some_and(|o| o.contains_key("encrypted")),
         runtime: Some(Runtime::Docker),
         used_by: vec![host.to_string()],
         ..Default::default()

@@ -63,9 +63,15 @@ pub struct Capabilities {
     pub encryption: bool,
 }
 
-/// Why `encrypted: true` cannot be honoured here. Encryption of the overlay
-/// needs IPsec ESP in the kernel, and overlay-bpf has no encrypted data path.
-pub const ENCRYPTION_UNSUPPORTED: &str = "encrypted: true is not supported: overlay-bpf has no encrypted data path and this kernel lacks IPsec ESP (CONFIG_INET_ESP, CONFIG_XFRM); remove `encrypted` or set it to false";
+impl Capabilities {
+    /// What this machine's kernel can do (asked once per process).
+    pub fn here() -> Capabilities {
+        Capabilities { encryption: crate::wireguard::kernel_support() }
+    }
+}
+
+/// Why `encrypted: true` cannot be honoured here (the kernel has no WireGuard).
+pub const ENCRYPTION_UNSUPPORTED: &str = crate::wireguard::UNSUPPORTED;
 
 /// Reads, parses, validates and resolves a state file.
 pub fn load(path: &Path, caps: Capabilities) -> Result<Cluster, StateError> {

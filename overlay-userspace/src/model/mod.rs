@@ -48,6 +48,7 @@ pub struct Cluster {
     pub underlay_mtu: u32,
     pub conntrack_tcp_timeout: u32,
     pub conntrack_udp_timeout: u32,
+    pub wireguard_port: u16,
     pub hosts: Vec<Host>,
     pub networks: Vec<Network>,
     pub endpoints: Vec<Endpoint>,
@@ -59,6 +60,8 @@ pub struct Host {
     pub name: String,
     pub address: Ipv4Addr,
     pub interface: Option<String>,
+    /// Its WireGuard public key, once it has published one.
+    pub wireguard_key: Option<[u8; 32]>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -161,7 +164,13 @@ impl Cluster {
 
 /// The resolved MTU of a network: its `mtu`, else the underlay's minus VXLAN.
 pub fn network_mtu(spec: &NetworkSpec, underlay_mtu: u32) -> u32 {
-    spec.mtu.unwrap_or(underlay_mtu.saturating_sub(VXLAN_OVERHEAD))
+    spec.mtu.unwrap_or(underlay_mtu.saturating_sub(overhead(spec)))
+}
+
+/// What the underlay carries around an endpoint's packet of network `spec`:
+/// VXLAN, and WireGuard's own headers for an encrypted network.
+pub fn overhead(spec: &NetworkSpec) -> u32 {
+    VXLAN_OVERHEAD + if spec.encrypted { overlay_common::WIREGUARD_OVERHEAD as u32 } else { 0 }
 }
 
 /// Network namespace path for a `netns:` value.

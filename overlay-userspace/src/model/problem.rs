@@ -61,6 +61,10 @@ rules! {
     DuplicateVni = "duplicate-vni";
     /// `encrypted: true` where the kernel cannot encrypt.
     Encryption = "encryption";
+    /// `cluster.wireguard_port` 0 or the VXLAN port.
+    WireguardPort = "wireguard-port";
+    /// A host's `wireguard_key` that is not a base64 WireGuard public key.
+    WireguardKey = "wireguard-key";
     /// A network MTU under 68.
     MtuTooSmall = "mtu-too-small";
     /// A network MTU that VXLAN pushes past the underlay's.

@@ -146,10 +146,20 @@ pub fn resolve(file: &str, state: &State, caps: Capabilities) -> Result<Cluster,
         underlay_mtu: cl.underlay_mtu,
         conntrack_tcp_timeout: cl.conntrack_tcp_timeout,
         conntrack_udp_timeout: cl.conntrack_udp_timeout,
+        wireguard_port: cl.wireguard_port,
         hosts: state
             .hosts
             .iter()
-            .map(|h| Host { name: h.name.clone(), address: h.address, interface: h.interface.clone() })
+            .map(|h| Host {
+                name: h.name.clone(),
+                address: h.address,
+                interface: h.interface.clone(),
+                wireguard_key: h
+                    .wireguard_key
+                    .as_deref()
+                    .and_then(|k| crate::wireguard::Key::parse(k).ok())
+                    .map(|k| k.0),
+            })
             .collect(),
         networks,
         endpoints,
@@ -171,6 +181,16 @@ impl Resolver<'_> {
         let cl = &state.cluster;
         if cl.vxlan_port == 0 {
             c.err(Rule::VxlanPort, "cluster.vxlan_port", "must be 1..65535 (VXLAN's standard port is 4789)");
+        }
+        if cl.wireguard_port == 0 || cl.wireguard_port == cl.vxlan_port {
+            c.err(
+                Rule::WireguardPort,
+                "cluster.wireguard_port",
+                format!(
+                    "{} cannot carry WireGuard: use a port of 1..65535 other than vxlan_port (WireGuard's usual is 51820)",
+                    cl.wireguard_port
+                ),
+            );
         }
         if cl.conntrack_tcp_timeout == 0 || cl.conntrack_udp_timeout == 0 {
             c.err(
@@ -225,6 +245,13 @@ impl Resolver<'_> {
                     );
                 }
             }
+            if let Some(Err(why)) = h.wireguard_key.as_deref().map(crate::wireguard::Key::parse) {
+                c.err(
+                    Rule::WireguardKey,
+                    &e,
+                    format!("wireguard_key: {why}; `overlay-bpf host key --host {}` prints the host's key", h.name),
+                );
+            }
         }
     }
 
@@ -256,17 +283,18 @@ impl Resolver<'_> {
             if n.encrypted && !caps.encryption {
                 c.err(Rule::Encryption, &e, ENCRYPTION_UNSUPPORTED);
             }
-            let mtu = network_mtu(n, cl.underlay_mtu);
+            let (mtu, overhead) = (network_mtu(n, cl.underlay_mtu), super::overhead(n));
+            let around = if n.encrypted { "VXLAN and WireGuard" } else { "VXLAN" };
             if mtu < 68 {
                 c.err(Rule::MtuTooSmall, &e, format!("mtu {mtu} is below the IPv4 minimum of 68"));
-            } else if mtu + VXLAN_OVERHEAD > cl.underlay_mtu {
+            } else if mtu + overhead > cl.underlay_mtu {
                 c.err(
                     Rule::MtuTooLarge,
                     &e,
                     format!(
-                        "mtu {mtu} plus {VXLAN_OVERHEAD} bytes of VXLAN exceeds underlay_mtu {}; use mtu <= {}",
+                        "mtu {mtu} plus {overhead} bytes of {around} exceeds underlay_mtu {}; use mtu <= {}",
                         cl.underlay_mtu,
-                        cl.underlay_mtu.saturating_sub(VXLAN_OVERHEAD)
+                        cl.underlay_mtu.saturating_sub(overhead)
                     ),
                 );
             }

@@ -51,6 +51,17 @@ pub struct ClusterSpec {
     /// Seconds an idle UDP flow keeps its backend.
     #[serde(default = "default_ct_udp_timeout")]
     pub conntrack_udp_timeout: u32,
+    /// UDP port of WireGuard between hosts, for encrypted networks (addition
+    /// to the spec).
+    #[serde(default = "default_wireguard_port", skip_serializing_if = "is_default_wireguard_port")]
+    pub wireguard_port: u16,
+}
+
+fn default_wireguard_port() -> u16 {
+    51820
+}
+fn is_default_wireguard_port(p: &u16) -> bool {
+    *p == default_wireguard_port()
 }
 
 fn default_ct_tcp_timeout() -> u32 {
@@ -74,6 +85,7 @@ impl Default for ClusterSpec {
             underlay_mtu: default_underlay_mtu(),
             conntrack_tcp_timeout: default_ct_tcp_timeout(),
             conntrack_udp_timeout: default_ct_udp_timeout(),
+            wireguard_port: default_wireguard_port(),
         }
     }
 }
@@ -85,6 +97,11 @@ pub struct HostSpec {
     pub address: Ipv4Addr,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface: Option<String>,
+    /// The host's WireGuard public key (base64), which encrypted networks
+    /// need (addition to the spec): `overlay-bpf host key` prints it and
+    /// puts it here; the agent publishes its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wireguard_key: Option<String>,
 }
 
 fn is_false(b: &bool) -> bool {

@@ -115,6 +115,8 @@ fn every_rule_is_enforced() {
         ("address pool exhausted", edit("ip_range: 10.0.0.128/25", "ip_range: 10.0.0.128/32"), "services[0] (web)", Rule::PoolExhausted),
         ("encrypted without kernel support", edit("    attachable: true", "    attachable: true\n    encrypted: true"), "networks[1] (uber-svc)", Rule::Encryption),
         ("mtu above the underlay's", edit("    attachable: true", "    attachable: true\n    mtu: 1480"), "networks[1] (uber-svc)", Rule::MtuTooLarge),
+        ("wireguard_port on the VXLAN port", edit("underlay_mtu: 1500}", "underlay_mtu: 1500, wireguard_port: 4789}"), "cluster.wireguard_port", Rule::WireguardPort),
+        ("a WireGuard key that is not one", edit("address: 192.168.246.195}", "address: 192.168.246.195, wireguard_key: \"c2hvcnQ=\"}"), "hosts[1] (node2)", Rule::WireguardKey),
         ("vip outside the network", edit("    network: uber-svc\n    ports", "    network: uber-svc\n    vip: 10.255.0.7\n    ports"), "services[0] (web)", Rule::AddressInOtherNetwork),
         ("vip with dnsrr", edit("    network: uber-svc\n    ports", "    network: uber-svc\n    endpoint_mode: dnsrr\n    vip: 10.0.0.9\n    ports"), "services[0] (web)", Rule::DnsrrVip),
         ("non-attachable network without a service", edit("- {name: web.2, host: node2, network: uber-svc, netns: web2}", "- {name: web.2, host: node2, network: uber-svc, netns: web2}\n  - {name: lone, host: node2, network: ingress, netns: lone}"), "endpoints[2] (lone)", Rule::NotAttachable),
@@ -221,9 +223,22 @@ fn ifnames_default_to_eth0_eth1_per_netns() {
 
 #[test]
 fn encryption_is_accepted_where_the_kernel_can() {
-    let y = edit("    attachable: true", "    attachable: true\n    encrypted: true");
+    let key = "hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo=";
+    let y = edit("    attachable: true", "    attachable: true\n    encrypted: true")
+        .replace("address: 192.168.246.195}", &format!("address: 192.168.246.195, wireguard_key: \"{key}\"}}"));
     let st = parse_state("t", y.as_bytes()).unwrap();
-    assert!(resolve("t", &st, Capabilities { encryption: true }).is_ok());
+    let c = resolve("t", &st, Capabilities { encryption: true }).unwrap();
+    let n = &c.networks[1];
+    assert!(n.encrypted);
+    // VXLAN (50) and WireGuard (60) inside the underlay's 1500.
+    assert_eq!(n.mtu, 1390, "the default MTU leaves room for both");
+    assert_eq!(c.wireguard_port, 51820);
+    assert_eq!(c.hosts[1].wireguard_key.map(|k| crate::wireguard::Key(k).to_string()).as_deref(), Some(key));
+    assert_eq!(c.hosts[0].wireguard_key, None);
+    // An MTU that fits VXLAN but not WireGuard too is refused, with the fix.
+    let big = y.replace("    encrypted: true", "    encrypted: true\n    mtu: 1450");
+    let e = resolve("t", &parse_state("t", big.as_bytes()).unwrap(), Capabilities { encryption: true }).unwrap_err();
+    assert!(e.to_string().contains("VXLAN and WireGuard") && e.to_string().contains("mtu <= 1390"), "{e}");
 }
 
 #[test]

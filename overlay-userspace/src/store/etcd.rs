@@ -441,7 +441,7 @@ impl EtcdStore {
         self.transact(true, |me, read| {
             let mut state = read.state.unwrap_or_else(State::empty);
             let out = change(&mut state)?;
-            let cluster = model::resolve(&me.url, &state, Capabilities::default())?;
+            let cluster = model::resolve(&me.url, &state, Capabilities::here())?;
             let state = model::pinned(&state, &cluster);
             let ops = me.changes(&read.raw, me.layout.explode(&state, &read.orders));
             Ok((ops, (out, state)))

@@ -250,7 +250,7 @@ impl Store {
     /// The state as it is now, validated and resolved.
     pub async fn load(&mut self) -> Result<model::Cluster> {
         let state = self.read().await?;
-        Ok(model::resolve(&self.describe(), &state, Capabilities::default())?)
+        Ok(model::resolve(&self.describe(), &state, Capabilities::here())?)
     }
 
     /// Changes the state with `change` and writes it back only when the result
@@ -273,7 +273,7 @@ impl Store {
     /// Writes `state` (validated first) as the whole store: refused when the
     /// store holds a cluster, unless `replace`.
     pub async fn import(&mut self, state: &State, replace: bool) -> Result<()> {
-        let cluster = model::resolve(&self.describe(), state, Capabilities::default())?;
+        let cluster = model::resolve(&self.describe(), state, Capabilities::here())?;
         match self {
             Store::File(p) => {
                 if !replace && p.exists() {

@@ -16,8 +16,8 @@ pub const DEFAULT_SERIES: &[&str] = &["6.1", "6.12"];
 
 /// Modules the guests load, dependencies first (found in each module's
 /// `.modinfo`): the NIC, the endpoints' veths, a kernel vxlan peer, the TC
-/// attach path of kernels without TCX, nftables masquerade, and the bridge
-/// the tests' underlays use.
+/// attach path of kernels without TCX, nftables masquerade, the bridge
+/// the tests' underlays use, and WireGuard (encrypted networks).
 const WANTED_MODULES: &[&str] = &[
     "virtio_pci",
     "virtio_net",
@@ -29,6 +29,7 @@ const WANTED_MODULES: &[&str] = &[
     "nf_tables",
     "nft_chain_nat",
     "nft_masq",
+    "wireguard",
 ];
 
 #[derive(Debug, Clone)]
