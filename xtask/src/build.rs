@@ -39,6 +39,12 @@ pub fn build_static() -> Result<PathBuf> {
         // CI builds that dependency once, for the host.
         .args(["build", "-p", "overlay-userspace", "--bins", "--release", "--target", MUSL_TARGET])
         .arg("--no-default-features")
+        // ring (etcd's TLS) has C to compile for musl: Debian's musl-gcc
+        // (musl-tools), where cc-rs would look for a cross gcc.
+        .env(
+            "CC_x86_64_unknown_linux_musl",
+            std::env::var_os("CC_x86_64_unknown_linux_musl").unwrap_or("musl-gcc".into()),
+        )
         .env("OVERLAY_EBPF_OBJECT", &obj))?;
     let bin = root().join("target").join(MUSL_TARGET).join("release/overlay-bpf");
     step(&format!("build: {} ready ({:.1}s)", bin.display(), t.elapsed().as_secs_f64()));

@@ -37,6 +37,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "python3",
     "qemu-system-x86",
     "busybox-static",
+    // musl-gcc: the VMs' static overlay-bpf compiles ring's C (etcd's TLS) for musl.
+    "musl-tools",
     "binutils",
     "xz-utils",
 ];
