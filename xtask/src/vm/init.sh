@@ -71,8 +71,10 @@ inns() {
 
 # serve NETNS LABEL: an HTTP server on :80 in NETNS answering every request
 # with "LABEL saw <the client address it saw>" (as IPv4, without the
-# "[::ffff:...]" of httpd's dual-stack socket).
+# "[::ffff:...]" of httpd's dual-stack socket). Once per namespace: a second
+# call finds it serving.
 serve() {
+    [ -e "/tmp/www-$1/.serving" ] && return 0
     d=/tmp/www-$1
     mkdir -p "$d/cgi-bin"
     cat >"$d/cgi-bin/index.cgi" <<EOF
@@ -83,7 +85,7 @@ echo
 echo "$2 saw \${a%]}"
 EOF
     chmod +x "$d/cgi-bin/index.cgi"
-    inns "$1" httpd -p 80 -h "$d"
+    inns "$1" httpd -p 80 -h "$d" && touch "$d/.serving"
 }
 
 # get NETNS URL: the body, or a failure after 5 s (timeout, because busybox
