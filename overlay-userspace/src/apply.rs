@@ -443,7 +443,7 @@ async fn up_inner(
         local.iter().filter(|e| facts.veths.contains_key(&e.key)).map(|e| e.veth()).collect();
     let mut wanted_xdp = vec![underlay.to_string()];
     if wireguard.is_some() {
-        wanted_tc.extend([wireguard::DEVICE.to_string(), wireguard::VETH_TC.to_string()]);
+        wanted_tc.extend(wireguard::TC_DEVICES.map(String::from));
         wanted_xdp.push(wireguard::VETH_XDP.to_string());
     }
     for (kind, ifname, path) in pins.links() {
@@ -522,7 +522,7 @@ async fn encrypted_hop(
             )),
         }
     }
-    let fresh = [wireguard::DEVICE, wireguard::VETH_TC].map(|d| (d, netdev::ifindex(d).is_none()));
+    let fresh = wireguard::TC_DEVICES.map(|d| (d, netdev::ifindex(d).is_none()));
     let dev = wireguard::ensure(handle, &kp, cluster.wireguard_port, cluster.underlay_mtu, &peers).await;
     // Made by this run: undone with the rest if it fails.
     report
@@ -535,7 +535,7 @@ async fn encrypted_hop(
         cluster.wireguard_port,
         peers.len()
     ));
-    for (ifname, ifindex) in [(wireguard::DEVICE, dev.wg), (wireguard::VETH_TC, dev.tc)] {
+    for (ifname, ifindex) in wireguard::TC_DEVICES.into_iter().zip([dev.wg, dev.tc]) {
         let prog = overlay_common::PROG_TC_WIREGUARD;
         let filter = match loader::has_tcx() {
             true => None,

@@ -272,7 +272,6 @@ impl KernelMaps {
         Ok(())
     }
 
-    /// Switches the programs' debug logs on or off.
     /// This host's WireGuard devices (`WgConfig::default()`: none).
     pub fn set_wireguard(&mut self, cfg: WgConfig) -> Result<(), MapsError> {
         match &mut self.wireguard {
@@ -283,6 +282,7 @@ impl KernelMaps {
         }
     }
 
+    /// Switches the programs' debug logs on or off.
     pub fn set_bpf_log(&mut self, on: bool) -> Result<(), MapsError> {
         match &mut self.log {
             Some(log) => log.set(0, on as u32, 0).map_err(write_err(MAP_LOG, "write")),

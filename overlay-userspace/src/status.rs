@@ -165,7 +165,7 @@ pub async fn gather(host: &str, pins: &Pins, cluster: Option<&Cluster>) -> crate
     let progs: Vec<_> = loaded_programs().filter_map(Result::ok).collect();
     let prog_name = |kind: &str, ifname: &str| match kind {
         "xdp" => PROG_XDP_UNDERLAY.to_string(),
-        _ if [crate::wireguard::DEVICE, crate::wireguard::VETH_TC].contains(&ifname) => PROG_TC_WIREGUARD.to_string(),
+        _ if crate::wireguard::TC_DEVICES.contains(&ifname) => PROG_TC_WIREGUARD.to_string(),
         _ => PROG_TC_ENDPOINT.to_string(),
     };
     let mut links: Vec<LinkStatus> = pins
@@ -191,7 +191,7 @@ pub async fn gather(host: &str, pins: &Pins, cluster: Option<&Cluster>) -> crate
     if !crate::loader::has_tcx() {
         // No TCX: the endpoints' programs are clsact filters, not pinned links.
         let handle = crate::netdev::connect()?;
-        let wg = [crate::wireguard::DEVICE, crate::wireguard::VETH_TC].into_iter().filter_map(crate::netdev::ifindex);
+        let wg = crate::wireguard::TC_DEVICES.into_iter().filter_map(crate::netdev::ifindex);
         for ifindex in content.ifaces.keys().copied().chain(wg) {
             let Some(ifname) = crate::netdev::ifname(ifindex) else { continue };
             let name = prog_name("tc", &ifname);

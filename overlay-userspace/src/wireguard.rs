@@ -38,6 +38,8 @@ pub const DEVICE: &str = "ob-wg";
 /// encapsulates for an encrypted network the other way.
 pub const VETH_TC: &str = "ob-wg-tc";
 pub const VETH_XDP: &str = "ob-wg-xdp";
+/// The devices `tc_wireguard` runs on (TC ingress).
+pub const TC_DEVICES: [&str; 2] = [DEVICE, VETH_TC];
 /// Where the private keys live, one file per host (`<host>.key`).
 pub const KEY_DIR: &str = "/etc/overlay-bpf/keys";
 /// Overrides [`KEY_DIR`] (tests; several hosts on one machine).
