@@ -62,6 +62,11 @@ enum Cmd {
     /// mesh and encap paths through BPF_PROG_TEST_RUN against empty programs, how it grows with 10 to 10,000
     /// endpoints and 1 to 1,000 services, and `overlay-bpf up` times. Prints a table; writes
     /// target/bench/report.json. Takes about 3 minutes (root).
+    ///
+    /// With --vm: the rows that need kernel modules this kernel lacks, in a VM of a Debian kernel under the same
+    /// emulation for both sides: TCP throughput over an encrypted network (WireGuard) against Docker's encrypted
+    /// overlay (kernel vxlan with IPsec ESP, AES-GCM) and against overlay-bpf's plain network. Writes
+    /// target/bench/report-vm.json. Example: `cargo xtask bench --vm --rounds 3 --secs 5`.
     Bench {
         /// Packets per per-packet measurement (one BPF_PROG_TEST_RUN each).
         #[arg(long, default_value_t = 1_000_000)]
@@ -75,11 +80,35 @@ enum Cmd {
         /// Only these groups of rows, comma-separated: traffic, packets (BPF_PROG_TEST_RUN), up, dns (dnsperf);
         /// and store (etcd, three agents, 1,000 to 100,000 endpoints: several minutes), which
         /// runs only when named.
-        #[arg(long, value_delimiter = ',', value_parser = ["traffic", "packets", "up", "dns", "store"])]
+        /// With --vm: encrypted (WireGuard against IPsec ESP), the default there.
+        #[arg(long, value_delimiter = ',', value_parser = ["traffic", "packets", "up", "dns", "store", "encrypted"])]
         only: Vec<String>,
         /// The store rows' sizes: endpoints in the store, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
         store_endpoints: Vec<u32>,
+        /// Measure inside a VM of each --kernel (the encrypted rows).
+        #[arg(long)]
+        vm: bool,
+        /// With --vm: Debian kernel series, comma-separated, one VM after another.
+        #[arg(long, value_delimiter = ',', default_value = "6.12", requires = "vm")]
+        kernel: Vec<String>,
+        /// With --vm: first a `perf record -a -g` of one run of each path, its top symbols printed.
+        #[arg(long, requires = "vm")]
+        profile: bool,
+    },
+    /// Inside a `bench --vm` guest: measure the named groups and print each row as an OBROW JSON line.
+    #[command(hide = true)]
+    GuestBench {
+        #[arg(long)]
+        bin: std::path::PathBuf,
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        #[arg(long)]
+        rounds: u32,
+        #[arg(long)]
+        secs: f64,
+        #[arg(long)]
+        profile: bool,
     },
     /// Fuzz the eBPF programs: generated and mutated packets (truncations, bad IHL and lengths, IP options,
     /// fragments, VLAN tags, IPv6, VXLAN flags and VNIs, other networks, ARP oddities, forged sources) through
@@ -138,9 +167,10 @@ fn main() {
         Cmd::Test { unit_only, no_vm, kernel, args } => test::test(unit_only, (!no_vm).then_some(&kernel[..]), &args),
         Cmd::Fuzz { packets, seed } => test::fuzz(packets, seed),
         Cmd::Soak { secs, seed } => soak::soak(secs, seed),
-        Cmd::Bench { packets, rounds, secs, only, store_endpoints } => {
-            bench::bench(packets, rounds, secs, &only, &store_endpoints)
+        Cmd::Bench { packets, rounds, secs, only, store_endpoints, vm, kernel, profile } => {
+            bench::bench(packets, rounds, secs, &only, &store_endpoints, vm.then_some((&kernel[..], profile)))
         }
+        Cmd::GuestBench { bin, only, rounds, secs, profile } => bench::guest(&bin, &only, rounds, secs, profile),
         Cmd::Run { netns: true, keep, clean, .. } => demo::run(keep, clean),
         Cmd::Run { kernel, .. } => vm::cluster::run(&kernel),
     };

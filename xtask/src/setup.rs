@@ -41,6 +41,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "musl-tools",
     "binutils",
     "xz-utils",
+    // perf: `cargo xtask bench --vm --profile` and the profiles behind the README's numbers.
+    "linux-perf",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

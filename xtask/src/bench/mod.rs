@@ -5,6 +5,12 @@
 //! target/bench/report.json: {"rows": [{name, unit, overlay_bpf, baseline,
 //! baseline_name, ratio, spread, samples}]}. No thresholds: a benchmark
 //! measures, tests check.
+//!
+//! `--vm` runs the groups that need kernel modules this machine lacks
+//! (encrypted.rs: WireGuard and ESP) inside a VM of a Debian kernel: the
+//! image carries this xtask binary, which measures there (`guest-bench`)
+//! and prints each row as an `OBROW` JSON line for the host to report
+//! (target/bench/report-vm.json).
 
 use std::{
     net::Ipv4Addr,
@@ -20,9 +26,11 @@ use crate::{
     build,
     testbed::{Deployment, Netns, Underlay},
     util::{catch_signals, check_interrupt, is_root, root, step},
+    vm,
 };
 
 mod dns;
+mod encrypted;
 mod load;
 mod store;
 mod traffic;
@@ -33,6 +41,37 @@ struct Row {
     unit: &'static str,
     ours: Vec<f64>,
     baseline: Option<(String, Vec<f64>)>,
+}
+
+/// What a guest prints before each row's JSON.
+const ROW_LINE: &str = "OBROW ";
+
+impl Row {
+    fn to_json(&self) -> Value {
+        json!({
+            "name": self.name,
+            "unit": self.unit,
+            "samples": self.ours,
+            "baseline": self.baseline.as_ref().map(|(n, s)| json!({"name": n, "samples": s})),
+        })
+    }
+
+    fn from_json(v: &Value) -> Result<Row> {
+        let samples = |v: &Value| -> Result<Vec<f64>> {
+            Ok(v.as_array().context("samples")?.iter().filter_map(Value::as_f64).collect())
+        };
+        let unit = v["unit"].as_str().context("unit")?.to_string();
+        Ok(Row {
+            name: v["name"].as_str().context("name")?.to_string(),
+            // A handful of rows per run.
+            unit: Box::leak(unit.into_boxed_str()),
+            ours: samples(&v["samples"])?,
+            baseline: match &v["baseline"] {
+                Value::Null => None,
+                b => Some((b["name"].as_str().context("baseline name")?.to_string(), samples(&b["samples"])?)),
+            },
+        })
+    }
 }
 
 pub(crate) fn median(v: &[f64]) -> f64 {
@@ -50,11 +89,29 @@ fn spread(v: &[f64]) -> f64 {
     (hi - lo) / median(v)
 }
 
-pub fn bench(packets: u32, rounds: u32, secs: f64, only: &[String], store_sizes: &[u32]) -> Result<()> {
-    let want = |g: &str| only.is_empty() || only.iter().any(|o| o == g);
+/// The groups `--vm` runs (and the only ones it can).
+pub const VM_GROUPS: &[&str] = &["encrypted"];
+
+/// `vm`: the kernel series to measure in VMs instead (with `perf`, a
+/// profile of each path too).
+pub fn bench(
+    packets: u32,
+    rounds: u32,
+    secs: f64,
+    only: &[String],
+    store_sizes: &[u32],
+    vm: Option<(&[String], bool)>,
+) -> Result<()> {
     if !is_root() {
         bail!("`cargo xtask bench` loads eBPF programs and creates namespaces: run it as root");
     }
+    if let Some((series, perf)) = vm {
+        return vm_bench(series, rounds, secs, only, perf);
+    }
+    if let Some(g) = only.iter().find(|g| VM_GROUPS.contains(&g.as_str())) {
+        encrypted::supported().with_context(|| format!("--only {g}"))?;
+    }
+    let want = |g: &str| only.is_empty() || only.iter().any(|o| o == g);
     let t0 = Instant::now();
     crate::setup::setup()?;
     catch_signals();
@@ -81,8 +138,98 @@ pub fn bench(packets: u32, rounds: u32, secs: f64, only: &[String], store_sizes:
     if only.iter().any(|o| o == "store") {
         rows.extend(store::rows(&bin, 20, store_sizes)?);
     }
-    report(&rows)?;
+    // Only when named: this machine's kernel has neither WireGuard nor ESP.
+    if only.iter().any(|o| o == "encrypted") {
+        rows.extend(encrypted::rows(&bin, rounds, secs, false)?);
+    }
+    report(&rows, "report.json")?;
     step(&format!("bench: done in {:.1}s", t0.elapsed().as_secs_f64()));
+    Ok(())
+}
+
+/// `--vm`: the VM groups (all of them unless `only` names some) measured
+/// inside one VM per kernel, one kernel after another (each VM takes both
+/// CPUs), under the same emulation for overlay-bpf and its baseline.
+fn vm_bench(series: &[String], rounds: u32, secs: f64, only: &[String], perf: bool) -> Result<()> {
+    if let Some(g) = only.iter().find(|g| !VM_GROUPS.contains(&g.as_str())) {
+        bail!("--vm runs only {}; `--only {g}` runs on this machine (leave out --vm)", VM_GROUPS.join(", "));
+    }
+    let groups = if only.is_empty() { VM_GROUPS.join(",") } else { only.join(",") };
+    let t0 = Instant::now();
+    crate::setup::setup()?;
+    catch_signals();
+    build::build_ebpf()?;
+    let bin = build::build(true)?;
+    let kernels = vm::kernels(series)?;
+    let accel = vm::probe_accel(&kernels[0])?.join().map_err(|_| anyhow::anyhow!("KVM probe panicked"))?;
+    step(&format!("vm: accelerator: {}", accel.describe()));
+    let strip_dir = vm::work_dir().join("stripped");
+    let xtask = std::env::current_exe().context("this xtask binary")?;
+    let programs = vec![
+        ("/usr/local/bin/overlay-bpf".to_string(), vm::image::stripped(&bin, &strip_dir)?),
+        ("/usr/local/bin/xtask".to_string(), vm::image::stripped(&xtask, &strip_dir)?),
+        // Debian's linux-perf (setup installs it), for --profile.
+        ("/usr/bin/perf".to_string(), std::path::PathBuf::from("/usr/bin/perf")),
+    ];
+    let mut rows = Vec::new();
+    for k in &kernels {
+        check_interrupt()?;
+        let image = vm::tier::tools_image(k, "bench", &programs)?;
+        let tag = format!("bench {}", k.series);
+        let spec = vm::qemu::VmSpec {
+            name: format!("bench-{}", k.series),
+            kernel: k.clone(),
+            image,
+            accel,
+            memory_mb: 3072,
+            cpus: 2,
+            net: None,
+            extra_cmdline: String::new(),
+            log: vm::logs_dir()?.join(format!("bench-{}.log", k.release)),
+        };
+        let mut guest = vm::qemu::Vm::boot(&spec, std::time::Duration::from_secs(300))?;
+        vm::say(&tag, &format!("booted {} ({:.1}s, {})", guest.release, guest.boot_secs, accel.qemu_name()));
+        let cmd = format!(
+            "cd /tmp && /usr/local/bin/xtask guest-bench --bin /usr/local/bin/overlay-bpf --only {groups} --rounds {rounds} --secs {secs}{}",
+            if perf { " --profile" } else { "" }
+        );
+        let out = guest.step(&cmd, std::time::Duration::from_secs(3600), |l| {
+            if !l.starts_with(ROW_LINE) {
+                vm::say(&tag, l)
+            }
+        })?;
+        if !out.passed {
+            bail!("the bench failed in the {} VM ({}; console: {})", k.release, out.status, spec.log.display());
+        }
+        for l in &out.output {
+            if let Some(j) = l.strip_prefix(ROW_LINE) {
+                let mut row = Row::from_json(&serde_json::from_str(j).with_context(|| format!("a guest row: {j}"))?)?;
+                row.name = format!("{}@{}", row.name, k.series);
+                rows.push(row);
+            }
+        }
+    }
+    report(&rows, "report-vm.json")?;
+    step(&format!("bench: done in {:.1}s", t0.elapsed().as_secs_f64()));
+    Ok(())
+}
+
+/// Inside a bench VM (`--vm`): the named groups, each row printed as a
+/// ROW_LINE for the host; with `perf`, a profile of each path first.
+pub fn guest(bin: &Path, only: &[String], rounds: u32, secs: f64, perf: bool) -> Result<()> {
+    catch_signals();
+    for g in only {
+        let rows = match g.as_str() {
+            "encrypted" => {
+                encrypted::supported()?;
+                encrypted::rows(bin, rounds, secs, perf)?
+            }
+            other => bail!("guest-bench: no group {other}"),
+        };
+        for r in rows {
+            println!("{ROW_LINE}{}", r.to_json());
+        }
+    }
     Ok(())
 }
 
@@ -209,7 +356,7 @@ fn up_times(bin: &Path, rounds: u32) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
-fn report(rows: &[Row]) -> Result<()> {
+fn report(rows: &[Row], file: &str) -> Result<()> {
     println!();
     println!(
         "{:<44} {:>5} {:>12} {:>8} {:>12} {:<18} {:>7}",
@@ -247,7 +394,7 @@ fn report(rows: &[Row]) -> Result<()> {
     }
     let dir = root().join("target/bench");
     std::fs::create_dir_all(&dir)?;
-    let path = dir.join("report.json");
+    let path = dir.join(file);
     std::fs::write(&path, serde_json::to_string_pretty(&json!({ "rows": json_rows }))?)?;
     println!("report: {}", path.display());
     Ok(())
@@ -256,6 +403,22 @@ fn report(rows: &[Row]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_row_crosses_from_the_guest_unchanged() {
+        let r = Row {
+            name: "encrypted_tcp_throughput".into(),
+            unit: "Gbit/s",
+            ours: vec![0.05, 0.052],
+            baseline: Some(("vxlan+ESP (Docker)".into(), vec![0.14])),
+        };
+        let line = format!("{ROW_LINE}{}", r.to_json());
+        let back = Row::from_json(&serde_json::from_str(line.strip_prefix(ROW_LINE).unwrap()).unwrap()).unwrap();
+        assert_eq!((back.name.as_str(), back.unit, &back.ours), (r.name.as_str(), r.unit, &r.ours));
+        assert_eq!(back.baseline, r.baseline);
+        let plain = Row { baseline: None, ..back };
+        assert!(Row::from_json(&plain.to_json()).unwrap().baseline.is_none());
+    }
 
     #[test]
     fn median_and_spread() {

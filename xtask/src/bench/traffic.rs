@@ -23,8 +23,8 @@ use crate::{
     util::{check_interrupt, root, step},
 };
 
-const A1: Ipv4Addr = Ipv4Addr::new(10, 70, 0, 11);
-const A2: Ipv4Addr = Ipv4Addr::new(10, 70, 0, 12);
+pub(super) const A1: Ipv4Addr = Ipv4Addr::new(10, 70, 0, 11);
+pub(super) const A2: Ipv4Addr = Ipv4Addr::new(10, 70, 0, 12);
 const PUBLISHED: u16 = 8080;
 const TARGET: u16 = 80;
 
@@ -106,41 +106,12 @@ services:
         Ok(Topo { label: "overlay-bpf", prefix, _dep: Some(dep), containers, _underlay: u, n1_addr, progs })
     }
 
-    /// Docker's data path, by hand: per host a bridge `kbr` holding a kernel
-    /// vxlan device (VNI 5001, port 4789, no learning, static FDB) and the
-    /// container's veth; on n1 the mesh as nftables DNAT to a2 with
+    /// Docker's data path, by hand: `vxlan_bridge` at MTU 1450; on n1 the mesh as nftables DNAT to a2 with
     /// masquerade, or with `ipvs` as Docker's ingress sandbox does it: an IPVS
     /// service in NAT mode, masqueraded.
     fn kernel(prefix: &'static str, subnet: u8, ipvs: bool) -> Result<Topo> {
         let (u, containers, n1_addr) = Self::underlay(prefix, subnet);
-        let addr = |i: usize| Ipv4Addr::new(192, 168, subnet, 11 + i as u8).to_string();
-        for (i, (c, cip)) in containers.iter().zip([A1, A2]).enumerate() {
-            let h = u.host(["n1", "n2"][i]);
-            let (local, remote, remote_c) = (addr(i), addr(1 - i), [A1, A2][1 - i]);
-            h.ip(&["link", "add", "kvx", "type", "vxlan", "id", "5001", "dstport", "4789"]);
-            h.ip(&["link", "set", "kvx", "type", "vxlan", "local", &local, "dev", "eth0", "nolearning"]);
-            h.ip(&["link", "add", "kbr", "type", "bridge"]);
-            h.ip(&["link", "set", "kvx", "master", "kbr", "up"]);
-            ip(&["link", "add", "kcv", "netns", &h.name, "type", "veth", "peer", "name", "eth0", "netns", &c.name]);
-            h.ip(&["link", "set", "kcv", "mtu", "1450", "master", "kbr", "up"]);
-            h.ip(&["addr", "add", &format!("10.70.0.{}/24", 201 + i), "dev", "kbr"]);
-            h.ip(&["link", "set", "kbr", "up"]);
-            must(h.cmd("bridge").args(["fdb", "append", "00:00:00:00:00:00", "dev", "kvx", "dst", &remote]));
-            must(h.cmd("bridge").args([
-                "fdb",
-                "add",
-                &mac(remote_c),
-                "dev",
-                "kvx",
-                "dst",
-                &remote,
-                "self",
-                "permanent",
-            ]));
-            c.ip(&["link", "set", "eth0", "address", &mac(cip), "mtu", "1450", "up"]);
-            c.ip(&["addr", "add", &format!("{cip}/24"), "dev", "eth0"]);
-            c.ip(&["link", "set", "lo", "up"]);
-        }
+        vxlan_bridge(&u, &containers, subnet, 1450);
         let n1 = u.host("n1");
         must(n1.cmd("sysctl").args(["-qw", "net.ipv4.ip_forward=1"]));
         let dnat = if ipvs {
@@ -185,6 +156,32 @@ services:
             }
         }
         Ok(())
+    }
+}
+
+/// Docker's overlay by hand on hosts n1 and n2 of `u`: per host a bridge
+/// `kbr` holding a kernel vxlan device `kvx` (VNI 5001, port 4789, no
+/// learning, static FDB to the other host) and a veth to its container
+/// (a1 on n1, a2 on n2), container MTU `mtu`.
+pub(super) fn vxlan_bridge(u: &Underlay, containers: &[Netns], subnet: u8, mtu: u16) {
+    let addr = |i: usize| Ipv4Addr::new(192, 168, subnet, 11 + i as u8).to_string();
+    let mtu = mtu.to_string();
+    for (i, (c, cip)) in containers.iter().zip([A1, A2]).enumerate() {
+        let h = u.host(["n1", "n2"][i]);
+        let (local, remote, remote_c) = (addr(i), addr(1 - i), [A1, A2][1 - i]);
+        h.ip(&["link", "add", "kvx", "type", "vxlan", "id", "5001", "dstport", "4789"]);
+        h.ip(&["link", "set", "kvx", "type", "vxlan", "local", &local, "dev", "eth0", "nolearning"]);
+        h.ip(&["link", "add", "kbr", "type", "bridge"]);
+        h.ip(&["link", "set", "kvx", "master", "kbr", "up"]);
+        ip(&["link", "add", "kcv", "netns", &h.name, "type", "veth", "peer", "name", "eth0", "netns", &c.name]);
+        h.ip(&["link", "set", "kcv", "mtu", &mtu, "master", "kbr", "up"]);
+        h.ip(&["addr", "add", &format!("10.70.0.{}/24", 201 + i), "dev", "kbr"]);
+        h.ip(&["link", "set", "kbr", "up"]);
+        must(h.cmd("bridge").args(["fdb", "append", "00:00:00:00:00:00", "dev", "kvx", "dst", &remote]));
+        must(h.cmd("bridge").args(["fdb", "add", &mac(remote_c), "dev", "kvx", "dst", &remote, "self", "permanent"]));
+        c.ip(&["link", "set", "eth0", "address", &mac(cip), "mtu", &mtu, "up"]);
+        c.ip(&["addr", "add", &format!("{cip}/24"), "dev", "eth0"]);
+        c.ip(&["link", "set", "lo", "up"]);
     }
 }
 

@@ -17,7 +17,12 @@ pub const DEFAULT_SERIES: &[&str] = &["6.1", "6.12"];
 /// Modules the guests load, dependencies first (found in each module's
 /// `.modinfo`): the NIC, the endpoints' veths, a kernel vxlan peer, the TC
 /// attach path of kernels without TCX, nftables masquerade, the bridge
-/// the tests' underlays use, and WireGuard (encrypted networks).
+/// the tests' underlays use, WireGuard (encrypted networks), and IPsec ESP
+/// with AES-GCM (Docker's encrypted overlay, the encrypted bench's baseline;
+/// the kernel asks for crypto algorithms by name, which no guest modprobe
+/// answers, so they are listed: the generic ones and the AES-NI/CLMUL ones
+/// the emulated CPU has; esp4_offload, ESP's GSO and GRO, is what a Debian
+/// host's kernel loads by itself when the first SA is added).
 const WANTED_MODULES: &[&str] = &[
     "virtio_pci",
     "virtio_net",
@@ -30,6 +35,22 @@ const WANTED_MODULES: &[&str] = &[
     "nft_chain_nat",
     "nft_masq",
     "wireguard",
+    "xfrm_user",
+    "esp4",
+    "ctr",
+    // 6.1's IV generators copy through ecb(cipher_null) and seed their
+    // salt from the default RNG (the DRBG with HMAC-SHA512): modules there,
+    // built into 6.12. (The DRBG goes on without jitterentropy, whose
+    // start-up test fails under emulation.)
+    "ecb",
+    "sha512_generic",
+    "drbg",
+    "gcm",
+    "ghash_generic",
+    "seqiv",
+    "echainiv",
+    "aesni_intel",
+    "ghash_clmulni_intel",
 ];
 
 #[derive(Debug, Clone)]

@@ -94,6 +94,25 @@ fn test_name(exe: &Path) -> String {
     }
 }
 
+/// A guest image `<what>-<release>.cpio` of `kernel`: busybox, the modules,
+/// the host's tools (HOST_PROGRAMS, Python) and `programs` (guest path, host
+/// file; dynamically linked ones with their libraries).
+pub fn tools_image(k: &Kernel, what: &str, programs: &[(String, PathBuf)]) -> Result<PathBuf> {
+    let (mut tree, _) = super::base_tree(k)?;
+    for p in HOST_PROGRAMS {
+        tree.host_program(Path::new(p))?;
+    }
+    tree.symlink("/usr/bin/python3", "python3.11");
+    tree.host_tree(Path::new(PYTHON_LIB), PYTHON_SKIP)?;
+    for (at, from) in programs {
+        tree.program(at, from)?;
+    }
+    let image = super::work_dir().join(format!("{what}-{}.cpio", k.release));
+    let size = tree.write_cpio(&image)?;
+    step(&format!("vm: {what} image for {} ({:.0} MB)", k.release, size as f64 / 1e6));
+    Ok(image)
+}
+
 /// Per kernel: (release, passed, failed), or why it could not run.
 pub type TierResult = (String, Result<(u64, u64)>);
 
@@ -109,19 +128,7 @@ pub fn run(kernels: &[Kernel], accel: Accel, obj: &Path, bin: &Path, args: &[Str
     common.push(("/usr/local/bin/overlay-bpf".into(), stripped(bin, &strip_dir)?));
     let mut images = Vec::new();
     for k in kernels {
-        let (mut tree, _) = super::base_tree(k)?;
-        for p in HOST_PROGRAMS {
-            tree.host_program(Path::new(p))?;
-        }
-        tree.symlink("/usr/bin/python3", "python3.11");
-        tree.host_tree(Path::new(PYTHON_LIB), PYTHON_SKIP)?;
-        for (at, from) in &common {
-            tree.program(at, from)?;
-        }
-        let image = super::work_dir().join(format!("test-{}.cpio", k.release));
-        let size = tree.write_cpio(&image)?;
-        step(&format!("vm: test image for {} ({:.0} MB)", k.release, size as f64 / 1e6));
-        images.push(image);
+        images.push(tools_image(k, "test", &common)?);
     }
     step(&format!("vm: {} test binaries, images ready ({:.1}s)", bins.len(), t.elapsed().as_secs_f64()));
     check_interrupt()?;
