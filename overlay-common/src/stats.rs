@@ -109,6 +109,14 @@ reasons! {
     ToWireguard = 12, "to_wireguard", [TcWireguard];
     /// VXLAN decrypted by WireGuard, handed to the XDP program.
     FromWireguard = 13, "from_wireguard", [TcWireguard];
+    /// A WireGuard data message with a payload from a cluster host, handed
+    /// to WireGuard to authenticate and decrypt. What WireGuard rejects
+    /// (failed authentication, replays, unknown keys) never reaches
+    /// `from_wireguard`: `status` shows the difference as `rejected`.
+    WireguardData = 14, "wireguard_data", [XdpUnderlay];
+    /// A WireGuard handshake, cookie or keepalive from a cluster host,
+    /// handed to WireGuard.
+    WireguardControl = 15, "wireguard_control", [XdpUnderlay];
     /// Too short or malformed to parse.
     DropMalformed = 16, "drop_malformed", [XdpUnderlay, TcEndpoint, TcWireguard];
     /// VXLAN from an address that is not a cluster host.

@@ -89,6 +89,11 @@ pub struct Status {
 #[derive(Debug, Serialize)]
 pub struct WireguardStatus {
     pub device: String,
+    /// Data messages from cluster hosts that WireGuard did not deliver:
+    /// failed authentication, replays, unknown or expired keys (the XDP
+    /// program's `wireguard_data` less `tc_wireguard`'s `from_wireguard`;
+    /// WireGuard itself counts none of these).
+    pub rejected: u64,
     pub peers: Vec<crate::wireguard::PeerState>,
 }
 
@@ -208,8 +213,11 @@ pub async fn gather(host: &str, pins: &Pins, cluster: Option<&Cluster>) -> crate
             });
         }
     }
-    let counters = maps
-        .counters()?
+    let raw = maps.counters()?;
+    let packets = |p: Prog, r: Reason| raw.iter().find(|(q, s, _)| *q == p && *s == r).map_or(0, |(.., c)| c.packets);
+    let rejected = packets(Prog::XdpUnderlay, Reason::WireguardData)
+        .saturating_sub(packets(Prog::TcWireguard, Reason::FromWireguard));
+    let counters = raw
         .into_iter()
         .map(|(p, r, c)| CounterStatus {
             program: p.name().into(),
@@ -221,9 +229,11 @@ pub async fn gather(host: &str, pins: &Pins, cluster: Option<&Cluster>) -> crate
         .collect();
     let services = services(&content, &maps.backend_stats()?, cluster);
     let wireguard = match crate::netdev::ifindex(crate::wireguard::DEVICE) {
-        Some(_) => {
-            Some(WireguardStatus { device: crate::wireguard::DEVICE.into(), peers: crate::wireguard::peers().await? })
-        }
+        Some(_) => Some(WireguardStatus {
+            device: crate::wireguard::DEVICE.into(),
+            rejected,
+            peers: crate::wireguard::peers().await?,
+        }),
         None => None,
     };
     Ok(Status {
@@ -274,7 +284,10 @@ pub fn print_text(s: &Status) {
         }
     }
     if let Some(w) = &s.wireguard {
-        println!("\nWireGuard ({}), peers:", w.device);
+        println!(
+            "\nWireGuard ({}), {} data messages rejected (authentication, replay, key), peers:",
+            w.device, w.rejected
+        );
         for p in &w.peers {
             let hs = p.last_handshake.map_or("no handshake yet".to_string(), |t| format!("handshake at {t}"));
             println!(

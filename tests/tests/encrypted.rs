@@ -7,7 +7,8 @@
 //! plain network and never the one sent over the encrypted network; the two
 //! networks stay isolated; a machine outside the cluster gets nothing through
 //! the WireGuard port and plaintext VXLAN for the encrypted network is
-//! dropped (each counted); the VIP and the routing mesh work over it; a key
+//! dropped, and data messages that do not authenticate are rejected (each
+//! counted); the VIP and the routing mesh work over it; a key
 //! rotation under a steady ping is measured. On a kernel without WireGuard
 //! (this machine's), `validate` and `up` refuse the network, naming the kernel
 //! option, and nothing is applied.
@@ -204,6 +205,23 @@ fn encrypted_across_hosts() {
     assert_eq!(moved("drop_not_peer"), 20, "the outsider's 20 datagrams to the WireGuard port are dropped: {s2_after}");
     assert_eq!(moved("drop_unencrypted"), 5, "plaintext VXLAN of the encrypted network is dropped: {s2_after}");
     assert!(counter(&s2_after, "tc_wireguard", "from_wireguard") > 0, "s2's traffic came through WireGuard");
+
+    // Data messages that do not authenticate, from a cluster host's own
+    // address: past the XDP program to WireGuard, which drops them without
+    // a count of its own; status counts them as rejected.
+    let forged = "import socket, os, struct\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                  for i in range(5):\n    s.sendto(struct.pack('<IIQ', 4, 0x5eed0000 + i, i) + os.urandom(80), ('192.168.200.12', 51820))\n";
+    let rejected =
+        |st: &serde_json::Value| st["wireguard"]["rejected"].as_u64().expect("status shows WireGuard's rejections");
+    must(u.host("n1").cmd("python3").args(["-c", forged]));
+    std::thread::sleep(Duration::from_millis(500));
+    let s2_forged = status(&dep, P, "n2");
+    assert_eq!(rejected(&s2_forged) - rejected(&s2_after), 5, "the 5 forged data messages are counted: {s2_forged}");
+    assert_eq!(
+        counter(&s2_forged, "xdp_underlay_ingress", "wireguard_data")
+            - counter(&s2_after, "xdp_underlay_ingress", "wireguard_data"),
+        5
+    );
 
     // The VIP, and the routing mesh from the outsider (its address kept).
     let web = Web::start(s2, "s2", 8080);

@@ -838,11 +838,15 @@ fn encrypted_rig(wg_ifindex: u32) -> Rig {
 fn an_encrypted_network_is_sealed_into_wireguard_and_never_taken_in_clear() {
     use Reason::*;
     let mut rig = encrypted_rig(76);
-    let to_wg_port = |src: [u8; 4]| {
+    let wg_message = |src: [u8; 4], msg: &[u8]| {
         let mut p = eth([2; 6], [4; 6], 0x0800);
-        p.extend(ip(src, HOST, 17, true, 0, &udp(51820, 51820, &[1, 0, 0, 0, 9, 9, 9, 9])));
+        p.extend(ip(src, HOST, 17, true, 0, &udp(51820, 51820, msg)));
         p
     };
+    let to_wg_port = |src: [u8; 4]| wg_message(src, &[1, 0, 0, 0, 9, 9, 9, 9]);
+    // A data message: type 4, receiver index, counter, then a payload and
+    // its 16-byte tag; a keepalive is the header and tag alone.
+    let data = |payload: usize| [&[4u8, 0, 0, 0][..], &[7; 12], &vec![0xee; payload + 16]].concat();
     let from_r = frame(R_MAC, [0xaa; 6], R, ME, 17, &udp(1000, 2000, b"hello"));
     let to_b = frame([2, 0x42, 10, 0, 1, 9], [2, 0x42, 10, 0, 1, 5], B, BL, 17, &udp(1, 2, b"x"));
     let cases = vec![
@@ -855,7 +859,16 @@ fn an_encrypted_network_is_sealed_into_wireguard_and_never_taken_in_clear() {
             Out::Same,
             DropUnencrypted,
         ),
-        case("WireGuard from a cluster host", to_wg_port(PEER), XDP_PASS, Out::Same, PassNotOurs),
+        case("a WireGuard handshake from a cluster host", to_wg_port(PEER), XDP_PASS, Out::Same, WireguardControl),
+        case("WireGuard data from a cluster host", wg_message(PEER, &data(64)), XDP_PASS, Out::Same, WireguardData),
+        case(
+            "a WireGuard keepalive from a cluster host",
+            wg_message(PEER, &data(0)),
+            XDP_PASS,
+            Out::Same,
+            WireguardControl,
+        ),
+        case("WireGuard data from elsewhere", wg_message([192, 0, 2, 77], &data(64)), XDP_DROP, Out::Same, DropNotPeer),
         case("WireGuard from elsewhere", to_wg_port([192, 0, 2, 77]), XDP_DROP, Out::Same, DropNotPeer),
     ];
     rig.table(PROG_XDP_UNDERLAY, Prog::XdpUnderlay, &cases);

@@ -1,7 +1,8 @@
 //! XDP on the underlay device: everything a host receives from the wire.
 //! VXLAN to this host's port is ours ([`decap`]); TCP/UDP to a published
 //! port is the routing mesh ([`mesh`]); WireGuard from a cluster host passes
-//! to WireGuard, from anyone else it is dropped; everything else passes.
+//! to WireGuard (its data messages counted apart, so that what WireGuard
+//! rejects shows), from anyone else it is dropped; everything else passes.
 //!
 //! The same program runs on the veth where WireGuard's decrypted VXLAN
 //! arrives (see `tc_wireguard`): there only VXLAN is accepted, and it may be
@@ -60,7 +61,7 @@ fn handle(ctx: &Xdp) -> Outcome<u32> {
     let Ok(ihl) = ipv4::check_header(ip) else { return pass };
     let l4 = eth::HEADER_LEN + ihl;
     let Some(udp) = ctx.bytes::<{ vxlan::UDP_LEN }>(l4) else { return pass };
-    let dport = u16::from_be_bytes([udp[2], udp[3]]);
+    let (dport, udp_len) = (u16::from_be_bytes([udp[2], udp[3]]), u16::from_be_bytes([udp[4], udp[5]]));
     if proto != PROTO_UDP || dport != cfg.vxlan_port {
         if decrypted {
             return Err(Reason::DropUnsupported);
@@ -68,7 +69,18 @@ fn handle(ctx: &Xdp) -> Outcome<u32> {
         if proto == PROTO_UDP && wg.is_some_and(|w| dport == w.port) {
             // Handshakes and data only from the cluster's hosts: nobody
             // else gets WireGuard to work (or to answer) for them.
-            return if is_vtep(ipv4::src(ip)) { pass } else { Err(Reason::DropNotPeer) };
+            if !is_vtep(ipv4::src(ip)) {
+                return Err(Reason::DropNotPeer);
+            }
+            // A data message (type 4, three zero bytes) longer than its
+            // header and tag (32 bytes) carries a packet; the rest are
+            // handshakes, cookies and keepalives.
+            let data = ctx.bytes::<{ vxlan::UDP_LEN + 4 }>(l4).is_some_and(|m| m[8..12] == [4, 0, 0, 0]);
+            let reason = match data && usize::from(udp_len) > vxlan::UDP_LEN + 32 {
+                true => Reason::WireguardData,
+                false => Reason::WireguardControl,
+            };
+            return Ok((reason, XDP_PASS));
         }
         // The mesh reads at constant offsets: not after the check above.
         return mesh::published(&ctx.reread(), cfg).unwrap_or(pass);
