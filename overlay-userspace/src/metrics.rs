@@ -1,6 +1,7 @@
 //! The agent's `/metrics`: everything `status` shows (counters per program
-//! and reason, per service and backend, map fill levels, links), and the
-//! health checks' verdicts, in the Prometheus text format.
+//! and reason, per service and backend, map fill levels, links, WireGuard's
+//! peers and rejections), and the health checks' verdicts, in the Prometheus
+//! text format.
 
 use prometheus_client::{
     encoding::text::encode,
@@ -110,6 +111,29 @@ pub fn render(status: Option<&Status>, report: &Report, store: Option<&crate::st
             entries.get_or_create(&l).set(m.entries as i64);
             max.get_or_create(&l).set(m.max_entries as i64);
         }
+        if let Some(w) = &s.wireguard {
+            let rejected = Counter::<u64>::default();
+            rejected.inc_by(w.rejected);
+            r.register(
+                "wireguard_rejected",
+                "WireGuard data messages from cluster hosts that WireGuard did not deliver (authentication, replay, key)",
+                rejected,
+            );
+            let rx = counters(&mut r, "wireguard_peer_rx_bytes", "Bytes WireGuard received from a peer host");
+            let tx = counters(&mut r, "wireguard_peer_tx_bytes", "Bytes WireGuard sent to a peer host");
+            let handshake = gauges(
+                &mut r,
+                "wireguard_peer_last_handshake_seconds",
+                "Unix time of the last handshake with a peer host (0: none yet)",
+            );
+            for p in &w.peers {
+                let l =
+                    vec![("public_key", p.public_key.clone()), ("endpoint", p.endpoint.clone().unwrap_or_default())];
+                rx.get_or_create(&l).inc_by(p.rx_bytes);
+                tx.get_or_create(&l).inc_by(p.tx_bytes);
+                handshake.get_or_create(&l).set(p.last_handshake.unwrap_or(0) as i64);
+            }
+        }
         let attached = gauges(&mut r, "link_attached", "Whether a program is attached to a device (1) or not (0)");
         for l in &s.links {
             attached
@@ -159,7 +183,17 @@ mod tests {
             pin_dir: "/sys/fs/bpf/overlay-bpf/n1".into(),
             links: Vec::new(),
             maps: vec![MapStatus { name: "OB_CT_V1".into(), entries: 7, max_entries: 262144 }],
-            wireguard: None,
+            wireguard: Some(crate::status::WireguardStatus {
+                device: "ob-wg".into(),
+                rejected: 5,
+                peers: vec![crate::wireguard::PeerState {
+                    public_key: "KEY=".into(),
+                    endpoint: Some("192.168.200.12:51820".into()),
+                    last_handshake: Some(1_790_000_000),
+                    rx_bytes: 1000,
+                    tx_bytes: 2000,
+                }],
+            }),
             services: vec![ServiceStatus {
                 service_id: 0x1234,
                 name: None,
@@ -193,6 +227,10 @@ mod tests {
             "overlay_bpf_backend_in_rotation{service=\"0x00001234\",backend=\"web.1\",address=\"10.0.0.3\"} 1",
             "overlay_bpf_map_entries{map=\"OB_CT_V1\"} 7",
             "overlay_bpf_map_max_entries{map=\"OB_CT_V1\"} 262144",
+            "overlay_bpf_wireguard_rejected_total 5",
+            "overlay_bpf_wireguard_peer_rx_bytes_total{public_key=\"KEY=\",endpoint=\"192.168.200.12:51820\"} 1000",
+            "overlay_bpf_wireguard_peer_tx_bytes_total{public_key=\"KEY=\",endpoint=\"192.168.200.12:51820\"} 2000",
+            "overlay_bpf_wireguard_peer_last_handshake_seconds{public_key=\"KEY=\",endpoint=\"192.168.200.12:51820\"} 1790000000",
             "# TYPE overlay_bpf_packets counter",
             "# EOF",
         ] {
