@@ -64,14 +64,17 @@ struct Flood {
 /// least 16 tables' worth from each source (the VMs' emulated CPUs).
 const SCAN: Flood = Flood { per_flow: 1, per_round: None, flows: 16 * CT as u64 };
 /// Short real flows (a request and a retry): two datagrams, each pair of
-/// entries used twice like an established flow's. Two sources of 32 flows
-/// per round of the active connections write 128 entries on n1 between two
-/// uses of an active connection's entries: an eighth of the table, which
-/// turns over 16 times in all. Paced by rounds, not by the clock: the
+/// entries used twice like an established flow's. Two sources of 16 flows
+/// per round of the active connections write 64 entries on n1 between two
+/// uses of an active connection's entries: a sixteenth of the table, which
+/// turns over 16 times in all. (An eighth was once too much for 6.1's LRU,
+/// which frees and evicts in per-CPU batches of up to 128 entries: one CI
+/// run in about twenty saw an active mesh connection lose its reply entry
+/// and reset; 6.12 never did.) Paced by rounds, not by the clock: the
 /// emulated CPUs of the VM tier can stall the talking thread for longer than
 /// the table takes to turn over at any fixed rate, and "active" would mean
 /// nothing then.
-const CHURN: Flood = Flood { per_flow: 2, per_round: Some(32), flows: 4 * CT as u64 };
+const CHURN: Flood = Flood { per_flow: 2, per_round: Some(16), flows: 4 * CT as u64 };
 
 /// Runs flood `f` from `from` to `to` in namespace `netns`: every source
 /// port in turn, each once per lap of 64512 ports (63 tables), so every flow
