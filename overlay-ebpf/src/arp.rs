@@ -8,7 +8,7 @@ use overlay_wire::{arp, eth, ipv4, vxlan};
 
 use crate::{
     fib::transmit,
-    forward::back,
+    forward::redirect,
     maps::{endpoint, subnet},
     packet::{Outcome, Packet, Xdp},
 };
@@ -43,7 +43,7 @@ pub fn answer_container(ctx: &TcContext, me: &IfaceValue, ifindex: u32) -> Outco
     }
     let mac = resolve(me.vni, arp::tpa(a)).ok_or(Reason::DropArp)?;
     arp::answer(e, a, mac);
-    back(ctx, ifindex, Reason::ArpReplied)
+    redirect(ctx, ifindex, Reason::ArpReplied)
 }
 
 /// Turns a VXLAN-borne ARP request for a local endpoint (MAC `mac`) into the

@@ -15,7 +15,7 @@ use overlay_wire::{eth, ipv4, vxlan::Encap};
 
 use crate::{
     fib::transmit,
-    forward::{to_underlay, to_wireguard},
+    forward::{redirect, to_underlay},
     maps::{host_config, network, wg_config},
     packet::{Outcome, Packet, Xdp},
 };
@@ -74,7 +74,10 @@ pub fn tc_tunnel(
     ctx.adjust_room(VXLAN_ENCAP_LEN as i32, BPF_ADJ_ROOM_MAC, flags).map_err(|_| Reason::DropResize)?;
     ctx.store(0, &h, 0).map_err(|_| Reason::DropRewrite)?;
     if let Some(ifindex) = wg {
-        return to_wireguard(ctx, ifindex, ok);
+        // WireGuard encrypts it to the peer its outer destination belongs
+        // to. (The device has no link layer: the kernel strips the Ethernet
+        // header.)
+        return redirect(ctx, ifindex, ok);
     }
     to_underlay(ctx, cfg, ok)
 }

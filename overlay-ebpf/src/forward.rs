@@ -28,9 +28,11 @@ fn redirected(ctx: &TcContext, ifindex: u32, ret: i64, ok: Reason) -> Outcome<i3
     }
 }
 
-/// Sends the frame back out of the veth it came in on, to its container.
+/// Sends the frame out of device `ifindex`: back out of the veth it came
+/// in on (to its container), into the WireGuard device, or on to the veth
+/// beside it.
 #[inline(always)]
-pub fn back(ctx: &TcContext, ifindex: u32, ok: Reason) -> Outcome<i32> {
+pub fn redirect(ctx: &TcContext, ifindex: u32, ok: Reason) -> Outcome<i32> {
     // SAFETY: a helper taking plain integers.
     redirected(ctx, ifindex, unsafe { bpf_redirect(ifindex, 0) }, ok)
 }
@@ -69,13 +71,4 @@ pub fn to_underlay(ctx: &TcContext, cfg: &HostConfig, ok: Reason) -> Outcome<i32
     let ifindex = cfg.underlay_ifindex;
     // SAFETY: no neighbour parameters (null, 0): the kernel looks the next hop up.
     redirected(ctx, ifindex, unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) }, ok)
-}
-
-/// Sends the VXLAN packet of an encrypted network into the WireGuard device,
-/// which encrypts it to the peer its outer destination belongs to. (The
-/// device has no link layer: the kernel strips the Ethernet header.)
-#[inline(always)]
-pub fn to_wireguard(ctx: &TcContext, ifindex: u32, ok: Reason) -> Outcome<i32> {
-    // SAFETY: a helper taking plain integers.
-    redirected(ctx, ifindex, unsafe { bpf_redirect(ifindex, 0) }, ok)
 }

@@ -8,7 +8,7 @@ use overlay_wire::{eth, icmp, ipv4};
 
 use crate::{
     conntrack,
-    forward::{back, to_endpoint, to_underlay},
+    forward::{redirect, to_endpoint, to_underlay},
     lb::now_ns,
     maps::{endpoint, host_config, network},
     packet::{Outcome, Packet},
@@ -51,7 +51,7 @@ fn frag_needed(ctx: &TcContext, me: &IfaceValue, ifindex: u32, cfg: &HostConfig)
         return Err(Reason::DropResize);
     }
     ctx.store(0, &r, 0).map_err(|_| Reason::DropRewrite)?;
-    back(ctx, ifindex, Reason::IcmpFragNeeded)
+    redirect(ctx, ifindex, Reason::IcmpFragNeeded)
 }
 
 /// An ICMP error (unreachable, time exceeded) a backend sends about a

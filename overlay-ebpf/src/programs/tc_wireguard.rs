@@ -14,16 +14,12 @@
 //!   network (a routing-mesh request) and sent out of the peer; it goes on to
 //!   WireGuard. (TC hands its own VXLAN to WireGuard directly.)
 
-use aya_ebpf::{
-    bindings::{TC_ACT_REDIRECT, TC_ACT_SHOT},
-    helpers::{bpf_redirect, bpf_skb_change_head},
-    macros::classifier,
-    programs::TcContext,
-};
+use aya_ebpf::{bindings::TC_ACT_SHOT, helpers::bpf_skb_change_head, macros::classifier, programs::TcContext};
 use overlay_common::*;
 use overlay_wire::eth;
 
 use crate::{
+    forward::redirect,
     maps::wg_config,
     packet::{Outcome, Packet},
     stats::count,
@@ -43,7 +39,7 @@ fn handle(ctx: &TcContext) -> Outcome<i32> {
     // SAFETY: reads a field of the program's own skb.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     if ifindex != wg.ifindex {
-        return redirect(wg.ifindex, Reason::ToWireguard);
+        return redirect(ctx, wg.ifindex, Reason::ToWireguard);
     }
     // SAFETY: the helper takes the program's own skb; every view of the
     // packet is taken after it.
@@ -54,14 +50,5 @@ fn handle(ctx: &TcContext) -> Outcome<i32> {
     // Addresses are not read on the way (XDP sets the inner frame's own).
     *e = [0; eth::HEADER_LEN];
     e[12..].copy_from_slice(&eth::ETHERTYPE_IPV4.to_be_bytes());
-    redirect(wg.tc_ifindex, Reason::FromWireguard)
-}
-
-#[inline(always)]
-fn redirect(ifindex: u32, ok: Reason) -> Outcome<i32> {
-    // SAFETY: a helper taking plain integers.
-    match unsafe { bpf_redirect(ifindex, 0) } {
-        r if r == TC_ACT_REDIRECT as i64 => Ok((ok, TC_ACT_REDIRECT)),
-        _ => Err(Reason::DropRedirect),
-    }
+    redirect(ctx, wg.tc_ifindex, Reason::FromWireguard)
 }
