@@ -512,9 +512,7 @@ async fn encrypted_hop(
     let mut peers = Vec::new();
     for (i, x) in cluster.hosts.iter().enumerate().filter(|(i, _)| *i != h) {
         match x.wireguard_key {
-            Some(k) => {
-                peers.push(wireguard::Peer { name: x.name.clone(), public: wireguard::Key(k), address: x.address })
-            }
+            Some(k) => peers.push(wireguard::Peer { public: wireguard::Key(k), address: x.address }),
             None => progress(&format!(
                 "warning: host {} (hosts[{i}]) has published no WireGuard key: encrypted networks do not reach it \
                  until it does",

@@ -151,10 +151,11 @@ fn open_pinned(pins: &Pins, digest: &str) -> Option<Loaded> {
     let tc: Vec<SchedClassifier> =
         TC_PROGS.iter().map(|name| SchedClassifier::from_pin(pins.prog(name, digest)).ok()).collect::<Option<_>>()?;
     let mut used = std::collections::HashSet::new();
-    let mut own = vec![(PROG_XDP_UNDERLAY, xdp.info().ok()?.id())];
-    used.extend(xdp.info().ok()?.map_ids().ok()??);
-    for (name, p) in TC_PROGS.iter().zip(&tc) {
-        let info = p.info().ok()?;
+    let mut own = Vec::new();
+    let infos =
+        std::iter::once((PROG_XDP_UNDERLAY, xdp.info())).chain(TC_PROGS.into_iter().zip(tc.iter().map(|p| p.info())));
+    for (name, info) in infos {
+        let info = info.ok()?;
         own.push((name, info.id()));
         used.extend(info.map_ids().ok()??);
     }

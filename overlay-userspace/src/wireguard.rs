@@ -199,7 +199,6 @@ pub fn kernel_support() -> bool {
 /// A peer: another host with a published key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Peer {
-    pub name: String,
     pub public: Key,
     pub address: Ipv4Addr,
 }
@@ -354,8 +353,8 @@ async fn configure(kp: &KeyPair, port: u16, want: &[Peer]) -> Result<(), WgError
     let have = peers().await?;
     let mut list: Vec<WireguardPeer> = have
         .iter()
-        .filter(|h| !want.iter().any(|w| w.public.to_string() == h.public_key))
         .filter_map(|h| Key::parse(&h.public_key).ok())
+        .filter(|k| !want.iter().any(|w| w.public == *k))
         .map(|k| {
             WireguardPeer(vec![
                 WireguardPeerAttribute::PublicKey(k.0),
