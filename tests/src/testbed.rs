@@ -222,6 +222,27 @@ impl Drop for Netns {
     }
 }
 
+/// A WireGuard key directory of the caller's own, `$OVERLAY_BPF_KEY_DIR`
+/// for every overlay-bpf the process runs after it (so hosts on one machine
+/// keep their keys apart from the machine's), emptied first and removed on
+/// drop.
+pub struct KeyDir(pub PathBuf);
+
+impl KeyDir {
+    pub fn new(prefix: &str) -> KeyDir {
+        let d = std::env::temp_dir().join(format!("{prefix}-keys"));
+        let _ = std::fs::remove_dir_all(&d);
+        std::env::set_var("OVERLAY_BPF_KEY_DIR", &d);
+        KeyDir(d)
+    }
+}
+
+impl Drop for KeyDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Hosts on a shared underlay: a "switch" namespace holding bridge `br0`, and
 /// one namespace per host whose `eth0` is plugged into it.
 pub struct Underlay {

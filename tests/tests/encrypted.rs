@@ -18,7 +18,7 @@ mod common;
 use std::{path::Path, process::Command, time::Duration};
 
 use common::*;
-use testbed::{must, Netns, Proc};
+use testbed::{must, KeyDir, Netns, Proc};
 
 const P: &str = "obwg";
 const N1: &str = "192.168.200.11";
@@ -58,25 +58,6 @@ fn enc_state(keys: [Option<&str>; 2]) -> String {
     y += "services:\n  - {name: web, network: secret, vip: 10.40.0.2, backends: [s2], \
           ports: [{protocol: tcp, target: 8080, published: 8080}]}\n";
     y
-}
-
-/// The private keys go to a directory of the test's own (inherited by every
-/// overlay-bpf it runs), removed on drop.
-struct KeyDir(std::path::PathBuf);
-
-impl KeyDir {
-    fn new() -> KeyDir {
-        let d = std::env::temp_dir().join(format!("{P}-keys"));
-        let _ = std::fs::remove_dir_all(&d);
-        std::env::set_var("OVERLAY_BPF_KEY_DIR", &d);
-        KeyDir(d)
-    }
-}
-
-impl Drop for KeyDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn ping(ns: &Netns, dst: &str) -> bool {
@@ -123,7 +104,7 @@ fn refused_without_wireguard() {
 }
 
 fn encrypted_across_hosts() {
-    let _keys = KeyDir::new();
+    let _keys = KeyDir::new(P);
     let st = StateFile::new(P, &enc_state([None, None]));
     let mut u = underlay(P, 2);
     u.add_host("x", OUTSIDER.parse().unwrap());

@@ -25,7 +25,7 @@ use super::{
     Row,
 };
 use crate::{
-    testbed::{iperf3, must, Deployment, Netns, Underlay},
+    testbed::{iperf3, must, Deployment, KeyDir, Netns, Underlay},
     util::{check_interrupt, step},
 };
 
@@ -46,16 +46,6 @@ fn hosts(prefix: &str, subnet: u8) -> (Underlay, [Ipv4Addr; 2]) {
     (u, addrs)
 }
 
-/// A key directory of the bench's own (`OVERLAY_BPF_KEY_DIR` for every
-/// overlay-bpf it runs), removed on drop.
-struct KeyDir(std::path::PathBuf);
-
-impl Drop for KeyDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// overlay-bpf: network `secret` (encrypted) and `plain`, an endpoint of
 /// each on each host.
 struct Ours {
@@ -72,8 +62,7 @@ impl Ours {
     fn new(bin: &Path, prefix: &'static str, subnet: u8) -> Result<Ours> {
         let (u, addrs) = hosts(prefix, subnet);
         let containers = ["s1", "s2", "c1", "c2"].iter().map(|c| Netns::new(&format!("{prefix}-{c}"))).collect();
-        let keys = KeyDir(std::env::temp_dir().join(format!("{prefix}-keys")));
-        std::env::set_var("OVERLAY_BPF_KEY_DIR", &keys.0);
+        let keys = KeyDir::new(prefix);
         let mut y = String::from("version: 1\ncluster: {vxlan_port: 4789, underlay_mtu: 1500}\nhosts:\n");
         for (i, a) in addrs.iter().enumerate() {
             y += &format!("  - {{name: {prefix}n{}, address: {a}}}\n", i + 1);
