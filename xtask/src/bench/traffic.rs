@@ -43,7 +43,9 @@ struct Topo {
     _dep: Option<Deployment>,
     containers: Vec<Netns>,
     _underlay: Underlay,
-    n1_addr: Ipv4Addr,
+    /// Where the mesh row's client connects: the published port on n1, or
+    /// (the `direct` baseline) the backend itself.
+    mesh_to: SocketAddrV4,
     /// overlay-bpf's programs on both hosts: (name, program id).
     progs: Vec<(String, u64)>,
 }
@@ -103,7 +105,8 @@ services:
                 }
             }
         }
-        Ok(Topo { label: "overlay-bpf", prefix, _dep: Some(dep), containers, _underlay: u, n1_addr, progs })
+        let mesh_to = SocketAddrV4::new(n1_addr, PUBLISHED);
+        Ok(Topo { label: "overlay-bpf", prefix, _dep: Some(dep), containers, _underlay: u, mesh_to, progs })
     }
 
     /// Docker's data path, by hand: `vxlan_bridge` at MTU 1450; on n1 the mesh as nftables DNAT to a2 with
@@ -136,7 +139,41 @@ services:
             bail!("nft -f: the baseline's DNAT rules were refused");
         }
         let label = if ipvs { "IPVS" } else { "kernel vxlan+bridge" };
-        Ok(Topo { label, prefix, _dep: None, containers, _underlay: u, n1_addr, progs: Vec::new() })
+        let mesh_to = SocketAddrV4::new(n1_addr, PUBLISHED);
+        Ok(Topo { label, prefix, _dep: None, containers, _underlay: u, mesh_to, progs: Vec::new() })
+    }
+
+    /// The limit of the rig: the same containers with no overlay and no NAT,
+    /// each a veth straight into the underlay's bridge (one L2, MTU 1500,
+    /// veth's defaults), and the client reaching the backend's own address
+    /// and port over an on-link route.
+    fn direct(prefix: &'static str, subnet: u8) -> Result<Topo> {
+        let (u, containers, _) = Self::underlay(prefix, subnet);
+        for (i, (c, cip)) in containers.iter().zip([A1, A2]).enumerate() {
+            let port = format!("d{i}");
+            ip(&[
+                "link",
+                "add",
+                &port,
+                "netns",
+                &u.switch.name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &c.name,
+            ]);
+            u.switch.ip(&["link", "set", &port, "master", "br0", "up"]);
+            c.ip(&["link", "set", "eth0", "address", &mac(cip), "up"]);
+            c.ip(&["addr", "add", &format!("{cip}/24"), "dev", "eth0"]);
+            c.ip(&["route", "add", &format!("192.168.{subnet}.0/24"), "dev", "eth0"]);
+            c.ip(&["link", "set", "lo", "up"]);
+        }
+        u.host("cl").ip(&["route", "add", "10.70.0.0/24", "dev", "eth0"]);
+        let mesh_to = SocketAddrV4::new(A2, TARGET);
+        Ok(Topo { label: "direct", prefix, _dep: None, containers, _underlay: u, mesh_to, progs: Vec::new() })
     }
 
     fn ns(&self, name: &str) -> String {
@@ -255,10 +292,7 @@ const CASES: [Case; 4] = [
         name: "mesh_tcp_conn_rate",
         unit: "k/s",
         mesh: true,
-        run: |t, s| {
-            let to = SocketAddrV4::new(t.n1_addr, PUBLISHED);
-            Ok(load::tcp_conn_rate(&t.ns("cl"), &[t.ns("a2")], TARGET, to, 2, s)? / 1e3)
-        },
+        run: |t, s| Ok(load::tcp_conn_rate(&t.ns("cl"), &[t.ns("a2")], TARGET, t.mesh_to, 2, s)? / 1e3),
     },
 ];
 
@@ -271,10 +305,12 @@ fn has_ipvs() -> bool {
     proc.exists()
 }
 
-/// Both topologies, every case `rounds` times, in turns (the order rotates
+/// The topologies, every case `rounds` times, in turns (the order rotates
 /// each round), with the kernel's per-program run time read around
-/// overlay-bpf's. Where the kernel has IPVS, the mesh case also runs against
-/// a third topology with IPVS in place of the nftables DNAT.
+/// overlay-bpf's: overlay-bpf, the kernel's path, and `direct` (the rig's
+/// limit: every row also as `<row>_vs_direct`). Where the kernel has IPVS,
+/// the mesh case also runs against a topology with IPVS in place of the
+/// nftables DNAT.
 pub fn traffic(bin: &Path, rounds: u32, secs: f64) -> Result<Vec<Row>> {
     let t0 = Instant::now();
     step("bench: traffic rows; identical namespace topologies (obbo: overlay-bpf, obbk: kernel vxlan+bridge)");
@@ -285,6 +321,8 @@ pub fn traffic(bin: &Path, rounds: u32, secs: f64) -> Result<Vec<Row>> {
     } else {
         step("bench: no IPVS in this kernel (no /proc/net/ip_vs): the mesh baseline is nftables DNAT only");
     }
+    step("bench: and the rig's limit (obbd): the containers on one L2 with no overlay, the client straight to the backend");
+    topos.push(Topo::direct("obbd", 218)?);
     for t in &topos {
         t.check()?;
     }
@@ -321,6 +359,7 @@ pub fn traffic(bin: &Path, rounds: u32, secs: f64) -> Result<Vec<Row>> {
         // ts[0] is overlay-bpf.
         for (i, t) in ts.iter().enumerate().skip(1) {
             let (name, base) = match (case.mesh, t.label) {
+                (_, "direct") => (format!("{}_vs_direct", case.name), "direct"),
                 (true, "IPVS") => (format!("{}_vs_ipvs", case.name), "IPVS"),
                 (true, _) => (case.name.to_string(), "nftables DNAT"),
                 (false, l) => (case.name.to_string(), l),
