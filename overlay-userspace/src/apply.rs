@@ -108,6 +108,39 @@ pub fn underlay_device(cluster: &Cluster, h: usize) -> Result<(String, u32), App
     Ok((name, idx))
 }
 
+/// The warning for a veth underlay whose peer would break the data path,
+/// with the command that mends it; `None` when the peer is ready. A peer in
+/// a namespace with no name here cannot be read: the warning then says what
+/// to set on it.
+pub fn veth_peer_warning(underlay: &str, peer: &netdev::VethPeer) -> Option<String> {
+    let Some(st) = &peer.state else {
+        return Some(format!(
+            "warning: the underlay {underlay} is a veth whose peer (ifindex {}) lives in a network namespace with no \
+             name here ({:?}), so its settings cannot be checked. On that end run `ethtool -K <peer> gro on tx off`: \
+             without GRO it drops what this host's XDP sends back out (the routing mesh to other hosts' backends), \
+             and with TX checksum offload it passes on partial checksums that XDP cannot finish",
+            peer.ifindex, peer.netns
+        ));
+    };
+    let needs = st.needs();
+    if needs.is_empty() {
+        return None;
+    }
+    let mut why = Vec::new();
+    if !st.gro && !st.xdp {
+        why.push("with GRO off it drops every frame this host's XDP sends back out (the routing mesh's hand-off to other hosts)");
+    }
+    if st.tx_checksum {
+        why.push("with TX checksum offload on it passes on partial checksums from the hosts and clients behind it, which XDP cannot finish (their TCP SYNs reach backends with bad checksums and are dropped)");
+    }
+    Some(format!(
+        "warning: the underlay {underlay} is a veth whose peer {} keeps veth's defaults: {}. Fix: `{}`",
+        st.ifname,
+        why.join("; and "),
+        peer.netns.command(&format!("ethtool -K {} {}", st.ifname, needs.join(" ")))
+    ))
+}
+
 /// What `up` did.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct UpReport {
@@ -378,6 +411,11 @@ async fn up_inner(
         // whose XDP redirect cannot finish them: finish them here, like a NIC.
         netdev::disable_tx_checksum(underlay)
             .map_err(|source| ApplyError::Offload { dev: underlay.to_string(), source })?;
+        // The other end must take what XDP sends and hand over finished
+        // checksums; a veth left at its defaults does neither, silently.
+        if let Some(w) = netdev::veth_peer(underlay_ifindex).and_then(|p| veth_peer_warning(underlay, &p)) {
+            progress(&w);
+        }
     }
     report.note_link(loaded.ensure_xdp(pins, underlay)?, format!("xdp@{underlay}"));
     let wireguard = encrypted_hop(cluster, h, pins, &handle, &mut loaded, report, progress).await?;
@@ -644,4 +682,35 @@ pub async fn down(pins: &Pins) -> Result<DownReport> {
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netdev::{PeerNetns, PeerState, VethPeer};
+
+    fn peer(netns: PeerNetns, gro: bool, tx_checksum: bool, xdp: bool) -> VethPeer {
+        VethPeer { ifindex: 7, netns, state: Some(PeerState { ifname: "p0".into(), gro, tx_checksum, xdp }) }
+    }
+
+    #[test]
+    fn a_veth_peer_at_its_defaults_gets_the_exact_fix() {
+        let w = veth_peer_warning("eth0", &peer(PeerNetns::Named("lab-sw".into()), false, true, false)).unwrap();
+        assert!(w.contains("`ip netns exec lab-sw ethtool -K p0 gro on tx off`"), "{w}");
+        assert!(w.contains("GRO off") && w.contains("partial checksums"), "{w}");
+        let w = veth_peer_warning("eth0", &peer(PeerNetns::Init, true, true, false)).unwrap();
+        assert!(w.contains("`nsenter --net=/proc/1/ns/net ethtool -K p0 tx off`"), "{w}");
+        assert!(!w.contains("GRO off"), "{w}");
+        // An XDP program of its own gives the peer NAPI, as GRO does.
+        let w = veth_peer_warning("eth0", &peer(PeerNetns::Here, false, true, true)).unwrap();
+        assert!(w.contains("`ethtool -K p0 tx off`"), "{w}");
+    }
+
+    #[test]
+    fn a_ready_veth_peer_gets_no_warning_and_an_unreadable_one_is_named() {
+        assert_eq!(veth_peer_warning("eth0", &peer(PeerNetns::Here, true, false, false)), None);
+        assert_eq!(veth_peer_warning("eth0", &peer(PeerNetns::Here, false, false, true)), None);
+        let w = veth_peer_warning("eth0", &VethPeer { ifindex: 9, netns: PeerNetns::Unnamed(3), state: None }).unwrap();
+        assert!(w.contains("ifindex 9") && w.contains("ethtool -K <peer> gro on tx off"), "{w}");
+    }
 }

@@ -72,20 +72,16 @@ pub fn link_mac(name: &str) -> Option<[u8; 6]> {
         .find_map(|a| a.address?.as_link_addr()?.addr())
 }
 
-/// The ID of the XDP program attached to device `ifindex` of this network
-/// namespace, if any (RTM_GETLINK's IFLA_XDP, over a socket of its own: this
-/// runs where no async runtime may be started).
-pub fn xdp_prog_id(ifindex: u32) -> Option<u32> {
+/// One synchronous rtnetlink request and its first reply, over a socket of
+/// its own in this thread's network namespace: for the callers that run
+/// where no async runtime may be started.
+fn route_request(
+    msg: rtnetlink::packet_route::RouteNetlinkMessage,
+) -> Option<rtnetlink::packet_route::RouteNetlinkMessage> {
     use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
     use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
-    use rtnetlink::packet_route::{
-        link::{LinkAttribute, LinkMessage, LinkXdp},
-        RouteNetlinkMessage,
-    };
 
-    let mut get = LinkMessage::default();
-    get.header.index = ifindex;
-    let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetLink(get));
+    let mut req = NetlinkMessage::from(msg);
     req.header.flags = NLM_F_REQUEST;
     req.finalize();
     let mut buf = vec![0; req.buffer_len()];
@@ -96,15 +92,177 @@ pub fn xdp_prog_id(ifindex: u32) -> Option<u32> {
     sock.send(&buf, 0).ok()?;
     let mut reply = vec![0u8; 64 * 1024];
     let n = sock.recv(&mut &mut reply[..], 0).ok()?;
-    let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&reply[..n]).ok()?;
-    let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) = msg.payload else { return None };
-    link.attributes.into_iter().find_map(|a| match a {
+    match NetlinkMessage::deserialize(&reply[..n]).ok()?.payload {
+        NetlinkPayload::InnerMessage(m) => Some(m),
+        _ => None,
+    }
+}
+
+/// RTM_GETLINK's attributes of device `ifindex` of this network namespace.
+fn link_attributes(ifindex: u32) -> Option<Vec<rtnetlink::packet_route::link::LinkAttribute>> {
+    use rtnetlink::packet_route::{link::LinkMessage, RouteNetlinkMessage};
+    let mut get = LinkMessage::default();
+    get.header.index = ifindex;
+    match route_request(RouteNetlinkMessage::GetLink(get))? {
+        RouteNetlinkMessage::NewLink(link) => Some(link.attributes),
+        _ => None,
+    }
+}
+
+/// The ID of the XDP program attached to device `ifindex` of this network
+/// namespace, if any (RTM_GETLINK's IFLA_XDP).
+pub fn xdp_prog_id(ifindex: u32) -> Option<u32> {
+    use rtnetlink::packet_route::link::{LinkAttribute, LinkXdp};
+    link_attributes(ifindex)?.into_iter().find_map(|a| match a {
         LinkAttribute::Xdp(x) => x.into_iter().find_map(|x| match x {
             LinkXdp::ProgId(id) if id != 0 => Some(id),
             _ => None,
         }),
         _ => None,
     })
+}
+
+/// Where the other end of a veth lives, seen from this namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerNetns {
+    /// This namespace.
+    Here,
+    /// A namespace `ip netns` knows by this name (/run/netns).
+    Named(String),
+    /// The initial network namespace (PID 1's).
+    Init,
+    /// A namespace with no name here: its id as this namespace knows it.
+    Unnamed(i32),
+}
+
+impl PeerNetns {
+    /// `cmd` as run in the namespace: prefixed with `ip netns exec NAME` or
+    /// `nsenter --net=/proc/1/ns/net`.
+    pub fn command(&self, cmd: &str) -> String {
+        match self {
+            PeerNetns::Here => cmd.to_string(),
+            PeerNetns::Named(n) => format!("ip netns exec {n} {cmd}"),
+            PeerNetns::Init => format!("nsenter --net=/proc/1/ns/net {cmd}"),
+            PeerNetns::Unnamed(_) => format!("<in the peer's namespace> {cmd}"),
+        }
+    }
+
+    fn path(&self) -> Option<PathBuf> {
+        match self {
+            PeerNetns::Named(n) => Some(Path::new("/run/netns").join(n)),
+            PeerNetns::Init => Some(PathBuf::from("/proc/1/ns/net")),
+            PeerNetns::Here | PeerNetns::Unnamed(_) => None,
+        }
+    }
+}
+
+/// The other end of a veth and what decides whether a host can use its end
+/// as an underlay: frames native XDP sends out of a veth (XDP_TX, redirect)
+/// arrive only where the peer runs NAPI (GRO on, or an XDP program of its
+/// own), and a peer with TX checksum offload on hands over the partial
+/// checksums of whatever it forwards, which XDP cannot finish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VethPeer {
+    pub ifindex: u32,
+    pub netns: PeerNetns,
+    /// Read in the peer's namespace; `None` where it has no name here.
+    pub state: Option<PeerState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerState {
+    pub ifname: String,
+    pub gro: bool,
+    pub tx_checksum: bool,
+    pub xdp: bool,
+}
+
+impl PeerState {
+    /// What the peer needs changed for an XDP underlay, as ethtool's
+    /// `-K` arguments: empty when nothing.
+    pub fn needs(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if !self.gro && !self.xdp {
+            v.extend(["gro", "on"]);
+        }
+        if self.tx_checksum {
+            v.extend(["tx", "off"]);
+        }
+        v
+    }
+}
+
+/// The peer of veth `ifindex` of this namespace (IFLA_LINK and
+/// IFLA_LINK_NETNSID), its namespace found among /run/netns and PID 1's by
+/// namespace id, and its GRO, TX checksum and XDP state read there.
+pub fn veth_peer(ifindex: u32) -> Option<VethPeer> {
+    use rtnetlink::packet_route::link::LinkAttribute;
+    let attrs = link_attributes(ifindex)?;
+    let peer = attrs.iter().find_map(|a| match a {
+        LinkAttribute::Link(i) => Some(*i),
+        _ => None,
+    })?;
+    let nsid = attrs.iter().find_map(|a| match a {
+        LinkAttribute::LinkNetNsId(id) if *id >= 0 => Some(*id),
+        _ => None,
+    });
+    let netns = match nsid {
+        None => PeerNetns::Here,
+        Some(id) => {
+            let named = std::fs::read_dir("/run/netns")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| (PeerNetns::Named(e.file_name().to_string_lossy().into_owned()), e.path()));
+            let init = std::iter::once((PeerNetns::Init, PathBuf::from("/proc/1/ns/net")));
+            named.chain(init).find(|(_, p)| netns_id(p) == Some(id)).map(|(n, _)| n).unwrap_or(PeerNetns::Unnamed(id))
+        }
+    };
+    let read = move || -> Option<PeerState> {
+        const ETHTOOL_GTXCSUM: u32 = 0x16;
+        const ETHTOOL_GGRO: u32 = 0x2b;
+        let ifname = ifname(peer)?;
+        Some(PeerState {
+            gro: ethtool_get(&ifname, ETHTOOL_GGRO).ok()? != 0,
+            tx_checksum: ethtool_get(&ifname, ETHTOOL_GTXCSUM).ok()? != 0,
+            xdp: xdp_prog_id(peer).is_some(),
+            ifname,
+        })
+    };
+    let state = match (&netns, netns.path()) {
+        (PeerNetns::Here, _) => read(),
+        (_, Some(path)) => std::thread::scope(|s| {
+            s.spawn(|| {
+                let f = File::open(&path).ok()?;
+                nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).ok()?;
+                read()
+            })
+            .join()
+            .ok()
+            .flatten()
+        }),
+        _ => None,
+    };
+    Some(VethPeer { ifindex: peer, netns, state })
+}
+
+/// The id this namespace gives the namespace at `path` (RTM_GETNSID), if
+/// it gave it one.
+fn netns_id(path: &Path) -> Option<i32> {
+    use rtnetlink::packet_route::{
+        nsid::{NsidAttribute, NsidMessage},
+        RouteNetlinkMessage,
+    };
+    let f = File::open(path).ok()?;
+    let mut get = NsidMessage::default();
+    get.attributes.push(NsidAttribute::Fd(f.as_raw_fd() as u32));
+    match route_request(RouteNetlinkMessage::GetNsId(get))? {
+        RouteNetlinkMessage::NewNsId(m) => m.attributes.iter().find_map(|a| match a {
+            NsidAttribute::Id(id) if *id >= 0 => Some(*id),
+            _ => None,
+        }),
+        _ => None,
+    }
 }
 
 /// Turns GRO on for `ifname` in this network namespace. A veth whose peer is
@@ -139,12 +297,21 @@ pub fn driver(ifname: &str) -> Option<String> {
     Some(String::from_utf8_lossy(&info.driver[..end]).into_owned())
 }
 
+/// struct ethtool_value: one feature's command and setting.
+#[repr(C)]
+struct EthtoolValue {
+    cmd: u32,
+    data: u32,
+}
+
+/// An ethtool_value read (ETHTOOL_G*).
+fn ethtool_get(ifname: &str, cmd: u32) -> std::io::Result<u32> {
+    let mut ev = EthtoolValue { cmd, data: 0 };
+    ethtool(ifname, &mut ev as *mut EthtoolValue as *mut libc::c_char)?;
+    Ok(ev.data)
+}
+
 fn ethtool_set(ifname: &str, cmd: u32, data: u32) -> std::io::Result<()> {
-    #[repr(C)]
-    struct EthtoolValue {
-        cmd: u32,
-        data: u32,
-    }
     let mut ev = EthtoolValue { cmd, data };
     ethtool(ifname, &mut ev as *mut EthtoolValue as *mut libc::c_char)
 }

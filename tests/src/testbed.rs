@@ -249,15 +249,28 @@ pub struct Underlay {
     pub prefix: String,
     pub hosts: Vec<(Netns, Ipv4Addr)>,
     pub switch: Netns,
+    /// Whether the switch ports and hosts are set up as a wire and NICs
+    /// would behave (see `add_host`), or left at veth's defaults.
+    wire_like: bool,
 }
 
 impl Underlay {
     /// Namespaces `<prefix>-sw` and `<prefix>-<host name>`, host `i` at `addrs[i]`/24.
     pub fn new(prefix: &str, hosts: &[(&str, Ipv4Addr)]) -> Underlay {
+        Self::build(prefix, hosts, true)
+    }
+
+    /// The same with every veth at its defaults (GRO off, TX checksum
+    /// offload on), as a first-time user's lab has them.
+    pub fn at_veth_defaults(prefix: &str, hosts: &[(&str, Ipv4Addr)]) -> Underlay {
+        Self::build(prefix, hosts, false)
+    }
+
+    fn build(prefix: &str, hosts: &[(&str, Ipv4Addr)], wire_like: bool) -> Underlay {
         let switch = Netns::new(&format!("{prefix}-sw"));
         switch.ip(&["link", "add", "br0", "type", "bridge"]);
         switch.ip(&["link", "set", "br0", "up"]);
-        let mut u = Underlay { prefix: prefix.to_string(), hosts: Vec::new(), switch };
+        let mut u = Underlay { prefix: prefix.to_string(), hosts: Vec::new(), switch, wire_like };
         for (name, addr) in hosts {
             u.add_host(name, *addr);
         }
@@ -283,13 +296,17 @@ impl Underlay {
             &self.switch.name,
         ]);
         self.switch.ip(&["link", "set", &port, "master", "br0", "up"]);
-        // The switch port stands in for the wire: like a NIC it must take
-        // whatever the host sends. A veth takes frames that XDP sends into it
-        // (XDP_TX, redirect) only with GRO (NAPI) or an XDP program of its own.
-        must(self.switch.cmd("ethtool").args(["-K", &port, "gro", "on"]));
-        // A frame on a wire carries finished checksums; a veth would pass
-        // partial ones along, which only the kernel stack knows to finish.
-        must(ns.cmd("ethtool").args(["-K", "eth0", "tx", "off"]));
+        if self.wire_like {
+            // The switch port stands in for the wire: like a NIC it must take
+            // whatever the host sends (a veth takes frames that XDP sends into
+            // it, XDP_TX or redirect, only with GRO, i.e. NAPI, or an XDP
+            // program of its own), and like a wire it carries finished
+            // checksums (a veth would pass partial ones along, which only
+            // the kernel stack knows to finish). What `overlay-bpf up` asks
+            // of a veth underlay's peer.
+            must(self.switch.cmd("ethtool").args(["-K", &port, "gro", "on", "tx", "off"]));
+            must(ns.cmd("ethtool").args(["-K", "eth0", "tx", "off"]));
+        }
         ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
         ns.ip(&["link", "set", "eth0", "up"]);
         self.hosts.push((ns, addr));

@@ -1,0 +1,75 @@
+//! A first-time user's lab: two hosts and a client plugged into a veth
+//! "switch" whose ports keep veth's defaults (GRO off, TX checksum offload
+//! on). The routing mesh cannot work there: `up` says so and prints the
+//! command that mends it, and with that command run as printed, it works.
+
+mod common;
+
+use std::net::Ipv4Addr;
+
+use common::*;
+use testbed::wait_listening;
+
+const N1: &str = "192.168.200.11";
+const N2: &str = "192.168.200.12";
+const CLIENT: &str = "192.168.200.100";
+
+/// The command in an `up` warning's "Fix: `...`".
+fn printed_fix(stderr: &str) -> Option<String> {
+    let at = stderr.find("Fix: `")? + "Fix: `".len();
+    let len = stderr[at..].find('`')?;
+    Some(stderr[at..at + len].to_string())
+}
+
+#[test]
+fn a_veth_lab_at_its_defaults_gets_the_fix_that_makes_the_mesh_work() {
+    require_root();
+    let p = "oblab";
+    let ip = |a: &str| a.parse::<Ipv4Addr>().unwrap();
+    let u = Underlay::at_veth_defaults(p, &[("n1", ip(N1)), ("n2", ip(N2)), ("cl", ip(CLIENT))]);
+    let cs = containers(p, &["w2"]);
+    let mut y = String::from("version: 1\nhosts:\n");
+    y += &format!("  - {{name: {p}n1, address: {N1}}}\n  - {{name: {p}n2, address: {N2}}}\n");
+    y += "networks:\n  - {name: front, attachable: true, subnets: [{subnet: 10.10.0.0/24}]}\nendpoints:\n";
+    y += &format!("  - {{name: w2, host: {p}n2, network: front, netns: {p}-w2, ip: 10.10.0.22}}\n");
+    y += "services:\n  - {name: web, network: front, ports: [{protocol: tcp, target: 8080, published: 8080}], \
+          backends: [w2]}\n";
+    let st = StateFile::new(p, &y);
+    let web = Web::start(&cs[0], "w2", 8080);
+    wait_listening(&cs[0], 8080).unwrap();
+    let client = u.host("cl");
+    let mut dep = Deployment::new(&bin());
+
+    let mut fixes = Vec::new();
+    for (i, n) in ["n1", "n2"].iter().enumerate() {
+        let out = dep.up(&st.0, &format!("{p}{n}"), &format!("{p}-{n}"));
+        assert_ok(&out);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        eprintln!("{err}");
+        assert!(err.contains("warning: the underlay eth0 is a veth whose peer"), "{n}: {err}");
+        let fix = printed_fix(&err).unwrap_or_else(|| panic!("{n}: no fix printed: {err}"));
+        assert_eq!(fix, format!("ip netns exec {p}-sw ethtool -K p{i} gro on tx off"), "{n}: {err}");
+        fixes.push(fix);
+    }
+    // The trap is real: through n1 to the backend on n2, nothing answers.
+    let url = format!("http://{N1}:8080/");
+    assert!(curl(client, &[&url]).is_empty(), "the mesh answered through a veth switch at its defaults");
+
+    for fix in &fixes {
+        let out = std::process::Command::new("sh").args(["-c", fix]).output().unwrap();
+        assert_ok(&out);
+    }
+    // Now the mesh answers through both hosts, the client's address kept.
+    for host in [N1, N2] {
+        let url = format!("http://{host}:8080/");
+        assert_eq!(curl(client, &[&url, &url]), ["w2", "w2"], "through {host} after the printed fix");
+    }
+    assert!(web.clients().iter().all(|c| c == CLIENT), "{:?}", web.clients());
+    // And `up` has nothing more to say about it.
+    let out = dep.up(&st.0, &format!("{p}n1"), &format!("{p}-n1"));
+    assert_ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("warning: the underlay"), "{err}");
+    drop(web);
+    drop(cs);
+}
