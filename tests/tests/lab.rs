@@ -56,12 +56,9 @@ fn a_veth_lab_at_its_defaults_gets_the_fix_that_makes_the_mesh_work() {
     assert!(curl(client, &[&url]).is_empty(), "the mesh answered through a veth switch at its defaults");
 
     for fix in &fixes {
-        // As a user's shell runs it (iproute2's ip, not a busybox one).
-        let out = std::process::Command::new("sh")
-            .args(["-c", fix])
-            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-            .output()
-            .unwrap();
+        // As a user's shell runs it (bash: the VMs' busybox sh would run its
+        // own `ip` applet, which has no netns).
+        let out = std::process::Command::new("bash").args(["-c", fix]).output().unwrap();
         assert_ok(&out);
     }
     // Now the mesh answers through both hosts, the client's address kept.
