@@ -56,9 +56,10 @@ fn balance(ctx: &Xdp, cfg: &HostConfig, key: &CtKey, svc: &ServiceValue) -> Outc
     let ip = ctx.bytes::<{ ipv4::HEADER_LEN }>(eth::HEADER_LEN).ok_or(Reason::DropMalformed)?;
     let (tos, ip_len) = (ipv4::tos(ip), ipv4::total_len(ip));
     // Everything that can fail before the packet is touched.
+    let net = network(svc.vni);
     let mut hop = Hop::default();
     if !local {
-        let encrypted = network(svc.vni).is_some_and(|n| n.flags & NETWORK_F_ENCRYPTED != 0);
+        let encrypted = net.is_some_and(|n| n.flags & NETWORK_F_ENCRYPTED != 0);
         let room = cfg.underlay_mtu as usize - if encrypted { WIREGUARD_OVERHEAD } else { 0 };
         if ip_len + VXLAN_ENCAP_LEN > room {
             return Err(Reason::DropTooBig);
@@ -76,7 +77,7 @@ fn balance(ctx: &Xdp, cfg: &HostConfig, key: &CtKey, svc: &ServiceValue) -> Outc
     conntrack::track(new, key, &to, CtAction::SnatOut, meta, cfg);
     count_backend(svc.service_id, backend, ip_len as u64, new);
     ctx.rewrite(eth::HEADER_LEN, ipv4::HEADER_LEN, key.proto, &key.tuple(), &to)?;
-    let gw_mac = network(svc.vni).map(|n| n.gateway_mac).unwrap_or_default();
+    let gw_mac = net.map(|n| n.gateway_mac).unwrap_or_default();
     if local {
         let e = ctx.bytes::<{ eth::HEADER_LEN }>(0).ok_or(Reason::DropMalformed)?;
         eth::set_dst(e, ep.mac);
