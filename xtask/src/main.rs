@@ -65,8 +65,10 @@ enum Cmd {
     ///
     /// With --vm: the rows that need kernel modules this kernel lacks, in a VM of a Debian kernel under the same
     /// emulation for both sides: TCP throughput over an encrypted network (WireGuard) against Docker's encrypted
-    /// overlay (kernel vxlan with IPsec ESP, AES-GCM) and against overlay-bpf's plain network. Writes
-    /// target/bench/report-vm.json. Example: `cargo xtask bench --vm --rounds 3 --secs 5`.
+    /// overlay (kernel vxlan with IPsec ESP, AES-GCM) and against overlay-bpf's plain network; and the traffic
+    /// rows, the mesh's connection rate also against IPVS in NAT mode (Docker's routing mesh). Writes
+    /// target/bench/report-vm.json. Examples: `cargo xtask bench --vm --rounds 3 --secs 5`;
+    /// `cargo xtask bench --vm --only traffic --kernel 6.1,6.12`.
     Bench {
         /// Packets per per-packet measurement (one BPF_PROG_TEST_RUN each).
         #[arg(long, default_value_t = 1_000_000)]
@@ -80,20 +82,21 @@ enum Cmd {
         /// Only these groups of rows, comma-separated: traffic, packets (BPF_PROG_TEST_RUN), up, dns (dnsperf);
         /// and store (etcd, three agents, 1,000 to 100,000 endpoints: several minutes), which
         /// runs only when named.
-        /// With --vm: encrypted (WireGuard against IPsec ESP), the default there.
+        /// With --vm: encrypted (WireGuard against IPsec ESP) and traffic (with IPVS), both by default.
         #[arg(long, value_delimiter = ',', value_parser = ["traffic", "packets", "up", "dns", "store", "encrypted"])]
         only: Vec<String>,
         /// The store rows' sizes: endpoints in the store, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
         store_endpoints: Vec<u32>,
-        /// Measure inside a VM of each --kernel (the encrypted rows).
+        /// Measure inside a VM of each --kernel (the encrypted and traffic rows).
         #[arg(long)]
         vm: bool,
         /// With --vm: Debian kernel series, comma-separated, one VM after another.
         #[arg(long, value_delimiter = ',', default_value = "6.12", requires = "vm")]
         kernel: Vec<String>,
-        /// With --vm: first a `perf record -a -g` of one run of each path, its top symbols printed.
-        #[arg(long, requires = "vm")]
+        /// First a `perf record -a -g` of one run of each path of the traffic and encrypted rows, its top
+        /// symbols printed (overlay-bpf's and each baseline's).
+        #[arg(long)]
         profile: bool,
     },
     /// Inside a `bench --vm` guest: measure the named groups and print each row as an OBROW JSON line.
@@ -168,7 +171,7 @@ fn main() {
         Cmd::Fuzz { packets, seed } => test::fuzz(packets, seed),
         Cmd::Soak { secs, seed } => soak::soak(secs, seed),
         Cmd::Bench { packets, rounds, secs, only, store_endpoints, vm, kernel, profile } => {
-            bench::bench(packets, rounds, secs, &only, &store_endpoints, vm.then_some((&kernel[..], profile)))
+            bench::bench(packets, rounds, secs, &only, &store_endpoints, vm.then_some(&kernel[..]), profile)
         }
         Cmd::GuestBench { bin, only, rounds, secs, profile } => bench::guest(&bin, &only, rounds, secs, profile),
         Cmd::Run { netns: true, keep, clean, .. } => demo::run(keep, clean),

@@ -242,9 +242,11 @@ pub fn rows(bin: &Path, rounds: u32, secs: f64, perf: bool) -> Result<Vec<Row>> 
     check("vxlan+ESP", a1, A1, a2, A2)?;
     let labels = ["overlay-bpf encrypted", "vxlan+ESP (Docker)", "overlay-bpf plain"];
     if perf {
-        profile(labels[0], s2, s1, A2, secs)?;
-        profile(labels[1], a2, a1, A2, secs)?;
-        profile(labels[2], c2, c1, PLAIN_A2, secs)?;
+        for (label, server, client, ip) in
+            [(labels[0], s2, s1, A2), (labels[1], a2, a1, A2), (labels[2], c2, c1, PLAIN_A2)]
+        {
+            super::profile(label, secs, || gbits(server, client, ip, secs + 1.0, 1).map(|_| ()))?;
+        }
     }
     let mut rows = Vec::new();
     for streams in [1u32, 4] {
@@ -304,32 +306,6 @@ pub fn rows(bin: &Path, rounds: u32, secs: f64, perf: bool) -> Result<Vec<Row>> 
         t0.elapsed().as_secs_f64()
     ));
     Ok(rows)
-}
-
-/// `perf record -a -g` over one `secs` iperf3 run, the symbols above 1 %
-/// of the samples printed (where the CPU goes, for each path).
-fn profile(label: &str, server: &Netns, client: &Netns, ip: Ipv4Addr, secs: f64) -> Result<()> {
-    let data = std::env::temp_dir().join("obbench-perf.data");
-    let rec = Command::new("perf")
-        .args(["record", "-a", "-g", "-o"])
-        .arg(&data)
-        .args(["--", "sleep", &format!("{}", secs.max(1.0))])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .context("perf record (Debian's linux-perf)")?;
-    let _ = gbits(server, client, ip, secs + 1.0, 1)?;
-    rec.wait_with_output()?;
-    let rep = Command::new("perf")
-        .args(["report", "--stdio", "--no-children", "--sort", "sym", "-g", "none", "--percent-limit", "1", "-i"])
-        .arg(&data)
-        .output()
-        .context("perf report")?;
-    let _ = std::fs::remove_file(&data);
-    for l in String::from_utf8_lossy(&rep.stdout).lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
-        println!("  profile {label:<22} {}", l.trim());
-    }
-    Ok(())
 }
 
 /// Whether this kernel can run the encrypted rows: WireGuard and ESP.

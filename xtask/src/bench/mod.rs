@@ -89,27 +89,54 @@ fn spread(v: &[f64]) -> f64 {
     (hi - lo) / median(v)
 }
 
-/// The groups `--vm` runs (and the only ones it can).
-pub const VM_GROUPS: &[&str] = &["encrypted"];
+/// `perf record -a -g` while `run` runs (at least `secs`), the symbols above
+/// 1 % of the samples printed under `label`: where the CPU goes on a path.
+pub(crate) fn profile(label: &str, secs: f64, run: impl FnOnce() -> Result<()>) -> Result<()> {
+    let data = std::env::temp_dir().join("obbench-perf.data");
+    let rec = Command::new("perf")
+        .args(["record", "-a", "-g", "-o"])
+        .arg(&data)
+        .args(["--", "sleep", &format!("{}", secs.max(1.0))])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("perf record (Debian's linux-perf)")?;
+    run()?;
+    rec.wait_with_output()?;
+    let rep = Command::new("perf")
+        .args(["report", "--stdio", "--no-children", "--sort", "sym", "-g", "none", "--percent-limit", "1", "-i"])
+        .arg(&data)
+        .output()
+        .context("perf report")?;
+    let _ = std::fs::remove_file(&data);
+    for l in String::from_utf8_lossy(&rep.stdout).lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        println!("  profile {label:<30} {}", l.trim());
+    }
+    Ok(())
+}
 
-/// `vm`: the kernel series to measure in VMs instead (with `perf`, a
-/// profile of each path too).
+/// The groups `--vm` runs (and the only ones it can).
+pub const VM_GROUPS: &[&str] = &["encrypted", "traffic"];
+
+/// `vm`: the kernel series to measure in VMs instead; `perf`: a profile of
+/// each path of the traffic and encrypted rows first.
 pub fn bench(
     packets: u32,
     rounds: u32,
     secs: f64,
     only: &[String],
     store_sizes: &[u32],
-    vm: Option<(&[String], bool)>,
+    vm: Option<&[String]>,
+    perf: bool,
 ) -> Result<()> {
     if !is_root() {
         bail!("`cargo xtask bench` loads eBPF programs and creates namespaces: run it as root");
     }
-    if let Some((series, perf)) = vm {
+    if let Some(series) = vm {
         return vm_bench(series, rounds, secs, only, perf);
     }
-    if let Some(g) = only.iter().find(|g| VM_GROUPS.contains(&g.as_str())) {
-        encrypted::supported().with_context(|| format!("--only {g}"))?;
+    if only.iter().any(|g| g == "encrypted") {
+        encrypted::supported().context("--only encrypted")?;
     }
     let want = |g: &str| only.is_empty() || only.iter().any(|o| o == g);
     let t0 = Instant::now();
@@ -119,7 +146,7 @@ pub fn bench(
     let bin = build::build(true)?;
     let mut rows = Vec::new();
     if want("traffic") {
-        rows.extend(traffic::traffic(&bin, rounds, secs)?);
+        rows.extend(traffic::traffic(&bin, rounds, secs, perf)?);
     }
     check_interrupt()?;
     if want("packets") {
@@ -140,7 +167,7 @@ pub fn bench(
     }
     // Only when named: this machine's kernel has neither WireGuard nor ESP.
     if only.iter().any(|o| o == "encrypted") {
-        rows.extend(encrypted::rows(&bin, rounds, secs, false)?);
+        rows.extend(encrypted::rows(&bin, rounds, secs, perf)?);
     }
     report(&rows, "report.json")?;
     step(&format!("bench: done in {:.1}s", t0.elapsed().as_secs_f64()));
@@ -223,6 +250,12 @@ pub fn guest(bin: &Path, only: &[String], rounds: u32, secs: f64, perf: bool) ->
             "encrypted" => {
                 encrypted::supported()?;
                 encrypted::rows(bin, rounds, secs, perf)?
+            }
+            "traffic" => {
+                if !traffic::has_ipvs() {
+                    bail!("guest-bench: the guest kernel has no IPVS (/proc/net/ip_vs): the VM's traffic rows are for the mesh against IPVS");
+                }
+                traffic::traffic(bin, rounds, secs, perf)?
             }
             other => bail!("guest-bench: no group {other}"),
         };

@@ -147,7 +147,14 @@ services:
     /// each a veth straight into the underlay's bridge (one L2, MTU 1500,
     /// veth's defaults), and the client reaching the backend's own address
     /// and port over an on-link route.
-    fn direct(prefix: &'static str, subnet: u8) -> Result<Topo> {
+    ///
+    /// With `finished_csum`, the containers and the client send finished
+    /// checksums (`ethtool -K eth0 tx off`): a veth otherwise never computes
+    /// a TCP or UDP checksum at all (the receiver trusts the "partial" mark),
+    /// which no path through XDP can do (XDP cannot finish a partial
+    /// checksum, so a veth underlay under XDP runs with TX checksum offload
+    /// off, see README). This is the limit for any XDP data path on this rig.
+    fn direct(prefix: &'static str, subnet: u8, finished_csum: bool) -> Result<Topo> {
         let (u, containers, _) = Self::underlay(prefix, subnet);
         for (i, (c, cip)) in containers.iter().zip([A1, A2]).enumerate() {
             let port = format!("d{i}");
@@ -172,8 +179,19 @@ services:
             c.ip(&["link", "set", "lo", "up"]);
         }
         u.host("cl").ip(&["route", "add", "10.70.0.0/24", "dev", "eth0"]);
+        let label = match finished_csum {
+            true => {
+                for c in &containers {
+                    must(c.cmd("ethtool").args(["-K", "eth0", "tx", "off"]));
+                }
+                // (The underlay's hosts, the client among them, send
+                // finished checksums in both copies: see `Underlay`.)
+                "direct, checksums finished"
+            }
+            false => "direct",
+        };
         let mesh_to = SocketAddrV4::new(A2, TARGET);
-        Ok(Topo { label: "direct", prefix, _dep: None, containers, _underlay: u, mesh_to, progs: Vec::new() })
+        Ok(Topo { label, prefix, _dep: None, containers, _underlay: u, mesh_to, progs: Vec::new() })
     }
 
     fn ns(&self, name: &str) -> String {
@@ -297,7 +315,7 @@ const CASES: [Case; 4] = [
 ];
 
 /// IPVS, where the kernel has it (built in, or a module modprobe loads).
-fn has_ipvs() -> bool {
+pub(super) fn has_ipvs() -> bool {
     let proc = Path::new("/proc/net/ip_vs");
     if !proc.exists() {
         let _ = Command::new("modprobe").arg("ip_vs").stderr(Stdio::null()).status();
@@ -311,7 +329,7 @@ fn has_ipvs() -> bool {
 /// limit: every row also as `<row>_vs_direct`). Where the kernel has IPVS,
 /// the mesh case also runs against a topology with IPVS in place of the
 /// nftables DNAT.
-pub fn traffic(bin: &Path, rounds: u32, secs: f64) -> Result<Vec<Row>> {
+pub fn traffic(bin: &Path, rounds: u32, secs: f64, perf: bool) -> Result<Vec<Row>> {
     let t0 = Instant::now();
     step("bench: traffic rows; identical namespace topologies (obbo: overlay-bpf, obbk: kernel vxlan+bridge)");
     let mut topos = vec![Topo::overlay(bin, "obbo", 211)?, Topo::kernel("obbk", 212, false)?];
@@ -322,7 +340,9 @@ pub fn traffic(bin: &Path, rounds: u32, secs: f64) -> Result<Vec<Row>> {
         step("bench: no IPVS in this kernel (no /proc/net/ip_vs): the mesh baseline is nftables DNAT only");
     }
     step("bench: and the rig's limit (obbd): the containers on one L2 with no overlay, the client straight to the backend");
-    topos.push(Topo::direct("obbd", 218)?);
+    topos.push(Topo::direct("obbd", 218, false)?);
+    step("bench: and the same with finished checksums (obbc), the limit for a path through XDP");
+    topos.push(Topo::direct("obbc", 219, true)?);
     for t in &topos {
         t.check()?;
     }
@@ -331,6 +351,11 @@ pub fn traffic(bin: &Path, rounds: u32, secs: f64) -> Result<Vec<Row>> {
     for case in &CASES {
         // The IPVS topology only serves the mesh.
         let ts: Vec<&Topo> = topos.iter().filter(|t| case.mesh || t.label != "IPVS").collect();
+        if perf {
+            for t in &ts {
+                super::profile(&format!("{} {}", case.name, t.label), secs, || (case.run)(t, secs).map(|_| ()))?;
+            }
+        }
         let mut samples: Vec<Vec<f64>> = vec![Vec::new(); ts.len()];
         let mut per_prog: Vec<(String, Vec<f64>)> = Vec::new();
         for r in 0..rounds as usize {
@@ -360,6 +385,9 @@ pub fn traffic(bin: &Path, rounds: u32, secs: f64) -> Result<Vec<Row>> {
         for (i, t) in ts.iter().enumerate().skip(1) {
             let (name, base) = match (case.mesh, t.label) {
                 (_, "direct") => (format!("{}_vs_direct", case.name), "direct"),
+                (_, "direct, checksums finished") => {
+                    (format!("{}_vs_direct_csum", case.name), "direct, checksums finished")
+                }
                 (true, "IPVS") => (format!("{}_vs_ipvs", case.name), "IPVS"),
                 (true, _) => (case.name.to_string(), "nftables DNAT"),
                 (false, l) => (case.name.to_string(), l),

@@ -34,6 +34,12 @@ const WANTED_MODULES: &[&str] = &[
     "nf_tables",
     "nft_chain_nat",
     "nft_masq",
+    // The traffic rows' nftables DNAT (the kernel baseline's mesh).
+    "nft_nat",
+    // IPVS in NAT mode, Docker's routing mesh: the baseline of the VM
+    // bench's connection-rate row.
+    "ip_vs",
+    "ip_vs_rr",
     "wireguard",
     "xfrm_user",
     "esp4",

@@ -30,6 +30,7 @@ const HOST_PROGRAMS: &[&str] = &[
     "/usr/bin/ping",
     "/usr/bin/curl",
     "/usr/sbin/nft",
+    "/usr/sbin/ipvsadm",
     "/usr/sbin/bpftool",
     "/usr/sbin/ethtool",
     "/usr/bin/iperf3",
