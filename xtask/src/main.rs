@@ -61,7 +61,7 @@ enum Cmd {
     /// new connections per second through a published port (vs nftables DNAT); per-packet cost of the decap,
     /// mesh and encap paths through BPF_PROG_TEST_RUN against empty programs, how it grows with 10 to 10,000
     /// endpoints and 1 to 1,000 services, and `overlay-bpf up` times. Prints a table; writes
-    /// target/bench/report.json. Takes about 3 minutes (root).
+    /// target/bench/report.json. Takes about 4.5 minutes (root).
     ///
     /// With --vm: the rows that need kernel modules this kernel lacks, in a VM of a Debian kernel under the same
     /// emulation for both sides: TCP throughput over an encrypted network (WireGuard) against Docker's encrypted
