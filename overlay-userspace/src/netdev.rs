@@ -233,8 +233,7 @@ pub fn veth_peer(ifindex: u32) -> Option<VethPeer> {
         (PeerNetns::Here, _) => read(),
         (_, Some(path)) => std::thread::scope(|s| {
             s.spawn(|| {
-                let f = File::open(&path).ok()?;
-                nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).ok()?;
+                enter_netns(&path).ok()?;
                 read()
             })
             .join()
