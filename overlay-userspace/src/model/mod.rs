@@ -82,6 +82,16 @@ pub struct Network {
     pub internal: bool,
     pub ingress: bool,
     pub encrypted: bool,
+    /// `driver: macvlan`: no VXLAN and no VNI (`vni` is 0); `mtu` 0 means
+    /// the parent's.
+    pub macvlan: Option<Macvlan>,
+}
+
+/// A macvlan network's sub-interfaces: of which host device, in which mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Macvlan {
+    pub parent: String,
+    pub mode: MacvlanMode,
 }
 
 impl Network {
@@ -164,7 +174,11 @@ impl Cluster {
 
 /// The resolved MTU of a network: its `mtu`, else the underlay's minus VXLAN.
 pub fn network_mtu(spec: &NetworkSpec, underlay_mtu: u32) -> u32 {
-    spec.mtu.unwrap_or(underlay_mtu.saturating_sub(overhead(spec)))
+    match spec.driver {
+        // The parent's, which only its host knows.
+        Driver::Macvlan => spec.mtu.unwrap_or(0),
+        Driver::Overlay => spec.mtu.unwrap_or(underlay_mtu.saturating_sub(overhead(spec))),
+    }
 }
 
 /// What the underlay carries around an endpoint's packet of network `spec`:

@@ -61,6 +61,12 @@ rules! {
     DuplicateVni = "duplicate-vni";
     /// `encrypted: true` where the kernel cannot encrypt.
     Encryption = "encryption";
+    /// A macvlan network without `parent`, a macvlan setting on an overlay
+    /// network, or an overlay-only setting (vni, encrypted, ingress) on a
+    /// macvlan network.
+    Macvlan = "macvlan";
+    /// A service on a macvlan network (no VIPs, no routing mesh there).
+    MacvlanService = "macvlan-service";
     /// `cluster.wireguard_port` 0 or the VXLAN port.
     WireguardPort = "wireguard-port";
     /// A host's `wireguard_key` that is not a base64 WireGuard public key.

@@ -127,7 +127,7 @@ pub fn resolve(file: &str, state: &State, caps: Capabilities) -> Result<Cluster,
     let backs_a_service = r.service_references();
     // Per network: addresses already claimed (gateways, aux, explicit IPs and
     // VIPs), and who claimed each, for duplicate errors.
-    let (mut taken, mut owners) = claims(&networks);
+    let (mut taken, mut owners) = claims(&networks, &state.hosts);
     let ep_net = r.endpoint_fields(&networks, &backs_a_service, &mut taken, &mut owners);
     r.service_vips(&networks, &mut taken, &mut owners);
     r.ports();
@@ -280,14 +280,46 @@ impl Resolver<'_> {
                     c.err(Rule::DuplicateVni, &e, format!("duplicate VNI {v}: networks[{first}] already uses it"));
                 }
             }
+            let macvlan = n.driver == Driver::Macvlan;
+            if macvlan {
+                match &n.parent {
+                    None => c.err(
+                        Rule::Macvlan,
+                        &e,
+                        "a macvlan network needs `parent`, the host device its sub-interfaces hang off, e.g. `parent: eth0`",
+                    ),
+                    Some(p) if !valid_ifname(p) => c.err(
+                        Rule::InterfaceName,
+                        &e,
+                        format!("parent {p:?} is not a valid interface name (1-15 characters, no '/' or ':')"),
+                    ),
+                    Some(_) => {}
+                }
+                for (set, what) in [(n.vni.is_some(), "vni"), (n.encrypted, "encrypted"), (n.ingress, "ingress")] {
+                    if set {
+                        c.err(
+                            Rule::Macvlan,
+                            &e,
+                            format!("`{what}` is for overlay networks; a macvlan network has no VXLAN"),
+                        );
+                    }
+                }
+            } else if n.parent.is_some() || n.macvlan_mode.is_some() {
+                c.err(Rule::Macvlan, &e, "`parent` and `macvlan_mode` are for `driver: macvlan` networks");
+            }
             if n.encrypted && !caps.encryption {
                 c.err(Rule::Encryption, &e, ENCRYPTION_UNSUPPORTED);
             }
             let (mtu, overhead) = (network_mtu(n, cl.underlay_mtu), super::overhead(n));
-            let around = if n.encrypted { "VXLAN and WireGuard" } else { "VXLAN" };
-            if mtu < 68 {
+            if macvlan {
+                // The parent's MTU bounds it on each host (`up` checks).
+                if n.mtu.is_some_and(|m| m < 68) {
+                    c.err(Rule::MtuTooSmall, &e, format!("mtu {mtu} is below the IPv4 minimum of 68"));
+                }
+            } else if mtu < 68 {
                 c.err(Rule::MtuTooSmall, &e, format!("mtu {mtu} is below the IPv4 minimum of 68"));
             } else if mtu + overhead > cl.underlay_mtu {
+                let around = if n.encrypted { "VXLAN and WireGuard" } else { "VXLAN" };
                 c.err(
                     Rule::MtuTooLarge,
                     &e,
@@ -353,7 +385,9 @@ impl Resolver<'_> {
                         );
                     }
                 }
-                for (hi, h) in state.hosts.iter().enumerate() {
+                // A macvlan network is the hosts' own LAN: their addresses
+                // may sit in it (the allocator never hands them out below).
+                for (hi, h) in state.hosts.iter().enumerate().filter(|_| !macvlan) {
                     if net.contains(&h.address) {
                         c.err(Rule::SubnetHoldsHost, &se, format!("subnet {net} contains {}, the address of {}; overlay subnets must not hold underlay addresses", h.address, entry("hosts", hi, &h.name)));
                     }
@@ -400,6 +434,17 @@ impl Resolver<'_> {
         for (si, s) in state.services.iter().enumerate() {
             let e = entry("services", si, &s.name);
             let snet = net_ix.get(s.network.as_str()).copied();
+            if snet.is_some_and(|n| state.networks[n].driver == Driver::Macvlan) {
+                c.err(
+                    Rule::MacvlanService,
+                    &e,
+                    format!(
+                        "network {:?} is a macvlan network, which has no VIPs and no routing mesh (as Docker's \
+                         macvlan); put the service on an overlay network, or reach the containers by address",
+                        s.network
+                    ),
+                );
+            }
             if snet.is_none() {
                 c.err(
                     Rule::UnknownNetwork,
@@ -886,6 +931,7 @@ fn resolve_networks(state: &State) -> Vec<Network> {
     for n in &state.networks {
         let vni = match n.vni {
             Some(v) => v,
+            None if n.driver == Driver::Macvlan => 0,
             None => {
                 while used_vni.contains(&next) {
                     next += 1;
@@ -913,6 +959,10 @@ fn resolve_networks(state: &State) -> Vec<Network> {
             internal: n.internal,
             ingress: n.ingress,
             encrypted: n.encrypted,
+            macvlan: (n.driver == Driver::Macvlan).then(|| Macvlan {
+                parent: n.parent.clone().unwrap_or_default(),
+                mode: n.macvlan_mode.unwrap_or_default(),
+            }),
         });
     }
     networks
@@ -920,17 +970,28 @@ fn resolve_networks(state: &State) -> Vec<Network> {
 
 /// Addresses already claimed in each network (gateways and aux addresses),
 /// and who owns each, for duplicate errors.
-fn claims(networks: &[Network]) -> (Vec<BTreeSet<Ipv4Addr>>, HashMap<Ipv4Addr, String>) {
-    // Per network: addresses already claimed (gateways, aux, explicit IPs and VIPs).
+fn claims(networks: &[Network], hosts: &[HostSpec]) -> (Vec<BTreeSet<Ipv4Addr>>, HashMap<Ipv4Addr, String>) {
+    // Per network: addresses already claimed (gateways, aux, explicit IPs and
+    // VIPs; on a macvlan network, the hosts' own, which sit on its LAN).
     let taken: Vec<BTreeSet<Ipv4Addr>> = networks
         .iter()
         .map(|n| {
-            n.subnets.iter().flat_map(|s| std::iter::once(s.gateway).chain(s.aux_addresses.values().copied())).collect()
+            let hosts = hosts.iter().map(|h| h.address).filter(|a| n.macvlan.is_some() && n.subnet_of(*a).is_some());
+            n.subnets
+                .iter()
+                .flat_map(|s| std::iter::once(s.gateway).chain(s.aux_addresses.values().copied()))
+                .chain(hosts)
+                .collect()
         })
         .collect();
     // Owner of each explicitly given address, for duplicate errors.
     let mut owners: HashMap<Ipv4Addr, String> = HashMap::new();
     for n in networks {
+        if n.macvlan.is_some() {
+            for h in hosts.iter().filter(|h| n.subnet_of(h.address).is_some()) {
+                owners.insert(h.address, format!("host {:?} (on macvlan network {:?}'s LAN)", h.name, n.name));
+            }
+        }
         for s in &n.subnets {
             owners.insert(s.gateway, format!("the gateway of network {:?}", n.name));
             for (an, a) in &s.aux_addresses {

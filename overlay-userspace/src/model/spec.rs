@@ -108,10 +108,49 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+/// How a network's endpoints reach each other across hosts.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Driver {
+    /// VXLAN between the hosts, with the eBPF data path.
+    #[default]
+    Overlay,
+    /// A macvlan sub-interface of the host's `parent` device in each
+    /// endpoint's netns: the containers sit on the underlay's own L2.
+    Macvlan,
+}
+
+fn is_overlay(d: &Driver) -> bool {
+    *d == Driver::Overlay
+}
+
+/// The kernel's macvlan modes (`ip link add ... type macvlan mode M`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MacvlanMode {
+    /// Sub-interfaces of one parent reach each other inside the host.
+    #[default]
+    Bridge,
+    /// Sub-interfaces of one parent never reach each other.
+    Private,
+    /// Traffic between sub-interfaces goes out to the switch and back.
+    Vepa,
+    /// The one sub-interface takes over the parent.
+    Passthru,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkSpec {
     pub name: String,
+    #[serde(default, skip_serializing_if = "is_overlay")]
+    pub driver: Driver,
+    /// macvlan: the host device the sub-interfaces hang off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// macvlan: the mode (default bridge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub macvlan_mode: Option<MacvlanMode>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub ingress: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]

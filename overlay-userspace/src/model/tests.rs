@@ -29,6 +29,38 @@ services:
     backends: [web.1, web.2]
 "#;
 
+/// BASE with a macvlan network `lan` on the hosts' own LAN (their
+/// addresses inside it) and an endpoint `m1` on it.
+const MACVLAN_BASE: &str = r#"
+version: 1
+cluster: {vxlan_port: 4789, underlay_mtu: 1500}
+hosts:
+  - {name: node1, address: 192.168.246.194}
+  - {name: node2, address: 192.168.246.195}
+networks:
+  - name: ingress
+    ingress: true
+    subnets: [{subnet: 10.255.0.0/16}]
+  - name: uber-svc
+    subnets: [{subnet: 10.0.0.0/24}]
+    attachable: true
+  - name: lan
+    driver: macvlan
+    parent: eth0
+    macvlan_mode: private
+    attachable: true
+    subnets: [{subnet: 192.168.246.0/24, gateway: 192.168.246.1, ip_range: 192.168.246.192/27}]
+endpoints:
+  - {name: web.1, host: node1, network: uber-svc, netns: web1}
+  - {name: m1, host: node1, network: lan, netns: m1}
+  - {name: m2, host: node2, network: lan, netns: m2}
+services:
+  - name: web
+    network: uber-svc
+    ports: [{protocol: tcp, target: 80, published: 8080}]
+    backends: [web.1]
+"#;
+
 fn parse(yaml: &str) -> Result<Cluster, StateError> {
     let st = parse_state("test.yaml", yaml.as_bytes())?;
     resolve("test.yaml", &st, Capabilities::default())
@@ -125,6 +157,12 @@ fn every_rule_is_enforced() {
         ("bad MAC", edit("netns: web2}", "netns: web2, mac: \"zz:42:0a:00:00:03\"}"), "line", Rule::Syntax),
         ("multicast MAC", edit("netns: web2}", "netns: web2, mac: \"03:42:0a:00:00:03\"}"), "endpoints[1] (web.2)", Rule::Mac),
         ("no subnets", edit("subnets: [{subnet: 10.255.0.0/16}]", "subnets: []"), "networks[0] (ingress)", Rule::NoSubnets),
+        ("macvlan without parent", MACVLAN_BASE.replace("    parent: eth0\n", ""), "networks[2] (lan)", Rule::Macvlan),
+        ("parent on an overlay network", edit("    attachable: true", "    attachable: true\n    parent: eth0"), "networks[1] (uber-svc)", Rule::Macvlan),
+        ("a VNI on a macvlan network", MACVLAN_BASE.replace("    parent: eth0", "    parent: eth0\n    vni: 77"), "networks[2] (lan)", Rule::Macvlan),
+        ("encrypted macvlan", MACVLAN_BASE.replace("    parent: eth0", "    parent: eth0\n    encrypted: true"), "networks[2] (lan)", Rule::Macvlan),
+        ("a bad parent name", MACVLAN_BASE.replace("parent: eth0", "parent: eth0/x"), "networks[2] (lan)", Rule::InterfaceName),
+        ("a service on a macvlan network", format!("{MACVLAN_BASE}  - {{name: lan-web, network: lan, ports: [{{protocol: tcp, target: 80}}], backends: [m1]}}\n"), "services[1] (lan-web)", Rule::MacvlanService),
     ];
     let mut failures = Vec::new();
     for (what, yaml, entry, rule) in &cases {
@@ -356,4 +394,45 @@ fn endpoint_names_are_unique_within_a_network_not_across_networks() {
     let e = parse(&dup).unwrap_err();
     assert!(e.breaks(Rule::DuplicateName, "endpoints[2] (web.2)"), "{e}");
     assert!(e.to_string().contains("unique within a network"), "{e}");
+}
+
+#[test]
+fn a_macvlan_network_sits_on_the_hosts_lan_without_a_vni() {
+    let c = ok(MACVLAN_BASE);
+    let lan = c.networks.iter().find(|n| n.name == "lan").unwrap();
+    assert_eq!(lan.macvlan, Some(Macvlan { parent: "eth0".into(), mode: MacvlanMode::Private }));
+    assert_eq!(lan.vni, 0, "no VNI");
+    assert_eq!(lan.mtu, 0, "the parent's MTU, which each host knows");
+    // The overlays' automatic VNIs are unchanged by the macvlan network.
+    assert_eq!(c.networks.iter().filter(|n| n.macvlan.is_none()).map(|n| n.vni).collect::<Vec<_>>(), [4096, 4097]);
+    // Addresses from the ip_range, never a host's (.194 and .195 are in it).
+    let ips: Vec<_> = c.endpoints.iter().filter(|e| c.networks[e.network].name == "lan").map(|e| e.ip).collect();
+    assert_eq!(ips.len(), 2);
+    for ip in &ips {
+        assert!("192.168.246.192/27".parse::<ipnet::Ipv4Net>().unwrap().contains(ip), "{ip}");
+        assert!(c.hosts.iter().all(|h| h.address != *ip), "{ip} is a host's address");
+    }
+    // A range holding the hosts: every other address is handed out, never
+    // theirs; an explicit host address is refused.
+    let small = MACVLAN_BASE.replace("ip_range: 192.168.246.192/27", "ip_range: 192.168.246.192/29").replace(
+        "  - {name: m2, host: node2, network: lan, netns: m2}\n",
+        "  - {name: m2, host: node2, network: lan, netns: m2}\n  - {name: m3, host: node2, network: lan, netns: m3}\n  - {name: m4, host: node2, network: lan, netns: m4}\n",
+    );
+    let c = ok(&small);
+    let got: BTreeSet<String> =
+        c.endpoints.iter().filter(|e| c.networks[e.network].name == "lan").map(|e| e.ip.to_string()).collect();
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert!(
+        !got.contains("192.168.246.194") && !got.contains("192.168.246.195"),
+        "a host's address handed out: {got:?}"
+    );
+    let taken = MACVLAN_BASE.replace("network: lan, netns: m1}", "network: lan, netns: m1, ip: 192.168.246.194}");
+    let e = parse(&taken).unwrap_err().to_string();
+    assert!(e.contains("192.168.246.194") && e.contains("node1"), "{e}");
+    // The mode defaults to bridge; the state round-trips.
+    let y = MACVLAN_BASE.replace("    macvlan_mode: private\n", "");
+    assert_eq!(ok(&y).networks[2].macvlan.as_ref().unwrap().mode, MacvlanMode::Bridge);
+    let st = parse_state("t", MACVLAN_BASE.as_bytes()).unwrap();
+    let again = serde_yaml::to_string(&st).unwrap();
+    assert_eq!(parse_state("t", again.as_bytes()).unwrap(), st);
 }
