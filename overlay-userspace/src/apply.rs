@@ -13,8 +13,8 @@ pub use crate::loader::Origin;
 use crate::{
     error::{Error, Result, EXIT_SYSTEM, EXIT_USER},
     kmaps::KernelMaps,
-    loader, masquerade,
-    model::Cluster,
+    loader, macvlan, masquerade,
+    model::{Cluster, Mac},
     netdev::{self, ContainerIf},
     pins::{self, Pins},
     reconcile::{self, Diff, HostFacts, Veth},
@@ -48,6 +48,29 @@ pub enum ApplyError {
         "endpoint {endpoint}: network namespace {path} does not exist; create it (`ip netns add NAME`) or fix `netns`"
     )]
     NoNetns { endpoint: String, path: String },
+    #[error(
+        "endpoint {endpoint}: the parent {parent} of macvlan network {network} does not exist on host {host}; create \
+         it there, or set the network's `parent` to a device that every host with its endpoints has (`ip link` \
+         lists them)"
+    )]
+    NoParent { endpoint: String, network: String, host: String, parent: String },
+    #[error(
+        "macvlan network {network}: mtu {mtu} is above the MTU {parent_mtu} of its parent {parent} on host {host}; \
+         lower the network's `mtu` or drop it (the parent's is the default)"
+    )]
+    MacvlanMtu { network: String, mtu: u32, parent: String, parent_mtu: u32, host: String },
+    #[error(
+        "endpoint {endpoint}: {netns} already has an interface {ifname} ({kind}) that overlay-bpf did not make; \
+         remove it or give the endpoint another `ifname`"
+    )]
+    IfnameTaken { endpoint: String, netns: String, ifname: String, kind: String },
+    #[error("endpoint {endpoint}: its macvlan sub-interface in {netns}: {source}")]
+    Macvlan {
+        endpoint: String,
+        netns: String,
+        #[source]
+        source: netdev::NetdevError,
+    },
     #[error("endpoints {a} and {b} hash to the same veth name {veth}; rename one")]
     VethClash { a: String, b: String, veth: String },
     #[error("host {host} is not up: no pins at {dir} (run `overlay-bpf up`)")]
@@ -148,6 +171,12 @@ pub struct UpReport {
     pub underlay: String,
     pub veths_created: Vec<String>,
     pub veths_removed: Vec<String>,
+    /// macvlan sub-interfaces, as `ifname@netns`.
+    pub macvlans_created: Vec<String>,
+    pub macvlans_removed: Vec<String>,
+    /// The sub-interfaces this run made (undone if it fails).
+    #[serde(skip)]
+    pub made: Vec<macvlan::Made>,
     pub links_attached: Vec<String>,
     /// Links whose program another build's replaced, in one step.
     pub links_replaced: Vec<String>,
@@ -175,6 +204,8 @@ impl UpReport {
     pub fn changed(&self) -> bool {
         !(self.veths_created.is_empty()
             && self.veths_removed.is_empty()
+            && self.macvlans_created.is_empty()
+            && self.macvlans_removed.is_empty()
             && self.links_attached.is_empty()
             && self.links_replaced.is_empty()
             && self.maps_retired.is_empty()
@@ -268,7 +299,14 @@ pub async fn up(
             !gone
         })
         .collect();
+    // Endpoints of macvlan networks get a sub-interface of their parent and
+    // nothing else (no veth, no program, no map entry). Docker's get theirs
+    // from the plugin at Join, which Docker moves into the container.
+    let (local, subs): (Vec<_>, Vec<_>) =
+        local.into_iter().partition(|e| cluster.networks[e.network].macvlan.is_none());
+    let subs: Vec<_> = subs.into_iter().filter(|e| !e.docker()).collect();
     // Everything the user could have got wrong, before touching the kernel.
+    let parents = macvlan_parents(cluster, h, &subs)?;
     let mut names: BTreeMap<String, &str> = BTreeMap::new();
     for e in &local {
         if !e.netns.exists() && !e.docker() {
@@ -295,18 +333,22 @@ pub async fn up(
 
     let fresh = !pins.exists();
     let mut report = UpReport { host: host.name.clone(), underlay: underlay.clone(), ..Default::default() };
-    let result = up_inner(
-        cluster,
-        h,
-        pins,
-        &underlay,
-        underlay_ifindex,
-        &local,
-        opts,
-        (ct_entries, &sizes),
-        &mut report,
-        progress,
-    )
+    let result = async {
+        up_inner(
+            cluster,
+            h,
+            pins,
+            &underlay,
+            underlay_ifindex,
+            &local,
+            opts,
+            (ct_entries, &sizes),
+            &mut report,
+            progress,
+        )
+        .await?;
+        sync_macvlans(cluster, pins, &subs, &parents, &mut report, progress).await
+    }
     .await;
     if let Err(e) = result {
         progress("failed: undoing what this run created");
@@ -314,6 +356,14 @@ pub async fn up(
             for v in &report.veths_created {
                 let _ = netdev::delete_link(&handle, v).await;
             }
+        }
+        if !report.made.is_empty() {
+            let mut record = macvlan::Record::load(Path::new(macvlan::RECORD_DIR), pins);
+            for m in &report.made {
+                let _ = macvlan::remove(m);
+                record.0.remove(&(m.netns.clone(), m.ifname.clone()));
+            }
+            let _ = record.save(Path::new(macvlan::RECORD_DIR), pins);
         }
         if fresh {
             let _ = pins.remove_all();
@@ -515,6 +565,157 @@ async fn up_inner(
     Ok(())
 }
 
+/// A macvlan parent on this host: its ifindex and MTU.
+#[derive(Debug, Clone, Copy)]
+pub struct Parent {
+    pub ifindex: u32,
+    pub mtu: u32,
+}
+
+/// The parents of `subs` (this host's macvlan endpoints), checked before
+/// anything is touched: each exists here, takes the network's MTU, and each
+/// endpoint's interface name is free in its netns (or already its
+/// sub-interface, or a veth of ours that this apply removes).
+fn macvlan_parents(
+    cluster: &Cluster,
+    h: usize,
+    subs: &[&crate::model::Endpoint],
+) -> Result<BTreeMap<String, Parent>> {
+    let host = &cluster.hosts[h].name;
+    let mut parents = BTreeMap::new();
+    for e in subs {
+        let net = &cluster.networks[e.network];
+        let mv = net.macvlan.as_ref().expect("a macvlan network");
+        if !e.netns.exists() {
+            return Err(ApplyError::NoNetns { endpoint: e.name.clone(), path: e.netns.display().to_string() }.into());
+        }
+        let no_parent = || ApplyError::NoParent {
+            endpoint: e.name.clone(),
+            network: net.name.clone(),
+            host: host.clone(),
+            parent: mv.parent.clone(),
+        };
+        let ifindex = netdev::ifindex(&mv.parent).ok_or_else(no_parent)?;
+        let mtu = netdev::link_mtu(ifindex).ok_or_else(no_parent)?;
+        if net.mtu > mtu {
+            return Err(ApplyError::MacvlanMtu {
+                network: net.name.clone(),
+                mtu: net.mtu,
+                parent: mv.parent.clone(),
+                parent_mtu: mtu,
+                host: host.clone(),
+            }
+            .into());
+        }
+        if let Some(x) = macvlan::existing(&e.netns, &e.ifname)? {
+            let ours_veth = x.kind.as_deref() == Some("veth")
+                && x.link.and_then(netdev::ifname).is_some_and(|n| netdev::is_host_veth_name(&n));
+            if x.kind.as_deref() != Some("macvlan") && !ours_veth {
+                return Err(ApplyError::IfnameTaken {
+                    endpoint: e.name.clone(),
+                    netns: e.netns.display().to_string(),
+                    ifname: e.ifname.clone(),
+                    kind: x.kind.unwrap_or_else(|| "a device".into()),
+                }
+                .into());
+            }
+        }
+        parents.insert(mv.parent.clone(), Parent { ifindex, mtu });
+    }
+    Ok(parents)
+}
+
+/// This host's macvlan sub-interfaces as `subs` want them: made where
+/// missing (or remade where the parent or mode changed), configured like
+/// an overlay endpoint's interface, recorded; the recorded ones no endpoint
+/// wants any more removed.
+async fn sync_macvlans(
+    cluster: &Cluster,
+    pins: &Pins,
+    subs: &[&crate::model::Endpoint],
+    parents: &BTreeMap<String, Parent>,
+    report: &mut UpReport,
+    progress: &dyn Fn(&str),
+) -> Result<()> {
+    let dir = Path::new(macvlan::RECORD_DIR);
+    let mut record = macvlan::Record::load(dir, pins);
+    let save = |r: &macvlan::Record| r.save(dir, pins).map_err(Error::io(format!("write {}", macvlan::Record::path(dir, pins).display())));
+    let handle = if subs.is_empty() && record.0.is_empty() { None } else { Some(netdev::connect()?) };
+    let mut wanted = BTreeSet::new();
+    for (i, e) in subs.iter().enumerate() {
+        let handle = handle.as_ref().expect("connected");
+        let net = &cluster.networks[e.network];
+        let mv = net.macvlan.as_ref().expect("a macvlan network");
+        let parent = parents[&mv.parent];
+        let mode = macvlan::kernel_mode(mv.mode);
+        // A passthru sub-interface has its parent's MAC (see macvlan::create).
+        let mac = match mv.mode {
+            crate::model::MacvlanMode::Passthru => netdev::link_mac(&mv.parent).map(Mac).unwrap_or(e.mac),
+            _ => e.mac,
+        };
+        let c = ContainerIf {
+            netns: e.netns.clone(),
+            ifname: e.ifname.clone(),
+            mac,
+            mtu: if net.mtu == 0 { parent.mtu } else { net.mtu },
+            ip: e.ip,
+            prefix_len: e.prefix_len,
+            gateway: e.gateway,
+            // The gateway is the LAN's router; an internal network has none.
+            default_route: e.default_route && !net.internal,
+        };
+        let key = (e.netns.clone(), e.ifname.clone());
+        let made = macvlan::Made { endpoint: e.key.clone(), netns: e.netns.clone(), ifname: e.ifname.clone(), mac };
+        let named = |source| ApplyError::Macvlan {
+            endpoint: e.name.clone(),
+            netns: e.netns.display().to_string(),
+            source,
+        };
+        let existing = macvlan::existing(&e.netns, &e.ifname).map_err(named)?;
+        if !existing.as_ref().is_some_and(|x| x.is(parent.ifindex, mode)) {
+            if let Some(x) = existing {
+                // Ours with another parent or mode (checked before anything
+                // was touched), or a veth of ours this apply removed.
+                progress(&format!("endpoint {}: replacing its {} {}", e.name, x.kind.unwrap_or_default(), e.ifname));
+                let name = e.ifname.clone();
+                netdev::in_netns(&e.netns, move |h| async move { netdev::delete_link(&h, &name).await })
+                    .map_err(named)?;
+            }
+            progress(&format!(
+                "endpoint {}/{}: {} ({}/{} in {}): macvlan {} of {}, mode {}",
+                i + 1,
+                subs.len(),
+                e.name,
+                e.ip,
+                e.prefix_len,
+                e.netns.display(),
+                e.ifname,
+                mv.parent,
+                mv.mode.name()
+            ));
+            macvlan::create(handle, parent.ifindex, mode, &c).await.map_err(named)?;
+            report.macvlans_created.push(format!("{}@{}", e.ifname, e.netns.display()));
+            report.made.push(made.clone());
+        }
+        if record.0.get(&key) != Some(&made) {
+            record.insert(made);
+            save(&record)?;
+        }
+        netdev::configure_container(&c).map_err(named)?;
+        wanted.insert(key);
+    }
+    let gone: Vec<macvlan::Made> = record.0.values().filter(|m| !wanted.contains(&(m.netns.clone(), m.ifname.clone()))).cloned().collect();
+    for m in gone {
+        if macvlan::remove(&m)? {
+            progress(&format!("endpoint {}: its macvlan {} in {} removed", m.endpoint, m.ifname, m.netns.display()));
+            report.macvlans_removed.push(format!("{}@{}", m.ifname, m.netns.display()));
+        }
+        record.0.remove(&(m.netns.clone(), m.ifname.clone()));
+        save(&record)?;
+    }
+    Ok(())
+}
+
 /// The hop between hosts of encrypted networks (see [`wireguard`]): when
 /// the cluster has one, this host's WireGuard device with its key and its
 /// peers (the other hosts that published a key), and the programs on the
@@ -636,6 +837,8 @@ fn sync_resolv_confs(pins: &Pins, local: &[&crate::model::Endpoint]) -> Result<(
 pub struct DownReport {
     pub links_removed: Vec<String>,
     pub veths_removed: Vec<String>,
+    /// macvlan sub-interfaces, as `ifname@netns`.
+    pub macvlans_removed: Vec<String>,
     pub pin_dir_removed: bool,
 }
 
@@ -671,6 +874,14 @@ pub async fn down(pins: &Pins) -> Result<DownReport> {
     if wireguard::remove(&handle).await? {
         report.veths_removed.push(wireguard::DEVICE.to_string());
     }
+    let dir = Path::new(macvlan::RECORD_DIR);
+    let mut record = macvlan::Record::load(dir, pins);
+    for m in std::mem::take(&mut record.0).into_values() {
+        if macvlan::remove(&m)? {
+            report.macvlans_removed.push(format!("{}@{}", m.ifname, m.netns.display()));
+        }
+    }
+    record.save(dir, pins).map_err(Error::io(format!("remove {}", macvlan::Record::path(dir, pins).display())))?;
     if pins.dir.exists() {
         pins.remove_all()?;
         report.pin_dir_removed = true;

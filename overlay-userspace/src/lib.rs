@@ -15,6 +15,7 @@ pub mod health;
 pub mod host_cmd;
 pub mod kmaps;
 pub mod loader;
+pub mod macvlan;
 pub mod maglev;
 pub mod masquerade;
 pub mod metrics;

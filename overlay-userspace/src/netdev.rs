@@ -109,6 +109,15 @@ fn link_attributes(ifindex: u32) -> Option<Vec<rtnetlink::packet_route::link::Li
     }
 }
 
+/// The MTU of device `ifindex` of this network namespace.
+pub fn link_mtu(ifindex: u32) -> Option<u32> {
+    use rtnetlink::packet_route::link::LinkAttribute;
+    link_attributes(ifindex)?.into_iter().find_map(|a| match a {
+        LinkAttribute::Mtu(m) => Some(m),
+        _ => None,
+    })
+}
+
 /// The ID of the XDP program attached to device `ifindex` of this network
 /// namespace, if any (RTM_GETLINK's IFLA_XDP).
 pub fn xdp_prog_id(ifindex: u32) -> Option<u32> {
@@ -588,7 +597,11 @@ pub fn configure_container(c: &ContainerIf) -> Result<(), NetdevError> {
             }
             h.link().set(link.build()).execute().await.map_err(nl(format!("configure {}", c.ifname)))?;
         }
-        enable_gro(&c.ifname).map_err(|e| NetdevError::Ethtool { ifname: c.ifname.clone(), source: e })?;
+        // A veth: GRO takes the frames XDP redirects to it. (A macvlan
+        // sub-interface gets its frames from its parent.)
+        if driver(&c.ifname).as_deref() == Some("veth") {
+            enable_gro(&c.ifname).map_err(|e| NetdevError::Ethtool { ifname: c.ifname.clone(), source: e })?;
+        }
         if let Some(lo) = ifindex("lo") {
             h.link().set(LinkUnspec::new_with_index(lo).up().build()).execute().await.map_err(nl("set lo up"))?;
         }

@@ -259,12 +259,14 @@ fn ingress_published(s: &crate::model::Service) -> bool {
 /// `cluster.networks`): its own (an endpoint here), the ingress network, and
 /// those of services published in ingress mode (the routing mesh answers on
 /// every host).
+/// Never a macvlan network: its endpoints are on the LAN, not in the maps.
 pub fn programmed_networks(cluster: &Cluster, host: usize) -> BTreeSet<usize> {
     cluster
         .local_endpoints(host)
         .map(|e| e.network)
         .chain(cluster.networks.iter().enumerate().filter(|(_, n)| n.ingress).map(|(i, _)| i))
         .chain(cluster.services.iter().filter(|s| ingress_published(s)).map(|s| s.network))
+        .filter(|&n| cluster.networks[n].macvlan.is_none())
         .collect()
 }
 
@@ -294,7 +296,7 @@ pub fn desired(cluster: &Cluster, host: usize, facts: &HostFacts) -> MapContents
     for (i, h) in cluster.hosts.iter().enumerate() {
         m.vteps.insert(h.address.octets(), VtepValue { host_id: i as u32, flags: 0 });
     }
-    for (ni, n) in cluster.networks.iter().enumerate() {
+    for (ni, n) in cluster.networks.iter().enumerate().filter(|(_, n)| n.macvlan.is_none()) {
         let local = cluster.endpoints.iter().any(|e| e.network == ni && e.host == host);
         let gw = n.subnets[0].gateway;
         let flags = (if n.internal { NETWORK_F_INTERNAL } else { 0 })

@@ -25,13 +25,15 @@ pub async fn down(g: &Global) -> overlay_bpf::error::Result<i32> {
     require_root("down")?;
     let pins = pins_for(g, &host);
     let r = apply::down(&pins).await?;
-    if !r.pin_dir_removed && r.links_removed.is_empty() && r.veths_removed.is_empty() {
+    if !r.pin_dir_removed && r.links_removed.is_empty() && r.veths_removed.is_empty() && r.macvlans_removed.is_empty()
+    {
         println!("{host}: nothing to take down at {}", pins.dir.display());
     } else {
         println!(
-            "{host}: down: {} links detached, {} veths removed, pins at {} removed",
+            "{host}: down: {} links detached, {} veths removed, {} macvlan sub-interfaces removed, pins at {} removed",
             r.links_removed.len(),
             r.veths_removed.len(),
+            r.macvlans_removed.len(),
             pins.dir.display()
         );
     }

@@ -12,9 +12,13 @@ pub async fn up(g: &Global, table: TableArgs) -> overlay_bpf::error::Result<i32>
         apply::Origin::Verified => "programs loaded and verified",
         apply::Origin::Pinned => "programs reused from their pins",
     };
+    let macvlans = match (r.macvlans_created.len(), r.macvlans_removed.len()) {
+        (0, 0) => String::new(),
+        (c, d) => format!("{c} macvlan sub-interfaces created, {d} removed; "),
+    };
     if r.changed() {
         println!(
-            "{host}: up on {} ({}): {} veths created, {} removed; {} links attached, {} replaced, {} removed; {} map entries written, {} deleted; {programs}",
+            "{host}: up on {} ({}): {} veths created, {} removed; {macvlans}{} links attached, {} replaced, {} removed; {} map entries written, {} deleted; {programs}",
             r.underlay,
             pins.dir.display(),
             r.veths_created.len(),

@@ -68,7 +68,11 @@ impl Zone {
         for (i, n) in c.networks.iter().enumerate() {
             z.nets.push(NetZone { name: n.name.to_lowercase(), internal: n.internal, ..Default::default() });
             for s in &n.subnets {
-                z.gateways.insert(s.gateway, i);
+                // A macvlan network is not served (dns.md): its gateway is
+                // the LAN's router.
+                if n.macvlan.is_none() {
+                    z.gateways.insert(s.gateway, i);
+                }
                 z.subnets.push(s.subnet);
             }
         }
@@ -99,10 +103,11 @@ impl Zone {
         }
         // A client's networks: those of every endpoint in its netns, on its host.
         let mut by_netns: HashMap<(usize, &std::path::Path), Vec<usize>> = HashMap::new();
-        for e in &c.endpoints {
+        let served = |e: &&crate::model::Endpoint| c.networks[e.network].macvlan.is_none();
+        for e in c.endpoints.iter().filter(served) {
             by_netns.entry((e.host, e.netns.as_path())).or_default().push(e.network);
         }
-        for e in &c.endpoints {
+        for e in c.endpoints.iter().filter(served) {
             let mut nets = vec![e.network];
             nets.extend(by_netns[&(e.host, e.netns.as_path())].iter().copied().filter(|n| *n != e.network));
             z.clients.insert(e.ip, nets);
@@ -113,7 +118,10 @@ impl Zone {
     /// The gateways the resolver listens on for host `h`: those of the
     /// networks with an endpoint there.
     pub fn served(c: &Cluster, h: usize) -> BTreeSet<Ipv4Addr> {
-        let nets: BTreeSet<usize> = c.local_endpoints(h).map(|e| e.network).collect();
+        // Not a macvlan network's: its gateway is the LAN's router, and its
+        // containers cannot reach their own host anyway.
+        let nets: BTreeSet<usize> =
+            c.local_endpoints(h).map(|e| e.network).filter(|&n| c.networks[n].macvlan.is_none()).collect();
         nets.iter().flat_map(|&n| c.networks[n].subnets.iter().map(|s| s.gateway)).collect()
     }
 

@@ -131,6 +131,7 @@ pub fn resolve(file: &str, state: &State, caps: Capabilities) -> Result<Cluster,
     let ep_net = r.endpoint_fields(&networks, &backs_a_service, &mut taken, &mut owners);
     r.service_vips(&networks, &mut taken, &mut owners);
     r.ports();
+    r.passthru();
     let pools: Vec<Pool> = networks.iter().map(|n| Pool::new(&n.subnets)).collect();
     let mut endpoints = r.allocate_endpoints(&networks, &pools, &ep_net, &mut taken);
     default_routes(&mut endpoints, &networks);
@@ -168,6 +169,39 @@ pub fn resolve(file: &str, state: &State, caps: Capabilities) -> Result<Cluster,
 }
 
 impl Resolver<'_> {
+    /// A passthru sub-interface takes its parent whole: on each host, a
+    /// parent a passthru network uses carries that one endpoint and no other
+    /// macvlan endpoint (the kernel refuses the second).
+    fn passthru(&mut self) {
+        let Resolver { c, state, net_ix, .. } = self;
+        let macvlan_of = |net: &str| {
+            let n = &state.networks[*net_ix.get(net)?];
+            (n.driver == Driver::Macvlan).then_some(n)
+        };
+        let mut first: HashMap<(&str, &str), (usize, bool)> = HashMap::new();
+        for (ei, e) in state.endpoints.iter().enumerate() {
+            let Some(n) = macvlan_of(&e.network) else { continue };
+            let Some(parent) = n.parent.as_deref() else { continue };
+            let passthru = n.macvlan_mode == Some(MacvlanMode::Passthru);
+            match first.get(&(e.host.as_str(), parent)) {
+                Some(&(other, other_passthru)) if passthru || other_passthru => c.err(
+                    Rule::Macvlan,
+                    &entry("endpoints", ei, &e.name),
+                    format!(
+                        "host {} already has endpoints[{other}] ({}) on parent {parent}, and a passthru macvlan \
+                         network's sub-interface takes its parent whole: one endpoint per host; use mode bridge \
+                         for more",
+                        e.host, state.endpoints[other].name
+                    ),
+                ),
+                Some(_) => {}
+                None => {
+                    first.insert((e.host.as_str(), parent), (ei, passthru));
+                }
+            }
+        }
+    }
+
     /// `version` and the `cluster:` settings.
     fn cluster_settings(&mut self) {
         let Resolver { c, state, .. } = self;
@@ -510,7 +544,9 @@ impl Resolver<'_> {
                 continue;
             };
             let nspec = &state.networks[ni];
-            if !nspec.attachable && !backs_a_service.contains(&i) {
+            // A macvlan network has no services, so no backends: like
+            // Docker's macvlan, any container may join it.
+            if !nspec.attachable && !backs_a_service.contains(&i) && nspec.driver != Driver::Macvlan {
                 c.err(Rule::NotAttachable, &e, format!("network {:?} is not attachable and this endpoint backs no service; set `attachable: true` on the network or list the endpoint in a service's backends", ep.network));
             }
             if ep.netns.is_empty() || (!ep.netns.starts_with('/') && ep.netns.contains('/')) {

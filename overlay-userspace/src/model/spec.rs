@@ -139,6 +139,21 @@ pub enum MacvlanMode {
     Passthru,
 }
 
+impl MacvlanMode {
+    /// As written in the state and by `-o macvlan_mode=`.
+    pub fn name(self) -> &'static str {
+        match self {
+            MacvlanMode::Bridge => "bridge",
+            MacvlanMode::Private => "private",
+            MacvlanMode::Vepa => "vepa",
+            MacvlanMode::Passthru => "passthru",
+        }
+    }
+
+    pub const ALL: [MacvlanMode; 4] =
+        [MacvlanMode::Bridge, MacvlanMode::Private, MacvlanMode::Vepa, MacvlanMode::Passthru];
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkSpec {

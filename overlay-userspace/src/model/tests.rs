@@ -48,7 +48,6 @@ networks:
     driver: macvlan
     parent: eth0
     macvlan_mode: private
-    attachable: true
     subnets: [{subnet: 192.168.246.0/24, gateway: 192.168.246.1, ip_range: 192.168.246.192/27}]
 endpoints:
   - {name: web.1, host: node1, network: uber-svc, netns: web1}
@@ -162,6 +161,7 @@ fn every_rule_is_enforced() {
         ("a VNI on a macvlan network", MACVLAN_BASE.replace("    parent: eth0", "    parent: eth0\n    vni: 77"), "networks[2] (lan)", Rule::Macvlan),
         ("encrypted macvlan", MACVLAN_BASE.replace("    parent: eth0", "    parent: eth0\n    encrypted: true"), "networks[2] (lan)", Rule::Macvlan),
         ("a bad parent name", MACVLAN_BASE.replace("parent: eth0", "parent: eth0/x"), "networks[2] (lan)", Rule::InterfaceName),
+        ("two endpoints on one host's passthru parent", MACVLAN_BASE.replace("macvlan_mode: private", "macvlan_mode: passthru").replace("  - {name: m2, host: node2, network: lan, netns: m2}\n", "  - {name: m2, host: node2, network: lan, netns: m2}\n  - {name: m3, host: node1, network: lan, netns: m3}\n"), "endpoints[3] (m3)", Rule::Macvlan),
         ("a service on a macvlan network", format!("{MACVLAN_BASE}  - {{name: lan-web, network: lan, ports: [{{protocol: tcp, target: 80}}], backends: [m1]}}\n"), "services[1] (lan-web)", Rule::MacvlanService),
     ];
     let mut failures = Vec::new();

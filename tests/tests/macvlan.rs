@@ -1,0 +1,232 @@
+//! macvlan networks: containers on the hosts' own LAN, beside an overlay.
+//!
+//! The LAN is the testbed's switch: two hosts and a plain machine plugged
+//! into one bridge. Containers get macvlan sub-interfaces of the hosts'
+//! `eth0` and reach each other and the plain machine directly, with no
+//! VXLAN on the wire; the overlay in the same state file keeps working.
+
+mod common;
+
+use std::{
+    io::Read,
+    process::{Child, Stdio},
+    thread::sleep,
+    time::Duration,
+};
+
+use common::*;
+
+const N1: &str = "192.168.200.11";
+const N2: &str = "192.168.200.12";
+const LAN: &str = "192.168.200.100";
+const M1: &str = "192.168.200.131";
+const M1B: &str = "192.168.200.132";
+const M2: &str = "192.168.200.133";
+
+fn state(p: &str, mode: &str, with_m1b: bool) -> String {
+    let mut y = String::from("version: 1\nhosts:\n");
+    y += &format!("  - {{name: {p}n1, address: {N1}}}\n  - {{name: {p}n2, address: {N2}}}\n");
+    y += "networks:\n  - {name: front, attachable: true, subnets: [{subnet: 10.10.0.0/24}]}\n";
+    y += &format!(
+        "  - name: lan\n    driver: macvlan\n    parent: eth0\n    macvlan_mode: {mode}\n    subnets: [{{subnet: \
+         192.168.200.0/24, gateway: {LAN}, ip_range: 192.168.200.128/26}}]\n"
+    );
+    y += "endpoints:\n";
+    y += &format!("  - {{name: o1, host: {p}n1, network: front, netns: {p}-o1, ip: 10.10.0.11}}\n");
+    y += &format!("  - {{name: o2, host: {p}n2, network: front, netns: {p}-o2, ip: 10.10.0.12}}\n");
+    y += &format!("  - {{name: m1, host: {p}n1, network: lan, netns: {p}-m1, ip: {M1}}}\n");
+    if with_m1b {
+        y += &format!("  - {{name: m1b, host: {p}n1, network: lan, netns: {p}-m1b, ip: {M1B}}}\n");
+    }
+    y += &format!("  - {{name: m2, host: {p}n2, network: lan, netns: {p}-m2, ip: {M2}}}\n");
+    y
+}
+
+fn pings(from: &Netns, to: &str) -> bool {
+    from.run("ping", &["-c", "2", "-i", "0.2", "-W", "1", to]).status.success()
+}
+
+/// `tcpdump -e` on the switch's bridge, as text, from when it listens.
+struct Capture(Child);
+
+impl Capture {
+    fn start(sw: &Netns, filter: &str) -> Capture {
+        let mut c = sw
+            .cmd("tcpdump")
+            .args(["-i", "br0", "--immediate-mode", "-l", "-n", "-e", filter])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // tcpdump says "listening on" once it captures (slow to start in a VM).
+        let mut err = std::io::BufReader::new(c.stderr.take().unwrap());
+        let mut said = String::new();
+        while std::io::BufRead::read_line(&mut err, &mut said).unwrap() > 0 && !said.contains("listening on") {}
+        assert!(said.contains("listening on"), "tcpdump did not start: {said}");
+        Capture(c)
+    }
+
+    fn stop(mut self) -> String {
+        sleep(Duration::from_millis(300));
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
+        let mut out = String::new();
+        self.0.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        let _ = self.0.wait();
+        out
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The interface names in a namespace, lo left out.
+fn interfaces(ns: &Netns) -> Vec<String> {
+    json(&ns.ip(&["-j", "link", "show"]))
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["ifname"].as_str())
+        .filter(|n| *n != "lo")
+        .map(str::to_string)
+        .collect()
+}
+
+fn record(p: &str, host: &str) -> std::path::PathBuf {
+    std::path::Path::new("/run/overlay-bpf/macvlan").join(format!("sys%fs%bpf%overlay-bpf%{p}{host}.json"))
+}
+
+#[test]
+fn a_macvlan_network_beside_an_overlay_puts_containers_on_the_lan() {
+    require_root();
+    let p = "obmv";
+    let ip = |a: &str| a.parse().unwrap();
+    let u = Underlay::new(p, &[("n1", ip(N1)), ("n2", ip(N2)), ("lan", ip(LAN))]);
+    let cs = containers(p, &["o1", "o2", "m1", "m1b", "m2"]);
+    let c = |n: &str| cs.iter().find(|x| x.name == format!("{p}-{n}")).unwrap();
+    let lan = u.host("lan");
+    let st = StateFile::new(p, &state(p, "bridge", true));
+    let mut dep = Deployment::new(&bin());
+    for n in ["n1", "n2"] {
+        let out = assert_ok(&dep.up(&st.0, &format!("{p}{n}"), &format!("{p}-{n}")));
+        assert!(out.contains("macvlan sub-interfaces created"), "{n}: {out}");
+    }
+
+    // Each macvlan endpoint: a sub-interface of its host's eth0, in the
+    // network's mode, with its address, the parent's MTU and a default route
+    // via the gateway; no veth of ours on the host for it.
+    let eth0 = link_json(c("m1"), "eth0").expect("m1 has eth0");
+    assert_eq!(eth0["linkinfo"]["info_kind"], "macvlan", "{eth0}");
+    assert_eq!(eth0["linkinfo"]["info_data"]["mode"], "bridge", "{eth0}");
+    assert_eq!(eth0["mtu"], 1500, "the parent's MTU: {eth0}");
+    assert_eq!(eth0["address"], "02:42:c0:a8:c8:83", "its MAC: {eth0}");
+    assert!(c("m1").ip(&["-4", "addr", "show", "eth0"]).contains(&format!("{M1}/24")));
+    assert!(c("m1").ip(&["route", "show", "default"]).contains(&format!("via {LAN} dev eth0")));
+    assert_eq!(our_veths(u.host("n1")).len(), 1, "only o1 has a veth on n1");
+    // Not served by the resolver: no resolv.conf naming a gateway of ours.
+    assert!(!std::path::Path::new(&format!("/etc/netns/{p}-m1/resolv.conf")).exists());
+    assert!(std::path::Path::new(&format!("/etc/netns/{p}-o1/resolv.conf")).exists());
+
+    // Across hosts and to the plain LAN machine, directly: plain frames from
+    // m1's own MAC on the switch, and no VXLAN.
+    let cap = Capture::start(&u.switch, "icmp or udp port 4789");
+    assert!(pings(c("m1"), M2), "m1 -> m2 across hosts");
+    let seen = cap.stop();
+    let request = seen
+        .lines()
+        .find(|l| l.contains(&format!("{M1} > {M2}: ICMP echo request")))
+        .unwrap_or_else(|| panic!("no echo request m1 -> m2 on the switch:\n{seen}"));
+    assert!(request.contains(" 02:42:c0:a8:c8:83 > "), "not from m1's own MAC: {request}");
+    assert!(!seen.contains(".4789"), "VXLAN on the wire:\n{seen}");
+    assert!(pings(c("m1"), LAN), "m1 -> the LAN machine");
+    assert!(pings(lan, M2), "the LAN machine -> m2");
+    // Bridge mode: two sub-interfaces of one parent reach each other.
+    assert!(pings(c("m1"), M1B), "m1 -> m1b on one host, bridge mode");
+    // The overlay beside it.
+    assert!(pings(c("o1"), "10.10.0.12"), "o1 -> o2 over the overlay");
+
+    // Re-applied unchanged: nothing made again.
+    let before = link_json(c("m1"), "eth0").unwrap()["ifindex"].clone();
+    let out = assert_ok(&dep.up(&st.0, &format!("{p}n1"), &format!("{p}-n1")));
+    assert!(out.contains("nothing changed"), "{out}");
+    assert_eq!(link_json(c("m1"), "eth0").unwrap()["ifindex"], before);
+
+    // Private mode: the sub-interfaces of one parent no longer reach each
+    // other; the LAN and the other host still do.
+    st.write(&state(p, "private", true));
+    assert_ok(&dep.up(&st.0, &format!("{p}n1"), &format!("{p}-n1")));
+    assert_eq!(link_json(c("m1"), "eth0").unwrap()["linkinfo"]["info_data"]["mode"], "private");
+    assert!(!pings(c("m1"), M1B), "m1 -> m1b on one host in private mode");
+    assert!(pings(c("m1"), LAN), "m1 -> LAN in private mode");
+    assert!(pings(c("m1"), M2), "m1 -> m2 in private mode");
+
+    // An endpoint that leaves the state leaves no sub-interface.
+    st.write(&state(p, "private", false));
+    let out = assert_ok(&dep.up(&st.0, &format!("{p}n1"), &format!("{p}-n1")));
+    assert!(out.contains("1 removed"), "{out}");
+    assert!(interfaces(c("m1b")).is_empty(), "{:?}", interfaces(c("m1b")));
+    assert!(pings(c("m1"), M2));
+
+    // `down` removes every sub-interface, and the record of them.
+    for n in ["n1", "n2"] {
+        let out = assert_ok(&dep.cmd(&format!("{p}{n}"), &format!("{p}-{n}")).arg("down").output().unwrap());
+        assert!(out.contains("1 macvlan sub-interfaces removed"), "{n}: {out}");
+        assert!(!record(p, n).exists(), "{}", record(p, n).display());
+    }
+    for n in ["m1", "m1b", "m2"] {
+        assert!(interfaces(c(n)).is_empty(), "{n}: {:?}", interfaces(c(n)));
+    }
+    drop(dep);
+    drop(cs);
+    drop(u);
+}
+
+#[test]
+fn a_missing_parent_is_refused_by_name_and_a_failed_apply_leaves_nothing() {
+    require_root();
+    let p = "obmx";
+    let u = Underlay::new(p, &[("n1", N1.parse().unwrap())]);
+    let cs = containers(p, &["m1", "m2"]);
+    let host = format!("{p}n1");
+    let y = |parent: &str, m2_mac: &str| {
+        let mut y = format!("version: 1\nhosts:\n  - {{name: {host}, address: {N1}}}\nnetworks:\n");
+        y += &format!(
+            "  - {{name: lan, driver: macvlan, parent: {parent}, subnets: [{{subnet: 192.168.200.0/24, gateway: {LAN}}}]}}\n"
+        );
+        y += &format!("endpoints:\n  - {{name: m1, host: {host}, network: lan, netns: {p}-m1, ip: {M1}}}\n");
+        y += &format!("  - {{name: m2, host: {host}, network: lan, netns: {p}-m2, ip: {M2}{m2_mac}}}\n");
+        y
+    };
+    let st = StateFile::new(p, &y("eth7", ""));
+    let mut dep = Deployment::new(&bin());
+    let out = dep.up(&st.0, &host, &format!("{p}-n1"));
+    assert!(!out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("endpoint m1: the parent eth7 of macvlan network lan does not exist on host {host}")),
+        "{err}"
+    );
+    // Refused before anything was touched.
+    assert!(!pins(p, "n1").exists());
+    assert!(interfaces(&cs[0]).is_empty() && interfaces(&cs[1]).is_empty());
+
+    // The kernel refuses m2 (its MAC is the parent's own, which a bridge-mode
+    // sub-interface cannot take) after m1's sub-interface was made: the
+    // failed apply takes m1's away again.
+    let parent_mac = link_json(u.host("n1"), "eth0").unwrap()["address"].as_str().unwrap().to_string();
+    st.write(&y("eth0", &format!(", mac: \"{parent_mac}\"")));
+    let out = dep.up(&st.0, &host, &format!("{p}-n1"));
+    assert!(!out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("endpoint m2: its macvlan sub-interface in /run/netns/{p}-m2")), "{err}");
+    assert!(err.contains("undoing"), "{err}");
+    assert!(interfaces(&cs[0]).is_empty(), "m1 after the failed apply: {:?}", interfaces(&cs[0]));
+    assert!(interfaces(&cs[1]).is_empty(), "m2 after the failed apply: {:?}", interfaces(&cs[1]));
+    assert!(!record(p, "n1").exists());
+    drop(dep);
+    drop(cs);
+    drop(u);
+}
