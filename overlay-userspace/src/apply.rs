@@ -69,7 +69,7 @@ pub enum ApplyError {
         endpoint: String,
         netns: String,
         #[source]
-        source: netdev::NetdevError,
+        source: Box<netdev::NetdevError>,
     },
     #[error("endpoints {a} and {b} hash to the same veth name {veth}; rename one")]
     VethClash { a: String, b: String, veth: String },
@@ -576,11 +576,7 @@ pub struct Parent {
 /// anything is touched: each exists here, takes the network's MTU, and each
 /// endpoint's interface name is free in its netns (or already its
 /// sub-interface, or a veth of ours that this apply removes).
-fn macvlan_parents(
-    cluster: &Cluster,
-    h: usize,
-    subs: &[&crate::model::Endpoint],
-) -> Result<BTreeMap<String, Parent>> {
+fn macvlan_parents(cluster: &Cluster, h: usize, subs: &[&crate::model::Endpoint]) -> Result<BTreeMap<String, Parent>> {
     let host = &cluster.hosts[h].name;
     let mut parents = BTreeMap::new();
     for e in subs {
@@ -639,7 +635,9 @@ async fn sync_macvlans(
 ) -> Result<()> {
     let dir = Path::new(macvlan::RECORD_DIR);
     let mut record = macvlan::Record::load(dir, pins);
-    let save = |r: &macvlan::Record| r.save(dir, pins).map_err(Error::io(format!("write {}", macvlan::Record::path(dir, pins).display())));
+    let save = |r: &macvlan::Record| {
+        r.save(dir, pins).map_err(Error::io(format!("write {}", macvlan::Record::path(dir, pins).display())))
+    };
     let handle = if subs.is_empty() && record.0.is_empty() { None } else { Some(netdev::connect()?) };
     let mut wanted = BTreeSet::new();
     for (i, e) in subs.iter().enumerate() {
@@ -669,7 +667,7 @@ async fn sync_macvlans(
         let named = |source| ApplyError::Macvlan {
             endpoint: e.name.clone(),
             netns: e.netns.display().to_string(),
-            source,
+            source: Box::new(source),
         };
         let existing = macvlan::existing(&e.netns, &e.ifname).map_err(named)?;
         if !existing.as_ref().is_some_and(|x| x.is(parent.ifindex, mode)) {
@@ -704,7 +702,8 @@ async fn sync_macvlans(
         netdev::configure_container(&c).map_err(named)?;
         wanted.insert(key);
     }
-    let gone: Vec<macvlan::Made> = record.0.values().filter(|m| !wanted.contains(&(m.netns.clone(), m.ifname.clone()))).cloned().collect();
+    let gone: Vec<macvlan::Made> =
+        record.0.values().filter(|m| !wanted.contains(&(m.netns.clone(), m.ifname.clone()))).cloned().collect();
     for m in gone {
         if macvlan::remove(&m)? {
             progress(&format!("endpoint {}: its macvlan {} in {} removed", m.endpoint, m.ifname, m.netns.display()));

@@ -107,7 +107,8 @@ pub fn existing(netns: &Path, ifname: &str) -> Result<Option<Existing>, NetdevEr
     netdev::in_netns(netns, move |h| async move {
         let Some(idx) = netdev::ifindex(&name) else { return Ok(None) };
         let mut links = h.link().get().match_index(idx).execute();
-        let Some(m) = links.try_next().await.map_err(|source| NetdevError::Netlink { what: format!("read {name}"), source })?
+        let Some(m) =
+            links.try_next().await.map_err(|source| NetdevError::Netlink { what: format!("read {name}"), source })?
         else {
             return Ok(None);
         };
@@ -148,19 +149,39 @@ impl Existing {
 /// Creates `c.ifname` in `c.netns`: a macvlan sub-interface of device
 /// `parent` (of this namespace), in `mode`, with `c`'s MAC and MTU.
 pub async fn create(handle: &Handle, parent: u32, mode: MacVlanMode, c: &ContainerIf) -> Result<(), NetdevError> {
-    let ns = File::open(&c.netns).map_err(|source| NetdevError::Netns { path: c.netns.display().to_string(), source })?;
-    let mut b = LinkMacVlan::new(&c.ifname, parent, mode).mtu(c.mtu).setns_by_fd(ns.as_raw_fd());
+    create_link(handle, &c.ifname, parent, mode, c.mac, c.mtu, Some(&c.netns)).await
+}
+
+/// Creates sub-interface `name` of device `parent` (of this namespace), in
+/// `mode`, with `mac` and `mtu`: inside the netns at `netns`, or here (the
+/// Docker plugin's, which Docker moves into its container).
+pub async fn create_link(
+    handle: &Handle,
+    name: &str,
+    parent: u32,
+    mode: MacVlanMode,
+    mac: Mac,
+    mtu: u32,
+    netns: Option<&Path>,
+) -> Result<(), NetdevError> {
+    let mut b = LinkMacVlan::new(name, parent, mode).mtu(mtu);
+    let ns = match netns {
+        Some(p) => Some(File::open(p).map_err(|source| NetdevError::Netns { path: p.display().to_string(), source })?),
+        None => None,
+    };
+    if let Some(f) = &ns {
+        b = b.setns_by_fd(f.as_raw_fd());
+    }
     // A passthru sub-interface takes its parent's MAC; setting another
     // would change the parent's own.
     if mode != MacVlanMode::Passthrough {
-        b = b.address(c.mac.0.to_vec());
+        b = b.address(mac.0.to_vec());
     }
     handle.link().add(b.build()).execute().await.map_err(|source| NetdevError::Netlink {
         what: format!(
-            "create macvlan {} of {} in {}",
-            c.ifname,
+            "create macvlan {name} of {}{}",
             netdev::ifname(parent).unwrap_or_else(|| format!("ifindex {parent}")),
-            c.netns.display()
+            netns.map(|p| format!(" in {}", p.display())).unwrap_or_default()
         ),
         source,
     })

@@ -20,8 +20,18 @@ pub enum NetworkError {
     NotFound(String),
     #[error("network {name} is in use by endpoints [{endpoints}] and services [{services}]; remove them from the state file first")]
     InUse { name: String, endpoints: String, services: String },
-    #[error("driver {0:?} is not supported; overlay-bpf only does `overlay`")]
+    #[error("driver {0:?} is not supported; overlay-bpf does `overlay` and `macvlan`")]
     Driver(String),
+    #[error(
+        "a macvlan network needs -o parent=DEVICE, the host device its containers' sub-interfaces hang off \
+         (e.g. -o parent=eth0)"
+    )]
+    NeedsParent,
+    #[error(
+        "a macvlan network sits on the hosts' LAN: give that LAN's --subnet (and --gateway, its router), \
+         e.g. --subnet 192.168.246.0/24 --gateway 192.168.246.1"
+    )]
+    MacvlanNeedsSubnet,
     #[error("--gateway, --ip-range and --aux-address need a --subnet")]
     NeedsSubnet,
     #[error("no free 10.0.N.0/24 left for a default subnet; pass --subnet")]
@@ -34,7 +44,7 @@ pub enum NetworkError {
     BadOpt { key: String, value: String, why: &'static str },
     #[error(
         "--opt {0}: unknown option; supported: mtu, com.docker.network.driver.mtu, encrypted, \
-         com.docker.network.driver.overlay.vxlanid_list"
+         com.docker.network.driver.overlay.vxlanid_list, and for -d macvlan parent and macvlan_mode"
     )]
     UnknownOpt(String),
 }
@@ -43,6 +53,7 @@ pub enum NetworkError {
 #[derive(Debug, Clone, Default)]
 pub struct CreateOpts {
     pub name: String,
+    pub driver: model::Driver,
     pub subnets: Vec<Ipv4Net>,
     pub gateways: Vec<Ipv4Addr>,
     pub ip_ranges: Vec<Ipv4Net>,
@@ -114,6 +125,10 @@ pub fn create(state: &mut State, o: &CreateOpts) -> Result<(), NetworkError> {
         .iter()
         .map(|s| SubnetSpec { subnet: *s, gateway: None, ip_range: None, aux_addresses: Default::default() })
         .collect();
+    let macvlan = o.driver == model::Driver::Macvlan;
+    if subnets.is_empty() && macvlan {
+        return Err(NetworkError::MacvlanNeedsSubnet);
+    }
     if subnets.is_empty() {
         if !(o.gateways.is_empty() && o.ip_ranges.is_empty() && o.aux_addresses.is_empty()) {
             return Err(NetworkError::NeedsSubnet);
@@ -142,6 +157,7 @@ pub fn create(state: &mut State, o: &CreateOpts) -> Result<(), NetworkError> {
     }
     let mut net = NetworkSpec {
         name: o.name.clone(),
+        driver: o.driver,
         ingress: o.ingress,
         vni: o.vni,
         subnets,
@@ -159,8 +175,17 @@ pub fn create(state: &mut State, o: &CreateOpts) -> Result<(), NetworkError> {
             "com.docker.network.driver.overlay.vxlanid_list" => {
                 net.vni = Some(v.parse().map_err(|_| bad("one VNI number is supported"))?);
             }
+            "parent" | "macvlan_mode" if !macvlan => return Err(bad("only for -d macvlan networks")),
+            "parent" => net.parent = Some(v.clone()),
+            "macvlan_mode" => {
+                let m = model::MacvlanMode::ALL.into_iter().find(|m| m.name() == v);
+                net.macvlan_mode = Some(m.ok_or_else(|| bad("one of bridge, private, vepa, passthru"))?);
+            }
             _ => return Err(NetworkError::UnknownOpt(k.clone())),
         }
+    }
+    if macvlan && net.parent.is_none() {
+        return Err(NetworkError::NeedsParent);
     }
     state.networks.push(net);
     Ok(())
@@ -211,13 +236,17 @@ pub fn ls(cluster: &Cluster, quiet: bool) -> String {
             continue;
         }
         let subnets: Vec<String> = n.subnets.iter().map(|s| s.subnet.to_string()).collect();
+        let (driver, vni) = match n.macvlan {
+            Some(_) => ("macvlan", "-".to_string()),
+            None => ("overlay", n.vni.to_string()),
+        };
         out.push_str(&format!(
             "{:<14}{:<20}{:<10}{:<8}{:<10}{}\n",
             id,
             n.name,
-            "overlay",
+            driver,
             "swarm",
-            n.vni,
+            vni,
             subnets.join(",")
         ));
     }
@@ -284,11 +313,28 @@ pub fn inspect(cluster: &Cluster, ni: usize) -> Value {
             .map(|h| json!({"Name": cluster.hosts[h].name, "IP": cluster.hosts[h].address.to_string()}))
             .collect()
     };
-    json!({
+    // Docker's options as `network create -o` sets them.
+    let (driver, options) = match &n.macvlan {
+        Some(m) => {
+            let mut o = json!({"parent": m.parent, "macvlan_mode": m.mode.name()});
+            if n.mtu != 0 {
+                o["com.docker.network.driver.mtu"] = json!(n.mtu.to_string());
+            }
+            ("macvlan", o)
+        }
+        None => (
+            "overlay",
+            json!({
+                "com.docker.network.driver.overlay.vxlanid_list": n.vni.to_string(),
+                "com.docker.network.driver.mtu": n.mtu.to_string(),
+            }),
+        ),
+    };
+    let mut v = json!({
         "Name": n.name,
         "Id": network_id(&n.name, n.vni),
         "Scope": "swarm",
-        "Driver": "overlay",
+        "Driver": driver,
         "EnableIPv6": false,
         "IPAM": {"Driver": "default", "Options": null, "Config": config},
         "Internal": n.internal,
@@ -297,14 +343,16 @@ pub fn inspect(cluster: &Cluster, ni: usize) -> Value {
         "ConfigFrom": {"Network": ""},
         "ConfigOnly": false,
         "Containers": containers,
-        "Options": {
-            "com.docker.network.driver.overlay.vxlanid_list": n.vni.to_string(),
-            "com.docker.network.driver.mtu": n.mtu.to_string(),
-        },
+        "Options": options,
         "Labels": {},
         "Peers": peers,
         "Services": services,
-    })
+    });
+    // Docker's macvlan networks have no peers (no VXLAN between hosts).
+    if n.macvlan.is_some() {
+        v.as_object_mut().expect("an object").remove("Peers");
+    }
+    v
 }
 
 #[cfg(test)]
@@ -375,6 +423,44 @@ mod tests {
         assert!(matches!(e, NetworkError::NotInSubnet { flag: "--gateway", .. }), "{e}");
         assert_eq!(e.to_string(), "--gateway 10.6.0.1 is in none of the --subnet ranges");
         assert_eq!(s.networks.len(), 1, "nothing added by refused requests");
+    }
+
+    #[test]
+    fn macvlan_networks_take_dockers_flags() {
+        let lan = |opts: &[(&str, &str)]| CreateOpts {
+            name: "lan".into(),
+            driver: model::Driver::Macvlan,
+            subnets: vec!["192.168.246.0/24".parse().unwrap()],
+            gateways: vec!["192.168.246.1".parse().unwrap()],
+            opts: opts.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Default::default()
+        };
+        let mut s = empty();
+        create(&mut s, &lan(&[("parent", "eth0"), ("macvlan_mode", "private")])).unwrap();
+        let n = &s.networks[0];
+        assert_eq!(
+            (n.driver, n.parent.as_deref(), n.macvlan_mode),
+            (model::Driver::Macvlan, Some("eth0"), Some(model::MacvlanMode::Private))
+        );
+        assert_eq!(n.vni, None);
+        let c = resolve("t", &s, Default::default()).unwrap();
+        let v = inspect(&c, 0);
+        assert_eq!(v["Driver"], "macvlan");
+        assert_eq!(v["Options"], json!({"parent": "eth0", "macvlan_mode": "private"}));
+        assert_eq!(v["IPAM"]["Config"][0]["Gateway"], "192.168.246.1");
+        assert!(v.get("Peers").is_none());
+        let line = ls(&c, false).lines().nth(1).unwrap().to_string();
+        assert!(line.contains("lan") && line.contains("macvlan") && line.contains(" - "), "{line}");
+
+        let e = create(&mut empty(), &lan(&[])).unwrap_err();
+        assert!(matches!(e, NetworkError::NeedsParent), "{e}");
+        let e = create(&mut empty(), &lan(&[("parent", "eth0"), ("macvlan_mode", "bridged")])).unwrap_err();
+        assert_eq!(e.to_string(), "--opt macvlan_mode=bridged: one of bridge, private, vepa, passthru");
+        let e = create(&mut empty(), &CreateOpts { subnets: vec![], ..lan(&[("parent", "eth0")]) }).unwrap_err();
+        assert!(matches!(e, NetworkError::MacvlanNeedsSubnet), "{e}");
+        let overlay = CreateOpts { driver: model::Driver::Overlay, ..lan(&[("parent", "eth0")]) };
+        let e = create(&mut empty(), &overlay).unwrap_err();
+        assert_eq!(e.to_string(), "--opt parent=eth0: only for -d macvlan networks");
     }
 
     #[test]

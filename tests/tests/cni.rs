@@ -15,7 +15,8 @@ use std::{
 use common::{etcd::*, *};
 use serde_json::{json, Value};
 
-/// Hosts n1..n3; networks app (10.50.0.0/24) and beta (10.51.0.0/24); a
+/// Hosts n1..n3; networks app (10.50.0.0/24), beta (10.51.0.0/24) and the
+/// macvlan network lan (the underlay's 192.168.200.0/24); a
 /// namespace endpoint `ns3` on app on n3.
 fn cni_state(p: &str) -> String {
     let mut y = String::from("version: 1\nhosts:\n");
@@ -24,6 +25,9 @@ fn cni_state(p: &str) -> String {
     }
     y += "networks:\n  - {name: app, attachable: true, subnets: [{subnet: 10.50.0.0/24}]}\n";
     y += "  - {name: beta, attachable: true, subnets: [{subnet: 10.51.0.0/24}]}\n";
+    // The hosts' own LAN, for containers with macvlan sub-interfaces.
+    y += "  - {name: lan, driver: macvlan, parent: eth0, subnets: [{subnet: 192.168.200.0/24, gateway: \
+          192.168.200.1, ip_range: 192.168.200.192/27}]}\n";
     y += &format!("endpoints:\n  - {{name: ns3, host: {p}n3, network: app, netns: {p}-ns3, ip: 10.50.0.250}}\n");
     y
 }
@@ -294,6 +298,38 @@ fn the_protocol_by_direct_invocation() {
     assert!(names.contains(&"c10000000000".to_string()) && !names.contains(&"c40000000000".to_string()), "{names:?}");
     assert!(link_json(&cs[3], "eth0").is_none(), "c4's interface went with its veth");
     assert_eq!(c.names("beta"), ["prod.web-3"], "another network's attachments stay");
+
+    // A macvlan network: the container's eth0 is a sub-interface of its
+    // host's eth0, on the LAN, with no host end and no resolver of ours.
+    let lan = c.conf("lan");
+    let r6 = ok_add(n1, &lan, "c6000000000000000006", &cs[5]);
+    assert_eq!(r6["interfaces"].as_array().unwrap().len(), 1, "no host end: {r6}");
+    assert_eq!(r6["interfaces"][0]["sandbox"], cs[5].path().display().to_string());
+    assert_eq!(r6["interfaces"][0]["mtu"], 1500, "the parent's MTU");
+    assert_eq!(r6["ips"][0]["interface"], 0);
+    assert_eq!(r6["routes"], json!([{"dst": "0.0.0.0/0", "gw": "192.168.200.1"}]));
+    assert_eq!(r6["dns"], json!({}), "no resolver of ours: {r6}");
+    let a6 = address(&r6);
+    assert!(a6.starts_with("192.168.200.19") || a6.starts_with("192.168.200.2"), "from the ip_range: {a6}");
+    let link = link_json(&cs[5], "eth0").expect("eth0 in c6");
+    assert_eq!(link["linkinfo"]["info_kind"], "macvlan", "{link}");
+    assert_eq!(link["address"], r6["interfaces"][0]["mac"]);
+    let path6 = cs[5].path().display().to_string();
+    let mut conf6 = lan.clone();
+    conf6["prevResult"] = r6.clone();
+    let chk = plugin(n1, "CHECK", &vars("c6000000000000000006", &path6, "eth0"), &conf6.to_string());
+    assert_eq!((chk.code, chk.out.as_str()), (0, ""), "{}", chk.err);
+    let r5 = ok_add(n2, &lan, "c5000000000000000005", &cs[4]);
+    let a5 = address(&r5);
+    wait_until("c6 on n1 reaches c5 on n2 over the LAN", 20, || pings(&cs[5], &a5));
+    assert!(pings(n2, &a6), "n2 itself reaches c6 on the LAN");
+    for (h, cid, ns) in [(n1, "c6000000000000000006", &cs[5]), (n2, "c5000000000000000005", &cs[4])] {
+        let path = ns.path().display().to_string();
+        let d = plugin(h, "DEL", &vars(cid, &path, "eth0"), &lan.to_string());
+        assert_eq!((d.code, d.out.as_str()), (0, ""), "{}", d.err);
+        assert!(link_json(ns, "eth0").is_none(), "{cid}'s sub-interface after DEL");
+    }
+    assert!(c.names("lan").is_empty(), "{:?}", c.names("lan"));
 }
 
 /// `cni install` writes the spec's conflist and links the binary;

@@ -69,6 +69,10 @@ fn our_veths(ns: &Netns) -> Vec<String> {
         .collect()
 }
 
+fn pings_from(ns: &Netns, to: &str) -> bool {
+    ns.run("ping", &["-c", "2", "-i", "0.2", "-W", "1", to]).status.success()
+}
+
 /// A container's address on its one network.
 fn address(e: &DockerEngine, name: &str) -> String {
     e.ok(&["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", name])
@@ -292,6 +296,65 @@ fn containers_on_two_docker_engines_and_a_namespace_talk_across_hosts() {
     assert!(!curl("http://192.168.200.12:8081/etc/hostname").status.success(), "8081 is n1's only");
     assert_ok(&ob(n1, &["service", "rm", "websvc", "--store", &url]));
     assert_ok(&ob(n1, &["endpoint", "rm", "ns1", "--network", "app", "--store", &url]));
+
+    // A macvlan network from Docker's macvlan flags: containers on the LAN
+    // (the switch the hosts and `cl` share), with sub-interfaces, no veths.
+    let mv = [
+        &create[..6],
+        &["-o", "parent=eth0", "-o", "macvlan_mode=bridge", "--subnet", "192.168.200.0/24"],
+        &["--gateway", "192.168.200.100", "--ip-range", "192.168.200.160/28", "lan"],
+    ]
+    .concat();
+    let no_parent: Vec<&str> = mv.iter().map(|a| if *a == "parent=eth0" { "parent=eth9" } else { a }).collect();
+    refused_by_docker(&engines[0].docker(&no_parent), &["-o parent=eth9: no such device on host obdkn1"]);
+    for e in &engines {
+        let o = e.docker(&mv);
+        assert!(
+            o.status.success(),
+            "{}
+{}",
+            text(&o),
+            logs()
+        );
+    }
+    wait_until("lan in the store", 20, || ob(n1, &["network", "inspect", "lan", "--store", &url]).status.success());
+    let lan = json(&assert_ok(&ob(n1, &["network", "inspect", "lan", "--store", &url])))[0].clone();
+    assert_eq!(lan["Driver"], "macvlan", "{lan}");
+    assert_eq!(lan["Options"], serde_json::json!({"parent": "eth0", "macvlan_mode": "bridge"}), "{lan}");
+    let veths = [our_veths(u.host("n1")).len(), our_veths(u.host("n2")).len()];
+    for (e, name) in [(&engines[0], "m1"), (&engines[1], "m2")] {
+        let o = e.docker(&["run", "-d", "--network", "lan", "--name", name, IMAGE, "sleep", "3600"]);
+        assert!(
+            o.status.success(),
+            "{}
+{}",
+            text(&o),
+            logs()
+        );
+    }
+    let (b1, b2) = (address(&engines[0], "m1"), address(&engines[1], "m2"));
+    assert!(b1.starts_with("192.168.200.16") || b1.starts_with("192.168.200.17"), "{b1}");
+    let pid = engines[0].ok(&["inspect", "-f", "{{.State.Pid}}", "m1"]);
+    let o =
+        Command::new("nsenter").args(["-t", &pid, "-n", "ip", "-j", "-d", "link", "show", "eth0"]).output().unwrap();
+    let link = json(&assert_ok(&o))[0].clone();
+    assert_eq!(link["linkinfo"]["info_kind"], "macvlan", "{link}");
+    assert_eq!(link["mtu"], 1500, "the parent's MTU: {link}");
+    assert!(sh(&engines[0], "m1", "ip route").contains("default via 192.168.200.100 dev eth0"));
+    assert_eq!([our_veths(u.host("n1")).len(), our_veths(u.host("n2")).len()], veths, "no veth for m1, m2");
+    wait_ping(&engines[0], "m1", &b2);
+    wait_ping(&engines[1], "m2", "192.168.200.100");
+    assert!(pings_from(u.host("cl"), &b1), "the LAN machine reaches m1");
+    for (e, name) in [(&engines[0], "m1"), (&engines[1], "m2")] {
+        e.ok(&["rm", "-f", name]);
+        e.ok(&["network", "rm", "lan"]);
+    }
+    for h in ["n1", "n2"] {
+        let links = json(&u.host(h).ip(&["-j", "-d", "link", "show"]));
+        let kept: Vec<_> =
+            links.as_array().unwrap().iter().filter(|l| l["linkinfo"]["info_kind"] == "macvlan").collect();
+        assert!(kept.is_empty(), "{h} kept a sub-interface: {kept:?}");
+    }
 
     // Everything goes with the containers and the networks.
     for (e, names) in [(&engines[0], vec!["c1", "c3"]), (&engines[1], vec!["c2"])] {

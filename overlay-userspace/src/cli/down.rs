@@ -25,8 +25,7 @@ pub async fn down(g: &Global) -> overlay_bpf::error::Result<i32> {
     require_root("down")?;
     let pins = pins_for(g, &host);
     let r = apply::down(&pins).await?;
-    if !r.pin_dir_removed && r.links_removed.is_empty() && r.veths_removed.is_empty() && r.macvlans_removed.is_empty()
-    {
+    if !r.pin_dir_removed && r.links_removed.is_empty() && r.veths_removed.is_empty() && r.macvlans_removed.is_empty() {
         println!("{host}: nothing to take down at {}", pins.dir.display());
     } else {
         println!(

@@ -456,9 +456,15 @@ pub enum NetworkCmd {
     /// Add a network to the state file (the file is created if missing).
     #[command(after_help = "Like `docker network create -d overlay`: each --gateway, --ip-range and \
 --aux-address belongs to the --subnet that contains it. Without --subnet, the first free \
-10.0.N.0/24 is taken.\n\nExample:\n  overlay-bpf network create --state cluster.yaml \\\n    \
+10.0.N.0/24 is taken.\n\nWith -d macvlan (like `docker network create -d macvlan`), containers sit on the \
+hosts' own LAN: each gets a macvlan sub-interface of the host device `-o parent=` names (it must exist \
+on every host with an endpoint of the network), in `-o macvlan_mode=` bridge (the default), private, \
+vepa or passthru; no VXLAN, no VNI, no services or DNS names. --subnet and --gateway are the LAN's.\n\n\
+Examples:\n  overlay-bpf network create --state cluster.yaml \\\n    \
 --subnet 10.0.0.0/24 --gateway 10.0.0.1 --ip-range 10.0.0.128/25 \\\n    \
---aux-address my-router=10.0.0.5 --opt mtu=1400 --attachable uber-svc\n\n\
+--aux-address my-router=10.0.0.5 --opt mtu=1400 --attachable uber-svc\n  \
+overlay-bpf network create --state cluster.yaml -d macvlan -o parent=eth0 \\\n    \
+--subnet 192.168.246.0/24 --gateway 192.168.246.1 --ip-range 192.168.246.192/27 lan\n\n\
 Note: the file is rewritten from its parsed form, so YAML comments are not kept.")]
     Create(CreateArgs),
     /// List the networks (`docker network ls` columns).
@@ -485,7 +491,7 @@ Note: the file is rewritten from its parsed form, so YAML comments are not kept.
 pub struct CreateArgs {
     /// Network name.
     pub name: String,
-    /// Driver; only `overlay` exists here (accepted for Docker compatibility).
+    /// Driver: `overlay` (VXLAN across hosts) or `macvlan` (the hosts' own LAN; needs -o parent=DEVICE).
     #[arg(short, long, default_value = "overlay")]
     pub driver: String,
     /// Subnet in CIDR form (repeatable).
@@ -501,7 +507,8 @@ pub struct CreateArgs {
     #[arg(long, value_parser = overlay_bpf::network_cmd::parse_aux)]
     pub aux_address: Vec<(String, std::net::Ipv4Addr)>,
     /// Driver option key=value: mtu=N (or com.docker.network.driver.mtu=N), encrypted,
-    /// com.docker.network.driver.overlay.vxlanid_list=VNI.
+    /// com.docker.network.driver.overlay.vxlanid_list=VNI; for macvlan parent=DEVICE and
+    /// macvlan_mode=bridge|private|vepa|passthru.
     #[arg(short, long, value_parser = overlay_bpf::network_cmd::parse_opt)]
     pub opt: Vec<(String, String)>,
     /// Let endpoints that back no service join.

@@ -9,11 +9,14 @@ pub async fn network(g: &Global, cmd: NetworkCmd) -> overlay_bpf::error::Result<
     let mut store = super::open_store(g).await?;
     match cmd {
         NetworkCmd::Create(a) => {
-            if a.driver != "overlay" {
-                return Err(NetworkError::Driver(a.driver).into());
-            }
+            let driver = match a.driver.as_str() {
+                "overlay" => model::Driver::Overlay,
+                "macvlan" => model::Driver::Macvlan,
+                _ => return Err(NetworkError::Driver(a.driver).into()),
+            };
             let opts = CreateOpts {
                 name: a.name.clone(),
+                driver,
                 subnets: a.subnet,
                 gateways: a.gateway,
                 ip_ranges: a.ip_range,

@@ -318,27 +318,47 @@ async fn add(env: &Env, conf: &NetConf) -> Result<AddResult, Failure> {
         .iter()
         .find(|e| e.endpoint_id.as_deref() == Some(&attach))
         .ok_or_else(|| Failure::new(code::IO_FAILURE, format!("endpoint {name} left the store meanwhile")))?;
-    let mtu = cluster.networks[e.network].mtu;
+    let net = &cluster.networks[e.network];
     let old = conf.cni_version.starts_with("0.");
+    let container = Interface { name: ifname, mac: e.mac.to_string(), mtu: Some(mtu_of(net)), sandbox: Some(netns) };
+    // A macvlan endpoint has no host end, and no resolver of ours: its
+    // network is the LAN's, with the LAN's router (none when internal).
+    let macvlan = net.macvlan.is_some();
+    let (interfaces, at) = match macvlan {
+        true => (vec![container], 0),
+        false => (vec![Interface { name: e.veth(), mac: host_mac(&e.veth()), mtu: None, sandbox: None }, container], 1),
+    };
     Ok(AddResult {
         cni_version: conf.cni_version.clone(),
-        interfaces: vec![
-            Interface { name: e.veth(), mac: host_mac(&e.veth()), mtu: None, sandbox: None },
-            Interface { name: ifname, mac: e.mac.to_string(), mtu: Some(mtu), sandbox: Some(netns) },
-        ],
+        interfaces,
         ips: vec![IpConfig {
             version: old.then_some("4"),
             address: format!("{}/{}", e.ip, e.prefix_len),
             gateway: Some(e.gateway.to_string()),
-            interface: 1,
+            interface: at,
         }],
-        routes: if e.default_route {
+        routes: if routes_default(net, e) {
             vec![Route { dst: "0.0.0.0/0".into(), gw: e.gateway.to_string() }]
         } else {
             Vec::new()
         },
-        dns: Dns { nameservers: vec![e.gateway.to_string()] },
+        dns: Dns { nameservers: if macvlan { Vec::new() } else { vec![e.gateway.to_string()] } },
     })
+}
+
+/// The MTU a network's interfaces get here: a macvlan network's default is
+/// its parent's.
+fn mtu_of(net: &model::Network) -> u32 {
+    match &net.macvlan {
+        Some(m) if net.mtu == 0 => netdev::ifindex(&m.parent).and_then(netdev::link_mtu).unwrap_or(0),
+        _ => net.mtu,
+    }
+}
+
+/// Whether `e`'s interface carries its netns's default route (as `up` sets
+/// it: not on an internal macvlan network, whose gateway is no router).
+fn routes_default(net: &model::Network, e: &model::Endpoint) -> bool {
+    e.default_route && !(net.macvlan.is_some() && net.internal)
 }
 
 fn host_mac(veth: &str) -> String {
@@ -410,7 +430,8 @@ async fn check(env: &Env, conf: &NetConf) -> Result<(), Failure> {
             return Err(drift(format!("prevResult has {ips:?}; the store has {want} for endpoint {}", e.name)));
         }
     }
-    if netdev::ifindex(&e.veth()).is_none() {
+    let network = &cluster.networks[e.network];
+    if network.macvlan.is_none() && netdev::ifindex(&e.veth()).is_none() {
         return Err(drift(format!("endpoint {}: the host end {} of its veth is gone", e.name, e.veth())));
     }
     let o = netdev::observe_container(Path::new(netns), ifname)
@@ -423,11 +444,11 @@ async fn check(env: &Env, conf: &NetConf) -> Result<(), Failure> {
     if o.mac != Some(e.mac) {
         return Err(drift(format!("endpoint {}: {ifname} has MAC {:?}, not {}", e.name, o.mac, e.mac)));
     }
-    let mtu = cluster.networks[e.network].mtu;
+    let mtu = mtu_of(network);
     if o.mtu != Some(mtu) {
         return Err(drift(format!("endpoint {}: {ifname} has MTU {:?}, not {mtu}", e.name, o.mtu)));
     }
-    if e.default_route && o.default_gateway != Some(e.gateway) {
+    if routes_default(network, e) && o.default_gateway != Some(e.gateway) {
         return Err(drift(format!(
             "endpoint {}: the default route via {} on {ifname} is gone (found {:?})",
             e.name, e.gateway, o.default_gateway

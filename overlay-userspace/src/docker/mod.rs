@@ -24,6 +24,10 @@
 //!   mode); `Leave` removes the veth; `DeleteEndpoint` and `ReleaseAddress`
 //!   the endpoint; `DeleteNetwork` this host's use of the network, and the
 //!   network when no host uses it and Docker made it.
+//! - `-o parent=DEVICE [-o macvlan_mode=M]` (Docker's macvlan options)
+//!   makes a macvlan network (`driver: macvlan`): `Join` makes a macvlan
+//!   sub-interface of the parent instead of a veth, which Docker moves in,
+//!   and `Leave`/`DeleteEndpoint` delete it once Docker has moved it back.
 
 pub mod api;
 
@@ -509,6 +513,26 @@ impl Plugin {
         if let Some(mtu) = r.generic(MTU_OPTION) {
             mtu.parse::<u32>().map_err(|_| runtime_err(format!("-o {MTU_OPTION}={mtu}: not a number")))?;
         }
+        // `-o parent=DEVICE`: a macvlan network (Docker's own macvlan driver's
+        // options), its parent checked here as Docker's driver does.
+        match (r.generic("parent"), r.generic("macvlan_mode")) {
+            (Some(parent), mode) => {
+                if r.generic("encrypted").is_some() {
+                    return Err(runtime_err("-o encrypted is for overlay networks; a macvlan network has no VXLAN"));
+                }
+                if netdev::ifindex(&parent).is_none() {
+                    return Err(runtime_err(format!(
+                        "-o parent={parent}: no such device on host {}; name a device every host has (`ip link`)",
+                        self.host
+                    )));
+                }
+                if let Some(m) = mode {
+                    macvlan_mode(&m)?;
+                }
+            }
+            (None, Some(_)) => return Err(runtime_err("-o macvlan_mode needs -o parent=DEVICE (a macvlan network)")),
+            (None, None) => {}
+        }
         let subnet: Ipv4Net =
             d.pool.parse().map_err(|_| runtime_err(format!("pool {}: not an IPv4 subnet", d.pool)))?;
         if let Some(why) = overlap(&self.read().await?, subnet) {
@@ -620,9 +644,12 @@ impl Plugin {
         reply(Empty {})
     }
 
+    /// The endpoint's veth, or its macvlan sub-interface once Docker has
+    /// moved it back here (it does when the container leaves).
     async fn remove_veth(&self, id: &str) -> Result<()> {
         let handle = netdev::connect()?;
         netdev::delete_link(&handle, &netdev::host_veth_name(id)).await?;
+        netdev::delete_link(&handle, &peer_name(id)).await?;
         Ok(())
     }
 
@@ -644,10 +671,32 @@ impl Plugin {
             .iter()
             .find(|x| x.endpoint_id.as_deref() == Some(&r.endpoint_id))
             .ok_or_else(|| runtime_err("the endpoint did not resolve"))?;
-        let mtu = cluster.networks[resolved.network].mtu;
+        let net = &cluster.networks[resolved.network];
         let (host_end, peer) = (netdev::host_veth_name(&r.endpoint_id), peer_name(&r.endpoint_id));
         let handle = netdev::connect()?;
-        netdev::create_docker_veth(&handle, &host_end, &peer, resolved.mac, mtu).await?;
+        match &net.macvlan {
+            // A sub-interface of the parent, which Docker moves in.
+            Some(m) => {
+                let parent = netdev::ifindex(&m.parent).ok_or_else(|| {
+                    runtime_err(format!(
+                        "the parent {} of macvlan network {} does not exist on host {}; create it there, or use a \
+                         network whose parent every host has",
+                        m.parent, net.name, self.host
+                    ))
+                })?;
+                let mtu = match net.mtu {
+                    0 => netdev::link_mtu(parent).unwrap_or(1500),
+                    m => m,
+                };
+                if netdev::ifindex(&peer).is_none() {
+                    let mode = crate::macvlan::kernel_mode(m.mode);
+                    crate::macvlan::create_link(&handle, &peer, parent, mode, resolved.mac, mtu, None).await?;
+                }
+            }
+            None => {
+                netdev::create_docker_veth(&handle, &host_end, &peer, resolved.mac, net.mtu).await?;
+            }
+        }
         let (id, sandbox) = (r.endpoint_id.clone(), r.sandbox_key.clone());
         let result = async {
             self.edit(|s| {
@@ -662,7 +711,7 @@ impl Plugin {
         }
         .await;
         if let Err(e) = result {
-            let _ = netdev::delete_link(&handle, &host_end).await;
+            let _ = self.remove_veth(&r.endpoint_id).await;
             return Err(e);
         }
         let gateway = if n.internal { String::new() } else { resolved.gateway.to_string() };
@@ -788,6 +837,14 @@ impl Plugin {
     }
 }
 
+/// `-o macvlan_mode=M`.
+fn macvlan_mode(m: &str) -> Result<crate::model::MacvlanMode> {
+    crate::model::MacvlanMode::ALL
+        .into_iter()
+        .find(|x| x.name() == m)
+        .ok_or_else(|| runtime_err(format!("-o macvlan_mode={m}: one of bridge, private, vepa, passthru")))
+}
+
 /// The container end's name until Docker moves and renames it.
 fn peer_name(endpoint_id: &str) -> String {
     format!("obc{:08x}", crate::model::fnv1a(endpoint_id.as_bytes()) as u32)
@@ -808,8 +865,17 @@ fn network_from_docker(d: &bollard::models::Network, subnet: Ipv4Net, host: &str
         Some(m) => Some(m.parse().map_err(|_| runtime_err(format!("-o {MTU_OPTION}={m}: not a number")))?),
         None => None,
     };
+    let opt = |k: &str| d.options.as_ref().and_then(|o| o.get(k)).cloned();
+    let parent = opt("parent");
+    let macvlan_mode = match opt("macvlan_mode") {
+        Some(m) if parent.is_some() => Some(macvlan_mode(&m)?),
+        _ => None,
+    };
     Ok(NetworkSpec {
         name,
+        driver: if parent.is_some() { crate::model::Driver::Macvlan } else { crate::model::Driver::Overlay },
+        parent,
+        macvlan_mode,
         subnets: vec![SubnetSpec {
             subnet,
             gateway: cfg.gateway.as_deref().and_then(parse_ip),

@@ -10,7 +10,8 @@ pub fn pinned(state: &State, cluster: &Cluster) -> State {
     let mut s = state.clone();
     for n in &mut s.networks {
         let Some(r) = cluster.networks.iter().find(|r| r.name == n.name) else { continue };
-        n.vni = Some(r.vni);
+        // A macvlan network has no VNI to pin.
+        n.vni = r.macvlan.is_none().then_some(r.vni);
         for sub in &mut n.subnets {
             if let Some(rs) = r.subnets.iter().find(|rs| rs.subnet == sub.subnet) {
                 sub.gateway = Some(rs.gateway);
@@ -58,5 +59,18 @@ mod tests {
         assert!(p.services.iter().filter(|s| s.endpoint_mode == EndpointMode::Vip).all(|s| s.vip.is_some()));
         // Pinning what is pinned changes nothing.
         assert_eq!(pinned(&p, &cluster), p);
+    }
+
+    #[test]
+    fn a_pinned_macvlan_network_has_no_vni_and_resolves_alike() {
+        let y = "version: 1\nhosts: [{name: n1, address: 192.168.246.2}]\nnetworks:\n  - {name: lan, driver: macvlan, \
+                 parent: eth0, subnets: [{subnet: 192.168.246.0/24}]}\nendpoints: [{name: m, host: n1, network: lan, \
+                 netns: m}]\n";
+        let state = parse_state("t", y.as_bytes()).unwrap();
+        let cluster = resolve("t", &state, Capabilities::default()).unwrap();
+        let p = pinned(&state, &cluster);
+        assert_eq!(p.networks[0].vni, None);
+        assert_eq!(p.networks[0].subnets[0].gateway, Some("192.168.246.1".parse().unwrap()));
+        assert_eq!(resolve("pinned", &p, Capabilities::default()).unwrap(), cluster);
     }
 }

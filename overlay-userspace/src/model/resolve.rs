@@ -186,7 +186,7 @@ impl Resolver<'_> {
             match first.get(&(e.host.as_str(), parent)) {
                 Some(&(other, other_passthru)) if passthru || other_passthru => c.err(
                     Rule::Macvlan,
-                    &entry("endpoints", ei, &e.name),
+                    entry("endpoints", ei, &e.name),
                     format!(
                         "host {} already has endpoints[{other}] ({}) on parent {parent}, and a passthru macvlan \
                          network's sub-interface takes its parent whole: one endpoint per host; use mode bridge \
@@ -671,6 +671,20 @@ impl Resolver<'_> {
         let mut on_host: HashMap<(&str, Protocol, u16), usize> = HashMap::new();
         for (i, ep) in state.endpoints.iter().enumerate() {
             let e = entry("endpoints", i, &ep.name);
+            let on_macvlan = state.networks.iter().any(|n| n.name == ep.network && n.driver == Driver::Macvlan);
+            if on_macvlan && !ep.publish.is_empty() {
+                c.err(
+                    Rule::MacvlanService,
+                    &e,
+                    format!(
+                        "network {:?} is a macvlan network: its containers are on the LAN at their own addresses, \
+                         and no host port leads to them; drop the published ports (-p) and connect to the \
+                         container's address",
+                        ep.network
+                    ),
+                );
+                continue;
+            }
             for (pi, p) in ep.publish.iter().enumerate() {
                 let at = format!("{e}.publish[{pi}]");
                 if p.published == 0 || p.target == 0 {

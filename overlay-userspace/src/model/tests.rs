@@ -162,6 +162,7 @@ fn every_rule_is_enforced() {
         ("encrypted macvlan", MACVLAN_BASE.replace("    parent: eth0", "    parent: eth0\n    encrypted: true"), "networks[2] (lan)", Rule::Macvlan),
         ("a bad parent name", MACVLAN_BASE.replace("parent: eth0", "parent: eth0/x"), "networks[2] (lan)", Rule::InterfaceName),
         ("two endpoints on one host's passthru parent", MACVLAN_BASE.replace("macvlan_mode: private", "macvlan_mode: passthru").replace("  - {name: m2, host: node2, network: lan, netns: m2}\n", "  - {name: m2, host: node2, network: lan, netns: m2}\n  - {name: m3, host: node1, network: lan, netns: m3}\n"), "endpoints[3] (m3)", Rule::Macvlan),
+        ("a port published by a macvlan endpoint", MACVLAN_BASE.replace("  - {name: m1, host: node1, network: lan, netns: m1}", "  - {name: m1, host: node1, network: lan, netns: m1, publish: [{protocol: tcp, target: 80, published: 8081}]}"), "endpoints[1] (m1)", Rule::MacvlanService),
         ("a service on a macvlan network", format!("{MACVLAN_BASE}  - {{name: lan-web, network: lan, ports: [{{protocol: tcp, target: 80}}], backends: [m1]}}\n"), "services[1] (lan-web)", Rule::MacvlanService),
     ];
     let mut failures = Vec::new();
