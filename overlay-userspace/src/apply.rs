@@ -680,7 +680,7 @@ async fn sync_macvlans(
                     .map_err(named)?;
             }
             progress(&format!(
-                "endpoint {}/{}: {} ({}/{} in {}): macvlan {} of {}, mode {}",
+                "endpoint {}/{}: {} ({}/{} in {}): {}, a macvlan of {} ({})",
                 i + 1,
                 subs.len(),
                 e.name,

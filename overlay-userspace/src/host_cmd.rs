@@ -163,8 +163,8 @@ mod tests {
     fn a_host_with_endpoints_goes_only_with_force_and_takes_them_along() {
         let mut s = state();
         let e = remove(&mut s, "node2", false).unwrap_err();
-        assert!(e.to_string().contains("[web.2]") && e.to_string().contains("--force"), "{e}");
-        assert_eq!(remove(&mut s, "node2", true).unwrap(), ["web.2"]);
+        assert!(e.to_string().contains("[web.2, lan.2]") && e.to_string().contains("--force"), "{e}");
+        assert_eq!(remove(&mut s, "node2", true).unwrap(), ["web.2", "lan.2"]);
         assert!(s.hosts.iter().all(|h| h.name != "node2") && s.endpoints.iter().all(|e| e.name != "web.2"));
         assert!(s.services.iter().all(|svc| !svc.backends.contains(&"web.2".to_string())));
         assert!(matches!(remove(&mut s, "node9", true), Err(HostError::NotFound { .. })));
@@ -191,7 +191,7 @@ mod tests {
         );
         let r = rows(&s, &agents);
         assert!(r[0].alive && !r[1].alive && r[1].last_seen.is_none());
-        assert_eq!(r[0].endpoints, 3);
+        assert_eq!(r[0].endpoints, 4);
         let t = table(&r);
         assert!(t.lines().nth(1).unwrap().contains("yes") && t.contains("never"), "{t}");
     }

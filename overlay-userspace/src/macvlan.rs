@@ -16,7 +16,7 @@ use std::{
 use futures::TryStreamExt;
 use rtnetlink::{
     packet_route::link::{InfoData, InfoKind, InfoMacVlan, LinkAttribute, LinkInfo, MacVlanMode},
-    Handle, LinkMacVlan,
+    Handle, LinkMacVlan, LinkUnspec,
 };
 use serde::{Deserialize, Serialize};
 
@@ -164,27 +164,49 @@ pub async fn create_link(
     mtu: u32,
     netns: Option<&Path>,
 ) -> Result<(), NetdevError> {
-    let mut b = LinkMacVlan::new(name, parent, mode).mtu(mtu);
     let ns = match netns {
         Some(p) => Some(File::open(p).map_err(|source| NetdevError::Netns { path: p.display().to_string(), source })?),
         None => None,
     };
-    if let Some(f) = &ns {
-        b = b.setns_by_fd(f.as_raw_fd());
-    }
+    let what = |step: &str| {
+        format!(
+            "{step} macvlan {name} of {}{}",
+            netdev::ifname(parent).unwrap_or_else(|| format!("ifindex {parent}")),
+            netns.map(|p| format!(" in {}", p.display())).unwrap_or_default()
+        )
+    };
+    // Made here under a name of its own, then moved and renamed in one
+    // step, as Docker does: a kernel before 6.6 or so refuses (EEXIST) to
+    // make a sub-interface directly in another namespace under a name its
+    // parent's namespace uses (eth0 of eth0).
+    let temp = match netns {
+        Some(p) => format!("obm{:08x}", crate::model::fnv1a(format!("{}/{name}", p.display()).as_bytes()) as u32),
+        None => name.to_string(),
+    };
+    let mut b = LinkMacVlan::new(&temp, parent, mode).mtu(mtu);
     // A passthru sub-interface takes its parent's MAC; setting another
     // would change the parent's own.
     if mode != MacVlanMode::Passthrough {
         b = b.address(mac.0.to_vec());
     }
-    handle.link().add(b.build()).execute().await.map_err(|source| NetdevError::Netlink {
-        what: format!(
-            "create macvlan {name} of {}{}",
-            netdev::ifname(parent).unwrap_or_else(|| format!("ifindex {parent}")),
-            netns.map(|p| format!(" in {}", p.display())).unwrap_or_default()
-        ),
-        source,
-    })
+    // A leftover of a run that died between the two steps.
+    if temp != name {
+        netdev::delete_link(handle, &temp).await?;
+    }
+    handle
+        .link()
+        .add(b.build())
+        .execute()
+        .await
+        .map_err(|source| NetdevError::Netlink { what: what("create"), source })?;
+    let Some(f) = ns else { return Ok(()) };
+    let idx = netdev::ifindex(&temp).ok_or_else(|| NetdevError::NoSuchInterface(temp.clone()))?;
+    let moved = LinkUnspec::new_with_index(idx).setns_by_fd(f.as_raw_fd()).name(name).build();
+    if let Err(source) = handle.link().set(moved).execute().await {
+        let _ = netdev::delete_link(handle, &temp).await;
+        return Err(NetdevError::Netlink { what: what("move"), source });
+    }
+    Ok(())
 }
 
 /// Deletes `m`'s sub-interface if it is still there and still the one

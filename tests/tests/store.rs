@@ -46,10 +46,10 @@ fn import_export_round_trip_and_the_refusals() {
 
     refused(&ob(&ns, &["store", "export", "--store", url]), &["holds no cluster yet", "store import FILE --store"]);
     let out = assert_ok(&ob(&ns, &["store", "import", ex, "--store", url]));
-    assert!(out.contains("imported") && out.contains("3 hosts, 3 networks, 6 endpoints, 1 services"), "{out}");
+    assert!(out.contains("imported") && out.contains("3 hosts, 4 networks, 8 endpoints, 1 services"), "{out}");
     refused(
         &ob(&ns, &["store", "import", ex, "--store", url]),
-        &["already holds a cluster (3 hosts, 3 networks, 6 endpoints, 1 services)", "--replace"],
+        &["already holds a cluster (3 hosts, 4 networks, 8 endpoints, 1 services)", "--replace"],
     );
 
     // The export is a file `validate` accepts, every allocation written out,

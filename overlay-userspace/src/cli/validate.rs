@@ -7,7 +7,15 @@ pub async fn validate(g: &Global, output: Format) -> overlay_bpf::error::Result<
         let nets: Vec<_> = c
             .networks
             .iter()
-            .map(|n| serde_json::json!({"name": n.name, "vni": n.vni, "mtu": n.mtu, "subnets": n.subnets.iter().map(|s| serde_json::json!({"subnet": s.subnet.to_string(), "gateway": s.gateway.to_string()})).collect::<Vec<_>>()}))
+            .map(|n| {
+                let mut v = serde_json::json!({"name": n.name, "vni": n.vni, "mtu": n.mtu, "subnets": n.subnets.iter().map(|s| serde_json::json!({"subnet": s.subnet.to_string(), "gateway": s.gateway.to_string()})).collect::<Vec<_>>()});
+                if let Some(m) = &n.macvlan {
+                    v["driver"] = "macvlan".into();
+                    v["parent"] = m.parent.clone().into();
+                    v["macvlan_mode"] = m.mode.name().into();
+                }
+                v
+            })
             .collect();
         let eps: Vec<_> = c
             .endpoints
@@ -35,7 +43,14 @@ pub async fn validate(g: &Global, output: Format) -> overlay_bpf::error::Result<
     );
     for n in &c.networks {
         let subs: Vec<String> = n.subnets.iter().map(|s| format!("{} gw {}", s.subnet, s.gateway)).collect();
-        println!("  network  {:<16} vni {:<8} mtu {:<5} {}", n.name, n.vni, n.mtu, subs.join(", "));
+        match &n.macvlan {
+            Some(m) => {
+                let mtu = if n.mtu == 0 { format!("mtu of {}", m.parent) } else { format!("mtu {}", n.mtu) };
+                let on = format!("macvlan {} {}", m.parent, m.mode.name());
+                println!("  network  {:<16} {on:<22} {mtu}  {}", n.name, subs.join(", "));
+            }
+            None => println!("  network  {:<16} vni {:<8} mtu {:<5} {}", n.name, n.vni, n.mtu, subs.join(", ")),
+        }
     }
     for e in &c.endpoints {
         println!(

@@ -110,7 +110,17 @@ pub fn hosts(state: &Path) -> Result<Vec<Host>> {
 /// reporting each as it is decided through `record`. Stops early only when
 /// the mesh's servers cannot start.
 pub fn run(c: &mut dyn Cluster, resolved: &Value, hosts: &[Host], record: &mut dyn FnMut(Check)) -> Result<()> {
-    let eps = endpoints(resolved)?;
+    // The macvlan network's endpoints are on the LAN, not on the overlay:
+    // checked apart, after the overlay's.
+    let macvlan: BTreeSet<&str> = resolved["networks"]
+        .as_array()
+        .context("validate -o json: networks")?
+        .iter()
+        .filter(|n| n["driver"] == "macvlan")
+        .filter_map(|n| n["name"].as_str())
+        .collect();
+    let (lan, eps): (Vec<Ep>, Vec<Ep>) =
+        endpoints(resolved)?.into_iter().partition(|e| macvlan.contains(e.network.as_str()));
     let mut check = |name: String, passed: bool, detail: String| record(Check { name, passed, detail });
 
     // The overlay: every endpoint pings every endpoint in another namespace;
@@ -244,6 +254,67 @@ pub fn run(c: &mut dyn Cluster, resolved: &Value, hosts: &[Host], record: &mut d
         );
     }
     c.say("(backend<-the address it saw: the callers' own, no SNAT; web.1 picked by its own VIP sees the VIP)");
+    check_interrupt()?;
+    macvlan_checks(c, &lan, &mut check)
+}
+
+/// The macvlan network beside the overlay: its containers, sub-interfaces
+/// of their hosts' NIC, reach each other across hosts and are reached by
+/// the LAN's own machine (the outside client) at their own addresses.
+fn macvlan_checks(c: &mut dyn Cluster, lan: &[Ep], check: &mut dyn FnMut(String, bool, String)) -> Result<()> {
+    if lan.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = lan.iter().map(|e| e.name.as_str()).collect();
+    c.say(&format!(
+        "macvlan: {} sit on the hosts' own LAN (sub-interfaces of eth0, no VXLAN); they ping each other across \
+         hosts, and the LAN's machine ({CLIENT}) fetches from each",
+        names.join(", ")
+    ));
+    let pings: Vec<Ping> = lan
+        .iter()
+        .flat_map(|a| lan.iter().filter(move |b| b.host != a.host).map(move |b| (a, b)))
+        .map(|(a, b)| Ping { host: a.host.clone(), netns: a.netns.clone(), ip: b.ip.clone(), want: true })
+        .collect();
+    let got = c.pings(&pings)?;
+    let bad: Vec<String> = pings
+        .iter()
+        .zip(&got)
+        .filter(|(_, g)| !**g)
+        .map(|(p, _)| format!("{} -> {}: no reply", p.netns, p.ip))
+        .collect();
+    for (p, g) in pings.iter().zip(&got) {
+        c.say(&format!("  ping {} from {}: {}", p.ip, p.netns, if *g { "ok" } else { "NO REPLY" }));
+    }
+    check(
+        format!("macvlan: containers reach each other across hosts ({} pairs)", pings.len()),
+        bad.is_empty(),
+        bad.join(", "),
+    );
+    let refs: Vec<&Ep> = lan.iter().collect();
+    if let Err(e) = c.serve(&refs) {
+        check(format!("macvlan: HTTP servers in {} endpoints", lan.len()), false, format!("{e:#}"));
+        return Ok(());
+    }
+    let mut wrong = Vec::new();
+    for e in lan {
+        check_interrupt()?;
+        let body = c.get_outside(&format!("http://{}/", e.ip))?;
+        c.say(&format!(
+            "  curl http://{}/ ({}) from {CLIENT}: {}",
+            e.ip,
+            e.name,
+            body.as_deref().unwrap_or("NO ANSWER")
+        ));
+        if body.as_deref() != Some(&format!("{} saw {CLIENT}", e.name)) {
+            wrong.push(format!("{}: {}", e.name, body.unwrap_or_else(|| "no answer".into())));
+        }
+    }
+    check(
+        format!("macvlan: the LAN's machine reaches each container at its own address ({} requests)", lan.len()),
+        wrong.is_empty(),
+        wrong.join(", "),
+    );
     Ok(())
 }
 

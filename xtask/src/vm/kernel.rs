@@ -28,6 +28,8 @@ const WANTED_MODULES: &[&str] = &[
     "virtio_net",
     "veth",
     "vxlan",
+    // macvlan networks' sub-interfaces.
+    "macvlan",
     "bridge",
     "sch_ingress",
     "cls_bpf",
