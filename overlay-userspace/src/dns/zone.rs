@@ -220,6 +220,7 @@ networks:
   - {name: alpha, attachable: true, subnets: [{subnet: 10.0.0.0/24}]}
   - {name: beta, attachable: true, subnets: [{subnet: 10.1.0.0/24}]}
   - {name: quiet, internal: true, attachable: true, subnets: [{subnet: 10.2.0.0/24}]}
+  - {name: lan, driver: macvlan, parent: eth0, subnets: [{subnet: 192.168.1.0/24}]}
 endpoints:
   - {name: web1, host: h1, network: alpha, netns: c1, ip: 10.0.0.11, aliases: [web, front]}
   - {name: web2, host: h2, network: alpha, netns: c2, ip: 10.0.0.12, aliases: [web]}
@@ -227,6 +228,7 @@ endpoints:
   - {name: both, host: h1, network: alpha, netns: c4, ip: 10.0.0.20}
   - {name: both, host: h1, network: beta, netns: c4, ip: 10.1.0.20}
   - {name: q1, host: h1, network: quiet, netns: c5, ip: 10.2.0.5}
+  - {name: lanbox, host: h1, network: lan, netns: c4, ip: 192.168.1.50}
 services:
   - {name: api, network: alpha, backends: [web1, web2], ports: [{protocol: tcp, published: 8080, target: 80}]}
   - {name: rr, network: alpha, endpoint_mode: dnsrr, backends: [web1, web2]}
@@ -302,5 +304,18 @@ services:
         let h2 = c.host_index("h2").unwrap();
         assert_eq!(Zone::served(&c, h2), BTreeSet::from([GW]));
         assert_eq!(Zone::served(&c, 0).len(), 3);
+    }
+
+    #[test]
+    fn macvlan_networks_are_not_served() {
+        let c = cluster();
+        let z = Zone::build(&c, &BTreeSet::new());
+        let lan_gw = Ipv4Addr::new(192, 168, 1, 1);
+        assert!(!Zone::served(&c, 0).contains(&lan_gw), "no resolver on the LAN's router address");
+        let lanbox = Ipv4Addr::new(192, 168, 1, 50);
+        assert_eq!(z.answer(lan_gw, lanbox, "web1", QType::A), Answer::Refused);
+        // A client sharing its netns with a macvlan endpoint does not get its name.
+        let both = Ipv4Addr::new(10, 0, 0, 20);
+        assert_eq!(z.answer(GW, both, "lanbox", QType::A), Answer::NxDomain);
     }
 }

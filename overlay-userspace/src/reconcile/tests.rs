@@ -332,3 +332,19 @@ fn a_host_programs_its_own_networks_and_the_meshes_not_the_cluster() {
     assert!(m.endpoints.is_empty() && m.maglev.is_empty() && m.backends.is_empty(), "{m:?}");
     assert_eq!(m.networks.len(), 2);
 }
+
+#[test]
+fn a_macvlan_network_puts_nothing_in_the_maps() {
+    let with_lan = STATE.replace(
+        "endpoints:\n",
+        "  - {name: lan, driver: macvlan, parent: eth0, subnets: [{subnet: 192.168.246.0/24}]}\nendpoints:\n  \
+         - {name: m1, host: node1, network: lan, netns: m1}\n  - {name: m2, host: node2, network: lan, netns: m2}\n",
+    );
+    let (plain, lan) = (cluster(STATE), cluster(&with_lan));
+    assert_eq!(lan.endpoints.len(), plain.endpoints.len() + 2);
+    for h in 0..2 {
+        let f = facts(&[("web.1", 10), ("web.2", 11), ("db.1", 12)]);
+        assert_eq!(desired(&lan, h, &f), desired(&plain, h, &f), "host {h}: the same maps with the macvlan network");
+        assert!(!programmed_networks(&lan, h).contains(&lan.network_index("lan").unwrap()));
+    }
+}
