@@ -64,6 +64,18 @@ impl Netns {
     }
 }
 
+/// `tcpdump ARGS` in `ns`, its output to `stdout`, returned once it says it
+/// is listening (slow to start in a VM): what it captures from then on is
+/// all there. Stop it with SIGINT so it writes out what it holds.
+pub fn tcpdump(ns: &Netns, args: &[&str], stdout: Stdio) -> Child {
+    let mut dump = ns.cmd("tcpdump").args(args).stdout(stdout).stderr(Stdio::piped()).spawn().expect("tcpdump");
+    let mut err = BufReader::new(dump.stderr.take().expect("piped"));
+    let mut said = String::new();
+    while err.read_line(&mut said).unwrap_or(0) > 0 && !said.contains("listening on") {}
+    assert!(said.contains("listening on"), "tcpdump did not start: {said}");
+    dump
+}
+
 /// Moves the calling thread, and only it, into namespace /run/netns/NAME;
 /// the sockets it opens afterwards live there.
 pub fn enter_netns(name: &str) -> std::io::Result<()> {

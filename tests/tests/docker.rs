@@ -307,15 +307,12 @@ fn containers_on_two_docker_engines_and_a_namespace_talk_across_hosts() {
     .concat();
     let no_parent: Vec<&str> = mv.iter().map(|a| if *a == "parent=eth0" { "parent=eth9" } else { a }).collect();
     refused_by_docker(&engines[0].docker(&no_parent), &["-o parent=eth9: no such device on host obdkn1"]);
+    let ok = |e: &DockerEngine, args: &[&str]| {
+        let o = e.docker(args);
+        assert!(o.status.success(), "{}\n{}", text(&o), logs());
+    };
     for e in &engines {
-        let o = e.docker(&mv);
-        assert!(
-            o.status.success(),
-            "{}
-{}",
-            text(&o),
-            logs()
-        );
+        ok(e, &mv);
     }
     wait_until("lan in the store", 20, || ob(n1, &["network", "inspect", "lan", "--store", &url]).status.success());
     let lan = json(&assert_ok(&ob(n1, &["network", "inspect", "lan", "--store", &url])))[0].clone();
@@ -323,14 +320,7 @@ fn containers_on_two_docker_engines_and_a_namespace_talk_across_hosts() {
     assert_eq!(lan["Options"], serde_json::json!({"parent": "eth0", "macvlan_mode": "bridge"}), "{lan}");
     let veths = [our_veths(u.host("n1")).len(), our_veths(u.host("n2")).len()];
     for (e, name) in [(&engines[0], "m1"), (&engines[1], "m2")] {
-        let o = e.docker(&["run", "-d", "--network", "lan", "--name", name, IMAGE, "sleep", "3600"]);
-        assert!(
-            o.status.success(),
-            "{}
-{}",
-            text(&o),
-            logs()
-        );
+        ok(e, &["run", "-d", "--network", "lan", "--name", name, IMAGE, "sleep", "3600"]);
     }
     let (b1, b2) = (address(&engines[0], "m1"), address(&engines[1], "m2"));
     assert!(b1.starts_with("192.168.200.16") || b1.starts_with("192.168.200.17"), "{b1}");

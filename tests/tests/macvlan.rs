@@ -51,19 +51,7 @@ struct Capture(Child);
 
 impl Capture {
     fn start(sw: &Netns, filter: &str) -> Capture {
-        let mut c = sw
-            .cmd("tcpdump")
-            .args(["-i", "br0", "--immediate-mode", "-l", "-n", "-e", filter])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // tcpdump says "listening on" once it captures (slow to start in a VM).
-        let mut err = std::io::BufReader::new(c.stderr.take().unwrap());
-        let mut said = String::new();
-        while std::io::BufRead::read_line(&mut err, &mut said).unwrap() > 0 && !said.contains("listening on") {}
-        assert!(said.contains("listening on"), "tcpdump did not start: {said}");
-        Capture(c)
+        Capture(tcpdump(sw, &["-i", "br0", "--immediate-mode", "-l", "-n", "-e", filter], Stdio::piped()))
     }
 
     fn stop(mut self) -> String {

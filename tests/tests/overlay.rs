@@ -258,23 +258,11 @@ fn the_wire_format_on_an_underlay_capture() {
     let w = World::new("obtw");
     let pcap = std::env::temp_dir().join("obtw-underlay.pcap");
     let _ = std::fs::remove_file(&pcap);
+    // Immediate mode: packets are written as they come, not when the
+    // capture ring's block times out (1 s), which may be after SIGINT.
+    let args = ["-i", "br0", "--immediate-mode", "-U", "-n", "-c", "4", "-w", pcap.to_str().unwrap()];
     let mut dump =
-        w.u.switch
-            .cmd("tcpdump")
-            // Immediate mode: packets are written as they come, not when the
-            // capture ring's block times out (1 s), which may be after SIGINT.
-            .args(["-i", "br0", "--immediate-mode", "-U", "-n", "-c", "4", "-w"])
-            .arg(&pcap)
-            .args(["udp port 4789 and src host 192.168.200.11"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-    // tcpdump says "listening on" once it captures (slow to start in a VM).
-    let mut err = std::io::BufReader::new(dump.stderr.take().unwrap());
-    let mut said = String::new();
-    while std::io::BufRead::read_line(&mut err, &mut said).unwrap() > 0 && !said.contains("listening on") {}
-    assert!(said.contains("listening on"), "tcpdump did not start: {said}");
+        tcpdump(&w.u.switch, &[&args[..], &["udp port 4789 and src host 192.168.200.11"]].concat(), Stdio::null());
     let ok = w.c("a1").run("ping", &["-c", "3", "-i", "0.2", "-W", "2", "10.10.0.12"]).status.success();
     sleep(Duration::from_millis(300));
     unsafe { libc::kill(dump.id() as i32, libc::SIGINT) };

@@ -2,7 +2,11 @@ use std::collections::BTreeSet;
 
 use super::*;
 
-const BASE: &str = r#"
+/// The hosts and the ingress network every state here starts with, up to
+/// the `uber-svc` network's name.
+macro_rules! head {
+    () => {
+        r#"
 version: 1
 cluster: {vxlan_port: 4789, underlay_mtu: 1500}
 hosts:
@@ -13,7 +17,13 @@ networks:
     ingress: true
     subnets: [{subnet: 10.255.0.0/16}]
   - name: uber-svc
-    subnets:
+"#
+    };
+}
+
+const BASE: &str = concat!(
+    head!(),
+    r#"    subnets:
       - subnet: 10.0.0.0/24
         gateway: 10.0.0.1
         ip_range: 10.0.0.128/25
@@ -27,22 +37,14 @@ services:
     network: uber-svc
     ports: [{protocol: tcp, target: 80, published: 8080}]
     backends: [web.1, web.2]
-"#;
+"#
+);
 
 /// BASE with a macvlan network `lan` on the hosts' own LAN (their
 /// addresses inside it) and an endpoint `m1` on it.
-const MACVLAN_BASE: &str = r#"
-version: 1
-cluster: {vxlan_port: 4789, underlay_mtu: 1500}
-hosts:
-  - {name: node1, address: 192.168.246.194}
-  - {name: node2, address: 192.168.246.195}
-networks:
-  - name: ingress
-    ingress: true
-    subnets: [{subnet: 10.255.0.0/16}]
-  - name: uber-svc
-    subnets: [{subnet: 10.0.0.0/24}]
+const MACVLAN_BASE: &str = concat!(
+    head!(),
+    r#"    subnets: [{subnet: 10.0.0.0/24}]
     attachable: true
   - name: lan
     driver: macvlan
@@ -58,7 +60,8 @@ services:
     network: uber-svc
     ports: [{protocol: tcp, target: 80, published: 8080}]
     backends: [web.1]
-"#;
+"#
+);
 
 fn parse(yaml: &str) -> Result<Cluster, StateError> {
     let st = parse_state("test.yaml", yaml.as_bytes())?;

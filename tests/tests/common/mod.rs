@@ -13,7 +13,7 @@ pub mod docker;
 pub mod etcd;
 // Each test binary uses its own share of these.
 #[allow(unused_imports)]
-pub use testbed::{enter_netns, iperf3, must, remove_host_lock, Deployment, Netns, Proc, Underlay};
+pub use testbed::{enter_netns, iperf3, must, remove_host_lock, tcpdump, Deployment, Netns, Proc, Underlay};
 
 pub fn bin() -> PathBuf {
     std::env::var_os("OVERLAY_BPF_BIN")
