@@ -306,7 +306,7 @@ pub async fn up(
         local.into_iter().partition(|e| cluster.networks[e.network].macvlan.is_none());
     let subs: Vec<_> = subs.into_iter().filter(|e| !e.docker()).collect();
     // Everything the user could have got wrong, before touching the kernel.
-    let parents = macvlan_parents(cluster, h, &subs)?;
+    let parents = macvlan_parents(cluster, h, &subs, &macvlan::Record::load(Path::new(macvlan::RECORD_DIR), pins))?;
     let mut names: BTreeMap<String, &str> = BTreeMap::new();
     for e in &local {
         if !e.netns.exists() && !e.docker() {
@@ -574,9 +574,15 @@ pub struct Parent {
 
 /// The parents of `subs` (this host's macvlan endpoints), checked before
 /// anything is touched: each exists here, takes the network's MTU, and each
-/// endpoint's interface name is free in its netns (or already its
-/// sub-interface, or a veth of ours that this apply removes).
-fn macvlan_parents(cluster: &Cluster, h: usize, subs: &[&crate::model::Endpoint]) -> Result<BTreeMap<String, Parent>> {
+/// endpoint's interface name is free in its netns, or already what `up`
+/// would make there, or made by this host (`record`: replaced when its
+/// parent or mode changed), or a veth of ours that this apply removes.
+fn macvlan_parents(
+    cluster: &Cluster,
+    h: usize,
+    subs: &[&crate::model::Endpoint],
+    record: &macvlan::Record,
+) -> Result<BTreeMap<String, Parent>> {
     let host = &cluster.hosts[h].name;
     let mut parents = BTreeMap::new();
     for e in subs {
@@ -606,7 +612,9 @@ fn macvlan_parents(cluster: &Cluster, h: usize, subs: &[&crate::model::Endpoint]
         if let Some(x) = macvlan::existing(&e.netns, &e.ifname)? {
             let ours_veth = x.kind.as_deref() == Some("veth")
                 && x.link.and_then(netdev::ifname).is_some_and(|n| netdev::is_host_veth_name(&n));
-            if x.kind.as_deref() != Some("macvlan") && !ours_veth {
+            let recorded = record.0.contains_key(&(e.netns.clone(), e.ifname.clone()));
+            let as_wanted = x.is(ifindex, macvlan::kernel_mode(mv.mode));
+            if !(ours_veth || recorded || as_wanted) {
                 return Err(ApplyError::IfnameTaken {
                     endpoint: e.name.clone(),
                     netns: e.netns.display().to_string(),

@@ -173,7 +173,7 @@ fn a_macvlan_network_beside_an_overlay_puts_containers_on_the_lan() {
 }
 
 #[test]
-fn a_missing_parent_is_refused_by_name_and_a_failed_apply_leaves_nothing() {
+fn a_missing_parent_or_a_taken_name_is_refused_by_name_and_a_failed_apply_leaves_nothing() {
     require_root();
     let p = "obmx";
     let u = Underlay::new(p, &[("n1", N1.parse().unwrap())]);
@@ -214,6 +214,16 @@ fn a_missing_parent_is_refused_by_name_and_a_failed_apply_leaves_nothing() {
     assert!(interfaces(&cs[0]).is_empty(), "m1 after the failed apply: {:?}", interfaces(&cs[0]));
     assert!(interfaces(&cs[1]).is_empty(), "m2 after the failed apply: {:?}", interfaces(&cs[1]));
     assert!(!record(p, "n1").exists());
+
+    // An interface of the endpoint's name that overlay-bpf did not make is
+    // not taken over: refused before anything is made.
+    cs[0].ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "taken0"]);
+    st.write(&y("eth0", ""));
+    let out = dep.up(&st.0, &host, &format!("{p}-n1"));
+    assert!(!out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("endpoint m1: /run/netns/{p}-m1 already has an interface eth0 (veth)")), "{err}");
+    assert!(interfaces(&cs[1]).is_empty(), "m2: {:?}", interfaces(&cs[1]));
     drop(dep);
     drop(cs);
     drop(u);
