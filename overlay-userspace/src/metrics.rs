@@ -183,6 +183,7 @@ mod tests {
             pin_dir: "/sys/fs/bpf/overlay-bpf/n1".into(),
             links: Vec::new(),
             maps: vec![MapStatus { name: "OB_CT_V1".into(), entries: 7, max_entries: 262144 }],
+            macvlans: Vec::new(),
             wireguard: Some(crate::status::WireguardStatus {
                 device: "ob-wg".into(),
                 rejected: 5,

@@ -83,6 +83,42 @@ pub struct Status {
     /// The hop of encrypted networks, when this host has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wireguard: Option<WireguardStatus>,
+    /// The macvlan sub-interfaces this host made (macvlan networks).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub macvlans: Vec<MacvlanStatus>,
+}
+
+/// A macvlan sub-interface this host made, and whether it is still there.
+#[derive(Debug, Serialize)]
+pub struct MacvlanStatus {
+    pub endpoint: String,
+    pub netns: String,
+    pub ifname: String,
+    pub mac: String,
+    pub present: bool,
+}
+
+/// The sub-interfaces `pins`'s host recorded, each looked up in its netns.
+fn macvlans(pins: &Pins) -> Vec<MacvlanStatus> {
+    let record = crate::macvlan::Record::load(std::path::Path::new(crate::macvlan::RECORD_DIR), pins);
+    record
+        .0
+        .into_values()
+        .map(|m| {
+            let here = m.netns.exists()
+                && crate::macvlan::existing(&m.netns, &m.ifname)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|x| x.kind.as_deref() == Some("macvlan") && x.mac == Some(m.mac));
+            MacvlanStatus {
+                endpoint: m.endpoint,
+                netns: m.netns.display().to_string(),
+                ifname: m.ifname,
+                mac: m.mac.to_string(),
+                present: here,
+            }
+        })
+        .collect()
 }
 
 /// This host's WireGuard device and its peers, as the kernel has them.
@@ -244,6 +280,7 @@ pub async fn gather(host: &str, pins: &Pins, cluster: Option<&Cluster>) -> crate
         services,
         counters,
         wireguard,
+        macvlans: macvlans(pins),
     })
 }
 
@@ -296,6 +333,19 @@ pub fn print_text(s: &Status) {
                 p.endpoint.as_deref().unwrap_or("-"),
                 p.rx_bytes,
                 p.tx_bytes
+            );
+        }
+    }
+    if !s.macvlans.is_empty() {
+        println!("\nmacvlan sub-interfaces:");
+        for m in &s.macvlans {
+            println!(
+                "  {:<16} {:<6} {} in {}{}",
+                m.endpoint,
+                m.ifname,
+                m.mac,
+                m.netns,
+                if m.present { "" } else { "  GONE (re-run `overlay-bpf up`)" }
             );
         }
     }

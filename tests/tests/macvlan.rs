@@ -114,6 +114,17 @@ fn a_macvlan_network_beside_an_overlay_puts_containers_on_the_lan() {
     assert!(c("m1").ip(&["-4", "addr", "show", "eth0"]).contains(&format!("{M1}/24")));
     assert!(c("m1").ip(&["route", "show", "default"]).contains(&format!("via {LAN} dev eth0")));
     assert_eq!(our_veths(u.host("n1")).len(), 1, "only o1 has a veth on n1");
+    // `status` lists the host's sub-interfaces.
+    let listed = status(&dep, p, "n1")["macvlans"].clone();
+    let mut present: Vec<&str> = listed
+        .as_array()
+        .expect("status lists macvlans")
+        .iter()
+        .filter(|m| m["present"] == true && m["ifname"] == "eth0")
+        .filter_map(|m| m["endpoint"].as_str())
+        .collect();
+    present.sort();
+    assert_eq!(present, ["m1", "m1b"], "{listed}");
     // Not served by the resolver: no resolv.conf naming a gateway of ours.
     assert!(!std::path::Path::new(&format!("/etc/netns/{p}-m1/resolv.conf")).exists());
     assert!(std::path::Path::new(&format!("/etc/netns/{p}-o1/resolv.conf")).exists());
