@@ -471,18 +471,22 @@ impl Podman {
         );
         std::fs::write(dir.join("containers.conf"), conf).unwrap();
         let pm = Podman { dir, host_ns: host.path() };
-        // The conflist from `cni install`, unchanged.
+        pm.install(network, url);
+        pm
+    }
+
+    /// The conflist from `cni install` for `network`, unchanged.
+    fn install(&self, network: &str, url: &str) {
         let o = Command::new("nsenter")
-            .arg(format!("--net={}", pm.host_ns.display()))
+            .arg(format!("--net={}", self.host_ns.display()))
             .arg(bin())
             .args(["cni", "install", "--network", network, "--store", url, "--bin-dir"])
-            .arg(pm.dir.join("bin"))
+            .arg(self.dir.join("bin"))
             .arg("--conf-dir")
-            .arg(pm.dir.join("net.d"))
+            .arg(self.dir.join("net.d"))
             .output()
             .unwrap();
         assert_ok(&o);
-        pm
     }
 
     fn cmd(&self) -> Command {
@@ -548,18 +552,27 @@ fn podman_containers_on_two_hosts_reach_each_other() {
     assert!(pm1.pings("pc1", "10.50.0.250"), "pc1 reaches the namespace endpoint on n3");
     assert!(pings(&c.ns3, &a2));
     // Isolation: a container of beta reaches neither.
-    let o = Command::new("nsenter")
-        .arg(format!("--net={}", n1.path().display()))
-        .arg(bin())
-        .args(["cni", "install", "--network", "beta", "--store", &c.url, "--bin-dir"])
-        .arg(pm1.dir.join("bin"))
-        .arg("--conf-dir")
-        .arg(pm1.dir.join("net.d"))
-        .output()
-        .unwrap();
-    assert_ok(&o);
+    pm1.install("beta", &c.url);
     assert_ok(&pm1.run("beta", "pb1"));
     assert!(!pm1.pings("pb1", &a2) && !pm1.pings("pb1", &a1), "beta reaches nothing on app");
+
+    // The macvlan network: containers on the hosts' LAN, from its ip_range,
+    // reaching each other across hosts, with no veth of ours.
+    let veths = our_veths(n1).len();
+    for pm in [&pm1, &pm2] {
+        pm.install("lan", &c.url);
+    }
+    assert_ok(&pm1.run("lan", "pl1"));
+    assert_ok(&pm2.run("lan", "pl2"));
+    let (l1, l2) = (pm1.address("pl1"), pm2.address("pl2"));
+    let in_range =
+        |a: &str| a.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.octets()[3] >= 192 && ip.octets()[3] < 224);
+    assert!(in_range(&l1) && in_range(&l2) && l1.starts_with("192.168.200."), "{l1} {l2}");
+    wait_until("pl1 reaches pl2 over the LAN", 20, || pm1.pings("pl1", &l2));
+    assert_eq!(our_veths(n1).len(), veths, "no veth for a macvlan container");
+    pm1.ok(&["rm", "-f", "-t", "0", "pl1"]);
+    pm2.ok(&["rm", "-f", "-t", "0", "pl2"]);
+    assert!(c.names("lan").is_empty(), "{:?}", c.names("lan"));
 
     // podman rm leaves nothing: no endpoint, no veth.
     pm1.ok(&["rm", "-f", "-t", "0", "pc1", "pb1"]);

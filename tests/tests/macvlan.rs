@@ -153,14 +153,26 @@ fn a_macvlan_network_beside_an_overlay_puts_containers_on_the_lan() {
     assert!(out.contains("nothing changed"), "{out}");
     assert_eq!(link_json(c("m1"), "eth0").unwrap()["ifindex"], before);
 
-    // Private mode: the sub-interfaces of one parent no longer reach each
-    // other; the LAN and the other host still do.
+    // VEPA: between sub-interfaces of one parent, traffic goes out to the
+    // switch, which sends it back only with hairpin on the port.
+    let mode = |n: &str| link_json(c(n), "eth0").unwrap()["linkinfo"]["info_data"]["mode"].clone();
+    let hairpin = |on: &str| u.switch.ip(&["link", "set", "dev", "p0", "type", "bridge_slave", "hairpin", on]);
+    st.write(&state(p, "vepa", true));
+    assert_ok(&dep.up(&st.0, &format!("{p}n1"), &format!("{p}-n1")));
+    assert_eq!((mode("m1"), mode("m1b")), ("vepa".into(), "vepa".into()));
+    assert!(!pings(c("m1"), M1B), "m1 -> m1b in vepa mode, the switch not sending it back");
+    hairpin("on");
+    assert!(pings(c("m1"), M1B), "m1 -> m1b in vepa mode, through the switch's hairpin");
+
+    // Private mode: the sub-interfaces of one parent never reach each
+    // other, not even through the switch; the LAN and the other host do.
     st.write(&state(p, "private", true));
     assert_ok(&dep.up(&st.0, &format!("{p}n1"), &format!("{p}-n1")));
-    assert_eq!(link_json(c("m1"), "eth0").unwrap()["linkinfo"]["info_data"]["mode"], "private");
-    assert!(!pings(c("m1"), M1B), "m1 -> m1b on one host in private mode");
+    assert_eq!(mode("m1"), "private");
+    assert!(!pings(c("m1"), M1B), "m1 -> m1b on one host in private mode (hairpin on)");
     assert!(pings(c("m1"), LAN), "m1 -> LAN in private mode");
     assert!(pings(c("m1"), M2), "m1 -> m2 in private mode");
+    hairpin("off");
 
     // An endpoint that leaves the state leaves no sub-interface.
     st.write(&state(p, "private", false));
@@ -168,6 +180,15 @@ fn a_macvlan_network_beside_an_overlay_puts_containers_on_the_lan() {
     assert!(out.contains("1 removed"), "{out}");
     assert!(interfaces(c("m1b")).is_empty(), "{:?}", interfaces(c("m1b")));
     assert!(pings(c("m1"), M2));
+
+    // Passthru: m1, now alone on n1's eth0, takes the parent over, with the
+    // parent's MAC (setting another would change the parent's).
+    st.write(&state(p, "passthru", false));
+    assert_ok(&dep.up(&st.0, &format!("{p}n1"), &format!("{p}-n1")));
+    let eth0 = link_json(c("m1"), "eth0").unwrap();
+    assert_eq!(eth0["linkinfo"]["info_data"]["mode"], "passthru", "{eth0}");
+    assert_eq!(eth0["address"], link_json(u.host("n1"), "eth0").unwrap()["address"], "the parent's MAC");
+    assert!(pings(c("m1"), M2), "m1 -> m2 with m1 in passthru mode");
 
     // `down` removes every sub-interface, and the record of them.
     for n in ["n1", "n2"] {
