@@ -14,7 +14,7 @@ use crate::{
     error::{Error, Result, EXIT_SYSTEM, EXIT_USER},
     kmaps::KernelMaps,
     loader, macvlan, masquerade,
-    model::{Cluster, Mac},
+    model::Cluster,
     netdev::{self, ContainerIf},
     pins::{self, Pins},
     reconcile::{self, Diff, HostFacts, Veth},
@@ -654,11 +654,7 @@ async fn sync_macvlans(
         let mv = net.macvlan.as_ref().expect("a macvlan network");
         let parent = parents[&mv.parent];
         let mode = macvlan::kernel_mode(mv.mode);
-        // A passthru sub-interface has its parent's MAC (see macvlan::create).
-        let mac = match mv.mode {
-            crate::model::MacvlanMode::Passthru => netdev::link_mac(&mv.parent).map(Mac).unwrap_or(e.mac),
-            _ => e.mac,
-        };
+        let mac = macvlan::mac(mv, e.mac);
         let c = ContainerIf {
             netns: e.netns.clone(),
             ifname: e.ifname.clone(),

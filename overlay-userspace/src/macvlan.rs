@@ -38,6 +38,16 @@ pub fn kernel_mode(m: MacvlanMode) -> MacVlanMode {
     }
 }
 
+/// The MAC an endpoint's sub-interface has on this host: `mac`, the
+/// endpoint's, except in passthru mode, where it keeps its parent's (see
+/// [`create_link`]).
+pub fn mac(m: &crate::model::Macvlan, mac: Mac) -> Mac {
+    match m.mode {
+        MacvlanMode::Passthru => netdev::link_mac(&m.parent).map(Mac).unwrap_or(mac),
+        _ => mac,
+    }
+}
+
 /// One sub-interface a host made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Made {

@@ -307,6 +307,9 @@ fn containers_on_two_docker_engines_and_a_namespace_talk_across_hosts() {
     .concat();
     let no_parent: Vec<&str> = mv.iter().map(|a| if *a == "parent=eth0" { "parent=eth9" } else { a }).collect();
     refused_by_docker(&engines[0].docker(&no_parent), &["-o parent=eth9: no such device on host obdkn1"]);
+    let passthru: Vec<&str> =
+        mv.iter().map(|a| if *a == "macvlan_mode=bridge" { "macvlan_mode=passthru" } else { a }).collect();
+    refused_by_docker(&engines[0].docker(&passthru), &["Docker would set the container's MAC on the parent"]);
     let ok = |e: &DockerEngine, args: &[&str]| {
         let o = e.docker(args);
         assert!(o.status.success(), "{}\n{}", text(&o), logs());

@@ -320,7 +320,8 @@ async fn add(env: &Env, conf: &NetConf) -> Result<AddResult, Failure> {
         .ok_or_else(|| Failure::new(code::IO_FAILURE, format!("endpoint {name} left the store meanwhile")))?;
     let net = &cluster.networks[e.network];
     let old = conf.cni_version.starts_with("0.");
-    let container = Interface { name: ifname, mac: e.mac.to_string(), mtu: Some(mtu_of(net)), sandbox: Some(netns) };
+    let container =
+        Interface { name: ifname, mac: mac_of(net, e).to_string(), mtu: Some(mtu_of(net)), sandbox: Some(netns) };
     // A macvlan endpoint has no host end, and no resolver of ours: its
     // network is the LAN's, with the LAN's router (none when internal).
     let macvlan = net.macvlan.is_some();
@@ -353,6 +354,11 @@ fn mtu_of(net: &model::Network) -> u32 {
         Some(m) if net.mtu == 0 => netdev::ifindex(&m.parent).and_then(netdev::link_mtu).unwrap_or(0),
         _ => net.mtu,
     }
+}
+
+/// The MAC `e`'s interface has (a passthru sub-interface keeps its parent's).
+fn mac_of(net: &model::Network, e: &model::Endpoint) -> Mac {
+    net.macvlan.as_ref().map_or(e.mac, |m| crate::macvlan::mac(m, e.mac))
 }
 
 /// Whether `e`'s interface carries its netns's default route (as `up` sets
@@ -441,8 +447,9 @@ async fn check(env: &Env, conf: &NetConf) -> Result<(), Failure> {
     if !o.addresses.contains(&net) {
         return Err(drift(format!("endpoint {}: {ifname} has {:?}, not {want}", e.name, o.addresses)));
     }
-    if o.mac != Some(e.mac) {
-        return Err(drift(format!("endpoint {}: {ifname} has MAC {:?}, not {}", e.name, o.mac, e.mac)));
+    let mac = mac_of(network, e);
+    if o.mac != Some(mac) {
+        return Err(drift(format!("endpoint {}: {ifname} has MAC {:?}, not {mac}", e.name, o.mac)));
     }
     let mtu = mtu_of(network);
     if o.mtu != Some(mtu) {

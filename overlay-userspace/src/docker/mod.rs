@@ -527,7 +527,15 @@ impl Plugin {
                     )));
                 }
                 if let Some(m) = mode {
-                    macvlan_mode(&m)?;
+                    // Docker sets the container interface's MAC, which on a
+                    // passthru sub-interface is its parent's own.
+                    if macvlan_mode(&m)? == crate::model::MacvlanMode::Passthru {
+                        return Err(runtime_err(
+                            "-o macvlan_mode=passthru: Docker would set the container's MAC on the parent device \
+                             itself; use bridge (the default), private or vepa, or passthru through the state file \
+                             or CNI",
+                        ));
+                    }
                 }
             }
             (None, Some(_)) => return Err(runtime_err("-o macvlan_mode needs -o parent=DEVICE (a macvlan network)")),
