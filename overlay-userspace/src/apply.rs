@@ -334,6 +334,9 @@ pub async fn up(
     let fresh = !pins.exists();
     let mut report = UpReport { host: host.name.clone(), underlay: underlay.clone(), ..Default::default() };
     let result = async {
+        // Before the veths: an endpoint moved from a macvlan network to an
+        // overlay in place gets its veth where its sub-interface was.
+        prune_macvlans(pins, &subs, &mut report, progress)?;
         up_inner(
             cluster,
             h,
@@ -631,8 +634,7 @@ fn macvlan_parents(
 
 /// This host's macvlan sub-interfaces as `subs` want them: made where
 /// missing (or remade where the parent or mode changed), configured like
-/// an overlay endpoint's interface, recorded; the recorded ones no endpoint
-/// wants any more removed.
+/// an overlay endpoint's interface, and recorded.
 async fn sync_macvlans(
     cluster: &Cluster,
     pins: &Pins,
@@ -646,8 +648,7 @@ async fn sync_macvlans(
     let save = |r: &macvlan::Record| {
         r.save(dir, pins).map_err(Error::io(format!("write {}", macvlan::Record::path(dir, pins).display())))
     };
-    let handle = if subs.is_empty() && record.0.is_empty() { None } else { Some(netdev::connect()?) };
-    let mut wanted = BTreeSet::new();
+    let handle = if subs.is_empty() { None } else { Some(netdev::connect()?) };
     for (i, e) in subs.iter().enumerate() {
         let handle = handle.as_ref().expect("connected");
         let net = &cluster.networks[e.network];
@@ -704,8 +705,21 @@ async fn sync_macvlans(
             save(&record)?;
         }
         netdev::configure_container(&c).map_err(named)?;
-        wanted.insert(key);
     }
+    Ok(())
+}
+
+/// Removes the sub-interfaces this host recorded that none of `subs` (this
+/// host's macvlan endpoints) wants any more.
+fn prune_macvlans(
+    pins: &Pins,
+    subs: &[&crate::model::Endpoint],
+    report: &mut UpReport,
+    progress: &dyn Fn(&str),
+) -> Result<()> {
+    let dir = Path::new(macvlan::RECORD_DIR);
+    let mut record = macvlan::Record::load(dir, pins);
+    let wanted: BTreeSet<_> = subs.iter().map(|e| (e.netns.clone(), e.ifname.clone())).collect();
     let gone: Vec<macvlan::Made> =
         record.0.values().filter(|m| !wanted.contains(&(m.netns.clone(), m.ifname.clone()))).cloned().collect();
     for m in gone {
@@ -714,7 +728,7 @@ async fn sync_macvlans(
             report.macvlans_removed.push(format!("{}@{}", m.ifname, m.netns.display()));
         }
         record.0.remove(&(m.netns.clone(), m.ifname.clone()));
-        save(&record)?;
+        record.save(dir, pins).map_err(Error::io(format!("write {}", macvlan::Record::path(dir, pins).display())))?;
     }
     Ok(())
 }

@@ -174,10 +174,26 @@ fn a_macvlan_network_beside_an_overlay_puts_containers_on_the_lan() {
     assert!(pings(c("m1"), M2), "m1 -> m2 in private mode");
     hairpin("off");
 
-    // An endpoint that leaves the state leaves no sub-interface.
-    st.write(&state(p, "private", false));
+    // m1b moved to the overlay in place: its sub-interface goes first, and
+    // a veth takes its name.
+    let moved = state(p, "private", false).replace(
+        "endpoints:\n",
+        &format!("endpoints:\n  - {{name: m1b, host: {p}n1, network: front, netns: {p}-m1b, ip: 10.10.0.31}}\n"),
+    );
+    st.write(&moved);
     let out = assert_ok(&dep.up(&st.0, &format!("{p}n1"), &format!("{p}-n1")));
-    assert!(out.contains("1 removed"), "{out}");
+    assert!(out.contains("0 macvlan sub-interfaces created, 1 removed"), "{out}");
+    assert_eq!(link_json(c("m1b"), "eth0").unwrap()["linkinfo"]["info_kind"], "veth");
+    assert!(pings(c("m1b"), "10.10.0.11"), "m1b -> o1 on the overlay");
+    // And back: the veth goes, a sub-interface takes its name.
+    st.write(&state(p, "private", true));
+    assert_ok(&dep.up(&st.0, &format!("{p}n1"), &format!("{p}-n1")));
+    assert_eq!(link_json(c("m1b"), "eth0").unwrap()["linkinfo"]["info_kind"], "macvlan");
+    assert_eq!(our_veths(u.host("n1")).len(), 1, "m1b's veth is gone");
+
+    // An endpoint that leaves the state leaves no interface behind.
+    st.write(&state(p, "private", false));
+    assert_ok(&dep.up(&st.0, &format!("{p}n1"), &format!("{p}-n1")));
     assert!(interfaces(c("m1b")).is_empty(), "{:?}", interfaces(c("m1b")));
     assert!(pings(c("m1"), M2));
 
