@@ -338,7 +338,7 @@ fn a_stopped_backend_drops_out_and_comes_back_by_health_checks() {
     assert!(log.contains("backend DOWN") && log.contains("w2"), "n2's agent logged the transition:\n{log}");
     let report = curl(m.client(), &["http://192.168.200.12:7947/health"]);
     assert!(report[0].contains("\"w2\":{\"up\":false"), "{report:?}");
-    let metrics = curl(m.client(), &["http://192.168.200.12:7947/metrics"]);
+    let metrics = curl_within(m.client(), 60, &["http://192.168.200.12:7947/metrics"]);
     assert!(metrics.iter().any(|l| l == "overlay_bpf_backend_up{host=\"obman2\",backend=\"w2\"} 0"), "{metrics:?}");
     // Everything `status` shows is there too: per reason, per backend, map fill levels.
     let value = |prefix: &str| -> u64 {

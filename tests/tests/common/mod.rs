@@ -239,7 +239,14 @@ impl Drop for Web {
 
 /// `curl` the URLs in one invocation (one keep-alive connection); bodies.
 pub fn curl(ns: &Netns, urls: &[&str]) -> Vec<String> {
-    let mut args = vec!["-s", "--max-time", "3", "-w", "\n"];
+    curl_within(ns, 3, urls)
+}
+
+/// `curl` with `secs` for each answer: for pages that take a while to make,
+/// such as `/metrics`, which reads every map (seconds under emulation).
+pub fn curl_within(ns: &Netns, secs: u32, urls: &[&str]) -> Vec<String> {
+    let secs = secs.to_string();
+    let mut args = vec!["-s", "--max-time", &secs, "-w", "\n"];
     args.extend_from_slice(urls);
     let out = ns.run("curl", &args);
     String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
