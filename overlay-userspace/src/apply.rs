@@ -306,7 +306,8 @@ pub async fn up(
         local.into_iter().partition(|e| cluster.networks[e.network].macvlan.is_none());
     let subs: Vec<_> = subs.into_iter().filter(|e| !e.docker()).collect();
     // Everything the user could have got wrong, before touching the kernel.
-    let parents = macvlan_parents(cluster, h, &subs, &macvlan::Record::load(Path::new(macvlan::RECORD_DIR), pins))?;
+    let mut record = macvlan::Record::load(Path::new(macvlan::RECORD_DIR), pins);
+    let parents = macvlan_parents(cluster, h, &subs, &record)?;
     let mut names: BTreeMap<String, &str> = BTreeMap::new();
     for e in &local {
         if !e.netns.exists() && !e.docker() {
@@ -336,7 +337,7 @@ pub async fn up(
     let result = async {
         // Before the veths: an endpoint moved from a macvlan network to an
         // overlay in place gets its veth where its sub-interface was.
-        prune_macvlans(pins, &subs, &mut report, progress)?;
+        prune_macvlans(pins, &mut record, &subs, &mut report, progress)?;
         up_inner(
             cluster,
             h,
@@ -350,7 +351,7 @@ pub async fn up(
             progress,
         )
         .await?;
-        sync_macvlans(cluster, pins, &subs, &parents, &mut report, progress).await
+        sync_macvlans(cluster, pins, &mut record, &subs, &parents, &mut report, progress).await
     }
     .await;
     if let Err(e) = result {
@@ -361,12 +362,11 @@ pub async fn up(
             }
         }
         if !report.made.is_empty() {
-            let mut record = macvlan::Record::load(Path::new(macvlan::RECORD_DIR), pins);
             for m in &report.made {
                 let _ = macvlan::remove(m);
                 record.0.remove(&(m.netns.clone(), m.ifname.clone()));
             }
-            let _ = record.save(Path::new(macvlan::RECORD_DIR), pins);
+            let _ = save_record(&record, pins);
         }
         if fresh {
             let _ = pins.remove_all();
@@ -635,19 +635,16 @@ fn macvlan_parents(
 /// This host's macvlan sub-interfaces as `subs` want them: made where
 /// missing (or remade where the parent or mode changed), configured like
 /// an overlay endpoint's interface, and recorded.
+#[allow(clippy::too_many_arguments)]
 async fn sync_macvlans(
     cluster: &Cluster,
     pins: &Pins,
+    record: &mut macvlan::Record,
     subs: &[&crate::model::Endpoint],
     parents: &BTreeMap<String, Parent>,
     report: &mut UpReport,
     progress: &dyn Fn(&str),
 ) -> Result<()> {
-    let dir = Path::new(macvlan::RECORD_DIR);
-    let mut record = macvlan::Record::load(dir, pins);
-    let save = |r: &macvlan::Record| {
-        r.save(dir, pins).map_err(Error::io(format!("write {}", macvlan::Record::path(dir, pins).display())))
-    };
     let handle = if subs.is_empty() { None } else { Some(netdev::connect()?) };
     for (i, e) in subs.iter().enumerate() {
         let handle = handle.as_ref().expect("connected");
@@ -664,8 +661,7 @@ async fn sync_macvlans(
             ip: e.ip,
             prefix_len: e.prefix_len,
             gateway: e.gateway,
-            // The gateway is the LAN's router; an internal network has none.
-            default_route: e.default_route && !net.internal,
+            default_route: macvlan::default_route(net, e.default_route),
         };
         let key = (e.netns.clone(), e.ifname.clone());
         let made = macvlan::Made { endpoint: e.key.clone(), netns: e.netns.clone(), ifname: e.ifname.clone(), mac };
@@ -702,7 +698,7 @@ async fn sync_macvlans(
         }
         if record.0.get(&key) != Some(&made) {
             record.insert(made);
-            save(&record)?;
+            save_record(record, pins)?;
         }
         netdev::configure_container(&c).map_err(named)?;
     }
@@ -713,12 +709,11 @@ async fn sync_macvlans(
 /// host's macvlan endpoints) wants any more.
 fn prune_macvlans(
     pins: &Pins,
+    record: &mut macvlan::Record,
     subs: &[&crate::model::Endpoint],
     report: &mut UpReport,
     progress: &dyn Fn(&str),
 ) -> Result<()> {
-    let dir = Path::new(macvlan::RECORD_DIR);
-    let mut record = macvlan::Record::load(dir, pins);
     let wanted: BTreeSet<_> = subs.iter().map(|e| (e.netns.clone(), e.ifname.clone())).collect();
     let gone: Vec<macvlan::Made> =
         record.0.values().filter(|m| !wanted.contains(&(m.netns.clone(), m.ifname.clone()))).cloned().collect();
@@ -728,9 +723,15 @@ fn prune_macvlans(
             report.macvlans_removed.push(format!("{}@{}", m.ifname, m.netns.display()));
         }
         record.0.remove(&(m.netns.clone(), m.ifname.clone()));
-        record.save(dir, pins).map_err(Error::io(format!("write {}", macvlan::Record::path(dir, pins).display())))?;
+        save_record(record, pins)?;
     }
     Ok(())
+}
+
+/// Writes host `pins`'s record of sub-interfaces ([`macvlan::RECORD_DIR`]).
+fn save_record(record: &macvlan::Record, pins: &Pins) -> Result<()> {
+    let dir = Path::new(macvlan::RECORD_DIR);
+    record.save(dir, pins).map_err(Error::io(format!("write {}", macvlan::Record::path(dir, pins).display())))
 }
 
 /// The hop between hosts of encrypted networks (see [`wireguard`]): when
@@ -891,14 +892,13 @@ pub async fn down(pins: &Pins) -> Result<DownReport> {
     if wireguard::remove(&handle).await? {
         report.veths_removed.push(wireguard::DEVICE.to_string());
     }
-    let dir = Path::new(macvlan::RECORD_DIR);
-    let mut record = macvlan::Record::load(dir, pins);
+    let mut record = macvlan::Record::load(Path::new(macvlan::RECORD_DIR), pins);
     for m in std::mem::take(&mut record.0).into_values() {
         if macvlan::remove(&m)? {
             report.macvlans_removed.push(format!("{}@{}", m.ifname, m.netns.display()));
         }
     }
-    record.save(dir, pins).map_err(Error::io(format!("remove {}", macvlan::Record::path(dir, pins).display())))?;
+    save_record(&record, pins)?;
     if pins.dir.exists() {
         pins.remove_all()?;
         report.pin_dir_removed = true;

@@ -48,6 +48,22 @@ pub fn mac(m: &crate::model::Macvlan, mac: Mac) -> Mac {
     }
 }
 
+/// The MTU `net`'s interfaces get on this host: the network's, or for a
+/// macvlan network without one its parent's (None: no such parent here).
+pub fn mtu(net: &crate::model::Network) -> Option<u32> {
+    match &net.macvlan {
+        Some(m) if net.mtu == 0 => netdev::ifindex(&m.parent).and_then(netdev::link_mtu),
+        _ => Some(net.mtu),
+    }
+}
+
+/// Whether an endpoint of `net` whose netns route goes through it
+/// (`default_route`) gets that route: not on an internal macvlan network,
+/// whose gateway is no router of ours.
+pub fn default_route(net: &crate::model::Network, default_route: bool) -> bool {
+    default_route && !(net.macvlan.is_some() && net.internal)
+}
+
 /// One sub-interface a host made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Made {
@@ -64,8 +80,7 @@ pub struct Record(pub BTreeMap<(PathBuf, String), Made>);
 impl Record {
     /// The record of host `pins` in `dir` ([`RECORD_DIR`]).
     pub fn path(dir: &Path, pins: &Pins) -> PathBuf {
-        let name = pins.dir.to_string_lossy().trim_start_matches('/').replace('/', "%");
-        dir.join(format!("{name}.json"))
+        dir.join(format!("{}.json", pins.flat_name()))
     }
 
     /// The record; empty when there is none (or it cannot be read: a

@@ -178,8 +178,8 @@ pub fn create(state: &mut State, o: &CreateOpts) -> Result<(), NetworkError> {
             "parent" | "macvlan_mode" if !macvlan => return Err(bad("only for -d macvlan networks")),
             "parent" => net.parent = Some(v.clone()),
             "macvlan_mode" => {
-                let m = model::MacvlanMode::ALL.into_iter().find(|m| m.name() == v);
-                net.macvlan_mode = Some(m.ok_or_else(|| bad("one of bridge, private, vepa, passthru"))?);
+                let m = model::MacvlanMode::parse(v).ok_or_else(|| bad("one of bridge, private, vepa, passthru"))?;
+                net.macvlan_mode = Some(m);
             }
             _ => return Err(NetworkError::UnknownOpt(k.clone())),
         }

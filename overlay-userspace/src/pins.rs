@@ -38,8 +38,7 @@ pub struct HostLock(#[allow(dead_code)] std::fs::File);
 
 impl HostLock {
     fn path(pins: &Pins, ext: &str) -> PathBuf {
-        let name = pins.dir.to_string_lossy().trim_start_matches('/').replace('/', "%");
-        Path::new(LOCK_DIR).join(format!("{name}.{ext}"))
+        Path::new(LOCK_DIR).join(format!("{}.{ext}", pins.flat_name()))
     }
 
     /// The store revision the host's maps hold (0: unknown), written by
@@ -111,6 +110,11 @@ pub struct Pins {
 impl Pins {
     pub fn new(dir: impl Into<PathBuf>) -> Pins {
         Pins { dir: dir.into() }
+    }
+    /// The pin dir as one file name (`/` as `%`): what names the host's
+    /// files outside bpffs, its lock and its macvlan record.
+    pub fn flat_name(&self) -> String {
+        self.dir.to_string_lossy().trim_start_matches('/').replace('/', "%")
     }
     /// The default pin dir of host `host`.
     pub fn for_host(host: &str) -> Pins {

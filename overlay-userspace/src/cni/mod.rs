@@ -347,13 +347,9 @@ async fn add(env: &Env, conf: &NetConf) -> Result<AddResult, Failure> {
     })
 }
 
-/// The MTU a network's interfaces get here: a macvlan network's default is
-/// its parent's.
+/// The MTU a network's interfaces get here (see [`crate::macvlan::mtu`]).
 fn mtu_of(net: &model::Network) -> u32 {
-    match &net.macvlan {
-        Some(m) if net.mtu == 0 => netdev::ifindex(&m.parent).and_then(netdev::link_mtu).unwrap_or(0),
-        _ => net.mtu,
-    }
+    crate::macvlan::mtu(net).unwrap_or(0)
 }
 
 /// The MAC `e`'s interface has (a passthru sub-interface keeps its parent's).
@@ -361,10 +357,9 @@ fn mac_of(net: &model::Network, e: &model::Endpoint) -> Mac {
     net.macvlan.as_ref().map_or(e.mac, |m| crate::macvlan::mac(m, e.mac))
 }
 
-/// Whether `e`'s interface carries its netns's default route (as `up` sets
-/// it: not on an internal macvlan network, whose gateway is no router).
+/// Whether `e`'s interface carries its netns's default route, as `up` sets it.
 fn routes_default(net: &model::Network, e: &model::Endpoint) -> bool {
-    e.default_route && !(net.macvlan.is_some() && net.internal)
+    crate::macvlan::default_route(net, e.default_route)
 }
 
 fn host_mac(veth: &str) -> String {

@@ -692,10 +692,7 @@ impl Plugin {
                         m.parent, net.name, self.host
                     ))
                 })?;
-                let mtu = match net.mtu {
-                    0 => netdev::link_mtu(parent).unwrap_or(1500),
-                    m => m,
-                };
+                let mtu = crate::macvlan::mtu(net).unwrap_or(1500);
                 if netdev::ifindex(&peer).is_none() {
                     let mode = crate::macvlan::kernel_mode(m.mode);
                     crate::macvlan::create_link(&handle, &peer, parent, mode, resolved.mac, mtu, None).await?;
@@ -847,9 +844,7 @@ impl Plugin {
 
 /// `-o macvlan_mode=M`.
 fn macvlan_mode(m: &str) -> Result<crate::model::MacvlanMode> {
-    crate::model::MacvlanMode::ALL
-        .into_iter()
-        .find(|x| x.name() == m)
+    crate::model::MacvlanMode::parse(m)
         .ok_or_else(|| runtime_err(format!("-o macvlan_mode={m}: one of bridge, private, vepa, passthru")))
 }
 

@@ -152,6 +152,11 @@ impl MacvlanMode {
 
     pub const ALL: [MacvlanMode; 4] =
         [MacvlanMode::Bridge, MacvlanMode::Private, MacvlanMode::Vepa, MacvlanMode::Passthru];
+
+    /// The mode `name` names (`-o macvlan_mode=`), if any.
+    pub fn parse(name: &str) -> Option<MacvlanMode> {
+        MacvlanMode::ALL.into_iter().find(|m| m.name() == name)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
