@@ -9,12 +9,14 @@
 //! - `cargo xtask soak`   minutes of endpoint and backend churn every second under traffic, with agents
 //! - `cargo xtask build` builds the eBPF object and the `overlay-bpf` binary that embeds it
 //! - `cargo xtask setup` only installs what is missing
+//! - `cargo xtask fresh-check` proves setup's package list in a bare Debian 12
 
 use clap::{Parser, Subcommand};
 
 mod bench;
 mod build;
 mod demo;
+mod fresh;
 mod setup;
 mod soak;
 mod test;
@@ -138,6 +140,19 @@ enum Cmd {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Prove setup's package list on a bare Debian 12: build a minimal root file system from Debian's archive
+    /// (mmdebstrap), clone this repository's HEAD into it, and run `cargo xtask setup` and `cargo xtask build`
+    /// there, then setup once more (which must find nothing to do). Shares only the Rust toolchains (the
+    /// components setup adds removed again), rustup's proxies and what cargo itself needs (gcc, libc6-dev,
+    /// CA certificates); packages installed there start no services. Prints the time of each step (root).
+    FreshCheck {
+        /// Build the bare system anew from the archive (it is cached for a week in target/fresh-check).
+        #[arg(long)]
+        rebuild: bool,
+        /// Leave the root file system in target/fresh-check/root for a look inside.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Set up, build, and show the example cluster working: 3 VMs per Debian kernel (6.1 and 6.12), each VM one
     /// cluster host on a shared L2, checking the overlay (connectivity, isolation) and the routing mesh (every
     /// host, client address kept, the internal VIP). Prints one result line per kernel and check; exits 0 only
@@ -174,6 +189,7 @@ fn main() {
             bench::bench(packets, rounds, secs, &only, &store_endpoints, vm.then_some(&kernel[..]), profile)
         }
         Cmd::GuestBench { bin, only, rounds, secs, profile } => bench::guest(&bin, &only, rounds, secs, profile),
+        Cmd::FreshCheck { rebuild, keep } => fresh::fresh_check(rebuild, keep),
         Cmd::Run { netns: true, keep, clean, .. } => demo::run(keep, clean),
         Cmd::Run { kernel, .. } => vm::cluster::run(&kernel),
     };

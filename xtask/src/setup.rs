@@ -15,6 +15,16 @@ use crate::util::{cargo_bin_dir, is_root, output, path_with_cargo_bin, run, step
 /// its CNI backend) runs the CNI plugin's tests; dig, dnsmasq (the
 /// upstream the resolver's tests start) and dnsperf test and measure DNS.
 pub const APT_PACKAGES: &[&str] = &[
+    // What a bare Debian 12 lacks that the build needs (cargo itself needs gcc,
+    // libc6-dev and CA certificates before any of this runs: see fresh.rs).
+    "gcc",
+    "libc6-dev",
+    "ca-certificates",
+    "git",
+    // modprobe: up loads vxlan, wireguard and the nftables modules it uses.
+    "kmod",
+    // `cargo xtask fresh-check` builds a bare Debian 12 with it.
+    "mmdebstrap",
     "docker.io",
     "podman",
     "bind9-dnsutils",
@@ -23,6 +33,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "etcd-server",
     "etcd-client",
     "protobuf-compiler",
+    // the well-known .proto files (google/protobuf/*.proto) etcd-client's build script compiles against
+    "libprotobuf-dev",
     "openssl",
     "bpftool",
     "iproute2",
