@@ -73,7 +73,7 @@ pub fn fresh_check(rebuild: bool, keep: bool) -> Result<()> {
         step(&format!("fresh-check: a bare Debian 12 ({SUITE}, minbase) from Debian's archive, with mmdebstrap"));
         let partial = tarball.with_extension("partial");
         run(Command::new("mmdebstrap")
-            .args(["--variant=minbase", "--mode=root", "--quiet"])
+            .args(["--variant=minbase", "--mode=root", "--format=tar", "--quiet"])
             .arg(format!("--include={CARGO_PREREQUISITES}"))
             .arg(SUITE)
             .arg(&partial)
