@@ -20,6 +20,10 @@
 //!   `libc6-dev`) and CA certificates for crates.io. rustup asks the same
 //!   of a machine.
 //!
+//! It also takes this machine's network settings: its resolver, and the CA
+//! certificates it trusts beyond Debian's (a TLS-inspecting egress proxy's,
+//! without which no registry answers).
+//!
 //! Packages installed there start no services (`policy-rc.d` says no).
 //! Everything runs in a private mount namespace, so the mounts go with it.
 
@@ -140,10 +144,32 @@ impl Drop for Rootfs {
 /// No service starts in the bare system; names resolve as here; the
 /// toolchain's proxies (and nothing else) in its own CARGO_HOME.
 fn prepare(rootfs: &Path) -> Result<()> {
+    std::fs::create_dir_all(rootfs.join("root/.rustup"))?;
+    for d in ["rustup-upper", "rustup-work"] {
+        let _ = std::fs::remove_dir_all(dir().join(d));
+        std::fs::create_dir_all(dir().join(d))?;
+    }
     let policy = rootfs.join("usr/sbin/policy-rc.d");
     std::fs::write(&policy, "#!/bin/sh\n# fresh-check: packages installed here start no services\nexit 101\n")?;
     std::fs::set_permissions(&policy, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     std::fs::copy("/etc/resolv.conf", rootfs.join("etc/resolv.conf")).context("copy /etc/resolv.conf")?;
+    // CAs this machine trusts beyond Debian's: the files of their own in
+    // /etc/ssl/certs (Debian's are links into /usr/share/ca-certificates).
+    let local = rootfs.join("usr/local/share/ca-certificates");
+    std::fs::create_dir_all(&local)?;
+    let mut extra = 0;
+    for e in std::fs::read_dir("/etc/ssl/certs")?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let own_file = e.file_type().is_ok_and(|t| t.is_file());
+        if own_file && name != "ca-certificates.crt" && (name.ends_with(".pem") || name.ends_with(".crt")) {
+            let stem = name.trim_end_matches(".pem").trim_end_matches(".crt");
+            std::fs::copy(e.path(), local.join(format!("{stem}.crt")))?;
+            extra += 1;
+        }
+    }
+    if extra > 0 {
+        in_root(rootfs, "update-ca-certificates >/dev/null")?;
+    }
     let bin = rootfs.join("root/.cargo/bin");
     std::fs::create_dir_all(&bin)?;
     let rustup = crate::util::cargo_bin_dir().join("rustup");
@@ -151,11 +177,6 @@ fn prepare(rootfs: &Path) -> Result<()> {
     std::fs::copy(&rustup, bin.join("rustup"))?;
     for proxy in ["cargo", "rustc", "rustdoc", "rustfmt", "cargo-fmt", "cargo-clippy", "clippy-driver"] {
         std::os::unix::fs::symlink("rustup", bin.join(proxy))?;
-    }
-    std::fs::create_dir_all(rootfs.join("root/.rustup"))?;
-    for d in ["rustup-upper", "rustup-work"] {
-        let _ = std::fs::remove_dir_all(dir().join(d));
-        std::fs::create_dir_all(dir().join(d))?;
     }
     Ok(())
 }
