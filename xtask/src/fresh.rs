@@ -11,7 +11,8 @@
 //! What the root file system shares with this machine, and nothing more:
 //!
 //! - the Rust toolchains (rustup's home, through an overlay whose upper layer
-//!   is thrown away), with the components setup adds (the nightly's
+//!   is thrown away; `redirect_dir=on` lets rustup move directories of the
+//!   lower layer), with the components setup adds (the nightly's
 //!   `rust-src`, the musl target) removed again inside, so setup's steps run;
 //! - a `CARGO_HOME` of its own whose `bin/` holds only rustup's proxies (no
 //!   bpf-linker: setup builds it) and no registry cache;
@@ -50,10 +51,9 @@ const CARGO_PREREQUISITES: &str = "gcc,libc6-dev,ca-certificates";
 const MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The components setup installs into the shared toolchains: removed in
 /// the bare system, so that setup must install them again.
-const SETUP_COMPONENTS: &[(&str, &str)] = &[
-    ("component remove --toolchain nightly", "rust-src"),
-    ("target remove --toolchain stable", crate::build::MUSL_TARGET),
-];
+/// (kind, toolchain, name): `rustup <kind> list --toolchain <toolchain> --installed` lists it.
+const SETUP_COMPONENTS: &[(&str, &str, &str)] =
+    &[("component", "nightly", "rust-src"), ("target", "stable", crate::build::MUSL_TARGET)];
 
 fn dir() -> PathBuf {
     root().join("target/fresh-check")
@@ -94,9 +94,16 @@ pub fn fresh_check(rebuild: bool, keep: bool) -> Result<()> {
     step("fresh-check: a clone of this repository's HEAD in it (uncommitted changes are not part of the check)");
     run(Command::new("git").args(["clone", "--quiet", "--no-hardlinks"]).arg(root()).arg(rootfs.join("src")))?;
 
-    let reset: Vec<String> =
-        SETUP_COMPONENTS.iter().map(|(verb, what)| format!("rustup {verb} {what} 2>/dev/null || true")).collect();
-    in_root(&rootfs, &reset.join("; "))?;
+    let reset: Vec<String> = SETUP_COMPONENTS
+        .iter()
+        .map(|(kind, tc, name)| {
+            format!(
+                "if rustup {kind} list --toolchain {tc} --installed | grep -qx '{name}'; then \
+                 rustup --quiet {kind} remove --toolchain {tc} {name}; fi"
+            )
+        })
+        .collect();
+    in_root(&rootfs, &reset.join("\n"))?;
     let mut times = Vec::new();
     for (what, cmd) in [("cargo xtask setup", "cargo xtask setup"), ("cargo xtask build", "cargo xtask build")] {
         step(&format!("fresh-check: `{what}` in the bare Debian 12"));
@@ -195,7 +202,7 @@ fn script(rootfs: &Path, cmd: &str) -> String {
          mount --rbind /sys {r}/sys\n\
          mount --rbind /dev {r}/dev\n\
          mount -t tmpfs tmpfs {r}/tmp\n\
-         mount -t overlay overlay -o lowerdir={home},upperdir={d}/rustup-upper,workdir={d}/rustup-work {r}/root/.rustup\n\
+         mount -t overlay overlay -o lowerdir={home},upperdir={d}/rustup-upper,workdir={d}/rustup-work,redirect_dir=on {r}/root/.rustup\n\
          exec chroot {r} /usr/bin/env -i HOME=/root USER=root TERM=dumb CARGO_TERM_COLOR=never \
          RUSTUP_HOME=/root/.rustup CARGO_HOME=/root/.cargo \
          PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
