@@ -1,18 +1,23 @@
 //! ICMP (RFC 792) messages the data path writes or translates: "fragmentation
-//! needed" for PMTU discovery (RFC 1191), and errors quoting a translated flow.
+//! needed" for PMTU discovery (RFC 1191), "port unreachable" for a UDP
+//! datagram to a service with no backend, and errors quoting a translated
+//! flow.
 
 use crate::{checksum, eth, ipv4, nat::Tuple};
 
 pub const HEADER_LEN: usize = 8;
 pub const DEST_UNREACHABLE: u8 = 3;
+/// Code of [`DEST_UNREACHABLE`]: no one listens on the port.
+pub const PORT_UNREACHABLE: u8 = 3;
 /// Code of [`DEST_UNREACHABLE`]: fragmentation needed and DF set.
 pub const FRAG_NEEDED: u8 = 4;
 pub const TIME_EXCEEDED: u8 = 11;
 /// What an ICMP error quotes of the packet that caused it, at least: its
 /// IPv4 header (without options) and 8 bytes.
 pub const QUOTE_LEN: usize = ipv4::HEADER_LEN + 8;
-/// The "fragmentation needed" frame: Ethernet, IPv4, ICMP, the quote.
-pub const FRAG_NEEDED_FRAME_LEN: usize = eth::HEADER_LEN + ipv4::HEADER_LEN + HEADER_LEN + QUOTE_LEN;
+/// A "destination unreachable" frame: Ethernet, IPv4, ICMP, the quote.
+pub const UNREACHABLE_FRAME_LEN: usize = eth::HEADER_LEN + ipv4::HEADER_LEN + HEADER_LEN + QUOTE_LEN;
+pub const FRAG_NEEDED_FRAME_LEN: usize = UNREACHABLE_FRAME_LEN;
 /// An error's header, the quoted IPv4 header and the quoted ports: what
 /// [`quoted_flow`] reads and [`rewrite_quoted_dst`] changes.
 pub const ERROR_LEN: usize = HEADER_LEN + ipv4::HEADER_LEN + 4;
@@ -30,26 +35,62 @@ pub fn frag_needed(
     to: [u8; 4],
     mtu: u16,
     quote: &[u8; QUOTE_LEN],
-) -> [u8; FRAG_NEEDED_FRAME_LEN] {
-    let mut r = [0u8; FRAG_NEEDED_FRAME_LEN];
-    eth::emit_at(&mut r, 0, to_mac, from_mac, eth::ETHERTYPE_IPV4);
+) -> [u8; UNREACHABLE_FRAME_LEN] {
+    let mut r = [0u8; UNREACHABLE_FRAME_LEN];
+    emit_unreachable(&mut r, FRAG_NEEDED, mtu, to_mac, from_mac, from, to, quote);
+    r
+}
+
+/// Writes "port unreachable" to `to` from `from`, the address the quoted
+/// datagram was sent to, quoting it, into `r` (which may be the packet: the
+/// quote is a copy): what a host with no socket on the port answers.
+#[inline(always)]
+pub fn emit_port_unreachable(
+    r: &mut [u8; UNREACHABLE_FRAME_LEN],
+    to_mac: [u8; 6],
+    from_mac: [u8; 6],
+    from: [u8; 4],
+    to: [u8; 4],
+    quote: &[u8; QUOTE_LEN],
+) {
+    emit_unreachable(r, PORT_UNREACHABLE, 0, to_mac, from_mac, from, to, quote)
+}
+
+/// "Destination unreachable" with `code` (and, for [`FRAG_NEEDED`], the
+/// next hop's MTU), framed and addressed as [`frag_needed`] says.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn emit_unreachable(
+    r: &mut [u8; UNREACHABLE_FRAME_LEN],
+    code: u8,
+    mtu: u16,
+    to_mac: [u8; 6],
+    from_mac: [u8; 6],
+    from: [u8; 4],
+    to: [u8; 4],
+    quote: &[u8; QUOTE_LEN],
+) {
+    eth::emit_at(r, 0, to_mac, from_mac, eth::ETHERTYPE_IPV4);
     let ip = ipv4::Repr {
         src: from,
         dst: to,
         proto: ipv4::PROTO_ICMP,
         tos: 0xc0,
-        total_len: (FRAG_NEEDED_FRAME_LEN - eth::HEADER_LEN) as u16,
+        total_len: (UNREACHABLE_FRAME_LEN - eth::HEADER_LEN) as u16,
         dont_fragment: false,
     };
-    ip.emit_at(&mut r, eth::HEADER_LEN);
+    ip.emit_at(r, eth::HEADER_LEN);
     let icmp = eth::HEADER_LEN + ipv4::HEADER_LEN;
     r[icmp] = DEST_UNREACHABLE;
-    r[icmp + 1] = FRAG_NEEDED;
+    r[icmp + 1] = code;
+    r[icmp + 2] = 0;
+    r[icmp + 3] = 0;
+    r[icmp + 4] = 0;
+    r[icmp + 5] = 0;
     r[icmp + 6..icmp + 8].copy_from_slice(&mtu.to_be_bytes());
     r[icmp + HEADER_LEN..].copy_from_slice(quote);
-    let c = checksum::of(&r, icmp, FRAG_NEEDED_FRAME_LEN);
+    let c = checksum::of(r, icmp, UNREACHABLE_FRAME_LEN);
     r[icmp + 2..icmp + 4].copy_from_slice(&c);
-    r
 }
 
 /// The TCP/UDP flow an error (destination unreachable, time exceeded)
@@ -120,6 +161,19 @@ mod tests {
         assert_eq!(f[34..42], [3, 4, f[36], f[37], 0, 0, 0x05, 0xaa]);
         assert_eq!(f[42..], QUOTE);
         assert_eq!(fold(sum_words(&f, 34, 70)), 0);
+    }
+
+    #[test]
+    fn port_unreachable_frame() {
+        let mut f = [0x55u8; UNREACHABLE_FRAME_LEN];
+        emit_port_unreachable(&mut f, [0xaa; 6], [0xbb; 6], [10, 0, 0, 3], [10, 0, 0, 2], &QUOTE);
+        assert_eq!(f[14..24], [0x45, 0xc0, 0, 56, 0, 0, 0, 0, 64, 1]);
+        assert_eq!((&f[26..30], &f[30..34]), (&[10u8, 0, 0, 3][..], &[10u8, 0, 0, 2][..]));
+        // ICMP 3/3, nothing where frag-needed has its MTU, the quote.
+        assert_eq!(f[34..42], [3, 3, f[36], f[37], 0, 0, 0, 0]);
+        assert_eq!(f[42..], QUOTE);
+        assert_eq!(fold(sum_words(&f, 34, 70)), 0);
+        assert_eq!(fold(sum_words(&f, 14, 34)), 0);
     }
 
     /// A port unreachable from backend 10.10.0.21 about the client's packet

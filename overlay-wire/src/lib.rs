@@ -15,6 +15,7 @@ pub mod eth;
 pub mod icmp;
 pub mod ipv4;
 pub mod nat;
+pub mod tcp;
 pub mod vxlan;
 
 /// Reads the 4 bytes at `at` of `b` (an address).
