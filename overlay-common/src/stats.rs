@@ -4,8 +4,8 @@
 //! verdict once and counts it, the way Cilium does with drop reasons.
 //!
 //! Every reason is declared once, in the table below: its value (its counter
-//! slot, kept across releases), its name (in `status`, the metrics and the
-//! README), what it means, and the programs that count it. The enum, the
+//! slot, kept across releases), its name (in `status`, the metrics and
+//! docs/data-path.md), what it means, and the programs that count it. The enum, the
 //! names, [`REASONS`] and each program's list all come from that one line.
 
 /// Programs that count into the stats map.
@@ -36,7 +36,8 @@ impl Prog {
 
 macro_rules! reasons {
     ($($(#[doc = $doc:literal])+ $variant:ident = $value:literal, $name:literal, [$($prog:ident),+];)+) => {
-        /// Why a packet ended the way it did. Values below [`FIRST_DROP`] are not drops.
+        /// Why a packet ended the way it did. Values below [`FIRST_DROP`] are not
+        /// drops; from there on, `drop_*` and `reject_*` (dropped and answered) are.
         #[repr(u32)]
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
         pub enum Reason {
@@ -47,7 +48,7 @@ macro_rules! reasons {
         pub const REASONS: &[Reason] = &[$(Reason::$variant,)+];
 
         impl Reason {
-            /// The name `status`, the metrics and the README use.
+            /// The name `status`, the metrics and docs/data-path.md use.
             pub const fn name(self) -> &'static str {
                 match self {
                     $(Reason::$variant => $name,)+
@@ -145,7 +146,9 @@ reasons! {
     DropRedirect = 28, "drop_redirect", [XdpUnderlay, TcEndpoint, TcWireguard];
     /// Arrived on a veth the maps do not know.
     DropUnknownIface = 29, "drop_unknown_iface", [TcEndpoint];
-    /// For a service with no healthy backend.
+    /// For a service with no backend that could not be answered (a TCP
+    /// reset, which is never answered, or a UDP datagram with IPv4 options),
+    /// or for a backend the maps do not hold yet (a packet racing an apply).
     DropNoBackend = 30, "drop_no_backend", [XdpUnderlay, TcEndpoint];
     /// No resolved neighbour (MAC) for the next hop of an XDP transmit.
     DropNoNeigh = 31, "drop_no_neigh", [XdpUnderlay];
@@ -170,6 +173,11 @@ reasons! {
     DropNotPeer = 39, "drop_not_peer", [XdpUnderlay];
     /// For an encrypted network on a host without its WireGuard device.
     DropNoWireguard = 40, "drop_no_wireguard", [XdpUnderlay, TcEndpoint, TcWireguard];
+    /// For a service with no backend (none configured matches an endpoint,
+    /// or every one fails its health checks): dropped and answered as a host
+    /// with no listener answers, TCP with a reset, UDP with ICMP port
+    /// unreachable, from the VIP or published address the client asked.
+    RejectNoBackend = 41, "reject_no_backend", [XdpUnderlay, TcEndpoint];
 }
 
 pub const FIRST_DROP: u32 = 16;
@@ -207,7 +215,8 @@ mod tests {
         for (i, a) in REASONS.iter().enumerate() {
             assert!((*a as u32) < MAX_REASONS);
             assert_eq!(Reason::from_u32(*a as u32), Some(*a));
-            assert_eq!(a.is_drop(), a.name().starts_with("drop_"), "{}", a.name());
+            let dropped = a.name().starts_with("drop_") || a.name().starts_with("reject_");
+            assert_eq!(a.is_drop(), dropped, "{}", a.name());
             assert!(PROGS.iter().any(|p| a.counted_by(*p)), "{} is counted by no program", a.name());
             assert!(!a.doc().is_empty());
             for b in &REASONS[i + 1..] {

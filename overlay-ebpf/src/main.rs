@@ -10,7 +10,8 @@
 //!
 //! Underneath: `packet` (one view of XDP and skb packets, the one
 //! bounds-checked accessor), `conntrack` (the connection table and the one
-//! reply translation), `lb` (Maglev picks), `fib`, `maps`, `stats`. Packet
+//! reply translation), `lb` (Maglev picks), `reject` (the answer of a service
+//! with no backend), `fib`, `maps`, `stats`. Packet
 //! formats and checksums are `overlay_wire`'s, unit-tested on the host.
 //!
 //! Handlers return an [`packet::Outcome`]: a reason and a verdict, or the
@@ -44,6 +45,8 @@ mod mesh;
 mod packet;
 #[cfg(target_arch = "bpf")]
 mod programs;
+#[cfg(target_arch = "bpf")]
+mod reject;
 #[cfg(target_arch = "bpf")]
 mod stats;
 #[cfg(target_arch = "bpf")]

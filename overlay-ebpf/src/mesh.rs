@@ -50,7 +50,8 @@ pub fn published(ctx: &Xdp, cfg: &HostConfig) -> Option<Outcome<u32>> {
 fn balance(ctx: &Xdp, cfg: &HostConfig, key: &CtKey, svc: &ServiceValue) -> Outcome<u32> {
     let now = now_ns();
     let ct = conntrack::get(key, cfg, now).map(|c| *c);
-    let (backend, new) = pick(svc, ct, key).ok_or(Reason::DropNoBackend)?;
+    // No backend: answered by the entry point (`reject`).
+    let (backend, new) = pick(svc, ct, key).ok_or(Reason::RejectNoBackend)?;
     let ep = *endpoint(svc.vni, backend).ok_or(Reason::DropNoBackend)?;
     let local = ep.flags & ENDPOINT_F_LOCAL != 0;
     let ip = ctx.bytes::<{ ipv4::HEADER_LEN }>(eth::HEADER_LEN).ok_or(Reason::DropMalformed)?;

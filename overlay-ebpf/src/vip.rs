@@ -85,7 +85,8 @@ fn balance(
     if svc.vni != me.vni {
         return Err(Reason::DropCrossNetwork);
     }
-    let (backend, new) = pick(svc, ct, key).ok_or(Reason::DropNoBackend)?;
+    // No backend: answered by the entry point (`reject`).
+    let (backend, new) = pick(svc, ct, key).ok_or(Reason::RejectNoBackend)?;
     let ep = endpoint(me.vni, backend).ok_or(Reason::DropNoBackend)?;
     if let Some(v) = too_big(ctx, me, ifindex, ep) {
         return v;

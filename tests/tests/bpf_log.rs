@@ -22,13 +22,14 @@ fn log_state() -> String {
 }
 
 /// One connection attempt from the outside client to the published port,
-/// which has no backend: XDP drops the SYN.
+/// which has no backend: XDP refuses the SYN with a reset.
 fn knock(client: &str) {
     let to: SocketAddr = format!("{N1}:7400").parse().unwrap();
     let client = client.to_string();
     std::thread::spawn(move || {
         enter_netns(&client).unwrap();
-        assert!(TcpStream::connect_timeout(&to, Duration::from_millis(300)).is_err(), "nothing should answer");
+        let e = TcpStream::connect_timeout(&to, Duration::from_secs(5)).expect_err("nothing should accept");
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
     })
     .join()
     .unwrap();
@@ -71,7 +72,7 @@ fn drops_are_logged_only_while_bpf_log_is_on() {
     assert!(!cs[0].run("ping", &["-c", "1", "-W", "1", "10.10.0.99"]).status.success());
     knock(&u.host("cl").name);
     let tc = "tc drop drop_no_endpoint";
-    let xdp = "xdp drop drop_no_backend";
+    let xdp = "xdp drop reject_no_backend";
     let seen = |log: &str| {
         log.lines().any(|l| l.contains(tc) && l.contains("10.10.0.11 -> 10.10.0.99 proto 1"))
             && log.lines().any(|l| l.contains(xdp) && l.contains(&format!("{CLIENT} -> {N1} proto 6")))
@@ -95,5 +96,5 @@ fn drops_are_logged_only_while_bpf_log_is_on() {
     assert_eq!(switch(&pin_dir), 0);
     let s = status(&dep, P, "n1");
     assert!(counter(&s, "tc_endpoint_egress", "drop_no_endpoint") >= 2);
-    assert!(counter(&s, "xdp_underlay_ingress", "drop_no_backend") >= 1);
+    assert!(counter(&s, "xdp_underlay_ingress", "reject_no_backend") >= 1);
 }

@@ -566,20 +566,117 @@ fn a_known_flows_packet_puts_back_its_evicted_reply_entry() {
     assert_eq!(rig.backend_flows(R), 1);
 }
 
+/// An IPv4 header the data path writes (ID 0) over `l4`, with `tos`.
+fn our_ip(src: [u8; 4], dst: [u8; 4], proto: u8, df: bool, tos: u8, l4: &[u8]) -> Vec<u8> {
+    let mut h = ip(src, dst, proto, df, 0, l4);
+    h[1] = tos;
+    h[4..6].copy_from_slice(&[0, 0]);
+    h[10..12].copy_from_slice(&[0, 0]);
+    let c = csum(&h[..20]);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+    h
+}
+
+/// What a host with no listener answers a SYN of sequence number 1 with
+/// (`tcp()`'s): RST|ACK, sequence 0, acknowledging 2, from `from`:`fport`.
+fn reset_of_syn(to_mac: [u8; 6], from_mac: [u8; 6], from: [u8; 4], to: [u8; 4], fport: u16, tport: u16) -> Vec<u8> {
+    let mut t = fport.to_be_bytes().to_vec();
+    t.extend_from_slice(&tport.to_be_bytes());
+    t.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 2, 0x50, 0x14, 0, 0, 0, 0, 0, 0]);
+    let c = l4_csum(&from, &to, 6, &t);
+    t[16..18].copy_from_slice(&c.to_be_bytes());
+    let mut p = eth(to_mac, from_mac, 0x0800);
+    p.extend(our_ip(from, to, 6, true, 0, &t));
+    p
+}
+
+/// ICMP port unreachable from `from` quoting the IPv4 packet `quoted` (its
+/// header and 8 bytes).
+fn port_unreachable(to_mac: [u8; 6], from_mac: [u8; 6], from: [u8; 4], to: [u8; 4], quoted: &[u8]) -> Vec<u8> {
+    let mut m = vec![3, 3, 0, 0, 0, 0, 0, 0];
+    m.extend_from_slice(&quoted[..28]);
+    let c = csum(&m);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut p = eth(to_mac, from_mac, 0x0800);
+    p.extend(our_ip(from, to, 1, false, 0xc0, &m));
+    p
+}
+
 #[test]
-fn tc_vip_without_backends_or_of_another_network_is_dropped() {
+fn tc_vip_without_backends_answers_as_a_closed_port_and_another_networks_is_dropped() {
     let mut rig = Rig::with_vip([0; 4], FRONT);
+    let mut svcs: HashMap<_, ServiceKey, ServiceValue> = rig.map(MAP_SERVICES);
+    let v = ServiceValue { service_id: SVC, vni: FRONT, target_port: 53, lb_slot: 0, ..Default::default() };
+    svcs.insert(ServiceKey { addr: VIP, port: 53, proto: PROTO_UDP, _pad: 0 }, v, 0).unwrap();
     let syn = frame(ME_MAC, GW_MAC, ME, VIP, 6, &tcp_with_csum(ME, VIP, 40000, 80));
+    let query = frame(ME_MAC, GW_MAC, ME, VIP, 17, &udp(40001, 53, b"q"));
+    let mut rst = syn.clone();
+    rst[47] = 0x14; // RST|ACK
     rig.table(
         PROG_TC_ENDPOINT,
         Prog::TcEndpoint,
-        &[case("no healthy backend", syn.clone(), TC_ACT_SHOT, Out::Any, Reason::DropNoBackend)],
+        &[
+            case(
+                "TCP to a VIP with no backend: a reset from the VIP",
+                syn.clone(),
+                TC_ACT_REDIRECT,
+                Out::Exactly(reset_of_syn(ME_MAC, GW_MAC, VIP, ME, 80, 40000)),
+                Reason::RejectNoBackend,
+            ),
+            case(
+                "UDP to it: port unreachable from the VIP, quoting the datagram",
+                query.clone(),
+                TC_ACT_REDIRECT,
+                Out::Exactly(port_unreachable(ME_MAC, GW_MAC, VIP, ME, &query[14..])),
+                Reason::RejectNoBackend,
+            ),
+            case("a reset to it: never answered", rst, TC_ACT_SHOT, Out::Any, Reason::DropNoBackend),
+        ],
     );
     let mut rig = Rig::with_vip(R, BACK);
     rig.table(
         PROG_TC_ENDPOINT,
         Prog::TcEndpoint,
         &[case("another network's VIP", syn, TC_ACT_SHOT, Out::Any, Reason::DropCrossNetwork)],
+    );
+}
+
+#[test]
+fn xdp_mesh_without_backends_answers_as_a_closed_port() {
+    private_underlay();
+    let client_mac = [2, 0, 0, 0, 0, 0x99];
+    let mut rig = Rig::with_published(8080, PROTO_TCP, [0; 4]);
+    let syn = from_client(&tcp_with_csum(OUTSIDE, HOST, 50000, 8080), 6);
+    let mut rst = syn.clone();
+    rst[47] = 0x04;
+    rig.table(
+        PROG_XDP_UNDERLAY,
+        Prog::XdpUnderlay,
+        &[
+            case(
+                "TCP to a published port with no backend: a reset from the host's address, back out",
+                syn,
+                XDP_REDIRECT,
+                Out::Exactly(reset_of_syn(client_mac, HOST_MAC, HOST, OUTSIDE, 8080, 50000)),
+                Reason::RejectNoBackend,
+            ),
+            case("a reset to it: never answered", rst, XDP_DROP, Out::Any, Reason::DropNoBackend),
+        ],
+    );
+    assert!(rig.ct(ctk(OUTSIDE, HOST, 50000, 8080)).is_none(), "no flow recorded for a refused connection");
+    let mut rig = Rig::with_published(53, PROTO_UDP, [0; 4]);
+    // Shorter than the answer: the frame grows to hold it.
+    let query = from_client(&udp(50001, 53, b"q"), 17);
+    rig.table(
+        PROG_XDP_UNDERLAY,
+        Prog::XdpUnderlay,
+        &[case(
+            "UDP to it: port unreachable from the host's address",
+            query.clone(),
+            XDP_REDIRECT,
+            Out::Exactly(port_unreachable(client_mac, HOST_MAC, HOST, OUTSIDE, &query[14..])),
+            Reason::RejectNoBackend,
+        )],
     );
 }
 

@@ -20,6 +20,7 @@ use crate::{
     log,
     maps::{endpoint, iface, network, subnet},
     packet::{Outcome, Packet},
+    reject,
     stats::count,
     vip,
 };
@@ -30,7 +31,16 @@ const PACKET_HOST: u32 = 0;
 #[classifier]
 pub fn tc_endpoint_egress(ctx: TcContext) -> i32 {
     let len = Packet::len(&ctx) as u64;
-    let (reason, action) = handle(&ctx).unwrap_or_else(|r| {
+    let outcome = match handle(&ctx) {
+        // A service with no backend: answered here, after the handler's
+        // stack frame is gone.
+        Err(Reason::RejectNoBackend) => {
+            crate::log_rare!(log::tc_drop, ctx.skb.skb, Reason::RejectNoBackend);
+            reject::tc(&ctx)
+        }
+        o => o,
+    };
+    let (reason, action) = outcome.unwrap_or_else(|r| {
         crate::log_rare!(log::tc_drop, ctx.skb.skb, r);
         (r, TC_ACT_SHOT)
     });

@@ -21,6 +21,7 @@ use crate::{
     maps::{host_config, is_vtep, wg_config},
     mesh,
     packet::{Outcome, Packet, Xdp},
+    reject,
     stats::count,
 };
 
@@ -28,7 +29,16 @@ use crate::{
 pub fn xdp_underlay_ingress(ctx: XdpContext) -> u32 {
     let frame = Xdp::new(&ctx);
     let len = frame.len() as u64;
-    let (reason, action) = handle(&frame).unwrap_or_else(|r| {
+    let outcome = match handle(&frame) {
+        // A published port with no backend: answered here, after the
+        // handler's stack frame is gone.
+        Err(Reason::RejectNoBackend) => {
+            crate::log_rare!(log::xdp_drop, ctx.ctx, Reason::RejectNoBackend);
+            reject::xdp(&frame.reread())
+        }
+        o => o,
+    };
+    let (reason, action) = outcome.unwrap_or_else(|r| {
         crate::log_rare!(log::xdp_drop, ctx.ctx, r);
         (r, XDP_DROP)
     });
