@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 
-use crate::model::{drop_backends, Cluster, EndpointPort, EndpointSpec, Mac, Runtime, State};
+use crate::model::{remove_endpoints, Cluster, EndpointPort, EndpointSpec, Mac, Runtime, State};
 
 /// What `endpoint create/rm` refuse (user errors, exit 1).
 #[derive(Debug, thiserror::Error)]
@@ -83,8 +83,7 @@ pub fn remove(state: &mut State, name: &str, network: Option<&str>) -> Result<St
         [one] => one.clone(),
         many => return Err(EndpointError::Ambiguous { name: name.into(), networks: many.join(", ") }),
     };
-    state.endpoints.retain(|e| !(e.name == name && e.network == net));
-    drop_backends(state, &[(net.clone(), name.to_string())]);
+    remove_endpoints(state, |e| e.name == name && e.network == net);
     Ok(net)
 }
 
@@ -233,8 +232,14 @@ mod tests {
         let c = resolve("t", &s, Capabilities::default()).unwrap();
         let names: Vec<&str> = c.services[0].backends.iter().map(|&b| c.endpoints[b].name.as_str()).collect();
         assert_eq!(names, ["api.1", "api.2", "web.1"]);
-        s.services[0].backends = vec!["nobody".into()];
-        let e = resolve("t", &s, Capabilities::default()).unwrap_err();
-        assert!(e.to_string().contains("not an endpoint or an alias"), "{e}");
+        // Removing every endpoint of the alias never fails because of the
+        // service: it keeps its VIP with no backend, and a warning.
+        remove(&mut s, "api.1", None).unwrap();
+        remove(&mut s, "api.2", None).unwrap();
+        assert_eq!(s.services[0].backends, ["api", "web.1"], "an alias stays: it stands for whoever carries it");
+        let c = resolve("t", &s, Capabilities::default()).unwrap();
+        let names: Vec<&str> = c.services[0].backends.iter().map(|&b| c.endpoints[b].name.as_str()).collect();
+        assert_eq!(names, ["web.1"]);
+        assert_eq!(c.warnings.iter().map(|w| w.rule).collect::<Vec<_>>(), [crate::model::Rule::UnknownBackend]);
     }
 }

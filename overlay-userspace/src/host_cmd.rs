@@ -67,14 +67,11 @@ pub fn remove(state: &mut State, name: &str, force: bool) -> Result<Vec<String>,
         let known: Vec<&str> = state.hosts.iter().map(|h| h.name.as_str()).collect();
         return Err(HostError::NotFound { name: name.into(), known: known.join(", ") });
     };
-    let gone: Vec<(String, String)> =
-        state.endpoints.iter().filter(|e| e.host == name).map(|e| (e.network.clone(), e.name.clone())).collect();
-    let eps: Vec<String> = gone.iter().map(|(_, n)| n.clone()).collect();
+    let eps: Vec<String> = state.endpoints.iter().filter(|e| e.host == name).map(|e| e.name.clone()).collect();
     if !eps.is_empty() && !force {
         return Err(HostError::HasEndpoints { name: name.into(), endpoints: eps.join(", ") });
     }
-    state.endpoints.retain(|e| e.host != name);
-    crate::model::drop_backends(state, &gone);
+    crate::model::remove_endpoints(state, |e| e.host == name);
     state.hosts.remove(i);
     Ok(eps)
 }

@@ -3,6 +3,10 @@ use super::{Format, Global};
 pub async fn validate(g: &Global, output: Format) -> overlay_bpf::error::Result<i32> {
     let mut store = super::open_store(g).await?;
     let c = store.load().await?;
+    // Worth saying, but the state is valid: exit 0.
+    for w in &c.warnings {
+        eprintln!("warning: {}: {w}", store.describe());
+    }
     if output == Format::Json {
         let nets: Vec<_> = c
             .networks

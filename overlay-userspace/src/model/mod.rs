@@ -24,7 +24,7 @@ mod resolve;
 mod spec;
 
 pub use load::*;
-pub use pinned::{drop_backends, pinned};
+pub use pinned::{drop_backends, pinned, remove_endpoints};
 pub use problem::*;
 pub use resolve::resolve;
 pub use spec::*;
@@ -53,6 +53,9 @@ pub struct Cluster {
     pub networks: Vec<Network>,
     pub endpoints: Vec<Endpoint>,
     pub services: Vec<Service>,
+    /// What the state is worth a warning for, though it breaks no rule (a
+    /// backend name that matches no endpoint yet).
+    pub warnings: Vec<Problem>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

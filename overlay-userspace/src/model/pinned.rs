@@ -32,6 +32,21 @@ pub fn pinned(state: &State, cluster: &Cluster) -> State {
     s
 }
 
+/// Removes the endpoints `gone` picks, and their names from the backends of
+/// their networks' services (an alias stays: it stands for whoever carries
+/// it, and a service whose alias no one carries any more has no backend
+/// from it, which is a warning, not an error). Every front end removes
+/// endpoints this way, so removing one never fails because of a service.
+/// Returns the (network, name) pairs removed.
+pub fn remove_endpoints(state: &mut State, gone: impl Fn(&EndpointSpec) -> bool) -> Vec<(String, String)> {
+    let (removed, kept): (Vec<EndpointSpec>, Vec<EndpointSpec>) =
+        std::mem::take(&mut state.endpoints).into_iter().partition(|e| gone(e));
+    state.endpoints = kept;
+    let removed: Vec<(String, String)> = removed.into_iter().map(|e| (e.network, e.name)).collect();
+    drop_backends(state, &removed);
+    removed
+}
+
 /// Takes the endpoints `gone` ((network, name) pairs, removed from the
 /// state) out of the backends of their networks' services, where a service
 /// names them (an alias stays: it stands for whoever carries it).

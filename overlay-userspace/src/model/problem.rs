@@ -13,11 +13,21 @@ macro_rules! rules {
             $($(#[doc = $doc])+ $variant,)+
         }
 
+        /// Every rule, in table order.
+        pub const RULES: &[Rule] = &[$(Rule::$variant,)+];
+
         impl Rule {
             /// A short stable name, as shown in grouped messages.
             pub const fn name(self) -> &'static str {
                 match self {
                     $(Rule::$variant => $name,)+
+                }
+            }
+
+            /// What breaks it (the table's doc comment).
+            pub const fn doc(self) -> &'static str {
+                match self {
+                    $(Rule::$variant => concat!($($doc),+),)+
                 }
             }
         }
@@ -27,13 +37,13 @@ macro_rules! rules {
 rules! {
     /// The file cannot be read.
     Read = "read";
-    /// Bigger than MAX_STATE_BYTES.
+    /// Bigger than 16 MiB.
     TooLarge = "too-large";
     /// Not UTF-8.
     NotUtf8 = "not-utf8";
     /// Nothing in it.
     Empty = "empty";
-    /// Not YAML of the spec's shape: syntax, unknown keys, wrong types.
+    /// Not YAML of the state's shape: syntax, unknown keys, wrong types.
     Syntax = "syntax";
     /// `version` other than 1.
     Version = "version";
@@ -95,11 +105,13 @@ rules! {
     UnknownNetwork = "unknown-network";
     /// A reference to a host that does not exist.
     UnknownHost = "unknown-host";
-    /// A backend that is not an endpoint or an alias.
+    /// A backend that matches no endpoint or alias of its service's network
+    /// (a warning: the service has no backend from it for now).
     UnknownBackend = "unknown-backend";
     /// An alias that is not a name.
     Alias = "alias";
-    /// A backend on another network than its service.
+    /// A backend that is an endpoint's name on another network than its
+    /// service's.
     BackendNetwork = "backend-network";
     /// An endpoint on a non-attachable network that backs no service.
     NotAttachable = "not-attachable";
@@ -131,6 +143,16 @@ rules! {
     NetworkOrBroadcast = "network-or-broadcast";
     /// An address already used.
     DuplicateAddress = "duplicate-address";
+}
+
+/// docs/state-file.md's table of rules, from the one table above.
+pub fn rules_markdown() -> String {
+    let mut s = String::from("| rule | what breaks it |\n|---|---|\n");
+    for r in RULES {
+        let doc = r.doc().split_whitespace().collect::<Vec<_>>().join(" ");
+        s += &format!("| `{}` | {} |\n", r.name(), doc);
+    }
+    s
 }
 
 /// One broken rule: where (`entry`), which ([`Rule`]) and what (`message`,

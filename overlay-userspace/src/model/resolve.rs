@@ -1,4 +1,4 @@
-//! Validation and resolution: every rule of the spec checked (all problems
+//! Validation and resolution: every rule of the state checked (all problems
 //! reported, not just the first), every default resolved, and the
 //! deterministic allocation of VNIs, addresses, MACs and interface names.
 
@@ -15,11 +15,17 @@ use super::*;
 struct Checker<'a> {
     file: &'a str,
     problems: Vec<Problem>,
+    /// What is worth saying but breaks no rule: the state applies.
+    warnings: Vec<Problem>,
 }
 
 impl Checker<'_> {
     fn err(&mut self, rule: Rule, entry: impl Into<String>, message: impl Into<String>) {
         self.problems.push(Problem { entry: entry.into(), rule, message: message.into() });
+    }
+
+    fn warn(&mut self, rule: Rule, entry: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(Problem { entry: entry.into(), rule, message: message.into() });
     }
 }
 
@@ -102,7 +108,7 @@ impl Pool {
     }
 }
 
-/// Validates `state` against every rule of the spec and resolves every default.
+/// Validates `state` against every rule (docs/state-file.md) and resolves every default.
 /// `file` names the source in errors. All problems are reported, not just the first.
 /// The state being checked, and what the phases learn of it: the index of
 /// every name. Every rule is a phase below; every problem is collected, so a
@@ -114,11 +120,15 @@ struct Resolver<'s> {
     net_ix: HashMap<&'s str, usize>,
 }
 
-/// Validates `state` against every rule of the spec and resolves every default.
+/// Validates `state` against every rule (docs/state-file.md) and resolves every default.
 /// `file` names the source in errors. All problems are reported, not just the first.
 pub fn resolve(file: &str, state: &State, caps: Capabilities) -> Result<Cluster, StateError> {
-    let mut r =
-        Resolver { c: Checker { file, problems: Vec::new() }, state, host_ix: HashMap::new(), net_ix: HashMap::new() };
+    let mut r = Resolver {
+        c: Checker { file, problems: Vec::new(), warnings: Vec::new() },
+        state,
+        host_ix: HashMap::new(),
+        net_ix: HashMap::new(),
+    };
     r.cluster_settings();
     r.hosts();
     r.networks(caps);
@@ -165,6 +175,7 @@ pub fn resolve(file: &str, state: &State, caps: Capabilities) -> Result<Cluster,
         networks,
         endpoints,
         services,
+        warnings: c.warnings,
     })
 }
 
@@ -494,9 +505,14 @@ impl Resolver<'_> {
                     backs_a_service.extend(here);
                     continue;
                 }
-                let elsewhere = state.endpoints.iter().find(|ep| ep.name == *b || ep.aliases.contains(b));
-                match elsewhere {
-                    Some(ep) if snet.is_some() => c.err(
+                // An endpoint's name elsewhere is a mistake; a name or alias
+                // that no endpoint of the network carries (yet, or any more:
+                // the last container of a service removed) leaves the
+                // service without that backend, and breaks no rule.
+                let named_elsewhere = state.endpoints.iter().find(|ep| ep.name == *b);
+                let alias_elsewhere = state.endpoints.iter().find(|ep| ep.aliases.contains(b));
+                match (named_elsewhere, alias_elsewhere) {
+                    (Some(ep), _) if snet.is_some() => c.err(
                         Rule::BackendNetwork,
                         &e,
                         format!(
@@ -504,12 +520,22 @@ impl Resolver<'_> {
                             ep.network, s.network
                         ),
                     ),
-                    Some(_) => {}
-                    None => c.err(
-                        Rule::UnknownBackend,
-                        &e,
-                        format!("backend {b:?} is not an endpoint or an alias; define it under `endpoints:`"),
-                    ),
+                    (Some(_), _) => {}
+                    (None, elsewhere) => {
+                        let hint = match elsewhere {
+                            Some(ep) => format!(" (endpoints on network {:?} carry it)", ep.network),
+                            None => String::new(),
+                        };
+                        c.warn(
+                            Rule::UnknownBackend,
+                            &e,
+                            format!(
+                                "backend {b:?} matches no endpoint or alias on network {:?}{hint}: the service has \
+                                 no backend from it until one joins with that name or alias",
+                                s.network
+                            ),
+                        )
+                    }
                 }
             }
         }

@@ -1,4 +1,4 @@
-//! The state file as written: serde types, as the spec (`cluster-state.md`)
+//! The state file as written: serde types, as docs/state-file.md
 //! names them. Defaults Docker would pick are filled in by [`super::resolve`].
 
 use std::{collections::BTreeMap, fmt, net::Ipv4Addr, str::FromStr};
@@ -44,15 +44,14 @@ pub struct ClusterSpec {
     pub vxlan_port: u16,
     #[serde(default = "default_underlay_mtu")]
     pub underlay_mtu: u32,
-    /// Seconds an idle TCP flow keeps its backend (addition to the spec; not
-    /// IPVS's 900 s that cuts idle connections).
+    /// Seconds an idle TCP flow keeps its backend (not IPVS's
+    /// 900 s, which cuts idle connections).
     #[serde(default = "default_ct_tcp_timeout")]
     pub conntrack_tcp_timeout: u32,
     /// Seconds an idle UDP flow keeps its backend.
     #[serde(default = "default_ct_udp_timeout")]
     pub conntrack_udp_timeout: u32,
-    /// UDP port of WireGuard between hosts, for encrypted networks (addition
-    /// to the spec).
+    /// UDP port of WireGuard between hosts, for encrypted networks.
     #[serde(default = "default_wireguard_port", skip_serializing_if = "is_default_wireguard_port")]
     pub wireguard_port: u16,
 }
@@ -98,7 +97,7 @@ pub struct HostSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface: Option<String>,
     /// The host's WireGuard public key (base64), which encrypted networks
-    /// need (addition to the spec): `overlay-bpf host key` prints it and
+    /// need: `overlay-bpf host key` prints it and
     /// puts it here; the agent publishes its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wireguard_key: Option<String>,

@@ -102,7 +102,7 @@ fn base_resolves_with_docker_defaults() {
     assert_ne!(vip, w2.ip);
 }
 
-/// Every rule of the spec, and the loader's own: each bad state is refused
+/// Every rule of the state (docs/state-file.md), and the loader's own: each bad state is refused
 /// with an error naming the entry and the rule.
 #[test]
 fn every_rule_is_enforced() {
@@ -139,7 +139,6 @@ fn every_rule_is_enforced() {
         ("unknown host", edit("host: node2", "host: node9"), "endpoints[1] (web.2)", Rule::UnknownHost),
         ("unknown network (endpoint)", edit("network: uber-svc, netns: web2", "network: nope, netns: web2"), "endpoints[1] (web.2)", Rule::UnknownNetwork),
         ("unknown network (service)", edit("    network: uber-svc\n    ports", "    network: nope\n    ports"), "services[0] (web)", Rule::UnknownNetwork),
-        ("unknown backend", edit("backends: [web.1, web.2]", "backends: [web.1, web.9]"), "services[0] (web)", Rule::UnknownBackend),
         (
             "backend on another network",
             edit("backends: [web.1, web.2]", "backends: [web.1, web.2, x]").replacen("services:", "  - {name: x, host: node1, network: ingress, netns: x}\nservices:", 1),
@@ -439,4 +438,44 @@ fn a_macvlan_network_sits_on_the_hosts_lan_without_a_vni() {
     let st = parse_state("t", MACVLAN_BASE.as_bytes()).unwrap();
     let again = serde_yaml::to_string(&st).unwrap();
     assert_eq!(parse_state("t", again.as_bytes()).unwrap(), st);
+}
+
+/// A service whose backend is an alias that no endpoint carries: scaled to
+/// zero (its last container removed), or before its first container
+/// starts. It resolves, keeps its VIP and ports with no backend, and says
+/// so in a warning; an endpoint joining with the alias fills it again.
+#[test]
+fn a_backend_that_matches_nothing_is_a_warning_not_an_error() {
+    let zero = edit("backends: [web.1, web.2]", "backends: [web]");
+    let c = parse(&zero).unwrap();
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    let w = &c.warnings[0];
+    assert_eq!((w.rule, w.entry.as_str()), (Rule::UnknownBackend, "services[0] (web)"));
+    assert_eq!(
+        w.message,
+        "backend \"web\" matches no endpoint or alias on network \"uber-svc\": the service has no backend from it \
+         until one joins with that name or alias"
+    );
+    let svc = &c.services[0];
+    assert!(svc.backends.is_empty());
+    assert!(svc.vip.is_some(), "the VIP stays");
+    assert_eq!(svc.ports.iter().map(|p| p.published).collect::<Vec<_>>(), [Some(8080)], "the published port stays");
+
+    // The alias carried only on another network: the same, with a hint.
+    let elsewhere = zero.replacen(
+        "services:",
+        "  - {name: x, host: node1, network: ingress, netns: x, aliases: [web]}\nservices:",
+        1,
+    );
+    let elsewhere = elsewhere.replacen("    ingress: true\n", "    ingress: true\n    attachable: true\n", 1);
+    let c = parse(&elsewhere).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.warnings.len(), 1);
+    assert!(c.warnings[0].message.contains("(endpoints on network \"ingress\" carry it)"), "{}", c.warnings[0].message);
+
+    // A container with the alias joins: no warning, one backend.
+    let back = zero.replacen("netns: web2}", "netns: web2, aliases: [web]}", 1);
+    let c = parse(&back).unwrap();
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let names: Vec<&str> = c.services[0].backends.iter().map(|&b| c.endpoints[b].name.as_str()).collect();
+    assert_eq!(names, ["web.2"]);
 }
