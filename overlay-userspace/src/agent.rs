@@ -185,6 +185,34 @@ fn apply_as_they_arrive(
     Ok(changes.len())
 }
 
+/// The host's lasting conditions (`apply::Warning`s) as last applied: each
+/// is logged when it starts and when it ends, not at every apply.
+#[derive(Debug, Default)]
+struct Conditions(BTreeMap<String, String>);
+
+impl Conditions {
+    /// Takes an apply's warnings: returns those that started (new) and the
+    /// conditions that ended (gone since the last apply).
+    fn update(&mut self, warnings: &[apply::Warning]) -> (Vec<apply::Warning>, Vec<String>) {
+        let now: BTreeMap<String, String> = warnings.iter().map(|w| (w.condition.clone(), w.message.clone())).collect();
+        let started = warnings.iter().filter(|w| !self.0.contains_key(&w.condition)).cloned().collect();
+        let ended = self.0.keys().filter(|c| !now.contains_key(*c)).cloned().collect();
+        self.0 = now;
+        (started, ended)
+    }
+
+    /// Logs what started (WARN) and what ended (INFO) with this apply.
+    fn log(&mut self, host: &str, warnings: &[apply::Warning]) {
+        let (started, ended) = self.update(warnings);
+        for w in started {
+            tracing::warn!(host, "{}", w.message);
+        }
+        for c in ended {
+            tracing::info!(host, "resolved: {c}");
+        }
+    }
+}
+
 /// Health as every agent reports it, merged.
 struct Health {
     local: Tracker,
@@ -331,7 +359,8 @@ pub async fn run<S: StateSource>(
         Some(d) => Pins::new(d),
         None => Pins::for_host(&host),
     };
-    let log = |m: &str| tracing::info!("{host}: {m}");
+    // Each apply's steps, for -vv; an apply is one INFO line with its counts.
+    let log = |m: &str| tracing::debug!("{host}: {m}");
     let up_opts = |unhealthy: &BTreeSet<String>, revision: Option<i64>| apply::UpOptions {
         unhealthy: unhealthy.clone(),
         ct_size: opts.ct_size,
@@ -340,10 +369,39 @@ pub async fn run<S: StateSource>(
     };
     // The store revision of the state just read or held (etcd).
     let revision_now = |source: &S| source.stats().map(|s| s.revision.load(std::sync::atomic::Ordering::Relaxed));
+    // The Docker plugin serves from the start (dockerd activates its plugins
+    // while it starts), whether Docker's API answers yet or not. It asks the
+    // loop to apply what it wrote to the store, and waits for the answer:
+    // calls made before the loop runs wait for it.
+    let (apply_tx, mut apply_rx) = tokio::sync::mpsc::channel::<ApplyReply>(16);
+    let _plugin: Option<AbortOnDrop<()>> = match plugin {
+        #[cfg(feature = "docker")]
+        Some(p) => {
+            let opts = crate::docker::PluginOptions { socket: p.socket, docker_host: p.docker_host };
+            Some(crate::docker::serve(&opts, p.store, host.clone(), apply_tx).await?)
+        }
+        #[cfg(not(feature = "docker"))]
+        Some(_) => {
+            drop(apply_tx);
+            return Err(Error::Runtime("this build has no Docker plugin (built without the `docker` feature)".into()));
+        }
+        None => {
+            drop(apply_tx);
+            None
+        }
+    };
     let mut unhealthy = BTreeSet::new();
     let mut cluster_revision = revision_now(&source);
     let r = apply::up(&cluster, h, &pins, &up_opts(&unhealthy, cluster_revision), &log).await?;
-    tracing::info!(host, written = r.entries_written, deleted = r.entries_deleted, "applied; watching {name}");
+    let mut conditions = Conditions::default();
+    conditions.log(&host, &r.warnings);
+    tracing::info!(
+        host,
+        written = r.entries_written,
+        deleted = r.entries_deleted,
+        programs = ?r.programs,
+        "applied; watching {name}"
+    );
     publish_key(&mut source, &cluster, h).await;
     let mut resolver = opts.dns.clone().map(crate::dns::Resolver::new);
     if let Some(r) = resolver.as_mut() {
@@ -402,25 +460,6 @@ pub async fn run<S: StateSource>(
     let mut health_tick = tokio::time::interval(args.interval.max(Duration::from_secs(1)));
     tokio::pin!(stop);
     let mut source_down = false;
-    // The Docker plugin, serving while the agent runs; it asks the loop to
-    // apply what it wrote to the store, and waits for the answer.
-    let (apply_tx, mut apply_rx) = tokio::sync::mpsc::channel::<ApplyReply>(16);
-    let _plugin: Option<AbortOnDrop<()>> = match plugin {
-        #[cfg(feature = "docker")]
-        Some(p) => {
-            let opts = crate::docker::PluginOptions { socket: p.socket, docker_host: p.docker_host };
-            Some(crate::docker::serve(&opts, p.store, host.clone(), apply_tx).await?)
-        }
-        #[cfg(not(feature = "docker"))]
-        Some(_) => {
-            drop(apply_tx);
-            return Err(Error::Runtime("this build has no Docker plugin (built without the `docker` feature)".into()));
-        }
-        None => {
-            drop(apply_tx);
-            None
-        }
-    };
     loop {
         let mut change = None;
         let mut waiting: Vec<ApplyReply> = Vec::new();
@@ -505,6 +544,7 @@ pub async fn run<S: StateSource>(
                                 Ok(())
                             }
                             Ok(r) => {
+                                conditions.log(&host, &r.warnings);
                                 tracing::info!(
                                     host,
                                     written = r.entries_written,
@@ -575,6 +615,7 @@ pub async fn run<S: StateSource>(
             let wanted = health.unhealthy(&cluster, h);
             match apply::up(&cluster, h, &pins, &up_opts(&wanted, cluster_revision), &log).await {
                 Ok(r) => {
+                    conditions.log(&host, &r.warnings);
                     tracing::info!(
                         host,
                         out = ?wanted,
@@ -622,5 +663,30 @@ async fn publish_key<S: StateSource>(source: &mut S, cluster: &Cluster, h: usize
         Ok(true) => tracing::info!(host = me.name, "published this host's WireGuard public key {}", kp.public),
         Ok(false) => {}
         Err(e) => tracing::warn!(host = me.name, "could not publish this host's WireGuard public key: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(condition: &str) -> apply::Warning {
+        apply::Warning { condition: condition.into(), message: format!("{condition}: the whole story") }
+    }
+
+    #[test]
+    fn a_condition_is_reported_when_it_starts_and_when_it_ends_only() {
+        let mut c = Conditions::default();
+        let (started, ended) = c.update(&[w("veth peer"), w("no key")]);
+        assert_eq!((started, ended), (vec![w("veth peer"), w("no key")], vec![]));
+        // The same conditions at the next applies: nothing to say.
+        for _ in 0..3 {
+            assert_eq!(c.update(&[w("no key"), w("veth peer")]), (vec![], vec![]));
+        }
+        // One mended, one new.
+        let (started, ended) = c.update(&[w("no key"), w("netns gone")]);
+        assert_eq!((started, ended), (vec![w("netns gone")], vec!["veth peer".to_string()]));
+        assert_eq!(c.update(&[]), (vec![], vec!["netns gone".to_string(), "no key".to_string()]));
+        assert_eq!(c.update(&[]), (vec![], vec![]));
     }
 }

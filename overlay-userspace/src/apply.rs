@@ -131,18 +131,39 @@ pub fn underlay_device(cluster: &Cluster, h: usize) -> Result<(String, u32), App
     Ok((name, idx))
 }
 
+/// Something wrong with the host that `up` found and that lasts until
+/// someone mends it: `up` prints it as a warning; the agent logs it at WARN
+/// when it starts and once more when it ends, not at every apply.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Warning {
+    /// What is wrong, in a few words; the same at every apply while it lasts.
+    pub condition: String,
+    /// The whole message, with the fix.
+    pub message: String,
+}
+
+impl Warning {
+    fn new(condition: impl Into<String>, message: impl Into<String>) -> Warning {
+        Warning { condition: condition.into(), message: message.into() }
+    }
+}
+
 /// The warning for a veth underlay whose peer would break the data path,
 /// with the command that mends it; `None` when the peer is ready. A peer in
 /// a namespace with no name here cannot be read: the warning then says what
 /// to set on it.
-pub fn veth_peer_warning(underlay: &str, peer: &netdev::VethPeer) -> Option<String> {
+pub fn veth_peer_warning(underlay: &str, peer: &netdev::VethPeer) -> Option<Warning> {
+    let condition = format!("the veth peer of underlay {underlay} is not set up for XDP");
     let Some(st) = &peer.state else {
-        return Some(format!(
-            "warning: the underlay {underlay} is a veth whose peer (ifindex {}) lives in a network namespace with no \
+        return Some(Warning::new(
+            condition,
+            format!(
+                "the underlay {underlay} is a veth whose peer (ifindex {}) lives in a network namespace with no \
              name here ({:?}), so its settings cannot be checked. On that end run `ethtool -K <peer> gro on tx off`: \
              without GRO it drops what this host's XDP sends back out (the routing mesh to other hosts' backends), \
              and with TX checksum offload it passes on partial checksums that XDP cannot finish",
-            peer.ifindex, peer.netns
+                peer.ifindex, peer.netns
+            ),
         ));
     };
     let needs = st.needs();
@@ -156,11 +177,14 @@ pub fn veth_peer_warning(underlay: &str, peer: &netdev::VethPeer) -> Option<Stri
     if st.tx_checksum {
         why.push("with TX checksum offload on it passes on partial checksums from the hosts and clients behind it, which XDP cannot finish (their TCP SYNs reach backends with bad checksums and are dropped)");
     }
-    Some(format!(
-        "warning: the underlay {underlay} is a veth whose peer {} keeps veth's defaults: {}. Fix: `{}`",
-        st.ifname,
-        why.join("; and "),
-        peer.netns.command(&format!("ethtool -K {} {}", st.ifname, needs.join(" ")))
+    Some(Warning::new(
+        condition,
+        format!(
+            "the underlay {underlay} is a veth whose peer {} keeps veth's defaults: {}. Fix: `{}`",
+            st.ifname,
+            why.join("; and "),
+            peer.netns.command(&format!("ethtool -K {} {}", st.ifname, needs.join(" ")))
+        ),
     ))
 }
 
@@ -190,6 +214,8 @@ pub struct UpReport {
     pub programs: loader::Origin,
     /// Nothing done: the host holds a newer store revision than this state.
     pub stale: bool,
+    /// What is wrong with the host and lasts until someone mends it.
+    pub warnings: Vec<Warning>,
 }
 
 impl UpReport {
@@ -289,12 +315,25 @@ pub async fn up(
     // A CNI container that went without its DEL leaves its endpoint with no
     // netns: skipped (not an error that would stop the host's every apply)
     // until the runtime's DEL or GC removes it.
+    // What the state is worth a warning for (a backend that matches no
+    // endpoint yet) lasts as long as the state does.
+    let mut warnings: Vec<Warning> =
+        cluster.warnings.iter().map(|p| Warning::new(p.to_string(), p.to_string())).collect();
     let local: Vec<_> = cluster
         .local_endpoints(h)
         .filter(|e| {
             let gone = e.runtime == Some(crate::model::Runtime::Cni) && !e.netns.exists();
             if gone {
-                progress(&format!("endpoint {}: its netns {} is gone; skipped", e.name, e.netns.display()));
+                warnings.push(Warning::new(
+                    format!("endpoint {}: its netns {} is gone", e.name, e.netns.display()),
+                    format!(
+                        "endpoint {}: its netns {} is gone (a container that went without its CNI DEL); skipped \
+                         until the runtime's DEL or GC removes it (`overlay-bpf endpoint rm {}` does too)",
+                        e.name,
+                        e.netns.display(),
+                        e.name
+                    ),
+                ));
             }
             !gone
         })
@@ -333,7 +372,7 @@ pub async fn up(
     let ct_entries = ct_size(pins, opts.ct_size)?;
 
     let fresh = !pins.exists();
-    let mut report = UpReport { host: host.name.clone(), underlay: underlay.clone(), ..Default::default() };
+    let mut report = UpReport { host: host.name.clone(), underlay: underlay.clone(), warnings, ..Default::default() };
     let result = async {
         // Before the veths: an endpoint moved from a macvlan network to an
         // overlay in place gets its veth where its sub-interface was.
@@ -466,9 +505,7 @@ async fn up_inner(
             .map_err(|source| ApplyError::Offload { dev: underlay.to_string(), source })?;
         // The other end must take what XDP sends and hand over finished
         // checksums; a veth left at its defaults does neither, silently.
-        if let Some(w) = netdev::veth_peer(underlay_ifindex).and_then(|p| veth_peer_warning(underlay, &p)) {
-            progress(&w);
-        }
+        report.warnings.extend(netdev::veth_peer(underlay_ifindex).and_then(|p| veth_peer_warning(underlay, &p)));
     }
     report.note_link(loaded.ensure_xdp(pins, underlay)?, format!("xdp@{underlay}"));
     let wireguard = encrypted_hop(cluster, h, pins, &handle, &mut loaded, report, progress).await?;
@@ -759,21 +796,27 @@ async fn encrypted_hop(
         ));
     }
     if me.wireguard_key != Some(kp.public.0) {
-        progress(&format!(
-            "warning: the state does not hold this host's WireGuard public key {}: the other hosts cannot reach it \
-             on encrypted networks until it does (`overlay-bpf host key --host {}` puts it there; the agent \
-             publishes it by itself)",
-            kp.public, me.name
+        report.warnings.push(Warning::new(
+            format!("the state does not hold host {}'s WireGuard public key {}", me.name, kp.public),
+            format!(
+                "the state does not hold this host's WireGuard public key {}: the other hosts cannot reach it on \
+                 encrypted networks until it does (`overlay-bpf host key --host {}` puts it there; the agent \
+                 publishes it by itself)",
+                kp.public, me.name
+            ),
         ));
     }
     let mut peers = Vec::new();
     for (i, x) in cluster.hosts.iter().enumerate().filter(|(i, _)| *i != h) {
         match x.wireguard_key {
             Some(k) => peers.push(wireguard::Peer { public: wireguard::Key(k), address: x.address }),
-            None => progress(&format!(
-                "warning: host {} (hosts[{i}]) has published no WireGuard key: encrypted networks do not reach it \
-                 until it does",
-                x.name
+            None => report.warnings.push(Warning::new(
+                format!("host {} has published no WireGuard key", x.name),
+                format!(
+                    "host {} (hosts[{i}]) has published no WireGuard key: encrypted networks do not reach it until it \
+                     does",
+                    x.name
+                ),
             )),
         }
     }
@@ -923,14 +966,15 @@ mod tests {
 
     #[test]
     fn a_veth_peer_at_its_defaults_gets_the_exact_fix() {
-        let w = veth_peer_warning("eth0", &peer(PeerNetns::Named("lab-sw".into()), false, true, false)).unwrap();
+        let w =
+            veth_peer_warning("eth0", &peer(PeerNetns::Named("lab-sw".into()), false, true, false)).unwrap().message;
         assert!(w.contains("`ip netns exec lab-sw ethtool -K p0 gro on tx off`"), "{w}");
         assert!(w.contains("GRO off") && w.contains("partial checksums"), "{w}");
-        let w = veth_peer_warning("eth0", &peer(PeerNetns::Init, true, true, false)).unwrap();
+        let w = veth_peer_warning("eth0", &peer(PeerNetns::Init, true, true, false)).unwrap().message;
         assert!(w.contains("`nsenter --net=/proc/1/ns/net ethtool -K p0 tx off`"), "{w}");
         assert!(!w.contains("GRO off"), "{w}");
         // An XDP program of its own gives the peer NAPI, as GRO does.
-        let w = veth_peer_warning("eth0", &peer(PeerNetns::Here, false, true, true)).unwrap();
+        let w = veth_peer_warning("eth0", &peer(PeerNetns::Here, false, true, true)).unwrap().message;
         assert!(w.contains("`ethtool -K p0 tx off`"), "{w}");
     }
 
@@ -938,7 +982,9 @@ mod tests {
     fn a_ready_veth_peer_gets_no_warning_and_an_unreadable_one_is_named() {
         assert_eq!(veth_peer_warning("eth0", &peer(PeerNetns::Here, true, false, false)), None);
         assert_eq!(veth_peer_warning("eth0", &peer(PeerNetns::Here, false, false, true)), None);
-        let w = veth_peer_warning("eth0", &VethPeer { ifindex: 9, netns: PeerNetns::Unnamed(3), state: None }).unwrap();
+        let w = veth_peer_warning("eth0", &VethPeer { ifindex: 9, netns: PeerNetns::Unnamed(3), state: None })
+            .unwrap()
+            .message;
         assert!(w.contains("ifindex 9") && w.contains("ethtool -K <peer> gro on tx off"), "{w}");
     }
 }

@@ -1,3 +1,5 @@
+use std::io::IsTerminal;
+
 use clap::Parser;
 
 mod cli;
@@ -49,6 +51,7 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()))
         .with_writer(std::io::stderr)
+        .with_ansi(colour(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR")))
         .init();
     // Enter the host's namespace before any runtime thread exists, so every
     // thread inherits it. setns changes only the network namespace: /sys/fs/bpf
@@ -74,4 +77,24 @@ fn main() {
     };
     drop(rt);
     std::process::exit(code);
+}
+
+/// Colour in the logs only for a person at a terminal: never into a file, a
+/// pipe or journald (a systemd unit's stderr), and never with `NO_COLOR`
+/// set to anything (no-color.org).
+fn colour(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colour;
+
+    #[test]
+    fn colour_only_at_a_terminal_and_never_with_no_color() {
+        assert!(colour(true, None));
+        assert!(!colour(false, None), "a file, a pipe, journald");
+        assert!(!colour(true, Some("1".into())));
+        assert!(colour(true, Some("".into())), "an empty NO_COLOR counts as unset");
+    }
 }

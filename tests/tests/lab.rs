@@ -2,6 +2,8 @@
 //! "switch" whose ports keep veth's defaults (GRO off, TX checksum offload
 //! on). The routing mesh cannot work there: `up` says so and prints the
 //! command that mends it, and with that command run as printed, it works.
+//! An agent says it once, at WARN, however often it applies, and once that
+//! it is mended.
 
 mod common;
 
@@ -55,6 +57,21 @@ fn a_veth_lab_at_its_defaults_gets_the_fix_that_makes_the_mesh_work() {
     let url = format!("http://{N1}:8080/");
     assert!(curl(client, &[&url]).is_empty(), "the mesh answered through a veth switch at its defaults");
 
+    // An agent on n1 applies three times while the peer stays at its
+    // defaults (the state changes twice in between), and says so once.
+    let agent = Agent::start(&mut dep, &st.0, &format!("{p}n1"), &format!("{p}-n1"), &["--no-health"]);
+    wait_until("the agent's first apply", 60, || agent.log_text().contains("applied; watching"));
+    let applies = |a: &Agent| a.log_text().lines().filter(|l| l.contains(" re-applied ")).count();
+    for (i, spare) in ["10.11.0.0/24", "10.12.0.0/24"].iter().enumerate() {
+        // After the other networks: their VNIs stay as n2 has them.
+        let net = format!("  - {{name: spare, subnets: [{{subnet: {spare}}}]}}\nendpoints:\n");
+        std::fs::write(&st.0, y.replacen("endpoints:\n", &net, 1)).unwrap();
+        wait_until("the agent's re-apply", 60, || applies(&agent) > i);
+    }
+    let warned =
+        |a: &Agent| a.log_text().lines().filter(|l| l.contains(" WARN ") && l.contains("is a veth whose peer")).count();
+    assert_eq!(warned(&agent), 1, "said once over three applies:\n{}", agent.log_text());
+
     for fix in &fixes {
         // As a user's shell runs it (bash: the VMs' busybox sh would run its
         // own `ip` applet, which has no netns).
@@ -67,6 +84,16 @@ fn a_veth_lab_at_its_defaults_gets_the_fix_that_makes_the_mesh_work() {
         assert_eq!(curl(client, &[&url, &url]), ["w2", "w2"], "through {host} after the printed fix");
     }
     assert!(web.clients().iter().all(|c| c == CLIENT), "{:?}", web.clients());
+    // The agent's next apply finds it mended: said once, at INFO.
+    std::fs::write(&st.0, &y).unwrap();
+    wait_until("the agent's re-apply after the fix", 60, || applies(&agent) >= 3);
+    let log = agent.log_text();
+    let resolved =
+        log.lines().filter(|l| l.contains(" INFO ") && l.contains("resolved: the veth peer of underlay eth0"));
+    assert_eq!(resolved.count(), 1, "{log}");
+    assert_eq!(warned(&agent), 1, "{log}");
+    assert!(!log.contains('\x1b'), "escape codes in a log file:\n{log}");
+    drop(agent);
     // And `up` has nothing more to say about it.
     let out = dep.up(&st.0, &format!("{p}n1"), &format!("{p}-n1"));
     assert_ok(&out);

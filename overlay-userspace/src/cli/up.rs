@@ -8,6 +8,9 @@ pub async fn up(g: &Global, table: TableArgs) -> overlay_bpf::error::Result<i32>
     let pins = pins_for(g, host);
     let opts = apply::UpOptions { ct_size: table.ct_size, bpf_log: table.bpf_log, ..Default::default() };
     let r = apply::up(&cluster, h, &pins, &opts, &|m| eprintln!("{host}: {m}")).await?;
+    for w in &r.warnings {
+        eprintln!("{host}: warning: {}", w.message);
+    }
     let programs = match r.programs {
         apply::Origin::Verified => "programs loaded and verified",
         apply::Origin::Pinned => "programs reused from their pins",

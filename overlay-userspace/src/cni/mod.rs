@@ -1,4 +1,4 @@
-//! The `overlay-bpf` binary as a CNI plugin (`runtimes.md`): started with
+//! The `overlay-bpf` binary as a CNI plugin (docs/cni.md): started with
 //! `CNI_COMMAND` set, it reads the network configuration on stdin and the
 //! `CNI_*` variables, and answers on stdout with a result or an error object.
 //!
@@ -193,7 +193,7 @@ pub fn attachment(container_id: &str, ifname: &str) -> String {
     format!("{container_id}/{ifname}")
 }
 
-/// The name the spec gives a container's endpoint before the network's
+/// The name a container's endpoint gets before the network's
 /// taken names are considered: `K8S_POD_NAME` (with its namespace when
 /// given), else the container ID's first 12 characters; `-<ifname>` when
 /// the interface is not eth0.
@@ -228,7 +228,10 @@ async fn apply_host(state: &State, host: &str, revision: Option<i64>) -> Result<
     let cluster = model::resolve("the store", state, model::Capabilities::here())?;
     let h = apply::select_host(&cluster, Some(host))?;
     let opts = UpOptions { revision, ..Default::default() };
-    apply::up(&cluster, h, &Pins::for_host(host), &opts, &|m| tracing::debug!("{host}: {m}")).await?;
+    let r = apply::up(&cluster, h, &Pins::for_host(host), &opts, &|m| tracing::debug!("{host}: {m}")).await?;
+    for w in &r.warnings {
+        tracing::warn!("{host}: {}", w.message);
+    }
     Ok((cluster, h))
 }
 
@@ -301,7 +304,7 @@ async fn add(env: &Env, conf: &NetConf) -> Result<AddResult, Failure> {
             // Nothing half-done: the endpoint leaves the store, its veth goes.
             let undo = store
                 .edit(|s| {
-                    s.endpoints.retain(|e| !is_ours(e, &attach));
+                    model::remove_endpoints(s, |e| is_ours(e, &attach));
                     Ok(())
                 })
                 .await;
@@ -383,13 +386,7 @@ async fn del(env: &Env, conf: &NetConf) -> Result<(), Failure> {
     let attach = attachment(cid, ifname);
     delete_veth(&attach).await;
     let mut store = open_store(conf).await?;
-    let (removed, after) = store
-        .edit(|s| {
-            let before = s.endpoints.len();
-            s.endpoints.retain(|e| !is_ours(e, &attach));
-            Ok(before - s.endpoints.len())
-        })
-        .await?;
+    let (removed, after) = store.edit(|s| Ok(model::remove_endpoints(s, |e| is_ours(e, &attach)).len())).await?;
     if removed > 0 {
         reapply_if_up(&after, conf, store.revision()).await?;
     }
