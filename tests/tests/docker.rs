@@ -6,6 +6,7 @@
 mod common;
 
 use std::{
+    path::Path,
     process::{Command, Output, Stdio},
     time::{Duration, Instant},
 };
@@ -42,6 +43,13 @@ fn plugin_agent(dep: &mut Deployment, p: &str, h: &str, url: &str, e: &DockerEng
 
 fn agent_log(e: &DockerEngine) -> String {
     std::fs::read_to_string(e.dir.join("agent.log")).unwrap_or_default()
+}
+
+/// The agent serves the plugin (from its start) and has applied its host
+/// (its pins are there).
+fn serving(e: &DockerEngine) -> bool {
+    let log = agent_log(e);
+    log.contains("Docker network and IPAM plugin") && log.contains("applied; watching")
 }
 
 /// The store's endpoints (`endpoint ls -o json`) on `network`.
@@ -111,9 +119,7 @@ fn containers_on_two_docker_engines_and_a_namespace_talk_across_hosts() {
     let _plain =
         Agent::start_with(&mut dep, &["--store", &url], &format!("{p}n3"), &format!("{p}-n3"), &["--no-health"]);
     let logs = || format!("n1:\n{}\nn2:\n{}", agent_log(&engines[0]), agent_log(&engines[1]));
-    wait_until("both plugins serving", 30, || {
-        (0..2).all(|i| agent_log(&engines[i]).contains("Docker network and IPAM plugin"))
-    });
+    wait_until("both plugins serving, their hosts applied", 30, || (0..2).all(|i| serving(&engines[i])));
 
     // One store network from the same `docker network create` on both engines.
     let create = ["network", "create", "-d", "overlay-bpf", "--ipam-driver", "overlay-bpf", "--subnet", "10.30.0.0/24"];
@@ -416,7 +422,7 @@ impl DockerCluster {
         let h = format!("n{}", i + 1);
         let a = plugin_agent(&mut self.dep, self.p, &h, &self.url, e);
         let t = Instant::now();
-        while !agent_log(e).contains("Docker network and IPAM plugin") {
+        while !serving(e) {
             assert!(t.elapsed() < Duration::from_secs(30), "the agent did not serve Docker:\n{}", agent_log(e));
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -505,7 +511,8 @@ fn agents_restart_without_loss_and_gone_containers_leave_the_store() {
     let (sent, received) = ping_summary(&String::from_utf8_lossy(&out.stdout));
     assert_eq!((sent, received), (300, 300), "lost pings across the agent's restart");
     // The restarted agent adopted what was pinned, programs and all.
-    assert!(agent_log(&c.engines[0]).contains("reusing them"), "{}", agent_log(&c.engines[0]));
+    let log = agent_log(&c.engines[0]);
+    assert!(log.lines().any(|l| l.contains("applied; watching") && l.contains("programs=Pinned")), "{log}");
 
     // n2: its agent stops, and the store keeps a Docker endpoint of n2 whose
     // container Docker does not have (as after a dockerd crash that took its
@@ -561,7 +568,8 @@ fn dockerd_killed_and_restarted_with_a_container_gone_meanwhile() {
     // killed, its state removed); dockerd starts again. The agent runs
     // throughout, as its unit orders it: with no plugin to answer, Docker's
     // restart waits 15 s per call (70 s here) and leaves the endpoints to
-    // the agent's next start, which the test above covers.
+    // the agent's next start, which the test above covers. `kept` runs on
+    // through the crash (--live-restore).
     c.engines[0].kill_dockerd();
     for p in [pid, shim] {
         // SAFETY: signals to the container's process and its shim, by PID.
@@ -574,7 +582,7 @@ fn dockerd_killed_and_restarted_with_a_container_gone_meanwhile() {
     let e = &c.engines[0];
     wait_until("kept running again", 60, || e.ok(&["inspect", "-f", "{{.State.Running}}", "kept"]) == "true");
     let kept = c.endpoints().iter().find(|e| e["name"] == "kept").unwrap().clone();
-    assert_ne!(kept["endpoint_id"], old_kept, "kept restarted on a new endpoint");
+    assert_eq!(kept["endpoint_id"], old_kept, "kept ran on, on its endpoint");
     assert_eq!(our_veths(c.u.host("n1")).len(), 1, "one veth, kept's: {:?}", our_veths(c.u.host("n1")));
     let to = address(e, "kept");
     let probe = e.docker(&["run", "--rm", "--network", "app", IMAGE, "ping", "-c", "1", "-W", "5", &to]);
@@ -664,4 +672,313 @@ fn network_options_ip_connect_disconnect_and_stop_start() {
     assert!(our_veths(n1).is_empty());
     let ls = assert_ok(&ob(n1, &["network", "ls", "--store", &c.url]));
     assert!(!ls.contains("inner") && ls.contains("app"), "{ls}");
+}
+
+/// Pings from inside container `name`'s network namespace (entered by its
+/// PID, not through Docker, which may be restarting meanwhile): `count` at
+/// 20 ms. Returns the running ping.
+fn ping_from_container(e: &DockerEngine, name: &str, to: &str, count: u32) -> std::process::Child {
+    let pid = e.ok(&["inspect", "-f", "{{.State.Pid}}", name]);
+    Command::new("nsenter")
+        .args(["-t", &pid, "-n", "ping", "-q", "-c", &count.to_string(), "-i", "0.02", "-W", "1", to])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// iputils ping's summary of a finished run: (transmitted, received).
+fn ping_counts(p: std::process::Child) -> (u64, u64) {
+    let out = p.wait_with_output().unwrap();
+    let s = String::from_utf8_lossy(&out.stdout);
+    let l = s.lines().find(|l| l.contains("packets transmitted")).unwrap_or_else(|| panic!("no summary: {s}"));
+    let n: Vec<u64> = l.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).take(2).collect();
+    (n[0], n[1])
+}
+
+/// Lines of an agent's log that hold `what`.
+fn log_lines(e: &DockerEngine, what: &str) -> usize {
+    agent_log(e).lines().filter(|l| l.contains(what)).count()
+}
+
+/// Docker's boot order and dockerd's failures, with the plugin's agent
+/// running throughout (issue 29):
+///
+/// 1. The agents start before dockerd, as their systemd unit orders them:
+///    they serve the plugin's socket at once and say once that Docker's API
+///    does not answer; when dockerd comes, once that it answers, and the
+///    containers get their names from it.
+/// 2. dockerd restarted (`--live-restore`) with containers running: no
+///    packet lost, the same endpoints and veths after.
+/// 3. dockerd killed while a container is being removed (its agent frozen
+///    in the middle of Docker's call), then started again: the container's
+///    endpoint, address and veth do not outlive it, and the running
+///    container loses no packet.
+#[test]
+fn the_plugin_outlives_a_dockerd_that_starts_late_restarts_and_crashes() {
+    require_root();
+    let p = "obdb";
+    let u = underlay(p, 2);
+    let etcd = Etcd::start(u.host("n1"), "192.168.200.11", p);
+    let url = etcd.url.clone();
+    let n1 = u.host("n1");
+    let mut y = String::from("version: 1\nhosts:\n");
+    for i in 1..=2 {
+        y += &format!("  - {{name: {p}n{i}, address: 192.168.200.1{i}}}\n");
+    }
+    let st = StateFile::new(p, &y);
+    assert_ok(&ob(n1, &["store", "import", st.0.to_str().unwrap(), "--store", &url]));
+    let mut engines = [
+        DockerEngine::new(&format!("{p}n1"), &format!("{p}-n1")),
+        DockerEngine::new(&format!("{p}n2"), &format!("{p}-n2")),
+    ];
+    let mut dep = Deployment::new(&bin());
+
+    // 1. The plugins first: their sockets are there while Docker's is not.
+    let mut agents =
+        [plugin_agent(&mut dep, p, "n1", &url, &engines[0]), plugin_agent(&mut dep, p, "n2", &url, &engines[1])];
+    for e in &engines {
+        wait_until("the plugin's socket before dockerd", 30, || e.plugin_socket().exists());
+        wait_until("the agent saying Docker does not answer", 30, || log_lines(e, "does not answer") > 0);
+    }
+    // Its retries back off, and say nothing more.
+    std::thread::sleep(Duration::from_secs(4));
+    for e in &engines {
+        assert_eq!(log_lines(e, "does not answer"), 1, "said once:\n{}", agent_log(e));
+        assert_eq!(log_lines(e, " WARN "), 1, "{}", agent_log(e));
+    }
+    for e in engines.iter_mut() {
+        e.start_dockerd();
+    }
+    for e in &engines {
+        wait_until("the agent seeing Docker answer", 30, || log_lines(e, "answers") > 0);
+        assert_eq!(log_lines(e, "does not answer"), 1, "{}", agent_log(e));
+        assert!(!agent_log(e).contains('\x1b'), "escape codes in a log file:\n{}", agent_log(e));
+    }
+    let create =
+        ["network", "create", "-d", "overlay-bpf", "--ipam-driver", "overlay-bpf", "--subnet", "10.42.0.0/24", "app"];
+    for e in &engines {
+        e.ok(&create);
+    }
+    engines[0].ok(&["run", "-d", "--network", "app", "--name", "c1", IMAGE, "sleep", "3600"]);
+    engines[1].ok(&["run", "-d", "--network", "app", "--name", "c2", IMAGE, "sleep", "3600"]);
+    let (a1, a2) = (address(&engines[0], "c1"), address(&engines[1], "c2"));
+    let names = || -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = endpoints(n1, &url, "app")
+            .iter()
+            .map(|e| (e["name"].as_str().unwrap().to_string(), e["endpoint_id"].as_str().unwrap_or("").to_string()))
+            .collect();
+        v.sort();
+        v
+    };
+    wait_until("c1 and c2 named after their containers", 30, || {
+        names().iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>() == ["c1", "c2"]
+    });
+    wait_ping(&engines[0], "c1", &a2);
+    wait_ping(&engines[1], "c2", &a1);
+    let before = names();
+    let veths = [our_veths(u.host("n1")), our_veths(u.host("n2"))];
+
+    // 2. dockerd restarted under a steady ping from c1 (on the restarting
+    // host) to c2: live-restore keeps c1 running, on the same endpoint.
+    let c1_pid = engines[0].ok(&["inspect", "-f", "{{.State.Pid}}", "c1"]);
+    let ping = ping_from_container(&engines[0], "c1", &a2, 400);
+    std::thread::sleep(Duration::from_secs(1));
+    engines[0].stop_dockerd();
+    engines[0].start_dockerd();
+    assert_eq!(ping_counts(ping), (400, 400), "c1 lost pings while dockerd restarted");
+    assert_eq!(engines[0].ok(&["inspect", "-f", "{{.State.Pid}}", "c1"]), c1_pid, "c1 kept running");
+    assert_eq!(names(), before, "the same endpoints after dockerd's restart");
+    assert_eq!([our_veths(u.host("n1")), our_veths(u.host("n2"))], veths);
+    wait_ping(&engines[0], "c1", &a2);
+
+    // 3. c3 is being removed when dockerd dies: its agent is frozen, so
+    // Docker waits on the plugin in the middle of releasing c3's network.
+    engines[0].ok(&["run", "-d", "--network", "app", "--name", "c3", IMAGE, "sleep", "3600"]);
+    wait_until("c3 named", 30, || names().iter().any(|(n, _)| n == "c3"));
+    let c3_pid: i32 = engines[0].ok(&["inspect", "-f", "{{.State.Pid}}", "c3"]).parse().unwrap();
+    let c3_ip = address(&engines[0], "c3");
+    let ping = ping_from_container(&engines[0], "c1", &a2, 1000);
+    let agent1 = agents[0].0.id() as i32;
+    // SAFETY: signals to the agent this test started, by its PID.
+    unsafe { libc::kill(agent1, libc::SIGSTOP) };
+    let mut rm = Command::new(DOCKER)
+        .args(["-H", &engines[0].socket(), "rm", "-f", "c3"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("c3's process killed by docker rm -f", 30, || !Path::new(&format!("/proc/{c3_pid}")).exists());
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(rm.try_wait().unwrap().is_none(), "docker rm returned while the plugin was frozen");
+    engines[0].kill_dockerd();
+    let _ = rm.wait();
+    // SAFETY: as above.
+    unsafe { libc::kill(agent1, libc::SIGCONT) };
+    engines[0].start_dockerd();
+    // Whatever Docker kept of c3 goes as a user would make it go.
+    if engines[0].docker(&["inspect", "c3"]).status.success() {
+        engines[0].ok(&["rm", "-f", "c3"]);
+    }
+    wait_until("c3's endpoint out of the store", 60, || !names().iter().any(|(n, _)| n == "c3"));
+    assert_eq!(names(), before, "only c1 and c2 in the store: {:?}", names());
+    wait_until("c3's veth gone", 30, || our_veths(u.host("n1")) == veths[0]);
+    let (sent, received) = ping_counts(ping);
+    assert_eq!((sent, received), (1000, 1000), "c1 lost pings while dockerd crashed");
+    // Its address is free again: no endpoint of any network holds it.
+    let all = json(&assert_ok(&ob(n1, &["endpoint", "ls", "-o", "json", "--store", &url])));
+    assert!(!all.as_array().unwrap().iter().any(|e| e["ip"] == c3_ip.as_str()), "{c3_ip} still held: {all}");
+    // The next container on the host works as before.
+    engines[0].ok(&["run", "-d", "--network", "app", "--name", "c4", IMAGE, "sleep", "3600"]);
+    wait_ping(&engines[0], "c4", &a2);
+    engines[0].ok(&["rm", "-f", "c4"]);
+    wait_until("c4 gone from the store", 30, || names() == before);
+
+    for (e, c) in engines.iter().zip(["c1", "c2"]) {
+        e.ok(&["rm", "-f", c]);
+        e.ok(&["network", "rm", "app"]);
+    }
+    for h in ["n1", "n2"] {
+        assert!(our_veths(u.host(h)).is_empty(), "{h} kept veths: {:?}", our_veths(u.host(h)));
+    }
+    drop(engines);
+    let _ = &mut agents;
+    drop(agents);
+    dep.down_all();
+    drop(etcd);
+}
+
+/// A service scaled to zero (issue 29): `docker rm` of the only container
+/// carrying the alias a service names as its backend succeeds and leaves
+/// nothing in the store; the service keeps its VIP and its published ports,
+/// refusing connections at once (a TCP reset, ICMP port unreachable for
+/// UDP, each counted as `reject_no_backend`); `validate` warns and the agents
+/// say it once. A new container with the alias fills the service again.
+#[test]
+fn a_service_scaled_to_zero_refuses_at_once_and_fills_again() {
+    require_root();
+    let mut c = DockerCluster::new("obdz", 2);
+    c.u.add_host("cl", "192.168.200.100".parse().unwrap());
+    let (e1, e2) = (&c.engines[0], &c.engines[1]);
+    let n1 = c.u.host("n1");
+    let web = |e: &DockerEngine, name: &str| {
+        e.ok(&[
+            "run",
+            "-d",
+            "--network",
+            "app",
+            "--network-alias",
+            "web",
+            "--name",
+            name,
+            IMAGE,
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            "/",
+        ]);
+        e.ok(&["inspect", "-f", "{{.Config.Hostname}}", name])
+    };
+    let host1 = web(e2, "web1");
+    e1.ok(&["run", "-d", "--network", "app", "--name", "client", IMAGE, "sleep", "3600"]);
+    wait_until("web1 named, with its alias", 30, || {
+        c.endpoints()
+            .iter()
+            .any(|e| e["name"] == "web1" && e["aliases"].as_array().is_some_and(|a| a.iter().any(|x| x == "web")))
+    });
+    let made = assert_ok(&ob(
+        n1,
+        &[
+            "service",
+            "create",
+            "websvc",
+            "--network",
+            "app",
+            "--backend",
+            "web",
+            "--publish",
+            "8090:80",
+            "--publish",
+            "5300:53/udp",
+            "--store",
+            &c.url,
+        ],
+    ));
+    let vip = made.split("vip ").nth(1).and_then(|r| r.split(',').next()).expect("a VIP").to_string();
+    let fetch = || {
+        e1.docker(&["exec", "client", "timeout", "10", "wget", "-q", "-O", "-", &format!("http://{vip}/etc/hostname")])
+    };
+    let cl = c.u.host("cl");
+    let curl = || cl.run("curl", &["-s", "-m", "10", "http://192.168.200.11:8090/etc/hostname"]);
+    wait_until("the VIP leads to web1", 30, || String::from_utf8_lossy(&fetch().stdout).trim() == host1);
+    wait_until("the mesh leads to web1", 30, || String::from_utf8_lossy(&curl().stdout).trim() == host1);
+
+    // Scaled to zero: the container goes, and all of its endpoint with it.
+    let ip1 = address(e2, "web1");
+    let rm = e2.docker(&["rm", "-f", "web1"]);
+    assert!(rm.status.success(), "{}", text(&rm));
+    assert!(!e2.log().contains("driver error"), "dockerd:\n{}", e2.log());
+    let all = json(&assert_ok(&ob(n1, &["endpoint", "ls", "-o", "json", "--store", &c.url])));
+    assert!(!all.as_array().unwrap().iter().any(|e| e["name"] == "web1" || e["ip"] == ip1.as_str()), "{all}");
+    assert!(our_veths(c.u.host("n2")).is_empty(), "web1's veth: {:?}", our_veths(c.u.host("n2")));
+    // The service stays, with its VIP and ports, and no backend.
+    let svc = json(&assert_ok(&ob(n1, &["service", "inspect", "websvc", "--store", &c.url])));
+    let svc = if svc.is_array() { svc[0].clone() } else { svc };
+    assert_eq!(svc["vip"], vip.as_str(), "{svc}");
+    assert_eq!(svc["endpoints"].as_array().map(|a| a.len()), Some(0), "{svc}");
+    let v = ob(n1, &["validate", "--store", &c.url]);
+    assert!(v.status.success(), "a warning, not an error: {}", text(&v));
+    assert!(
+        String::from_utf8_lossy(&v.stderr).contains("warning: ")
+            && String::from_utf8_lossy(&v.stderr)
+                .contains("backend \"web\" matches no endpoint or alias on network \"app\""),
+        "{}",
+        text(&v)
+    );
+
+    // Refused at once, from the VIP (TC) and through the mesh (XDP).
+    let counts = |prog: &str| counter(&status(&c.dep, c.p, "n1"), prog, "reject_no_backend");
+    let (tc0, xdp0) = (counts("tc_endpoint_egress"), counts("xdp_underlay_ingress"));
+    let f = fetch();
+    assert!(!f.status.success() && String::from_utf8_lossy(&f.stderr).contains("Connection refused"), "{}", text(&f));
+    assert_eq!(curl().status.code(), Some(7), "curl: couldn't connect (refused), not a timeout (28)");
+    let udp = cl.run(
+        "python3",
+        &[
+            "-c",
+            "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(10); \
+                 s.connect(('192.168.200.11', 5300)); s.send(b'x'); s.recv(16)",
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&udp.stderr).contains("ConnectionRefusedError"),
+        "ICMP port unreachable: {}",
+        text(&udp)
+    );
+    assert_eq!(counts("tc_endpoint_egress") - tc0, 1, "one SYN to the VIP, refused");
+    assert_eq!(counts("xdp_underlay_ingress") - xdp0, 2, "one SYN and one datagram through the mesh, refused");
+
+    // A new container with the alias: the service fills again.
+    let host2 = web(e2, "web2");
+    wait_until("the VIP leads to web2", 30, || String::from_utf8_lossy(&fetch().stdout).trim() == host2);
+    wait_until("the mesh leads to web2", 30, || String::from_utf8_lossy(&curl().stdout).trim() == host2);
+    let v = ob(n1, &["validate", "--store", &c.url]);
+    assert!(!String::from_utf8_lossy(&v.stderr).contains("warning"), "{}", text(&v));
+    // Each agent said it once when it started and once when it ended.
+    let log = agent_log(e1);
+    assert_eq!(
+        log.lines().filter(|l| l.contains(" WARN ") && l.contains("backend \"web\" matches no endpoint")).count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        log.lines().filter(|l| l.contains("resolved: ") && l.contains("backend \"web\" matches no endpoint")).count(),
+        1,
+        "{log}"
+    );
+    for (e, n) in [(e1, "client"), (e2, "web2")] {
+        e.ok(&["rm", "-f", n]);
+    }
 }

@@ -1,4 +1,4 @@
-//! The Docker network plugin (`agent --docker-plugin`, `runtimes.md`):
+//! The Docker network plugin (`agent --docker-plugin`, docs/docker.md):
 //! Docker's remote NetworkDriver and IpamDriver, both named `overlay-bpf`,
 //! served over HTTP on a Unix socket in `/run/docker/plugins`.
 //!
@@ -30,6 +30,7 @@
 //!   and `Leave`/`DeleteEndpoint` delete it once Docker has moved it back.
 
 pub mod api;
+mod engine;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -49,12 +50,15 @@ use axum::{
     response::{IntoResponse, Response},
     Router,
 };
-use bollard::Docker;
+use bollard::query_parameters::{InspectNetworkOptions as InspectNetwork, ListNetworksOptions};
 use ipnet::Ipv4Net;
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use self::api::*;
+use self::{
+    api::*,
+    engine::{Backoff, DockerApi},
+};
 use crate::{
     error::{Error, Result},
     model::{EndpointPort, EndpointSpec, Mac, NetworkSpec, Protocol, Runtime, State, SubnetSpec},
@@ -82,7 +86,7 @@ struct Plugin {
     store: Mutex<Store>,
     /// This host's name in the state.
     host: String,
-    docker: Docker,
+    docker: DockerApi,
     /// Docker's NetworkID -> the network's subnet (the store's network is
     /// found by its subnet).
     networks: std::sync::Mutex<HashMap<String, Ipv4Net>>,
@@ -94,28 +98,16 @@ fn runtime_err(msg: impl Into<String>) -> Error {
     Error::Runtime(msg.into())
 }
 
-/// Connects to Docker's API (lazily: nothing is sent yet).
-fn connect(host: Option<&str>) -> Result<Docker> {
-    let host = host.map(str::to_string).or_else(|| std::env::var("DOCKER_HOST").ok());
-    let r = match host.as_deref() {
-        None => Docker::connect_with_unix_defaults(),
-        Some(h) if h.starts_with("unix://") || h.starts_with('/') => {
-            Docker::connect_with_unix(h, 30, bollard::API_DEFAULT_VERSION)
-        }
-        Some(h) => Docker::connect_with_http(h, 30, bollard::API_DEFAULT_VERSION),
-    };
-    r.map_err(|e| runtime_err(format!("--docker-host {}: {e}", host.as_deref().unwrap_or("(default)"))))
-}
-
-/// Serves the plugin until the returned task is dropped; first removes
-/// this host's Docker endpoints whose containers Docker no longer has.
+/// Serves the plugin until the returned task is dropped, whether Docker's
+/// API answers yet or not; once it does, removes this host's Docker
+/// endpoints whose containers Docker no longer has.
 pub(crate) async fn serve(
     opts: &PluginOptions,
     store: Store,
     host: String,
     apply: ApplyNow,
 ) -> Result<crate::agent::AbortOnDrop<()>> {
-    let docker = connect(opts.docker_host.as_deref())?;
+    let docker = DockerApi::new(opts.docker_host.clone());
     let plugin = Arc::new(Plugin {
         store: Mutex::new(store),
         host,
@@ -127,17 +119,10 @@ pub(crate) async fn serve(
     // Docker may be starting too (its plugins start first): until its API
     // answers, the check of gone containers waits.
     let first = plugin.clone();
-    tokio::spawn(async move {
-        let mut said = false;
+    let adopt = tokio::spawn(async move {
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(8));
         while !first.adopt().await {
-            if !said {
-                tracing::info!(
-                    host = first.host,
-                    "Docker's API does not answer yet; gone containers are checked when it does"
-                );
-                said = true;
-            }
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            backoff.wait().await;
         }
     });
     if let Some(dir) = opts.socket.parent() {
@@ -150,6 +135,7 @@ pub(crate) async fn serve(
     tracing::info!(host = plugin.host, "Docker network and IPAM plugin overlay-bpf at {}", opts.socket.display());
     let app = Router::new().fallback(call).with_state(plugin);
     Ok(crate::agent::AbortOnDrop(tokio::spawn(async move {
+        let _adopt = crate::agent::AbortOnDrop(adopt);
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!("the Docker plugin stopped: {e}");
         }
@@ -301,17 +287,16 @@ impl Plugin {
         let live = match self.docker_endpoints().await {
             Ok(live) => live,
             Err(e) => {
-                tracing::debug!("Docker's API: {e}");
+                tracing::debug!("{e}");
                 return false;
             }
         };
         let r = self
             .edit(|s| {
-                let before = s.endpoints.len();
-                s.endpoints.retain(|e| {
-                    !candidates.contains(&e.name) || e.endpoint_id.as_ref().is_some_and(|id| live.contains(id))
+                let gone = crate::model::remove_endpoints(s, |e| {
+                    candidates.contains(&e.name) && !e.endpoint_id.as_ref().is_some_and(|id| live.contains(id))
                 });
-                Ok(before - s.endpoints.len())
+                Ok(gone.len())
             })
             .await;
         match r {
@@ -326,9 +311,9 @@ impl Plugin {
     }
 
     /// The EndpointIDs Docker has on our networks, learning the networks.
-    async fn docker_endpoints(&self) -> std::result::Result<HashSet<String>, bollard::errors::Error> {
+    async fn docker_endpoints(&self) -> std::result::Result<HashSet<String>, engine::DockerApiError> {
         let mut live = HashSet::new();
-        for n in self.docker.list_networks(None::<bollard::query_parameters::ListNetworksOptions>).await? {
+        for n in self.docker.call(|d| async move { d.list_networks(None::<ListNetworksOptions>).await }).await? {
             if n.driver.as_deref() != Some("overlay-bpf") {
                 continue;
             }
@@ -337,7 +322,7 @@ impl Plugin {
                 self.networks.lock().expect("not poisoned").insert(id.clone(), subnet);
             }
             let full =
-                self.docker.inspect_network(&id, None::<bollard::query_parameters::InspectNetworkOptions>).await?;
+                self.docker.call(|d| async move { d.inspect_network(&id, None::<InspectNetwork>).await }).await?;
             live.extend(full.containers.unwrap_or_default().into_values().filter_map(|c| c.endpoint_id));
         }
         Ok(live)
@@ -376,9 +361,9 @@ impl Plugin {
             None => {
                 let nets = self
                     .docker
-                    .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
+                    .call(|d| async move { d.list_networks(None::<ListNetworksOptions>).await })
                     .await
-                    .map_err(|e| runtime_err(format!("Docker's API: {e}")))?;
+                    .map_err(|e| runtime_err(e.to_string()))?;
                 let Some(n) = nets
                     .into_iter()
                     .find(|n| n.driver.as_deref() == Some("overlay-bpf") && docker_subnet(n) == Some(subnet))
@@ -481,8 +466,8 @@ impl Plugin {
         let host = self.host.clone();
         self.edit(|s| {
             let Some(net) = net_by_subnet(s, pool).map(|n| n.name.clone()) else { return Ok(()) };
-            s.endpoints.retain(|e| {
-                !(e.network == net && e.host == host && e.runtime == Some(Runtime::Docker) && e.ip == Some(ip))
+            crate::model::remove_endpoints(s, |e| {
+                e.network == net && e.host == host && e.runtime == Some(Runtime::Docker) && e.ip == Some(ip)
             });
             Ok(())
         })
@@ -551,27 +536,30 @@ impl Plugin {
         // network is made then (or at its first container, if sooner).
         let (plugin, id) = (self.clone(), r.network_id.clone());
         tokio::spawn(async move {
-            for _ in 0..100 {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                let inspect =
-                    plugin.docker.inspect_network(&id, None::<bollard::query_parameters::InspectNetworkOptions>);
-                if inspect.await.is_ok() {
-                    match plugin.ensure_network(subnet).await {
-                        Ok(Some(n)) => {
-                            tracing::info!(host = plugin.host, "Docker's network {} is {subnet} in the store", n.name)
-                        }
-                        Ok(None) => {
-                            tracing::warn!(host = plugin.host, "Docker's network {id:.12} is not listed with {subnet}")
-                        }
-                        Err(e) => tracing::warn!(host = plugin.host, "Docker's network {id:.12} ({subnet}): {e}"),
+            let shown = plugin
+                .until_docker_shows(|| {
+                    let (plugin, id) = (plugin.clone(), id.clone());
+                    async move {
+                        let r =
+                            plugin.docker.call(|d| async move { d.inspect_network(&id, None::<InspectNetwork>).await });
+                        r.await.ok().map(|_| ())
                     }
-                    return;
-                }
+                })
+                .await;
+            if shown.is_none() {
+                tracing::warn!(
+                    host = plugin.host,
+                    "Docker's API does not show network {id:.12}: made at its first container"
+                );
+                return;
             }
-            tracing::warn!(
-                host = plugin.host,
-                "Docker's API does not show network {id:.12}: made at its first container"
-            );
+            match plugin.ensure_network(subnet).await {
+                Ok(Some(n)) => {
+                    tracing::info!(host = plugin.host, "Docker's network {} is {subnet} in the store", n.name)
+                }
+                Ok(None) => tracing::warn!(host = plugin.host, "Docker's network {id:.12} is not listed with {subnet}"),
+                Err(e) => tracing::warn!(host = plugin.host, "Docker's network {id:.12} ({subnet}): {e}"),
+            }
         });
         Ok(serde_json::json!({}))
     }
@@ -640,11 +628,7 @@ impl Plugin {
         self.remove_veth(id).await?;
         let id = id.to_string();
         let removed = self
-            .edit(|s| {
-                let before = s.endpoints.len();
-                s.endpoints.retain(|e| e.endpoint_id.as_deref() != Some(&id));
-                Ok(before != s.endpoints.len())
-            })
+            .edit(|s| Ok(!crate::model::remove_endpoints(s, |e| e.endpoint_id.as_deref() == Some(&id)).is_empty()))
             .await?;
         if removed {
             self.apply_now().await?;
@@ -736,14 +720,7 @@ impl Plugin {
     async fn name_after_container(&self, nid: &str, eid: &str) {
         // The container is listed on the network once it runs, and its
         // aliases once its settings show this endpoint.
-        let mut found = None;
-        for _ in 0..100 {
-            found = self.container_of(nid, eid).await;
-            if found.is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let found = self.until_docker_shows(|| self.container_of(nid, eid)).await;
         let Some((cid, name, aliases)) = found else {
             tracing::warn!("Docker's API does not show endpoint {eid:.12}'s container: it keeps its pending name");
             return;
@@ -822,16 +799,46 @@ impl Plugin {
 }
 
 impl Plugin {
+    /// Asks `look` until it finds what it looks for: every 100 ms for 10 s
+    /// while Docker's API answers (what was just made shows within a
+    /// second), and for up to 10 minutes, backing off, while it does not
+    /// (a dockerd that is starting or restarting). `None`: never found.
+    async fn until_docker_shows<T, Fut: std::future::Future<Output = Option<T>>>(
+        &self,
+        mut look: impl FnMut() -> Fut,
+    ) -> Option<T> {
+        const ANSWERING: u32 = 100;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(8));
+        let mut answered = 0;
+        while answered < ANSWERING && tokio::time::Instant::now() < deadline {
+            if let Some(v) = look().await {
+                return Some(v);
+            }
+            if self.docker.answers() {
+                answered += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            } else {
+                backoff.wait().await;
+            }
+        }
+        None
+    }
+
     /// The container attached by endpoint `eid` of network `nid`: its id,
     /// name and aliases there, once Docker's API shows them.
     async fn container_of(&self, nid: &str, eid: &str) -> Option<(String, String, Vec<String>)> {
+        let nid = nid.to_string();
         let n =
-            self.docker.inspect_network(nid, None::<bollard::query_parameters::InspectNetworkOptions>).await.ok()?;
+            self.docker.call(|d| async move { d.inspect_network(&nid, None::<InspectNetwork>).await }).await.ok()?;
         let net_name = n.name.clone().unwrap_or_default();
         let (cid, c) = n.containers?.into_iter().find(|(_, c)| c.endpoint_id.as_deref() == Some(eid))?;
+        let id = cid.clone();
         let inspect = self
             .docker
-            .inspect_container(&cid, None::<bollard::query_parameters::InspectContainerOptions>)
+            .call(|d| async move {
+                d.inspect_container(&id, None::<bollard::query_parameters::InspectContainerOptions>).await
+            })
             .await
             .ok()?;
         let settings = inspect.network_settings?.networks?.remove(&net_name)?;

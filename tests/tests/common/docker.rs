@@ -4,6 +4,8 @@
 //! and a private mount namespace whose tmpfs on /run/docker/plugins is its
 //! own (the agent serving its plugin runs in that mount namespace too).
 //! Images: a busybox-static tree, `docker import`ed (no registry).
+//! dockerd runs with `--live-restore`, as the docs ask of hosts with the
+//! plugin: containers keep running while dockerd restarts.
 //! Processes are stopped by PID on drop.
 
 use std::{
@@ -24,11 +26,22 @@ pub struct DockerEngine {
     dockerd: Option<Proc>,
     pub dir: PathBuf,
     pub netns: String,
+    /// The busybox image is in (imported at dockerd's first start).
+    imported: bool,
 }
 
 impl DockerEngine {
-    /// An engine named `name` (a prefix of its own) in namespace `netns`.
+    /// An engine named `name` (a prefix of its own) in namespace `netns`,
+    /// running.
     pub fn start(name: &str, netns: &str) -> DockerEngine {
+        let mut e = DockerEngine::new(name, netns);
+        e.start_dockerd();
+        e
+    }
+
+    /// The engine's mount namespace and directories, dockerd not started
+    /// yet (`start_dockerd`): how a host boots, the plugin first.
+    pub fn new(name: &str, netns: &str) -> DockerEngine {
         let dir = std::env::temp_dir().join(format!("{name}-docker"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -47,10 +60,7 @@ impl DockerEngine {
             assert!(t.elapsed() < Duration::from_secs(10), "the mount namespace for {name} did not come up");
             std::thread::sleep(Duration::from_millis(20));
         }
-        let mut e = DockerEngine { holder: Proc(holder), dockerd: None, dir, netns: netns.to_string() };
-        e.start_dockerd();
-        e.import_busybox();
-        e
+        DockerEngine { holder: Proc(holder), dockerd: None, dir, netns: netns.to_string(), imported: false }
     }
 
     /// `nsenter` into the engine's mount namespace: how the agent serving
@@ -59,6 +69,11 @@ impl DockerEngine {
         let mut c = Command::new("nsenter");
         c.arg(format!("--mount=/proc/{}/ns/mnt", self.holder.0.id()));
         c
+    }
+
+    /// The plugin's socket as this engine's mount namespace shows it.
+    pub fn plugin_socket(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/root/run/docker/plugins/overlay-bpf.sock", self.holder.0.id()))
     }
 
     pub fn socket(&self) -> String {
@@ -78,7 +93,7 @@ impl DockerEngine {
             .arg("--pidfile")
             .arg(self.dir.join("docker.pid"))
             .args(["-H", &self.socket()])
-            .args(["--bridge=none", "--iptables=false", "--ip-masq=false", "--ip-forward=false"])
+            .args(["--bridge=none", "--iptables=false", "--ip-masq=false", "--ip-forward=false", "--live-restore"])
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .stdin(Stdio::null())
@@ -90,6 +105,15 @@ impl DockerEngine {
             assert!(t.elapsed() < Duration::from_secs(60), "dockerd did not answer:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(200));
         }
+        if !self.imported {
+            self.import_busybox();
+            self.imported = true;
+        }
+    }
+
+    /// dockerd's PID, while it runs.
+    pub fn dockerd_pid(&self) -> Option<i32> {
+        self.dockerd.as_ref().map(|d| d.0.id() as i32)
     }
 
     /// Stops dockerd (SIGTERM, then SIGKILL after 20 s), which stops its
@@ -115,14 +139,22 @@ impl DockerEngine {
     /// is gone: a dockerd started before that finds it "still running" and
     /// waits for a socket that never comes.
     pub fn kill_dockerd(&mut self) {
-        let containerd = std::fs::read_to_string(self.dir.join("exec/containerd/containerd.pid")).unwrap_or_default();
+        let containerd = self.containerd_pid();
         if let Some(mut d) = self.dockerd.take() {
             let _ = d.0.kill();
             let _ = d.0.wait();
         }
-        if let Ok(pid) = containerd.trim().parse::<u32>() {
+        if let Some(pid) = containerd {
             wait_until("dockerd's containerd to exit", 30, || !Path::new(&format!("/proc/{pid}")).exists());
         }
+    }
+
+    /// The containerd this engine's dockerd started, while it runs.
+    fn containerd_pid(&self) -> Option<i32> {
+        let pid = std::fs::read_to_string(self.dir.join("exec/containerd/containerd.pid")).ok()?.trim().parse().ok()?;
+        // Only ours: its command line names this engine's directory.
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        String::from_utf8_lossy(&cmdline).contains(&*self.dir.to_string_lossy()).then_some(pid)
     }
 
     /// `docker ARGS` against this engine, cut off after 2 minutes (a call
@@ -180,6 +212,11 @@ impl Drop for DockerEngine {
             }
         }
         self.stop_dockerd();
+        // With --live-restore, a stopped dockerd may leave its containerd.
+        if let Some(pid) = self.containerd_pid() {
+            // SAFETY: a signal to this engine's containerd, by its PID.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
         let _ = self.holder.0.kill();
         let _ = self.holder.0.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
