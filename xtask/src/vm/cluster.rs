@@ -324,16 +324,19 @@ fn encrypted(
     }
     let mut cluster = Vms { series, lab, vms };
     // The first packet between two hosts waits for their WireGuard handshake
-    // (Curve25519, slow under emulation, every pair at once): one round of
-    // pings across hosts first, its outcome not a check.
+    // (Curve25519, slow under emulation, every pair at once). The checks
+    // start once every host has handshaked with every other, as each host's
+    // WireGuard reports it, not after a guess at how long that takes:
+    // pings across hosts (their outcome not a check) start the handshakes.
     let warm: Vec<checks::Ping> = eps
         .iter()
         .flat_map(|a| eps.iter().map(move |b| (a, b)))
         .filter(|(a, b)| a.host != b.host && a.network == b.network && a.network == "uber-svc")
         .map(|(a, b)| checks::Ping { host: a.host.clone(), netns: a.netns.clone(), ip: b.ip.clone(), want: true })
         .collect();
-    say(series, &format!("WireGuard handshakes: {} pings across hosts first (not a check)", warm.len()));
-    let _ = checks::Cluster::pings(&mut cluster, &warm)?;
+    let peers = names.len() * (names.len() - 1) / 2;
+    let (done, detail) = handshakes(&mut cluster, &warm, &names, &keys, HANDSHAKES)?;
+    check(&format!("wireguard: every pair of hosts handshaked ({peers} pairs)"), done, detail);
     checks::run(&mut cluster, &resolved, hosts, &mut |c| check(&c.name, c.passed, c.detail))?;
     check_interrupt()?;
 
@@ -383,6 +386,59 @@ fn encrypted(
         format!("marker seen: {}, answered: {a:?}", seen(&secret)),
     );
     Ok(())
+}
+
+/// How long the hosts' WireGuard handshakes may take: a bound on a failure,
+/// never a wait (the checks start as soon as every pair has handshaked).
+const HANDSHAKES: Duration = Duration::from_secs(180);
+
+/// Waits until every host's WireGuard reports a handshake with every other
+/// host (`overlay-bpf status -o json`), pinging across hosts each round so
+/// that the handshakes start; at most `bound`. (every pair done, detail).
+fn handshakes(
+    cluster: &mut Vms,
+    warm: &[checks::Ping],
+    names: &[String],
+    keys: &[String],
+    bound: Duration,
+) -> Result<(bool, String)> {
+    let t = Instant::now();
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        let _ = checks::Cluster::pings(cluster, warm)?;
+        let waiting = on_all(cluster.vms, |vm| -> Result<Vec<String>> {
+            let out = vm.must(&format!("overlay-bpf status -o json --host {}", vm.name), STEP)?;
+            let json = out.iter().skip_while(|l| !l.starts_with('{')).cloned().collect::<Vec<_>>().join("\n");
+            let status: Value = serde_json::from_str(&json).with_context(|| format!("status -o json: {json}"))?;
+            let peers = status["wireguard"]["peers"].as_array().cloned().unwrap_or_default();
+            let me = vm.name.clone();
+            Ok(names
+                .iter()
+                .zip(keys)
+                .filter(|(n, _)| **n != me)
+                .filter(|(_, k)| !peers.iter().any(|p| p["public_key"] == k.as_str() && p["last_handshake"].is_u64()))
+                .map(|(n, _)| format!("{me} with {n}"))
+                .collect())
+        });
+        let waiting: Vec<String> = waiting.into_iter().collect::<Result<Vec<_>>>()?.concat();
+        if waiting.is_empty() {
+            let line = format!(
+                "WireGuard: every pair of hosts handshaked, after {:.1}s and {rounds} rounds of pings",
+                t.elapsed().as_secs_f64()
+            );
+            say(cluster.series, &line);
+            return Ok((true, line));
+        }
+        if t.elapsed() > bound {
+            return Ok((
+                false,
+                format!("no handshake after {:.0}s: {}", t.elapsed().as_secs_f64(), waiting.join(", ")),
+            ));
+        }
+        check_interrupt()?;
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
 
 /// The demo's hosts as VMs: containers are namespaces inside them, the
