@@ -29,3 +29,36 @@ pub mod service_cmd;
 pub mod status;
 pub mod store;
 pub mod wireguard;
+
+/// The tables docs/ shows are the code's own: each generated table there
+/// (between `<!-- NAME: begin -->` and `<!-- NAME: end -->`) is equal to what
+/// the code generates, so docs and code cannot drift.
+#[cfg(test)]
+mod docs_tables {
+    fn between<'d>(doc: &'d str, file: &str, name: &str) -> &'d str {
+        let (begin, end) = (format!("<!-- {name}: begin -->\n"), format!("<!-- {name}: end -->"));
+        let start = doc.find(&begin).unwrap_or_else(|| panic!("{file}: no {begin:?} marker")) + begin.len();
+        let stop = doc[start..].find(&end).unwrap_or_else(|| panic!("{file}: no {end:?} marker")) + start;
+        &doc[start..stop]
+    }
+
+    #[test]
+    fn the_data_path_page_lists_every_reason_as_the_table_has_it() {
+        let want = crate::status::reasons_markdown();
+        let doc = include_str!("../../docs/data-path.md");
+        assert!(
+            between(doc, "docs/data-path.md", "reasons") == want,
+            "docs/data-path.md's table of reasons is out of date; put this between its markers:\n{want}"
+        );
+    }
+
+    #[test]
+    fn the_state_page_lists_every_rule_as_the_model_has_it() {
+        let want = crate::model::rules_markdown();
+        let doc = include_str!("../../docs/state-file.md");
+        assert!(
+            between(doc, "docs/state-file.md", "rules") == want,
+            "docs/state-file.md's table of rules is out of date; put this between its markers:\n{want}"
+        );
+    }
+}

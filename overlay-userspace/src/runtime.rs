@@ -3,8 +3,8 @@
 use crate::model::{EndpointSpec, State};
 
 /// The name of a container's endpoint on `network`: `wanted` when no other
-/// endpoint of the network has it, else `<wanted>.<host>` (the spec's rule,
-/// as Docker names a task). `is_self` tells the endpoint being named, which
+/// endpoint of the network has it, else `<wanted>.<host>` (as Docker names a
+/// task). `is_self` tells the endpoint being named, which
 /// may already hold either name. None when both are taken.
 pub fn container_name(
     state: &State,

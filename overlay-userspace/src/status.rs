@@ -355,7 +355,7 @@ pub fn print_text(s: &Status) {
     }
 }
 
-/// The README's table of counter reasons, from the one table in
+/// docs/data-path.md's table of counter reasons, from the one table in
 /// `overlay-common/src/stats.rs`: name, the programs that count it, meaning.
 pub fn reasons_markdown() -> String {
     let mut s = String::from("| reason | counted by | meaning |\n|---|---|---|\n");
@@ -366,21 +366,4 @@ pub fn reasons_markdown() -> String {
         s += &format!("| `{}` | {} | {} |\n", r.name(), progs.join(", "), doc);
     }
     s
-}
-
-#[cfg(test)]
-mod tests {
-    /// The README lists every reason, as the table in overlay-common has it.
-    #[test]
-    fn the_readme_lists_every_reason_as_the_table_has_it() {
-        let readme = include_str!("../../README.md");
-        let (begin, end) = ("<!-- reasons: begin -->\n", "<!-- reasons: end -->");
-        let start = readme.find(begin).expect("the README's reasons markers") + begin.len();
-        let stop = readme[start..].find(end).expect("the README's end-of-reasons marker") + start;
-        let want = super::reasons_markdown();
-        assert!(
-            readme[start..stop] == want,
-            "the README's table of reasons is out of date; put this between the markers:\n{want}"
-        );
-    }
 }

@@ -237,7 +237,7 @@ fn the_protocol_by_direct_invocation() {
     let d = plugin(n2, "DEL", &[("CNI_CONTAINERID", "never-added"), ("CNI_IFNAME", "eth0")], &app.to_string());
     assert_eq!(d.code, 0, "{}", d.out);
 
-    // Errors: the spec's codes and the exact messages that name the fix.
+    // Errors: CNI's codes (and ours) and the exact messages that name the fix.
     let path4 = cs[3].path().display().to_string();
     let v4 = vars("c4000000000000000004", &path4, "eth0");
     let bad = |command: &str, vars: &[(&str, &str)], stdin: &str| plugin(n1, command, vars, stdin);
@@ -332,7 +332,7 @@ fn the_protocol_by_direct_invocation() {
     assert!(c.names("lan").is_empty(), "{:?}", c.names("lan"));
 }
 
-/// `cni install` writes the spec's conflist and links the binary;
+/// `cni install` writes the documented conflist and links the binary;
 /// `cni uninstall` leaves neither.
 #[test]
 fn cni_install_and_uninstall() {

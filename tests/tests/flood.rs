@@ -3,7 +3,7 @@
 //! holds, through the routing mesh (XDP) and a VIP (TC) at once, while TCP
 //! connections through both talk or sit idle.
 //!
-//! What the README promises ("Connection table"): a flow that carries packets
+//! What docs/data-path.md promises ("The connection table"): a flow that carries packets
 //! keeps its pair of entries; an idle flow whose entries were evicted is
 //! picked again by Maglev on its client's next packet, which gives the same
 //! backend while the backend set is unchanged, so it carries on too.

@@ -210,7 +210,7 @@ fn published_ports_reach_every_backend_through_every_host_with_the_client_addres
             assert_eq!(said, "refused", "port unreachable through {host}\n{}", m.counters());
         } else {
             // Through another host the reply is tunnelled back; the ICMP
-            // error is not (see README: limits).
+            // error is not (docs/design.md: known limits).
             assert!(said == "refused" || said == "timeout", "{host}: {said}");
         }
     }

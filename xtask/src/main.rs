@@ -4,7 +4,7 @@
 //!   Debian's 6.1 and 6.12 kernels (`--netns`: namespaces on this kernel)
 //! - `cargo xtask test`  installs what is missing, builds, and runs every test, on this kernel and then in
 //!   one VM per Debian kernel (`--no-vm` skips those)
-//! - `cargo xtask bench`  measures overlay-bpf against the kernel's own paths (README: Benchmarks)
+//! - `cargo xtask bench`  measures overlay-bpf against the kernel's own paths (docs/benchmarks.md)
 //! - `cargo xtask fuzz`   runs millions of generated packets through both programs with a new seed
 //! - `cargo xtask soak`   minutes of endpoint and backend churn every second under traffic, with agents
 //! - `cargo xtask build` builds the eBPF object and the `overlay-bpf` binary that embeds it
@@ -16,6 +16,8 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod build;
 mod demo;
+#[cfg(test)]
+mod docs;
 mod fresh;
 mod setup;
 mod soak;

@@ -53,7 +53,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "musl-tools",
     "binutils",
     "xz-utils",
-    // perf: `cargo xtask bench --vm --profile` and the profiles behind the README's numbers.
+    // perf: `cargo xtask bench --vm --profile` and the profiles behind docs/benchmarks.md's numbers.
     "linux-perf",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -39,7 +39,7 @@ pub struct HealthArgs {
     pub lease_ttl: u64,
 }
 
-/// The resolver (`agent --dns-*`, `dns.md`).
+/// The resolver (`agent --dns-*`, docs/dns.md).
 #[derive(Debug, Clone, clap::Args)]
 pub struct DnsArgs {
     /// Where names that are not the cluster's go (IP or IP:PORT; repeat for

@@ -436,8 +436,8 @@ pub struct TableArgs {
     /// Entries in the connection table (OB_CT_V1), which keeps every load-balanced
     /// flow on its backend: a VIP or routing-mesh flow takes 2 entries on the host
     /// that balances it, and a mesh flow to a backend on another host 1 more there.
-    /// The table is an LRU: when full, a new flow evicts entries (the README's
-    /// "Connection table size and floods" tells which flows survive). About 120 bytes per entry. Default 262144 for a new table; an
+    /// The table is an LRU: when full, a new flow evicts entries (docs/data-path.md,
+    /// "The connection table", tells which flows survive). About 120 bytes per entry. Default 262144 for a new table; an
     /// existing table keeps its size, and a different --ct-size is refused (a table
     /// cannot be resized in place: `down`, then `up --ct-size N`).
     #[arg(long, env = "OVERLAY_BPF_CT_SIZE", value_name = "N",
@@ -574,4 +574,36 @@ pub async fn load_cluster_and_host(g: &Global) -> overlay_bpf::error::Result<(ov
     let cluster = open_store(g).await?.load().await?;
     let h = overlay_bpf::apply::select_host(&cluster, g.host.as_deref())?;
     Ok((cluster, h))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every command and subcommand the binary has, as `overlay-bpf a b`.
+    fn commands(c: &clap::Command, prefix: &str, out: &mut Vec<String>) {
+        for sub in c.get_subcommands().filter(|s| !s.is_hide_set() && s.get_name() != "help") {
+            let path = format!("{prefix} {}", sub.get_name());
+            out.push(path.clone());
+            commands(sub, &path, out);
+        }
+    }
+
+    /// docs/cli.md has a heading for every command `overlay-bpf --help` lists
+    /// (and their subcommands), and none for a command that does not exist.
+    #[test]
+    fn the_command_line_page_describes_exactly_the_commands_there_are() {
+        let mut have = Vec::new();
+        commands(&super::Cli::command(), "overlay-bpf", &mut have);
+        have.sort();
+        let doc = include_str!("../../../docs/cli.md");
+        let mut described: Vec<String> = doc
+            .lines()
+            .filter_map(|l| l.strip_prefix("## ").or_else(|| l.strip_prefix("### ")))
+            .filter(|h| h.starts_with("overlay-bpf "))
+            .map(str::to_string)
+            .collect();
+        described.sort();
+        assert_eq!(described, have, "docs/cli.md's headings against `overlay-bpf --help`");
+    }
 }

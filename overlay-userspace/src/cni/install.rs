@@ -22,7 +22,7 @@ pub struct Install {
     pub host: Option<String>,
 }
 
-/// The conflist of `i`, as the spec shows it (plus TLS and host when given).
+/// The conflist of `i`, as docs/cni.md shows it (plus TLS and host when given).
 pub fn conflist(i: &Install) -> serde_json::Value {
     let mut plugin = json!({"type": "overlay-bpf", "network": i.network, "store": i.store});
     let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string();

@@ -1,4 +1,4 @@
-//! The resolver (`dns.md`): the agent answers every overlay network's
+//! The resolver (docs/dns.md): the agent answers every overlay network's
 //! endpoints at the network's gateway address, UDP and TCP port 53, on each
 //! host with endpoints of the network. Names come from the state and the
 //! health checks ([`zone`]); anything else goes to the upstream resolvers.

@@ -1,4 +1,4 @@
-//! What the resolver answers (`dns.md`), from the cluster and the health
+//! What the resolver answers (docs/dns.md), from the cluster and the health
 //! checks' verdicts: pure logic, rebuilt on every change the agent applies.
 
 use std::{
@@ -68,7 +68,7 @@ impl Zone {
         for (i, n) in c.networks.iter().enumerate() {
             z.nets.push(NetZone { name: n.name.to_lowercase(), internal: n.internal, ..Default::default() });
             for s in &n.subnets {
-                // A macvlan network is not served (dns.md): its gateway is
+                // A macvlan network is not served (docs/dns.md): its gateway is
                 // the LAN's router.
                 if n.macvlan.is_none() {
                     z.gateways.insert(s.gateway, i);

@@ -1,4 +1,4 @@
-//! Where the cluster state lives (`store.md`): the YAML file (the default) or
+//! Where the cluster state lives (docs/etcd.md): the YAML file (the default) or
 //! an etcd v3 cluster, one key per object (`layout`). Every command reads the
 //! state through a [`Store`] and changes it with [`Store::edit`], which on
 //! etcd is one compare-and-swap transaction, retried when another writer got

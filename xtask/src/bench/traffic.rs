@@ -153,7 +153,7 @@ services:
     /// a TCP or UDP checksum at all (the receiver trusts the "partial" mark),
     /// which no path through XDP can do (XDP cannot finish a partial
     /// checksum, so a veth underlay under XDP runs with TX checksum offload
-    /// off, see README). This is the limit for any XDP data path on this rig.
+    /// off, see docs/data-path.md). This is the limit for any XDP data path on this rig.
     fn direct(prefix: &'static str, subnet: u8, finished_csum: bool) -> Result<Topo> {
         let (u, containers, _) = Self::underlay(prefix, subnet);
         for (i, (c, cip)) in containers.iter().zip([A1, A2]).enumerate() {
