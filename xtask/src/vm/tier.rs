@@ -55,8 +55,9 @@ const PYTHON_SKIP: &[&str] = &[
 /// servers the VMs do not carry (etcd, dockerd, podman, dnsmasq), and
 /// `scale`, whose 100,001 endpoints are userspace work (parsing, checking,
 /// sizing) that emulation makes two minutes per kernel, where the kernel's
-/// part (one large hash map, batch-written) is the same on every kernel.
-const HOST_ONLY: &[&str] = &["store", "docker", "cni", "dns", "scale"];
+/// part (one large hash map, batch-written) is the same on every kernel;
+/// and `readme`, the README's tour, which runs the host's own tools.
+const HOST_ONLY: &[&str] = &["store", "docker", "cni", "dns", "scale", "readme"];
 
 /// Test cases the VMs skip (`--skip`, per binary): checks that end in
 /// userspace before any kernel call (a refused state file, an unknown host,
