@@ -923,6 +923,7 @@ mod tests {
         assert!(line("ExecStart=").contains("overlay-bpf agent --docker-plugin"));
         assert!(line("EnvironmentFile=").contains("/etc/default/overlay-bpf"));
         assert_eq!(line("Restart="), "Restart=always");
+        assert_eq!(line("Environment="), "Environment=NO_COLOR=1", "journald gets no escape codes");
     }
 
     #[test]
