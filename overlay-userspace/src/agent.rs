@@ -201,15 +201,17 @@ impl Conditions {
         (started, ended)
     }
 
-    /// Logs what started (WARN) and what ended (INFO) with this apply.
-    fn log(&mut self, host: &str, warnings: &[apply::Warning]) {
-        let (started, ended) = self.update(warnings);
+    /// Logs an apply: the conditions that started (WARN) and ended (INFO)
+    /// with it, then one INFO line, `what`, with its counts.
+    fn applied(&mut self, host: &str, r: &apply::UpReport, what: &str) {
+        let (started, ended) = self.update(&r.warnings);
         for w in started {
             tracing::warn!(host, "{}", w.message);
         }
         for c in ended {
             tracing::info!(host, "resolved: {c}");
         }
+        tracing::info!(host, written = r.entries_written, deleted = r.entries_deleted, programs = ?r.programs, "{what}");
     }
 }
 
@@ -394,14 +396,7 @@ pub async fn run<S: StateSource>(
     let mut cluster_revision = revision_now(&source);
     let r = apply::up(&cluster, h, &pins, &up_opts(&unhealthy, cluster_revision), &log).await?;
     let mut conditions = Conditions::default();
-    conditions.log(&host, &r.warnings);
-    tracing::info!(
-        host,
-        written = r.entries_written,
-        deleted = r.entries_deleted,
-        programs = ?r.programs,
-        "applied; watching {name}"
-    );
+    conditions.applied(&host, &r, &format!("applied; watching {name}"));
     publish_key(&mut source, &cluster, h).await;
     let mut resolver = opts.dns.clone().map(crate::dns::Resolver::new);
     if let Some(r) = resolver.as_mut() {
@@ -544,14 +539,7 @@ pub async fn run<S: StateSource>(
                                 Ok(())
                             }
                             Ok(r) => {
-                                conditions.log(&host, &r.warnings);
-                                tracing::info!(
-                                    host,
-                                    written = r.entries_written,
-                                    deleted = r.entries_deleted,
-                                    programs = ?r.programs,
-                                    "re-applied"
-                                );
+                                conditions.applied(&host, &r, "re-applied");
                                 if let Ok(mut shown) = served_cluster.lock() {
                                     *shown = Arc::new(c.clone());
                                 }
@@ -615,15 +603,7 @@ pub async fn run<S: StateSource>(
             let wanted = health.unhealthy(&cluster, h);
             match apply::up(&cluster, h, &pins, &up_opts(&wanted, cluster_revision), &log).await {
                 Ok(r) => {
-                    conditions.log(&host, &r.warnings);
-                    tracing::info!(
-                        host,
-                        out = ?wanted,
-                        written = r.entries_written,
-                        deleted = r.entries_deleted,
-                        programs = ?r.programs,
-                        "load balancing updated for health"
-                    );
+                    conditions.applied(&host, &r, &format!("load balancing updated for health (out: {wanted:?})"));
                     if let Some(r) = resolver.as_mut() {
                         r.update(&cluster, h, &wanted).await;
                     }
