@@ -229,8 +229,9 @@ async fn apply_host(state: &State, host: &str, revision: Option<i64>) -> Result<
     let h = apply::select_host(&cluster, Some(host))?;
     let opts = UpOptions { revision, ..Default::default() };
     let r = apply::up(&cluster, h, &Pins::for_host(host), &opts, &|m| tracing::debug!("{host}: {m}")).await?;
+    // The agent says them once; each ADD and DEL would repeat them.
     for w in &r.warnings {
-        tracing::warn!("{host}: {}", w.message);
+        tracing::debug!("{host}: warning: {}", w.message);
     }
     Ok((cluster, h))
 }
