@@ -52,6 +52,20 @@ mod docs_tables {
         );
     }
 
+    /// The example at the top of docs/state-file.md is a state every rule
+    /// accepts, without a warning.
+    #[test]
+    fn the_state_page_example_is_valid() {
+        let doc = include_str!("../../docs/state-file.md");
+        let start = doc.find("```yaml\n").expect("the example") + "```yaml\n".len();
+        let example = &doc[start..start + doc[start..].find("```").expect("its end")];
+        let state = crate::model::parse_state("docs/state-file.md", example.as_bytes()).unwrap();
+        let c = crate::model::resolve("docs/state-file.md", &state, crate::model::Capabilities::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert_eq!((c.hosts.len(), c.networks.len(), c.endpoints.len()), (1, 3, 1));
+    }
+
     #[test]
     fn the_state_page_lists_every_rule_as_the_model_has_it() {
         let want = crate::model::rules_markdown();
