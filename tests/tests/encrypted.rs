@@ -195,7 +195,10 @@ fn encrypted_across_hosts() {
     let rejected =
         |st: &serde_json::Value| st["wireguard"]["rejected"].as_u64().expect("status shows WireGuard's rejections");
     must(u.host("n1").cmd("python3").args(["-c", forged]));
-    std::thread::sleep(Duration::from_millis(500));
+    let wg_data = |st: &serde_json::Value| counter(st, "xdp_underlay_ingress", "wireguard_data");
+    wait_until("n2's XDP to see the 5 forged messages", 30, || {
+        wg_data(&status(&dep, P, "n2")) - wg_data(&s2_after) >= 5
+    });
     let s2_forged = status(&dep, P, "n2");
     assert_eq!(rejected(&s2_forged) - rejected(&s2_after), 5, "the 5 forged data messages are counted: {s2_forged}");
     assert_eq!(
@@ -216,6 +219,7 @@ fn encrypted_across_hosts() {
     // when the store changes: with etcd, within a second).
     let pinger = Pinger::start(&s1.name, "10.40.0.12", 100);
     std::thread::sleep(Duration::from_millis(1500));
+    let rotated_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let (h, ns) = &h1;
     let rotated = assert_ok(&dep.cmd(h, ns).args(["host", "key", "--rotate", "--state"]).arg(&st.0).output().unwrap());
     let new_key = rotated.trim().to_string();
@@ -228,7 +232,14 @@ fn encrypted_across_hosts() {
     for c in ups {
         assert_ok(&c.wait_with_output().unwrap());
     }
-    std::thread::sleep(Duration::from_millis(3000));
+    // WireGuard knows a peer by its key: n1's first handshake with its new
+    // key may reach n2 before n2's `up` has the key, and WireGuard tries
+    // again only 5 s later (REKEY_TIMEOUT). Wait for the handshake itself,
+    // as n2's WireGuard reports it, with a bound that only limits a failure.
+    wait_until("n2's handshake with n1's new key", 90, || {
+        let peer = status(&dep, P, "n2")["wireguard"]["peers"][0].clone();
+        peer["public_key"] == new_key.as_str() && peer["last_handshake"].as_u64().is_some_and(|t| t >= rotated_at)
+    });
     let (sent, got) = pinger.stop();
     eprintln!(
         "key rotation of n1 under a 10 ms ping: {sent} sent, {got} received, {} lost ({:.0} ms without replies)",
