@@ -10,7 +10,11 @@
 
 use std::{future::Future, sync::Mutex, time::Duration};
 
-use bollard::Docker;
+use bollard::{
+    models::{ContainerInspectResponse, Network},
+    query_parameters::{InspectContainerOptions, InspectNetworkOptions, ListNetworksOptions},
+    Docker,
+};
 
 /// Docker's API at `--docker-host` (else `$DOCKER_HOST`, else the default socket).
 pub struct DockerApi {
@@ -63,7 +67,7 @@ impl DockerApi {
 
     /// One call to Docker's API. A failure to reach it is logged once,
     /// when Docker stops answering, and its return once.
-    pub async fn call<T, F, Fut>(&self, f: F) -> Result<T, DockerApiError>
+    async fn call<T, F, Fut>(&self, f: F) -> Result<T, DockerApiError>
     where
         F: FnOnce(Docker) -> Fut,
         Fut: Future<Output = Result<T, bollard::errors::Error>>,
@@ -92,6 +96,21 @@ impl DockerApi {
                 Err(DockerApiError::Unreachable { at, why })
             }
         }
+    }
+
+    /// Docker's networks.
+    pub async fn list_networks(&self) -> Result<Vec<Network>, DockerApiError> {
+        self.call(|d| async move { d.list_networks(None::<ListNetworksOptions>).await }).await
+    }
+
+    /// Docker's network `id`, with its containers.
+    pub async fn inspect_network(&self, id: &str) -> Result<Network, DockerApiError> {
+        self.call(|d| async move { d.inspect_network(id, None::<InspectNetworkOptions>).await }).await
+    }
+
+    /// Docker's container `id`.
+    pub async fn inspect_container(&self, id: &str) -> Result<ContainerInspectResponse, DockerApiError> {
+        self.call(|d| async move { d.inspect_container(id, None::<InspectContainerOptions>).await }).await
     }
 
     /// Whether Docker's API answered the last call (false before any).

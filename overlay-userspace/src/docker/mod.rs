@@ -50,7 +50,6 @@ use axum::{
     response::{IntoResponse, Response},
     Router,
 };
-use bollard::query_parameters::{InspectNetworkOptions as InspectNetwork, ListNetworksOptions};
 use ipnet::Ipv4Net;
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::{mpsc, oneshot, Mutex};
@@ -313,7 +312,7 @@ impl Plugin {
     /// The EndpointIDs Docker has on our networks, learning the networks.
     async fn docker_endpoints(&self) -> std::result::Result<HashSet<String>, engine::DockerApiError> {
         let mut live = HashSet::new();
-        for n in self.docker.call(|d| async move { d.list_networks(None::<ListNetworksOptions>).await }).await? {
+        for n in self.docker.list_networks().await? {
             if n.driver.as_deref() != Some("overlay-bpf") {
                 continue;
             }
@@ -321,8 +320,7 @@ impl Plugin {
             if let Some(subnet) = docker_subnet(&n) {
                 self.networks.lock().expect("not poisoned").insert(id.clone(), subnet);
             }
-            let full =
-                self.docker.call(|d| async move { d.inspect_network(&id, None::<InspectNetwork>).await }).await?;
+            let full = self.docker.inspect_network(&id).await?;
             live.extend(full.containers.unwrap_or_default().into_values().filter_map(|c| c.endpoint_id));
         }
         Ok(live)
@@ -359,11 +357,7 @@ impl Plugin {
             Some(n) if n.used_by.contains(&self.host) => return Ok(Some(n.clone())),
             Some(_) => None,
             None => {
-                let nets = self
-                    .docker
-                    .call(|d| async move { d.list_networks(None::<ListNetworksOptions>).await })
-                    .await
-                    .map_err(|e| runtime_err(e.to_string()))?;
+                let nets = self.docker.list_networks().await.map_err(|e| runtime_err(e.to_string()))?;
                 let Some(n) = nets
                     .into_iter()
                     .find(|n| n.driver.as_deref() == Some("overlay-bpf") && docker_subnet(n) == Some(subnet))
@@ -536,16 +530,8 @@ impl Plugin {
         // network is made then (or at its first container, if sooner).
         let (plugin, id) = (self.clone(), r.network_id.clone());
         tokio::spawn(async move {
-            let shown = plugin
-                .until_docker_shows(|| {
-                    let (plugin, id) = (plugin.clone(), id.clone());
-                    async move {
-                        let r =
-                            plugin.docker.call(|d| async move { d.inspect_network(&id, None::<InspectNetwork>).await });
-                        r.await.ok().map(|_| ())
-                    }
-                })
-                .await;
+            let shown =
+                plugin.until_docker_shows(|| async { plugin.docker.inspect_network(&id).await.ok().map(|_| ()) }).await;
             if shown.is_none() {
                 tracing::warn!(
                     host = plugin.host,
@@ -828,19 +814,10 @@ impl Plugin {
     /// The container attached by endpoint `eid` of network `nid`: its id,
     /// name and aliases there, once Docker's API shows them.
     async fn container_of(&self, nid: &str, eid: &str) -> Option<(String, String, Vec<String>)> {
-        let nid = nid.to_string();
-        let n =
-            self.docker.call(|d| async move { d.inspect_network(&nid, None::<InspectNetwork>).await }).await.ok()?;
+        let n = self.docker.inspect_network(nid).await.ok()?;
         let net_name = n.name.clone().unwrap_or_default();
         let (cid, c) = n.containers?.into_iter().find(|(_, c)| c.endpoint_id.as_deref() == Some(eid))?;
-        let id = cid.clone();
-        let inspect = self
-            .docker
-            .call(|d| async move {
-                d.inspect_container(&id, None::<bollard::query_parameters::InspectContainerOptions>).await
-            })
-            .await
-            .ok()?;
+        let inspect = self.docker.inspect_container(&cid).await.ok()?;
         let settings = inspect.network_settings?.networks?.remove(&net_name)?;
         if settings.endpoint_id.as_deref() != Some(eid) {
             return None;
