@@ -24,7 +24,7 @@ mod resolve;
 mod spec;
 
 pub use load::*;
-pub use pinned::{drop_backends, pinned, remove_endpoints};
+pub use pinned::{pinned, remove_endpoints};
 pub use problem::*;
 pub use resolve::resolve;
 pub use spec::*;

@@ -43,18 +43,11 @@ pub fn remove_endpoints(state: &mut State, gone: impl Fn(&EndpointSpec) -> bool)
         std::mem::take(&mut state.endpoints).into_iter().partition(|e| gone(e));
     state.endpoints = kept;
     let removed: Vec<(String, String)> = removed.into_iter().map(|e| (e.network, e.name)).collect();
-    drop_backends(state, &removed);
-    removed
-}
-
-/// Takes the endpoints `gone` ((network, name) pairs, removed from the
-/// state) out of the backends of their networks' services, where a service
-/// names them (an alias stays: it stands for whoever carries it).
-pub fn drop_backends(state: &mut State, gone: &[(String, String)]) {
     for s in &mut state.services {
         let network = s.network.clone();
-        s.backends.retain(|b| !gone.iter().any(|(n, e)| *n == network && e == b));
+        s.backends.retain(|b| !removed.iter().any(|(n, e)| *n == network && e == b));
     }
+    removed
 }
 
 #[cfg(test)]
