@@ -312,13 +312,13 @@ pub async fn up(
     }
     let host = &cluster.hosts[h];
     let (underlay, underlay_ifindex) = underlay_device(cluster, h)?;
-    // A CNI container that went without its DEL leaves its endpoint with no
-    // netns: skipped (not an error that would stop the host's every apply)
-    // until the runtime's DEL or GC removes it.
     // What the state is worth a warning for (a backend that matches no
     // endpoint yet) lasts as long as the state does.
     let mut warnings: Vec<Warning> =
         cluster.warnings.iter().map(|p| Warning::new(p.to_string(), p.to_string())).collect();
+    // A CNI container that went without its DEL leaves its endpoint with no
+    // netns: skipped (not an error that would stop the host's every apply)
+    // until the runtime's DEL or GC removes it.
     let local: Vec<_> = cluster
         .local_endpoints(h)
         .filter(|e| {

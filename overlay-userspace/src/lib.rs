@@ -35,21 +35,21 @@ pub mod wireguard;
 /// the code generates, so docs and code cannot drift.
 #[cfg(test)]
 mod docs_tables {
-    fn between<'d>(doc: &'d str, file: &str, name: &str) -> &'d str {
+    /// The table `name` of `doc` (the page `file`) is `want`.
+    fn same_table(doc: &str, file: &str, name: &str, want: &str) {
         let (begin, end) = (format!("<!-- {name}: begin -->\n"), format!("<!-- {name}: end -->"));
         let start = doc.find(&begin).unwrap_or_else(|| panic!("{file}: no {begin:?} marker")) + begin.len();
         let stop = doc[start..].find(&end).unwrap_or_else(|| panic!("{file}: no {end:?} marker")) + start;
-        &doc[start..stop]
+        assert!(
+            doc[start..stop] == *want,
+            "{file}'s table of {name} is out of date; put this between its markers:\n{want}"
+        );
     }
 
     #[test]
     fn the_data_path_page_lists_every_reason_as_the_table_has_it() {
-        let want = crate::status::reasons_markdown();
         let doc = include_str!("../../docs/data-path.md");
-        assert!(
-            between(doc, "docs/data-path.md", "reasons") == want,
-            "docs/data-path.md's table of reasons is out of date; put this between its markers:\n{want}"
-        );
+        same_table(doc, "docs/data-path.md", "reasons", &crate::status::reasons_markdown());
     }
 
     /// The example at the top of docs/state-file.md is a state every rule
@@ -68,11 +68,7 @@ mod docs_tables {
 
     #[test]
     fn the_state_page_lists_every_rule_as_the_model_has_it() {
-        let want = crate::model::rules_markdown();
         let doc = include_str!("../../docs/state-file.md");
-        assert!(
-            between(doc, "docs/state-file.md", "rules") == want,
-            "docs/state-file.md's table of rules is out of date; put this between its markers:\n{want}"
-        );
+        same_table(doc, "docs/state-file.md", "rules", &crate::model::rules_markdown());
     }
 }

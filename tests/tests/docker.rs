@@ -479,7 +479,7 @@ fn a_hundred_docker_run_rm_cycles_leave_nothing_behind() {
     eprintln!("docker run --rm: {:.0} ms on app, {:.0} ms with --network none", ours * 1000.0, none * 1000.0);
 }
 
-/// Busybox ping's summary: (transmitted, received).
+/// Ping's summary (busybox's or iputils'): (transmitted, received).
 fn ping_summary(out: &str) -> (u64, u64) {
     let l = out.lines().find(|l| l.contains("packets transmitted")).unwrap_or_else(|| panic!("no summary: {out}"));
     let n: Vec<u64> = l.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
@@ -689,11 +689,7 @@ fn ping_from_container(e: &DockerEngine, name: &str, to: &str, count: u32) -> st
 
 /// iputils ping's summary of a finished run: (transmitted, received).
 fn ping_counts(p: std::process::Child) -> (u64, u64) {
-    let out = p.wait_with_output().unwrap();
-    let s = String::from_utf8_lossy(&out.stdout);
-    let l = s.lines().find(|l| l.contains("packets transmitted")).unwrap_or_else(|| panic!("no summary: {s}"));
-    let n: Vec<u64> = l.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).take(2).collect();
-    (n[0], n[1])
+    ping_summary(&String::from_utf8_lossy(&p.wait_with_output().unwrap().stdout))
 }
 
 /// Lines of an agent's log that hold `what`.

@@ -295,9 +295,7 @@ fn encrypted(
         if vm.name != names[0] {
             return Ok(None);
         }
-        let out = vm.must(&format!("overlay-bpf validate -o json --state {ENCRYPTED}"), STEP)?;
-        let json = out.iter().skip_while(|l| !l.starts_with('{')).cloned().collect::<Vec<_>>().join("\n");
-        Ok(Some(serde_json::from_str(&json).with_context(|| format!("validate -o json: {json}"))?))
+        Ok(Some(json_step(vm, &format!("overlay-bpf validate -o json --state {ENCRYPTED}"))?))
     });
     let resolved = match resolved.into_iter().collect::<Result<Vec<_>>>() {
         Ok(r) => r.into_iter().flatten().next().context("node1's validate")?,
@@ -388,6 +386,13 @@ fn encrypted(
     Ok(())
 }
 
+/// The JSON a guest's command prints (`-o json`), from its first `{` line on.
+fn json_step(vm: &mut Vm, command: &str) -> Result<Value> {
+    let out = vm.must(command, STEP)?;
+    let json = out.iter().skip_while(|l| !l.starts_with('{')).cloned().collect::<Vec<_>>().join("\n");
+    serde_json::from_str(&json).with_context(|| format!("{command}: {json}"))
+}
+
 /// How long the hosts' WireGuard handshakes may take: a bound on a failure,
 /// never a wait (the checks start as soon as every pair has handshaked).
 const HANDSHAKES: Duration = Duration::from_secs(180);
@@ -408,9 +413,7 @@ fn handshakes(
         rounds += 1;
         let _ = checks::Cluster::pings(cluster, warm)?;
         let waiting = on_all(cluster.vms, |vm| -> Result<Vec<String>> {
-            let out = vm.must(&format!("overlay-bpf status -o json --host {}", vm.name), STEP)?;
-            let json = out.iter().skip_while(|l| !l.starts_with('{')).cloned().collect::<Vec<_>>().join("\n");
-            let status: Value = serde_json::from_str(&json).with_context(|| format!("status -o json: {json}"))?;
+            let status = json_step(vm, &format!("overlay-bpf status -o json --host {}", vm.name))?;
             let peers = status["wireguard"]["peers"].as_array().cloned().unwrap_or_default();
             let me = vm.name.clone();
             Ok(names
