@@ -60,6 +60,7 @@ pub fn create(state: &mut State, o: &CreateOpts) -> Result<(), EndpointError> {
         container_id: None,
         endpoint_id: None,
         publish: Vec::new(),
+        unknown: Default::default(),
     });
     Ok(())
 }

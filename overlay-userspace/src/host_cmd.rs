@@ -37,7 +37,8 @@ fn describe(h: &HostSpec) -> String {
 /// (`Ok(false)`); a host of that name with another address or interface is
 /// refused.
 pub fn join(state: &mut State, name: &str, address: Ipv4Addr, interface: Option<String>) -> Result<bool, HostError> {
-    let want = HostSpec { name: name.to_string(), address, interface, wireguard_key: None };
+    let want =
+        HostSpec { name: name.to_string(), address, interface, wireguard_key: None, unknown: Default::default() };
     if let Some(have) = state.hosts.iter().find(|h| h.name == name) {
         // Its published key is its own business, not the joiner's.
         if have.address == want.address && have.interface == want.interface {

@@ -104,6 +104,7 @@ pub fn create(state: &mut State, o: &CreateOpts) -> Result<(), ServiceError> {
         vip: o.vip,
         ports: o.ports.clone(),
         backends: o.backends.clone(),
+        unknown: Default::default(),
     });
     Ok(())
 }

@@ -289,6 +289,7 @@ async fn add(env: &Env, conf: &NetConf) -> Result<AddResult, Failure> {
                 container_id: Some(cid.clone()),
                 endpoint_id: Some(attach.clone()),
                 publish: Vec::new(),
+                unknown: Default::default(),
             });
             let cluster = model::resolve("the store", s, model::Capabilities::here())?;
             *s = model::pinned(s, &cluster);

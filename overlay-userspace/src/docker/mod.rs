@@ -442,6 +442,7 @@ impl Plugin {
                     container_id: None,
                     endpoint_id: None,
                     publish: Vec::new(),
+                    unknown: Default::default(),
                 });
                 let cluster = crate::model::resolve("the store", s, crate::model::Capabilities::here())?;
                 *s = crate::model::pinned(s, &cluster);

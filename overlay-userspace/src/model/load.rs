@@ -44,7 +44,16 @@ pub fn parse_state(file: &str, bytes: &[u8]) -> Result<State, StateError> {
     if text.trim().is_empty() {
         return Err(StateError::one(file, Rule::Empty, "file", "is empty; it needs at least `version: 1`"));
     }
-    serde_yaml::from_str::<State>(text).map_err(|e| {
+    // Fields a state file does not know are mistakes (a typo, a field of
+    // another release): refused, naming where. The types themselves accept
+    // them, because the store must read what a newer release wrote.
+    let mut unknown: Vec<(String, String)> = Vec::new();
+    let state: State = serde_ignored::deserialize(serde_yaml::Deserializer::from_str(text), |path| {
+        let full = path.to_string();
+        let (at, field) = full.rsplit_once('.').unwrap_or(("document", &full));
+        unknown.push((at.to_string(), field.to_string()));
+    })
+    .map_err(|e| {
         let entry = match e.location() {
             Some(l) => format!("line {} column {}", l.line(), l.column()),
             None => "document".to_string(),
@@ -53,7 +62,48 @@ pub fn parse_state(file: &str, bytes: &[u8]) -> Result<State, StateError> {
         let msg = e.to_string();
         let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
         StateError::one(file, Rule::Syntax, entry, msg)
+    })?;
+    let mut kept = |at: String, u: &Unknown| unknown.extend(u.keys().map(|k| (at.clone(), k.clone())));
+    kept("cluster".into(), &state.cluster.unknown);
+    state.hosts.iter().enumerate().for_each(|(i, h)| kept(format!("hosts.{i}"), &h.unknown));
+    state.networks.iter().enumerate().for_each(|(i, n)| kept(format!("networks.{i}"), &n.unknown));
+    state.endpoints.iter().enumerate().for_each(|(i, e)| kept(format!("endpoints.{i}"), &e.unknown));
+    state.services.iter().enumerate().for_each(|(i, s)| kept(format!("services.{i}"), &s.unknown));
+    if unknown.is_empty() {
+        return Ok(state);
+    }
+    let problems = unknown
+        .into_iter()
+        .map(|(at, field)| Problem {
+            entry: key_position(text, &field).unwrap_or_else(|| at.clone()),
+            rule: Rule::Syntax,
+            message: format!("unknown field `{field}` in {at}; docs/state-file.md lists the fields"),
+        })
+        .collect();
+    Err(StateError { file: file.to_string(), problems })
+}
+
+/// Where `field` is first written as a key in `text`, as serde_yaml's errors
+/// say it (`line L column C`): the parser gives no position for a field the
+/// types accepted.
+fn key_position(text: &str, field: &str) -> Option<String> {
+    text.lines().enumerate().find_map(|(i, line)| {
+        line.match_indices(field).find_map(|(at, _)| {
+            let before = line[..at].trim_end();
+            let starts_key = before.is_empty() || before.ends_with(['-', '{', ',']);
+            let is_key = line[at + field.len()..].trim_start().starts_with(':');
+            (starts_key && is_key).then(|| format!("line {} column {}", i + 1, at + 1))
+        })
     })
+}
+
+#[cfg(test)]
+#[test]
+fn an_unknown_field_is_found_where_it_is_a_key() {
+    let text = "version: 1\nhosts:\n  - {name: colour, colour: red}\n  - colour: 1\n";
+    assert_eq!(key_position(text, "colour").as_deref(), Some("line 3 column 20"));
+    assert_eq!(key_position("a:\n  - colour: 1\n", "colour").as_deref(), Some("line 2 column 5"));
+    assert_eq!(key_position("name: colourful\n", "colour"), None);
 }
 
 /// What the validator may ask of the machine it runs on.

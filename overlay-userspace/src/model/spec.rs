@@ -6,8 +6,10 @@ use std::{collections::BTreeMap, fmt, net::Ipv4Addr, str::FromStr};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
+/// What a stored object holds beyond the fields this release knows.
+pub type Unknown = BTreeMap<String, serde_json::Value>;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 pub struct State {
     pub version: u32,
     #[serde(default)]
@@ -38,7 +40,6 @@ impl State {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 pub struct ClusterSpec {
     #[serde(default = "default_vxlan_port")]
     pub vxlan_port: u16,
@@ -54,6 +55,11 @@ pub struct ClusterSpec {
     /// UDP port of WireGuard between hosts, for encrypted networks.
     #[serde(default = "default_wireguard_port", skip_serializing_if = "is_default_wireguard_port")]
     pub wireguard_port: u16,
+    /// Fields this release does not know, written by a newer one: kept, so
+    /// that rewriting the object does not drop them. A state file may have
+    /// none (see [`super::load::parse_state`]).
+    #[serde(flatten)]
+    pub unknown: Unknown,
 }
 
 fn default_wireguard_port() -> u16 {
@@ -85,12 +91,12 @@ impl Default for ClusterSpec {
             conntrack_tcp_timeout: default_ct_tcp_timeout(),
             conntrack_udp_timeout: default_ct_udp_timeout(),
             wireguard_port: default_wireguard_port(),
+            unknown: Unknown::new(),
         }
     }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 pub struct HostSpec {
     pub name: String,
     pub address: Ipv4Addr,
@@ -101,6 +107,11 @@ pub struct HostSpec {
     /// puts it here; the agent publishes its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wireguard_key: Option<String>,
+    /// Fields this release does not know, written by a newer one: kept, so
+    /// that rewriting the object does not drop them. A state file may have
+    /// none (see [`super::load::parse_state`]).
+    #[serde(flatten)]
+    pub unknown: Unknown,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -159,7 +170,6 @@ impl MacvlanMode {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-#[serde(deny_unknown_fields)]
 pub struct NetworkSpec {
     pub name: String,
     #[serde(default, skip_serializing_if = "is_overlay")]
@@ -192,10 +202,14 @@ pub struct NetworkSpec {
     /// Set by the runtime plugins: the hosts whose runtime has the network.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub used_by: Vec<String>,
+    /// Fields this release does not know, written by a newer one: kept, so
+    /// that rewriting the object does not drop them. A state file may have
+    /// none (see [`super::load::parse_state`]).
+    #[serde(flatten)]
+    pub unknown: Unknown,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 pub struct SubnetSpec {
     pub subnet: Ipv4Net,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -207,7 +221,6 @@ pub struct SubnetSpec {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 pub struct EndpointSpec {
     pub name: String,
     pub host: String,
@@ -240,6 +253,11 @@ pub struct EndpointSpec {
     /// on its host's address only, to it only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub publish: Vec<EndpointPort>,
+    /// Fields this release does not know, written by a newer one: kept, so
+    /// that rewriting the object does not drop them. A state file may have
+    /// none (see [`super::load::parse_state`]).
+    #[serde(flatten)]
+    pub unknown: Unknown,
 }
 
 /// Which runtime plugin made an endpoint.
@@ -252,7 +270,6 @@ pub enum Runtime {
 
 /// One port an endpoint publishes on its host (`docker run -p`).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
 pub struct EndpointPort {
     pub published: u16,
     pub target: u16,
@@ -306,7 +323,6 @@ pub enum PublishMode {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 pub struct PortSpec {
     pub protocol: Protocol,
     pub target: u16,
@@ -317,7 +333,6 @@ pub struct PortSpec {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 pub struct ServiceSpec {
     pub name: String,
     pub network: String,
@@ -329,6 +344,11 @@ pub struct ServiceSpec {
     pub ports: Vec<PortSpec>,
     #[serde(default)]
     pub backends: Vec<String>,
+    /// Fields this release does not know, written by a newer one: kept, so
+    /// that rewriting the object does not drop them. A state file may have
+    /// none (see [`super::load::parse_state`]).
+    #[serde(flatten)]
+    pub unknown: Unknown,
 }
 
 /// A MAC address written `02:42:0a:00:00:03`.

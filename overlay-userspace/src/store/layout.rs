@@ -42,8 +42,10 @@ pub enum LayoutError {
     Key { key: String, why: String },
 }
 
+/// A stored object. Readers ignore what they do not know, here and in the
+/// spec (which keeps it, see `model::Unknown`): a newer release's agents
+/// share the store during a rolling upgrade.
 #[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct Stored<T> {
     order: u64,
     spec: T,
@@ -160,8 +162,9 @@ impl Layout {
     }
 
     /// The state held by `kvs`, every key under `root()`; `None` when they
-    /// hold no cluster (an empty store). A key this layout does not know, or
-    /// a value that does not parse, is an error naming the key.
+    /// hold no cluster (an empty store). A value that does not parse is an
+    /// error naming the key; a key this layout does not know is a newer
+    /// release's, and is skipped.
     pub fn assemble<'a>(
         &self,
         kvs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
@@ -196,7 +199,12 @@ impl Layout {
                 ["services", name] => {
                     services.push(check(parse::<crate::model::ServiceSpec>(v), name, |s| &s.name).map_err(err)?)
                 }
-                _ => return Err(err(format!("not a key of the {VERSION} layout"))),
+                // A kind of object a newer release keeps (its own keys, so
+                // nothing here rewrites it): not this release's state.
+                _ => {
+                    tracing::debug!(key, "a key this release does not know; left alone");
+                    continue;
+                }
             }
             // Parsed above: a known key with a well-formed value.
             let order =
@@ -307,15 +315,120 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_store_holds_no_cluster_and_strays_are_named() {
+    fn an_empty_store_holds_no_cluster_and_bad_values_are_named() {
         let l = Layout::new("/p");
         assert_eq!(l.assemble(std::iter::empty()).unwrap(), None);
-        let e = l.assemble([(b"/p/v1/nonsense".as_slice(), b"{}".as_slice())]).unwrap_err();
-        assert_eq!(e.to_string(), "key /p/v1/nonsense: not a key of the v1 layout");
         let bad = br#"{"order":0,"spec":{"name":"n2","address":"10.0.0.2"}}"#;
         let e = l.assemble([(b"/p/v1/hosts/n1".as_slice(), bad.as_slice())]).unwrap_err();
-        assert!(e.to_string().contains("holds \"n2\""), "{e}");
+        assert_eq!(e.to_string(), r#"key /p/v1/hosts/n1: holds "n2", not the object its key names"#);
         let e = l.assemble([(b"/p/v1/hosts/n1".as_slice(), br#"{"order":0,"spec":{"name":"n1"}}"#.as_slice())]);
-        assert!(e.is_err());
+        assert!(matches!(e, Err(LayoutError::Key { key, .. }) if key == "/p/v1/hosts/n1"));
+    }
+
+    /// A newer release's agents share the store during a rolling upgrade:
+    /// what it adds (a field, a kind of object under keys of its own) is
+    /// read past, and a rewrite by this release keeps its fields.
+    #[test]
+    fn what_a_newer_release_wrote_is_read_past_and_kept() {
+        let l = Layout::new("/p");
+        let state = example();
+        let mut kvs: std::collections::BTreeMap<String, Vec<u8>> =
+            l.explode(&state, &Orders::new()).into_iter().collect();
+        let key = l.endpoint(&state.endpoints[0].network, &state.endpoints[0].name);
+        let mut v: serde_json::Value = serde_json::from_slice(&kvs[&key]).unwrap();
+        v["spec"]["ip6"] = "fd00::3".into();
+        v["spec"]["later"] = serde_json::json!({"a": [1, 2]});
+        v["written_by"] = "0.2.0".into();
+        kvs.insert(key.clone(), serde_json::to_vec(&v).unwrap());
+        kvs.insert("/p/v1/policies/deny-all".into(), br#"{"order":0,"spec":{"rules":[]}}"#.to_vec());
+        let (back, orders) = l.assemble(kvs.iter().map(|(k, v)| (k.as_bytes(), v.as_slice()))).unwrap().unwrap();
+        assert_eq!(back.endpoints.len(), state.endpoints.len());
+        assert_eq!(back.endpoints[0].unknown.keys().collect::<Vec<_>>(), ["ip6", "later"]);
+        assert!(!orders.contains_key("/p/v1/policies/deny-all"));
+
+        // This release changes the endpoint: the newer release's fields stay.
+        let mut changed = back;
+        changed.endpoints[0].aliases.push("www".into());
+        let after: std::collections::BTreeMap<_, _> = l.explode(&changed, &orders).into_iter().collect();
+        let spec = &serde_json::from_slice::<serde_json::Value>(&after[&key]).unwrap()["spec"];
+        assert_eq!((spec["ip6"].as_str(), spec["aliases"][0].as_str()), (Some("fd00::3"), Some("www")));
+        assert_eq!(spec["later"], serde_json::json!({"a": [1, 2]}));
+    }
+
+    /// The release before this one (4faeb4b) refuses fields it does
+    /// not know, and shares the store with this one while hosts upgrade: so
+    /// every field this release writes is one it knew. The list is that
+    /// release's fields, and does not grow.
+    #[test]
+    fn every_field_written_is_one_the_previous_release_reads() {
+        const PREVIOUS: &[(&str, &[&str])] = &[
+            (
+                "cluster",
+                &["vxlan_port", "underlay_mtu", "conntrack_tcp_timeout", "conntrack_udp_timeout", "wireguard_port"],
+            ),
+            ("hosts", &["name", "address", "interface", "wireguard_key"]),
+            (
+                "networks",
+                &[
+                    "name",
+                    "driver",
+                    "parent",
+                    "macvlan_mode",
+                    "ingress",
+                    "vni",
+                    "subnets",
+                    "mtu",
+                    "attachable",
+                    "internal",
+                    "encrypted",
+                    "runtime",
+                    "used_by",
+                ],
+            ),
+            (
+                "endpoints",
+                &[
+                    "name",
+                    "host",
+                    "network",
+                    "netns",
+                    "ifname",
+                    "ip",
+                    "mac",
+                    "aliases",
+                    "runtime",
+                    "container_id",
+                    "endpoint_id",
+                    "publish",
+                ],
+            ),
+            ("services", &["name", "network", "endpoint_mode", "vip", "ports", "backends"]),
+        ];
+        let l = Layout::new("/p");
+        let mut state = example();
+        // Every optional field set somewhere.
+        state.hosts[0].interface = Some("eth0".into());
+        state.hosts[0].wireguard_key = Some("k".into());
+        let n = &mut state.networks[0];
+        (n.attachable, n.internal, n.encrypted, n.ingress) = (true, true, true, true);
+        (n.mtu, n.runtime, n.used_by) = (Some(1400), Some(crate::model::Runtime::Docker), vec!["node1".into()]);
+        n.parent = Some("eth0".into());
+        n.macvlan_mode = Some(crate::model::MacvlanMode::Private);
+        n.driver = crate::model::Driver::Macvlan;
+        let e = &mut state.endpoints[0];
+        (e.ifname, e.runtime, e.container_id, e.endpoint_id) =
+            (Some("eth1".into()), Some(crate::model::Runtime::Cni), Some("c".into()), Some("d".into()));
+        e.aliases = vec!["a".into()];
+        e.publish =
+            vec![crate::model::EndpointPort { published: 80, target: 8080, protocol: crate::model::Protocol::Tcp }];
+        for (key, value) in l.explode(&state, &Orders::new()) {
+            let v: serde_json::Value = serde_json::from_slice(&value).unwrap();
+            assert_eq!(v.as_object().unwrap().keys().collect::<Vec<_>>(), ["order", "spec"], "{key}");
+            let kind = key.trim_start_matches(&l.root()).split('/').next().unwrap();
+            let known = PREVIOUS.iter().find(|(k, _)| *k == kind).unwrap_or_else(|| panic!("{key}: a new kind")).1;
+            let new: Vec<&String> =
+                v["spec"].as_object().unwrap().keys().filter(|f| !known.contains(&f.as_str())).collect();
+            assert!(new.is_empty(), "{key} writes {new:?}, which the previous release refuses");
+        }
     }
 }
