@@ -1,44 +1,44 @@
-//! Errors: one `thiserror` enum per subsystem, each knowing its exit code,
-//! and [`Error`], any of them, which the command line prints and exits with.
-//! Exit codes: 0 success, 1 a user error (bad file, unknown host, bad flag, a
-//! state bigger than the maps), 2 a system error (kernel refused, missing
-//! privilege).
+//! [`Error`]: anything the library can fail with, which the command line
+//! prints and exits with. Each layer has its own error (`state::error`,
+//! `host::error`, and one `thiserror` enum per subsystem below them), each
+//! knowing its exit code ([`crate::exit`]); this is their sum, for the agent
+//! and the front ends, flat so that a front end matches one level.
 
-pub const EXIT_USER: i32 = 1;
-pub const EXIT_SYSTEM: i32 = 2;
+pub use crate::exit::{chain, SYSTEM as EXIT_SYSTEM, USER as EXIT_USER};
+use crate::{host, state};
 
 /// Anything the library can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
-    State(#[from] crate::model::StateError),
+    State(#[from] crate::state::model::StateError),
     #[error(transparent)]
-    Apply(#[from] crate::apply::ApplyError),
+    Apply(#[from] crate::host::apply::ApplyError),
     #[error(transparent)]
-    Maps(#[from] crate::kmaps::MapsError),
+    Maps(#[from] crate::host::kmaps::MapsError),
     #[error(transparent)]
-    Loader(#[from] crate::loader::LoaderError),
+    Loader(#[from] crate::host::loader::LoaderError),
     #[error(transparent)]
-    Netdev(#[from] crate::netdev::NetdevError),
+    Netdev(#[from] crate::host::netdev::NetdevError),
     #[error(transparent)]
-    Pins(#[from] crate::pins::PinsError),
+    Pins(#[from] crate::host::pins::PinsError),
     #[error(transparent)]
-    Masquerade(#[from] crate::masquerade::MasqueradeError),
+    Masquerade(#[from] crate::host::masquerade::MasqueradeError),
     #[error(transparent)]
-    Network(#[from] crate::network_cmd::NetworkError),
+    Network(#[from] crate::state::ops::network::NetworkError),
     #[error(transparent)]
-    Host(#[from] crate::host_cmd::HostError),
+    Host(#[from] crate::state::ops::host::HostError),
     #[error(transparent)]
-    Endpoint(#[from] crate::endpoint_cmd::EndpointError),
+    Endpoint(#[from] crate::state::ops::endpoint::EndpointError),
     #[error(transparent)]
-    Service(#[from] crate::service_cmd::ServiceError),
+    Service(#[from] crate::state::ops::service::ServiceError),
     #[error(transparent)]
-    BpfLog(#[from] crate::bpf_log::BpfLogError),
+    BpfLog(#[from] crate::host::bpf_log::BpfLogError),
     #[error(transparent)]
-    Wireguard(#[from] crate::wireguard::WgError),
+    Wireguard(#[from] crate::host::wireguard::WgError),
     /// Boxed: an etcd error is large, and every `Result` here carries an `Error`.
     #[error(transparent)]
-    Store(Box<crate::store::StoreError>),
+    Store(Box<crate::state::store::StoreError>),
     #[error("{what} needs root (CAP_BPF, CAP_NET_ADMIN); run it with sudo")]
     NotRoot { what: &'static str },
     /// What a runtime plugin refuses, in the words its runtime shows the user.
@@ -64,7 +64,7 @@ impl Error {
             | Error::Runtime(_) => EXIT_USER,
             Error::Apply(e) => e.exit_code(),
             // A key file with the wrong mode is the user's to fix.
-            Error::Wireguard(crate::wireguard::WgError::BadKeyFile { .. }) => EXIT_USER,
+            Error::Wireguard(crate::host::wireguard::WgError::BadKeyFile { .. }) => EXIT_USER,
             Error::Wireguard(_) => EXIT_SYSTEM,
             Error::Maps(e) => e.exit_code(),
             Error::Store(e) => e.exit_code(),
@@ -89,24 +89,46 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Root is needed to load programs and create devices.
 pub fn require_root(what: &'static str) -> Result<()> {
-    if !nix::unistd::geteuid().is_root() {
-        return Err(Error::NotRoot { what });
-    }
-    Ok(())
+    Ok(host::error::require_root(what)?)
 }
 
-/// An error and its causes, as one line.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !s.contains(&text) {
-            s += &format!(": {text}");
+impl From<state::error::Error> for Error {
+    fn from(e: state::error::Error) -> Error {
+        use state::error::Error as E;
+        match e {
+            E::State(e) => Error::State(e),
+            E::Store(e) => Error::Store(e),
+            E::Network(e) => Error::Network(e),
+            E::Host(e) => Error::Host(e),
+            E::Endpoint(e) => Error::Endpoint(e),
+            E::Service(e) => Error::Service(e),
+            E::Io { context, source } => Error::Io { context, source },
         }
-        cause = c.source();
     }
-    s
+}
+
+impl From<host::error::Error> for Error {
+    fn from(e: host::error::Error) -> Error {
+        use host::error::Error as E;
+        match e {
+            E::Apply(e) => Error::Apply(e),
+            E::Maps(e) => Error::Maps(e),
+            E::Loader(e) => Error::Loader(e),
+            E::Netdev(e) => Error::Netdev(e),
+            E::Pins(e) => Error::Pins(e),
+            E::Masquerade(e) => Error::Masquerade(e),
+            E::BpfLog(e) => Error::BpfLog(e),
+            E::Wireguard(e) => Error::Wireguard(e),
+            E::NotRoot { what } => Error::NotRoot { what },
+            E::Io { context, source } => Error::Io { context, source },
+        }
+    }
+}
+
+impl From<state::store::StoreError> for Error {
+    fn from(e: state::store::StoreError) -> Error {
+        Error::Store(Box::new(e))
+    }
 }
 
 #[cfg(test)]
@@ -115,8 +137,8 @@ mod tests {
 
     #[test]
     fn each_error_knows_its_exit_code() {
-        let user: Error = crate::apply::ApplyError::UnknownHost { name: "x".into(), known: "a".into() }.into();
-        let full: Error = crate::kmaps::MapsError::Full { map: "OB_MAGLEV_V1", need: 2, limit: 1 }.into();
+        let user: Error = crate::host::apply::ApplyError::UnknownHost { name: "x".into(), known: "a".into() }.into();
+        let full: Error = crate::host::kmaps::MapsError::Full { map: "OB_MAGLEV_V1", need: 2, limit: 1 }.into();
         let root = Error::NotRoot { what: "up" };
         let io = Error::io("read x")(std::io::Error::other("boom"));
         assert_eq!([user.exit_code(), full.exit_code(), root.exit_code(), io.exit_code()], [1, 1, 2, 2]);

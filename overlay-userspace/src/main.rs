@@ -4,7 +4,7 @@ use clap::Parser;
 
 mod cli;
 
-use overlay_bpf::{error, netdev};
+use overlay_bpf::{error, host::netdev};
 
 fn main() {
     // `overlay-bpf store export | head` ends quietly when the reader goes, as
@@ -57,7 +57,7 @@ fn main() {
     // thread inherits it. setns changes only the network namespace: /sys/fs/bpf
     // stays the host's.
     if let Some(ns) = &cli.global.netns {
-        let path = overlay_bpf::model::netns_path(ns);
+        let path = overlay_bpf::state::model::netns_path(ns);
         if !path.exists() {
             eprintln!("error: --netns {ns}: {} does not exist (create it with `ip netns add {ns}`)", path.display());
             std::process::exit(error::EXIT_USER);

@@ -81,7 +81,7 @@ fn a_new_build_replaces_the_programs_in_place_under_traffic() {
     for h in hosts {
         up(&mut dep, h, true);
     }
-    let old = overlay_bpf::loader::digest(PREVIOUS);
+    let old = overlay_bpf::host::loader::digest(PREVIOUS);
     assert_eq!(pinned_programs(P, "n1"), [old.clone(), old.clone()], "the previous build's programs, pinned");
     let before: Vec<_> = hosts.iter().map(|h| programs(&dep, h)).collect();
     let _server = tcp_echo(&cs[2], "w", 7500);

@@ -10,6 +10,7 @@
 //! - `cargo xtask build` builds the eBPF object and the `overlay-bpf` binary that embeds it
 //! - `cargo xtask setup` only installs what is missing
 //! - `cargo xtask fresh-check` proves setup's package list in a bare Debian 12
+//! - `cargo xtask layers` draws the userspace crate's modules by layer, and checks that none uses a higher one
 
 use clap::{Parser, Subcommand};
 
@@ -19,6 +20,7 @@ mod demo;
 #[cfg(test)]
 mod docs;
 mod fresh;
+mod layers;
 mod setup;
 mod soak;
 mod test;
@@ -155,6 +157,14 @@ enum Cmd {
         #[arg(long)]
         keep: bool,
     },
+    /// Draw overlay-userspace's modules by layer (base, state, plan, host, agent, front ends) and who uses whom,
+    /// and fail when a module uses one of a higher layer or two modules use each other. Examples:
+    /// `cargo xtask layers`; `cargo xtask layers --dot | dot -Tsvg > layers.svg`.
+    Layers {
+        /// Graphviz instead of text.
+        #[arg(long)]
+        dot: bool,
+    },
     /// Set up, build, and show the example cluster working: 3 VMs per Debian kernel (6.1 and 6.12), each VM one
     /// cluster host on a shared L2, checking the overlay (connectivity, isolation) and the routing mesh (every
     /// host, client address kept, the internal VIP). Prints one result line per kernel and check; exits 0 only
@@ -192,6 +202,7 @@ fn main() {
         }
         Cmd::GuestBench { bin, only, rounds, secs, profile } => bench::guest(&bin, &only, rounds, secs, profile),
         Cmd::FreshCheck { rebuild, keep } => fresh::fresh_check(rebuild, keep),
+        Cmd::Layers { dot } => layers::print(dot),
         Cmd::Run { netns: true, keep, clean, .. } => demo::run(keep, clean),
         Cmd::Run { kernel, .. } => vm::cluster::run(&kernel),
     };

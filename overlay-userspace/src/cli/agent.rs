@@ -45,7 +45,7 @@ pub struct DnsArgs {
     /// Where names that are not the cluster's go (IP or IP:PORT; repeat for
     /// several, asked at once, the first answer wins within 2 s). Default:
     /// the nameservers of this host's /etc/resolv.conf.
-    #[arg(long, value_name = "IP[:PORT]", value_parser = overlay_bpf::dns::parse_upstream)]
+    #[arg(long, value_name = "IP[:PORT]", value_parser = overlay_bpf::agent::dns::parse_upstream)]
     pub dns_upstream: Vec<std::net::SocketAddr>,
     /// No resolver: containers' queries to their gateway go unanswered.
     #[arg(long)]
@@ -93,7 +93,7 @@ pub async fn agent(
         },
         dns: (!dns.no_dns).then(|| {
             if dns.dns_upstream.is_empty() {
-                overlay_bpf::dns::system_upstreams()
+                overlay_bpf::agent::dns::system_upstreams()
             } else {
                 dns.dns_upstream.clone()
             }
@@ -108,13 +108,20 @@ pub async fn agent(
         }
     };
     let source = StoreSource { store: super::open_store(g).await?, interval: Duration::from_secs(interval) };
-    let plugin = match docker.docker_plugin {
-        Some(socket) => Some(agent::DockerPlugin {
-            socket,
-            docker_host: docker.docker_host,
+    let plugin: Option<agent::Attach> = match docker.docker_plugin {
+        #[cfg(feature = "docker")]
+        Some(socket) => {
+            let opts = overlay_bpf::docker::PluginOptions { socket, docker_host: docker.docker_host };
             // Its own connection: its writes do not wait on the agent's watch.
-            store: super::open_store(g).await?,
-        }),
+            let store = super::open_store(g).await?;
+            Some(Box::new(move |host, apply| {
+                Box::pin(async move { overlay_bpf::docker::serve(&opts, store, host, apply).await })
+            }))
+        }
+        #[cfg(not(feature = "docker"))]
+        Some(_) => {
+            return Err(Error::Runtime("this build has no Docker plugin (built without the `docker` feature)".into()))
+        }
         None => None,
     };
     agent::run(source, opts, plugin, stop).await?;

@@ -1,5 +1,5 @@
 use super::{pins_for, Global};
-use overlay_bpf::{apply, apply::ApplyError, error::require_root, pins::DEFAULT_PIN_ROOT};
+use overlay_bpf::{error::require_root, host::apply, host::apply::ApplyError, host::pins::DEFAULT_PIN_ROOT};
 
 /// The host to take down: --host, else the state file's pick, else the only
 /// host with pins under the default root.

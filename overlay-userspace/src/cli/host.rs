@@ -2,9 +2,10 @@ use std::{collections::BTreeMap, time::Duration};
 
 use super::{Format, Global, HostCmd};
 use overlay_bpf::{
+    agent::health,
     error::Result,
-    health, host_cmd,
-    store::{AgentView, Store},
+    state::ops::host,
+    state::store::{AgentView, Store},
 };
 
 pub async fn host(g: &Global, cmd: HostCmd) -> Result<i32> {
@@ -13,9 +14,9 @@ pub async fn host(g: &Global, cmd: HostCmd) -> Result<i32> {
         HostCmd::Join { address, name, interface } => {
             let name = match name {
                 Some(n) => n,
-                None => host_cmd::default_name()?,
+                None => host::default_name()?,
             };
-            let (added, _) = store.edit(|s| Ok(host_cmd::join(s, &name, address, interface.clone())?)).await?;
+            let (added, _) = store.edit(|s| Ok(host::join(s, &name, address, interface.clone())?)).await?;
             match added {
                 true => println!("{name}: joined {} at {address}", store.describe()),
                 false => println!("{name}: in {} already at {address}: nothing changed", store.describe()),
@@ -24,32 +25,32 @@ pub async fn host(g: &Global, cmd: HostCmd) -> Result<i32> {
         HostCmd::Ls { output, health_port } => {
             let state = store.read().await?;
             let agents = agents(&mut store, &state, health_port).await?;
-            let rows = host_cmd::rows(&state, &agents);
+            let rows = host::rows(&state, &agents);
             match output {
                 Format::Json => println!("{}", super::status::json(&rows)?),
-                Format::Text => print!("{}", host_cmd::table(&rows)),
+                Format::Text => print!("{}", host::table(&rows)),
             }
         }
         HostCmd::Key { name, rotate, set } => {
             let name = match name.or_else(|| g.host.clone()) {
                 Some(n) => n,
-                None => host_cmd::default_name()?,
+                None => host::default_name()?,
             };
             let (key, private) = match set {
                 Some(k) => {
-                    let k = overlay_bpf::wireguard::Key::parse(&k)
+                    let k = overlay_bpf::host::wireguard::Key::parse(&k)
                         .map_err(|why| overlay_bpf::error::Error::Runtime(format!("--set: {why}")))?;
                     (k.to_string(), None)
                 }
                 None => {
                     let kp = match rotate {
-                        true => overlay_bpf::wireguard::rotate(&name)?,
-                        false => overlay_bpf::wireguard::load_or_create(&name)?.0,
+                        true => overlay_bpf::host::wireguard::rotate(&name)?,
+                        false => overlay_bpf::host::wireguard::load_or_create(&name)?.0,
                     };
-                    (kp.public.to_string(), Some(overlay_bpf::wireguard::key_file(&name)))
+                    (kp.public.to_string(), Some(overlay_bpf::host::wireguard::key_file(&name)))
                 }
             };
-            let (changed, _) = store.edit(|s| Ok(host_cmd::set_key(s, &name, &key)?)).await?;
+            let (changed, _) = store.edit(|s| Ok(host::set_key(s, &name, &key)?)).await?;
             println!("{key}");
             eprintln!(
                 "{name}: WireGuard public key {} {}{}",
@@ -59,7 +60,7 @@ pub async fn host(g: &Global, cmd: HostCmd) -> Result<i32> {
             );
         }
         HostCmd::Rm { name, force } => {
-            let (gone, _) = store.edit(|s| Ok(host_cmd::remove(s, &name, force)?)).await?;
+            let (gone, _) = store.edit(|s| Ok(host::remove(s, &name, force)?)).await?;
             if gone.is_empty() {
                 println!("{name}: removed");
             } else {
@@ -74,10 +75,10 @@ pub async fn host(g: &Global, cmd: HostCmd) -> Result<i32> {
 /// for its health report (an answer means alive, now).
 async fn agents(
     store: &mut Store,
-    state: &overlay_bpf::model::State,
+    state: &overlay_bpf::state::model::State,
     port: u16,
 ) -> Result<BTreeMap<String, AgentView>> {
-    if let Store::Etcd(e) = store {
+    if let Some(e) = store.etcd() {
         return Ok(e.agents().view().await?);
     }
     let asks = state.hosts.iter().map(|h| health::fetch(h.address, port, Duration::from_millis(500)));

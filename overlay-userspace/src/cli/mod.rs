@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use overlay_bpf::store::{EtcdTls, Store, StoreUrl};
+use overlay_bpf::state::store::{EtcdTls, Store, StoreUrl};
 
 mod agent;
 mod cni;
@@ -188,7 +188,7 @@ on that host then creates its interface in the namespace.")]
         ip: Option<std::net::Ipv4Addr>,
         /// Its MAC. Default: 02:42 and the address, as Docker does.
         #[arg(long)]
-        mac: Option<overlay_bpf::model::Mac>,
+        mac: Option<overlay_bpf::state::model::Mac>,
         /// The interface's name in the namespace. Default: eth0, then eth1, ...
         #[arg(long)]
         ifname: Option<String>,
@@ -241,8 +241,8 @@ A backend is an endpoint name or an alias, which stands for every endpoint carry
         endpoint_mode: ModeArg,
         /// A port: `published=P,target=T[,protocol=udp][,mode=host]`, `P:T[/udp]`,
         /// or `target=T` alone (not published). Repeatable.
-        #[arg(long, value_parser = overlay_bpf::service_cmd::parse_publish)]
-        publish: Vec<overlay_bpf::model::PortSpec>,
+        #[arg(long, value_parser = overlay_bpf::state::ops::service::parse_publish)]
+        publish: Vec<overlay_bpf::state::model::PortSpec>,
         /// An endpoint name or alias on the network (repeatable).
         #[arg(long)]
         backend: Vec<String>,
@@ -257,8 +257,8 @@ A backend is an endpoint name or an alias, which stands for every endpoint carry
         backend_add: Vec<String>,
         #[arg(long)]
         backend_rm: Vec<String>,
-        #[arg(long, value_parser = overlay_bpf::service_cmd::parse_publish)]
-        publish_add: Vec<overlay_bpf::model::PortSpec>,
+        #[arg(long, value_parser = overlay_bpf::state::ops::service::parse_publish)]
+        publish_add: Vec<overlay_bpf::state::model::PortSpec>,
         /// A published port to stop publishing.
         #[arg(long, value_name = "PUBLISHED")]
         publish_rm: Vec<u16>,
@@ -504,12 +504,12 @@ pub struct CreateArgs {
     #[arg(long)]
     pub ip_range: Vec<ipnet::Ipv4Net>,
     /// Reserve an address: name=ip (repeatable).
-    #[arg(long, value_parser = overlay_bpf::network_cmd::parse_aux)]
+    #[arg(long, value_parser = overlay_bpf::state::ops::network::parse_aux)]
     pub aux_address: Vec<(String, std::net::Ipv4Addr)>,
     /// Driver option key=value: mtu=N (or com.docker.network.driver.mtu=N), encrypted,
     /// com.docker.network.driver.overlay.vxlanid_list=VNI; for macvlan parent=DEVICE and
     /// macvlan_mode=bridge|private|vepa|passthru.
-    #[arg(short, long, value_parser = overlay_bpf::network_cmd::parse_opt)]
+    #[arg(short, long, value_parser = overlay_bpf::state::ops::network::parse_opt)]
     pub opt: Vec<(String, String)>,
     /// Let endpoints that back no service join.
     #[arg(long)]
@@ -545,17 +545,17 @@ pub async fn run(cli: Cli) -> overlay_bpf::error::Result<i32> {
 }
 
 /// The pin dir for `host`: --pin-dir, else the default under /sys/fs/bpf.
-pub fn pins_for(g: &Global, host: &str) -> overlay_bpf::pins::Pins {
+pub fn pins_for(g: &Global, host: &str) -> overlay_bpf::host::pins::Pins {
     match &g.pin_dir {
-        Some(d) => overlay_bpf::pins::Pins::new(d),
-        None => overlay_bpf::pins::Pins::for_host(host),
+        Some(d) => overlay_bpf::host::pins::Pins::new(d),
+        None => overlay_bpf::host::pins::Pins::for_host(host),
     }
 }
 
 /// The store the flags and the environment name (`store::choose`).
 pub fn store_url(g: &Global) -> overlay_bpf::error::Result<StoreUrl> {
     let env = |k: &str| std::env::var(k).ok();
-    Ok(overlay_bpf::store::choose(
+    Ok(overlay_bpf::state::store::choose(
         g.state.clone(),
         g.store.clone(),
         env("OVERLAY_BPF_STATE"),
@@ -566,13 +566,15 @@ pub fn store_url(g: &Global) -> overlay_bpf::error::Result<StoreUrl> {
 /// Opens the store the flags name (etcd is connected to now).
 pub async fn open_store(g: &Global) -> overlay_bpf::error::Result<Store> {
     let tls = EtcdTls { cacert: g.etcd_cacert.clone(), cert: g.etcd_cert.clone(), key: g.etcd_key.clone() };
-    Store::open(&store_url(g)?, &tls).await
+    Ok(Store::open(&store_url(g)?, &tls, overlay_bpf::host::capabilities()).await?)
 }
 
 /// Loads the state from the store and picks this host.
-pub async fn load_cluster_and_host(g: &Global) -> overlay_bpf::error::Result<(overlay_bpf::model::Cluster, usize)> {
+pub async fn load_cluster_and_host(
+    g: &Global,
+) -> overlay_bpf::error::Result<(overlay_bpf::state::model::Cluster, usize)> {
     let cluster = open_store(g).await?.load().await?;
-    let h = overlay_bpf::apply::select_host(&cluster, g.host.as_deref())?;
+    let h = overlay_bpf::host::apply::select_host(&cluster, g.host.as_deref())?;
     Ok((cluster, h))
 }
 

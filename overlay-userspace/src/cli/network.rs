@@ -1,8 +1,8 @@
 use super::{Global, NetworkCmd};
 use overlay_bpf::{
-    model::{self, Capabilities},
-    network_cmd::NetworkError,
-    network_cmd::{self, CreateOpts},
+    state::model::{self},
+    state::ops::network::NetworkError,
+    state::ops::network::{self, CreateOpts},
 };
 
 pub async fn network(g: &Global, cmd: NetworkCmd) -> overlay_bpf::error::Result<i32> {
@@ -27,26 +27,26 @@ pub async fn network(g: &Global, cmd: NetworkCmd) -> overlay_bpf::error::Result<
                 ingress: a.ingress,
                 vni: a.vni,
             };
-            let (_, state) = store.edit(|state| Ok(network_cmd::create(state, &opts)?)).await?;
-            let c = model::resolve(&store.describe(), &state, Capabilities::here())?;
+            let (_, state) = store.edit(|state| Ok(network::create(state, &opts)?)).await?;
+            let c = model::resolve(&store.describe(), &state, overlay_bpf::host::capabilities())?;
             let n = &c.networks[c.network_index(&a.name).expect("just created")];
-            println!("{}", network_cmd::network_id(&n.name, n.vni));
+            println!("{}", network::network_id(&n.name, n.vni));
         }
         NetworkCmd::Ls { quiet } => {
             let c = store.load().await?;
-            print!("{}", network_cmd::ls(&c, quiet));
+            print!("{}", network::ls(&c, quiet));
         }
         NetworkCmd::Inspect { names } => {
             let c = store.load().await?;
             let mut out = Vec::new();
             for name in &names {
                 let i = c.network_index(name).ok_or_else(|| NetworkError::NotFound(name.clone()))?;
-                out.push(network_cmd::inspect(&c, i));
+                out.push(network::inspect(&c, i));
             }
             println!("{}", super::status::json(&out)?);
         }
         NetworkCmd::Rm { names } => {
-            store.edit(|state| Ok(network_cmd::remove(state, &names)?)).await?;
+            store.edit(|state| Ok(network::remove(state, &names)?)).await?;
             for n in names {
                 println!("{n}");
             }

@@ -1,8 +1,8 @@
 use super::{pins_for, Format, Global};
 use overlay_bpf::{
-    apply::ApplyError,
+    agent::status,
     error::{require_root, Error},
-    status,
+    host::apply::ApplyError,
 };
 
 pub async fn status(g: &Global, output: Format) -> overlay_bpf::error::Result<i32> {

@@ -1,8 +1,8 @@
 use super::{ExportFormat, Global, StoreCmd};
 use overlay_bpf::{
     error::{Error, Result},
-    model::{self, Capabilities},
-    store::summary,
+    state::model::{self},
+    state::store::summary,
 };
 
 pub async fn store(g: &Global, cmd: StoreCmd) -> Result<i32> {
@@ -15,7 +15,7 @@ pub async fn store(g: &Global, cmd: StoreCmd) -> Result<i32> {
         }
         StoreCmd::Export { output } => {
             let state = store.read().await?;
-            let cluster = model::resolve(&store.describe(), &state, Capabilities::here())?;
+            let cluster = model::resolve(&store.describe(), &state, overlay_bpf::host::capabilities())?;
             let state = model::pinned(&state, &cluster);
             let text = match output {
                 ExportFormat::Yaml => {

@@ -1,5 +1,5 @@
 use super::{load_cluster_and_host, pins_for, Global, TableArgs};
-use overlay_bpf::{apply, error::require_root};
+use overlay_bpf::{error::require_root, host::apply};
 
 pub async fn up(g: &Global, table: TableArgs) -> overlay_bpf::error::Result<i32> {
     let (cluster, h) = load_cluster_and_host(g).await?;

@@ -22,12 +22,12 @@ use std::{
 use types::{code, AddResult, CniError, Dns, Interface, IpConfig, NetConf, Route, VersionResult};
 
 use crate::{
-    apply::{self, UpOptions},
     error::Error,
-    model::{self, EndpointSpec, Mac, Runtime, State},
-    netdev,
-    pins::Pins,
-    store::{self, EtcdTls, Store, StoreError},
+    host::apply::{self, UpOptions},
+    host::netdev,
+    host::pins::Pins,
+    state::model::{self, EndpointSpec, Mac, Runtime, State},
+    state::store::{self, EtcdTls, Store, StoreError},
 };
 
 /// The variables a runtime sets.
@@ -92,6 +92,12 @@ impl From<Error> for Failure {
             _ => code::IO_FAILURE,
         };
         Failure::new(c, crate::error::chain(&e))
+    }
+}
+
+impl From<crate::state::error::Error> for Failure {
+    fn from(e: crate::state::error::Error) -> Failure {
+        Error::from(e).into()
     }
 }
 
@@ -184,7 +190,7 @@ async fn open_store(conf: &NetConf) -> Result<Store, Failure> {
     let url = store::choose(None, conf.store.clone(), env("OVERLAY_BPF_STATE"), env("OVERLAY_BPF_STORE"))
         .map_err(|e| Failure::from(Error::from(e)))?;
     let tls = EtcdTls { cacert: conf.etcd_cacert.clone(), cert: conf.etcd_cert.clone(), key: conf.etcd_key.clone() };
-    Ok(Store::open(&url, &tls).await?)
+    Ok(Store::open(&url, &tls, crate::host::capabilities()).await?)
 }
 
 /// The attachment's ID in the store (`endpoint_id`): one container may have
@@ -217,7 +223,7 @@ fn is_ours(e: &EndpointSpec, attach: &str) -> bool {
 /// Which host of the state this is: the configuration's `host`, else as
 /// the CLI decides.
 fn this_host(state: &State, conf: &NetConf) -> Result<String, Failure> {
-    let cluster = model::resolve("the store", state, model::Capabilities::here()).map_err(Error::from)?;
+    let cluster = model::resolve("the store", state, crate::host::capabilities()).map_err(Error::from)?;
     let h = apply::select_host(&cluster, conf.host.as_deref()).map_err(Error::from)?;
     Ok(cluster.hosts[h].name.clone())
 }
@@ -225,7 +231,7 @@ fn this_host(state: &State, conf: &NetConf) -> Result<String, Failure> {
 /// Applies this host from `state`, as `up` does (under the host lock).
 /// `revision`: the store's, as of `state` (etcd).
 async fn apply_host(state: &State, host: &str, revision: Option<i64>) -> Result<(model::Cluster, usize), Error> {
-    let cluster = model::resolve("the store", state, model::Capabilities::here())?;
+    let cluster = model::resolve("the store", state, crate::host::capabilities())?;
     let h = apply::select_host(&cluster, Some(host))?;
     let opts = UpOptions { revision, ..Default::default() };
     let r = apply::up(&cluster, h, &Pins::for_host(host), &opts, &|m| tracing::debug!("{host}: {m}")).await?;
@@ -264,18 +270,26 @@ async fn add(env: &Env, conf: &NetConf) -> Result<AddResult, Failure> {
     let attach = attachment(&cid, &ifname);
     let wanted = wanted_name(&env.args, &cid, &ifname);
     let (name, after) = store
-        .edit(|s| {
+        .edit_with(|s| {
             if !s.networks.iter().any(|n| n.name == network) {
-                return Err(Error::Runtime(format!(
-                    "network {network} is not in the store; create it (`overlay-bpf network create --subnet ... \
-                     {network}`) or fix \"network\" in the CNI configuration"
-                )));
+                return Err(Failure::new(
+                    code::INVALID_CONFIG,
+                    format!(
+                        "network {network} is not in the store; create it (`overlay-bpf network create --subnet ... \
+                         {network}`) or fix \"network\" in the CNI configuration"
+                    ),
+                ));
             }
             // ADD again for the same attachment replaces it.
             s.endpoints.retain(|e| !is_ours(e, &attach));
-            let name = crate::runtime::container_name(s, &network, &wanted, &host, |_| false).ok_or_else(|| {
-                Error::Runtime(format!("names {wanted} and {wanted}.{host} are both taken on {network}"))
-            })?;
+            let name = crate::state::ops::runtime::container_name(s, &network, &wanted, &host, |_| false).ok_or_else(
+                || {
+                    Failure::new(
+                        code::REFUSED,
+                        format!("names {wanted} and {wanted}.{host} are both taken on {network}"),
+                    )
+                },
+            )?;
             s.endpoints.push(EndpointSpec {
                 name: name.clone(),
                 host: host.clone(),
@@ -291,15 +305,11 @@ async fn add(env: &Env, conf: &NetConf) -> Result<AddResult, Failure> {
                 publish: Vec::new(),
                 unknown: Default::default(),
             });
-            let cluster = model::resolve("the store", s, model::Capabilities::here())?;
+            let cluster = model::resolve("the store", s, crate::host::capabilities()).map_err(Error::from)?;
             *s = model::pinned(s, &cluster);
             Ok(name)
         })
-        .await
-        .map_err(|e| match e {
-            Error::Runtime(m) if m.contains("is not in the store") => Failure::new(code::INVALID_CONFIG, m),
-            e => Failure::from(e),
-        })?;
+        .await?;
     let (cluster, _) = match apply_host(&after, &host, store.revision()).await {
         Ok(r) => r,
         Err(e) => {
@@ -352,19 +362,19 @@ async fn add(env: &Env, conf: &NetConf) -> Result<AddResult, Failure> {
     })
 }
 
-/// The MTU a network's interfaces get here (see [`crate::macvlan::mtu`]).
+/// The MTU a network's interfaces get here (see [`crate::host::macvlan::mtu`]).
 fn mtu_of(net: &model::Network) -> u32 {
-    crate::macvlan::mtu(net).unwrap_or(0)
+    crate::host::macvlan::mtu(net).unwrap_or(0)
 }
 
 /// The MAC `e`'s interface has (a passthru sub-interface keeps its parent's).
 fn mac_of(net: &model::Network, e: &model::Endpoint) -> Mac {
-    net.macvlan.as_ref().map_or(e.mac, |m| crate::macvlan::mac(m, e.mac))
+    net.macvlan.as_ref().map_or(e.mac, |m| crate::host::macvlan::mac(m, e.mac))
 }
 
 /// Whether `e`'s interface carries its netns's default route, as `up` sets it.
 fn routes_default(net: &model::Network, e: &model::Endpoint) -> bool {
-    crate::macvlan::default_route(net, e.default_route)
+    crate::host::macvlan::default_route(net, e.default_route)
 }
 
 fn host_mac(veth: &str) -> String {
@@ -415,7 +425,7 @@ async fn check(env: &Env, conf: &NetConf) -> Result<(), Failure> {
     let attach = attachment(cid, ifname);
     let mut store = open_store(conf).await?;
     let state = store.read().await?;
-    let cluster = model::resolve("the store", &state, model::Capabilities::here()).map_err(Error::from)?;
+    let cluster = model::resolve("the store", &state, crate::host::capabilities()).map_err(Error::from)?;
     let drift = |m: String| Failure::new(code::DRIFTED, m);
     let e = cluster
         .endpoints

@@ -52,7 +52,7 @@ use axum::{
 };
 use ipnet::Ipv4Net;
 use serde::{de::DeserializeOwned, Serialize};
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{oneshot, Mutex};
 
 use self::{
     api::*,
@@ -60,17 +60,15 @@ use self::{
 };
 use crate::{
     error::{Error, Result},
-    model::{EndpointPort, EndpointSpec, Mac, NetworkSpec, Protocol, Runtime, State, SubnetSpec},
-    netdev,
-    store::Store,
+    host::netdev,
+    state::model::{EndpointPort, EndpointSpec, Mac, NetworkSpec, Protocol, Runtime, State, SubnetSpec},
+    state::store::Store,
 };
 
 /// The socket Docker looks for the plugin at.
 pub const DEFAULT_SOCKET: &str = "/run/docker/plugins/overlay-bpf.sock";
 
-/// Asks the agent to read the store and apply it now; the answer comes once
-/// this host's maps hold it.
-pub(crate) type ApplyNow = mpsc::Sender<crate::agent::ApplyReply>;
+use crate::agent::ApplyNow;
 
 /// Where the plugin listens and where Docker's API is.
 #[derive(Debug, Clone)]
@@ -100,12 +98,12 @@ fn runtime_err(msg: impl Into<String>) -> Error {
 /// Serves the plugin until the returned task is dropped, whether Docker's
 /// API answers yet or not; once it does, removes this host's Docker
 /// endpoints whose containers Docker no longer has.
-pub(crate) async fn serve(
+pub async fn serve(
     opts: &PluginOptions,
     store: Store,
     host: String,
     apply: ApplyNow,
-) -> Result<crate::agent::AbortOnDrop<()>> {
+) -> Result<crate::task::AbortOnDrop<()>> {
     let docker = DockerApi::new(opts.docker_host.clone());
     let plugin = Arc::new(Plugin {
         store: Mutex::new(store),
@@ -133,8 +131,8 @@ pub(crate) async fn serve(
         .map_err(Error::io(format!("listen on {} for Docker", opts.socket.display())))?;
     tracing::info!(host = plugin.host, "Docker network and IPAM plugin overlay-bpf at {}", opts.socket.display());
     let app = Router::new().fallback(call).with_state(plugin);
-    Ok(crate::agent::AbortOnDrop(tokio::spawn(async move {
-        let _adopt = crate::agent::AbortOnDrop(adopt);
+    Ok(crate::task::AbortOnDrop(tokio::spawn(async move {
+        let _adopt = crate::task::AbortOnDrop(adopt);
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!("the Docker plugin stopped: {e}");
         }
@@ -254,11 +252,11 @@ impl Plugin {
     }
 
     async fn edit<T>(&self, change: impl FnMut(&mut State) -> Result<T>) -> Result<T> {
-        Ok(self.store.lock().await.edit(change).await?.0)
+        Ok(self.store.lock().await.edit_with(change).await?.0)
     }
 
     async fn read(&self) -> Result<State> {
-        self.store.lock().await.read().await
+        Ok(self.store.lock().await.read().await?)
     }
 
     /// At start: which of Docker's networks are ours, and this host's Docker
@@ -292,7 +290,7 @@ impl Plugin {
         };
         let r = self
             .edit(|s| {
-                let gone = crate::model::remove_endpoints(s, |e| {
+                let gone = crate::state::model::remove_endpoints(s, |e| {
                     candidates.contains(&e.name) && !e.endpoint_id.as_ref().is_some_and(|id| live.contains(id))
                 });
                 Ok(gone.len())
@@ -402,7 +400,7 @@ impl Plugin {
                     "--gateway {a}: the store's network of {pool} has gateway {g}; use it or leave --gateway out"
                 ))),
                 (a, g) => reply(AddressResponse {
-                    address: cidr(a.or(g).unwrap_or_else(|| crate::model::first_usable(pool))),
+                    address: cidr(a.or(g).unwrap_or_else(|| crate::state::model::first_usable(pool))),
                     data: HashMap::new(),
                 }),
             };
@@ -444,8 +442,8 @@ impl Plugin {
                     publish: Vec::new(),
                     unknown: Default::default(),
                 });
-                let cluster = crate::model::resolve("the store", s, crate::model::Capabilities::here())?;
-                *s = crate::model::pinned(s, &cluster);
+                let cluster = crate::state::model::resolve("the store", s, crate::host::capabilities())?;
+                *s = crate::state::model::pinned(s, &cluster);
                 Ok(s.endpoints.iter().find(|e| e.name == name && e.network == net).and_then(|e| e.ip))
             })
             .await?
@@ -461,7 +459,7 @@ impl Plugin {
         let host = self.host.clone();
         self.edit(|s| {
             let Some(net) = net_by_subnet(s, pool).map(|n| n.name.clone()) else { return Ok(()) };
-            crate::model::remove_endpoints(s, |e| {
+            crate::state::model::remove_endpoints(s, |e| {
                 e.network == net && e.host == host && e.runtime == Some(Runtime::Docker) && e.ip == Some(ip)
             });
             Ok(())
@@ -487,8 +485,8 @@ impl Plugin {
         if r.ipv6_data.as_ref().is_some_and(|v| !v.is_empty()) {
             return Err(runtime_err("overlay-bpf networks are IPv4 only: drop --ipv6"));
         }
-        if r.generic("encrypted").is_some() && !crate::model::Capabilities::here().encryption {
-            return Err(runtime_err(format!("-o encrypted: {}", crate::wireguard::UNSUPPORTED)));
+        if r.generic("encrypted").is_some() && !crate::host::capabilities().encryption {
+            return Err(runtime_err(format!("-o encrypted: {}", crate::host::wireguard::UNSUPPORTED)));
         }
         if let Some(mtu) = r.generic(MTU_OPTION) {
             mtu.parse::<u32>().map_err(|_| runtime_err(format!("-o {MTU_OPTION}={mtu}: not a number")))?;
@@ -509,7 +507,7 @@ impl Plugin {
                 if let Some(m) = mode {
                     // Docker sets the container interface's MAC, which on a
                     // passthru sub-interface is its parent's own.
-                    if macvlan_mode(&m)? == crate::model::MacvlanMode::Passthru {
+                    if macvlan_mode(&m)? == crate::state::model::MacvlanMode::Passthru {
                         return Err(runtime_err(
                             "-o macvlan_mode=passthru: Docker would set the container's MAC on the parent device \
                              itself; use bridge (the default), private or vepa, or passthru through the state file \
@@ -615,7 +613,9 @@ impl Plugin {
         self.remove_veth(id).await?;
         let id = id.to_string();
         let removed = self
-            .edit(|s| Ok(!crate::model::remove_endpoints(s, |e| e.endpoint_id.as_deref() == Some(&id)).is_empty()))
+            .edit(|s| {
+                Ok(!crate::state::model::remove_endpoints(s, |e| e.endpoint_id.as_deref() == Some(&id)).is_empty())
+            })
             .await?;
         if removed {
             self.apply_now().await?;
@@ -644,7 +644,7 @@ impl Plugin {
             .iter()
             .find(|n| n.name == e.network)
             .ok_or_else(|| runtime_err(format!("network {} is not in the store", e.network)))?;
-        let cluster = crate::model::resolve("the store", &state, crate::model::Capabilities::here())?;
+        let cluster = crate::state::model::resolve("the store", &state, crate::host::capabilities())?;
         let resolved = cluster
             .endpoints
             .iter()
@@ -663,10 +663,10 @@ impl Plugin {
                         m.parent, net.name, self.host
                     ))
                 })?;
-                let mtu = crate::macvlan::mtu(net).unwrap_or(1500);
+                let mtu = crate::host::macvlan::mtu(net).unwrap_or(1500);
                 if netdev::ifindex(&peer).is_none() {
-                    let mode = crate::macvlan::kernel_mode(m.mode);
-                    crate::macvlan::create_link(&handle, &peer, parent, mode, resolved.mac, mtu, None).await?;
+                    let mode = crate::host::macvlan::kernel_mode(m.mode);
+                    crate::host::macvlan::create_link(&handle, &peer, parent, mode, resolved.mac, mtu, None).await?;
                 }
             }
             None => {
@@ -722,9 +722,10 @@ impl Plugin {
                     return Ok(None);
                 };
                 let is_self = |e: &EndpointSpec| e.endpoint_id.as_deref() == Some(&eid_s);
-                let chosen = crate::runtime::container_name(s, &network, &name, &host, is_self).ok_or_else(|| {
-                    runtime_err(format!("names {name} and {name}.{host} are both taken on {network}"))
-                })?;
+                let chosen = crate::state::ops::runtime::container_name(s, &network, &name, &host, is_self)
+                    .ok_or_else(|| {
+                        runtime_err(format!("names {name} and {name}.{host} are both taken on {network}"))
+                    })?;
                 let e = endpoint_by_id(s, &eid_s).expect("found above");
                 e.name = chosen.clone();
                 e.aliases = aliases.iter().filter(|a| **a != chosen).cloned().collect();
@@ -828,14 +829,14 @@ impl Plugin {
 }
 
 /// `-o macvlan_mode=M`.
-fn macvlan_mode(m: &str) -> Result<crate::model::MacvlanMode> {
-    crate::model::MacvlanMode::parse(m)
+fn macvlan_mode(m: &str) -> Result<crate::state::model::MacvlanMode> {
+    crate::state::model::MacvlanMode::parse(m)
         .ok_or_else(|| runtime_err(format!("-o macvlan_mode={m}: one of bridge, private, vepa, passthru")))
 }
 
 /// The container end's name until Docker moves and renames it.
 fn peer_name(endpoint_id: &str) -> String {
-    format!("obc{:08x}", crate::model::fnv1a(endpoint_id.as_bytes()) as u32)
+    format!("obc{:08x}", crate::state::model::fnv1a(endpoint_id.as_bytes()) as u32)
 }
 
 /// A Docker network's one IPv4 subnet.
@@ -861,7 +862,11 @@ fn network_from_docker(d: &bollard::models::Network, subnet: Ipv4Net, host: &str
     };
     Ok(NetworkSpec {
         name,
-        driver: if parent.is_some() { crate::model::Driver::Macvlan } else { crate::model::Driver::Overlay },
+        driver: if parent.is_some() {
+            crate::state::model::Driver::Macvlan
+        } else {
+            crate::state::model::Driver::Overlay
+        },
         parent,
         macvlan_mode,
         subnets: vec![SubnetSpec {
@@ -893,7 +898,7 @@ mod tests {
 
     #[test]
     fn the_systemd_unit_starts_before_docker_and_stops_after_it() {
-        let unit = include_str!("../../../contrib/systemd/overlay-bpf-agent.service");
+        let unit = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../contrib/systemd/overlay-bpf-agent.service"));
         let line = |k: &str| unit.lines().find(|l| l.starts_with(k)).unwrap_or_else(|| panic!("no {k}"));
         // Ordered before docker.service: started first, stopped last.
         assert!(line("Before=").contains("docker.service"));
@@ -916,7 +921,7 @@ mod tests {
 
     #[test]
     fn an_overlapping_subnet_names_the_stored_network() {
-        let s: State = crate::model::parse_state(
+        let s: State = crate::state::model::parse_state(
             "t",
             b"version: 1\nnetworks:\n  - {name: front, subnets: [{subnet: 10.0.0.0/16}]}\n",
         )

@@ -9,7 +9,7 @@ use aya::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray},
     programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
-use overlay_bpf::loader;
+use overlay_bpf::host::loader;
 use overlay_common::*;
 
 pub const XDP_DROP: u32 = 1;
