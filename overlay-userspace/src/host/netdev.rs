@@ -65,10 +65,31 @@ pub fn link_mac(name: &str) -> Option<[u8; 6]> {
 
 /// One synchronous rtnetlink request and its first reply, over a socket of
 /// its own in this thread's network namespace: for the callers that run
-/// where no async runtime may be started.
+/// where no async runtime may be started. A system call interrupted by a
+/// signal is tried again, up to three times in all; what still fails is
+/// logged with its reason, so that a caller's "no answer" can be told from
+/// an answer that says "none".
 fn route_request(
     msg: rtnetlink::packet_route::RouteNetlinkMessage,
 ) -> Option<rtnetlink::packet_route::RouteNetlinkMessage> {
+    let mut last = String::new();
+    for _ in 0..3 {
+        match route_request_once(msg.clone()) {
+            Ok(reply) => return reply,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => last = e.to_string(),
+            Err(e) => {
+                last = e.to_string();
+                break;
+            }
+        }
+    }
+    tracing::warn!("rtnetlink request {:?} got no answer: {last}", msg.message_type());
+    None
+}
+
+fn route_request_once(
+    msg: rtnetlink::packet_route::RouteNetlinkMessage,
+) -> std::io::Result<Option<rtnetlink::packet_route::RouteNetlinkMessage>> {
     use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
     use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
@@ -77,16 +98,19 @@ fn route_request(
     req.finalize();
     let mut buf = vec![0; req.buffer_len()];
     req.serialize(&mut buf);
-    let mut sock = Socket::new(NETLINK_ROUTE).ok()?;
-    sock.bind_auto().ok()?;
-    sock.connect(&SocketAddr::new(0, 0)).ok()?;
-    sock.send(&buf, 0).ok()?;
+    let mut sock = Socket::new(NETLINK_ROUTE)?;
+    sock.bind_auto()?;
+    sock.connect(&SocketAddr::new(0, 0))?;
+    sock.send(&buf, 0)?;
     let mut reply = vec![0u8; 64 * 1024];
-    let n = sock.recv(&mut &mut reply[..], 0).ok()?;
-    match NetlinkMessage::deserialize(&reply[..n]).ok()?.payload {
+    let n = sock.recv(&mut &mut reply[..], 0)?;
+    let reply = NetlinkMessage::<rtnetlink::packet_route::RouteNetlinkMessage>::deserialize(&reply[..n])
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+    Ok(match reply.payload {
         NetlinkPayload::InnerMessage(m) => Some(m),
+        // An error reply (no such device, no such namespace) is an answer.
         _ => None,
-    }
+    })
 }
 
 /// RTM_GETLINK's attributes of device `ifindex` of this network namespace.
