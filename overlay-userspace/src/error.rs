@@ -41,9 +41,17 @@ pub enum Error {
     Store(Box<crate::state::store::StoreError>),
     #[error("{what} needs root (CAP_BPF, CAP_NET_ADMIN); run it with sudo")]
     NotRoot { what: &'static str },
-    /// What a runtime plugin refuses, in the words its runtime shows the user.
-    #[error("{0}")]
-    Runtime(String),
+    #[error("{path} is a file, not a link to overlay-bpf; move it away or pass --bin-dir")]
+    NotOurLink { path: String },
+    #[error(
+        "network {network} is not in {store} (it has: {known}); create it first: overlay-bpf network create \
+         --subnet 10.0.9.0/24 {network}"
+    )]
+    NoNetwork { network: String, store: String, known: String },
+    #[error("--set: {0}")]
+    BadKey(String),
+    #[error("this build has no Docker plugin (built without the `docker` feature)")]
+    NoDockerPlugin,
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -61,7 +69,10 @@ impl Error {
             | Error::Host(_)
             | Error::Endpoint(_)
             | Error::Service(_)
-            | Error::Runtime(_) => EXIT_USER,
+            | Error::NotOurLink { .. }
+            | Error::NoNetwork { .. }
+            | Error::BadKey(_)
+            | Error::NoDockerPlugin => EXIT_USER,
             Error::Apply(e) => e.exit_code(),
             // A key file with the wrong mode is the user's to fix.
             Error::Wireguard(crate::host::wireguard::WgError::BadKeyFile { .. }) => EXIT_USER,

@@ -141,7 +141,10 @@ fn containers_on_two_docker_engines_and_a_namespace_talk_across_hosts() {
     );
     refused_by_docker(
         &engines[1].docker(&[&create[..6], &["--subnet", "10.30.0.0/16", "wide"]].concat()),
-        &["overlaps", "\"app\"", "10.30.0.0/24"],
+        // The store's own rule, in its words: the network Docker has not
+        // named yet goes by its subnet.
+        &["networks[1] (new-10.30.0.0-16).subnets[0]: subnet 10.30.0.0/16 overlaps 10.30.0.0/24 of networks[0] \
+             (app).subnets[0]; subnets of all networks must not overlap"],
     );
     refused_by_docker(
         &engines[0].docker(
@@ -151,7 +154,7 @@ fn containers_on_two_docker_engines_and_a_namespace_talk_across_hosts() {
                 .map(|s| if *s == "10.30.0.0/24" { "10.32.0.0/24" } else { s })
                 .collect::<Vec<_>>(),
         ),
-        &["encrypted", "CONFIG_WIREGUARD"],
+        &["networks[1] (new-10.32.0.0-24): encrypted: true needs WireGuard in the kernel (CONFIG_WIREGUARD=y or =m)"],
     );
 
     // Containers on both engines, one behind the alias `web`.

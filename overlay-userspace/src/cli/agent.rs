@@ -119,9 +119,7 @@ pub async fn agent(
             }))
         }
         #[cfg(not(feature = "docker"))]
-        Some(_) => {
-            return Err(Error::Runtime("this build has no Docker plugin (built without the `docker` feature)".into()))
-        }
+        Some(_) => return Err(Error::NoDockerPlugin),
         None => None,
     };
     agent::run(source, opts, plugin, stop).await?;

@@ -13,12 +13,11 @@ pub async fn cni(g: &Global, cmd: CniCmd) -> Result<i32> {
             let state = store.read().await?;
             if !state.networks.iter().any(|n| n.name == network) {
                 let known: Vec<&str> = state.networks.iter().map(|n| n.name.as_str()).collect();
-                return Err(Error::Runtime(format!(
-                    "network {network} is not in {} (it has: {}); create it first: overlay-bpf network create \
-                     --subnet 10.0.9.0/24 {network}",
-                    store.describe(),
-                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
-                )));
+                return Err(Error::NoNetwork {
+                    network: network.clone(),
+                    store: store.describe(),
+                    known: if known.is_empty() { "none".to_string() } else { known.join(", ") },
+                });
             }
             if state.networks.iter().any(|n| n.name == network && !n.attachable) {
                 eprintln!(

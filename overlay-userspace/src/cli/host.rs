@@ -39,7 +39,7 @@ pub async fn host(g: &Global, cmd: HostCmd) -> Result<i32> {
             let (key, private) = match set {
                 Some(k) => {
                     let k = overlay_bpf::host::wireguard::Key::parse(&k)
-                        .map_err(|why| overlay_bpf::error::Error::Runtime(format!("--set: {why}")))?;
+                        .map_err(|why| overlay_bpf::error::Error::BadKey(why.to_string()))?;
                     (k.to_string(), None)
                 }
                 None => {

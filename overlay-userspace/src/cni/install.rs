@@ -50,10 +50,7 @@ pub fn install(i: &Install, exe: &Path) -> Result<(PathBuf, PathBuf)> {
     let link = i.bin_dir.join("overlay-bpf");
     if std::fs::read_link(&link).ok().as_deref() != Some(exe) {
         if link.symlink_metadata().is_ok_and(|m| !m.file_type().is_symlink()) {
-            return Err(Error::Runtime(format!(
-                "{} is a file, not a link to overlay-bpf; move it away or pass --bin-dir",
-                link.display()
-            )));
+            return Err(Error::NotOurLink { path: link.display().to_string() });
         }
         let tmp = i.bin_dir.join(".overlay-bpf.tmp");
         let _ = std::fs::remove_file(&tmp);

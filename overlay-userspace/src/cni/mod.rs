@@ -87,7 +87,7 @@ impl From<Error> for Failure {
                 StoreError::Unreachable { .. } | StoreError::Etcd { .. } => code::TRY_AGAIN,
                 _ => code::INVALID_CONFIG,
             },
-            Error::State(_) | Error::Runtime(_) => code::REFUSED,
+            Error::State(_) => code::REFUSED,
             Error::Apply(_) => code::INVALID_CONFIG,
             _ => code::IO_FAILURE,
         };

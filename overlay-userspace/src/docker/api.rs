@@ -127,6 +127,14 @@ impl CreateNetwork {
         let o = self.options.as_ref()?.get(GENERIC_OPTIONS)?.get(name)?;
         Some(o.as_str().map(str::to_string).unwrap_or_else(|| o.to_string()))
     }
+
+    /// Every `-o name=value` option of `docker network create`.
+    pub fn generics(&self) -> Vec<(String, String)> {
+        let Some(o) = self.options.as_ref().and_then(|o| o.get(GENERIC_OPTIONS)?.as_object().cloned()) else {
+            return Vec::new();
+        };
+        o.into_iter().map(|(k, v)| (k, v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))).collect()
+    }
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -31,6 +31,7 @@
 
 pub mod api;
 mod engine;
+pub mod error;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -57,9 +58,9 @@ use tokio::sync::{oneshot, Mutex};
 use self::{
     api::*,
     engine::{Backoff, DockerApi},
+    error::{Refusal, Result},
 };
 use crate::{
-    error::{Error, Result},
     host::netdev,
     state::model::{EndpointPort, EndpointSpec, Mac, NetworkSpec, Protocol, Runtime, State, SubnetSpec},
     state::store::Store,
@@ -91,10 +92,6 @@ struct Plugin {
     seq: AtomicU64,
 }
 
-fn runtime_err(msg: impl Into<String>) -> Error {
-    Error::Runtime(msg.into())
-}
-
 /// Serves the plugin until the returned task is dropped, whether Docker's
 /// API answers yet or not; once it does, removes this host's Docker
 /// endpoints whose containers Docker no longer has.
@@ -103,7 +100,7 @@ pub async fn serve(
     store: Store,
     host: String,
     apply: ApplyNow,
-) -> Result<crate::task::AbortOnDrop<()>> {
+) -> crate::error::Result<crate::task::AbortOnDrop<()>> {
     let docker = DockerApi::new(opts.docker_host.clone());
     let plugin = Arc::new(Plugin {
         store: Mutex::new(store),
@@ -123,12 +120,12 @@ pub async fn serve(
         }
     });
     if let Some(dir) = opts.socket.parent() {
-        std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(crate::error::Error::io(format!("create {}", dir.display())))?;
     }
     // A socket left by an agent that was killed.
     let _ = std::fs::remove_file(&opts.socket);
     let listener = tokio::net::UnixListener::bind(&opts.socket)
-        .map_err(Error::io(format!("listen on {} for Docker", opts.socket.display())))?;
+        .map_err(crate::error::Error::io(format!("listen on {} for Docker", opts.socket.display())))?;
     tracing::info!(host = plugin.host, "Docker network and IPAM plugin overlay-bpf at {}", opts.socket.display());
     let app = Router::new().fallback(call).with_state(plugin);
     Ok(crate::task::AbortOnDrop(tokio::spawn(async move {
@@ -144,7 +141,7 @@ fn parse<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| runtime_err(format!("a request overlay-bpf cannot read: {e}")))
+    Ok(serde_json::from_slice(body).map_err(|e| Refusal::Unreadable(e.to_string()))?)
 }
 
 fn reply<T: Serialize>(v: T) -> Result<serde_json::Value> {
@@ -212,9 +209,9 @@ fn pool_of(pool_id: &str) -> Result<Ipv4Net> {
     let rest = pool_id.strip_prefix(ADDRESS_SPACE).and_then(|r| r.strip_prefix('/')).unwrap_or(pool_id);
     let mut parts = rest.splitn(3, '/');
     let (Some(a), Some(len)) = (parts.next(), parts.next()) else {
-        return Err(runtime_err(format!("pool {pool_id:?} is not one of overlay-bpf's")));
+        return Err(Refusal::NotOurPool(pool_id.into()).into());
     };
-    format!("{a}/{len}").parse().map_err(|_| runtime_err(format!("pool {pool_id:?} is not one of overlay-bpf's")))
+    Ok(format!("{a}/{len}").parse().map_err(|_| Refusal::NotOurPool(pool_id.into()))?)
 }
 
 fn net_by_subnet(state: &State, subnet: Ipv4Net) -> Option<&NetworkSpec> {
@@ -222,17 +219,28 @@ fn net_by_subnet(state: &State, subnet: Ipv4Net) -> Option<&NetworkSpec> {
 }
 
 /// What the store's network of `subnet` refuses, if it overlaps another.
-fn overlap(state: &State, subnet: Ipv4Net) -> Option<String> {
-    state.networks.iter().find_map(|n| {
-        n.subnets.iter().find(|s| s.subnet != subnet && (s.subnet.contains(&subnet) || subnet.contains(&s.subnet))).map(
-            |s| {
-                format!(
-                    "subnet {subnet} overlaps network {:?}'s subnet {} in the overlay-bpf store; pick another --subnet",
-                    n.name, s.subnet
-                )
-            },
-        )
-    })
+/// Refuses a new network of Docker's that the store would refuse, in the
+/// state's own words (overlapping subnets, `-o encrypted` on a kernel
+/// without WireGuard or on a macvlan network, ...): `state` with `new`
+/// added, resolved as every write of the store is. A network of the same
+/// subnet in the store is the same network (another host made it first).
+fn check_new(
+    mut state: State,
+    mut new: NetworkSpec,
+    host: &str,
+    caps: crate::state::model::Capabilities,
+) -> Result<()> {
+    if net_by_subnet(&state, new.subnets[0].subnet).is_some() {
+        return Ok(());
+    }
+    if new.name.is_empty() {
+        // Docker names the network after this call; a placeholder until then.
+        new.name = format!("new-{}", new.subnets[0].subnet).replace('/', "-");
+    }
+    new.used_by = vec![host.to_string()];
+    state.networks.push(new);
+    crate::state::model::resolve("the store", &state, caps)?;
+    Ok(())
 }
 
 fn endpoint_by_id<'s>(state: &'s mut State, id: &str) -> Option<&'s mut EndpointSpec> {
@@ -243,11 +251,12 @@ impl Plugin {
     /// Asks the agent to apply the store now and waits until it has.
     async fn apply_now(&self) -> Result<()> {
         let (tx, rx) = oneshot::channel();
-        self.apply.send(tx).await.map_err(|_| runtime_err("the agent is stopping"))?;
-        match tokio::time::timeout(Duration::from_secs(30), rx).await {
-            Ok(Ok(r)) => r.map_err(runtime_err),
-            Ok(Err(_)) => Err(runtime_err("the agent is stopping")),
-            Err(_) => Err(runtime_err("the agent did not apply the change within 30 s")),
+        const WAIT: u64 = 30;
+        self.apply.send(tx).await.map_err(|_| Refusal::AgentStopping)?;
+        match tokio::time::timeout(Duration::from_secs(WAIT), rx).await {
+            Ok(Ok(r)) => Ok(r.map_err(Refusal::NotApplied)?),
+            Ok(Err(_)) => Err(Refusal::AgentStopping.into()),
+            Err(_) => Err(Refusal::AgentSlow(WAIT).into()),
         }
     }
 
@@ -257,6 +266,11 @@ impl Plugin {
 
     async fn read(&self) -> Result<State> {
         Ok(self.store.lock().await.read().await?)
+    }
+
+    /// Refuses a network the store would refuse: see [`check_new`].
+    async fn check_new(&self, new: NetworkSpec) -> Result<()> {
+        check_new(self.read().await?, new, &self.host, crate::host::capabilities())
     }
 
     /// At start: which of Docker's networks are ours, and this host's Docker
@@ -326,19 +340,15 @@ impl Plugin {
 
     async fn request_pool(&self, r: RequestPool) -> Result<serde_json::Value> {
         if r.v6 {
-            return Err(runtime_err("overlay-bpf networks are IPv4 only: drop --ipv6"));
+            return Err(Refusal::Ipv6.into());
         }
         if r.pool.is_empty() {
-            return Err(runtime_err(
-                "give the network its subnet: docker network create -d overlay-bpf --ipam-driver overlay-bpf \
-                 --subnet 10.0.9.0/24 NAME (every host must use the same one)",
-            ));
+            return Err(Refusal::NoSubnet.into());
         }
         let pool: Ipv4Net =
-            r.pool.parse().map_err(|_| runtime_err(format!("--subnet {}: not an IPv4 subnet", r.pool)))?;
-        if let Some(why) = overlap(&self.read().await?, pool) {
-            return Err(runtime_err(why));
-        }
+            r.pool.parse().map_err(|_| Refusal::NotIpv4Subnet { flag: "--subnet", value: r.pool.clone() })?;
+        let new = NetworkSpec { subnets: vec![subnet_spec(pool)], ..Default::default() };
+        self.check_new(new).await?;
         let mut id = format!("{ADDRESS_SPACE}/{pool}");
         if !r.sub_pool.is_empty() {
             id += &format!("/{}", r.sub_pool.replace('/', "-"));
@@ -355,7 +365,7 @@ impl Plugin {
             Some(n) if n.used_by.contains(&self.host) => return Ok(Some(n.clone())),
             Some(_) => None,
             None => {
-                let nets = self.docker.list_networks().await.map_err(|e| runtime_err(e.to_string()))?;
+                let nets = self.docker.list_networks().await.map_err(|e| Refusal::DockerApi(e.to_string()))?;
                 let Some(n) = nets
                     .into_iter()
                     .find(|n| n.driver.as_deref() == Some("overlay-bpf") && docker_subnet(n) == Some(subnet))
@@ -374,7 +384,7 @@ impl Plugin {
                     }
                     return Ok(n.clone());
                 }
-                let d = docker_view.as_ref().ok_or_else(|| runtime_err("the network left the store meanwhile"))?;
+                let d = docker_view.as_ref().ok_or(Refusal::Gone("network"))?;
                 let n = network_from_docker(d, subnet, &host)?;
                 s.networks.push(n.clone());
                 Ok(n)
@@ -388,7 +398,7 @@ impl Plugin {
         let cidr = |ip: Ipv4Addr| format!("{ip}/{}", pool.prefix_len());
         let asked: Option<Ipv4Addr> = match r.address.as_str() {
             "" => None,
-            a => Some(a.parse().map_err(|_| runtime_err(format!("address {a:?} is not IPv4")))?),
+            a => Some(a.parse().map_err(|_| Refusal::NotIpv4Address(a.into()))?),
         };
         let gateway = r.options.as_ref().and_then(|o| o.get(REQUEST_ADDRESS_TYPE)).is_some_and(|t| t == GATEWAY_TYPE);
         let state = self.read().await?;
@@ -396,9 +406,7 @@ impl Plugin {
         if gateway {
             let stored_gw = stored.as_ref().and_then(|n| n.subnets.iter().find(|s| s.subnet == pool)?.gateway);
             return match (asked, stored_gw) {
-                (Some(a), Some(g)) if a != g => Err(runtime_err(format!(
-                    "--gateway {a}: the store's network of {pool} has gateway {g}; use it or leave --gateway out"
-                ))),
+                (Some(a), Some(g)) if a != g => Err(Refusal::OtherGateway { asked: a, pool, stored: g }.into()),
                 (a, g) => reply(AddressResponse {
                     address: cidr(a.or(g).unwrap_or_else(|| crate::state::model::first_usable(pool))),
                     data: HashMap::new(),
@@ -411,7 +419,7 @@ impl Plugin {
             _ => match self.ensure_network(pool).await? {
                 Some(n) => n,
                 None => {
-                    let a = asked.ok_or_else(|| runtime_err(format!("no network of {pool} to allocate from")))?;
+                    let a = asked.ok_or(Refusal::NoNetworkOf(pool))?;
                     return reply(AddressResponse { address: cidr(a), data: HashMap::new() });
                 }
             },
@@ -447,7 +455,7 @@ impl Plugin {
                 Ok(s.endpoints.iter().find(|e| e.name == name && e.network == net).and_then(|e| e.ip))
             })
             .await?
-            .ok_or_else(|| runtime_err("the store gave no address"))?;
+            .ok_or(Refusal::NoAddress)?;
         reply(AddressResponse { address: cidr(ip), data: HashMap::new() })
     }
 
@@ -471,59 +479,35 @@ impl Plugin {
     async fn create_network(self: Arc<Self>, r: CreateNetwork) -> Result<serde_json::Value> {
         let data = r.ipv4_data.as_deref().unwrap_or_default();
         let Some(d) = data.first() else {
-            return Err(runtime_err("the network has no IPv4 pool; give it --subnet"));
+            return Err(Refusal::NoPool.into());
         };
         if d.address_space != ADDRESS_SPACE {
-            return Err(runtime_err(
-                "the network's addresses come from Docker's default IPAM, which allocates on each host alone and \
-                 would hand out the same address on two hosts: add --ipam-driver overlay-bpf",
-            ));
+            return Err(Refusal::DefaultIpam.into());
         }
         if data.len() > 1 {
-            return Err(runtime_err("one --subnet per overlay-bpf network from Docker"));
+            return Err(Refusal::SubnetsMany.into());
         }
         if r.ipv6_data.as_ref().is_some_and(|v| !v.is_empty()) {
-            return Err(runtime_err("overlay-bpf networks are IPv4 only: drop --ipv6"));
-        }
-        if r.generic("encrypted").is_some() && !crate::host::capabilities().encryption {
-            return Err(runtime_err(format!("-o encrypted: {}", crate::host::wireguard::UNSUPPORTED)));
-        }
-        if let Some(mtu) = r.generic(MTU_OPTION) {
-            mtu.parse::<u32>().map_err(|_| runtime_err(format!("-o {MTU_OPTION}={mtu}: not a number")))?;
-        }
-        // `-o parent=DEVICE`: a macvlan network (Docker's own macvlan driver's
-        // options), its parent checked here as Docker's driver does.
-        match (r.generic("parent"), r.generic("macvlan_mode")) {
-            (Some(parent), mode) => {
-                if r.generic("encrypted").is_some() {
-                    return Err(runtime_err("-o encrypted is for overlay networks; a macvlan network has no VXLAN"));
-                }
-                if netdev::ifindex(&parent).is_none() {
-                    return Err(runtime_err(format!(
-                        "-o parent={parent}: no such device on host {}; name a device every host has (`ip link`)",
-                        self.host
-                    )));
-                }
-                if let Some(m) = mode {
-                    // Docker sets the container interface's MAC, which on a
-                    // passthru sub-interface is its parent's own.
-                    if macvlan_mode(&m)? == crate::state::model::MacvlanMode::Passthru {
-                        return Err(runtime_err(
-                            "-o macvlan_mode=passthru: Docker would set the container's MAC on the parent device \
-                             itself; use bridge (the default), private or vepa, or passthru through the state file \
-                             or CNI",
-                        ));
-                    }
-                }
-            }
-            (None, Some(_)) => return Err(runtime_err("-o macvlan_mode needs -o parent=DEVICE (a macvlan network)")),
-            (None, None) => {}
+            return Err(Refusal::Ipv6.into());
         }
         let subnet: Ipv4Net =
-            d.pool.parse().map_err(|_| runtime_err(format!("pool {}: not an IPv4 subnet", d.pool)))?;
-        if let Some(why) = overlap(&self.read().await?, subnet) {
-            return Err(runtime_err(why));
+            d.pool.parse().map_err(|_| Refusal::NotIpv4Subnet { flag: "pool", value: d.pool.clone() })?;
+        // Docker's `-o` options are read as `network create` reads them, and
+        // the network is checked against the store as any new network is.
+        let new = network_spec(String::new(), subnet, &r.generics(), Unknown::Refuse)?;
+        // `-o parent=DEVICE`: a macvlan network (Docker's own macvlan
+        // driver's options), its parent checked here as Docker's driver does.
+        if let Some(parent) = &new.parent {
+            if netdev::ifindex(parent).is_none() {
+                return Err(Refusal::NoParent { parent: parent.clone(), host: self.host.clone() }.into());
+            }
+            // Docker sets the container interface's MAC, which on a passthru
+            // sub-interface is its parent's own.
+            if new.macvlan_mode == Some(crate::state::model::MacvlanMode::Passthru) {
+                return Err(Refusal::PassthruFromDocker.into());
+            }
         }
+        self.check_new(new).await?;
         self.networks.lock().expect("not poisoned").insert(r.network_id.clone(), subnet);
         // Docker names the network once this call returns: the store's
         // network is made then (or at its first container, if sooner).
@@ -575,12 +559,11 @@ impl Plugin {
 
     async fn create_endpoint(&self, r: CreateEndpoint) -> Result<serde_json::Value> {
         let iface = r.interface.unwrap_or_default();
-        let ip: Ipv4Addr = iface.address.split('/').next().unwrap_or_default().parse().map_err(|_| {
-            runtime_err("the endpoint has no IPv4 address from overlay-bpf's IPAM (--ipam-driver overlay-bpf)")
-        })?;
+        let ip: Ipv4Addr =
+            iface.address.split('/').next().unwrap_or_default().parse().map_err(|_| Refusal::NoEndpointAddress)?;
         let mac: Option<Mac> = match iface.mac_address.as_str() {
             "" => None,
-            m => Some(m.parse().map_err(runtime_err)?),
+            m => Some(m.parse().map_err(|why| Refusal::BadMac { value: m.into(), why })?),
         };
         let (host, id) = (self.host.clone(), r.endpoint_id.clone());
         let mac = self
@@ -594,7 +577,7 @@ impl Plugin {
                             && e.ip == Some(ip)
                             && (e.endpoint_id.is_none() || e.endpoint_id.as_deref() == Some(&id))
                     })
-                    .ok_or_else(|| runtime_err(format!("no address {ip} was handed out here by overlay-bpf's IPAM")))?;
+                    .ok_or(Refusal::NotHandedOut(ip))?;
                 e.endpoint_id = Some(id.clone());
                 if let Some(m) = mac {
                     e.mac = Some(m);
@@ -638,30 +621,27 @@ impl Plugin {
             .endpoints
             .iter()
             .find(|e| e.endpoint_id.as_deref() == Some(&r.endpoint_id))
-            .ok_or_else(|| runtime_err(format!("endpoint {} is not in the overlay-bpf store", r.endpoint_id)))?;
-        let n = state
-            .networks
-            .iter()
-            .find(|n| n.name == e.network)
-            .ok_or_else(|| runtime_err(format!("network {} is not in the store", e.network)))?;
+            .ok_or_else(|| Refusal::NoEndpoint(r.endpoint_id.clone()))?;
+        let n =
+            state.networks.iter().find(|n| n.name == e.network).ok_or_else(|| Refusal::NoNetwork(e.network.clone()))?;
         let cluster = crate::state::model::resolve("the store", &state, crate::host::capabilities())?;
         let resolved = cluster
             .endpoints
             .iter()
             .find(|x| x.endpoint_id.as_deref() == Some(&r.endpoint_id))
-            .ok_or_else(|| runtime_err("the endpoint did not resolve"))?;
+            .ok_or_else(|| Refusal::NoEndpoint(r.endpoint_id.clone()))?;
         let net = &cluster.networks[resolved.network];
         let (host_end, peer) = (netdev::host_veth_name(&r.endpoint_id), peer_name(&r.endpoint_id));
         let handle = netdev::connect()?;
         match &net.macvlan {
             // A sub-interface of the parent, which Docker moves in.
             Some(m) => {
-                let parent = netdev::ifindex(&m.parent).ok_or_else(|| {
-                    runtime_err(format!(
-                        "the parent {} of macvlan network {} does not exist on host {}; create it there, or use a \
-                         network whose parent every host has",
-                        m.parent, net.name, self.host
-                    ))
+                // As `up` refuses an endpoint whose parent is missing.
+                let parent = netdev::ifindex(&m.parent).ok_or_else(|| crate::host::apply::ApplyError::NoParent {
+                    endpoint: resolved.name.clone(),
+                    network: net.name.clone(),
+                    host: self.host.clone(),
+                    parent: m.parent.clone(),
                 })?;
                 let mtu = crate::host::macvlan::mtu(net).unwrap_or(1500);
                 if netdev::ifindex(&peer).is_none() {
@@ -676,7 +656,7 @@ impl Plugin {
         let (id, sandbox) = (r.endpoint_id.clone(), r.sandbox_key.clone());
         let result = async {
             self.edit(|s| {
-                let e = endpoint_by_id(s, &id).ok_or_else(|| runtime_err("the endpoint left the store meanwhile"))?;
+                let e = endpoint_by_id(s, &id).ok_or(Refusal::Gone("endpoint"))?;
                 e.netns = sandbox.clone();
                 Ok(())
             })
@@ -722,10 +702,10 @@ impl Plugin {
                     return Ok(None);
                 };
                 let is_self = |e: &EndpointSpec| e.endpoint_id.as_deref() == Some(&eid_s);
-                let chosen = crate::state::ops::runtime::container_name(s, &network, &name, &host, is_self)
-                    .ok_or_else(|| {
-                        runtime_err(format!("names {name} and {name}.{host} are both taken on {network}"))
-                    })?;
+                let chosen =
+                    crate::state::ops::runtime::container_name(s, &network, &name, &host, is_self).ok_or_else(
+                        || Refusal::NamesTaken { name: name.clone(), host: host.clone(), network: network.clone() },
+                    )?;
                 let e = endpoint_by_id(s, &eid_s).expect("found above");
                 e.name = chosen.clone();
                 e.aliases = aliases.iter().filter(|a| **a != chosen).cloned().collect();
@@ -756,17 +736,17 @@ impl Plugin {
         options: &Option<HashMap<String, serde_json::Value>>,
     ) -> Result<serde_json::Value> {
         let mut ports = Vec::new();
-        for b in port_bindings(options).map_err(runtime_err)? {
+        for b in port_bindings(options).map_err(Refusal::BadPortMap)? {
             let protocol = match b.proto {
                 6 => Protocol::Tcp,
                 17 => Protocol::Udp,
-                p => return Err(runtime_err(format!("-p with IP protocol {p}: only tcp and udp publish"))),
+                p => return Err(Refusal::PortProtocol(p).into()),
             };
             if b.host_port_end > b.host_port {
-                return Err(runtime_err("-p with a range of host ports: publish each port on its own"));
+                return Err(Refusal::PortRange.into());
             }
             if b.host_port == 0 {
-                return Err(runtime_err(format!("-p {}: give the host port (-p HOST:{})", b.port, b.port)));
+                return Err(Refusal::NoHostPort(b.port).into());
             }
             ports.push(EndpointPort { published: b.host_port, target: b.port, protocol });
         }
@@ -828,12 +808,6 @@ impl Plugin {
     }
 }
 
-/// `-o macvlan_mode=M`.
-fn macvlan_mode(m: &str) -> Result<crate::state::model::MacvlanMode> {
-    crate::state::model::MacvlanMode::parse(m)
-        .ok_or_else(|| runtime_err(format!("-o macvlan_mode={m}: one of bridge, private, vepa, passthru")))
-}
-
 /// The container end's name until Docker moves and renames it.
 fn peer_name(endpoint_id: &str) -> String {
     format!("obc{:08x}", crate::state::model::fnv1a(endpoint_id.as_bytes()) as u32)
@@ -844,57 +818,71 @@ fn docker_subnet(n: &bollard::models::Network) -> Option<Ipv4Net> {
     n.ipam.as_ref()?.config.as_ref()?.iter().find_map(|c| c.subnet.as_deref()?.parse().ok())
 }
 
+/// What to do with a `-o` option overlay-bpf does not know.
+#[derive(Clone, Copy, PartialEq)]
+enum Unknown {
+    /// At `docker network create`: refused, naming the ones it knows.
+    Refuse,
+    /// Read back from Docker's API: it was refused at creation, unless an
+    /// older release made the network; ignored.
+    Ignore,
+}
+
+/// A store network of `subnet` from Docker's `-o` options, read by the
+/// same code as `network create --opt`: `-o parent=DEVICE` makes it a
+/// macvlan network, as with Docker's own macvlan driver.
+fn network_spec(name: String, subnet: Ipv4Net, options: &[(String, String)], unknown: Unknown) -> Result<NetworkSpec> {
+    use crate::state::{model::Driver, ops::network::NetworkError};
+    let macvlan = options.iter().any(|(k, _)| k == "parent");
+    let mut n = NetworkSpec {
+        name,
+        driver: if macvlan { Driver::Macvlan } else { Driver::Overlay },
+        subnets: vec![subnet_spec(subnet)],
+        // Containers join it by `docker run --network`: attachable.
+        attachable: true,
+        runtime: Some(Runtime::Docker),
+        ..Default::default()
+    };
+    for (k, v) in options {
+        match crate::state::ops::network::set_opt(&mut n, k, v) {
+            Err(NetworkError::UnknownOpt(_)) if unknown == Unknown::Ignore => {}
+            r => r?,
+        }
+    }
+    Ok(n)
+}
+
+fn subnet_spec(subnet: Ipv4Net) -> SubnetSpec {
+    SubnetSpec { subnet, gateway: None, ip_range: None, aux_addresses: Default::default() }
+}
+
 /// The store network for Docker's network `d` of `subnet`, made by Docker
 /// for `host`.
 fn network_from_docker(d: &bollard::models::Network, subnet: Ipv4Net, host: &str) -> Result<NetworkSpec> {
-    let name = d.name.clone().ok_or_else(|| runtime_err("Docker's network has no name"))?;
+    let name = d.name.clone().ok_or(Refusal::Unnamed)?;
     let cfg = d.ipam.as_ref().and_then(|i| i.config.as_ref()).and_then(|c| c.first()).cloned().unwrap_or_default();
     let parse_ip = |s: &str| s.split('/').next().unwrap_or_default().parse::<Ipv4Addr>().ok();
-    let mtu = match d.options.as_ref().and_then(|o| o.get(MTU_OPTION)) {
-        Some(m) => Some(m.parse().map_err(|_| runtime_err(format!("-o {MTU_OPTION}={m}: not a number")))?),
-        None => None,
+    let options: Vec<(String, String)> = d.options.clone().unwrap_or_default().into_iter().collect();
+    let mut n = network_spec(name, subnet, &options, Unknown::Ignore)?;
+    n.subnets[0] = SubnetSpec {
+        subnet,
+        gateway: cfg.gateway.as_deref().and_then(parse_ip),
+        ip_range: cfg.ip_range.as_deref().and_then(|r| r.parse().ok()),
+        aux_addresses: cfg
+            .auxiliary_addresses
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, parse_ip(&v)?)))
+            .collect(),
     };
-    let opt = |k: &str| d.options.as_ref().and_then(|o| o.get(k)).cloned();
-    let parent = opt("parent");
-    let macvlan_mode = match opt("macvlan_mode") {
-        Some(m) if parent.is_some() => Some(macvlan_mode(&m)?),
-        _ => None,
-    };
-    Ok(NetworkSpec {
-        name,
-        driver: if parent.is_some() {
-            crate::state::model::Driver::Macvlan
-        } else {
-            crate::state::model::Driver::Overlay
-        },
-        parent,
-        macvlan_mode,
-        subnets: vec![SubnetSpec {
-            subnet,
-            gateway: cfg.gateway.as_deref().and_then(parse_ip),
-            ip_range: cfg.ip_range.as_deref().and_then(|r| r.parse().ok()),
-            aux_addresses: cfg
-                .auxiliary_addresses
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|(k, v)| Some((k, parse_ip(&v)?)))
-                .collect(),
-        }],
-        mtu,
-        // Containers join it by `docker run --network`: attachable.
-        attachable: true,
-        internal: d.internal.unwrap_or(false),
-        // `-o encrypted` (Docker's own spelling: `--opt encrypted`).
-        encrypted: d.options.as_ref().is_some_and(|o| o.contains_key("encrypted")),
-        runtime: Some(Runtime::Docker),
-        used_by: vec![host.to_string()],
-        ..Default::default()
-    })
+    n.internal = d.internal.unwrap_or(false);
+    n.used_by = vec![host.to_string()];
+    Ok(n)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{error::Error, *};
 
     #[test]
     fn the_systemd_unit_starts_before_docker_and_stops_after_it() {
@@ -920,16 +908,49 @@ mod tests {
     }
 
     #[test]
-    fn an_overlapping_subnet_names_the_stored_network() {
+    fn a_network_the_store_would_refuse_is_refused_in_the_states_words() {
+        use crate::state::model::{Capabilities, Rule};
         let s: State = crate::state::model::parse_state(
             "t",
-            b"version: 1\nnetworks:\n  - {name: front, subnets: [{subnet: 10.0.0.0/16}]}\n",
+            b"version: 1\nhosts: [{name: n1, address: 192.168.1.1}]\nnetworks:\n  - {name: front, subnets: [{subnet: 10.0.0.0/16}]}\n",
         )
         .unwrap();
-        let why = overlap(&s, "10.0.9.0/24".parse().unwrap()).unwrap();
-        assert!(why.contains("\"front\"") && why.contains("10.0.0.0/16"), "{why}");
-        assert!(overlap(&s, "10.0.0.0/16".parse().unwrap()).is_none(), "the same subnet is the same network");
-        assert!(overlap(&s, "10.1.0.0/16".parse().unwrap()).is_none());
+        let caps = Capabilities { encryption: true };
+        let new = |subnet: &str, opts: &[(&str, &str)]| {
+            let opts: Vec<(String, String)> = opts.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            network_spec(String::new(), subnet.parse().unwrap(), &opts, Unknown::Refuse)
+        };
+        let rule = |r: Result<()>| match r {
+            Err(Error::Overlay(crate::error::Error::State(e))) => e.problems.iter().map(|p| p.rule).collect::<Vec<_>>(),
+            other => panic!("not a state error: {other:?}"),
+        };
+        let overlap = check_new(s.clone(), new("10.0.9.0/24", &[]).unwrap(), "n1", caps);
+        assert_eq!(
+            overlap.as_ref().unwrap_err().to_string(),
+            "the store: networks[1] (new-10.0.9.0-24).subnets[0]: subnet 10.0.9.0/24 overlaps 10.0.0.0/16 of \
+             networks[0] (front).subnets[0]; subnets of all networks must not overlap"
+        );
+        assert_eq!(rule(overlap), vec![Rule::SubnetOverlap]);
+        // The same subnet is the same network, made by another host first.
+        check_new(s.clone(), new("10.0.0.0/16", &[]).unwrap(), "n1", caps).unwrap();
+        check_new(s.clone(), new("10.1.0.0/16", &[]).unwrap(), "n1", caps).unwrap();
+        let encrypted = new("10.1.0.0/16", &[("encrypted", "")]).unwrap();
+        let no_wireguard = Capabilities { encryption: false };
+        assert_eq!(rule(check_new(s.clone(), encrypted, "n1", no_wireguard)), vec![Rule::Encryption]);
+        let lan = new("10.1.0.0/16", &[("parent", "eth0"), ("encrypted", "")]).unwrap();
+        assert_eq!(rule(check_new(s.clone(), lan, "n1", caps)), vec![Rule::Macvlan]);
+        // Options read as `network create --opt` reads them: the same error.
+        let e = new("10.1.0.0/16", &[("macvlan_mode", "bridge")]).unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                Error::Overlay(crate::error::Error::Network(crate::state::ops::network::NetworkError::BadOpt { key, .. }))
+                    if key == "macvlan_mode"
+            ),
+            "{e:?}"
+        );
+        let e = new("10.1.0.0/16", &[("com.docker.network.driver.mtu", "big")]).unwrap_err();
+        assert!(matches!(&e, Error::Overlay(crate::error::Error::Network(_))), "{e:?}");
     }
 
     #[test]

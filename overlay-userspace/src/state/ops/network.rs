@@ -143,28 +143,38 @@ pub fn create(state: &mut State, o: &CreateOpts) -> Result<(), NetworkError> {
         ..Default::default()
     };
     for (k, v) in &o.opts {
-        let bad = |why| NetworkError::BadOpt { key: k.clone(), value: v.clone(), why };
-        match k.as_str() {
-            "mtu" | "com.docker.network.driver.mtu" => {
-                net.mtu = Some(v.parse().map_err(|_| bad("the MTU must be a number"))?);
-            }
-            "encrypted" => net.encrypted = v.is_empty() || v == "true",
-            "com.docker.network.driver.overlay.vxlanid_list" => {
-                net.vni = Some(v.parse().map_err(|_| bad("one VNI number is supported"))?);
-            }
-            "parent" | "macvlan_mode" if !macvlan => return Err(bad("only for -d macvlan networks")),
-            "parent" => net.parent = Some(v.clone()),
-            "macvlan_mode" => {
-                let m = model::MacvlanMode::parse(v).ok_or_else(|| bad("one of bridge, private, vepa, passthru"))?;
-                net.macvlan_mode = Some(m);
-            }
-            _ => return Err(NetworkError::UnknownOpt(k.clone())),
-        }
+        set_opt(&mut net, k, v)?;
     }
     if macvlan && net.parent.is_none() {
         return Err(NetworkError::NeedsParent);
     }
     state.networks.push(net);
+    Ok(())
+}
+
+/// Sets `--opt key=value` on `net`, whose `driver` is set already: the one
+/// reading of a network's options, for `network create` and for the
+/// options Docker passes its network plugin (`-o`).
+pub fn set_opt(net: &mut NetworkSpec, k: &str, v: &str) -> Result<(), NetworkError> {
+    let bad = |why| NetworkError::BadOpt { key: k.to_string(), value: v.to_string(), why };
+    match k {
+        "mtu" | "com.docker.network.driver.mtu" => {
+            net.mtu = Some(v.parse().map_err(|_| bad("the MTU must be a number"))?);
+        }
+        "encrypted" => net.encrypted = v.is_empty() || v == "true",
+        "com.docker.network.driver.overlay.vxlanid_list" => {
+            net.vni = Some(v.parse().map_err(|_| bad("one VNI number is supported"))?);
+        }
+        "parent" | "macvlan_mode" if net.driver != model::Driver::Macvlan => {
+            return Err(bad("only for macvlan networks (-d macvlan, or -o parent=DEVICE through Docker)"))
+        }
+        "parent" => net.parent = Some(v.to_string()),
+        "macvlan_mode" => {
+            let m = model::MacvlanMode::parse(v).ok_or_else(|| bad("one of bridge, private, vepa, passthru"))?;
+            net.macvlan_mode = Some(m);
+        }
+        _ => return Err(NetworkError::UnknownOpt(k.to_string())),
+    }
     Ok(())
 }
 
@@ -437,7 +447,10 @@ mod tests {
         assert!(matches!(e, NetworkError::MacvlanNeedsSubnet), "{e}");
         let overlay = CreateOpts { driver: model::Driver::Overlay, ..lan(&[("parent", "eth0")]) };
         let e = create(&mut empty(), &overlay).unwrap_err();
-        assert_eq!(e.to_string(), "--opt parent=eth0: only for -d macvlan networks");
+        assert_eq!(
+            e.to_string(),
+            "--opt parent=eth0: only for macvlan networks (-d macvlan, or -o parent=DEVICE through Docker)"
+        );
     }
 
     #[test]
