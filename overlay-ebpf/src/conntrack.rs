@@ -5,27 +5,38 @@ use overlay_common::*;
 
 use crate::{maps::OB_CT_V1, packet::Packet};
 
-/// The entry for `k`, unless it has been idle longer than the protocol's
-/// timeout; its last-seen time is refreshed.
+/// How stale an entry's last-seen time may get before a packet writes it:
+/// a flow's packets write their entry once a second, not each one, so a
+/// busy flow's cache line is not bounced between CPUs by every packet. An
+/// entry may thus idle out up to this much early; the timeouts are minutes.
+pub const LAST_SEEN_RESOLUTION_NS: u64 = 1_000_000_000;
+
+/// A copy of the entry for `k`, unless it has been idle longer than the
+/// protocol's timeout; its last-seen time is refreshed when older than
+/// [`LAST_SEEN_RESOLUTION_NS`].
 #[inline(always)]
-pub fn get(k: &CtKey, cfg: &HostConfig, now: u64) -> Option<&'static mut CtValue> {
+pub fn get(k: &CtKey, cfg: &HostConfig, now: u64) -> Option<CtValue> {
     let p = OB_CT_V1.get_ptr_mut(k)?;
-    // SAFETY: a map value the kernel keeps alive while the program runs (RCU);
-    // another CPU may write the same entry, which at worst loses one of two
-    // last-seen updates.
-    let v = unsafe { &mut *p };
+    // SAFETY: a map value the kernel keeps alive while the program runs
+    // (RCU). Another CPU may write the entry meanwhile: the copy is of one
+    // or the other, and of two last-seen updates one may be lost.
+    let v = unsafe { *p };
     let timeout = if k.proto == PROTO_TCP { cfg.ct_tcp_timeout } else { cfg.ct_udp_timeout } as u64;
-    if now.wrapping_sub(v.last_seen_ns) > timeout * 1_000_000_000 {
+    let idle = now.wrapping_sub(v.last_seen_ns);
+    if idle > timeout * 1_000_000_000 {
         return None;
     }
-    v.last_seen_ns = now;
-    Some(v)
+    if idle > LAST_SEEN_RESOLUTION_NS {
+        // SAFETY: as above; one aligned u64 store into the live value.
+        unsafe { (*p).last_seen_ns = now };
+    }
+    Some(CtValue { last_seen_ns: now, ..v })
 }
 
 /// The entry for `k` as a copy, with its action.
 #[inline(always)]
 pub fn lookup(k: &CtKey, cfg: &HostConfig, now: u64) -> Option<(CtAction, CtValue)> {
-    let c = *get(k, cfg, now)?;
+    let c = get(k, cfg, now)?;
     Some((c.action()?, c))
 }
 

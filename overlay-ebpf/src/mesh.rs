@@ -49,7 +49,7 @@ pub fn published(ctx: &Xdp, cfg: &HostConfig) -> Option<Outcome<u32>> {
 #[inline(always)]
 fn balance(ctx: &Xdp, cfg: &HostConfig, key: &CtKey, svc: &ServiceValue) -> Outcome<u32> {
     let now = now_ns();
-    let ct = conntrack::get(key, cfg, now).map(|c| *c);
+    let ct = conntrack::get(key, cfg, now);
     // No backend: answered by the entry point (`reject`).
     let (backend, new) = pick(svc, ct, key).ok_or(Reason::RejectNoBackend)?;
     let ep = *endpoint(svc.vni, backend).ok_or(Reason::DropNoBackend)?;

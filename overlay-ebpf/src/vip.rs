@@ -33,7 +33,7 @@ pub fn translate(ctx: &TcContext, me: &IfaceValue, ifindex: u32, ihl: usize, pro
     let svc_key = ServiceKey { addr: key.dst, port: key.dport, proto, _pad: 0 };
     let early = if me.flags & ENDPOINT_F_BACKEND == 0 { Some(service(svc_key)?) } else { None };
     let now = now_ns();
-    let ct = conntrack::get(&key, cfg, now).map(|c| *c);
+    let ct = conntrack::get(&key, cfg, now);
     if let Some(c) = ct {
         match c.action() {
             Some(CtAction::RevNat) => {

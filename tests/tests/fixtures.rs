@@ -566,6 +566,35 @@ fn a_known_flows_packet_puts_back_its_evicted_reply_entry() {
     assert_eq!(rig.backend_flows(R), 1);
 }
 
+#[test]
+fn a_flows_packets_write_its_last_seen_time_at_most_once_a_second() {
+    let mut rig = Rig::with_vip(R, FRONT);
+    let pkt = frame(ME_MAC, GW_MAC, ME, VIP, 6, &tcp_with_csum(ME, VIP, 41200, 80));
+    rig.run(PROG_TC_ENDPOINT, &pkt);
+    let k = ctk(ME, VIP, 41200, 80);
+    // Seen 2 s ago: the next packet writes the time.
+    let stale = monotonic_ns() - 2_000_000_000;
+    let entry = rig.ct(k).unwrap();
+    rig.set_ct(k, CtValue { last_seen_ns: stale, ..entry });
+    let before_run = monotonic_ns();
+    assert_eq!(rig.run(PROG_TC_ENDPOINT, &pkt).0, TC_ACT_REDIRECT);
+    let written = rig.ct(k).unwrap();
+    assert!(written.last_seen_ns >= before_run, "refreshed: {} < {before_run}", written.last_seen_ns);
+    assert_eq!(written, CtValue { last_seen_ns: written.last_seen_ns, ..entry }, "nothing else changed");
+    // Seen just now: the packet leaves the entry as it is.
+    let fresh = monotonic_ns();
+    rig.set_ct(k, CtValue { last_seen_ns: fresh, ..entry });
+    assert_eq!(rig.run(PROG_TC_ENDPOINT, &pkt).0, TC_ACT_REDIRECT);
+    assert_eq!(rig.ct(k).unwrap().last_seen_ns, fresh, "not written within a second of the last write");
+    // Idle past the TCP timeout: the entry no longer counts, and the flow
+    // is picked and recorded afresh.
+    let flows = rig.backend_flows(R);
+    rig.set_ct(k, CtValue { last_seen_ns: fresh.wrapping_sub(86_400_000_000_000), ..entry });
+    assert_eq!(rig.run(PROG_TC_ENDPOINT, &pkt).0, TC_ACT_REDIRECT);
+    assert_eq!(rig.backend_flows(R), flows + 1, "an idled-out flow is a new flow");
+    assert!(rig.ct(k).unwrap().last_seen_ns >= fresh);
+}
+
 /// An IPv4 header the data path writes (ID 0) over `l4`, with `tos`.
 fn our_ip(src: [u8; 4], dst: [u8; 4], proto: u8, df: bool, tos: u8, l4: &[u8]) -> Vec<u8> {
     let mut h = ip(src, dst, proto, df, 0, l4);

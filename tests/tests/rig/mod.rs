@@ -390,11 +390,25 @@ impl Rig {
         ct.get(&k, 0).ok()
     }
 
+    /// Writes a connection-table entry.
+    pub fn set_ct(&mut self, k: CtKey, v: CtValue) {
+        let mut ct: HashMap<_, CtKey, CtValue> = self.map(MAP_CT);
+        ct.insert(k, v, 0).unwrap();
+    }
+
     /// Removes a connection-table entry, as an LRU eviction would.
     pub fn evict(&mut self, k: CtKey) {
         let mut ct: HashMap<_, CtKey, CtValue> = self.map(MAP_CT);
         ct.remove(&k).expect("the entry to evict");
     }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the programs' clock (`bpf_ktime_get_ns`).
+pub fn monotonic_ns() -> u64 {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    assert_eq!(unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) }, 0);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 pub fn ctk(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> CtKey {
