@@ -137,7 +137,7 @@ pub fn render(status: Option<&Status>, report: &Report, store: Option<&crate::st
         let attached = gauges(&mut r, "link_attached", "Whether a program is attached to a device (1) or not (0)");
         for l in &s.links {
             attached
-                .get_or_create(&vec![("kind", l.kind.clone()), ("ifname", l.ifname.clone())])
+                .get_or_create(&vec![("kind", l.kind.to_string()), ("ifname", l.ifname.clone())])
                 .set(l.attached as i64);
         }
     }

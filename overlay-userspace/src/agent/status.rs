@@ -9,11 +9,16 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 use overlay_common::*;
 use serde::Serialize;
 
-use crate::{host::kmaps::KernelMaps, host::pins::Pins, plan::reconcile::service_id, state::model::Cluster};
+use crate::{
+    host::kmaps::KernelMaps,
+    host::pins::{LinkKind, Pins},
+    plan::reconcile::service_id,
+    state::model::Cluster,
+};
 
 #[derive(Debug, Serialize)]
 pub struct LinkStatus {
-    pub kind: String,
+    pub kind: LinkKind,
     pub ifname: String,
     pub link_id: Option<u32>,
     pub prog_id: Option<u32>,
@@ -206,22 +211,22 @@ pub async fn gather(host: &str, pins: &Pins, cluster: Option<&Cluster>) -> crate
     map_status.push(MapStatus { name: MAP_STATS.into(), entries: STATS_ENTRIES as usize, max_entries: STATS_ENTRIES });
 
     let progs: Vec<_> = loaded_programs().filter_map(Result::ok).collect();
-    let prog_name = |kind: &str, ifname: &str| match kind {
-        "xdp" => PROG_XDP_UNDERLAY.to_string(),
+    let prog_name = |kind: LinkKind, ifname: &str| match kind {
+        LinkKind::Xdp => PROG_XDP_UNDERLAY.to_string(),
         _ if crate::host::wireguard::TC_DEVICES.contains(&ifname) => PROG_TC_WIREGUARD.to_string(),
         _ => PROG_TC_ENDPOINT.to_string(),
     };
     let mut links: Vec<LinkStatus> = pins
         .links()
         .into_iter()
-        .map(|(kind, ifname, path)| {
+        .map(|crate::host::pins::PinnedLinkEntry { kind, ifname, path }| {
             let info = PinnedLink::from_pin(&path).ok().and_then(|l| FdLink::from(l).info().ok());
             let prog = info.as_ref().and_then(|i| progs.iter().find(|p| p.id() == i.program_id()));
             // Pinned is not attached: a deleted device leaves its link pinned.
             let attached = info.is_some() && crate::host::loader::runs_on(&path, &ifname);
             LinkStatus {
                 // The kernel keeps 15 characters of a program's name; show ours.
-                prog_name: prog.map(|_| prog_name(&kind, &ifname)),
+                prog_name: prog.map(|_| prog_name(kind, &ifname)),
                 kind,
                 ifname,
                 link_id: info.as_ref().map(|i| i.id()),
@@ -237,11 +242,11 @@ pub async fn gather(host: &str, pins: &Pins, cluster: Option<&Cluster>) -> crate
         let wg = crate::host::wireguard::TC_DEVICES.into_iter().filter_map(crate::host::netdev::ifindex);
         for ifindex in content.ifaces.keys().copied().chain(wg) {
             let Some(ifname) = crate::host::netdev::ifname(ifindex) else { continue };
-            let name = prog_name("tc", &ifname);
+            let name = prog_name(LinkKind::Tc, &ifname);
             let prog_id = crate::host::netdev::ingress_bpf_filter(&handle, ifindex, &name).await?;
             let prog = prog_id.and_then(|id| progs.iter().find(|p| p.id() == id));
             links.push(LinkStatus {
-                kind: "tc".into(),
+                kind: LinkKind::Tc,
                 ifname,
                 link_id: None,
                 prog_id,

@@ -18,7 +18,7 @@ use crate::{
     host::macvlan,
     host::masquerade,
     host::netdev::{self, ContainerIf},
-    host::pins::{self, Pins},
+    host::pins::{self, LinkKind, Pins},
     host::wireguard,
     plan::reconcile::{self, Diff, HostFacts, Veth},
     state::model::Cluster,
@@ -577,17 +577,23 @@ async fn up_inner(
         wanted_tc.extend(wireguard::TC_DEVICES.map(String::from));
         wanted_xdp.push(wireguard::VETH_XDP.to_string());
     }
-    for (kind, ifname, path) in pins.links() {
-        let keep = match kind.as_str() {
-            "tc" => wanted_tc.contains(&ifname),
-            "xdp" => wanted_xdp.contains(&ifname),
-            _ => false,
+    for stray in pins.stray_links() {
+        std::fs::remove_file(&stray).map_err(Error::io(format!("remove {}", stray.display())))?;
+        report.links_removed.push(stray.file_name().unwrap_or_default().to_string_lossy().into_owned());
+    }
+    for l in pins.links() {
+        let keep = match l.kind {
+            LinkKind::Tc => wanted_tc.contains(&l.ifname),
+            LinkKind::Xdp => wanted_xdp.contains(&l.ifname),
         };
         if !keep {
-            std::fs::remove_file(&path).map_err(Error::io(format!("remove {}", path.display())))?;
-            report.links_removed.push(format!("{kind}@{ifname}"));
-            if kind == "tc" && netdev::is_host_veth_name(&ifname) && netdev::delete_link(&handle, &ifname).await? {
-                report.veths_removed.push(ifname);
+            std::fs::remove_file(&l.path).map_err(Error::io(format!("remove {}", l.path.display())))?;
+            report.links_removed.push(l.to_string());
+            if l.kind == LinkKind::Tc
+                && netdev::is_host_veth_name(&l.ifname)
+                && netdev::delete_link(&handle, &l.ifname).await?
+            {
+                report.veths_removed.push(l.ifname);
             }
         }
     }
@@ -919,12 +925,16 @@ pub async fn down(pins: &Pins) -> Result<DownReport> {
             );
         }
     }
-    for (kind, ifname, path) in pins.links() {
-        if kind == "tc" && netdev::is_host_veth_name(&ifname) && !veths.contains(&ifname) {
-            veths.push(ifname.clone());
+    for l in pins.links() {
+        if l.kind == LinkKind::Tc && netdev::is_host_veth_name(&l.ifname) && !veths.contains(&l.ifname) {
+            veths.push(l.ifname.clone());
         }
-        std::fs::remove_file(&path).map_err(Error::io(format!("remove {}", path.display())))?;
-        report.links_removed.push(format!("{kind}@{ifname}"));
+        std::fs::remove_file(&l.path).map_err(Error::io(format!("remove {}", l.path.display())))?;
+        report.links_removed.push(l.to_string());
+    }
+    for stray in pins.stray_links() {
+        std::fs::remove_file(&stray).map_err(Error::io(format!("remove {}", stray.display())))?;
+        report.links_removed.push(stray.file_name().unwrap_or_default().to_string_lossy().into_owned());
     }
     masquerade::remove()?;
     sync_resolv_confs(pins, &[])?;

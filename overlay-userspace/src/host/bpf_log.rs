@@ -40,7 +40,7 @@ pub fn reader(pins: &Pins) -> Result<EbpfLogger<Tracing>, BpfLogError> {
     let prog_id = pins
         .links()
         .into_iter()
-        .filter_map(|(_, _, path)| PinnedLink::from_pin(&path).ok())
+        .filter_map(|l| PinnedLink::from_pin(&l.path).ok())
         .find_map(|l| FdLink::from(l).info().ok().map(|i| i.program_id()))
         .ok_or_else(|| BpfLogError::NothingAttached(pins.dir.display().to_string()))?;
     Ok(EbpfLogger::init_from_id_with_logger(prog_id, Tracing)?)

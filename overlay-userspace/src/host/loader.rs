@@ -473,7 +473,7 @@ impl Loaded {
     /// a link running another build of the program gets this one, atomically
     /// (`bpf_link_update`): same link, same maps, no packet unhandled.
     pub fn ensure_xdp(&mut self, pins: &Pins, ifname: &str) -> Result<Attach, LoaderError> {
-        let path = pins.xdp_link(ifname);
+        let path = pins.link(crate::host::pins::LinkKind::Xdp, ifname);
         if let Some(pinned) = pinned_on(&path, ifname) {
             let fd = FdLink::from(pinned);
             if self.runs_ours(&fd, PROG_XDP_UNDERLAY)? {
@@ -519,7 +519,7 @@ impl Loaded {
         if !has_tcx() {
             return self.ensure_tc_filter(ifname, name, filter_prog);
         }
-        let path = pins.tc_link(ifname);
+        let path = pins.link(crate::host::pins::LinkKind::Tc, ifname);
         if let Some(pinned) = pinned_on(&path, ifname) {
             let fd = FdLink::from(pinned);
             if self.runs_ours(&fd, name)? {

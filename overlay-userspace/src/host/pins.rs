@@ -26,6 +26,52 @@ pub enum PinsError {
     Io { what: &'static str, path: String, source: std::io::Error },
 }
 
+/// What a pinned link attaches: its pin's name is `<kind>@<ifname>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkKind {
+    /// The XDP program on the underlay device (and WireGuard's veth).
+    Xdp,
+    /// A TC (TCX) ingress program: an endpoint's host-side veth, WireGuard's.
+    Tc,
+}
+
+impl LinkKind {
+    pub const ALL: [LinkKind; 2] = [LinkKind::Xdp, LinkKind::Tc];
+
+    /// The pin name's prefix, and the label `status` and /metrics show.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkKind::Xdp => "xdp",
+            LinkKind::Tc => "tc",
+        }
+    }
+
+    fn parse(s: &str) -> Option<LinkKind> {
+        LinkKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for LinkKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A link pinned under `<pin dir>/links`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PinnedLinkEntry {
+    pub kind: LinkKind,
+    pub ifname: String,
+    pub path: PathBuf,
+}
+
+impl std::fmt::Display for PinnedLinkEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.kind, self.ifname)
+    }
+}
+
 /// Where the host locks live (a tmpfs: a lock outlives no reboot).
 pub const LOCK_DIR: &str = "/run/overlay-bpf/locks";
 
@@ -150,30 +196,43 @@ impl Pins {
     pub fn map(&self, name: &str) -> PathBuf {
         self.maps_dir().join(name)
     }
-    pub fn xdp_link(&self, ifname: &str) -> PathBuf {
-        self.links_dir().join(format!("xdp@{ifname}"))
-    }
-    pub fn tc_link(&self, ifname: &str) -> PathBuf {
-        self.links_dir().join(format!("tc@{ifname}"))
+    /// Where the link of `kind` on `ifname` is pinned.
+    pub fn link(&self, kind: LinkKind, ifname: &str) -> PathBuf {
+        self.links_dir().join(format!("{kind}@{ifname}"))
     }
     /// True when a previous `up` left pinned maps here.
     pub fn exists(&self) -> bool {
         self.maps_dir().is_dir()
     }
 
-    /// Pinned links as (kind, ifname, path), sorted by name.
-    pub fn links(&self) -> Vec<(String, String, PathBuf)> {
-        let mut out = Vec::new();
-        if let Ok(rd) = std::fs::read_dir(self.links_dir()) {
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().to_string();
-                if let Some((kind, ifname)) = name.split_once('@') {
-                    out.push((kind.to_string(), ifname.to_string(), e.path()));
-                }
-            }
-        }
+    /// Pinned links, sorted by kind and device.
+    pub fn links(&self) -> Vec<PinnedLinkEntry> {
+        let mut out: Vec<PinnedLinkEntry> = self
+            .link_files()
+            .into_iter()
+            .filter_map(|(name, path)| {
+                let (kind, ifname) = name.split_once('@')?;
+                Some(PinnedLinkEntry { kind: LinkKind::parse(kind)?, ifname: ifname.to_string(), path })
+            })
+            .collect();
         out.sort();
         out
+    }
+
+    /// Files under `links/` that name no link this build knows (another
+    /// build's kind, or not `<kind>@<ifname>`): `up` and `down` remove them
+    /// with the links they no longer want.
+    pub fn stray_links(&self) -> Vec<PathBuf> {
+        let known = |name: &str| name.split_once('@').is_some_and(|(k, _)| LinkKind::parse(k).is_some());
+        let mut out: Vec<PathBuf> =
+            self.link_files().into_iter().filter(|(name, _)| !known(name)).map(|(_, path)| path).collect();
+        out.sort();
+        out
+    }
+
+    fn link_files(&self) -> Vec<(String, PathBuf)> {
+        let Ok(rd) = std::fs::read_dir(self.links_dir()) else { return Vec::new() };
+        rd.flatten().map(|e| (e.file_name().to_string_lossy().into_owned(), e.path())).collect()
     }
 
     /// Pinned maps of another layout version than this build's (the name
@@ -255,5 +314,27 @@ mod version_tests {
         assert_eq!(super::family("OB_BACKEND_STATS_V12"), "OB_BACKEND_STATS");
         assert_eq!(super::family("AYA_LOGS"), "AYA_LOGS");
         assert_eq!(super::family("OB_V_X"), "OB_V_X");
+    }
+}
+
+#[cfg(test)]
+mod link_tests {
+    use super::*;
+
+    #[test]
+    fn pinned_links_are_read_by_kind_and_the_rest_is_stray() {
+        let dir = tempfile::tempdir().unwrap();
+        let pins = Pins::new(dir.path());
+        std::fs::create_dir_all(pins.links_dir()).unwrap();
+        for name in ["xdp@eth0", "tc@ob0123abcd", "tcx-egress@eth0", "notes"] {
+            std::fs::write(pins.links_dir().join(name), b"").unwrap();
+        }
+        let links = pins.links();
+        let shown: Vec<String> = links.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["xdp@eth0", "tc@ob0123abcd"], "sorted by kind, then device");
+        assert_eq!(links[0].path, pins.link(LinkKind::Xdp, "eth0"));
+        assert_eq!(links[1].path, pins.link(LinkKind::Tc, "ob0123abcd"));
+        assert_eq!(pins.stray_links(), [pins.links_dir().join("notes"), pins.links_dir().join("tcx-egress@eth0")]);
+        assert_eq!(serde_json::to_string(&LinkKind::Xdp).unwrap(), "\"xdp\"", "status shows it as before");
     }
 }
