@@ -181,7 +181,7 @@ fn apply_as_they_arrive(
     let changes = changes?;
     let mut writes = Vec::new();
     for c in &changes {
-        writes.extend(inc.plan(c)?);
+        writes.extend(inc.plan(c).map_err(|e| e.to_string())?);
     }
     let mut maps = KernelMaps::open(pins).map_err(|e| e.to_string())?;
     maps.write_endpoints(&writes).map_err(|e| e.to_string())?;

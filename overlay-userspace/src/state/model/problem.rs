@@ -171,7 +171,7 @@ impl fmt::Display for Problem {
 }
 
 /// Everything wrong with one state file.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct StateError {
     pub file: String,
     pub problems: Vec<Problem>,
