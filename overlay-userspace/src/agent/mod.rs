@@ -350,265 +350,375 @@ impl Health {
 /// changes, until `stop` completes. A bad state is reported and skipped: the
 /// data path keeps the last good one. Stopping leaves the data path up.
 pub async fn run<S: StateSource>(
-    mut source: S,
+    source: S,
     opts: AgentOptions,
     attach: Option<Attach>,
     stop: impl Future<Output = ()>,
 ) -> Result<()> {
-    let name = source.describe();
-    let first = source.snapshot().await?;
-    let (mut cluster, mut h) = load(&name, &first, opts.host.as_deref())?;
-    require_root("agent")?;
-    let host = cluster.hosts[h].name.clone();
-    let pins = match &opts.pin_dir {
-        Some(d) => Pins::new(d),
-        None => Pins::for_host(&host),
-    };
-    // Each apply's steps, for -vv; an apply is one INFO line with its counts.
-    let log = |m: &str| tracing::debug!("{host}: {m}");
-    let up_opts = |unhealthy: &BTreeSet<String>, revision: Option<i64>| apply::UpOptions {
-        unhealthy: unhealthy.clone(),
-        ct_size: opts.ct_size,
-        bpf_log: opts.bpf_log,
-        revision,
-    };
-    // The store revision of the state just read or held (etcd).
-    let revision_now = |source: &S| source.stats().map(|s| s.revision.load(std::sync::atomic::Ordering::Relaxed));
-    // A front end (the Docker plugin) serves from the start (dockerd
-    // activates its plugins while it starts), whether Docker's API answers
-    // yet or not. It asks the loop to apply what it wrote to the store, and
-    // waits for the answer: calls made before the loop runs wait for it.
     let (apply_tx, mut apply_rx) = tokio::sync::mpsc::channel::<ApplyReply>(16);
-    let _attached: Option<AbortOnDrop<()>> = match attach {
-        Some(start) => Some(start(host.clone(), apply_tx).await?),
-        None => {
-            drop(apply_tx);
-            None
-        }
-    };
-    let mut unhealthy = BTreeSet::new();
-    let mut cluster_revision = revision_now(&source);
-    let r = apply::up(&cluster, h, &pins, &up_opts(&unhealthy, cluster_revision), &log).await?;
-    let mut conditions = Conditions::default();
-    conditions.applied(&host, &r, &format!("applied; watching {name}"));
-    publish_key(&mut source, &cluster, h).await;
-    let mut resolver = opts.dns.clone().map(crate::agent::dns::Resolver::new);
-    if let Some(r) = resolver.as_mut() {
-        r.update(&cluster, h, &unhealthy).await;
-    }
-    // Endpoints applied as they arrive reach the resolver at its next tick.
-    let mut dns_dirty = false;
+    let (mut agent, _tasks) = Agent::start(source, opts, attach, apply_tx).await?;
     let mut dns_tick = tokio::time::interval(Duration::from_millis(250));
-    // Endpoint changes elsewhere are applied as they arrive; `cluster` then
-    // lags behind them (`stale`) until the next full reconcile, which starts
-    // from the source's state. `applied`: the state the maps hold, when known.
-    let mut inc = Incremental::new(&first, &cluster, h);
-    let mut applied = Some(first);
-    let mut stale = false;
-    let _bpf_log = if opts.bpf_log {
-        let logger = crate::host::bpf_log::reader(&pins)?;
-        tracing::info!(host, "printing the data path's debug logs (target overlay_bpf::bpf)");
-        Some(AbortOnDrop(tokio::spawn(async move {
-            if let Err(e) = crate::host::bpf_log::follow(logger).await {
-                tracing::error!("{e}");
-            }
-        })))
-    } else {
-        None
-    };
-    let args = &opts.health;
-    let report = Arc::new(Mutex::new(health::Report { host: host.clone(), ..Default::default() }));
-    let store_agents = source.agents();
-    // With etcd, a lease that expired is already TTL seconds of silence.
-    let peer_fails = if store_agents.is_some() { 1 } else { args.fails };
-    let _presence = store_agents.clone().map(|a| {
-        tracing::info!(host, "present in {name} under a lease of {:?}", args.lease_ttl);
-        AbortOnDrop(tokio::spawn(a.keep_present(host.clone(), args.lease_ttl, report.clone())))
-    });
-    let mut health = Health {
-        local: Tracker::new(args.fails, args.passes),
-        peers: Tracker::new(peer_fails, 1),
-        remote_down: BTreeMap::new(),
-        report: report.clone(),
-        store: store_agents,
-    };
-    // The state last applied, for /metrics to name services and backends.
-    let served_cluster = Arc::new(Mutex::new(Arc::new(cluster.clone())));
-    // Served with health checks off too: /metrics is not only health.
-    let _server = {
-        let addr = (cluster.hosts[h].address, args.port);
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(Error::io(format!(
-            "cannot serve health reports on {}:{} (free the port or pick another with --health-port)",
-            addr.0, addr.1
-        )))?;
-        tracing::info!(host, "health reports at http://{}:{}/health, metrics at /metrics", addr.0, addr.1);
-        let served =
-            health::Served { report, pins: pins.clone(), cluster: served_cluster.clone(), store: source.stats() };
-        AbortOnDrop(tokio::spawn(health::serve(listener, served)))
-    };
-    let mut health_tick = tokio::time::interval(args.interval.max(Duration::from_secs(1)));
+    let mut health_tick = tokio::time::interval(agent.opts.health.interval.max(Duration::from_secs(1)));
     tokio::pin!(stop);
-    let mut source_down = false;
     loop {
-        let mut change = None;
-        let mut waiting: Vec<ApplyReply> = Vec::new();
         tokio::select! {
-            c = source.changed() => change = Some(c),
+            c = agent.source.changed() => {
+                // Logged where it failed; nobody waits for this one.
+                let _ = agent.on_change(c).await;
+            }
             Some(r) = apply_rx.recv() => {
                 // Every request queued meanwhile is answered by one apply.
-                waiting.push(r);
+                let mut waiting = vec![r];
                 while let Ok(r) = apply_rx.try_recv() {
                     waiting.push(r);
                 }
-                change = Some(Change::Resync);
-            }
-            _ = health_tick.tick(), if !args.off => {
-                health.round(&cluster, h, args).await;
-            }
-            _ = dns_tick.tick(), if dns_dirty => {
-                dns_dirty = false;
-                if let (Some(r), Ok(s)) = (resolver.as_mut(), source.held().await) {
-                    if let Ok((c, h2)) = load(&name, &s, opts.host.as_deref()) {
-                        r.update(&c, h2, &unhealthy).await;
-                    }
+                let outcome = agent.on_change(Change::Resync).await;
+                for r in waiting {
+                    let _ = r.send(outcome.clone());
                 }
+            }
+            _ = health_tick.tick(), if !agent.opts.health.off => {
+                agent.health.round(&agent.cluster, agent.h, &agent.opts.health).await;
+                agent.on_health().await;
+            }
+            _ = dns_tick.tick(), if agent.dns_dirty => {
+                agent.on_dns_tick().await;
+                agent.on_health().await;
             }
             _ = &mut stop => break,
-        }
-        if let Some(change) = change {
-            let outcome: std::result::Result<(), String> = 'apply: {
-                let read = match change {
-                    Change::Objects(objects) => {
-                        let endpoints = source.endpoint_changes(&objects);
-                        match apply_as_they_arrive(&mut inc, endpoints, &pins) {
-                            Ok(n) => {
-                                tracing::info!(host, endpoints = n, "applied as it arrived");
-                                dns_dirty = true;
-                                if let Some(stats) = source.stats() {
-                                    stats.applied();
-                                    stats.incremental.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                }
-                                stale = true;
-                                applied = None;
-                                break 'apply Ok(());
-                            }
-                            Err(why) => {
-                                tracing::debug!(host, "full reconcile: {why}");
-                                source.held().await
-                            }
-                        }
-                    }
-                    Change::Resync => source.snapshot().await,
-                };
-                let now = match read {
-                    Ok(b) => {
-                        if source_down {
-                            tracing::info!(host, "{name} answers again: read it whole");
-                            source_down = false;
-                        }
-                        b
-                    }
-                    Err(e) => {
-                        // Said once per outage, not at every retry.
-                        if !source_down {
-                            tracing::error!(host, "{e}; forwarding continues on the applied state, retrying");
-                            source_down = true;
-                        }
-                        break 'apply Err(format!("{name}: {e}"));
-                    }
-                };
-                if applied.as_ref() == Some(&now) {
-                    break 'apply Ok(());
-                }
-                // Whatever happens, this content has been dealt with: a bad state
-                // is reported once, not every tick.
-                applied = Some(now.clone());
-                match load(&name, &now, opts.host.as_deref()) {
-                    Ok((c, h2)) if c.hosts[h2].name == host => {
-                        let wanted = health.unhealthy(&c, h2);
-                        let revision = revision_now(&source);
-                        match apply::up(&c, h2, &pins, &up_opts(&wanted, revision), &log).await {
-                            Ok(r) if r.stale => {
-                                tracing::info!(host, "skipped a state older than the host's (a CNI ADD was first)");
-                                Ok(())
-                            }
-                            Ok(r) => {
-                                conditions.applied(&host, &r, "re-applied");
-                                if let Ok(mut shown) = served_cluster.lock() {
-                                    *shown = Arc::new(c.clone());
-                                }
-                                if let Some(stats) = source.stats() {
-                                    stats.applied();
-                                }
-                                inc = Incremental::new(&now, &c, h2);
-                                cluster_revision = revision;
-                                stale = false;
-                                if let Some(r) = resolver.as_mut() {
-                                    r.update(&c, h2, &wanted).await;
-                                    dns_dirty = false;
-                                }
-                                (cluster, h, unhealthy) = (c, h2, wanted);
-                                Ok(())
-                            }
-                            Err(e) => {
-                                tracing::error!("re-apply failed, keeping the previous state: {e}");
-                                Err(format!("re-apply failed: {e}"))
-                            }
-                        }
-                    }
-                    Ok(_) => {
-                        tracing::error!("the state no longer selects host {host}; ignoring it");
-                        Err(format!("the state no longer has host {host}"))
-                    }
-                    Err(e) => {
-                        tracing::error!("state rejected, keeping the previous state: {e}");
-                        Err(format!("state rejected: {e}"))
-                    }
-                }
-            };
-            for r in waiting {
-                let _ = r.send(outcome.clone());
-            }
-            continue;
-        }
-        let wanted = health.unhealthy(&cluster, h);
-        if wanted != unhealthy {
-            if stale {
-                // The full reconcile must not undo what arrived as changes.
-                match source.held().await.and_then(|s| {
-                    let (c, h2) = load(&name, &s, opts.host.as_deref())?;
-                    Ok((s, c, h2))
-                }) {
-                    Ok((s, c, h2)) if c.hosts[h2].name == host => {
-                        inc = Incremental::new(&s, &c, h2);
-                        cluster_revision = revision_now(&source);
-                        (cluster, h, stale, applied) = (c, h2, false, Some(s));
-                    }
-                    Ok(_) => {
-                        tracing::error!("the state no longer selects host {host}; ignoring it");
-                        continue;
-                    }
-                    Err(e) => {
-                        tracing::error!("health update waits: the state held is not usable: {e}");
-                        continue;
-                    }
-                }
-            }
-            let wanted = health.unhealthy(&cluster, h);
-            match apply::up(&cluster, h, &pins, &up_opts(&wanted, cluster_revision), &log).await {
-                Ok(r) => {
-                    conditions.applied(&host, &r, &format!("load balancing updated for health (out: {wanted:?})"));
-                    if let Some(r) = resolver.as_mut() {
-                        r.update(&cluster, h, &wanted).await;
-                    }
-                    unhealthy = wanted;
-                }
-                Err(e) => tracing::error!("health update failed, keeping the previous state: {e}"),
-            }
         }
     }
     tracing::info!("agent stopping; the data path stays pinned (use `overlay-bpf down` to remove it)");
     Ok(())
+}
+
+/// What runs beside the agent's loop until it stops: the front end it
+/// serves, the data path's debug logs, its presence in the store, and its
+/// /health and /metrics server.
+struct Tasks {
+    _attached: Option<AbortOnDrop<()>>,
+    _bpf_log: Option<AbortOnDrop<()>>,
+    _presence: Option<AbortOnDrop<()>>,
+    _server: AbortOnDrop<()>,
+}
+
+/// The agent between events: what it applied, and what it needs to apply
+/// the next change. Each event is one method; every full apply that
+/// succeeds goes through [`Agent::adopt`], which keeps the fields below in
+/// step.
+struct Agent<S: StateSource> {
+    source: S,
+    /// The source, named for messages.
+    name: String,
+    opts: AgentOptions,
+    host: String,
+    pins: Pins,
+    /// The state of the last full reconcile, resolved, and this host in it.
+    cluster: Cluster,
+    h: usize,
+    /// The backends health keeps out of the tables, as last applied.
+    unhealthy: BTreeSet<String>,
+    /// The store revision `cluster` was read at (etcd).
+    cluster_revision: Option<i64>,
+    /// The fast path's indexes: `cluster` plus the changes applied since.
+    inc: Incremental,
+    /// The content last dealt with, applied or refused (a bad state is
+    /// reported once, not at every tick). None while `ahead`.
+    seen: Option<State>,
+    /// Endpoint changes were applied as they arrived since `cluster`: the
+    /// maps are ahead of it, so a full apply starts from the source's
+    /// state, never from `cluster`, which would undo them.
+    ahead: bool,
+    conditions: Conditions,
+    resolver: Option<crate::agent::dns::Resolver>,
+    /// Endpoints applied as they arrived reach the resolver at its next tick.
+    dns_dirty: bool,
+    health: Health,
+    /// The state last applied, for /metrics to name services and backends.
+    served: Arc<Mutex<Arc<Cluster>>>,
+    /// The source did not answer at the last read (said once per outage).
+    source_down: bool,
+}
+
+impl<S: StateSource> Agent<S> {
+    /// The first apply, and what serves beside the loop.
+    async fn start(
+        mut source: S,
+        opts: AgentOptions,
+        attach: Option<Attach>,
+        apply_tx: ApplyNow,
+    ) -> Result<(Self, Tasks)> {
+        let name = source.describe();
+        let first = source.snapshot().await?;
+        let (cluster, h) = load(&name, &first, opts.host.as_deref())?;
+        require_root("agent")?;
+        let host = cluster.hosts[h].name.clone();
+        let pins = match &opts.pin_dir {
+            Some(d) => Pins::new(d),
+            None => Pins::for_host(&host),
+        };
+        // A front end (the Docker plugin) serves from the start (dockerd
+        // activates its plugins while it starts), whether Docker's API
+        // answers yet or not. It asks the loop to apply what it wrote to the
+        // store, and waits for the answer: calls made before the loop runs
+        // wait for it.
+        let attached = match attach {
+            Some(start) => Some(start(host.clone(), apply_tx).await?),
+            None => None,
+        };
+        let args = opts.health.clone();
+        let report = Arc::new(Mutex::new(health::Report { host: host.clone(), ..Default::default() }));
+        let store_agents = source.agents();
+        // With etcd, a lease that expired is already TTL seconds of silence.
+        let peer_fails = if store_agents.is_some() { 1 } else { args.fails };
+        let health = Health {
+            local: Tracker::new(args.fails, args.passes),
+            peers: Tracker::new(peer_fails, 1),
+            remote_down: BTreeMap::new(),
+            report: report.clone(),
+            store: store_agents.clone(),
+        };
+        let cluster_revision = revision_now(&source);
+        let mut agent = Agent {
+            inc: Incremental::new(&first, &cluster, h),
+            served: Arc::new(Mutex::new(Arc::new(cluster.clone()))),
+            resolver: opts.dns.clone().map(crate::agent::dns::Resolver::new),
+            source,
+            name,
+            opts,
+            host,
+            pins,
+            cluster,
+            h,
+            unhealthy: BTreeSet::new(),
+            cluster_revision,
+            seen: Some(first),
+            ahead: false,
+            conditions: Conditions::default(),
+            dns_dirty: false,
+            health,
+            source_down: false,
+        };
+        let r = agent.up(&agent.cluster, agent.h, &agent.unhealthy, agent.cluster_revision).await?;
+        let host = agent.host.clone();
+        agent.conditions.applied(&host, &r, &format!("applied; watching {}", agent.name));
+        publish_key(&mut agent.source, &agent.cluster, agent.h).await;
+        if let Some(r) = agent.resolver.as_mut() {
+            r.update(&agent.cluster, agent.h, &agent.unhealthy).await;
+        }
+        let bpf_log = if agent.opts.bpf_log {
+            let logger = crate::host::bpf_log::reader(&agent.pins)?;
+            tracing::info!(host, "printing the data path's debug logs (target overlay_bpf::bpf)");
+            Some(AbortOnDrop(tokio::spawn(async move {
+                if let Err(e) = crate::host::bpf_log::follow(logger).await {
+                    tracing::error!("{e}");
+                }
+            })))
+        } else {
+            None
+        };
+        let presence = store_agents.map(|a| {
+            tracing::info!(host, "present in {} under a lease of {:?}", agent.name, args.lease_ttl);
+            AbortOnDrop(tokio::spawn(a.keep_present(host.clone(), args.lease_ttl, report.clone())))
+        });
+        // Served with health checks off too: /metrics is not only health.
+        let server = {
+            let addr = (agent.cluster.hosts[agent.h].address, args.port);
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(Error::io(format!(
+                "cannot serve health reports on {}:{} (free the port or pick another with --health-port)",
+                addr.0, addr.1
+            )))?;
+            tracing::info!(host, "health reports at http://{}:{}/health, metrics at /metrics", addr.0, addr.1);
+            let served = health::Served {
+                report,
+                pins: agent.pins.clone(),
+                cluster: agent.served.clone(),
+                store: agent.source.stats(),
+            };
+            AbortOnDrop(tokio::spawn(health::serve(listener, served)))
+        };
+        let tasks = Tasks { _attached: attached, _bpf_log: bpf_log, _presence: presence, _server: server };
+        Ok((agent, tasks))
+    }
+
+    /// One full apply of `cluster` for host `h`, its steps logged for -vv
+    /// (an apply is one INFO line with its counts).
+    async fn up(
+        &self,
+        cluster: &Cluster,
+        h: usize,
+        unhealthy: &BTreeSet<String>,
+        revision: Option<i64>,
+    ) -> Result<apply::UpReport> {
+        let host = &self.host;
+        let log = |m: &str| tracing::debug!("{host}: {m}");
+        let opts = apply::UpOptions {
+            unhealthy: unhealthy.clone(),
+            ct_size: self.opts.ct_size,
+            bpf_log: self.opts.bpf_log,
+            revision,
+        };
+        Ok(apply::up(cluster, h, &self.pins, &opts, &log).await?)
+    }
+
+    /// The maps hold `state`, resolved as `cluster` for host `h`, read at
+    /// `revision`: what a later change starts from.
+    fn adopt(&mut self, state: &State, cluster: Cluster, h: usize, revision: Option<i64>) {
+        self.inc = Incremental::new(state, &cluster, h);
+        self.seen = Some(state.clone());
+        self.ahead = false;
+        self.cluster_revision = revision;
+        (self.cluster, self.h) = (cluster, h);
+    }
+
+    /// The state changed at the source: applied as it arrived when it is
+    /// endpoints the fast path takes, else read and applied whole. The
+    /// outcome answers those who asked for an apply.
+    async fn on_change(&mut self, change: Change) -> std::result::Result<(), String> {
+        let host = self.host.clone();
+        let read = match change {
+            Change::Objects(objects) => {
+                let endpoints = self.source.endpoint_changes(&objects);
+                match apply_as_they_arrive(&mut self.inc, endpoints, &self.pins) {
+                    Ok(n) => {
+                        tracing::info!(host, endpoints = n, "applied as it arrived");
+                        self.dns_dirty = true;
+                        if let Some(stats) = self.source.stats() {
+                            stats.applied();
+                            stats.incremental.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        self.ahead = true;
+                        self.seen = None;
+                        return Ok(());
+                    }
+                    Err(why) => {
+                        tracing::debug!(host, "full reconcile: {why}");
+                        self.source.held().await
+                    }
+                }
+            }
+            Change::Resync => self.source.snapshot().await,
+        };
+        let now = match read {
+            Ok(s) => {
+                if self.source_down {
+                    tracing::info!(host, "{} answers again: read it whole", self.name);
+                    self.source_down = false;
+                }
+                s
+            }
+            Err(e) => {
+                // Said once per outage, not at every retry.
+                if !self.source_down {
+                    tracing::error!(host, "{e}; forwarding continues on the applied state, retrying");
+                    self.source_down = true;
+                }
+                return Err(format!("{}: {e}", self.name));
+            }
+        };
+        if self.seen.as_ref() == Some(&now) {
+            return Ok(());
+        }
+        // Whatever happens, this content has been dealt with: a bad state
+        // is reported once, not every tick.
+        self.seen = Some(now.clone());
+        let (c, h) = match load(&self.name, &now, self.opts.host.as_deref()) {
+            Ok((c, h)) if c.hosts[h].name == host => (c, h),
+            Ok(_) => {
+                tracing::error!("the state no longer selects host {host}; ignoring it");
+                return Err(format!("the state no longer has host {host}"));
+            }
+            Err(e) => {
+                tracing::error!("state rejected, keeping the previous state: {e}");
+                return Err(format!("state rejected: {e}"));
+            }
+        };
+        let wanted = self.health.unhealthy(&c, h);
+        let revision = revision_now(&self.source);
+        match self.up(&c, h, &wanted, revision).await {
+            Ok(r) if r.stale => {
+                tracing::info!(host, "skipped a state older than the host's (a CNI ADD was first)");
+                Ok(())
+            }
+            Ok(r) => {
+                self.conditions.applied(&host, &r, "re-applied");
+                if let Ok(mut shown) = self.served.lock() {
+                    *shown = Arc::new(c.clone());
+                }
+                if let Some(stats) = self.source.stats() {
+                    stats.applied();
+                }
+                if let Some(r) = self.resolver.as_mut() {
+                    r.update(&c, h, &wanted).await;
+                    self.dns_dirty = false;
+                }
+                self.adopt(&now, c, h, revision);
+                self.unhealthy = wanted;
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!("re-apply failed, keeping the previous state: {e}");
+                Err(format!("re-apply failed: {e}"))
+            }
+        }
+    }
+
+    /// Backends' health may have changed: the tables are applied again when
+    /// the set kept out of them did.
+    async fn on_health(&mut self) {
+        if self.health.unhealthy(&self.cluster, self.h) == self.unhealthy {
+            return;
+        }
+        let host = self.host.clone();
+        if self.ahead {
+            // The full reconcile must not undo what arrived as changes.
+            let held = self.source.held().await.and_then(|s| {
+                let (c, h) = load(&self.name, &s, self.opts.host.as_deref())?;
+                Ok((s, c, h))
+            });
+            match held {
+                Ok((s, c, h)) if c.hosts[h].name == host => {
+                    let revision = revision_now(&self.source);
+                    self.adopt(&s, c, h, revision);
+                }
+                Ok(_) => {
+                    tracing::error!("the state no longer selects host {host}; ignoring it");
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!("health update waits: the state held is not usable: {e}");
+                    return;
+                }
+            }
+        }
+        let wanted = self.health.unhealthy(&self.cluster, self.h);
+        match self.up(&self.cluster, self.h, &wanted, self.cluster_revision).await {
+            Ok(r) => {
+                self.conditions.applied(&host, &r, &format!("load balancing updated for health (out: {wanted:?})"));
+                if let Some(r) = self.resolver.as_mut() {
+                    r.update(&self.cluster, self.h, &wanted).await;
+                }
+                self.unhealthy = wanted;
+            }
+            Err(e) => tracing::error!("health update failed, keeping the previous state: {e}"),
+        }
+    }
+
+    /// Endpoints applied as they arrived, to the resolver: from the state
+    /// the source holds.
+    async fn on_dns_tick(&mut self) {
+        self.dns_dirty = false;
+        if let (Some(r), Ok(s)) = (self.resolver.as_mut(), self.source.held().await) {
+            if let Ok((c, h)) = load(&self.name, &s, self.opts.host.as_deref()) {
+                r.update(&c, h, &self.unhealthy).await;
+            }
+        }
+    }
+}
+
+/// The store revision of the state just read or held (etcd).
+fn revision_now<S: StateSource>(source: &S) -> Option<i64> {
+    source.stats().map(|s| s.revision.load(std::sync::atomic::Ordering::Relaxed))
 }
 
 /// With an encrypted network in the cluster, puts this host's WireGuard
