@@ -727,7 +727,7 @@ fn revision_now<S: StateSource>(source: &S) -> Option<i64> {
 /// warned about the missing key already.
 async fn publish_key<S: StateSource>(source: &mut S, cluster: &Cluster, h: usize) {
     let me = &cluster.hosts[h];
-    if !cluster.networks.iter().any(|n| n.encrypted) {
+    if !cluster.networks.iter().any(|n| n.encrypted()) {
         return;
     }
     let Ok((kp, _)) = crate::host::wireguard::load_or_create(&me.name) else { return };

@@ -30,7 +30,7 @@ pub async fn network(g: &Global, cmd: NetworkCmd) -> overlay_bpf::error::Result<
             let (_, state) = store.edit(|state| Ok(network::create(state, &opts)?)).await?;
             let c = model::resolve(&store.describe(), &state, overlay_bpf::host::capabilities())?;
             let n = &c.networks[c.network_index(&a.name).expect("just created")];
-            println!("{}", network::network_id(&n.name, n.vni));
+            println!("{}", network::network_id(&n.name, n.vni()));
         }
         NetworkCmd::Ls { quiet } => {
             let c = store.load().await?;

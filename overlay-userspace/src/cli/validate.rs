@@ -1,3 +1,5 @@
+use overlay_bpf::state::model::NetworkKind;
+
 use super::{Format, Global};
 
 pub async fn validate(g: &Global, output: Format) -> overlay_bpf::error::Result<i32> {
@@ -12,8 +14,8 @@ pub async fn validate(g: &Global, output: Format) -> overlay_bpf::error::Result<
             .networks
             .iter()
             .map(|n| {
-                let mut v = serde_json::json!({"name": n.name, "vni": n.vni, "mtu": n.mtu, "subnets": n.subnets.iter().map(|s| serde_json::json!({"subnet": s.subnet.to_string(), "gateway": s.gateway.to_string()})).collect::<Vec<_>>()});
-                if let Some(m) = &n.macvlan {
+                let mut v = serde_json::json!({"name": n.name, "vni": n.vni().unwrap_or(0), "mtu": n.mtu().unwrap_or(0), "subnets": n.subnets.iter().map(|s| serde_json::json!({"subnet": s.subnet.to_string(), "gateway": s.gateway.to_string()})).collect::<Vec<_>>()});
+                if let Some(m) = n.macvlan() {
                     v["driver"] = "macvlan".into();
                     v["parent"] = m.parent.clone().into();
                     v["macvlan_mode"] = m.mode.name().into();
@@ -47,13 +49,18 @@ pub async fn validate(g: &Global, output: Format) -> overlay_bpf::error::Result<
     );
     for n in &c.networks {
         let subs: Vec<String> = n.subnets.iter().map(|s| format!("{} gw {}", s.subnet, s.gateway)).collect();
-        match &n.macvlan {
-            Some(m) => {
-                let mtu = if n.mtu == 0 { format!("mtu of {}", m.parent) } else { format!("mtu {}", n.mtu) };
+        match &n.kind {
+            NetworkKind::Macvlan(m) => {
+                let mtu = match m.mtu {
+                    Some(mtu) => format!("mtu {mtu}"),
+                    None => format!("mtu of {}", m.parent),
+                };
                 let on = format!("macvlan {} {}", m.parent, m.mode.name());
                 println!("  network  {:<16} {on:<22} {mtu}  {}", n.name, subs.join(", "));
             }
-            None => println!("  network  {:<16} vni {:<8} mtu {:<5} {}", n.name, n.vni, n.mtu, subs.join(", ")),
+            NetworkKind::Overlay(o) => {
+                println!("  network  {:<16} vni {:<8} mtu {:<5} {}", n.name, o.vni, o.mtu, subs.join(", "))
+            }
         }
     }
     for e in &c.endpoints {

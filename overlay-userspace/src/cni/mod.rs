@@ -339,7 +339,7 @@ async fn add(env: &Env, conf: &NetConf) -> Result<AddResult, Failure> {
         Interface { name: ifname, mac: mac_of(net, e).to_string(), mtu: Some(mtu_of(net)), sandbox: Some(netns) };
     // A macvlan endpoint has no host end, and no resolver of ours: its
     // network is the LAN's, with the LAN's router (none when internal).
-    let macvlan = net.macvlan.is_some();
+    let macvlan = net.macvlan().is_some();
     let (interfaces, at) = match macvlan {
         true => (vec![container], 0),
         false => (vec![Interface { name: e.veth(), mac: host_mac(&e.veth()), mtu: None, sandbox: None }, container], 1),
@@ -369,7 +369,7 @@ fn mtu_of(net: &model::Network) -> u32 {
 
 /// The MAC `e`'s interface has (a passthru sub-interface keeps its parent's).
 fn mac_of(net: &model::Network, e: &model::Endpoint) -> Mac {
-    net.macvlan.as_ref().map_or(e.mac, |m| crate::host::macvlan::mac(m, e.mac))
+    net.macvlan().as_ref().map_or(e.mac, |m| crate::host::macvlan::mac(m, e.mac))
 }
 
 /// Whether `e`'s interface carries its netns's default route, as `up` sets it.
@@ -441,7 +441,7 @@ async fn check(env: &Env, conf: &NetConf) -> Result<(), Failure> {
         }
     }
     let network = &cluster.networks[e.network];
-    if network.macvlan.is_none() && netdev::ifindex(&e.veth()).is_none() {
+    if network.macvlan().is_none() && netdev::ifindex(&e.veth()).is_none() {
         return Err(drift(format!("endpoint {}: the host end {} of its veth is gone", e.name, e.veth())));
     }
     let o = netdev::observe_container(Path::new(netns), ifname)

@@ -633,9 +633,9 @@ impl Plugin {
         let net = &cluster.networks[resolved.network];
         let (host_end, peer) = (netdev::host_veth_name(&r.endpoint_id), peer_name(&r.endpoint_id));
         let handle = netdev::connect()?;
-        match &net.macvlan {
+        match &net.kind {
             // A sub-interface of the parent, which Docker moves in.
-            Some(m) => {
+            crate::state::model::NetworkKind::Macvlan(m) => {
                 // As `up` refuses an endpoint whose parent is missing.
                 let parent = netdev::ifindex(&m.parent).ok_or_else(|| crate::host::apply::ApplyError::NoParent {
                     endpoint: resolved.name.clone(),
@@ -649,8 +649,8 @@ impl Plugin {
                     crate::host::macvlan::create_link(&handle, &peer, parent, mode, resolved.mac, mtu, None).await?;
                 }
             }
-            None => {
-                netdev::create_docker_veth(&handle, &host_end, &peer, resolved.mac, net.mtu).await?;
+            crate::state::model::NetworkKind::Overlay(o) => {
+                netdev::create_docker_veth(&handle, &host_end, &peer, resolved.mac, o.mtu).await?;
             }
         }
         let (id, sandbox) = (r.endpoint_id.clone(), r.sandbox_key.clone());

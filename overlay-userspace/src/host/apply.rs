@@ -345,7 +345,7 @@ pub async fn up(
     // nothing else (no veth, no program, no map entry). Docker's get theirs
     // from the plugin at Join, which Docker moves into the container.
     let (local, subs): (Vec<_>, Vec<_>) =
-        local.into_iter().partition(|e| cluster.networks[e.network].macvlan.is_none());
+        local.into_iter().partition(|e| cluster.networks[e.network].macvlan().is_none());
     let subs: Vec<_> = subs.into_iter().filter(|e| !e.docker()).collect();
     // Everything the user could have got wrong, before touching the kernel.
     let mut record = macvlan::Record::load(Path::new(macvlan::RECORD_DIR), pins);
@@ -458,11 +458,12 @@ async fn up_inner(
     let mut facts = HostFacts { underlay_ifindex, unhealthy: opts.unhealthy.clone(), ..Default::default() };
     for (i, e) in local.iter().enumerate() {
         let net = &cluster.networks[e.network];
+        let overlay = net.overlay().expect("partitioned above: an overlay network");
         let c = ContainerIf {
             netns: e.netns.clone(),
             ifname: e.ifname.clone(),
             mac: e.mac,
-            mtu: net.mtu,
+            mtu: overlay.mtu,
             ip: e.ip,
             prefix_len: e.prefix_len,
             gateway: e.gateway,
@@ -493,7 +494,7 @@ async fn up_inner(
         }
         let idx = netdev::set_host_end(&handle, &v).await?;
         let mac = netdev::link_mac(&v).ok_or_else(|| netdev::NetdevError::NoSuchInterface(v.clone()))?;
-        netdev::host_route(&handle, idx, e.ip, e.mac, net.mtu).await?;
+        netdev::host_route(&handle, idx, e.ip, e.mac, overlay.mtu).await?;
         let filter = match loader::has_tcx() {
             true => None,
             false => netdev::ingress_bpf_filter(&handle, idx, overlay_common::PROG_TC_ENDPOINT).await?,
@@ -636,7 +637,7 @@ fn macvlan_parents(
     let mut parents = BTreeMap::new();
     for e in subs {
         let net = &cluster.networks[e.network];
-        let mv = net.macvlan.as_ref().expect("a macvlan network");
+        let mv = net.macvlan().expect("a macvlan network");
         if !e.netns.exists() {
             return Err(ApplyError::NoNetns { endpoint: e.name.clone(), path: e.netns.display().to_string() }.into());
         }
@@ -648,10 +649,10 @@ fn macvlan_parents(
         };
         let ifindex = netdev::ifindex(&mv.parent).ok_or_else(no_parent)?;
         let mtu = netdev::link_mtu(ifindex).ok_or_else(no_parent)?;
-        if net.mtu > mtu {
+        if let Some(want) = mv.mtu.filter(|&want| want > mtu) {
             return Err(ApplyError::MacvlanMtu {
                 network: net.name.clone(),
-                mtu: net.mtu,
+                mtu: want,
                 parent: mv.parent.clone(),
                 parent_mtu: mtu,
                 host: host.clone(),
@@ -695,7 +696,7 @@ async fn sync_macvlans(
     for (i, e) in subs.iter().enumerate() {
         let handle = handle.as_ref().expect("connected");
         let net = &cluster.networks[e.network];
-        let mv = net.macvlan.as_ref().expect("a macvlan network");
+        let mv = net.macvlan().expect("a macvlan network");
         let parent = parents[&mv.parent];
         let mode = macvlan::kernel_mode(mv.mode);
         let mac = macvlan::mac(mv, e.mac);
@@ -703,7 +704,7 @@ async fn sync_macvlans(
             netns: e.netns.clone(),
             ifname: e.ifname.clone(),
             mac,
-            mtu: if net.mtu == 0 { parent.mtu } else { net.mtu },
+            mtu: mv.mtu.unwrap_or(parent.mtu),
             ip: e.ip,
             prefix_len: e.prefix_len,
             gateway: e.gateway,
@@ -793,7 +794,7 @@ async fn encrypted_hop(
     report: &mut UpReport,
     progress: &dyn Fn(&str),
 ) -> Result<Option<wireguard::Devices>> {
-    if !cluster.networks.iter().any(|n| n.encrypted) {
+    if !cluster.networks.iter().any(|n| n.encrypted()) {
         return Ok(None);
     }
     let me = &cluster.hosts[h];

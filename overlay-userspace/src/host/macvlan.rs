@@ -51,9 +51,10 @@ pub fn mac(m: &crate::state::model::Macvlan, mac: Mac) -> Mac {
 /// The MTU `net`'s interfaces get on this host: the network's, or for a
 /// macvlan network without one its parent's (None: no such parent here).
 pub fn mtu(net: &crate::state::model::Network) -> Option<u32> {
-    match &net.macvlan {
-        Some(m) if net.mtu == 0 => netdev::ifindex(&m.parent).and_then(netdev::link_mtu),
-        _ => Some(net.mtu),
+    use crate::state::model::NetworkKind;
+    match &net.kind {
+        NetworkKind::Macvlan(m) => m.mtu.or_else(|| netdev::ifindex(&m.parent).and_then(netdev::link_mtu)),
+        NetworkKind::Overlay(o) => Some(o.mtu),
     }
 }
 
@@ -61,7 +62,7 @@ pub fn mtu(net: &crate::state::model::Network) -> Option<u32> {
 /// (`default_route`) gets that route: not on an internal macvlan network,
 /// whose gateway is no router of ours.
 pub fn default_route(net: &crate::state::model::Network, default_route: bool) -> bool {
-    default_route && !(net.macvlan.is_some() && net.internal)
+    default_route && !(net.macvlan().is_some() && net.internal)
 }
 
 /// One sub-interface a host made.

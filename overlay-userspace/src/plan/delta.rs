@@ -44,9 +44,9 @@ pub enum EndpointWrite {
 }
 
 struct Net {
-    vni: u32,
-    /// This host programs the network's endpoints.
-    programmed: bool,
+    /// The VNI when this host programs the network's endpoints (an overlay
+    /// network it has endpoints of, or the mesh's): where writes go.
+    programmed: Option<u32>,
     spec: NetworkSpec,
 }
 
@@ -135,7 +135,10 @@ impl Incremental {
                 taken.insert((n.name.clone(), s.gateway));
                 taken.extend(s.aux_addresses.values().map(|a| (n.name.clone(), *a)));
             }
-            nets.insert(n.name.clone(), Net { vni: n.vni, programmed: programmed.contains(&i), spec: spec.clone() });
+            nets.insert(
+                n.name.clone(),
+                Net { programmed: n.vni().filter(|_| programmed.contains(&i)), spec: spec.clone() },
+            );
         }
         for s in &cluster.services {
             if let Some(vip) = s.vip {
@@ -283,17 +286,17 @@ impl Incremental {
             }
             placed = Some(Placed { ip, mac, netns, ifname });
         }
-        let (vni, programmed) = (net.vni, net.programmed);
-        let key = |ip: Ipv4Addr| EndpointKey { vni, ip: ip.octets() };
+        let programmed = net.programmed;
+        let key = |vni: u32, ip: Ipv4Addr| EndpointKey { vni, ip: ip.octets() };
         // The new entry before the old one goes (make-before-break).
         let mut writes = Vec::new();
-        if let (Some(p), Some(vtep), true) = (&placed, vtep, programmed) {
-            writes.push(EndpointWrite::Put(key(p.ip), reconcile::remote_endpoint(p.mac, vtep)));
+        if let (Some(p), Some(vtep), Some(vni)) = (&placed, vtep, programmed) {
+            writes.push(EndpointWrite::Put(key(vni, p.ip), reconcile::remote_endpoint(p.mac, vtep)));
         }
         if let Some(o) = &old {
             self.remove(&net_name, &name);
-            if programmed && placed.as_ref().map(|p| p.ip) != Some(o.ip) {
-                writes.push(EndpointWrite::Delete(key(o.ip)));
+            if let Some(vni) = programmed.filter(|_| placed.as_ref().map(|p| p.ip) != Some(o.ip)) {
+                writes.push(EndpointWrite::Delete(key(vni, o.ip)));
             }
         }
         if let Some(p) = placed {

@@ -264,9 +264,9 @@ pub fn programmed_networks(cluster: &Cluster, host: usize) -> BTreeSet<usize> {
     cluster
         .local_endpoints(host)
         .map(|e| e.network)
-        .chain(cluster.networks.iter().enumerate().filter(|(_, n)| n.ingress).map(|(i, _)| i))
+        .chain(cluster.networks.iter().enumerate().filter(|(_, n)| n.ingress()).map(|(i, _)| i))
         .chain(cluster.services.iter().filter(|s| ingress_published(s)).map(|s| s.network))
-        .filter(|&n| cluster.networks[n].macvlan.is_none())
+        .filter(|&n| cluster.networks[n].macvlan().is_none())
         .collect()
 }
 
@@ -296,26 +296,28 @@ pub fn desired(cluster: &Cluster, host: usize, facts: &HostFacts) -> MapContents
     for (i, h) in cluster.hosts.iter().enumerate() {
         m.vteps.insert(h.address.octets(), VtepValue { host_id: i as u32, flags: 0 });
     }
-    for (ni, n) in cluster.networks.iter().enumerate().filter(|(_, n)| n.macvlan.is_none()) {
+    for (ni, n) in cluster.networks.iter().enumerate() {
+        // A macvlan network's endpoints are on the LAN, not in the maps.
+        let Some(o) = n.overlay() else { continue };
         let local = cluster.endpoints.iter().any(|e| e.network == ni && e.host == host);
         let gw = n.subnets[0].gateway;
         let flags = (if n.internal { NETWORK_F_INTERNAL } else { 0 })
-            | (if n.ingress { NETWORK_F_INGRESS } else { 0 })
+            | (if o.ingress { NETWORK_F_INGRESS } else { 0 })
             | (if local { NETWORK_F_LOCAL } else { 0 })
-            | (if n.encrypted { NETWORK_F_ENCRYPTED } else { 0 });
+            | (if o.encrypted { NETWORK_F_ENCRYPTED } else { 0 });
         m.networks.insert(
-            n.vni,
+            o.vni,
             NetworkValue {
                 gateway: gw.octets(),
                 gateway_mac: gateway_mac(gw.octets()),
-                mtu: n.mtu.min(u16::MAX as u32) as u16,
+                mtu: o.mtu.min(u16::MAX as u32) as u16,
                 flags,
             },
         );
         for s in &n.subnets {
             m.subnets.insert(
                 (s.subnet.prefix_len() as u32, s.subnet.network().octets()),
-                SubnetValue { vni: n.vni, gateway: s.gateway.octets() },
+                SubnetValue { vni: o.vni, gateway: s.gateway.octets() },
             );
         }
     }
@@ -330,10 +332,10 @@ pub fn desired(cluster: &Cluster, host: usize, facts: &HostFacts) -> MapContents
     // has are translated until the flows end.
     let backends: BTreeSet<usize> = cluster.services.iter().flat_map(|s| s.backends.iter().copied()).collect();
     for (i, e) in cluster.endpoints.iter().enumerate() {
-        if !programmed.contains(&e.network) {
+        // Programmed networks are overlay networks.
+        let (true, Some(vni)) = (programmed.contains(&e.network), cluster.networks[e.network].vni()) else {
             continue;
-        }
-        let vni = cluster.networks[e.network].vni;
+        };
         let local = if e.host == host { facts.veths.get(&e.key).copied() } else { None };
         // A local endpoint without its veth (a Docker container not joined
         // yet, or gone): nothing to deliver to.
@@ -379,7 +381,8 @@ pub fn desired(cluster: &Cluster, host: usize, facts: &HostFacts) -> MapContents
         slot
     };
     for s in &cluster.services {
-        let vni = cluster.networks[s.network].vni;
+        // Services live on overlay networks (the resolver refuses others).
+        let Some(vni) = cluster.networks[s.network].vni() else { continue };
         let id = service_id(&s.name);
         let healthy: Vec<usize> =
             s.backends.iter().copied().filter(|&b| !facts.unhealthy.contains(&cluster.endpoints[b].key)).collect();

@@ -70,7 +70,7 @@ impl Zone {
             for s in &n.subnets {
                 // A macvlan network is not served (docs/dns.md): its gateway is
                 // the LAN's router.
-                if n.macvlan.is_none() {
+                if n.macvlan().is_none() {
                     z.gateways.insert(s.gateway, i);
                 }
                 z.subnets.push(s.subnet);
@@ -103,7 +103,7 @@ impl Zone {
         }
         // A client's networks: those of every endpoint in its netns, on its host.
         let mut by_netns: HashMap<(usize, &std::path::Path), Vec<usize>> = HashMap::new();
-        let served = |e: &&crate::state::model::Endpoint| c.networks[e.network].macvlan.is_none();
+        let served = |e: &&crate::state::model::Endpoint| c.networks[e.network].macvlan().is_none();
         for e in c.endpoints.iter().filter(served) {
             by_netns.entry((e.host, e.netns.as_path())).or_default().push(e.network);
         }
@@ -121,7 +121,7 @@ impl Zone {
         // Not a macvlan network's: its gateway is the LAN's router, and its
         // containers cannot reach their own host anyway.
         let nets: BTreeSet<usize> =
-            c.local_endpoints(h).map(|e| e.network).filter(|&n| c.networks[n].macvlan.is_none()).collect();
+            c.local_endpoints(h).map(|e| e.network).filter(|&n| c.networks[n].macvlan().is_none()).collect();
         nets.iter().flat_map(|&n| c.networks[n].subnets.iter().map(|s| s.gateway)).collect()
     }
 

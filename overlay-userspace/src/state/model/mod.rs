@@ -82,16 +82,30 @@ pub struct Subnet {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Network {
     pub name: String,
-    pub vni: u32,
     pub subnets: Vec<Subnet>,
-    pub mtu: u32,
     pub attachable: bool,
     pub internal: bool,
-    pub ingress: bool,
+    /// What carries it between hosts, with what only that kind has.
+    pub kind: NetworkKind,
+}
+
+/// A network's kind: a VXLAN overlay between the hosts, or macvlan
+/// sub-interfaces on the hosts' LAN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetworkKind {
+    Overlay(Overlay),
+    Macvlan(Macvlan),
+}
+
+/// An overlay network's VXLAN side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overlay {
+    pub vni: u32,
+    /// The endpoints' MTU: the underlay's less VXLAN (and WireGuard).
+    pub mtu: u32,
     pub encrypted: bool,
-    /// `driver: macvlan`: no VXLAN and no VNI (`vni` is 0); `mtu` 0 means
-    /// the parent's.
-    pub macvlan: Option<Macvlan>,
+    /// The routing mesh's network.
+    pub ingress: bool,
 }
 
 /// A macvlan network's sub-interfaces: of which host device, in which mode.
@@ -99,12 +113,51 @@ pub struct Network {
 pub struct Macvlan {
     pub parent: String,
     pub mode: MacvlanMode,
+    /// None: the parent's.
+    pub mtu: Option<u32>,
 }
 
 impl Network {
     /// The subnet holding `ip`, if any.
     pub fn subnet_of(&self, ip: Ipv4Addr) -> Option<&Subnet> {
         self.subnets.iter().find(|s| s.subnet.contains(&ip))
+    }
+
+    pub fn overlay(&self) -> Option<&Overlay> {
+        match &self.kind {
+            NetworkKind::Overlay(o) => Some(o),
+            NetworkKind::Macvlan(_) => None,
+        }
+    }
+
+    pub fn macvlan(&self) -> Option<&Macvlan> {
+        match &self.kind {
+            NetworkKind::Macvlan(m) => Some(m),
+            NetworkKind::Overlay(_) => None,
+        }
+    }
+
+    /// The VXLAN network identifier; a macvlan network has none.
+    pub fn vni(&self) -> Option<u32> {
+        self.overlay().map(|o| o.vni)
+    }
+
+    /// Between hosts only through WireGuard (never a macvlan network).
+    pub fn encrypted(&self) -> bool {
+        self.overlay().is_some_and(|o| o.encrypted)
+    }
+
+    /// The routing mesh's network (never a macvlan network).
+    pub fn ingress(&self) -> bool {
+        self.overlay().is_some_and(|o| o.ingress)
+    }
+
+    /// The endpoints' MTU; None: a macvlan network's parent's.
+    pub fn mtu(&self) -> Option<u32> {
+        match &self.kind {
+            NetworkKind::Overlay(o) => Some(o.mtu),
+            NetworkKind::Macvlan(m) => m.mtu,
+        }
     }
 }
 

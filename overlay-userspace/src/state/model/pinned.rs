@@ -11,7 +11,7 @@ pub fn pinned(state: &State, cluster: &Cluster) -> State {
     for n in &mut s.networks {
         let Some(r) = cluster.networks.iter().find(|r| r.name == n.name) else { continue };
         // A macvlan network has no VNI to pin.
-        n.vni = r.macvlan.is_none().then_some(r.vni);
+        n.vni = r.vni();
         for sub in &mut n.subnets {
             if let Some(rs) = r.subnets.iter().find(|rs| rs.subnet == sub.subnet) {
                 sub.gateway = Some(rs.gateway);

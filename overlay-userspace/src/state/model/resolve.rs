@@ -1006,15 +1006,29 @@ fn resolve_networks(state: &State) -> Vec<Network> {
     let mut next = FIRST_AUTO_VNI;
     let mut networks = Vec::new();
     for n in &state.networks {
-        let vni = match n.vni {
-            Some(v) => v,
-            None if n.driver == Driver::Macvlan => 0,
-            None => {
-                while used_vni.contains(&next) {
-                    next += 1;
-                }
-                used_vni.insert(next);
-                next
+        let kind = match n.driver {
+            Driver::Macvlan => NetworkKind::Macvlan(Macvlan {
+                parent: n.parent.clone().unwrap_or_default(),
+                mode: n.macvlan_mode.unwrap_or_default(),
+                mtu: n.mtu,
+            }),
+            Driver::Overlay => {
+                let vni = match n.vni {
+                    Some(v) => v,
+                    None => {
+                        while used_vni.contains(&next) {
+                            next += 1;
+                        }
+                        used_vni.insert(next);
+                        next
+                    }
+                };
+                NetworkKind::Overlay(Overlay {
+                    vni,
+                    mtu: network_mtu(n, cl.underlay_mtu),
+                    encrypted: n.encrypted,
+                    ingress: n.ingress,
+                })
             }
         };
         let subnets = n
@@ -1027,20 +1041,7 @@ fn resolve_networks(state: &State) -> Vec<Network> {
                 aux_addresses: s.aux_addresses.clone(),
             })
             .collect();
-        networks.push(Network {
-            name: n.name.clone(),
-            vni,
-            subnets,
-            mtu: network_mtu(n, cl.underlay_mtu),
-            attachable: n.attachable,
-            internal: n.internal,
-            ingress: n.ingress,
-            encrypted: n.encrypted,
-            macvlan: (n.driver == Driver::Macvlan).then(|| Macvlan {
-                parent: n.parent.clone().unwrap_or_default(),
-                mode: n.macvlan_mode.unwrap_or_default(),
-            }),
-        });
+        networks.push(Network { name: n.name.clone(), subnets, attachable: n.attachable, internal: n.internal, kind });
     }
     networks
 }
@@ -1053,7 +1054,7 @@ fn claims(networks: &[Network], hosts: &[HostSpec]) -> (Vec<BTreeSet<Ipv4Addr>>,
     let taken: Vec<BTreeSet<Ipv4Addr>> = networks
         .iter()
         .map(|n| {
-            let hosts = hosts.iter().map(|h| h.address).filter(|a| n.macvlan.is_some() && n.subnet_of(*a).is_some());
+            let hosts = hosts.iter().map(|h| h.address).filter(|a| n.macvlan().is_some() && n.subnet_of(*a).is_some());
             n.subnets
                 .iter()
                 .flat_map(|s| std::iter::once(s.gateway).chain(s.aux_addresses.values().copied()))
@@ -1064,7 +1065,7 @@ fn claims(networks: &[Network], hosts: &[HostSpec]) -> (Vec<BTreeSet<Ipv4Addr>>,
     // Owner of each explicitly given address, for duplicate errors.
     let mut owners: HashMap<Ipv4Addr, String> = HashMap::new();
     for n in networks {
-        if n.macvlan.is_some() {
+        if n.macvlan().is_some() {
             for h in hosts.iter().filter(|h| n.subnet_of(h.address).is_some()) {
                 owners.insert(h.address, format!("host {:?} (on macvlan network {:?}'s LAN)", h.name, n.name));
             }

@@ -82,9 +82,9 @@ fn edit(from: &str, to: &str) -> String {
 fn base_resolves_with_docker_defaults() {
     let c = ok(BASE);
     assert_eq!(c.vxlan_port, 4789);
-    assert_eq!(c.networks[0].vni, 4096);
-    assert_eq!(c.networks[1].vni, 4097);
-    assert_eq!(c.networks[1].mtu, 1450);
+    assert_eq!(c.networks[0].vni(), Some(4096));
+    assert_eq!(c.networks[1].vni(), Some(4097));
+    assert_eq!(c.networks[1].mtu(), Some(1450));
     assert_eq!(c.networks[0].subnets[0].gateway, Ipv4Addr::new(10, 255, 0, 1));
     let w1 = &c.endpoints[0];
     assert_eq!(w1.ip, Ipv4Addr::new(10, 0, 0, 3));
@@ -241,11 +241,11 @@ fn allocation_is_deterministic_and_stable_under_edits() {
 fn auto_vnis_skip_explicit_ones_in_file_order() {
     let y = edit("ingress: true\n", "ingress: true\n    vni: 4097\n");
     let c = ok(&y);
-    assert_eq!(c.networks[0].vni, 4097);
-    assert_eq!(c.networks[1].vni, 4096);
+    assert_eq!(c.networks[0].vni(), Some(4097));
+    assert_eq!(c.networks[1].vni(), Some(4096));
     let y = edit("    attachable: true", "    attachable: true\n    vni: 4096");
     let c = ok(&y);
-    assert_eq!((c.networks[0].vni, c.networks[1].vni), (4097, 4096));
+    assert_eq!((c.networks[0].vni(), c.networks[1].vni()), (Some(4097), Some(4096)));
 }
 
 #[test]
@@ -270,9 +270,9 @@ fn encryption_is_accepted_where_the_kernel_can() {
     let st = parse_state("t", y.as_bytes()).unwrap();
     let c = resolve("t", &st, Capabilities { encryption: true }).unwrap();
     let n = &c.networks[1];
-    assert!(n.encrypted);
+    assert!(n.encrypted());
     // VXLAN (50) and WireGuard (60) inside the underlay's 1500.
-    assert_eq!(n.mtu, 1390, "the default MTU leaves room for both");
+    assert_eq!(n.mtu(), Some(1390), "the default MTU leaves room for both");
     assert_eq!(c.wireguard_port, 51820);
     assert_eq!(c.hosts[1].wireguard_key.map(|k| crate::state::model::Key(k).to_string()).as_deref(), Some(key));
     assert_eq!(c.hosts[0].wireguard_key, None);
@@ -403,11 +403,11 @@ fn endpoint_names_are_unique_within_a_network_not_across_networks() {
 fn a_macvlan_network_sits_on_the_hosts_lan_without_a_vni() {
     let c = ok(MACVLAN_BASE);
     let lan = c.networks.iter().find(|n| n.name == "lan").unwrap();
-    assert_eq!(lan.macvlan, Some(Macvlan { parent: "eth0".into(), mode: MacvlanMode::Private }));
-    assert_eq!(lan.vni, 0, "no VNI");
-    assert_eq!(lan.mtu, 0, "the parent's MTU, which each host knows");
+    let want = Macvlan { parent: "eth0".into(), mode: MacvlanMode::Private, mtu: None };
+    assert_eq!(lan.kind, NetworkKind::Macvlan(want), "no VNI, and the parent's MTU, which each host knows");
+    assert_eq!((lan.vni(), lan.mtu()), (None, None));
     // The overlays' automatic VNIs are unchanged by the macvlan network.
-    assert_eq!(c.networks.iter().filter(|n| n.macvlan.is_none()).map(|n| n.vni).collect::<Vec<_>>(), [4096, 4097]);
+    assert_eq!(c.networks.iter().filter_map(|n| n.vni()).collect::<Vec<_>>(), [4096, 4097]);
     // Addresses from the ip_range, never a host's (.194 and .195 are in it).
     let ips: Vec<_> = c.endpoints.iter().filter(|e| c.networks[e.network].name == "lan").map(|e| e.ip).collect();
     assert_eq!(ips.len(), 2);
@@ -434,7 +434,7 @@ fn a_macvlan_network_sits_on_the_hosts_lan_without_a_vni() {
     assert!(e.contains("192.168.246.194") && e.contains("node1"), "{e}");
     // The mode defaults to bridge; the state round-trips.
     let y = MACVLAN_BASE.replace("    macvlan_mode: private\n", "");
-    assert_eq!(ok(&y).networks[2].macvlan.as_ref().unwrap().mode, MacvlanMode::Bridge);
+    assert_eq!(ok(&y).networks[2].macvlan().as_ref().unwrap().mode, MacvlanMode::Bridge);
     let st = parse_state("t", MACVLAN_BASE.as_bytes()).unwrap();
     let again = serde_yaml::to_string(&st).unwrap();
     assert_eq!(parse_state("t", again.as_bytes()).unwrap(), st);

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::{
     state::error::Result,
-    state::model::{self, Cluster, NetworkSpec, State, SubnetSpec},
+    state::model::{self, Cluster, NetworkKind, NetworkSpec, State, SubnetSpec},
 };
 
 /// What `network create/rm/inspect` refuse (all user errors, exit 1).
@@ -198,8 +198,11 @@ pub fn remove(state: &mut State, names: &[String]) -> Result<(), NetworkError> {
     Ok(())
 }
 
-/// A stable 64-hex-digit ID, shaped like Docker's network IDs.
-pub fn network_id(name: &str, vni: u32) -> String {
+/// A stable 64-hex-digit ID, shaped like Docker's network IDs, from a name
+/// and its network's VNI (a macvlan network has none, and counts as 0: the
+/// IDs it has always had).
+pub fn network_id(name: &str, vni: Option<u32>) -> String {
+    let vni = vni.unwrap_or(0);
     let a = model::fnv1a(format!("{name}/{vni}").as_bytes());
     let b = model::fnv1a(format!("{vni}/{name}").as_bytes());
     let c = model::fnv1a(&a.to_le_bytes());
@@ -217,15 +220,15 @@ pub fn ls(cluster: &Cluster, quiet: bool) -> String {
         ));
     }
     for n in &cluster.networks {
-        let id = &network_id(&n.name, n.vni)[..12];
+        let id = &network_id(&n.name, n.vni())[..12];
         if quiet {
             out.push_str(&format!("{id}\n"));
             continue;
         }
         let subnets: Vec<String> = n.subnets.iter().map(|s| s.subnet.to_string()).collect();
-        let (driver, vni) = match n.macvlan {
-            Some(_) => ("macvlan", "-".to_string()),
-            None => ("overlay", n.vni.to_string()),
+        let (driver, vni) = match n.vni() {
+            None => ("macvlan", "-".to_string()),
+            Some(vni) => ("overlay", vni.to_string()),
         };
         out.push_str(&format!(
             "{:<14}{:<20}{:<10}{:<8}{:<10}{}\n",
@@ -267,7 +270,7 @@ pub fn inspect(cluster: &Cluster, ni: usize) -> Value {
             e.name.clone(),
             json!({
                 "Name": e.name,
-                "EndpointID": network_id(&e.name, n.vni),
+                "EndpointID": network_id(&e.name, n.vni()),
                 "MacAddress": e.mac.to_string(),
                 "IPv4Address": format!("{}/{}", e.ip, e.prefix_len),
                 "IPv6Address": "",
@@ -301,32 +304,32 @@ pub fn inspect(cluster: &Cluster, ni: usize) -> Value {
             .collect()
     };
     // Docker's options as `network create -o` sets them.
-    let (driver, options) = match &n.macvlan {
-        Some(m) => {
+    let (driver, options) = match &n.kind {
+        NetworkKind::Macvlan(m) => {
             let mut o = json!({"parent": m.parent, "macvlan_mode": m.mode.name()});
-            if n.mtu != 0 {
-                o["com.docker.network.driver.mtu"] = json!(n.mtu.to_string());
+            if let Some(mtu) = m.mtu {
+                o["com.docker.network.driver.mtu"] = json!(mtu.to_string());
             }
             ("macvlan", o)
         }
-        None => (
+        NetworkKind::Overlay(o) => (
             "overlay",
             json!({
-                "com.docker.network.driver.overlay.vxlanid_list": n.vni.to_string(),
-                "com.docker.network.driver.mtu": n.mtu.to_string(),
+                "com.docker.network.driver.overlay.vxlanid_list": o.vni.to_string(),
+                "com.docker.network.driver.mtu": o.mtu.to_string(),
             }),
         ),
     };
     let mut v = json!({
         "Name": n.name,
-        "Id": network_id(&n.name, n.vni),
+        "Id": network_id(&n.name, n.vni()),
         "Scope": "swarm",
         "Driver": driver,
         "EnableIPv6": false,
         "IPAM": {"Driver": "default", "Options": null, "Config": config},
         "Internal": n.internal,
         "Attachable": n.attachable,
-        "Ingress": n.ingress,
+        "Ingress": n.ingress(),
         "ConfigFrom": {"Network": ""},
         "ConfigOnly": false,
         "Containers": containers,
@@ -336,7 +339,7 @@ pub fn inspect(cluster: &Cluster, ni: usize) -> Value {
         "Services": services,
     });
     // Docker's macvlan networks have no peers (no VXLAN between hosts).
-    if n.macvlan.is_some() {
+    if n.macvlan().is_some() {
         v.as_object_mut().expect("an object").remove("Peers");
     }
     v
