@@ -1,4 +1,5 @@
-//! The routing mesh in XDP, on the underlay device.
+//! The routing mesh: every step of a mesh flow, in XDP on the underlay
+//! device and in TC on a backend's veth.
 //!
 //! A client's packet to any host's address on a published port gets a backend
 //! from the service's Maglev table (kept for the flow's life by the connection
@@ -8,15 +9,19 @@
 //! it. That host remembers (`CtAction::Tunnel`) to send the replies back the
 //! same way, marked `VXLAN_MESH_REPLY`; here they get the published address
 //! back (`CtAction::SnatOut`, [`conntrack::translate_reply`]) and go out to
-//! the client.
+//! the client. A backend on the ingress host itself replies through TC: its
+//! reply is translated there and leaves by the underlay ([`backend_reply`]),
+//! as does a remote backend's reply, tunnelled back.
 
+use aya_ebpf::programs::TcContext;
 use overlay_common::*;
 use overlay_wire::{eth, ipv4, nat, vxlan::Encap};
 
 use crate::{
     conntrack,
-    encap::xdp_push,
+    encap::{tc_tunnel, xdp_push},
     fib::{next_hop, transmit, vtep_hop, Hop},
+    forward::to_underlay,
     lb::{count_backend, flow_hash, now_ns, pick},
     maps::{endpoint, network, service, wg_config},
     packet::{Outcome, Packet, Xdp},
@@ -141,4 +146,28 @@ pub fn remember_ingress(cfg: &HostConfig, key: &CtKey, vtep: [u8; 4], vni: u32) 
     }
     let v = CtValue { action: CtAction::Tunnel as u8, vtep, vni, last_seen_ns: now, ..Default::default() };
     conntrack::put(&rkey, &v);
+}
+
+/// A backend's reply to a routing-mesh client, in TC on the backend's veth
+/// (endpoint `me`), by its flow's connection-table entry `c` (`action`):
+/// - `SnatOut`: the client came in through this host: the reply gets the
+///   published address back and goes straight out of the underlay;
+/// - `Tunnel`: it came in through another host (`c.vtep`): the reply goes
+///   back through that host, which translates it ([`reply`]).
+#[inline(always)]
+pub fn backend_reply(
+    ctx: &TcContext,
+    cfg: &HostConfig,
+    me: &IfaceValue,
+    ihl: usize,
+    key: &CtKey,
+    action: CtAction,
+    c: &CtValue,
+) -> Outcome<i32> {
+    if action == CtAction::SnatOut {
+        conntrack::translate_reply(ctx, eth::HEADER_LEN, ihl, key, c)?;
+        return to_underlay(ctx, cfg, Reason::MeshReplied);
+    }
+    let gw_mac = network(c.vni).map(|n| n.gateway_mac).unwrap_or_default();
+    tc_tunnel(ctx, c.vtep, c.vni, VXLAN_MESH_REPLY, gw_mac, me.mac, Reason::MeshTunneledBack)
 }

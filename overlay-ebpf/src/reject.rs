@@ -97,8 +97,10 @@ pub fn tc(ctx: &TcContext) -> Outcome<i32> {
     redirect(ctx, ifindex, Reason::RejectNoBackend)
 }
 
-/// The skb made `N` bytes long and linear, and a view of those bytes.
+/// The skb made `N` bytes long and linear, and a view of those bytes (the
+/// packet's memory, as [`Packet::bytes`] gives it).
 #[inline(always)]
+#[allow(clippy::mut_from_ref)]
 fn tc_resize<const N: usize>(ctx: &TcContext) -> Result<&mut [u8; N], Reason> {
     // SAFETY: the helpers take the program's own skb; packet pointers are
     // taken again afterwards.

@@ -9,11 +9,11 @@ use overlay_wire::{eth, ipv4, nat};
 
 use crate::{
     conntrack,
-    encap::tc_tunnel,
-    forward::{route_to, to_underlay},
+    forward::route_to,
     icmp::too_big,
     lb::{count_backend, now_ns, pick},
-    maps::{endpoint, host_config, network, service},
+    maps::{endpoint, host_config, service},
+    mesh,
     packet::{Outcome, Packet},
 };
 
@@ -42,20 +42,8 @@ pub fn translate(ctx: &TcContext, me: &IfaceValue, ifindex: u32, ihl: usize, pro
                     conntrack::translate_reply(ctx, L3, ihl, &key, &c).and_then(|()| route_to(ctx, me, c.new_dst)),
                 );
             }
-            Some(CtAction::SnatOut) => {
-                // A local backend's reply to a routing-mesh client: from the
-                // published address, straight out of the underlay.
-                return Some(
-                    conntrack::translate_reply(ctx, L3, ihl, &key, &c)
-                        .and_then(|()| to_underlay(ctx, cfg, Reason::MeshReplied)),
-                );
-            }
-            Some(CtAction::Tunnel) => {
-                // A backend's reply to a routing-mesh client that came in
-                // through another host: back through that host, which
-                // translates it.
-                let gw_mac = network(c.vni).map(|n| n.gateway_mac).unwrap_or_default();
-                return Some(tc_tunnel(ctx, c.vtep, c.vni, VXLAN_MESH_REPLY, gw_mac, me.mac, Reason::MeshTunneledBack));
+            Some(action @ (CtAction::SnatOut | CtAction::Tunnel)) => {
+                return Some(mesh::backend_reply(ctx, cfg, me, ihl, &key, action, &c));
             }
             Some(CtAction::Dnat) | None => {}
         }

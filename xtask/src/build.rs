@@ -51,28 +51,24 @@ pub fn build_static() -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// `cargo <sub>` on the eBPF crate as it is built: nightly,
+/// bpfel-unknown-none, core built from source, release, with BTF.
+pub fn ebpf_cargo(sub: &str) -> Command {
+    let mut c = Command::new("rustup");
+    c.current_dir(root())
+        .args(["run", "nightly", "cargo", sub, "-p", "overlay-ebpf", "--target", "bpfel-unknown-none"])
+        .args(["-Z", "build-std=core", "--release"])
+        // BTF for the maps and programs, so bpftool prints field names.
+        .env("CARGO_ENCODED_RUSTFLAGS", ["-Cdebuginfo=2", "-Clink-arg=--btf"].join("\x1f"))
+        .env("PATH", path_with_cargo_bin());
+    c
+}
+
 /// Builds the eBPF object with BTF; returns its path.
 pub fn build_ebpf() -> Result<PathBuf> {
     let t = Instant::now();
     step("build: eBPF programs (nightly, bpfel-unknown-none)");
-    run(Command::new("rustup")
-        .current_dir(root())
-        .args([
-            "run",
-            "nightly",
-            "cargo",
-            "build",
-            "-p",
-            "overlay-ebpf",
-            "--target",
-            "bpfel-unknown-none",
-            "-Z",
-            "build-std=core",
-            "--release",
-        ])
-        // BTF for the maps and programs, so bpftool prints field names.
-        .env("CARGO_ENCODED_RUSTFLAGS", ["-Cdebuginfo=2", "-Clink-arg=--btf"].join("\x1f"))
-        .env("PATH", path_with_cargo_bin()))?;
+    run(&mut ebpf_cargo("build"))?;
     let obj = root().join("target/bpfel-unknown-none/release/overlay-ebpf");
     step(&format!("build: eBPF object {} ({:.1}s)", obj.display(), t.elapsed().as_secs_f64()));
     Ok(obj)

@@ -118,15 +118,21 @@ fn nightly_rust_src() -> Result<()> {
     run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
 }
 
-/// `cargo xtask test` checks formatting and runs clippy with the stable toolchain.
+/// `cargo xtask test` checks formatting and runs clippy with the stable
+/// toolchain on the host crates, and with the nightly on the eBPF crate (its
+/// real build, for bpfel-unknown-none).
 fn lint_tools() -> Result<()> {
-    if succeeds(Command::new("cargo").args(["fmt", "--version"]))
-        && succeeds(Command::new("cargo").args(["clippy", "--version"]))
+    if !(succeeds(Command::new("cargo").args(["fmt", "--version"]))
+        && succeeds(Command::new("cargo").args(["clippy", "--version"])))
     {
-        return Ok(());
+        step("setup: adding rustfmt and clippy to the stable toolchain");
+        run(Command::new("rustup").args(["component", "add", "rustfmt", "clippy"]))?;
     }
-    step("setup: adding rustfmt and clippy to the stable toolchain");
-    run(Command::new("rustup").args(["component", "add", "rustfmt", "clippy"]))
+    if !succeeds(Command::new("rustup").args(["run", "nightly", "cargo", "clippy", "--version"])) {
+        step("setup: adding clippy to the nightly toolchain (for the eBPF crate)");
+        run(Command::new("rustup").args(["component", "add", "clippy", "--toolchain", "nightly"]))?;
+    }
+    Ok(())
 }
 
 /// The guests' static overlay-bpf is built for musl.

@@ -94,9 +94,10 @@ pub fn test(unit_only: bool, vm_kernels: Option<&[String]>, args: &[String]) -> 
     Ok(())
 }
 
-/// Formatting and clippy, warnings denied, on the host crates (the eBPF crate
-/// builds only for bpfel-unknown-none; its host build is an empty `main`).
-/// First, so a style slip fails in seconds rather than after the kernel tests.
+/// Formatting and clippy, warnings denied: on the host crates, and on the
+/// eBPF crate's real build (nightly, bpfel-unknown-none; its host build is an
+/// empty `main`, which lints nothing). First, so a style slip fails in
+/// seconds rather than after the kernel tests.
 fn lint() -> Result<()> {
     let t = Instant::now();
     step("test: cargo fmt --check, cargo clippy -D warnings");
@@ -110,6 +111,7 @@ fn lint() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    crate::util::run(crate::build::ebpf_cargo("clippy").args(["--", "-D", "warnings"]))?;
     step(&format!("test: fmt and clippy clean ({:.1}s)", t.elapsed().as_secs_f64()));
     Ok(())
 }
