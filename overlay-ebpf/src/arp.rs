@@ -4,7 +4,7 @@
 
 use aya_ebpf::programs::TcContext;
 use overlay_common::*;
-use overlay_wire::{arp, eth, ipv4, vxlan};
+use overlay_wire::{arp, eth, ipv4, udp};
 
 use crate::{
     fib::transmit,
@@ -58,7 +58,7 @@ pub fn answer_peer(ctx: &Xdp, cfg: &HostConfig, ifindex: u32, ihl: usize, inner:
     let bad = Reason::DropMalformed;
     let oeth = ctx.bytes::<{ eth::HEADER_LEN }>(0).ok_or(bad)?;
     let oip = ctx.bytes::<{ ipv4::HEADER_LEN }>(eth::HEADER_LEN).ok_or(bad)?;
-    let udp = ctx.bytes::<{ vxlan::UDP_LEN }>(eth::HEADER_LEN + ipv4::HEADER_LEN).ok_or(bad)?;
+    let uh = ctx.bytes::<{ udp::HEADER_LEN }>(eth::HEADER_LEN + ipv4::HEADER_LEN).ok_or(bad)?;
     let ieth = ctx.bytes::<{ eth::HEADER_LEN }>(inner).ok_or(bad)?;
     let a = ctx.bytes::<{ arp::LEN }>(inner + eth::HEADER_LEN).ok_or(bad)?;
     if !arp::is_eth_ipv4(a) || arp::oper(a) != arp::REQUEST {
@@ -68,8 +68,8 @@ pub fn answer_peer(ctx: &Xdp, cfg: &HostConfig, ifindex: u32, ihl: usize, inner:
     eth::set_dst(oeth, peer);
     eth::set_src(oeth, me);
     ipv4::turn_around(oip, cfg.underlay_ip);
-    udp[2..4].copy_from_slice(&cfg.vxlan_port.to_be_bytes());
-    udp[6..8].copy_from_slice(&[0, 0]);
+    udp::set_dst_port(uh, cfg.vxlan_port);
+    udp::clear_checksum(uh);
     arp::answer(ieth, a, mac);
     transmit(ctx, ifindex, Reason::ArpReplied)
 }

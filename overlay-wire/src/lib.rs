@@ -16,6 +16,7 @@ pub mod icmp;
 pub mod ipv4;
 pub mod nat;
 pub mod tcp;
+pub mod udp;
 pub mod vxlan;
 
 /// Reads the 4 bytes at `at` of `b` (an address).

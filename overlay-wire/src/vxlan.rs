@@ -2,10 +2,10 @@
 //! encapsulation puts in front of an inner IPv4 packet (outer Ethernet, IPv4,
 //! UDP, VXLAN, inner Ethernet).
 
-use crate::{eth, ipv4};
+use crate::{eth, ipv4, udp};
 
 pub const HEADER_LEN: usize = 8;
-pub const UDP_LEN: usize = 8;
+pub const UDP_LEN: usize = udp::HEADER_LEN;
 /// Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14): what an
 /// encapsulation adds to the inner IPv4 packet besides the outer Ethernet
 /// header, and what the underlay MTU must hold on top of the inner packet.
@@ -89,9 +89,7 @@ impl Encap {
             dont_fragment: true,
         };
         ip.emit_at(&mut h, 14);
-        h[34..36].copy_from_slice(&source_port(self.hash).to_be_bytes());
-        h[36..38].copy_from_slice(&self.port.to_be_bytes());
-        h[38..40].copy_from_slice(&(ip_len - ipv4::HEADER_LEN as u16).to_be_bytes());
+        udp::emit_at(&mut h, 34, source_port(self.hash), self.port, ip_len - ipv4::HEADER_LEN as u16);
         h[42] = FLAG_I;
         h[46..49].copy_from_slice(&self.vni.to_be_bytes()[1..4]);
         h[49] = self.marker;

@@ -14,7 +14,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use overlay_common::*;
-use overlay_wire::{eth, ipv4, vxlan};
+use overlay_wire::{eth, ipv4, udp};
 
 use crate::{
     decap, log,
@@ -70,8 +70,8 @@ fn handle(ctx: &Xdp) -> Outcome<u32> {
     }
     let Ok(ihl) = ipv4::check_header(ip) else { return pass };
     let l4 = eth::HEADER_LEN + ihl;
-    let Some(udp) = ctx.bytes::<{ vxlan::UDP_LEN }>(l4) else { return pass };
-    let (dport, udp_len) = (u16::from_be_bytes([udp[2], udp[3]]), u16::from_be_bytes([udp[4], udp[5]]));
+    let Some(uh) = ctx.bytes::<{ udp::HEADER_LEN }>(l4) else { return pass };
+    let (dport, udp_len) = (udp::dst_port(uh), udp::length(uh));
     if proto != PROTO_UDP || dport != cfg.vxlan_port {
         if decrypted {
             return Err(Reason::DropUnsupported);
@@ -85,8 +85,8 @@ fn handle(ctx: &Xdp) -> Outcome<u32> {
             // A data message (type 4, three zero bytes) longer than its
             // header and tag (32 bytes) carries a packet; the rest are
             // handshakes, cookies and keepalives.
-            let data = ctx.bytes::<{ vxlan::UDP_LEN + 4 }>(l4).is_some_and(|m| m[8..12] == [4, 0, 0, 0]);
-            let reason = match data && usize::from(udp_len) > vxlan::UDP_LEN + 32 {
+            let data = ctx.bytes::<{ udp::HEADER_LEN + 4 }>(l4).is_some_and(|m| m[8..12] == [4, 0, 0, 0]);
+            let reason = match data && usize::from(udp_len) > udp::HEADER_LEN + 32 {
                 true => Reason::WireguardData,
                 false => Reason::WireguardControl,
             };
