@@ -218,17 +218,19 @@ fn net_by_subnet(state: &State, subnet: Ipv4Net) -> Option<&NetworkSpec> {
     state.networks.iter().find(|n| n.subnets.iter().any(|s| s.subnet == subnet))
 }
 
-/// What the store's network of `subnet` refuses, if it overlaps another.
 /// Refuses a new network of Docker's that the store would refuse, in the
 /// state's own words (overlapping subnets, `-o encrypted` on a kernel
 /// without WireGuard or on a macvlan network, ...): `state` with `new`
 /// added, resolved as every write of the store is. A network of the same
 /// subnet in the store is the same network (another host made it first).
+/// `rules`: the rules that count (at RequestPool, only the pool is known, not
+/// the network's kind or options: only its overlaps count).
 fn check_new(
     mut state: State,
     mut new: NetworkSpec,
     host: &str,
     caps: crate::state::model::Capabilities,
+    rules: impl Fn(crate::state::model::Rule) -> bool,
 ) -> Result<()> {
     if net_by_subnet(&state, new.subnets[0].subnet).is_some() {
         return Ok(());
@@ -239,8 +241,16 @@ fn check_new(
     }
     new.used_by = vec![host.to_string()];
     state.networks.push(new);
-    crate::state::model::resolve("the store", &state, caps)?;
-    Ok(())
+    match crate::state::model::resolve("the store", &state, caps) {
+        Ok(_) => Ok(()),
+        Err(mut e) => {
+            e.problems.retain(|p| rules(p.rule));
+            match e.problems.is_empty() {
+                true => Ok(()),
+                false => Err(e.into()),
+            }
+        }
+    }
 }
 
 fn endpoint_by_id<'s>(state: &'s mut State, id: &str) -> Option<&'s mut EndpointSpec> {
@@ -268,9 +278,9 @@ impl Plugin {
         Ok(self.store.lock().await.read().await?)
     }
 
-    /// Refuses a network the store would refuse: see [`check_new`].
-    async fn check_new(&self, new: NetworkSpec) -> Result<()> {
-        check_new(self.read().await?, new, &self.host, crate::host::capabilities())
+    /// Refuses a network the store would refuse for `rules`: see [`check_new`].
+    async fn check_new(&self, new: NetworkSpec, rules: impl Fn(crate::state::model::Rule) -> bool) -> Result<()> {
+        check_new(self.read().await?, new, &self.host, crate::host::capabilities(), rules)
     }
 
     /// At start: which of Docker's networks are ours, and this host's Docker
@@ -347,8 +357,11 @@ impl Plugin {
         }
         let pool: Ipv4Net =
             r.pool.parse().map_err(|_| Refusal::NotIpv4Subnet { flag: "--subnet", value: r.pool.clone() })?;
+        // The pool is all Docker's IPAM call says: whether the network is an
+        // overlay or a macvlan one (whose subnet is the hosts' LAN) comes at
+        // CreateNetwork, which checks every rule.
         let new = NetworkSpec { subnets: vec![subnet_spec(pool)], ..Default::default() };
-        self.check_new(new).await?;
+        self.check_new(new, |r| r == crate::state::model::Rule::SubnetOverlap).await?;
         let mut id = format!("{ADDRESS_SPACE}/{pool}");
         if !r.sub_pool.is_empty() {
             id += &format!("/{}", r.sub_pool.replace('/', "-"));
@@ -494,7 +507,13 @@ impl Plugin {
             d.pool.parse().map_err(|_| Refusal::NotIpv4Subnet { flag: "pool", value: d.pool.clone() })?;
         // Docker's `-o` options are read as `network create` reads them, and
         // the network is checked against the store as any new network is.
-        let new = network_spec(String::new(), subnet, &r.generics(), Unknown::Refuse)?;
+        let mut new = network_spec(String::new(), subnet, &r.generics(), Unknown::Refuse)?;
+        // The addresses Docker's IPAM call gave, as the store's network gets
+        // them from Docker's API later.
+        let addr = |s: &str| s.split('/').next().unwrap_or_default().parse::<Ipv4Addr>().ok();
+        new.subnets[0].gateway = addr(&d.gateway);
+        new.subnets[0].aux_addresses =
+            d.aux_addresses.iter().flatten().filter_map(|(k, v)| Some((k.clone(), addr(v)?))).collect();
         // `-o parent=DEVICE`: a macvlan network (Docker's own macvlan
         // driver's options), its parent checked here as Docker's driver does.
         if let Some(parent) = &new.parent {
@@ -507,7 +526,7 @@ impl Plugin {
                 return Err(Refusal::PassthruFromDocker.into());
             }
         }
-        self.check_new(new).await?;
+        self.check_new(new, |_| true).await?;
         self.networks.lock().expect("not poisoned").insert(r.network_id.clone(), subnet);
         // Docker names the network once this call returns: the store's
         // network is made then (or at its first container, if sooner).
@@ -924,7 +943,7 @@ mod tests {
             Err(Error::Overlay(crate::error::Error::State(e))) => e.problems.iter().map(|p| p.rule).collect::<Vec<_>>(),
             other => panic!("not a state error: {other:?}"),
         };
-        let overlap = check_new(s.clone(), new("10.0.9.0/24", &[]).unwrap(), "n1", caps);
+        let overlap = check_new(s.clone(), new("10.0.9.0/24", &[]).unwrap(), "n1", caps, |_| true);
         assert_eq!(
             overlap.as_ref().unwrap_err().to_string(),
             "the store: networks[1] (new-10.0.9.0-24).subnets[0]: subnet 10.0.9.0/24 overlaps 10.0.0.0/16 of \
@@ -932,13 +951,19 @@ mod tests {
         );
         assert_eq!(rule(overlap), vec![Rule::SubnetOverlap]);
         // The same subnet is the same network, made by another host first.
-        check_new(s.clone(), new("10.0.0.0/16", &[]).unwrap(), "n1", caps).unwrap();
-        check_new(s.clone(), new("10.1.0.0/16", &[]).unwrap(), "n1", caps).unwrap();
+        check_new(s.clone(), new("10.0.0.0/16", &[]).unwrap(), "n1", caps, |_| true).unwrap();
+        check_new(s.clone(), new("10.1.0.0/16", &[]).unwrap(), "n1", caps, |_| true).unwrap();
         let encrypted = new("10.1.0.0/16", &[("encrypted", "")]).unwrap();
         let no_wireguard = Capabilities { encryption: false };
-        assert_eq!(rule(check_new(s.clone(), encrypted, "n1", no_wireguard)), vec![Rule::Encryption]);
+        assert_eq!(rule(check_new(s.clone(), encrypted, "n1", no_wireguard, |_| true)), vec![Rule::Encryption]);
         let lan = new("10.1.0.0/16", &[("parent", "eth0"), ("encrypted", "")]).unwrap();
-        assert_eq!(rule(check_new(s.clone(), lan, "n1", caps)), vec![Rule::Macvlan]);
+        assert_eq!(rule(check_new(s.clone(), lan, "n1", caps, |_| true)), vec![Rule::Macvlan]);
+        // The hosts' LAN: at RequestPool (the pool alone, only overlaps
+        // count) and as a macvlan network it passes; as an overlay, not.
+        let pool = || new("192.168.1.0/24", &[]).unwrap();
+        check_new(s.clone(), pool(), "n1", caps, |r| r == Rule::SubnetOverlap).unwrap();
+        check_new(s.clone(), new("192.168.1.0/24", &[("parent", "eth0")]).unwrap(), "n1", caps, |_| true).unwrap();
+        assert_eq!(rule(check_new(s.clone(), pool(), "n1", caps, |_| true)), vec![Rule::SubnetHoldsHost]);
         // Options read as `network create --opt` reads them: the same error.
         let e = new("10.1.0.0/16", &[("macvlan_mode", "bridge")]).unwrap_err();
         assert!(
