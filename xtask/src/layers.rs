@@ -158,11 +158,10 @@ impl<'ast> Visit<'ast> for Paths {
     }
 }
 
-/// Each module and the modules it uses (itself left out).
-pub fn graph() -> Result<BTreeMap<String, BTreeSet<String>>> {
-    let root = src();
+/// The `.rs` files under `root`.
+fn rust_files(root: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
-    let mut dirs = vec![root.clone()];
+    let mut dirs = vec![root.to_path_buf()];
     while let Some(d) = dirs.pop() {
         for e in std::fs::read_dir(&d).with_context(|| format!("read {}", d.display()))? {
             let p = e?.path();
@@ -173,6 +172,14 @@ pub fn graph() -> Result<BTreeMap<String, BTreeSet<String>>> {
             }
         }
     }
+    files.sort();
+    Ok(files)
+}
+
+/// Each module and the modules it uses (itself left out).
+pub fn graph() -> Result<BTreeMap<String, BTreeSet<String>>> {
+    let root = src();
+    let mut files = rust_files(&root)?;
     let mut g: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     files.retain(|f| !f.ends_with("src/lib.rs")); // it declares the modules, and tests the docs against them
     let modules: BTreeSet<String> = files.iter().map(|f| module_of(f.strip_prefix(&root).unwrap()).0).collect();
@@ -250,6 +257,65 @@ pub fn violations(g: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
     out
 }
 
+/// Every function of the `.rs` files under `root` (methods and nested ones
+/// included, test modules too) as (lines, `file:name`), and every file as
+/// (lines, file), each longest first.
+pub fn sizes(root: &Path) -> Result<(Vec<(usize, String)>, Vec<(usize, String)>)> {
+    struct Fns<'f> {
+        file: &'f str,
+        out: Vec<(usize, String)>,
+    }
+    impl Fns<'_> {
+        fn add(&mut self, name: &syn::Ident, span: proc_macro2::Span) {
+            let lines = span.end().line - span.start().line + 1;
+            self.out.push((lines, format!("{}:{name}", self.file)));
+        }
+    }
+    impl<'ast> Visit<'ast> for Fns<'_> {
+        fn visit_item_fn(&mut self, f: &'ast syn::ItemFn) {
+            self.add(&f.sig.ident, syn::spanned::Spanned::span(f));
+            syn::visit::visit_item_fn(self, f);
+        }
+        fn visit_impl_item_fn(&mut self, f: &'ast syn::ImplItemFn) {
+            self.add(&f.sig.ident, syn::spanned::Spanned::span(f));
+            syn::visit::visit_impl_item_fn(self, f);
+        }
+    }
+    let (mut fns, mut files) = (Vec::new(), Vec::new());
+    for f in rust_files(root)? {
+        let rel = f.strip_prefix(root)?.display().to_string();
+        let text = std::fs::read_to_string(&f)?;
+        files.push((text.lines().count(), rel.clone()));
+        let ast = syn::parse_file(&text).with_context(|| format!("parse {}", f.display()))?;
+        let mut v = Fns { file: &rel, out: Vec::new() };
+        v.visit_file(&ast);
+        fns.extend(v.out);
+    }
+    let longest_first = |v: &mut Vec<(usize, String)>| v.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    longest_first(&mut fns);
+    longest_first(&mut files);
+    Ok((fns, files))
+}
+
+/// `cargo xtask layers --sizes [--src DIR]`: the `top` longest files and
+/// functions of `src` (overlay-userspace's by default; another tree's, such
+/// as an older checkout, to compare).
+pub fn print_sizes(src_dir: Option<&Path>, top: usize) -> Result<()> {
+    let root = src_dir.map(Path::to_path_buf).unwrap_or_else(src);
+    let (fns, files) = sizes(&root)?;
+    let total: usize = files.iter().map(|(n, _)| n).sum();
+    println!("{}: {} files, {total} lines", root.display(), files.len());
+    println!("longest files:");
+    for (n, f) in files.iter().take(top) {
+        println!("  {n:>6}  {f}");
+    }
+    println!("longest functions:");
+    for (n, f) in fns.iter().take(top) {
+        println!("  {n:>6}  {f}");
+    }
+    Ok(())
+}
+
 /// `cargo xtask layers`: the graph, as text (a module per line, by layer) or
 /// as Graphviz (`--dot`), and what breaks the layering.
 pub fn print(dot: bool) -> Result<()> {
@@ -284,6 +350,16 @@ pub fn print(dot: bool) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_count_each_function_and_file_by_its_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let code = "fn one() {}\n\nstruct S;\nimpl S {\n    fn three(&self) {\n        let _ = 1;\n    }\n}\n";
+        std::fs::write(dir.path().join("a.rs"), code).unwrap();
+        let (fns, files) = sizes(dir.path()).unwrap();
+        assert_eq!(fns, [(3, "a.rs:three".to_string()), (1, "a.rs:one".to_string())]);
+        assert_eq!(files, [(8, "a.rs".to_string())]);
+    }
 
     #[test]
     fn each_layer_uses_only_those_below() {

@@ -164,6 +164,15 @@ enum Cmd {
         /// Graphviz instead of text.
         #[arg(long)]
         dot: bool,
+        /// The longest files and functions instead of the graph.
+        #[arg(long)]
+        sizes: bool,
+        /// With --sizes: this source folder instead of overlay-userspace/src (an older checkout's, to compare).
+        #[arg(long, requires = "sizes")]
+        src: Option<std::path::PathBuf>,
+        /// With --sizes: how many of each.
+        #[arg(long, default_value_t = 5, requires = "sizes")]
+        top: usize,
     },
     /// Set up, build, and show the example cluster working: 3 VMs per Debian kernel (6.1 and 6.12), each VM one
     /// cluster host on a shared L2, checking the overlay (connectivity, isolation) and the routing mesh (every
@@ -202,7 +211,8 @@ fn main() {
         }
         Cmd::GuestBench { bin, only, rounds, secs, profile } => bench::guest(&bin, &only, rounds, secs, profile),
         Cmd::FreshCheck { rebuild, keep } => fresh::fresh_check(rebuild, keep),
-        Cmd::Layers { dot } => layers::print(dot),
+        Cmd::Layers { sizes: true, src, top, .. } => layers::print_sizes(src.as_deref(), top),
+        Cmd::Layers { dot, .. } => layers::print(dot),
         Cmd::Run { netns: true, keep, clean, .. } => demo::run(keep, clean),
         Cmd::Run { kernel, .. } => vm::cluster::run(&kernel),
     };
