@@ -257,10 +257,13 @@ pub fn violations(g: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
     out
 }
 
+/// (lines, what), longest first.
+pub type Sizes = Vec<(usize, String)>;
+
 /// Every function of the `.rs` files under `root` (methods and nested ones
 /// included, test modules too) as (lines, `file:name`), and every file as
 /// (lines, file), each longest first.
-pub fn sizes(root: &Path) -> Result<(Vec<(usize, String)>, Vec<(usize, String)>)> {
+pub fn sizes(root: &Path) -> Result<(Sizes, Sizes)> {
     struct Fns<'f> {
         file: &'f str,
         out: Vec<(usize, String)>,

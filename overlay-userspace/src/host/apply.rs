@@ -425,6 +425,22 @@ pub async fn up(
     Ok(report)
 }
 
+/// One apply's steps after the checks, in order, on what they share: the
+/// cluster and this host in it, the pins, the underlay device, the local
+/// veth endpoints, a netlink handle. Each step records what it did in the
+/// report, which is also what `up` undoes on failure (veths created, links
+/// attached).
+struct Steps<'a> {
+    cluster: &'a Cluster,
+    h: usize,
+    pins: &'a Pins,
+    underlay: &'a str,
+    underlay_ifindex: u32,
+    local: &'a [&'a crate::state::model::Endpoint],
+    handle: rtnetlink::Handle,
+    progress: &'a dyn Fn(&str),
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn up_inner(
     cluster: &Cluster,
@@ -438,14 +454,36 @@ async fn up_inner(
     report: &mut UpReport,
     progress: &dyn Fn(&str),
 ) -> Result<()> {
+    let mut loaded = load_programs(pins, !local.is_empty(), ct_entries, sizes, report, progress)?;
+    let s = Steps { cluster, h, pins, underlay, underlay_ifindex, local, handle: netdev::connect()?, progress };
+    let mut facts = HostFacts { underlay_ifindex, unhealthy: opts.unhealthy.clone(), ..Default::default() };
+    facts.veths = s.plumb_endpoints(&mut loaded, report).await?;
+    s.attach_underlay(&mut loaded, report)?;
+    let wireguard = encrypted_hop(cluster, h, pins, &s.handle, &mut loaded, report, progress).await?;
+    let deleted_ifaces = s.fill_maps(&facts, wireguard.as_ref(), opts.bpf_log, report)?;
+    s.retire_other_versions(report)?;
+    s.route_and_masquerade().await?;
+    s.prune(&facts, wireguard.is_some(), &deleted_ifaces, report).await
+}
+
+/// Loads this build's programs, from their pins when an earlier `up`
+/// verified them.
+fn load_programs(
+    pins: &Pins,
+    has_local: bool,
+    ct_entries: u32,
+    sizes: &BTreeMap<&'static str, u32>,
+    report: &mut UpReport,
+    progress: &dyn Fn(&str),
+) -> Result<loader::Loaded> {
     pins.create_dirs()?;
     progress("loading the eBPF programs");
-    let mut loaded = loader::load(Some(pins), ct_entries, sizes)?;
+    let loaded = loader::load(Some(pins), ct_entries, sizes)?;
     report.programs = loaded.origin;
     if loaded.origin == loader::Origin::Pinned {
         progress("this build's programs are pinned (verified by an earlier up): reusing them");
     }
-    if !local.is_empty() && !loader::has_tcx() {
+    if has_local && !loader::has_tcx() {
         progress(&format!(
             "this kernel has no TCX links (6.6+): endpoint programs attach as clsact ingress filters \
              (priority {}), which last as long as their veth and are not pinned; `tc filter show dev <veth> ingress` \
@@ -453,166 +491,223 @@ async fn up_inner(
             loader::TC_FILTER_PRIORITY
         ));
     }
-    let handle = netdev::connect()?;
+    Ok(loaded)
+}
 
-    let mut facts = HostFacts { underlay_ifindex, unhealthy: opts.unhealthy.clone(), ..Default::default() };
-    for (i, e) in local.iter().enumerate() {
-        let net = &cluster.networks[e.network];
-        let overlay = net.overlay().expect("partitioned above: an overlay network");
-        let c = ContainerIf {
-            netns: e.netns.clone(),
-            ifname: e.ifname.clone(),
-            mac: e.mac,
-            mtu: overlay.mtu,
-            ip: e.ip,
-            prefix_len: e.prefix_len,
-            gateway: e.gateway,
-            default_route: e.default_route,
-        };
-        let v = e.veth();
-        if e.docker() {
-            // Docker's container: the plugin made the veth at Join and Docker
-            // moved its other end in. Not joined yet, or left: nothing here.
-            if netdev::ifindex(&v).is_none() {
-                continue;
+impl Steps<'_> {
+    /// Each local endpoint's veth (made here, or Docker's), its container
+    /// end configured, its host route, and the TC program on its host end:
+    /// the veths as the maps need them, by endpoint key.
+    async fn plumb_endpoints(
+        &self,
+        loaded: &mut loader::Loaded,
+        report: &mut UpReport,
+    ) -> Result<BTreeMap<String, Veth>> {
+        let (local, handle) = (self.local, &self.handle);
+        let mut veths = BTreeMap::new();
+        for (i, e) in local.iter().enumerate() {
+            let net = &self.cluster.networks[e.network];
+            let overlay = net.overlay().expect("partitioned above: an overlay network");
+            let c = ContainerIf {
+                netns: e.netns.clone(),
+                ifname: e.ifname.clone(),
+                mac: e.mac,
+                mtu: overlay.mtu,
+                ip: e.ip,
+                prefix_len: e.prefix_len,
+                gateway: e.gateway,
+                default_route: e.default_route,
+            };
+            let v = e.veth();
+            if e.docker() {
+                // Docker's container: the plugin made the veth at Join and
+                // Docker moved its other end in. Not joined yet, or left:
+                // nothing here.
+                if netdev::ifindex(&v).is_none() {
+                    continue;
+                }
             }
+            (self.progress)(&format!(
+                "endpoint {}/{}: {} ({}/{} in {}) <-> {v}",
+                i + 1,
+                local.len(),
+                e.name,
+                e.ip,
+                e.prefix_len,
+                e.netns.display()
+            ));
+            if !e.docker() {
+                if netdev::create_veth(handle, &v, &c).await? {
+                    report.veths_created.push(v.clone());
+                }
+                netdev::configure_container(&c)?;
+            }
+            let idx = netdev::set_host_end(handle, &v).await?;
+            let mac = netdev::link_mac(&v).ok_or_else(|| netdev::NetdevError::NoSuchInterface(v.clone()))?;
+            netdev::host_route(handle, idx, e.ip, e.mac, overlay.mtu).await?;
+            let filter = match loader::has_tcx() {
+                true => None,
+                false => netdev::ingress_bpf_filter(handle, idx, overlay_common::PROG_TC_ENDPOINT).await?,
+            };
+            let attach = loaded.ensure_tc(self.pins, &v, overlay_common::PROG_TC_ENDPOINT, filter)?;
+            report.note_link(attach, format!("tc@{v}"));
+            veths.insert(e.key.clone(), Veth { ifindex: idx, mac });
         }
-        progress(&format!(
-            "endpoint {}/{}: {} ({}/{} in {}) <-> {v}",
-            i + 1,
-            local.len(),
-            e.name,
-            e.ip,
-            e.prefix_len,
-            e.netns.display()
+        Ok(veths)
+    }
+
+    /// The XDP program on the underlay device (a veth underlay made to
+    /// finish its checksums first, and its peer checked).
+    fn attach_underlay(&self, loaded: &mut loader::Loaded, report: &mut UpReport) -> Result<()> {
+        let underlay = self.underlay;
+        if netdev::driver(underlay).as_deref() == Some("veth") {
+            // A veth underlay would carry partial checksums to the other
+            // hosts, whose XDP redirect cannot finish them: finish them
+            // here, like a NIC.
+            netdev::disable_tx_checksum(underlay)
+                .map_err(|source| ApplyError::Offload { dev: underlay.to_string(), source })?;
+            // The other end must take what XDP sends and hand over finished
+            // checksums; a veth left at its defaults does neither, silently.
+            let peer = netdev::veth_peer(self.underlay_ifindex);
+            report.warnings.extend(peer.and_then(|p| veth_peer_warning(underlay, &p)));
+        }
+        report.note_link(loaded.ensure_xdp(self.pins, underlay)?, format!("xdp@{underlay}"));
+        Ok(())
+    }
+
+    /// The maps made to hold what the cluster wants on this host, by the
+    /// difference to what they hold; returns the veths' entries deleted.
+    fn fill_maps(
+        &self,
+        facts: &HostFacts,
+        wireguard: Option<&wireguard::Devices>,
+        bpf_log: bool,
+        report: &mut UpReport,
+    ) -> Result<Vec<u32>> {
+        let mut maps = KernelMaps::open(self.pins)?;
+        maps.set_wireguard(wireguard.map_or(overlay_common::WgConfig::default(), |d| overlay_common::WgConfig {
+            ifindex: d.wg,
+            tc_ifindex: d.tc,
+            xdp_ifindex: d.xdp,
+            port: self.cluster.wireguard_port,
+            _pad: 0,
+        }))?;
+        let current = maps.read()?;
+        let mut desired = reconcile::desired(self.cluster, self.h, facts);
+        reconcile::keep_backend_flags(&mut desired, &current);
+        let diff = Diff::between(&desired, &current);
+        (report.entries_written, report.entries_deleted) = diff.counts();
+        (self.progress)(&format!(
+            "maps: {} entries to write, {} to delete",
+            report.entries_written, report.entries_deleted
         ));
-        if !e.docker() {
-            if netdev::create_veth(&handle, &v, &c).await? {
-                report.veths_created.push(v.clone());
-            }
-            netdev::configure_container(&c)?;
-        }
-        let idx = netdev::set_host_end(&handle, &v).await?;
-        let mac = netdev::link_mac(&v).ok_or_else(|| netdev::NetdevError::NoSuchInterface(v.clone()))?;
-        netdev::host_route(&handle, idx, e.ip, e.mac, overlay.mtu).await?;
-        let filter = match loader::has_tcx() {
-            true => None,
-            false => netdev::ingress_bpf_filter(&handle, idx, overlay_common::PROG_TC_ENDPOINT).await?,
-        };
-        report.note_link(loaded.ensure_tc(pins, &v, overlay_common::PROG_TC_ENDPOINT, filter)?, format!("tc@{v}"));
-        facts.veths.insert(e.key.clone(), Veth { ifindex: idx, mac });
-    }
-    if netdev::driver(underlay).as_deref() == Some("veth") {
-        // A veth underlay would carry partial checksums to the other hosts,
-        // whose XDP redirect cannot finish them: finish them here, like a NIC.
-        netdev::disable_tx_checksum(underlay)
-            .map_err(|source| ApplyError::Offload { dev: underlay.to_string(), source })?;
-        // The other end must take what XDP sends and hand over finished
-        // checksums; a veth left at its defaults does neither, silently.
-        report.warnings.extend(netdev::veth_peer(underlay_ifindex).and_then(|p| veth_peer_warning(underlay, &p)));
-    }
-    report.note_link(loaded.ensure_xdp(pins, underlay)?, format!("xdp@{underlay}"));
-    let wireguard = encrypted_hop(cluster, h, pins, &handle, &mut loaded, report, progress).await?;
-
-    let mut maps = KernelMaps::open(pins)?;
-    maps.set_wireguard(wireguard.map_or(overlay_common::WgConfig::default(), |d| overlay_common::WgConfig {
-        ifindex: d.wg,
-        tc_ifindex: d.tc,
-        xdp_ifindex: d.xdp,
-        port: cluster.wireguard_port,
-        _pad: 0,
-    }))?;
-    let current = maps.read()?;
-    let mut desired = reconcile::desired(cluster, h, &facts);
-    reconcile::keep_backend_flags(&mut desired, &current);
-    let diff = Diff::between(&desired, &current);
-    (report.entries_written, report.entries_deleted) = diff.counts();
-    progress(&format!("maps: {} entries to write, {} to delete", report.entries_written, report.entries_deleted));
-    maps.apply(&diff)?;
-    maps.set_bpf_log(opts.bpf_log)?;
-    // Every link runs this build's programs now: the maps another layout
-    // version left go. The ones `up` fills were filled anew above; the ones the
-    // programs fill (connection table, next hops, counters) would need a
-    // conversion of their entries, and this build has none to make, so their
-    // entries are not carried: tracked flows are picked again.
-    for name in pins.other_versions() {
-        progress(&format!("retiring {name}: a map of another layout version than this build's"));
-        let path = pins.map(&name);
-        std::fs::remove_file(&path).map_err(Error::io(format!("remove {}", path.display())))?;
-        report.maps_retired.push(name);
+        maps.apply(&diff)?;
+        maps.set_bpf_log(bpf_log)?;
+        Ok(diff.ifaces.delete)
     }
 
-    // Leaving the overlay: routed by this host and masqueraded behind it, for
-    // the non-internal networks with an endpoint here.
-    let mut egress: Vec<ipnet::Ipv4Net> = local
-        .iter()
-        .map(|e| &cluster.networks[e.network])
-        .filter(|n| !n.internal)
-        .flat_map(|n| n.subnets.iter().map(|s| s.subnet))
-        .collect();
-    egress.sort();
-    egress.dedup();
-    // Forwarding: for traffic leaving the overlay, and for the routing mesh
-    // (the XDP FIB lookup refuses devices that do not forward).
-    let publishes = cluster.services.iter().any(|s| s.ports.iter().any(|p| p.published.is_some()));
-    if !egress.is_empty() || publishes {
-        netdev::enable_ip_forward().map_err(Error::io("turn on IPv4 forwarding (/proc/sys/net/ipv4/ip_forward)"))?;
+    /// Every link runs this build's programs now: the maps another layout
+    /// version left go. The ones `up` fills were filled anew; the ones the
+    /// programs fill (connection table, next hops, counters) would need a
+    /// conversion of their entries, and this build has none to make (no
+    /// such map changed its layout), so none is carried.
+    fn retire_other_versions(&self, report: &mut UpReport) -> Result<()> {
+        for name in self.pins.other_versions() {
+            (self.progress)(&format!("retiring {name}: a map of another layout version than this build's"));
+            let path = self.pins.map(&name);
+            std::fs::remove_file(&path).map_err(Error::io(format!("remove {}", path.display())))?;
+            report.maps_retired.push(name);
+        }
+        Ok(())
     }
-    if publishes {
-        let me = cluster.hosts[h].address;
-        let peers: Vec<Ipv4Addr> = cluster.hosts.iter().map(|x| x.address).filter(|a| *a != me).collect();
-        netdev::prime_neighbours(&handle, underlay, underlay_ifindex, &peers).await?;
-    }
-    masquerade::apply(&egress)?;
-    // The gateways of this host's networks are its own: the resolver
-    // answers there. Named namespaces of the file's endpoints get it in
-    // their resolv.conf (runtimes write their containers' own).
-    netdev::sync_gateway_addresses(&handle, &crate::plan::zone::Zone::served(cluster, h)).await?;
-    sync_resolv_confs(pins, local)?;
 
-    // What an earlier state had and this one does not: links, then veths.
-    let mut wanted_tc: Vec<String> =
-        local.iter().filter(|e| facts.veths.contains_key(&e.key)).map(|e| e.veth()).collect();
-    let mut wanted_xdp = vec![underlay.to_string()];
-    if wireguard.is_some() {
-        wanted_tc.extend(wireguard::TC_DEVICES.map(String::from));
-        wanted_xdp.push(wireguard::VETH_XDP.to_string());
+    /// Leaving the overlay: routed by this host and masqueraded behind it,
+    /// for the non-internal networks with an endpoint here; forwarding for
+    /// the mesh; the gateways' addresses and the resolv.confs.
+    async fn route_and_masquerade(&self) -> Result<()> {
+        let cluster = self.cluster;
+        let mut egress: Vec<ipnet::Ipv4Net> = self
+            .local
+            .iter()
+            .map(|e| &cluster.networks[e.network])
+            .filter(|n| !n.internal)
+            .flat_map(|n| n.subnets.iter().map(|s| s.subnet))
+            .collect();
+        egress.sort();
+        egress.dedup();
+        // Forwarding: for traffic leaving the overlay, and for the routing
+        // mesh (the XDP FIB lookup refuses devices that do not forward).
+        let publishes = cluster.services.iter().any(|s| s.ports.iter().any(|p| p.published.is_some()));
+        if !egress.is_empty() || publishes {
+            netdev::enable_ip_forward()
+                .map_err(Error::io("turn on IPv4 forwarding (/proc/sys/net/ipv4/ip_forward)"))?;
+        }
+        if publishes {
+            let me = cluster.hosts[self.h].address;
+            let peers: Vec<Ipv4Addr> = cluster.hosts.iter().map(|x| x.address).filter(|a| *a != me).collect();
+            netdev::prime_neighbours(&self.handle, self.underlay, self.underlay_ifindex, &peers).await?;
+        }
+        masquerade::apply(&egress)?;
+        // The gateways of this host's networks are its own: the resolver
+        // answers there. Named namespaces of the file's endpoints get it in
+        // their resolv.conf (runtimes write their containers' own).
+        netdev::sync_gateway_addresses(&self.handle, &crate::plan::zone::Zone::served(cluster, self.h)).await?;
+        sync_resolv_confs(self.pins, self.local)
     }
-    for stray in pins.stray_links() {
-        std::fs::remove_file(&stray).map_err(Error::io(format!("remove {}", stray.display())))?;
-        report.links_removed.push(stray.file_name().unwrap_or_default().to_string_lossy().into_owned());
-    }
-    for l in pins.links() {
-        let keep = match l.kind {
-            LinkKind::Tc => wanted_tc.contains(&l.ifname),
-            LinkKind::Xdp => wanted_xdp.contains(&l.ifname),
-        };
-        if !keep {
-            std::fs::remove_file(&l.path).map_err(Error::io(format!("remove {}", l.path.display())))?;
-            report.links_removed.push(l.to_string());
-            if l.kind == LinkKind::Tc
-                && netdev::is_host_veth_name(&l.ifname)
-                && netdev::delete_link(&handle, &l.ifname).await?
-            {
-                report.veths_removed.push(l.ifname);
+
+    /// What an earlier state had and this one does not: links, then veths,
+    /// then the WireGuard device.
+    async fn prune(
+        &self,
+        facts: &HostFacts,
+        wireguard: bool,
+        deleted_ifaces: &[u32],
+        report: &mut UpReport,
+    ) -> Result<()> {
+        let handle = &self.handle;
+        let mut wanted_tc: Vec<String> =
+            self.local.iter().filter(|e| facts.veths.contains_key(&e.key)).map(|e| e.veth()).collect();
+        let mut wanted_xdp = vec![self.underlay.to_string()];
+        if wireguard {
+            wanted_tc.extend(wireguard::TC_DEVICES.map(String::from));
+            wanted_xdp.push(wireguard::VETH_XDP.to_string());
+        }
+        for stray in self.pins.stray_links() {
+            std::fs::remove_file(&stray).map_err(Error::io(format!("remove {}", stray.display())))?;
+            report.links_removed.push(stray.file_name().unwrap_or_default().to_string_lossy().into_owned());
+        }
+        for l in self.pins.links() {
+            let keep = match l.kind {
+                LinkKind::Tc => wanted_tc.contains(&l.ifname),
+                LinkKind::Xdp => wanted_xdp.contains(&l.ifname),
+            };
+            if !keep {
+                std::fs::remove_file(&l.path).map_err(Error::io(format!("remove {}", l.path.display())))?;
+                report.links_removed.push(l.to_string());
+                if l.kind == LinkKind::Tc
+                    && netdev::is_host_veth_name(&l.ifname)
+                    && netdev::delete_link(handle, &l.ifname).await?
+                {
+                    report.veths_removed.push(l.ifname);
+                }
             }
         }
-    }
-    for ifindex in diff.ifaces.delete {
-        if let Some(name) = netdev::ifname(ifindex) {
-            if netdev::is_host_veth_name(&name)
-                && !wanted_tc.contains(&name)
-                && netdev::delete_link(&handle, &name).await?
-            {
-                report.veths_removed.push(name);
+        for &ifindex in deleted_ifaces {
+            if let Some(name) = netdev::ifname(ifindex) {
+                if netdev::is_host_veth_name(&name)
+                    && !wanted_tc.contains(&name)
+                    && netdev::delete_link(handle, &name).await?
+                {
+                    report.veths_removed.push(name);
+                }
             }
         }
+        if !wireguard && wireguard::remove(handle).await? {
+            (self.progress)("no encrypted network any more: WireGuard device removed");
+            report.veths_removed.push(wireguard::DEVICE.to_string());
+        }
+        Ok(())
     }
-    if wireguard.is_none() && wireguard::remove(&handle).await? {
-        progress("no encrypted network any more: WireGuard device removed");
-        report.veths_removed.push(wireguard::DEVICE.to_string());
-    }
-    Ok(())
 }
 
 /// A macvlan parent on this host: its ifindex and MTU.
