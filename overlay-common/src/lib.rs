@@ -4,6 +4,7 @@
 //! every field by name from BTF.
 #![no_std]
 
+pub mod flow;
 pub mod maps;
 pub mod stats;
 

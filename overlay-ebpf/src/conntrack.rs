@@ -1,19 +1,13 @@
 //! The connection table (OB_CT_V1): a flow's entries, looked up and written,
 //! and the one place a reply is given back the addresses its client used.
 
-use overlay_common::*;
+use overlay_common::{flow, *};
 
 use crate::{maps::OB_CT_V1, packet::Packet};
 
-/// How stale an entry's last-seen time may get before a packet writes it:
-/// a flow's packets write their entry once a second, not each one, so a
-/// busy flow's cache line is not bounced between CPUs by every packet. An
-/// entry may thus idle out up to this much early; the timeouts are minutes.
-pub const LAST_SEEN_RESOLUTION_NS: u64 = 1_000_000_000;
-
 /// A copy of the entry for `k`, unless it has been idle longer than the
 /// protocol's timeout; its last-seen time is refreshed when older than
-/// [`LAST_SEEN_RESOLUTION_NS`].
+/// [`flow::LAST_SEEN_RESOLUTION_NS`].
 #[inline(always)]
 pub fn get(k: &CtKey, cfg: &HostConfig, now: u64) -> Option<CtValue> {
     let p = OB_CT_V1.get_ptr_mut(k)?;
@@ -21,12 +15,11 @@ pub fn get(k: &CtKey, cfg: &HostConfig, now: u64) -> Option<CtValue> {
     // (RCU). Another CPU may write the entry meanwhile: the copy is of one
     // or the other, and of two last-seen updates one may be lost.
     let v = unsafe { *p };
-    let timeout = if k.proto == PROTO_TCP { cfg.ct_tcp_timeout } else { cfg.ct_udp_timeout } as u64;
-    let idle = now.wrapping_sub(v.last_seen_ns);
-    if idle > timeout * 1_000_000_000 {
+    let timeout = if k.proto == PROTO_TCP { cfg.ct_tcp_timeout } else { cfg.ct_udp_timeout };
+    if flow::idled_out(now, v.last_seen_ns, timeout) {
         return None;
     }
-    if idle > LAST_SEEN_RESOLUTION_NS {
+    if flow::touch_due(now, v.last_seen_ns) {
         // SAFETY: as above; one aligned u64 store into the live value.
         unsafe { (*p).last_seen_ns = now };
     }

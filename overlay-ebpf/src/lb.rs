@@ -7,24 +7,7 @@ use overlay_common::*;
 
 use crate::maps::{OB_BACKENDS_V1, OB_BACKEND_STATS_V1, OB_MAGLEV_V1};
 
-/// murmur3's 32-bit finaliser.
-#[inline(always)]
-fn fmix(mut h: u32) -> u32 {
-    h ^= h >> 16;
-    h = h.wrapping_mul(0x85eb_ca6b);
-    h ^= h >> 13;
-    h = h.wrapping_mul(0xc2b2_ae35);
-    h ^ (h >> 16)
-}
-
-/// A hash of the flow: the same on every host, so every host picks alike.
-#[inline(always)]
-pub fn flow_hash(k: &CtKey) -> u32 {
-    let a = u32::from_be_bytes(k.src);
-    let b = u32::from_be_bytes(k.dst);
-    let c = ((k.sport as u32) << 16) | k.dport as u32;
-    fmix(fmix(fmix(a ^ 0x9e37_79b9) ^ b) ^ c ^ ((k.proto as u32) << 24))
-}
+pub use overlay_common::flow::flow_hash;
 
 #[inline(always)]
 pub fn now_ns() -> u64 {
@@ -35,10 +18,7 @@ pub fn now_ns() -> u64 {
 /// The backend Maglev table `slot` gives flow hash `h`, if any.
 #[inline(always)]
 fn maglev_pick(slot: u32, h: u32) -> Option<[u8; 4]> {
-    if slot >= MAX_LB_SLOTS {
-        return None;
-    }
-    let ip = *OB_MAGLEV_V1.get(slot * MAGLEV_SIZE + h % MAGLEV_SIZE)?;
+    let ip = *OB_MAGLEV_V1.get(overlay_common::flow::maglev_index(slot, h)?)?;
     if ip == [0; 4] {
         None
     } else {
