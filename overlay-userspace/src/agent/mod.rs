@@ -1,6 +1,6 @@
 //! The agent: apply the cluster state, then keep applying it as it changes
 //! and as backends' health changes, until stopped. It reads the state
-//! through a [`StateSource`] (the state file or the etcd store), so the
+//! through a [`StoreSource`] (the state file or the etcd store), so the
 //! command line only parses flags and picks the source.
 
 pub mod dns;
@@ -28,45 +28,6 @@ use crate::{
     task::AbortOnDrop,
 };
 
-/// Where the agent gets the cluster state from.
-#[allow(async_fn_in_trait)]
-pub trait StateSource {
-    /// Names the source in messages and errors.
-    fn describe(&self) -> String;
-    /// The state as it is now, read whole.
-    async fn snapshot(&mut self) -> Result<State>;
-    /// Returns when the state may have changed: what changed, when the
-    /// source knows.
-    async fn changed(&mut self) -> Change;
-    /// The state as of the changes reported, without reading the source
-    /// again where it holds them (etcd: the last read and the watch's events
-    /// since).
-    async fn held(&mut self) -> Result<State> {
-        self.snapshot().await
-    }
-    /// The endpoint changes `objects` are, if all of them are endpoints'.
-    fn endpoint_changes(&self, objects: &[ObjectChange]) -> std::result::Result<Vec<EndpointChange>, String> {
-        let _ = objects;
-        Err("the source reports no endpoint changes".into())
-    }
-    /// Puts host `host`'s WireGuard public key in the source, where it can
-    /// (etcd; a file is the user's to edit): true when written.
-    async fn publish_key(&mut self, host: &str, key: &str) -> Result<bool> {
-        let _ = (host, key);
-        Ok(false)
-    }
-    /// Where agents meet when the source is a store that holds them (etcd):
-    /// presence under a lease and health reports, in place of fetching each
-    /// other's reports over HTTP.
-    fn agents(&self) -> Option<crate::state::store::Agents> {
-        None
-    }
-    /// The store's numbers for `/metrics`, when the source is a store with some.
-    fn stats(&self) -> Option<Arc<crate::state::store::StoreStats>> {
-        None
-    }
-}
-
 /// A store as the agent's source: the file, read again every `interval`, or
 /// etcd, watched (a change arrives as it is written; a lost watch means a
 /// complete read again once etcd answers).
@@ -75,27 +36,35 @@ pub struct StoreSource {
     pub interval: Duration,
 }
 
-impl StateSource for StoreSource {
-    fn describe(&self) -> String {
+impl StoreSource {
+    /// Names the source in messages and errors.
+    pub fn describe(&self) -> String {
         self.store.describe()
     }
 
-    async fn snapshot(&mut self) -> Result<State> {
+    /// The state as it is now, read whole.
+    pub async fn snapshot(&mut self) -> Result<State> {
         Ok(self.store.read().await?)
     }
 
-    async fn changed(&mut self) -> Change {
+    /// Returns when the state may have changed: what changed, when the
+    /// store knows (etcd's watch), else a resync (the file, polled).
+    pub async fn changed(&mut self) -> Change {
         self.store.changed(self.interval).await
     }
 
-    async fn held(&mut self) -> Result<State> {
+    /// The state as of the changes reported, without reading the store
+    /// again where it holds them (etcd: the last read and the watch's
+    /// events since).
+    pub async fn held(&mut self) -> Result<State> {
         match self.store.etcd() {
             Some(e) => Ok(e.held()?),
             None => self.snapshot().await,
         }
     }
 
-    fn endpoint_changes(&self, objects: &[ObjectChange]) -> std::result::Result<Vec<EndpointChange>, String> {
+    /// The endpoint changes `objects` are, if all of them are endpoints'.
+    pub fn endpoint_changes(&self, objects: &[ObjectChange]) -> std::result::Result<Vec<EndpointChange>, String> {
         let Some(e) = self.store.etcd() else { return Err("a file".into()) };
         objects
             .iter()
@@ -106,18 +75,24 @@ impl StateSource for StoreSource {
             .collect()
     }
 
-    fn agents(&self) -> Option<crate::state::store::Agents> {
+    /// Where agents meet when the store holds them (etcd): presence under
+    /// a lease and health reports, in place of fetching each other's
+    /// reports over HTTP.
+    pub fn agents(&self) -> Option<crate::state::store::Agents> {
         self.store.etcd().map(|e| e.agents())
     }
 
-    async fn publish_key(&mut self, host: &str, key: &str) -> Result<bool> {
+    /// Puts host `host`'s WireGuard public key in the store, where it can
+    /// (etcd; a file is the user's to edit): true when written.
+    pub async fn publish_key(&mut self, host: &str, key: &str) -> Result<bool> {
         if self.store.file().is_some() {
             return Ok(false);
         }
         Ok(self.store.edit(|s| Ok(crate::state::ops::host::set_key(s, host, key)?)).await?.0)
     }
 
-    fn stats(&self) -> Option<Arc<crate::state::store::StoreStats>> {
+    /// The store's numbers for `/metrics`, when it has some (etcd).
+    pub fn stats(&self) -> Option<Arc<crate::state::store::StoreStats>> {
         self.store.etcd().map(|e| e.stats())
     }
 }
@@ -349,8 +324,8 @@ impl Health {
 /// Applies, then re-applies whenever the state or a backend's health
 /// changes, until `stop` completes. A bad state is reported and skipped: the
 /// data path keeps the last good one. Stopping leaves the data path up.
-pub async fn run<S: StateSource>(
-    source: S,
+pub async fn run(
+    source: StoreSource,
     opts: AgentOptions,
     attach: Option<Attach>,
     stop: impl Future<Output = ()>,
@@ -406,8 +381,8 @@ struct Tasks {
 /// the next change. Each event is one method; every full apply that
 /// succeeds goes through [`Agent::adopt`], which keeps the fields below in
 /// step.
-struct Agent<S: StateSource> {
-    source: S,
+struct Agent {
+    source: StoreSource,
     /// The source, named for messages.
     name: String,
     opts: AgentOptions,
@@ -440,10 +415,10 @@ struct Agent<S: StateSource> {
     source_down: bool,
 }
 
-impl<S: StateSource> Agent<S> {
+impl Agent {
     /// The first apply, and what serves beside the loop.
     async fn start(
-        mut source: S,
+        mut source: StoreSource,
         opts: AgentOptions,
         attach: Option<Attach>,
         apply_tx: ApplyNow,
@@ -717,7 +692,7 @@ impl<S: StateSource> Agent<S> {
 }
 
 /// The store revision of the state just read or held (etcd).
-fn revision_now<S: StateSource>(source: &S) -> Option<i64> {
+fn revision_now(source: &StoreSource) -> Option<i64> {
     source.stats().map(|s| s.revision.load(std::sync::atomic::Ordering::Relaxed))
 }
 
@@ -725,7 +700,7 @@ fn revision_now<S: StateSource>(source: &S) -> Option<i64> {
 /// public key (made by `up`) in the source when it is not there: the other
 /// hosts' agents then add this host as a peer. A failure is logged; `up` has
 /// warned about the missing key already.
-async fn publish_key<S: StateSource>(source: &mut S, cluster: &Cluster, h: usize) {
+async fn publish_key(source: &mut StoreSource, cluster: &Cluster, h: usize) {
     let me = &cluster.hosts[h];
     if !cluster.networks.iter().any(|n| n.encrypted()) {
         return;
