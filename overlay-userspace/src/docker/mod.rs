@@ -474,7 +474,7 @@ impl Plugin {
 
     async fn release_address(&self, r: ReleaseAddress) -> Result<serde_json::Value> {
         let pool = pool_of(&r.pool_id)?;
-        let Ok(ip) = r.address.split('/').next().unwrap_or_default().parse::<Ipv4Addr>() else {
+        let Some(ip) = address_of(&r.address) else {
             return reply(Empty {});
         };
         let host = self.host.clone();
@@ -510,10 +510,9 @@ impl Plugin {
         let mut new = network_spec(String::new(), subnet, &r.generics(), Unknown::Refuse)?;
         // The addresses Docker's IPAM call gave, as the store's network gets
         // them from Docker's API later.
-        let addr = |s: &str| s.split('/').next().unwrap_or_default().parse::<Ipv4Addr>().ok();
-        new.subnets[0].gateway = addr(&d.gateway);
+        new.subnets[0].gateway = address_of(&d.gateway);
         new.subnets[0].aux_addresses =
-            d.aux_addresses.iter().flatten().filter_map(|(k, v)| Some((k.clone(), addr(v)?))).collect();
+            d.aux_addresses.iter().flatten().filter_map(|(k, v)| Some((k.clone(), address_of(v)?))).collect();
         // `-o parent=DEVICE`: a macvlan network (Docker's own macvlan
         // driver's options), its parent checked here as Docker's driver does.
         if let Some(parent) = &new.parent {
@@ -578,8 +577,7 @@ impl Plugin {
 
     async fn create_endpoint(&self, r: CreateEndpoint) -> Result<serde_json::Value> {
         let iface = r.interface.unwrap_or_default();
-        let ip: Ipv4Addr =
-            iface.address.split('/').next().unwrap_or_default().parse().map_err(|_| Refusal::NoEndpointAddress)?;
+        let ip = address_of(&iface.address).ok_or(Refusal::NoEndpointAddress)?;
         let mac: Option<Mac> = match iface.mac_address.as_str() {
             "" => None,
             m => Some(m.parse().map_err(|why| Refusal::BadMac { value: m.into(), why })?),
@@ -871,6 +869,11 @@ fn network_spec(name: String, subnet: Ipv4Net, options: &[(String, String)], unk
     Ok(n)
 }
 
+/// The address of Docker's `a.b.c.d/len` (or a bare `a.b.c.d`).
+fn address_of(cidr: &str) -> Option<Ipv4Addr> {
+    cidr.split('/').next().unwrap_or_default().parse().ok()
+}
+
 fn subnet_spec(subnet: Ipv4Net) -> SubnetSpec {
     SubnetSpec { subnet, gateway: None, ip_range: None, aux_addresses: Default::default() }
 }
@@ -880,18 +883,17 @@ fn subnet_spec(subnet: Ipv4Net) -> SubnetSpec {
 fn network_from_docker(d: &bollard::models::Network, subnet: Ipv4Net, host: &str) -> Result<NetworkSpec> {
     let name = d.name.clone().ok_or(Refusal::Unnamed)?;
     let cfg = d.ipam.as_ref().and_then(|i| i.config.as_ref()).and_then(|c| c.first()).cloned().unwrap_or_default();
-    let parse_ip = |s: &str| s.split('/').next().unwrap_or_default().parse::<Ipv4Addr>().ok();
     let options: Vec<(String, String)> = d.options.clone().unwrap_or_default().into_iter().collect();
     let mut n = network_spec(name, subnet, &options, Unknown::Ignore)?;
     n.subnets[0] = SubnetSpec {
         subnet,
-        gateway: cfg.gateway.as_deref().and_then(parse_ip),
+        gateway: cfg.gateway.as_deref().and_then(address_of),
         ip_range: cfg.ip_range.as_deref().and_then(|r| r.parse().ok()),
         aux_addresses: cfg
             .auxiliary_addresses
             .unwrap_or_default()
             .into_iter()
-            .filter_map(|(k, v)| Some((k, parse_ip(&v)?)))
+            .filter_map(|(k, v)| Some((k, address_of(&v)?)))
             .collect(),
     };
     n.internal = d.internal.unwrap_or(false);
