@@ -45,6 +45,9 @@ enum Cmd {
         /// Build the binary in release mode (the eBPF object is always optimised).
         #[arg(long)]
         release: bool,
+        /// Also build the previous release's binary (target/previous/), which the upgrade tests start from.
+        #[arg(long)]
+        previous: bool,
     },
     /// Set up, build, and run every test: unit tests, kernel tests on this kernel, then the kernel tests again
     /// inside one VM per Debian kernel (root).
@@ -202,7 +205,9 @@ fn main() {
     let cli = Cli::parse();
     let res = match cli.cmd {
         Cmd::Setup => setup::setup(),
-        Cmd::Build { release } => setup::setup().and_then(|_| build::build(release).map(|_| ())),
+        Cmd::Build { release, previous } => setup::setup()
+            .and_then(|_| if previous { build::build_previous().map(|_| ()) } else { Ok(()) })
+            .and_then(|_| build::build(release).map(|_| ())),
         Cmd::Test { unit_only, no_vm, kernel, args } => test::test(unit_only, (!no_vm).then_some(&kernel[..]), &args),
         Cmd::Fuzz { packets, seed } => test::fuzz(packets, seed),
         Cmd::Soak { secs, seed } => soak::soak(secs, seed),

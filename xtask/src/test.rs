@@ -14,6 +14,8 @@ use crate::{
 pub fn test(unit_only: bool, vm_kernels: Option<&[String]>, args: &[String]) -> Result<()> {
     let t0 = Instant::now();
     setup::setup()?;
+    // Before this build: the two releases' crates share artifact names.
+    let previous = (!unit_only).then(build::build_previous).transpose()?;
     let bin = build::build(false)?;
     let obj = root().join("target/bpfel-unknown-none/release/overlay-ebpf");
 
@@ -57,6 +59,7 @@ pub fn test(unit_only: bool, vm_kernels: Option<&[String]>, args: &[String]) -> 
             .args(["test", "-p", "tests", "--tests"])
             .env("OVERLAY_EBPF_OBJECT", &obj)
             .env("OVERLAY_BPF_BIN", &bin)
+            .env("OVERLAY_BPF_PREVIOUS_BIN", previous.as_ref().expect("built above"))
             .arg("--")
             .args(args),
     )?;
@@ -70,7 +73,8 @@ pub fn test(unit_only: bool, vm_kernels: Option<&[String]>, args: &[String]) -> 
         let accel = crate::vm::probe_accel(&kernels[0])?.join().map_err(|_| anyhow::anyhow!("KVM probe panicked"))?;
         step(&format!("vm: accelerator: {}", accel.describe()));
         let mut bad = Vec::new();
-        let results = crate::vm::tier::run(&kernels, accel, &obj, &bin, args)?;
+        let previous = previous.as_deref().expect("built above");
+        let results = crate::vm::tier::run(&kernels, accel, &obj, (&bin, previous), args)?;
         crate::util::check_interrupt()?;
         for (release, r) in results {
             match r {

@@ -21,6 +21,17 @@ pub fn bin() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/overlay-bpf"))
 }
 
+/// The previous release's `overlay-bpf` (commit 4faeb4b), which rolling
+/// upgrades start from: `cargo xtask test` builds it and names it in
+/// $OVERLAY_BPF_PREVIOUS_BIN.
+pub fn previous_bin() -> PathBuf {
+    let bin = std::env::var_os("OVERLAY_BPF_PREVIOUS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/previous/4faeb4b/overlay-bpf"));
+    assert!(bin.is_file(), "{} is missing: build it with `cargo xtask build --previous`", bin.display());
+    bin
+}
+
 pub fn require_root() {
     assert!(unsafe { libc::geteuid() } == 0, "the kernel tests need root (run `sudo -E cargo xtask test`)");
     assert!(bin().exists(), "{} is missing: build it with `cargo xtask build`", bin().display());
@@ -285,6 +296,11 @@ impl Agent {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether the agent has not exited.
+    pub fn running(&mut self) -> bool {
+        matches!(self._child.0.try_wait(), Ok(None))
     }
 
     /// SIGKILL, as a crash would: nothing of the agent gets to clean up.

@@ -57,7 +57,7 @@ const PYTHON_SKIP: &[&str] = &[
 /// sizing) that emulation makes two minutes per kernel, where the kernel's
 /// part (one large hash map, batch-written) is the same on every kernel;
 /// and `readme`, the README's tour, which runs the host's own tools.
-const HOST_ONLY: &[&str] = &["store", "docker", "cni", "dns", "scale", "readme"];
+const HOST_ONLY: &[&str] = &["store", "rolling", "docker", "cni", "dns", "scale", "readme"];
 
 /// Test cases the VMs skip (`--skip`, per binary): checks that end in
 /// userspace before any kernel call (a refused state file, an unknown host,
@@ -130,8 +130,18 @@ pub fn tools_image(k: &Kernel, what: &str, programs: &[(String, PathBuf)]) -> Re
 /// Per kernel: (release, passed, failed), or why it could not run.
 pub type TierResult = (String, Result<(u64, u64)>);
 
+/// The previous release's `overlay-bpf` in the guests (the upgrade test's
+/// starting point).
+const PREVIOUS_IN_GUEST: &str = "/usr/local/bin/overlay-bpf-previous";
+
 /// Runs the kernel tests in one VM per kernel, all kernels at once.
-pub fn run(kernels: &[Kernel], accel: Accel, obj: &Path, bin: &Path, args: &[String]) -> Result<Vec<TierResult>> {
+pub fn run(
+    kernels: &[Kernel],
+    accel: Accel,
+    obj: &Path,
+    (bin, previous): (&Path, &Path),
+    args: &[String],
+) -> Result<Vec<TierResult>> {
     let t = Instant::now();
     let bins = test_binaries(obj, bin)?;
     let strip_dir = super::work_dir().join("stripped");
@@ -140,6 +150,7 @@ pub fn run(kernels: &[Kernel], accel: Accel, obj: &Path, bin: &Path, args: &[Str
         common.push((format!("/opt/tests/{}", test_name(b)), stripped(b, &strip_dir)?));
     }
     common.push(("/usr/local/bin/overlay-bpf".into(), stripped(bin, &strip_dir)?));
+    common.push((PREVIOUS_IN_GUEST.into(), stripped(previous, &strip_dir.join("previous"))?));
     let mut images = Vec::new();
     for k in kernels {
         images.push(tools_image(k, "test", &common)?);
@@ -192,7 +203,10 @@ fn tests_on(k: &Kernel, image: &Path, accel: Accel, names: &[String], args: &[St
         let t = Instant::now();
         let skip: String =
             HOST_ONLY_CASES.iter().filter(|(b, _)| b == n).map(|(_, case)| format!(" --skip {case}")).collect();
-        let cmd = format!("cd /tmp && OVERLAY_BPF_BIN=/usr/local/bin/overlay-bpf /opt/tests/{n}{skip}{extra}");
+        let cmd = format!(
+            "cd /tmp && OVERLAY_BPF_BIN=/usr/local/bin/overlay-bpf OVERLAY_BPF_PREVIOUS_BIN={PREVIOUS_IN_GUEST} \
+             /opt/tests/{n}{skip}{extra}"
+        );
         let out = match vm.step(&cmd, Duration::from_secs(1800), |l| say(&tag, l)) {
             Ok(out) => out,
             // Software emulation (TCG) can run a stale copy of kernel code the
