@@ -457,10 +457,16 @@ async fn up_inner(
     let mut loaded = load_programs(pins, !local.is_empty(), ct_entries, sizes, report, progress)?;
     let s = Steps { cluster, h, pins, underlay, underlay_ifindex, local, handle: netdev::connect()?, progress };
     let mut facts = HostFacts { underlay_ifindex, unhealthy: opts.unhealthy.clone(), ..Default::default() };
-    facts.veths = s.plumb_endpoints(&mut loaded, report).await?;
-    s.attach_underlay(&mut loaded, report)?;
-    let wireguard = encrypted_hop(cluster, h, pins, &s.handle, &mut loaded, report, progress).await?;
+    facts.veths = s.plumb_endpoints(report).await?;
+    let wireguard = encrypted_hop(cluster, h, &s.handle, report, progress).await?;
+    // Make before break: the maps are whole before any program of this
+    // build runs on them (a map of a new layout version starts empty).
     let deleted_ifaces = s.fill_maps(&facts, wireguard.as_ref(), opts.bpf_log, report)?;
+    s.attach_endpoints(&mut loaded, &facts.veths, report).await?;
+    s.attach_underlay(&mut loaded, report)?;
+    if let Some(dev) = &wireguard {
+        s.attach_encrypted(&mut loaded, dev, report).await?;
+    }
     s.retire_other_versions(report)?;
     s.route_and_masquerade().await?;
     s.prune(&facts, wireguard.is_some(), &deleted_ifaces, report).await
@@ -496,13 +502,9 @@ fn load_programs(
 
 impl Steps<'_> {
     /// Each local endpoint's veth (made here, or Docker's), its container
-    /// end configured, its host route, and the TC program on its host end:
-    /// the veths as the maps need them, by endpoint key.
-    async fn plumb_endpoints(
-        &self,
-        loaded: &mut loader::Loaded,
-        report: &mut UpReport,
-    ) -> Result<BTreeMap<String, Veth>> {
+    /// end configured, and its host route: the veths as the maps need them,
+    /// by endpoint key.
+    async fn plumb_endpoints(&self, report: &mut UpReport) -> Result<BTreeMap<String, Veth>> {
         let (local, handle) = (self.local, &self.handle);
         let mut veths = BTreeMap::new();
         for (i, e) in local.iter().enumerate() {
@@ -545,15 +547,47 @@ impl Steps<'_> {
             let idx = netdev::set_host_end(handle, &v).await?;
             let mac = netdev::link_mac(&v).ok_or_else(|| netdev::NetdevError::NoSuchInterface(v.clone()))?;
             netdev::host_route(handle, idx, e.ip, e.mac, overlay.mtu).await?;
-            let filter = match loader::has_tcx() {
-                true => None,
-                false => netdev::ingress_bpf_filter(handle, idx, overlay_common::PROG_TC_ENDPOINT).await?,
-            };
-            let attach = loaded.ensure_tc(self.pins, &v, overlay_common::PROG_TC_ENDPOINT, filter)?;
-            report.note_link(attach, format!("tc@{v}"));
             veths.insert(e.key.clone(), Veth { ifindex: idx, mac });
         }
         Ok(veths)
+    }
+
+    /// The TC program on the host end of each plumbed endpoint's veth.
+    async fn attach_endpoints(
+        &self,
+        loaded: &mut loader::Loaded,
+        veths: &BTreeMap<String, Veth>,
+        report: &mut UpReport,
+    ) -> Result<()> {
+        for e in self.local.iter().filter(|e| veths.contains_key(&e.key)) {
+            let v = e.veth();
+            let prog = overlay_common::PROG_TC_ENDPOINT;
+            let filter = match loader::has_tcx() {
+                true => None,
+                false => netdev::ingress_bpf_filter(&self.handle, veths[&e.key].ifindex, prog).await?,
+            };
+            report.note_link(loaded.ensure_tc(self.pins, &v, prog, filter)?, format!("tc@{v}"));
+        }
+        Ok(())
+    }
+
+    /// The programs on the WireGuard device and the veth pair beside it.
+    async fn attach_encrypted(
+        &self,
+        loaded: &mut loader::Loaded,
+        dev: &wireguard::Devices,
+        report: &mut UpReport,
+    ) -> Result<()> {
+        for (ifname, ifindex) in wireguard::TC_DEVICES.into_iter().zip([dev.wg, dev.tc]) {
+            let prog = overlay_common::PROG_TC_WIREGUARD;
+            let filter = match loader::has_tcx() {
+                true => None,
+                false => netdev::ingress_bpf_filter(&self.handle, ifindex, prog).await?,
+            };
+            report.note_link(loaded.ensure_tc(self.pins, ifname, prog, filter)?, format!("tc@{ifname}"));
+        }
+        report.note_link(loaded.ensure_xdp(self.pins, wireguard::VETH_XDP)?, format!("xdp@{}", wireguard::VETH_XDP));
+        Ok(())
     }
 
     /// The XDP program on the underlay device (a veth underlay made to
@@ -878,14 +912,12 @@ fn save_record(record: &macvlan::Record, pins: &Pins) -> Result<()> {
 
 /// The hop between hosts of encrypted networks (see [`wireguard`]): when
 /// the cluster has one, this host's WireGuard device with its key and its
-/// peers (the other hosts that published a key), and the programs on the
-/// device and the veth pair beside it.
+/// peers (the other hosts that published a key), and the veth pair beside it
+/// (their programs: [`Steps::attach_encrypted`]).
 async fn encrypted_hop(
     cluster: &Cluster,
     h: usize,
-    pins: &Pins,
     handle: &rtnetlink::Handle,
-    loaded: &mut loader::Loaded,
     report: &mut UpReport,
     progress: &dyn Fn(&str),
 ) -> Result<Option<wireguard::Devices>> {
@@ -938,15 +970,6 @@ async fn encrypted_hop(
         cluster.wireguard_port,
         peers.len()
     ));
-    for (ifname, ifindex) in wireguard::TC_DEVICES.into_iter().zip([dev.wg, dev.tc]) {
-        let prog = overlay_common::PROG_TC_WIREGUARD;
-        let filter = match loader::has_tcx() {
-            true => None,
-            false => netdev::ingress_bpf_filter(handle, ifindex, prog).await?,
-        };
-        report.note_link(loaded.ensure_tc(pins, ifname, prog, filter)?, format!("tc@{ifname}"));
-    }
-    report.note_link(loaded.ensure_xdp(pins, wireguard::VETH_XDP)?, format!("xdp@{}", wireguard::VETH_XDP));
     Ok(Some(dev))
 }
 
