@@ -16,6 +16,11 @@ use crate::{
 pub enum MapsError {
     #[error("cannot open pinned map {path}: {source} (run `overlay-bpf up` first)")]
     Open { path: String, source: MapError },
+    #[error(
+        "this host runs another release's programs: its {found} is pinned where this release has {map}; \
+         `overlay-bpf up` with this release upgrades it in place (links, connection table and traffic kept)"
+    )]
+    OtherRelease { map: &'static str, found: String },
     #[error("map {map}: {op}: {source}")]
     Op { map: &'static str, op: &'static str, source: MapError },
     #[error(
@@ -34,7 +39,10 @@ pub enum MapsError {
 impl MapsError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            MapsError::Full { .. } | MapsError::NoLogSwitch | MapsError::NoWireguard => crate::exit::USER,
+            MapsError::Full { .. }
+            | MapsError::NoLogSwitch
+            | MapsError::NoWireguard
+            | MapsError::OtherRelease { .. } => crate::exit::USER,
             MapsError::Open { .. } | MapsError::Op { .. } => crate::exit::SYSTEM,
         }
     }
@@ -203,7 +211,10 @@ pub struct KernelMaps {
 
 fn open<T: TryFrom<Map, Error = MapError>>(pins: &Pins, name: &'static str) -> Result<T, MapsError> {
     let path = pins.map(name);
-    let open_err = |source| MapsError::Open { path: path.display().to_string(), source };
+    let open_err = |source| match pins.other_version_of(name) {
+        Some(found) => MapsError::OtherRelease { map: name, found },
+        None => MapsError::Open { path: path.display().to_string(), source },
+    };
     let data = MapData::from_pin(&path).map_err(open_err)?;
     let map = Map::from_map_data(data).map_err(open_err)?;
     T::try_from(map).map_err(|source| MapsError::Op { map: name, op: "type check", source })

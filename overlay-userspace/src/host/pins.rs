@@ -250,6 +250,12 @@ impl Pins {
         out
     }
 
+    /// The pinned map of `name`'s family at another layout version, if one
+    /// is: the host runs another release's programs.
+    pub fn other_version_of(&self, name: &str) -> Option<String> {
+        self.other_versions().into_iter().find(|n| family(n) == family(name))
+    }
+
     pub fn create_dirs(&self) -> Result<(), PinsError> {
         for d in [self.maps_dir(), self.links_dir()] {
             std::fs::create_dir_all(&d).map_err(|source| PinsError::Io {
@@ -336,5 +342,18 @@ mod link_tests {
         assert_eq!(links[1].path, pins.link(LinkKind::Tc, "ob0123abcd"));
         assert_eq!(pins.stray_links(), [pins.links_dir().join("notes"), pins.links_dir().join("tcx-egress@eth0")]);
         assert_eq!(serde_json::to_string(&LinkKind::Xdp).unwrap(), "\"xdp\"", "status shows it as before");
+    }
+
+    #[test]
+    fn a_map_of_another_layout_version_is_found_by_its_family() {
+        let dir = tempfile::tempdir().unwrap();
+        let pins = Pins::new(dir.path());
+        std::fs::create_dir_all(pins.maps_dir()).unwrap();
+        for name in ["OB_VTEPS_V1", overlay_common::MAP_CT, "OB_CT_V0", "OTHER_V1"] {
+            std::fs::write(pins.maps_dir().join(name), b"").unwrap();
+        }
+        assert_eq!(pins.other_versions(), ["OB_CT_V0", "OB_VTEPS_V1"], "not ours: OTHER_V1; ours: OB_CT_V1");
+        assert_eq!(pins.other_version_of(overlay_common::MAP_VTEPS).as_deref(), Some("OB_VTEPS_V1"));
+        assert_eq!(pins.other_version_of(overlay_common::MAP_SERVICES), None);
     }
 }
