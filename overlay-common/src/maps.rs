@@ -22,7 +22,7 @@ macro_rules! for_each_map {
     ($m:ident) => {
         $m! {
             /// Single-entry array holding the host's own data-path settings.
-            MAP_CONFIG = OB_CONFIG_V2: Array<HostConfig>[1];
+            MAP_CONFIG = OB_CONFIG_V3: Array<HostConfig>[1];
             /// (VNI, IPv4) -> endpoint, for every endpoint in the cluster.
             MAP_ENDPOINTS = OB_ENDPOINTS_V1: HashMap<EndpointKey, EndpointValue>[MAX_ENDPOINTS];
             /// VNI -> network settings, for every network in the cluster.
@@ -31,15 +31,17 @@ macro_rules! for_each_map {
             MAP_SUBNETS = OB_SUBNETS_V1: LpmTrie<[u8; 4], SubnetValue>[MAX_SUBNETS];
             /// Host-side veth ifindex -> the local endpoint behind it.
             MAP_IFACES = OB_IFACES_V3: HashMap<u32, IfaceValue>[MAX_IFACES];
-            /// Underlay IPv4 -> cluster host (VXLAN tunnel end point).
-            MAP_VTEPS = OB_VTEPS_V1: HashMap<[u8; 4], VtepValue>[MAX_VTEPS];
+            /// The cluster's hosts' underlay IPv4 addresses (VXLAN tunnel end
+            /// points): a set, every value [`PRESENT`].
+            MAP_VTEPS = OB_VTEPS_V2: HashMap<[u8; 4], u8>[MAX_VTEPS];
             /// (address, port, protocol) -> service; VIPs and published ports.
-            MAP_SERVICES = OB_SERVICES_V2: HashMap<ServiceKey, ServiceValue>[MAX_SERVICES];
+            MAP_SERVICES = OB_SERVICES_V3: HashMap<ServiceKey, ServiceValue>[MAX_SERVICES];
             /// Maglev tables: MAX_LB_SLOTS tables of MAGLEV_SIZE backend
             /// addresses, flattened (slot * MAGLEV_SIZE + index); 0.0.0.0 = no backend.
             MAP_MAGLEV = OB_MAGLEV_V1: Array<[u8; 4]>[MAX_LB_SLOTS * MAGLEV_SIZE];
-            /// (service, backend address) -> the backend is in the service's tables.
-            MAP_BACKENDS = OB_BACKENDS_V1: HashMap<BackendKey, BackendValue>[MAX_BACKENDS];
+            /// The (service, backend address) pairs whose backend is in the
+            /// service's tables: a set, every value [`PRESENT`].
+            MAP_BACKENDS = OB_BACKENDS_V2: HashMap<BackendKey, u8>[MAX_BACKENDS];
             /// Per-CPU (service, backend) -> packets, bytes, new flows.
             MAP_BACKEND_STATS = OB_BACKEND_STATS_V1: PerCpuHashMap<BackendKey, BackendStats>[MAX_BACKENDS];
             /// LRU connection table of translated flows, keyed by the packet as
@@ -142,10 +144,9 @@ pub struct HostConfig {
     pub vxlan_port: u16,
     /// MTU of the underlay links.
     pub underlay_mtu: u16,
-    /// Index of this host in the state file's `hosts` list.
-    pub host_id: u32,
     /// Idle time after which a connection-table entry no longer pins its
-    /// flow's backend, per protocol, in seconds (V2).
+    /// flow's backend, per protocol, in seconds (V2; V3 drops `host_id`,
+    /// which nothing read).
     pub ct_tcp_timeout: u32,
     pub ct_udp_timeout: u32,
 }
@@ -196,8 +197,7 @@ pub struct EndpointValue {
 
 /// `internal: true`: traffic never leaves the overlay.
 pub const NETWORK_F_INTERNAL: u32 = 1;
-/// The routing-mesh network (`ingress: true`).
-pub const NETWORK_F_INGRESS: u32 = 2;
+// 2 was the routing-mesh network's bit, which no program read: free.
 /// At least one endpoint of this network runs on this host.
 pub const NETWORK_F_LOCAL: u32 = 4;
 /// `encrypted: true`: between hosts only through WireGuard.
@@ -240,13 +240,10 @@ pub struct IfaceValue {
     pub flags: u32,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct VtepValue {
-    /// Index of the host in the state file's `hosts` list.
-    pub host_id: u32,
-    pub flags: u32,
-}
+/// The value of the set-like maps ([`MAP_VTEPS`], [`MAP_BACKENDS`]): the
+/// programs ask only whether a key is there, and a BPF hash map needs a value.
+/// (Their V1 values held a host index and flags that nothing read.)
+pub const PRESENT: u8 = 1;
 
 pub use overlay_wire::ipv4::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 
@@ -274,10 +271,10 @@ pub struct ServiceValue {
     /// The backends' port.
     pub target_port: u16,
     pub _pad: u16,
-    pub backend_count: u32,
     /// `SERVICE_F_*` bits.
     pub flags: u32,
-    /// Which Maglev table picks this entry's backends (V2).
+    /// Which Maglev table picks this entry's backends (V2; V3 drops
+    /// `backend_count`, which nothing read).
     pub lb_slot: u32,
 }
 
@@ -286,16 +283,6 @@ pub struct ServiceValue {
 pub struct BackendKey {
     pub service_id: u32,
     pub ip: [u8; 4],
-}
-
-/// The backend runs on this host.
-pub const BACKEND_F_LOCAL: u32 = 1;
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct BackendValue {
-    /// `BACKEND_F_*` bits.
-    pub flags: u32,
 }
 
 #[repr(C)]
@@ -430,11 +417,9 @@ mod pod {
     unsafe impl aya::Pod for NetworkValue {}
     unsafe impl aya::Pod for SubnetValue {}
     unsafe impl aya::Pod for IfaceValue {}
-    unsafe impl aya::Pod for VtepValue {}
     unsafe impl aya::Pod for ServiceKey {}
     unsafe impl aya::Pod for ServiceValue {}
     unsafe impl aya::Pod for BackendKey {}
-    unsafe impl aya::Pod for BackendValue {}
     unsafe impl aya::Pod for BackendStats {}
     unsafe impl aya::Pod for CtKey {}
     unsafe impl aya::Pod for CtValue {}
@@ -449,18 +434,16 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(size_of::<HostConfig>(), 24);
+        assert_eq!(size_of::<HostConfig>(), 20);
         assert_eq!(size_of::<WgConfig>(), 16);
         assert_eq!(size_of::<EndpointKey>(), 8);
         assert_eq!(size_of::<EndpointValue>(), 20);
         assert_eq!(size_of::<NetworkValue>(), 16);
         assert_eq!(size_of::<SubnetValue>(), 8);
         assert_eq!(size_of::<IfaceValue>(), 24);
-        assert_eq!(size_of::<VtepValue>(), 8);
         assert_eq!(size_of::<ServiceKey>(), 8);
-        assert_eq!(size_of::<ServiceValue>(), 24);
+        assert_eq!(size_of::<ServiceValue>(), 20);
         assert_eq!(size_of::<BackendKey>(), 8);
-        assert_eq!(size_of::<BackendValue>(), 4);
         assert_eq!(size_of::<BackendStats>(), 24);
         assert_eq!(size_of::<CtKey>(), 16);
         assert_eq!(size_of::<CtValue>(), 40);

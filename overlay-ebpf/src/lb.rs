@@ -5,7 +5,7 @@
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns};
 use overlay_common::*;
 
-use crate::maps::{OB_BACKENDS_V1, OB_BACKEND_STATS_V1, OB_MAGLEV_V1};
+use crate::maps::{OB_BACKENDS_V2, OB_BACKEND_STATS_V1, OB_MAGLEV_V1};
 
 pub use overlay_common::flow::flow_hash;
 
@@ -43,7 +43,7 @@ pub fn pick(svc: &ServiceValue, ct: Option<CtValue>, key: &CtKey) -> Option<([u8
 #[inline(always)]
 fn is_backend(service_id: u32, ip: [u8; 4]) -> bool {
     // SAFETY: only whether the entry exists is read.
-    unsafe { OB_BACKENDS_V1.get(BackendKey { service_id, ip }).is_some() }
+    unsafe { OB_BACKENDS_V2.get(BackendKey { service_id, ip }).is_some() }
 }
 
 /// Counts a packet (and a new flow) for (service, backend).

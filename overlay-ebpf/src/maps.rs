@@ -15,7 +15,7 @@ overlay_common::for_each_map!(declare);
 
 #[inline(always)]
 pub fn host_config() -> Option<&'static HostConfig> {
-    OB_CONFIG_V2.get(0)
+    OB_CONFIG_V3.get(0)
 }
 
 /// This host's WireGuard devices, when it has an encrypted network.
@@ -50,13 +50,13 @@ pub fn iface(ifindex: u32) -> Option<&'static IfaceValue> {
 #[inline(always)]
 pub fn is_vtep(ip: [u8; 4]) -> bool {
     // SAFETY: see above.
-    unsafe { OB_VTEPS_V1.get(ip).is_some() }
+    unsafe { OB_VTEPS_V2.get(ip).is_some() }
 }
 
 #[inline(always)]
 pub fn service(k: ServiceKey) -> Option<&'static ServiceValue> {
     // SAFETY: see above.
-    unsafe { OB_SERVICES_V2.get(k) }
+    unsafe { OB_SERVICES_V3.get(k) }
 }
 
 /// The overlay subnet holding `ip`, if any.

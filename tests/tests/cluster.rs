@@ -44,7 +44,7 @@ fn up_status_reapply_and_down_on_three_hosts() {
     assert!(s1["links"].as_array().unwrap().iter().all(|l| l["attached"] == true));
     assert_eq!(map_entries(&s1, "OB_ENDPOINTS_V1"), 4);
     assert_eq!(map_entries(&s1, overlay_common::MAP_IFACES), 2);
-    assert_eq!(map_entries(&s1, "OB_VTEPS_V1"), 3);
+    assert_eq!(map_entries(&s1, "OB_VTEPS_V2"), 3);
     assert_eq!(map_entries(&s1, "OB_NETWORKS_V1"), 2);
 
     // The kernel sees XDP on the underlay and our veths in the host namespace.
@@ -148,7 +148,7 @@ fn reapplying_a_changed_file_touches_only_the_difference() {
         ips.contains(&serde_json::json!([10, 20, 0, 4])) && !ips.contains(&serde_json::json!([10, 10, 0, 4])),
         "{ips:?}"
     );
-    assert_eq!(bpftool_dump(&pins(p, "n1").join("maps/OB_VTEPS_V1")).as_array().unwrap().len(), 3);
+    assert_eq!(bpftool_dump(&pins(p, "n1").join("maps/OB_VTEPS_V2")).as_array().unwrap().len(), 3);
 
     // An endpoint's IP changes: its container gets exactly the new address.
     let third =
@@ -485,5 +485,5 @@ fn a_state_beyond_a_map_limit_is_refused_whole() {
     // Nothing of it applied: the maps and links are as they were.
     assert_eq!(bpftool_dump(&pins(p, "n1").join("maps/OB_ENDPOINTS_V1")), endpoints);
     assert_eq!(link_ids(&status(&dep, p, "n1")), links);
-    assert_eq!(map_entries(&status(&dep, p, "n1"), "OB_SERVICES_V2"), 0);
+    assert_eq!(map_entries(&status(&dep, p, "n1"), "OB_SERVICES_V3"), 0);
 }

@@ -530,7 +530,7 @@ fn tc_vip_flows_stay_put_until_their_backend_leaves() {
     let (v, out) = rig.run(PROG_TC_ENDPOINT, &pkt(41001));
     assert_eq!((v, out[30..34].to_vec()), (TC_ACT_REDIRECT, L.to_vec()), "new flow on the new table");
     // R leaves the service: its flow moves on its next packet.
-    let mut b: HashMap<_, BackendKey, BackendValue> = rig.map(MAP_BACKENDS);
+    let mut b: HashMap<_, BackendKey, u8> = rig.map(MAP_BACKENDS);
     b.remove(&BackendKey { service_id: SVC, ip: R }).unwrap();
     let (_, out) = rig.run(PROG_TC_ENDPOINT, &pkt(41000));
     assert_eq!(out[30..34], L, "flow of a removed backend re-picked");

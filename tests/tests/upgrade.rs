@@ -1,33 +1,32 @@
-//! Upgrades in place: hosts run the previous release's programs (its eBPF
-//! object, kept as a fixture: tests/fixtures/overlay-ebpf-7d63fd5.o, the
-//! programs of commit 7d63fd5), then `up` with this build replaces every
-//! attached program in one step (link update) under a steady ping and an open
-//! TCP connection through a VIP: nothing is lost, the connection carries on
-//! with its connection-table entries, links and maps stay, and a map of
-//! another layout version is retired.
+//! Upgrades in place: hosts run the previous release (its own `overlay-bpf`,
+//! built from commit 4faeb4b by `cargo xtask test` into target/previous/),
+//! then `up` with this build replaces every attached program in one step
+//! (link update) under a steady ping and TCP connections open through a VIP
+//! and through the routing mesh. Nothing is lost: every connection carries
+//! on with its connection-table entries, links and the connection table
+//! stay, and the maps whose layout this release changed are filled anew
+//! before the new programs run, then the old ones retired.
 
 mod common;
 
-use std::{
-    process::{Command, Stdio},
-    thread::sleep,
-    time::Duration,
-};
+use std::{net::Ipv4Addr, process::Stdio, thread::sleep, time::Duration};
 
 use common::*;
 use testbed::{tcp_echo, wait_listening, Talk};
 
 const P: &str = "obup";
-/// The previous release's programs.
-static PREVIOUS: &[u8] = include_bytes!("../fixtures/overlay-ebpf-7d63fd5.o");
+const CLIENT: &str = "192.168.200.100";
 
+/// a1 on n1 and a2, w on n2; service echo: a VIP and port 7500 published
+/// on every host, backend w.
 fn upgrade_state() -> String {
     let mut y = front_state(P, &[("a1", "n1", "10.10.0.11"), ("a2", "n2", "10.10.0.12"), ("w", "n2", "10.10.0.21")]);
-    y += "services:\n  - {name: echo, network: front, vip: 10.10.0.100, ports: [{protocol: tcp, target: 7500}], backends: [w]}\n";
+    y += "services:\n  - {name: echo, network: front, vip: 10.10.0.100, \
+          ports: [{protocol: tcp, target: 7500, published: 7500}], backends: [w]}\n";
     y
 }
 
-/// (link, program id) of every attached program of host `h`.
+/// (link, link id, program id) of every attached program of host `h`.
 fn programs(dep: &Deployment, h: &str) -> Vec<(String, Option<u64>, u64)> {
     let st = status(dep, P, h);
     let mut v: Vec<_> = st["links"]
@@ -43,74 +42,110 @@ fn programs(dep: &Deployment, h: &str) -> Vec<(String, Option<u64>, u64)> {
     v
 }
 
-/// The digests of host `h`'s pinned programs (`progs/<PROG>@<digest>`), by program name.
-fn pinned_programs(p: &str, h: &str) -> Vec<String> {
-    let mut v: Vec<(String, String)> = std::fs::read_dir(pins(p, h).join("progs"))
+/// The names of host `h`'s pinned maps.
+fn pinned_maps(h: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(pins(P, h).join("maps"))
         .unwrap()
         .flatten()
-        .map(|e| {
-            let n = e.file_name().to_string_lossy().into_owned();
-            let (prog, digest) = n.split_once('@').unwrap();
-            (prog.to_string(), digest.to_string())
-        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     v.sort();
-    v.into_iter().map(|(_, d)| d).collect()
+    v
 }
 
+/// The id of host `h`'s pinned connection table.
+fn ct_map_id(h: &str) -> u64 {
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", "map", "show", "pinned"])
+        .arg(pins(P, h).join("maps/OB_CT_V1"))
+        .output()
+        .unwrap();
+    json(&assert_ok(&out))["id"].as_u64().unwrap()
+}
+
+/// The maps whose layout this release changed (4faeb4b's names, this one's).
+const CHANGED: [(&str, &str); 4] = [
+    ("OB_CONFIG_V2", "OB_CONFIG_V3"),
+    ("OB_VTEPS_V1", "OB_VTEPS_V2"),
+    ("OB_SERVICES_V2", "OB_SERVICES_V3"),
+    ("OB_BACKENDS_V1", "OB_BACKENDS_V2"),
+];
+
 #[test]
-fn a_new_build_replaces_the_programs_in_place_under_traffic() {
+fn the_previous_release_upgrades_in_place_under_traffic() {
     require_root();
+    let previous = previous_bin();
     let st = StateFile::new(P, &upgrade_state());
-    let previous = std::env::temp_dir().join(format!("{P}-previous.o"));
-    std::fs::write(&previous, PREVIOUS).unwrap();
-    let _u = underlay(P, 3);
+    let mut u = underlay(P, 3);
+    u.add_host("cl", CLIENT.parse::<Ipv4Addr>().unwrap());
     let cs = containers(P, &["a1", "a2", "w"]);
-    let mut dep = Deployment::new(&bin());
+    let mut dep = Deployment::new(&previous);
     let hosts = ["n1", "n2"];
-    let up = |dep: &mut Deployment, h: &str, prev: bool| -> String {
+    let up = |dep: &mut Deployment, h: &str| -> String {
         let (host, ns) = (format!("{P}{h}"), format!("{P}-{h}"));
         dep.track(&host, &ns);
-        let mut c = dep.cmd(&host, &ns);
-        c.args(["up", "--state"]).arg(&st.0);
-        if prev {
-            c.env("OVERLAY_BPF_OBJECT", &previous);
-        }
-        assert_ok(&c.stdin(Stdio::null()).output().unwrap())
+        assert_ok(&dep.cmd(&host, &ns).args(["up", "--state"]).arg(&st.0).stdin(Stdio::null()).output().unwrap())
     };
     for h in hosts {
-        up(&mut dep, h, true);
+        up(&mut dep, h);
     }
-    let old = overlay_bpf::host::loader::digest(PREVIOUS);
-    assert_eq!(pinned_programs(P, "n1"), [old.clone(), old.clone()], "the previous build's programs, pinned");
+    for h in hosts {
+        let maps = pinned_maps(h);
+        for (old, new) in CHANGED {
+            assert!(maps.contains(&old.to_string()) && !maps.contains(&new.to_string()), "{h}: {maps:?}");
+        }
+    }
     let before: Vec<_> = hosts.iter().map(|h| programs(&dep, h)).collect();
+    let ct_before: Vec<u64> = hosts.iter().map(|h| ct_map_id(h)).collect();
+
+    // Connections through the VIP (from a1 on n1) and through the mesh (from
+    // a client on the underlay, to n1, whose backend is on n2, and to n2).
     let _server = tcp_echo(&cs[2], "w", 7500);
     wait_listening(&cs[2], 7500).unwrap();
-    let mut talk = Talk::open(&cs[0].name, "10.10.0.100:7500".parse().unwrap(), "a1 to the VIP").unwrap();
-    assert_eq!(talk.exchange(0).unwrap(), "w");
-    let flows = |dep: &Deployment| service_flows(&status_named(dep, P, "n1", &st.0), "echo");
+    let client = u.host("cl").name.clone();
+    let targets = [
+        (cs[0].name.clone(), "10.10.0.100:7500", "a1 to the VIP"),
+        (cs[0].name.clone(), "10.10.0.100:7500", "a1 to the VIP, again"),
+        (client.clone(), "192.168.200.11:7500", "the client to n1's published port"),
+        (client.clone(), "192.168.200.11:7500", "the client to n1's published port, again"),
+        (client.clone(), "192.168.200.12:7500", "the client to n2's published port"),
+    ];
+    let mut talks: Vec<Talk> =
+        targets.iter().map(|(ns, to, what)| Talk::open(ns, to.parse().unwrap(), what).unwrap()).collect();
+    for t in &mut talks {
+        assert_eq!(t.exchange(0).unwrap(), "w", "{}", t.what);
+    }
+    // New flows picked per host (by the previous release's `status`; the
+    // backends' counters keep their layout in this one).
+    let flows = |dep: &Deployment| -> Vec<u64> {
+        hosts.iter().map(|h| service_flows(&status_named(dep, P, h, &st.0), "echo")).collect()
+    };
     let flows_before = flows(&dep);
-
-    // A map of another layout version, as an older build would have left it.
-    let stale = pins(P, "n1").join("maps/OB_CT_V0");
-    must(
-        Command::new("bpftool")
-            .args(["map", "create"])
-            .arg(&stale)
-            .args(["type", "hash", "key", "4", "value", "4", "entries", "16", "name", "OB_CT_V0"]),
-    );
+    dep.bin = bin();
+    // This release's `status` on a host not upgraded yet says so.
+    let o = dep.cmd(&format!("{P}n1"), &format!("{P}-n1")).arg("status").output().unwrap();
+    let said = String::from_utf8_lossy(&o.stderr).trim_end().to_string();
+    let upgrade_me = |(old, new): (&str, &str)| {
+        format!(
+            "error: this host runs another release's programs: its {old} is pinned where this release has {new}; \
+             `overlay-bpf up` with this release upgrades it in place (links, connection table and traffic kept)"
+        )
+    };
+    assert_eq!(o.status.code(), Some(1), "{said}");
+    assert!(CHANGED.into_iter().map(upgrade_me).any(|m| m == said), "{said}");
+    assert_eq!(flows_before, [4, 1], "n1 picked for the VIP and its published port, n2 for its own");
 
     // 100 pings a second from a1 to a2, until stopped.
     let pinger = Pinger::start(&cs[0].name, "10.10.0.12", 50);
     sleep(Duration::from_secs(1));
 
-    // This build's `up`: every program replaced, nothing else.
-    let out: Vec<String> = hosts.iter().map(|h| up(&mut dep, h, false)).collect();
-    assert!(out[0].contains("links attached, 2 replaced, 0 removed"), "{}", out[0]);
-    assert!(out[1].contains("links attached, 3 replaced, 0 removed"), "{}", out[1]);
-    assert!(out[0].contains("programs loaded and verified"), "{}", out[0]);
-    let new = pinned_programs(P, "n1");
-    assert!(new[0] != old && new[0] == new[1], "only this build's programs stay pinned: {new:?}");
+    // This build's `up`: every program replaced, the changed maps anew.
+    let out: Vec<String> = hosts.iter().map(|h| up(&mut dep, h)).collect();
+    for (o, (h, links)) in out.iter().zip([("n1", 2), ("n2", 3)]) {
+        let replaced = format!("0 veths created, 0 removed; 0 links attached, {links} replaced, 0 removed;");
+        assert!(o.contains(&replaced), "{h}: {o}");
+        assert!(o.ends_with("programs loaded and verified\n"), "{h}: {o}");
+    }
     for (i, h) in hosts.iter().enumerate() {
         let after = programs(&dep, h);
         assert_eq!(after.len(), before[i].len(), "{h}: {after:?}");
@@ -118,25 +153,32 @@ fn a_new_build_replaces_the_programs_in_place_under_traffic() {
             assert_eq!((&b.0, b.1), (&a.0, a.1), "{h}: the same link, kept");
             assert_ne!(b.2, a.2, "{h}: {} runs a new program", a.0);
         }
+        let maps = pinned_maps(h);
+        for (old, new) in CHANGED {
+            assert!(!maps.contains(&old.to_string()) && maps.contains(&new.to_string()), "{h}: {maps:?}");
+        }
+        assert_eq!(ct_map_id(h), ct_before[i], "{h}: the connection table is the same map");
     }
-    assert!(!stale.exists(), "the map of another layout version was retired");
     sleep(Duration::from_secs(1));
     let (sent, got) = pinger.stop();
 
-    // The connection carries on, on its connection-table entries: no new flow.
-    assert_eq!(talk.exchange(1).unwrap(), "w");
-    assert_eq!(flows(&dep), flows_before, "the flow was picked again: its entries were lost");
-    eprintln!("upgrade under traffic: {sent} pings sent, {got} received; the TCP connection carried on");
+    // Every connection carries on, on its connection-table entries: no new flow.
+    let mut carried = 0;
+    for t in &mut talks {
+        assert_eq!(t.exchange(1).unwrap(), "w", "{}", t.what);
+        carried += 1;
+    }
+    assert_eq!(carried, targets.len());
+    assert_eq!(flows(&dep), flows_before, "a flow was picked again: its entries were lost");
+    eprintln!("upgrade under traffic: {sent} pings sent, {got} received; {carried} TCP connections carried on");
     assert!(sent >= 200, "{sent}");
     assert_eq!(sent, got, "packets lost");
 
     // Once upgraded, `up` keeps what runs.
     let now: Vec<_> = hosts.iter().map(|h| programs(&dep, h)).collect();
     for h in hosts {
-        let o = up(&mut dep, h, false);
-        assert!(o.contains("nothing changed"), "{o}");
-        assert!(o.contains("programs reused from their pins"), "not verified again: {o}");
+        let o = up(&mut dep, h);
+        assert!(o.contains(": nothing changed; programs reused from their pins"), "{h}: {o}");
     }
     assert_eq!(now, hosts.iter().map(|h| programs(&dep, h)).collect::<Vec<_>>());
-    let _ = std::fs::remove_file(&previous);
 }

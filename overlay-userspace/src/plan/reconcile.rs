@@ -46,15 +46,14 @@ pub type SubnetKey = (u32, [u8; 4]);
 macro_rules! reconciled_maps {
     ($m:ident) => {
         $m! {
-            Vtep vteps: MAP_VTEPS, BTreeMap<[u8; 4], VtepValue> => HashMap<MapData, [u8; 4], VtepValue>;
+            Vtep vteps: MAP_VTEPS, BTreeMap<[u8; 4], u8> => HashMap<MapData, [u8; 4], u8>;
             Network networks: MAP_NETWORKS, BTreeMap<u32, NetworkValue> => HashMap<MapData, u32, NetworkValue>;
             Subnet subnets: MAP_SUBNETS, BTreeMap<SubnetKey, SubnetValue> => LpmTrie<MapData, [u8; 4], SubnetValue>;
             Endpoint endpoints: MAP_ENDPOINTS, BTreeMap<EndpointKey, EndpointValue>
                 => HashMap<MapData, EndpointKey, EndpointValue>;
             Iface ifaces: MAP_IFACES, BTreeMap<u32, IfaceValue> => HashMap<MapData, u32, IfaceValue>;
             Maglev maglev: MAP_MAGLEV, MaglevTables => Array<MapData, [u8; 4]>;
-            Backend backends: MAP_BACKENDS, BTreeMap<BackendKey, BackendValue>
-                => HashMap<MapData, BackendKey, BackendValue>;
+            Backend backends: MAP_BACKENDS, BTreeMap<BackendKey, u8> => HashMap<MapData, BackendKey, u8>;
             Service services: MAP_SERVICES, BTreeMap<ServiceKey, ServiceValue>
                 => HashMap<MapData, ServiceKey, ServiceValue>;
             Config config: MAP_CONFIG, BTreeMap<u32, HostConfig> => Array<MapData, HostConfig>;
@@ -288,13 +287,12 @@ pub fn desired(cluster: &Cluster, host: usize, facts: &HostFacts) -> MapContents
             underlay_ifindex: facts.underlay_ifindex,
             vxlan_port: cluster.vxlan_port,
             underlay_mtu: cluster.underlay_mtu.min(u16::MAX as u32) as u16,
-            host_id: host as u32,
             ct_tcp_timeout: cluster.conntrack_tcp_timeout,
             ct_udp_timeout: cluster.conntrack_udp_timeout,
         },
     );
-    for (i, h) in cluster.hosts.iter().enumerate() {
-        m.vteps.insert(h.address.octets(), VtepValue { host_id: i as u32, flags: 0 });
+    for h in &cluster.hosts {
+        m.vteps.insert(h.address.octets(), PRESENT);
     }
     for (ni, n) in cluster.networks.iter().enumerate() {
         // A macvlan network's endpoints are on the LAN, not in the maps.
@@ -302,7 +300,6 @@ pub fn desired(cluster: &Cluster, host: usize, facts: &HostFacts) -> MapContents
         let local = cluster.endpoints.iter().any(|e| e.network == ni && e.host == host);
         let gw = n.subnets[0].gateway;
         let flags = (if n.internal { NETWORK_F_INTERNAL } else { 0 })
-            | (if o.ingress { NETWORK_F_INGRESS } else { 0 })
             | (if local { NETWORK_F_LOCAL } else { 0 })
             | (if o.encrypted { NETWORK_F_ENCRYPTED } else { 0 });
         m.networks.insert(
@@ -398,9 +395,7 @@ pub fn desired(cluster: &Cluster, host: usize, facts: &HostFacts) -> MapContents
             continue;
         }
         for &b in &healthy {
-            let e = &cluster.endpoints[b];
-            let flags = if e.host == host { BACKEND_F_LOCAL } else { 0 };
-            m.backends.insert(BackendKey { service_id: id, ip: e.ip.octets() }, BackendValue { flags });
+            m.backends.insert(BackendKey { service_id: id, ip: cluster.endpoints[b].ip.octets() }, PRESENT);
         }
         let local_slot = needs_local.then(|| slot_for(&mut m, local.clone()));
         for p in &s.ports {
@@ -409,7 +404,6 @@ pub fn desired(cluster: &Cluster, host: usize, facts: &HostFacts) -> MapContents
                 vni,
                 target_port: p.target,
                 _pad: 0,
-                backend_count: healthy.len() as u32,
                 flags: 0,
                 lb_slot: all_slot.unwrap_or(0),
             };
@@ -433,12 +427,7 @@ pub fn desired(cluster: &Cluster, host: usize, facts: &HostFacts) -> MapContents
                 (PublishMode::Host, Some(slot)) => {
                     m.services.insert(
                         key,
-                        ServiceValue {
-                            flags: SERVICE_F_PUBLISHED | SERVICE_F_HOST_MODE,
-                            backend_count: local.len() as u32,
-                            lb_slot: slot,
-                            ..base
-                        },
+                        ServiceValue { flags: SERVICE_F_PUBLISHED | SERVICE_F_HOST_MODE, lb_slot: slot, ..base },
                     );
                 }
                 (PublishMode::Host, None) => {}

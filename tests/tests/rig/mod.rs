@@ -192,16 +192,15 @@ impl Rig {
                 underlay_ifindex: 1,
                 vxlan_port: 4789,
                 underlay_mtu: 1500,
-                host_id: 0,
                 ct_tcp_timeout: 300,
                 ct_udp_timeout: 60,
             },
             0,
         )
         .unwrap();
-        let mut vteps: HashMap<_, [u8; 4], VtepValue> = HashMap::try_from(e.map_mut(MAP_VTEPS).unwrap()).unwrap();
-        vteps.insert(HOST, VtepValue { host_id: 0, flags: 0 }, 0).unwrap();
-        vteps.insert(PEER, VtepValue { host_id: 1, flags: 0 }, 0).unwrap();
+        let mut vteps: HashMap<_, [u8; 4], u8> = HashMap::try_from(e.map_mut(MAP_VTEPS).unwrap()).unwrap();
+        vteps.insert(HOST, PRESENT, 0).unwrap();
+        vteps.insert(PEER, PRESENT, 0).unwrap();
         let mut nets: HashMap<_, u32, NetworkValue> = HashMap::try_from(e.map_mut(MAP_NETWORKS).unwrap()).unwrap();
         nets.insert(FRONT, NetworkValue { gateway: GW, gateway_mac: GW_MAC, mtu: 1450, flags: NETWORK_F_LOCAL }, 0)
             .unwrap();
@@ -341,14 +340,7 @@ impl Rig {
     pub fn with_vip(backend: [u8; 4], vni: u32) -> Rig {
         let mut rig = Rig::new();
         let mut svcs: HashMap<_, ServiceKey, ServiceValue> = rig.map(MAP_SERVICES);
-        let v = ServiceValue {
-            service_id: SVC,
-            vni,
-            target_port: 8080,
-            backend_count: 1,
-            lb_slot: 0,
-            ..Default::default()
-        };
+        let v = ServiceValue { service_id: SVC, vni, target_port: 8080, lb_slot: 0, ..Default::default() };
         svcs.insert(ServiceKey { addr: VIP, port: 80, proto: PROTO_TCP, _pad: 0 }, v, 0).unwrap();
         rig.set_maglev(backend);
         rig
@@ -360,8 +352,8 @@ impl Rig {
             t.set(i, backend, 0).unwrap();
         }
         if backend != [0; 4] {
-            let mut b: HashMap<_, BackendKey, BackendValue> = self.map(MAP_BACKENDS);
-            b.insert(BackendKey { service_id: SVC, ip: backend }, BackendValue { flags: 0 }, 0).unwrap();
+            let mut b: HashMap<_, BackendKey, u8> = self.map(MAP_BACKENDS);
+            b.insert(BackendKey { service_id: SVC, ip: backend }, PRESENT, 0).unwrap();
             self.mark_backend(backend);
         }
     }
@@ -468,7 +460,6 @@ pub fn published_service(service_id: u32) -> ServiceValue {
         service_id,
         vni: FRONT,
         target_port: 80,
-        backend_count: 1,
         flags: SERVICE_F_PUBLISHED,
         lb_slot: 0,
         ..Default::default()

@@ -61,7 +61,6 @@ fn desired_content_for_node1() {
             underlay_ifindex: 2,
             vxlan_port: 4789,
             underlay_mtu: 1500,
-            host_id: 0,
             ct_tcp_timeout: 432_000,
             ct_udp_timeout: 300,
         }
@@ -91,8 +90,7 @@ fn desired_content_for_node1() {
             flags: ENDPOINT_F_BACKEND
         }
     );
-    assert_eq!(m.vteps.len(), 2);
-    assert_eq!(m.vteps[&[192, 168, 246, 195]].host_id, 1);
+    assert_eq!(m.vteps, BTreeMap::from([([192, 168, 246, 194], PRESENT), ([192, 168, 246, 195], PRESENT)]));
     // Networks: gateway + its MAC, MTU, flags.
     let n = m.networks[&4097];
     assert_eq!((n.gateway, n.mtu, n.flags), ([10, 0, 0, 1], 1450, NETWORK_F_LOCAL));
@@ -101,11 +99,11 @@ fn desired_content_for_node1() {
     assert_eq!(m.subnets[&(24, [10, 0, 1, 0])], SubnetValue { vni: 4096, gateway: [10, 0, 1, 1] });
     // VIP for each port, the ingress-published port; host-mode port: node1 runs web.1.
     let vip80 = m.services[&ServiceKey { addr: [10, 0, 0, 2], port: 80, proto: PROTO_TCP, _pad: 0 }];
-    assert_eq!((vip80.vni, vip80.target_port, vip80.backend_count, vip80.flags), (4097, 80, 2, 0));
+    assert_eq!((vip80.vni, vip80.target_port, vip80.flags), (4097, 80, 0));
     let pub8080 = m.services[&ServiceKey { addr: [0; 4], port: 8080, proto: PROTO_TCP, _pad: 0 }];
     assert_eq!(pub8080.flags, SERVICE_F_PUBLISHED);
     let host5353 = m.services[&ServiceKey { addr: [0; 4], port: 5353, proto: PROTO_UDP, _pad: 0 }];
-    assert_eq!((host5353.flags, host5353.backend_count), (SERVICE_F_PUBLISHED | SERVICE_F_HOST_MODE, 1));
+    assert_eq!(host5353.flags, SERVICE_F_PUBLISHED | SERVICE_F_HOST_MODE);
     assert_eq!(m.services.len(), 4);
 }
 
@@ -197,8 +195,8 @@ fn load_balancing_tables_per_service_and_host_mode() {
     assert_eq!((vip.service_id, vip.lb_slot), (id, 0));
     let host = m.services[&ServiceKey { addr: [0; 4], port: 5353, proto: PROTO_UDP, _pad: 0 }];
     assert_eq!(host.lb_slot, 1);
-    assert_eq!(m.backends[&BackendKey { service_id: id, ip: [10, 0, 0, 3] }].flags, BACKEND_F_LOCAL);
-    assert_eq!(m.backends[&BackendKey { service_id: id, ip: [10, 0, 0, 4] }].flags, 0);
+    let members: Vec<_> = m.backends.keys().filter(|k| k.service_id == id).map(|k| k.ip).collect();
+    assert_eq!(members, [[10, 0, 0, 3], [10, 0, 0, 4]], "both healthy backends, local or not");
     assert_eq!(m.config[&0].ct_tcp_timeout, 432_000, "idle TCP flows are not cut at 900 s");
 }
 
