@@ -182,3 +182,134 @@ fn the_previous_release_upgrades_in_place_under_traffic() {
     }
     assert_eq!(now, hosts.iter().map(|h| programs(&dep, h)).collect::<Vec<_>>());
 }
+
+/// A connection-table value of a made-up older layout: today's without its
+/// last-seen time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct CtValueV0 {
+    action: u8,
+    _pad: [u8; 3],
+    new_src: [u8; 4],
+    new_dst: [u8; 4],
+    new_sport: u16,
+    new_dport: u16,
+    vtep: [u8; 4],
+    vni: u32,
+    service_id: u32,
+    _pad2: u32,
+}
+
+// SAFETY: repr(C), integers and byte arrays with explicit padding.
+unsafe impl aya::Pod for CtValueV0 {}
+
+/// The conversion a release changing the table to today's layout would
+/// write: every field kept, the flow seen now (0: never idle yet); an entry
+/// of no known action is left behind.
+fn ct_v0_to_v1(
+    pins: &overlay_bpf::host::pins::Pins,
+    from: &'static str,
+    to: &'static str,
+) -> Result<usize, overlay_bpf::host::kmaps::MapsError> {
+    use overlay_common::{CtKey, CtValue};
+    overlay_bpf::host::convert::carry(pins, from, to, |k: CtKey, v: CtValueV0| {
+        let value = CtValue {
+            action: v.action,
+            new_src: v.new_src,
+            new_dst: v.new_dst,
+            new_sport: v.new_sport,
+            new_dport: v.new_dport,
+            vtep: v.vtep,
+            vni: v.vni,
+            service_id: v.service_id,
+            ..Default::default()
+        };
+        value.action().map(|_| (k, value))
+    })
+}
+
+#[test]
+fn a_connection_table_of_another_layout_is_carried_entry_by_entry() {
+    use aya::maps::{HashMap, Map, MapData};
+    use overlay_bpf::host::{convert, pins::Pins};
+    use overlay_common::{CtKey, CtValue, CT_DNAT, CT_REVNAT, MAP_CT};
+
+    require_root();
+    let pins = Pins::new(std::path::Path::new("/sys/fs/bpf/overlay-bpf").join("obuc-carry"));
+    struct Gone(std::path::PathBuf);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _gone = Gone(pins.dir.clone());
+    std::fs::create_dir_all(pins.maps_dir()).unwrap();
+    let create = |name: &str, value: usize| {
+        must(std::process::Command::new("bpftool").args(["map", "create"]).arg(pins.map(name)).args([
+            "type",
+            "lru_hash",
+            "key",
+            "16",
+            "value",
+            &value.to_string(),
+            "entries",
+            "64",
+            "name",
+            name,
+        ]))
+    };
+    create("OB_CT_V0", std::mem::size_of::<CtValueV0>());
+    create(MAP_CT, std::mem::size_of::<CtValue>());
+    let open = |name: &str| Map::from_map_data(MapData::from_pin(pins.map(name)).unwrap()).unwrap();
+    let mut old: HashMap<MapData, CtKey, CtValueV0> = HashMap::try_from(open("OB_CT_V0")).unwrap();
+    let mut new: HashMap<MapData, CtKey, CtValue> = HashMap::try_from(open(MAP_CT)).unwrap();
+    let key = |port: u16| CtKey {
+        src: [10, 10, 0, 11],
+        dst: [10, 10, 0, 100],
+        sport: port,
+        dport: 80,
+        proto: 6,
+        _pad: [0; 3],
+    };
+    let v0 = |action: u8, backend: u8| CtValueV0 {
+        action,
+        new_dst: [10, 10, 0, backend],
+        new_dport: 8080,
+        vni: 4097,
+        service_id: 7,
+        ..Default::default()
+    };
+    // Three flows in the old table; a fourth entry of no known action; and
+    // one of the three already in the new table, as a new program wrote it.
+    for (port, action, backend) in [(40001, CT_DNAT, 21), (40002, CT_DNAT, 22), (40003, CT_REVNAT, 23), (40004, 0, 24)]
+    {
+        old.insert(key(port), v0(action, backend), 0).unwrap();
+    }
+    let newer = CtValue { action: CT_DNAT, new_dst: [10, 10, 0, 29], last_seen_ns: 5, ..Default::default() };
+    new.insert(key(40002), newer, 0).unwrap();
+
+    let table = [convert::Conversion { from: "OB_CT_V0", to: MAP_CT, carry: ct_v0_to_v1 }];
+    assert_eq!(convert::carry_other_versions(&pins, &table).unwrap(), [("OB_CT_V0", 2)]);
+    let mut held: Vec<(u16, u8, [u8; 4], u64)> =
+        new.iter().map(|e| e.unwrap()).map(|(k, v)| (k.sport, v.action, v.new_dst, v.last_seen_ns)).collect();
+    held.sort();
+    assert_eq!(
+        held,
+        [
+            (40001, CT_DNAT, [10, 10, 0, 21], 0),
+            (40002, CT_DNAT, [10, 10, 0, 29], 5),
+            (40003, CT_REVNAT, [10, 10, 0, 23], 0)
+        ],
+        "carried, the newer entry kept, the unknown one left behind"
+    );
+    let carried = new.get(&key(40001), 0).unwrap();
+    assert_eq!((carried.new_dport, carried.vni, carried.service_id), (8080, 4097, 7));
+
+    // A flow the old programs started after the first pass: the second
+    // pass carries it alone.
+    old.insert(key(40005), v0(CT_DNAT, 25), 0).unwrap();
+    assert_eq!(convert::carry_other_versions(&pins, &table).unwrap(), [("OB_CT_V0", 1)]);
+    assert_eq!(new.get(&key(40005), 0).unwrap().new_dst, [10, 10, 0, 25]);
+    // Without a conversion for it, nothing is carried.
+    assert_eq!(convert::carry_other_versions(&pins, convert::CONVERSIONS).unwrap(), []);
+}

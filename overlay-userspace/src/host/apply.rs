@@ -12,6 +12,7 @@ use overlay_common::{CT_DEFAULT_SIZE, MAP_CT};
 pub use crate::host::loader::Origin;
 use crate::{
     exit::{SYSTEM as EXIT_SYSTEM, USER as EXIT_USER},
+    host::convert,
     host::error::{Error, Result},
     host::kmaps::KernelMaps,
     host::loader,
@@ -213,6 +214,9 @@ pub struct UpReport {
     /// Pinned maps of another layout version, removed once no program of
     /// this build uses them.
     pub maps_retired: Vec<String>,
+    /// Entries of older layouts' program-filled maps carried into this
+    /// build's (both passes).
+    pub entries_carried: usize,
     /// Whether the programs were verified now or opened from their pins.
     pub programs: loader::Origin,
     /// Nothing done: the host holds a newer store revision than this state.
@@ -286,14 +290,17 @@ pub fn map_sizes(pins: &Pins, desired: &reconcile::MapContents) -> BTreeMap<&'st
 /// The size to load the connection table with. A pinned table is reused as it
 /// is (the programs attached now share it), so asking for another size is
 /// refused rather than silently ignored: a table cannot be resized in place.
+/// A table of a new layout version takes the size of the older one it
+/// replaces, unless asked otherwise.
 pub fn ct_size(pins: &Pins, asked: Option<u32>) -> Result<u32, ApplyError> {
-    let pinned = crate::host::kmaps::max_entries(pins, MAP_CT).ok();
-    match (pinned, asked) {
+    let size = |name: &str| crate::host::kmaps::max_entries(pins, name).ok();
+    match (size(MAP_CT), asked) {
         (Some(have), Some(want)) if have != want => {
             Err(ApplyError::CtSize { want, have, path: pins.map(MAP_CT).display().to_string() })
         }
         (Some(have), _) => Ok(have),
-        (None, want) => Ok(want.unwrap_or(CT_DEFAULT_SIZE)),
+        (None, Some(want)) => Ok(want),
+        (None, None) => Ok(pins.other_version_of(MAP_CT).and_then(|older| size(&older)).unwrap_or(CT_DEFAULT_SIZE)),
     }
 }
 
@@ -462,6 +469,7 @@ async fn up_inner(
     // Make before break: the maps are whole before any program of this
     // build runs on them (a map of a new layout version starts empty).
     let deleted_ifaces = s.fill_maps(&facts, wireguard.as_ref(), opts.bpf_log, report)?;
+    s.carry_entries(report)?;
     s.attach_endpoints(&mut loaded, &facts.veths, report).await?;
     s.attach_underlay(&mut loaded, report)?;
     if let Some(dev) = &wireguard {
@@ -640,12 +648,23 @@ impl Steps<'_> {
         Ok(diff.ifaces.delete)
     }
 
+    /// The entries of the program-filled maps another layout version left,
+    /// converted into this build's ([`convert::CONVERSIONS`]).
+    fn carry_entries(&self, report: &mut UpReport) -> Result<()> {
+        for (from, n) in convert::carry_other_versions(self.pins, convert::CONVERSIONS)? {
+            (self.progress)(&format!("{from}: {n} entries carried into this build's layout"));
+            report.entries_carried += n;
+        }
+        Ok(())
+    }
+
     /// Every link runs this build's programs now: the maps another layout
-    /// version left go. The ones `up` fills were filled anew; the ones the
-    /// programs fill (connection table, next hops, counters) would need a
-    /// conversion of their entries, and this build has none to make (no
-    /// such map changed its layout), so none is carried.
+    /// version left go. The ones `up` fills were filled anew; the entries of
+    /// the ones the programs fill are carried once more (the flows the old
+    /// programs started since the first pass), where a conversion is
+    /// written; the next-hop cache and the counters start anew.
     fn retire_other_versions(&self, report: &mut UpReport) -> Result<()> {
+        self.carry_entries(report)?;
         for name in self.pins.other_versions() {
             (self.progress)(&format!("retiring {name}: a map of another layout version than this build's"));
             let path = self.pins.map(&name);

@@ -49,7 +49,7 @@ impl MapsError {
 }
 
 /// The size of a pinned map, as the kernel has it.
-pub fn max_entries(pins: &Pins, name: &'static str) -> Result<u32, MapsError> {
+pub fn max_entries(pins: &Pins, name: &str) -> Result<u32, MapsError> {
     let path = pins.map(name);
     MapInfo::from_pin(&path)
         .map(|i| i.max_entries())

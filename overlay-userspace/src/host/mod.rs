@@ -5,6 +5,7 @@
 
 pub mod apply;
 pub mod bpf_log;
+pub mod convert;
 pub mod error;
 pub mod kmaps;
 pub mod loader;
