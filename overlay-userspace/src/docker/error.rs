@@ -54,6 +54,8 @@ pub enum Refusal {
     BadMac { value: String, why: String },
     #[error("no address {0} was handed out here by overlay-bpf's IPAM")]
     NotHandedOut(Ipv4Addr),
+    #[error("{ip} is reserved on network {network} (aux address {aux}); give the container another --ip")]
+    Reserved { ip: Ipv4Addr, network: String, aux: String },
     #[error("endpoint {0} is not in the overlay-bpf store")]
     NoEndpoint(String),
     #[error("network {0} is not in the store")]

@@ -585,6 +585,16 @@ impl Plugin {
         let (host, id) = (self.host.clone(), r.endpoint_id.clone());
         let mac = self
             .edit(|s| {
+                // IPAM hands out aux addresses (Docker asks for them when it
+                // makes the network), so a container asking for one gets as
+                // far as here.
+                let aux = s.networks.iter().find_map(|n| {
+                    let reserved = n.subnets.iter().flat_map(|sub| &sub.aux_addresses).find(|(_, a)| **a == ip);
+                    reserved.map(|(name, _)| Refusal::Reserved { ip, network: n.name.clone(), aux: name.clone() })
+                });
+                if let Some(refusal) = aux {
+                    return Err(refusal.into());
+                }
                 let e = s
                     .endpoints
                     .iter_mut()
