@@ -27,10 +27,19 @@ fn up_status_reapply_and_down_on_three_hosts() {
     let u = underlay(p, 3);
     let cs = containers(p, &["web1", "db1", "web2", "web3"]);
     let mut dep = Deployment::new(&bin());
-    for h in ["n1", "n2", "n3"] {
-        let out = assert_ok(&dep.up(&st.0, &format!("{p}{h}"), &format!("{p}-{h}")));
-        assert!(out.contains("up on eth0"), "{out}");
-        assert!(out.contains("programs loaded and verified"), "{out}");
+    for (h, veths, links, entries) in [("n1", 2, 3, 14), ("n2", 1, 2, 12), ("n3", 1, 2, 12)] {
+        let host = format!("{p}{h}");
+        let out = assert_ok(&dep.up(&st.0, &host, &format!("{p}-{h}")));
+        let made = UpSummary {
+            on: "eth0".into(),
+            changed: true,
+            veths: (veths, 0),
+            links: (links, 0, 0),
+            entries: (entries, 0),
+            verified: true,
+            ..Default::default()
+        };
+        assert_eq!(UpSummary::of(&out, &host), made, "{out}");
     }
 
     // Pins: every map, the XDP link and one TC link per local endpoint.
@@ -88,15 +97,20 @@ fn up_status_reapply_and_down_on_three_hosts() {
     // Running up again with the same file changes nothing.
     let before = bpftool_dump(&pins(p, "n1").join("maps/OB_ENDPOINTS_V1"));
     let out = assert_ok(&dep.up(&st.0, &format!("{p}n1"), &format!("{p}-n1")));
-    assert!(out.contains("nothing changed"), "{out}");
-    assert!(out.contains("programs reused from their pins"), "verified again: {out}");
+    let same = UpSummary { on: "eth0".into(), changed: false, verified: false, ..Default::default() };
+    assert_eq!(UpSummary::of(&out, &format!("{p}n1")), same, "nothing changed, and nothing verified again");
     assert_eq!(link_ids(&status(&dep, p, "n1")), links, "the same links stay attached");
     assert_eq!(bpftool_dump(&pins(p, "n1").join("maps/OB_ENDPOINTS_V1")), before);
     // ...nor in the container: its neighbour entries stay (setting its MAC
     // again, even the same one, would flush them, and lose any reply that was
     // waiting there for its ARP answer).
     let gateway_neigh = web1_ns.ip(&["neigh", "show", "10.10.0.1"]);
-    assert!(gateway_neigh.contains("lladdr"), "the ping to the gateway left its neighbour entry: {gateway_neigh:?}");
+    let lladdr = gateway_neigh.split_whitespace().skip_while(|w| *w != "lladdr").nth(1);
+    assert_eq!(
+        lladdr,
+        Some("02:42:0a:0a:00:01"),
+        "the ping to the gateway left its neighbour entry: {gateway_neigh:?}"
+    );
 
     // down removes everything up made on that host, and only there.
     assert_ok(&dep.cmd(&format!("{p}n1"), &format!("{p}-n1")).arg("down").output().unwrap());
@@ -107,7 +121,7 @@ fn up_status_reapply_and_down_on_three_hosts() {
     assert!(pins(p, "n2").exists());
     // down twice is fine.
     let again = assert_ok(&dep.cmd(&format!("{p}n1"), &format!("{p}-n1")).arg("down").output().unwrap());
-    assert!(again.contains("nothing to take down"), "{again}");
+    assert_eq!(again, format!("{p}n1: nothing to take down at {}\n", pins(p, "n1").display()));
     drop(dep);
     drop(cs);
     drop(u);
@@ -131,7 +145,7 @@ fn reapplying_a_changed_file_touches_only_the_difference() {
         [("e1", "n1", "front", "10.10.0.3"), ("e3", "n2", "front", "10.10.0.5"), ("e4", "n1", "back", "10.20.0.4")];
     st.write(&state(p, &second, 3));
     let out = assert_ok(&dep.up(&st.0, &format!("{p}n1"), &format!("{p}-n1")));
-    assert!(out.contains("1 veths created, 1 removed"), "{out}");
+    assert_eq!(UpSummary::of(&out, &format!("{p}n1")).veths, (1, 1), "{out}");
     let after = link_ids(&status(&dep, p, "n1"));
     // Links that stay keep their IDs: nothing was detached and re-attached.
     for (name, id) in &before {
@@ -195,7 +209,8 @@ fn a_host_rebuilt_under_its_old_pins_attaches_afresh() {
         for h in ["n1", "n2"] {
             let out = assert_ok(&dep.up(&st.0, &format!("{p}{h}"), &format!("{p}-{h}")));
             if round == 1 {
-                assert!(out.contains("2 links attached"), "the dead links are replaced: {out}");
+                let links = UpSummary::of(&out, &format!("{p}{h}")).links;
+                assert_eq!(links, (2, 0, 0), "the dead links are replaced: {out}");
             }
         }
         let s1 = status(&dep, p, "n1");
@@ -230,13 +245,12 @@ fn a_bad_state_is_rejected_and_nothing_is_applied() {
     let mut dep = Deployment::new(&bin());
     let o = dep.up(&st.0, &format!("{p}n1"), &format!("{p}-n1"));
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains(&st.0.display().to_string())
-            && err.contains("endpoints[1] (e2)")
-            && err.contains("duplicate address 10.10.0.3"),
-        "{err}"
-    );
+    let path = st.0.display();
+    let refused = [
+        format!("error: {path}: endpoints[1] (e2): duplicate address 10.10.0.3: already used by endpoint e1"),
+        format!("{path}: endpoints[1] (e2): duplicate MAC 02:42:0a:0a:00:03: endpoints[0] (e1) already has it"),
+    ];
+    assert_eq!(stderr_lines(&o), refused);
     assert!(!pins(p, "n1").exists(), "pins made for a rejected state");
     assert!(our_veths(u.host("n1")).is_empty());
 
@@ -254,7 +268,7 @@ fn a_bad_state_is_rejected_and_nothing_is_applied() {
     // validate says the same, and exits 1.
     let o = Command::new(bin()).args(["validate", "--state"]).arg(&st.0).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("duplicate address 10.10.0.3"));
+    assert_eq!(stderr_lines(&o), refused);
 }
 
 #[test]
@@ -269,7 +283,15 @@ fn a_failure_half_way_is_rolled_back() {
     let mut dep = Deployment::new(&bin());
     let o = dep.up(&st.0, &format!("{p}n1"), &format!("{p}-n1"));
     assert_eq!(o.status.code(), Some(2), "a kernel refusal is a system error: {}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("create veth"), "{}", text(&o));
+    assert_eq!(
+        stderr_lines(&o).last().map(String::as_str),
+        Some(
+            "error: create veth obb539ba36 with peer eth0 in /run/netns/obtd-e2 (is eth0 already used there?): \
+             Received a netlink error message File exists (os error 17)"
+        ),
+        "{}",
+        text(&o)
+    );
     assert!(!pins(p, "n1").exists(), "pins left by a failed first up");
     assert!(our_veths(u.host("n1")).is_empty(), "e1's veth was not rolled back");
     assert!(link_json(&cs[0], "eth0").is_none());
@@ -286,16 +308,21 @@ fn user_errors_exit_1_and_name_the_fix() {
     // Unknown host.
     let o = Command::new(bin()).args(["up", "--host", "nope", "--state"]).arg(&st.0).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains(&format!("unknown host \"nope\"; the state file defines: {p}n1")),
+    assert_eq!(
+        stderr_lines(&o),
+        [format!("error: unknown host \"nope\"; the state file defines: {p}n1")],
         "{}",
         text(&o)
     );
     // The endpoint's namespace does not exist (not created in this test).
     let o = dep.cmd(&format!("{p}n1"), &format!("{p}-n1")).arg("up").arg("--state").arg(&st.0).output().unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("endpoint e1: network namespace /run/netns/obte-e1 does not exist"),
+    assert_eq!(
+        stderr_lines(&o),
+        [format!(
+            "error: endpoint e1: network namespace /run/netns/{p}-e1 does not exist; create it (`ip netns add NAME`) \
+             or fix `netns`"
+        )],
         "{}",
         text(&o)
     );
@@ -303,11 +330,16 @@ fn user_errors_exit_1_and_name_the_fix() {
     // --netns that does not exist.
     let o = Command::new(bin()).args(["--netns", "obte-missing", "up", "--state"]).arg(&st.0).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("ip netns add obte-missing"));
+    assert_eq!(stderr_lines(&o), ["error: --netns obte-missing: /run/netns/obte-missing does not exist (create it with `ip netns add obte-missing`)"], "{}", text(&o));
     // The host is picked by its address when --host is not given.
     let o = Command::new(bin()).args(["--netns", "obte-n1", "status", "--state"]).arg(&st.0).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains(&format!("host {p}n1 is not up")), "{}", text(&o));
+    assert_eq!(
+        stderr_lines(&o),
+        [format!("error: host {p}n1 is not up: no pins at {} (run `overlay-bpf up`)", pins(p, "n1").display())],
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]
@@ -405,7 +437,15 @@ fn pin_dir_moves_every_pin_and_must_be_on_bpffs() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("is not on a bpffs mount"), "{}", text(&o));
+    assert_eq!(
+        stderr_lines(&o),
+        [format!(
+            "error: {} is not on a bpffs mount; pins must live on bpffs (use a --pin-dir under /sys/fs/bpf)",
+            tmp.display()
+        )],
+        "{}",
+        text(&o)
+    );
     assert!(our_veths(u.host("n1")).is_empty() && !tmp.exists());
 }
 
@@ -414,33 +454,45 @@ fn bad_state_files_exit_1_with_the_named_error_from_every_command() {
     let p = "obtv";
     let good = state(p, &[("e1", "n1", "front", "10.10.0.3")], 1);
     let st = StateFile::new(p, &good);
-    // (what, file contents, what stderr must name)
+    // (what, file contents, the one line stderr must be after "error: FILE: ")
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("malformed YAML", b"version: 1\nhosts: [\n".to_vec(), "line"),
+        ("malformed YAML", b"version: 1\nhosts: [\n".to_vec(), "line 3 column 1: did not find expected node content"),
         (
             "wrong type",
             good.replace("vxlan_port: 4789", "vxlan_port: [1]").into_bytes(),
-            "cluster.vxlan_port: invalid type",
+            "line 2 column 23: cluster.vxlan_port: invalid type: sequence, expected u16",
         ),
-        ("unknown key", format!("{good}colour: blue\n").into_bytes(), "unknown field `colour`"),
-        ("non-UTF-8", b"version: 1\nhosts: \xff\xfe\n".to_vec(), "not valid UTF-8"),
-        ("empty", b"\n".to_vec(), "is empty"),
-        ("huge", vec![b'#'; (16 << 20) + 1], "limited to"),
-        ("a rule (VNI 0)", good.replace("vni: 5001", "vni: 0").into_bytes(), "vni 0 is outside 1..16777215"),
+        (
+            "unknown key",
+            format!("{good}colour: blue\n").into_bytes(),
+            "line 10 column 1: unknown field `colour` in document; docs/state-file.md lists the fields",
+        ),
+        (
+            "non-UTF-8",
+            b"version: 1\nhosts: \xff\xfe\n".to_vec(),
+            "byte 18: the file is not valid UTF-8; save it as UTF-8",
+        ),
+        ("empty", b"\n".to_vec(), "file: is empty; it needs at least `version: 1`"),
+        ("huge", vec![b'#'; (16 << 20) + 1], "file: is 16777217 bytes; state files are limited to 16777216 bytes"),
+        (
+            "a rule (VNI 0)",
+            good.replace("vni: 5001", "vni: 0").into_bytes(),
+            "networks[0] (front): vni 0 is outside 1..16777215",
+        ),
         (
             "a rule (unknown host)",
             good.replace(&format!("host: {p}n1"), "host: nowhere").into_bytes(),
-            "host \"nowhere\" does not exist",
+            "endpoints[0] (e1): host \"nowhere\" does not exist; define it under `hosts:`",
         ),
     ];
     let mut wrong = Vec::new();
-    for (what, bytes, needle) in &cases {
+    for (what, bytes, said) in &cases {
         std::fs::write(&st.0, bytes).unwrap();
+        let want = [format!("error: {}: {said}", st.0.display())];
         for cmd in [&["validate"][..], &["up", "--host", &format!("{p}n1")][..]] {
             let o = Command::new(bin()).args(cmd).arg("--state").arg(&st.0).output().unwrap();
-            let err = String::from_utf8_lossy(&o.stderr);
-            if o.status.code() != Some(1) || !err.contains(needle) || !err.contains(&st.0.display().to_string()) {
-                wrong.push(format!("{what} ({}): exit {:?}, stderr: {}", cmd[0], o.status.code(), err.trim()));
+            if o.status.code() != Some(1) || stderr_lines(&o) != want {
+                wrong.push(format!("{what} ({}): exit {:?}, stderr: {:?}", cmd[0], o.status.code(), stderr_lines(&o)));
             }
         }
     }
@@ -481,7 +533,14 @@ fn a_state_beyond_a_map_limit_is_refused_whole() {
     let o = dep.up(&st.0, &format!("{p}n1"), &format!("{p}-n1"));
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(err.contains("map OB_MAGLEV_V1 would hold 272 entries but its limit is 256"), "{err}");
+    assert_eq!(
+        stderr_lines(&o),
+        ["error: map OB_MAGLEV_V1 would hold 272 entries but its limit is 256; nothing was applied. A map's size is \
+             set when `up` creates it (twice what the state needs then, at least its default) and a live map cannot \
+             grow: reduce the state (for OB_MAGLEV_V1: services with the same backend list share one table), or take \
+             the host down and up again (`overlay-bpf down`, then `up`: a break in traffic) to create it larger"],
+        "{err}"
+    );
     // Nothing of it applied: the maps and links are as they were.
     assert_eq!(bpftool_dump(&pins(p, "n1").join("maps/OB_ENDPOINTS_V1")), endpoints);
     assert_eq!(link_ids(&status(&dep, p, "n1")), links);

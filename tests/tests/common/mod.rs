@@ -71,6 +71,69 @@ pub fn assert_ok(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// What `up` printed on its summary line, read back into its counts, so a
+/// test compares them all at once.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UpSummary {
+    /// The underlay device (`up on eth0 (...)`).
+    pub on: String,
+    /// `up on ...` (false: `up to date on ...: nothing changed`).
+    pub changed: bool,
+    /// Created, removed.
+    pub veths: (u64, u64),
+    /// Created, removed (shown only when not both 0).
+    pub macvlans: (u64, u64),
+    /// Attached, replaced, removed.
+    pub links: (u64, u64, u64),
+    /// Written, deleted.
+    pub entries: (u64, u64),
+    /// `programs loaded and verified` (false: `reused from their pins`).
+    pub verified: bool,
+}
+
+impl UpSummary {
+    /// The summary of host `host` in `up`'s stdout; panics naming the output
+    /// when there is none.
+    pub fn of(out: &str, host: &str) -> UpSummary {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("{host}: up ")))
+            .unwrap_or_else(|| panic!("no summary of {host} in: {out}"));
+        let verified = match line.rsplit("; ").next() {
+            Some("programs loaded and verified") => true,
+            Some("programs reused from their pins") => false,
+            _ => panic!("how were the programs loaded? {line}"),
+        };
+        let device = |after: &str| line[after.len()..].split(' ').next().unwrap_or_default().to_string();
+        let unchanged = format!("{host}: up to date on ");
+        if line.starts_with(&unchanged) {
+            assert!(line.ends_with(&format!("): nothing changed; {}", line.rsplit("; ").next().unwrap())), "{line}");
+            return UpSummary { on: device(&unchanged), changed: false, verified, ..Default::default() };
+        }
+        let counts = line.split_once("): ").unwrap_or_else(|| panic!("{line}")).1;
+        let n: Vec<u64> = counts.split([' ', ',', ';']).filter_map(|w| w.parse().ok()).collect();
+        let (macvlans, rest) = match n.len() {
+            7 => ((0, 0), &n[2..]),
+            9 => ((n[2], n[3]), &n[4..]),
+            _ => panic!("{} counts in {line}", n.len()),
+        };
+        UpSummary {
+            on: device(&format!("{host}: up on ")),
+            changed: true,
+            veths: (n[0], n[1]),
+            macvlans,
+            links: (rest[0], rest[1], rest[2]),
+            entries: (rest[3], rest[4]),
+            verified,
+        }
+    }
+}
+
+/// The lines of a command's stderr.
+pub fn stderr_lines(o: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&o.stderr).lines().map(str::to_string).collect()
+}
+
 pub fn json(s: &str) -> Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }
