@@ -153,11 +153,11 @@ fn pings(from: &Netns, to: &str) -> bool {
 }
 
 #[test]
-fn the_protocol_by_direct_invocation() {
+fn version_add_check_and_del_across_hosts() {
     require_root();
     let c = CniCluster::new("obcp");
     let (n1, n2) = (c.u.host("n1"), c.u.host("n2"));
-    let cs = containers(c.p, &["c1", "c2", "c3", "c4", "c5", "c6"]);
+    let cs = containers(c.p, &["c1", "c2", "c3"]);
     let app = c.conf("app");
 
     // VERSION: no network name; the versions spoken.
@@ -179,12 +179,13 @@ fn the_protocol_by_direct_invocation() {
     assert_eq!(r1["routes"], json!([{"dst": "0.0.0.0/0", "gw": "10.50.0.1"}]));
     assert_eq!(r1["dns"], json!({"nameservers": ["10.50.0.1"]}), "the resolver, at the gateway");
     let a1 = address(&r1);
-    assert!(a1.starts_with("10.50.0."), "{r1}");
+    // From a hash of the endpoint's name, probing upwards: the same on every run.
+    assert_eq!(r1["ips"][0]["address"], "10.50.0.86/24");
     let link = link_json(&cs[0], "eth0").expect("eth0 in the container");
     assert_eq!(link["address"], r1["interfaces"][1]["mac"]);
     assert_eq!(link["mtu"], 1450);
-    assert!(cs[0].ip(&["-4", "-o", "addr", "show", "eth0"]).contains(&format!("{a1}/24")));
-    assert!(cs[0].ip(&["route", "show", "default"]).contains("via 10.50.0.1 dev eth0"));
+    assert_eq!(cs[0].ip(&["-4", "-br", "addr", "show", "eth0"]).split_whitespace().nth(2), Some(&*format!("{a1}/24")));
+    assert_eq!(cs[0].ip(&["route", "show", "default"]).trim(), "default via 10.50.0.1 dev eth0 proto static");
     let r2 = ok_add(n2, &app, "c2000000000000000002", &cs[1]);
     let a2 = address(&r2);
     assert_ne!(a1, a2);
@@ -222,7 +223,7 @@ fn the_protocol_by_direct_invocation() {
     cs[1].ip(&["addr", "flush", "dev", "eth0"]);
     let chk = plugin(n2, "CHECK", &vars("c2000000000000000002", &path2, "eth0"), &conf.to_string());
     assert_eq!(chk.cni_code(), 100);
-    assert!(chk.json()["msg"].as_str().unwrap().contains(&format!("not {a2}/24")), "{}", chk.out);
+    assert_eq!(chk.json()["msg"], format!("endpoint c20000000000: eth0 has [], not {a2}/24"), "{}", chk.out);
 
     // DEL: nothing printed, the endpoint and its veth gone; again: fine.
     let veths_before = our_veths(n2).len();
@@ -230,15 +231,25 @@ fn the_protocol_by_direct_invocation() {
         let d = plugin(n2, "DEL", &vars("c2000000000000000002", &path2, "eth0"), &app.to_string());
         assert_eq!((d.code, d.out.as_str()), (0, ""), "{}", d.err);
     }
-    assert!(!c.names("app").contains(&"c20000000000".to_string()));
+    assert_eq!(c.names("app"), ["ns3", "c10000000000"]);
     assert_eq!(our_veths(n2).len(), veths_before - 1);
     assert!(link_json(&cs[1], "eth0").is_none());
     // DEL without CNI_NETNS (the container's netns already gone) works too.
     let d = plugin(n2, "DEL", &[("CNI_CONTAINERID", "never-added"), ("CNI_IFNAME", "eth0")], &app.to_string());
     assert_eq!(d.code, 0, "{}", d.out);
+}
 
-    // Errors: CNI's codes (and ours) and the exact messages that name the fix.
-    let path4 = cs[3].path().display().to_string();
+#[test]
+fn every_error_has_its_cni_code_and_leaves_nothing_behind() {
+    require_root();
+    let c = CniCluster::new("obce");
+    let n1 = c.u.host("n1");
+    let cs = containers(c.p, &["c1", "c4"]);
+    let app = c.conf("app");
+    let a1 = address(&ok_add(n1, &app, "c1000000000000000001", &cs[0]));
+
+    // CNI's codes (and ours) and the exact messages that name the fix.
+    let path4 = cs[1].path().display().to_string();
     let v4 = vars("c4000000000000000004", &path4, "eth0");
     let bad = |command: &str, vars: &[(&str, &str)], stdin: &str| plugin(n1, command, vars, stdin);
     assert_eq!(bad("ADD", &v4, "{not json").cni_code(), 6);
@@ -246,7 +257,13 @@ fn the_protocol_by_direct_invocation() {
     nope["network"] = json!("nope");
     let f = bad("ADD", &v4, &nope.to_string());
     assert_eq!(f.cni_code(), 7);
-    assert!(f.json()["msg"].as_str().unwrap().contains("network nope is not in the store"), "{}", f.out);
+    assert_eq!(
+        f.json()["msg"],
+        "network nope is not in the store; create it (`overlay-bpf network create --subnet ... nope`) or fix \
+         \"network\" in the CNI configuration",
+        "{}",
+        f.out
+    );
     let mut old = app.clone();
     old["cniVersion"] = json!("0.2.0");
     assert_eq!(bad("ADD", &v4, &old.to_string()).cni_code(), 1);
@@ -254,29 +271,49 @@ fn the_protocol_by_direct_invocation() {
     assert_eq!(f.cni_code(), 4);
     assert_eq!(f.json()["msg"], "CNI_CONTAINERID is not set; ADD needs it");
     assert_eq!(bad("FROB", &v4, &app.to_string()).cni_code(), 4);
-    let gone = vars("c4000000000000000004", "/run/netns/obcp-no-such-netns", "eth0");
+    let gone = vars("c4000000000000000004", "/run/netns/obce-no-such-netns", "eth0");
     assert_eq!(bad("ADD", &gone, &app.to_string()).cni_code(), 3);
     let mut taken = v4.clone();
     let ip_arg = format!("IP={a1}");
     taken.push(("CNI_ARGS", &ip_arg));
     let f = bad("ADD", &taken, &app.to_string());
     assert_eq!(f.cni_code(), 101, "{}", f.out);
-    assert!(f.json()["msg"].as_str().unwrap().contains(&a1), "{}", f.out);
+    let duplicate = [
+        format!(
+            "the store: endpoints[2] (c40000000000): duplicate address {a1}: already used by endpoint c10000000000"
+        ),
+        "the store: endpoints[2] (c40000000000): duplicate MAC 02:42:0a:32:00:56: endpoints[1] (c10000000000) already \
+         has it"
+            .to_string(),
+    ];
+    assert_eq!(f.json()["msg"], duplicate.join("\n"), "{}", f.out);
     // A failure half-way (the interface name is taken in the container)
     // leaves nothing: no endpoint in the store, no veth.
-    cs[3].ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "taken0"]);
+    cs[1].ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "taken0"]);
     let veths = our_veths(n1).len();
     let f = bad("ADD", &v4, &app.to_string());
     assert_eq!(f.cni_code(), 5, "{}", f.out);
-    assert!(!c.names("app").contains(&"c40000000000".to_string()), "{:?}", c.names("app"));
+    assert_eq!(c.names("app"), ["ns3", "c10000000000"]);
     assert_eq!(our_veths(n1).len(), veths);
-    cs[3].ip(&["link", "del", "eth0"]);
+    cs[1].ip(&["link", "del", "eth0"]);
     // A static address through CNI_ARGS.
     let mut fixed = v4.clone();
     fixed.push(("CNI_ARGS", "IP=10.50.0.77"));
     let r4 = plugin(n1, "ADD", &fixed, &app.to_string());
     assert_eq!(r4.code, 0, "{}", r4.out);
     assert_eq!(address(&r4.json()), "10.50.0.77");
+}
+
+#[test]
+fn status_says_whether_the_store_answers_and_gc_keeps_the_valid() {
+    require_root();
+    let c = CniCluster::new("obcg");
+    let n1 = c.u.host("n1");
+    let cs = containers(c.p, &["c1", "c3", "c4", "c5"]);
+    let (app, beta) = (c.conf("app"), c.conf("beta"));
+    ok_add(n1, &app, "c1000000000000000001", &cs[0]);
+    ok_add(n1, &beta, "c3000000000000000003", &cs[1]);
+    ok_add(n1, &app, "c4000000000000000004", &cs[2]);
 
     // STATUS: ready with the store, 50 without.
     let s = plugin(n1, "STATUS", &[], &app.to_string());
@@ -286,7 +323,9 @@ fn the_protocol_by_direct_invocation() {
     let f = plugin(n1, "STATUS", &[], &dead.to_string());
     assert_eq!(f.cni_code(), 50);
     // Without its store, ADD says try again later.
-    assert_eq!(bad("ADD", &vars("c5", &cs[4].path().display().to_string(), "eth0"), &dead.to_string()).cni_code(), 11);
+    let path5 = cs[3].path().display().to_string();
+    let v5 = vars("c5", &path5, "eth0");
+    assert_eq!(plugin(n1, "ADD", &v5, &dead.to_string()).cni_code(), 11);
 
     // GC: attachments not in the valid list go (c4 here), the listed stay (c1).
     let mut gc = app.clone();
@@ -294,42 +333,49 @@ fn the_protocol_by_direct_invocation() {
     gc["cni.dev/valid-attachments"] = json!([{"containerID": "c1000000000000000001", "ifname": "eth0"}]);
     let g = plugin(n1, "GC", &[], &gc.to_string());
     assert_eq!((g.code, g.out.as_str()), (0, ""), "{}", g.err);
-    let names = c.names("app");
-    assert!(names.contains(&"c10000000000".to_string()) && !names.contains(&"c40000000000".to_string()), "{names:?}");
-    assert!(link_json(&cs[3], "eth0").is_none(), "c4's interface went with its veth");
-    assert_eq!(c.names("beta"), ["prod.web-3"], "another network's attachments stay");
+    assert_eq!(c.names("app"), ["ns3", "c10000000000"]);
+    assert!(link_json(&cs[2], "eth0").is_none(), "c4's interface went with its veth");
+    assert_eq!(c.names("beta"), ["c30000000000"], "another network's attachments stay");
+}
 
-    // A macvlan network: the container's eth0 is a sub-interface of its
-    // host's eth0, on the LAN, with no host end and no resolver of ours.
+#[test]
+fn a_macvlan_attachment_is_a_sub_interface_on_the_lan() {
+    require_root();
+    let c = CniCluster::new("obcv");
+    let (n1, n2) = (c.u.host("n1"), c.u.host("n2"));
+    let cs = containers(c.p, &["c5", "c6"]);
+    // The container's eth0 is a sub-interface of its host's eth0, on the
+    // LAN, with no host end and no resolver of ours.
     let lan = c.conf("lan");
-    let r6 = ok_add(n1, &lan, "c6000000000000000006", &cs[5]);
+    let r6 = ok_add(n1, &lan, "c6000000000000000006", &cs[1]);
     assert_eq!(r6["interfaces"].as_array().unwrap().len(), 1, "no host end: {r6}");
-    assert_eq!(r6["interfaces"][0]["sandbox"], cs[5].path().display().to_string());
+    assert_eq!(r6["interfaces"][0]["sandbox"], cs[1].path().display().to_string());
     assert_eq!(r6["interfaces"][0]["mtu"], 1500, "the parent's MTU");
     assert_eq!(r6["ips"][0]["interface"], 0);
     assert_eq!(r6["routes"], json!([{"dst": "0.0.0.0/0", "gw": "192.168.200.1"}]));
     assert_eq!(r6["dns"], json!({}), "no resolver of ours: {r6}");
     let a6 = address(&r6);
-    assert!(a6.starts_with("192.168.200.19") || a6.starts_with("192.168.200.2"), "from the ip_range: {a6}");
-    let link = link_json(&cs[5], "eth0").expect("eth0 in c6");
+    assert_eq!(a6, "192.168.200.216", "from the ip_range, by a hash of the name");
+    let link = link_json(&cs[1], "eth0").expect("eth0 in c6");
     assert_eq!(link["linkinfo"]["info_kind"], "macvlan", "{link}");
     assert_eq!(link["address"], r6["interfaces"][0]["mac"]);
-    let path6 = cs[5].path().display().to_string();
+    let path6 = cs[1].path().display().to_string();
     let mut conf6 = lan.clone();
     conf6["prevResult"] = r6.clone();
     let chk = plugin(n1, "CHECK", &vars("c6000000000000000006", &path6, "eth0"), &conf6.to_string());
     assert_eq!((chk.code, chk.out.as_str()), (0, ""), "{}", chk.err);
-    let r5 = ok_add(n2, &lan, "c5000000000000000005", &cs[4]);
+    let r5 = ok_add(n2, &lan, "c5000000000000000005", &cs[0]);
     let a5 = address(&r5);
-    wait_until("c6 on n1 reaches c5 on n2 over the LAN", 20, || pings(&cs[5], &a5));
+    assert_eq!(a5, "192.168.200.217");
+    wait_until("c6 on n1 reaches c5 on n2 over the LAN", 20, || pings(&cs[1], &a5));
     assert!(pings(n2, &a6), "n2 itself reaches c6 on the LAN");
-    for (h, cid, ns) in [(n1, "c6000000000000000006", &cs[5]), (n2, "c5000000000000000005", &cs[4])] {
+    for (h, cid, ns) in [(n1, "c6000000000000000006", &cs[1]), (n2, "c5000000000000000005", &cs[0])] {
         let path = ns.path().display().to_string();
         let d = plugin(h, "DEL", &vars(cid, &path, "eth0"), &lan.to_string());
         assert_eq!((d.code, d.out.as_str()), (0, ""), "{}", d.err);
         assert!(link_json(ns, "eth0").is_none(), "{cid}'s sub-interface after DEL");
     }
-    assert!(c.names("lan").is_empty(), "{:?}", c.names("lan"));
+    assert_eq!(c.names("lan"), Vec::<String>::new());
 }
 
 /// `cni install` writes the documented conflist and links the binary;
