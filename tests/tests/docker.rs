@@ -58,12 +58,24 @@ fn endpoints(ns: &Netns, url: &str, network: &str) -> Vec<serde_json::Value> {
     json(&assert_ok(&o)).as_array().cloned().unwrap_or_default()
 }
 
-fn refused_by_docker(o: &Output, want: &[&str]) {
-    let err = String::from_utf8_lossy(&o.stderr);
+/// What Docker said refusing a command, without its own framing: the
+/// lines from "Error response from daemon: " on, less that and the "remote: "
+/// Docker puts before a plugin's words (`docker run` also says "docker: "
+/// before, and "See 'docker run --help'." after).
+fn docker_refusal(o: &Output) -> String {
     assert!(!o.status.success(), "{}", text(o));
-    for w in want {
-        assert!(err.contains(w), "missing {w:?} in:\n{err}");
-    }
+    let err = String::from_utf8_lossy(&o.stderr);
+    const DAEMON: &str = "Error response from daemon: ";
+    let lines: Vec<&str> = err
+        .lines()
+        .skip_while(|l| !l.contains(DAEMON))
+        .take_while(|l| !l.starts_with("See '"))
+        // The CLI's own log lines (`time="..." level=error msg=...`).
+        .filter(|l| !l.starts_with("time=\""))
+        .collect();
+    let said = lines.join("\n");
+    let said = said.split_once(DAEMON).unwrap_or_else(|| panic!("not Docker's refusal: {err}")).1;
+    said.strip_prefix("remote: ").unwrap_or(said).to_string()
 }
 
 /// The host-side veths of a host (overlay-bpf's `ob` + 8 hex digits).
@@ -134,29 +146,6 @@ fn containers_on_two_docker_engines_and_a_namespace_talk_across_hosts() {
             out.contains("10.30.0.0/24")
         }
     });
-    // Without our IPAM, or overlapping app: refused, with the fix or the culprit.
-    refused_by_docker(
-        &engines[0].docker(&["network", "create", "-d", "overlay-bpf", "--subnet", "10.31.0.0/24", "noipam"]),
-        &["--ipam-driver overlay-bpf"],
-    );
-    refused_by_docker(
-        &engines[1].docker(&[&create[..6], &["--subnet", "10.30.0.0/16", "wide"]].concat()),
-        // The store's own rule, in its words: the network Docker has not
-        // named yet goes by its subnet.
-        &["networks[1] (new-10.30.0.0-16).subnets[0]: subnet 10.30.0.0/16 overlaps 10.30.0.0/24 of networks[0] \
-             (app).subnets[0]; subnets of all networks must not overlap"],
-    );
-    refused_by_docker(
-        &engines[0].docker(
-            &[&create[..], &["-o", "encrypted", "secret"]]
-                .concat()
-                .iter()
-                .map(|s| if *s == "10.30.0.0/24" { "10.32.0.0/24" } else { s })
-                .collect::<Vec<_>>(),
-        ),
-        &["networks[1] (new-10.32.0.0-24): encrypted: true needs WireGuard in the kernel (CONFIG_WIREGUARD=y or =m)"],
-    );
-
     // Containers on both engines, one behind the alias `web`.
     let run = |e: &DockerEngine, name: &str, extra: &[&str]| {
         let args = [
@@ -306,58 +295,6 @@ fn containers_on_two_docker_engines_and_a_namespace_talk_across_hosts() {
     assert_ok(&ob(n1, &["service", "rm", "websvc", "--store", &url]));
     assert_ok(&ob(n1, &["endpoint", "rm", "ns1", "--network", "app", "--store", &url]));
 
-    // A macvlan network from Docker's macvlan flags: containers on the LAN
-    // (the switch the hosts and `cl` share), with sub-interfaces, no veths.
-    let mv = [
-        &create[..6],
-        &["-o", "parent=eth0", "-o", "macvlan_mode=bridge", "--subnet", "192.168.200.0/24"],
-        &["--gateway", "192.168.200.100", "--ip-range", "192.168.200.160/28", "lan"],
-    ]
-    .concat();
-    let no_parent: Vec<&str> = mv.iter().map(|a| if *a == "parent=eth0" { "parent=eth9" } else { a }).collect();
-    refused_by_docker(&engines[0].docker(&no_parent), &["-o parent=eth9: no such device on host obdkn1"]);
-    let passthru: Vec<&str> =
-        mv.iter().map(|a| if *a == "macvlan_mode=bridge" { "macvlan_mode=passthru" } else { a }).collect();
-    refused_by_docker(&engines[0].docker(&passthru), &["Docker would set the container's MAC on the parent"]);
-    let ok = |e: &DockerEngine, args: &[&str]| {
-        let o = e.docker(args);
-        assert!(o.status.success(), "{}\n{}", text(&o), logs());
-    };
-    for e in &engines {
-        ok(e, &mv);
-    }
-    wait_until("lan in the store", 20, || ob(n1, &["network", "inspect", "lan", "--store", &url]).status.success());
-    let lan = json(&assert_ok(&ob(n1, &["network", "inspect", "lan", "--store", &url])))[0].clone();
-    assert_eq!(lan["Driver"], "macvlan", "{lan}");
-    assert_eq!(lan["Options"], serde_json::json!({"parent": "eth0", "macvlan_mode": "bridge"}), "{lan}");
-    let veths = [our_veths(u.host("n1")).len(), our_veths(u.host("n2")).len()];
-    for (e, name) in [(&engines[0], "m1"), (&engines[1], "m2")] {
-        ok(e, &["run", "-d", "--network", "lan", "--name", name, IMAGE, "sleep", "3600"]);
-    }
-    let (b1, b2) = (address(&engines[0], "m1"), address(&engines[1], "m2"));
-    assert!(b1.starts_with("192.168.200.16") || b1.starts_with("192.168.200.17"), "{b1}");
-    let pid = engines[0].ok(&["inspect", "-f", "{{.State.Pid}}", "m1"]);
-    let o =
-        Command::new("nsenter").args(["-t", &pid, "-n", "ip", "-j", "-d", "link", "show", "eth0"]).output().unwrap();
-    let link = json(&assert_ok(&o))[0].clone();
-    assert_eq!(link["linkinfo"]["info_kind"], "macvlan", "{link}");
-    assert_eq!(link["mtu"], 1500, "the parent's MTU: {link}");
-    assert!(sh(&engines[0], "m1", "ip route").contains("default via 192.168.200.100 dev eth0"));
-    assert_eq!([our_veths(u.host("n1")).len(), our_veths(u.host("n2")).len()], veths, "no veth for m1, m2");
-    wait_ping(&engines[0], "m1", &b2);
-    wait_ping(&engines[1], "m2", "192.168.200.100");
-    assert!(pings_from(u.host("cl"), &b1), "the LAN machine reaches m1");
-    for (e, name) in [(&engines[0], "m1"), (&engines[1], "m2")] {
-        e.ok(&["rm", "-f", name]);
-        e.ok(&["network", "rm", "lan"]);
-    }
-    for h in ["n1", "n2"] {
-        let links = json(&u.host(h).ip(&["-j", "-d", "link", "show"]));
-        let kept: Vec<_> =
-            links.as_array().unwrap().iter().filter(|l| l["linkinfo"]["info_kind"] == "macvlan").collect();
-        assert!(kept.is_empty(), "{h} kept a sub-interface: {kept:?}");
-    }
-
     // Everything goes with the containers and the networks.
     for (e, names) in [(&engines[0], vec!["c1", "c3"]), (&engines[1], vec!["c2"])] {
         for n in names {
@@ -444,6 +381,114 @@ impl Drop for DockerCluster {
         self.agents.clear();
         self.dep.down_all();
         let _ = &self.etcd;
+    }
+}
+
+#[test]
+fn docker_network_create_makes_one_store_network_and_is_refused_as_the_store_refuses() {
+    require_root();
+    let c = DockerCluster::new("obdn", 2);
+    let n1 = c.u.host("n1");
+    // `app`, created on both engines (DockerCluster::new), is one network.
+    let ids = || assert_ok(&ob(n1, &["network", "ls", "-q", "--store", &c.url])).lines().count();
+    assert_eq!(ids(), 1);
+    let app = json(&assert_ok(&ob(n1, &["network", "inspect", "app", "--store", &c.url])))[0].clone();
+    assert_eq!(app["IPAM"]["Config"][0]["Subnet"], "10.40.0.0/24", "{app}");
+
+    // Without our IPAM, or overlapping app: refused, with the fix or the culprit.
+    let create = ["network", "create", "-d", "overlay-bpf", "--ipam-driver", "overlay-bpf"];
+    let e = &c.engines;
+    assert_eq!(
+        docker_refusal(&e[0].docker(&["network", "create", "-d", "overlay-bpf", "--subnet", "10.41.0.0/24", "noipam"])),
+        "the network's addresses come from Docker's default IPAM, which allocates on each host alone and would hand \
+         out the same address on two hosts: add --ipam-driver overlay-bpf"
+    );
+    // The store's own rule, in its words: the network Docker has not named
+    // yet goes by its subnet.
+    assert_eq!(
+        docker_refusal(&e[1].docker(&[&create[..], &["--subnet", "10.40.0.0/16", "wide"]].concat())),
+        "the store: networks[1] (new-10.40.0.0-16).subnets[0]: subnet 10.40.0.0/16 overlaps 10.40.0.0/24 of networks[0] \
+         (app).subnets[0]; subnets of all networks must not overlap"
+    );
+    assert_eq!(
+        docker_refusal(
+            &e[0].docker(&[&create[..], &["--subnet", "10.42.0.0/24", "-o", "encrypted", "secret"]].concat())
+        ),
+        "the store: networks[1] (new-10.42.0.0-24): encrypted: true needs WireGuard in the kernel \
+         (CONFIG_WIREGUARD=y or =m) and this kernel has none (`modprobe wireguard` fails): run the hosts on a kernel \
+         with WireGuard (Debian's 6.1 and 6.12 have it), or remove `encrypted`"
+    );
+    assert_eq!(ids(), 1, "nothing refused was kept");
+}
+
+#[test]
+fn a_docker_macvlan_network_puts_containers_on_the_lan() {
+    require_root();
+    let mut c = DockerCluster::new("obdv", 2);
+    c.u.add_host("cl", "192.168.200.100".parse().unwrap());
+    let (e, url, n1) = (&c.engines, c.url.clone(), c.u.host("n1"));
+    let logs = || format!("n1:\n{}\nn2:\n{}", agent_log(&e[0]), agent_log(&e[1]));
+    // From Docker's macvlan flags: containers on the LAN (the switch the
+    // hosts and `cl` share), with sub-interfaces, no veths.
+    let mv = [
+        &["network", "create", "-d", "overlay-bpf", "--ipam-driver", "overlay-bpf"][..],
+        &["-o", "parent=eth0", "-o", "macvlan_mode=bridge", "--subnet", "192.168.200.0/24"],
+        &["--gateway", "192.168.200.100", "--ip-range", "192.168.200.160/28", "lan"],
+    ]
+    .concat();
+    let no_parent: Vec<&str> = mv.iter().map(|a| if *a == "parent=eth0" { "parent=eth9" } else { a }).collect();
+    assert_eq!(
+        docker_refusal(&e[0].docker(&no_parent)),
+        "-o parent=eth9: no such device on host obdvn1; name a device every host has (`ip link`)"
+    );
+    let passthru: Vec<&str> =
+        mv.iter().map(|a| if *a == "macvlan_mode=bridge" { "macvlan_mode=passthru" } else { a }).collect();
+    assert_eq!(
+        docker_refusal(&e[0].docker(&passthru)),
+        "-o macvlan_mode=passthru: Docker would set the container's MAC on the parent device itself; use bridge (the \
+         default), private or vepa, or passthru through the state file or CNI"
+    );
+    let ok = |e: &DockerEngine, args: &[&str]| {
+        let o = e.docker(args);
+        assert!(o.status.success(), "{}\n{}", text(&o), logs());
+    };
+    for e in e {
+        ok(e, &mv);
+    }
+    let lan = json(&assert_ok(&ob(n1, &["network", "inspect", "lan", "--store", &url])))[0].clone();
+    assert_eq!(lan["Driver"], "macvlan", "{lan}");
+    assert_eq!(lan["Options"], serde_json::json!({"parent": "eth0", "macvlan_mode": "bridge"}), "{lan}");
+    let veths = [our_veths(c.u.host("n1")).len(), our_veths(c.u.host("n2")).len()];
+    for (e, name) in [(&e[0], "m1"), (&e[1], "m2")] {
+        ok(e, &["run", "-d", "--network", "lan", "--name", name, IMAGE, "sleep", "3600"]);
+    }
+    let (b1, b2) = (address(&e[0], "m1"), address(&e[1], "m2"));
+    let in_range = |a: &str| {
+        a.strip_prefix("192.168.200.").and_then(|o| o.parse::<u8>().ok()).is_some_and(|o| (160..176).contains(&o))
+    };
+    assert!(in_range(&b1) && in_range(&b2) && b1 != b2, "two addresses of the ip-range 192.168.200.160/28: {b1} {b2}");
+    let pid = e[0].ok(&["inspect", "-f", "{{.State.Pid}}", "m1"]);
+    let o =
+        Command::new("nsenter").args(["-t", &pid, "-n", "ip", "-j", "-d", "link", "show", "eth0"]).output().unwrap();
+    let link = json(&assert_ok(&o))[0].clone();
+    assert_eq!(link["linkinfo"]["info_kind"], "macvlan", "{link}");
+    assert_eq!(link["mtu"], 1500, "the parent's MTU: {link}");
+    let routes: Vec<String> = sh(&e[0], "m1", "ip route").lines().map(|l| l.trim_end().to_string()).collect();
+    let lan_route = format!("192.168.200.0/24 dev eth0 scope link  src {b1}");
+    assert_eq!(routes, ["default via 192.168.200.100 dev eth0", lan_route.as_str()]);
+    assert_eq!([our_veths(c.u.host("n1")).len(), our_veths(c.u.host("n2")).len()], veths, "no veth for m1, m2");
+    wait_ping(&e[0], "m1", &b2);
+    wait_ping(&e[1], "m2", "192.168.200.100");
+    assert!(pings_from(c.u.host("cl"), &b1), "the LAN machine reaches m1");
+    for (e, name) in [(&e[0], "m1"), (&e[1], "m2")] {
+        e.ok(&["rm", "-f", name]);
+        e.ok(&["network", "rm", "lan"]);
+    }
+    for h in ["n1", "n2"] {
+        let links = json(&c.u.host(h).ip(&["-j", "-d", "link", "show"]));
+        let kept: Vec<_> =
+            links.as_array().unwrap().iter().filter(|l| l["linkinfo"]["info_kind"] == "macvlan").collect();
+        assert!(kept.is_empty(), "{h} kept a sub-interface: {kept:?}");
     }
 }
 
@@ -639,9 +684,23 @@ fn network_options_ip_connect_disconnect_and_stop_start() {
     assert_eq!(sh(e, "ca", "cat /sys/class/net/eth0/mtu"), "1400");
     assert!(!sh(e, "ca", "ip route").contains("default"), "an internal network has no gateway route");
     let taken = e.docker(&["run", "--rm", "--network", "inner", "--ip", "10.41.0.50", IMAGE, "true"]);
-    refused_by_docker(&taken, &["10.41.0.50"]);
-    let aux = e.docker(&["run", "--rm", "--network", "inner", "--ip", "10.41.0.2", IMAGE, "true"]);
-    refused_by_docker(&aux, &["10.41.0.2"]);
+    // The endpoint-to-be is named after Docker's endpoint ID: "pending-<4 hex>-1".
+    let pending = |said: String| -> String {
+        let Some(at) = said.find("(pending-") else { return said };
+        let id = &said[at + 1..at + said[at..].find(')').unwrap()];
+        said.replace(id, "pending-ID")
+    };
+    assert_eq!(
+        pending(docker_refusal(&taken)),
+        "the store: endpoints[1] (pending-ID): duplicate address 10.41.0.50: already used by endpoint ca\nthe store: \
+         endpoints[1] (pending-ID): duplicate MAC 02:42:0a:29:00:32: endpoints[0] (ca) already has it."
+    );
+    let aux = e.docker(&["run", "--rm", "--name", "aux", "--network", "inner", "--ip", "10.41.0.2", IMAGE, "true"]);
+    assert_eq!(
+        docker_refusal(&aux),
+        "failed to create endpoint aux on network inner: remote: 10.41.0.2 is reserved on network inner (aux address \
+         router); give the container another --ip."
+    );
 
     // connect: b, on app, gets a second interface on inner and reaches a.
     e.ok(&["run", "-d", "--network", "app", "--name", "cb", IMAGE, "sleep", "3600"]);
