@@ -98,9 +98,19 @@ fn a_macvlan_network_beside_an_overlay_puts_containers_on_the_lan() {
     let lan = u.host("lan");
     let st = StateFile::new(p, &state(p, "bridge", true));
     let mut dep = Deployment::new(&bin());
-    for n in ["n1", "n2"] {
+    // n1: o1's veth, m1 and m1b's sub-interfaces; n2: o2's veth, m2's.
+    for (n, macvlans) in [("n1", 2), ("n2", 1)] {
         let out = assert_ok(&dep.up(&st.0, &format!("{p}{n}"), &format!("{p}-{n}")));
-        assert!(out.contains("macvlan sub-interfaces created"), "{n}: {out}");
+        let made = UpSummary {
+            on: "eth0".into(),
+            changed: true,
+            veths: (1, 0),
+            macvlans: (macvlans, 0),
+            links: (2, 0, 0),
+            entries: (8, 0),
+            verified: true,
+        };
+        assert_eq!(UpSummary::of(&out, &format!("{p}{n}")), made, "{out}");
     }
 
     // Each macvlan endpoint: a sub-interface of its host's eth0, in the
@@ -111,8 +121,10 @@ fn a_macvlan_network_beside_an_overlay_puts_containers_on_the_lan() {
     assert_eq!(eth0["linkinfo"]["info_data"]["mode"], "bridge", "{eth0}");
     assert_eq!(eth0["mtu"], 1500, "the parent's MTU: {eth0}");
     assert_eq!(eth0["address"], "02:42:c0:a8:c8:83", "its MAC: {eth0}");
-    assert!(c("m1").ip(&["-4", "addr", "show", "eth0"]).contains(&format!("{M1}/24")));
-    assert!(c("m1").ip(&["route", "show", "default"]).contains(&format!("via {LAN} dev eth0")));
+    let addr = c("m1").ip(&["-4", "-br", "addr", "show", "eth0"]);
+    assert_eq!(addr.split_whitespace().nth(2), Some(&*format!("{M1}/24")), "{addr}");
+    let route = c("m1").ip(&["route", "show", "default"]);
+    assert_eq!(route.trim_end(), format!("default via {LAN} dev eth0 proto static"));
     assert_eq!(our_veths(u.host("n1")).len(), 1, "only o1 has a veth on n1");
     // `status` lists the host's sub-interfaces.
     let listed = status(&dep, p, "n1")["macvlans"].clone();
@@ -150,7 +162,8 @@ fn a_macvlan_network_beside_an_overlay_puts_containers_on_the_lan() {
     // Re-applied unchanged: nothing made again.
     let before = link_json(c("m1"), "eth0").unwrap()["ifindex"].clone();
     let out = assert_ok(&dep.up(&st.0, &format!("{p}n1"), &format!("{p}-n1")));
-    assert!(out.contains("nothing changed"), "{out}");
+    let same = UpSummary { on: "eth0".into(), changed: false, verified: false, ..Default::default() };
+    assert_eq!(UpSummary::of(&out, &format!("{p}n1")), same, "{out}");
     assert_eq!(link_json(c("m1"), "eth0").unwrap()["ifindex"], before);
 
     // VEPA: between sub-interfaces of one parent, traffic goes out to the
@@ -182,7 +195,7 @@ fn a_macvlan_network_beside_an_overlay_puts_containers_on_the_lan() {
     );
     st.write(&moved);
     let out = assert_ok(&dep.up(&st.0, &format!("{p}n1"), &format!("{p}-n1")));
-    assert!(out.contains("0 macvlan sub-interfaces created, 1 removed"), "{out}");
+    assert_eq!(UpSummary::of(&out, &format!("{p}n1")).macvlans, (0, 1), "{out}");
     assert_eq!(link_json(c("m1b"), "eth0").unwrap()["linkinfo"]["info_kind"], "veth");
     assert!(pings(c("m1b"), "10.10.0.11"), "m1b -> o1 on the overlay");
     // And back: the veth goes, a sub-interface takes its name.
@@ -209,7 +222,12 @@ fn a_macvlan_network_beside_an_overlay_puts_containers_on_the_lan() {
     // `down` removes every sub-interface, and the record of them.
     for n in ["n1", "n2"] {
         let out = assert_ok(&dep.cmd(&format!("{p}{n}"), &format!("{p}-{n}")).arg("down").output().unwrap());
-        assert!(out.contains("1 macvlan sub-interfaces removed"), "{n}: {out}");
+        let pins = pins(p, n);
+        let said = format!(
+            "{p}{n}: down: 2 links detached, 1 veths removed, 1 macvlan sub-interfaces removed, pins at {} removed\n",
+            pins.display()
+        );
+        assert_eq!(out, said);
         assert!(!record(p, n).exists(), "{}", record(p, n).display());
     }
     for n in ["m1", "m1b", "m2"] {
@@ -240,11 +258,11 @@ fn a_missing_parent_or_a_taken_name_is_refused_by_name_and_a_failed_apply_leaves
     let mut dep = Deployment::new(&bin());
     let out = dep.up(&st.0, &host, &format!("{p}-n1"));
     assert!(!out.status.success(), "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(&format!("endpoint m1: the parent eth7 of macvlan network lan does not exist on host {host}")),
-        "{err}"
+    let refused = format!(
+        "error: endpoint m1: the parent eth7 of macvlan network lan does not exist on host {host}; create it there, \
+         or set the network's `parent` to a device that every host with its endpoints has (`ip link` lists them)"
     );
+    assert_eq!(stderr_lines(&out), [refused]);
     // Refused before anything was touched.
     assert!(!pins(p, "n1").exists());
     assert!(interfaces(&cs[0]).is_empty() && interfaces(&cs[1]).is_empty());
@@ -256,9 +274,13 @@ fn a_missing_parent_or_a_taken_name_is_refused_by_name_and_a_failed_apply_leaves
     st.write(&y("eth0", &format!(", mac: \"{parent_mac}\"")));
     let out = dep.up(&st.0, &host, &format!("{p}-n1"));
     assert!(!out.status.success(), "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("endpoint m2: its macvlan sub-interface in /run/netns/{p}-m2")), "{err}");
-    assert!(err.contains("undoing"), "{err}");
+    let said = stderr_lines(&out);
+    let said: Vec<&str> = said.iter().rev().take(2).rev().map(String::as_str).collect();
+    let refused = format!(
+        "error: endpoint m2: its macvlan sub-interface in /run/netns/{p}-m2: configure eth0: Received a netlink error \
+         message Address already in use (os error 98)"
+    );
+    assert_eq!(said, [format!("{host}: failed: undoing what this run created").as_str(), refused.as_str()]);
     assert!(interfaces(&cs[0]).is_empty(), "m1 after the failed apply: {:?}", interfaces(&cs[0]));
     assert!(interfaces(&cs[1]).is_empty(), "m2 after the failed apply: {:?}", interfaces(&cs[1]));
     assert!(!record(p, "n1").exists());
@@ -269,8 +291,11 @@ fn a_missing_parent_or_a_taken_name_is_refused_by_name_and_a_failed_apply_leaves
     st.write(&y("eth0", ""));
     let out = dep.up(&st.0, &host, &format!("{p}-n1"));
     assert!(!out.status.success(), "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("endpoint m1: /run/netns/{p}-m1 already has an interface eth0 (veth)")), "{err}");
+    let refused = format!(
+        "error: endpoint m1: /run/netns/{p}-m1 already has an interface eth0 (veth) that overlay-bpf did not make; \
+         remove it or give the endpoint another `ifname`"
+    );
+    assert_eq!(stderr_lines(&out), [refused]);
     assert!(interfaces(&cs[1]).is_empty(), "m2: {:?}", interfaces(&cs[1]));
     drop(dep);
     drop(cs);
