@@ -364,10 +364,12 @@ fn pmtu_discovery_works_and_oversize_without_df_is_dropped() {
     assert_eq!(counter(&w.status("n3"), "tc_endpoint_egress", "drop_too_big"), before + 1);
 
     // With DF: ICMP fragmentation needed, MTU 1450, from the gateway.
+    let before = counter(&w.status("n1"), "tc_endpoint_egress", "icmp_frag_needed");
     let out = w.c("a1").run("ping", &["-M", "do", "-s", "1472", "-c", "1", "-W", "1", "10.10.0.12"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("From 10.10.0.1") && text.contains("mtu = 1450"), "{text}");
-    assert!(counter(&w.status("n1"), "tc_endpoint_egress", "icmp_frag_needed") >= 1);
+    let from: Vec<&str> = text.lines().filter(|l| l.starts_with("From ")).collect();
+    assert_eq!(from, ["From 10.10.0.1 icmp_seq=1 Frag needed and DF set (mtu = 1450)"], "{text}");
+    assert_eq!(counter(&w.status("n1"), "tc_endpoint_egress", "icmp_frag_needed"), before + 1);
     // The sender learned the path MTU: a full-size TCP transfer now works.
     let route = w.c("a1").ip(&["route", "get", "10.10.0.12"]);
     assert!(route.contains("mtu 1450"), "{route}");
