@@ -175,12 +175,15 @@ fn containers_on_two_docker_engines_and_a_namespace_talk_across_hosts() {
     // The container's interface: the store's address and MAC, the network's
     // MTU, a default route via the gateway.
     let c1 = eps.iter().find(|e| e["name"] == "c1").unwrap().clone();
-    let link = engines[0].ok(&["exec", "c1", "ip", "addr", "show", "eth0"]);
-    assert!(link.contains(&format!("inet {a1}/24")), "{link}");
-    assert!(link.contains(c1["mac"].as_str().unwrap()), "{link} {c1}");
-    assert!(link.contains("mtu 1450"), "{link}");
-    let routes = engines[0].ok(&["exec", "c1", "ip", "route"]);
-    assert!(routes.contains("default via 10.30.0.1 dev eth0"), "{routes}");
+    assert_eq!(sh(&engines[0], "c1", "cat /sys/class/net/eth0/address"), c1["mac"].as_str().unwrap());
+    assert_eq!(sh(&engines[0], "c1", "cat /sys/class/net/eth0/mtu"), "1450");
+    let addr = sh(&engines[0], "c1", "ip -4 -o addr show eth0");
+    assert_eq!(addr.split_whitespace().nth(3), Some(&*format!("{a1}/24")), "{addr}");
+    let routes: Vec<String> = sh(&engines[0], "c1", "ip route").lines().map(|l| l.trim_end().to_string()).collect();
+    assert_eq!(
+        routes,
+        ["default via 10.30.0.1 dev eth0".to_string(), format!("10.30.0.0/24 dev eth0 scope link  src {a1}")]
+    );
 
     // Across hosts both ways, and from the namespace endpoint on n3.
     wait_ping(&engines[0], "c1", &a2);
@@ -207,7 +210,8 @@ fn containers_on_two_docker_engines_and_a_namespace_talk_across_hosts() {
     assert_eq!(assert_ok(&by_name).trim(), page, "c2 by name from a container on the other engine");
     let alias =
         engines[0].docker(&["run", "--rm", "--network", "app", "--dns", "10.30.0.1", IMAGE, "ping", "-c", "1", "web"]);
-    assert!(text(&alias).contains(&format!("({a2})")), "web is c2's alias: {}", text(&alias));
+    let first = String::from_utf8_lossy(&alias.stdout).lines().next().map(str::to_string);
+    assert_eq!(first, Some(format!("PING web ({a2}): 56 data bytes")), "web is c2's alias: {}", text(&alias));
     assert_ok(&ob(
         n1,
         &[
@@ -680,9 +684,17 @@ fn network_options_ip_connect_disconnect_and_stop_start() {
 
     // --ip, the network's MTU, and no default route on an internal network.
     e.ok(&["run", "-d", "--network", "inner", "--ip", "10.41.0.50", "--name", "ca", IMAGE, "sleep", "3600"]);
-    assert!(sh(e, "ca", "ip -4 -o addr show eth0").contains("10.41.0.50/24"));
+    let addr =
+        |e: &DockerEngine, c: &str| sh(e, c, "ip -4 -o addr show eth0").split_whitespace().nth(3).map(str::to_string);
+    assert_eq!(addr(e, "ca").as_deref(), Some("10.41.0.50/24"));
     assert_eq!(sh(e, "ca", "cat /sys/class/net/eth0/mtu"), "1400");
-    assert!(!sh(e, "ca", "ip route").contains("default"), "an internal network has no gateway route");
+    let routes =
+        |e: &DockerEngine, c: &str| sh(e, c, "ip route").lines().map(|l| l.trim_end().to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        routes(e, "ca"),
+        ["10.41.0.0/24 dev eth0 scope link  src 10.41.0.50"],
+        "an internal network has no gateway route"
+    );
     let taken = e.docker(&["run", "--rm", "--network", "inner", "--ip", "10.41.0.50", IMAGE, "true"]);
     // The endpoint-to-be is named after Docker's endpoint ID: "pending-<4 hex>-1".
     let pending = |said: String| -> String {
@@ -704,7 +716,11 @@ fn network_options_ip_connect_disconnect_and_stop_start() {
 
     // connect: b, on app, gets a second interface on inner and reaches a.
     e.ok(&["run", "-d", "--network", "app", "--name", "cb", IMAGE, "sleep", "3600"]);
-    assert!(sh(e, "cb", "ip route").contains("default via 10.40.0.1"), "app's gateway route");
+    assert_eq!(
+        routes(e, "cb").first().map(String::as_str),
+        Some("default via 10.40.0.1 dev eth0"),
+        "app's gateway route"
+    );
     e.ok(&["network", "connect", "inner", "cb"]);
     assert_eq!(sh(e, "cb", "cat /sys/class/net/eth1/mtu"), "1400");
     wait_ping(e, "cb", "10.41.0.50");
@@ -723,7 +739,7 @@ fn network_options_ip_connect_disconnect_and_stop_start() {
     assert!(endpoints(n1, &c.url, "inner").is_empty(), "a stopped has no endpoint");
     assert_eq!(our_veths(n1).len(), 1);
     e.ok(&["start", "ca"]);
-    assert!(sh(e, "ca", "ip -4 -o addr show eth0").contains("10.41.0.50/24"));
+    assert_eq!(addr(e, "ca").as_deref(), Some("10.41.0.50/24"));
     e.ok(&["network", "connect", "inner", "cb"]);
     wait_ping(e, "cb", "10.41.0.50");
 
@@ -733,7 +749,8 @@ fn network_options_ip_connect_disconnect_and_stop_start() {
     e.ok(&["network", "rm", "inner"]);
     assert!(our_veths(n1).is_empty());
     let ls = assert_ok(&ob(n1, &["network", "ls", "--store", &c.url]));
-    assert!(!ls.contains("inner") && ls.contains("app"), "{ls}");
+    let names: Vec<&str> = ls.lines().skip(1).filter_map(|l| l.split_whitespace().nth(1)).collect();
+    assert_eq!(names, ["app"], "{ls}");
 }
 
 /// Pings from inside container `name`'s network namespace (entered by its
