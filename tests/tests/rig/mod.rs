@@ -263,23 +263,39 @@ impl Rig {
     }
 
     /// Runs every case; each must give its verdict, its output (when given)
-    /// and bump its counter by exactly one. Returns the outputs.
+    /// and bump its counter by exactly one. Every case runs even when an
+    /// earlier one fails, and the failure lists them all. Returns the
+    /// outputs.
     pub fn table(&mut self, prog: &str, p: Prog, cases: &[Case]) -> Vec<Vec<u8>> {
         let mut outs = Vec::new();
+        let mut wrong = Vec::new();
         for c in cases {
             let before = self.counter(p, c.reason);
-            let (verdict, out) = self
-                .try_run(prog, &c.pkt)
-                .unwrap_or_else(|e| panic!("{}: BPF_PROG_TEST_RUN failed on {} bytes: {e:?}", c.what, c.pkt.len()));
-            assert_eq!(verdict, c.verdict, "{}: verdict (counter {:?})", c.what, c.reason);
-            match &c.out {
-                Out::Same => assert_eq!(out, c.pkt, "{}: must leave the packet unchanged", c.what),
-                Out::Exactly(want) => assert_eq!(hex(&out), hex(want), "{}: output bytes", c.what),
-                Out::Any => {}
+            let (verdict, out) = match self.try_run(prog, &c.pkt) {
+                Ok(r) => r,
+                Err(e) => {
+                    wrong.push(format!("{}: BPF_PROG_TEST_RUN failed on {} bytes: {e:?}", c.what, c.pkt.len()));
+                    outs.push(Vec::new());
+                    continue;
+                }
+            };
+            if verdict != c.verdict {
+                wrong.push(format!("{}: verdict {verdict}, not {} (counter {:?})", c.what, c.verdict, c.reason));
             }
-            assert_eq!(self.counter(p, c.reason), before + 1, "{}: counter {}", c.what, c.reason.name());
+            match &c.out {
+                Out::Same if out != c.pkt => wrong.push(format!("{}: must leave the packet unchanged", c.what)),
+                Out::Exactly(want) if out != *want => {
+                    wrong.push(format!("{}: output bytes\n{}\nnot\n{}", c.what, hex(&out), hex(want)))
+                }
+                _ => {}
+            }
+            let after = self.counter(p, c.reason);
+            if after != before + 1 {
+                wrong.push(format!("{}: counter {} went {before} -> {after}, not up by one", c.what, c.reason.name()));
+            }
             outs.push(out);
         }
+        assert!(wrong.is_empty(), "{} of {} cases wrong:\n{}", wrong.len(), cases.len(), wrong.join("\n"));
         outs
     }
 }
