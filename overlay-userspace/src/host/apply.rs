@@ -568,13 +568,8 @@ impl Steps<'_> {
         report: &mut UpReport,
     ) -> Result<()> {
         for e in self.local.iter().filter(|e| veths.contains_key(&e.key)) {
-            let v = e.veth();
-            let prog = overlay_common::PROG_TC_ENDPOINT;
-            let filter = match loader::has_tcx() {
-                true => None,
-                false => netdev::ingress_bpf_filter(&self.handle, veths[&e.key].ifindex, prog).await?,
-            };
-            report.note_link(loaded.ensure_tc(self.pins, &v, prog, filter)?, format!("tc@{v}"));
+            let veth = &veths[&e.key];
+            self.attach_tc(loaded, &e.veth(), veth.ifindex, overlay_common::PROG_TC_ENDPOINT, report).await?;
         }
         Ok(())
     }
@@ -587,14 +582,27 @@ impl Steps<'_> {
         report: &mut UpReport,
     ) -> Result<()> {
         for (ifname, ifindex) in wireguard::TC_DEVICES.into_iter().zip([dev.wg, dev.tc]) {
-            let prog = overlay_common::PROG_TC_WIREGUARD;
-            let filter = match loader::has_tcx() {
-                true => None,
-                false => netdev::ingress_bpf_filter(&self.handle, ifindex, prog).await?,
-            };
-            report.note_link(loaded.ensure_tc(self.pins, ifname, prog, filter)?, format!("tc@{ifname}"));
+            self.attach_tc(loaded, ifname, ifindex, overlay_common::PROG_TC_WIREGUARD, report).await?;
         }
         report.note_link(loaded.ensure_xdp(self.pins, wireguard::VETH_XDP)?, format!("xdp@{}", wireguard::VETH_XDP));
+        Ok(())
+    }
+
+    /// TC program `prog` on the ingress of `ifname`: a TCX link, or before
+    /// TCX (6.6) a clsact filter made first.
+    async fn attach_tc(
+        &self,
+        loaded: &mut loader::Loaded,
+        ifname: &str,
+        ifindex: u32,
+        prog: &'static str,
+        report: &mut UpReport,
+    ) -> Result<()> {
+        let filter = match loader::has_tcx() {
+            true => None,
+            false => netdev::ingress_bpf_filter(&self.handle, ifindex, prog).await?,
+        };
+        report.note_link(loaded.ensure_tc(self.pins, ifname, prog, filter)?, format!("tc@{ifname}"));
         Ok(())
     }
 
