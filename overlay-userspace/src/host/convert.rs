@@ -13,9 +13,12 @@
 //! programs started in between. An entry the new map holds already stays:
 //! the new programs wrote it, and it is newer.
 
-use aya::maps::{HashMap, Map, MapData, MapError};
+use aya::maps::{HashMap, MapData, MapError};
 
-use crate::host::{kmaps::MapsError, pins::Pins};
+use crate::host::{
+    kmaps::{open, MapsError},
+    pins::Pins,
+};
 
 /// How the entries of an older layout version of a program-filled map reach
 /// this build's map.
@@ -86,13 +89,6 @@ where
 
 /// `bpf_map_update_elem`'s flag: only if the key is not there yet.
 const BPF_NOEXIST: u64 = 1;
-
-fn open<T: TryFrom<Map, Error = MapError>>(pins: &Pins, name: &'static str) -> Result<T, MapsError> {
-    let path = pins.map(name);
-    let open_err = |source| MapsError::Open { path: path.display().to_string(), source };
-    let map = Map::from_map_data(MapData::from_pin(&path).map_err(open_err)?).map_err(open_err)?;
-    T::try_from(map).map_err(|source| MapsError::Op { map: name, op: "type check", source })
-}
 
 #[cfg(test)]
 mod tests {

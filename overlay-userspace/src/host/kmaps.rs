@@ -209,7 +209,8 @@ pub struct KernelMaps {
     wg_stats: Option<PerCpuArray<MapData, Counter>>,
 }
 
-fn open<T: TryFrom<Map, Error = MapError>>(pins: &Pins, name: &'static str) -> Result<T, MapsError> {
+/// Pinned map `name` of this host, as aya's map type `T`.
+pub(crate) fn open<T: TryFrom<Map, Error = MapError>>(pins: &Pins, name: &'static str) -> Result<T, MapsError> {
     let path = pins.map(name);
     let open_err = |source| match pins.other_version_of(name) {
         Some(found) => MapsError::OtherRelease { map: name, found },
