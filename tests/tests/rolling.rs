@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::{path::Path, process::Command, process::Output, process::Stdio};
+use std::{path::Path, process::Command, process::Output};
 
 use common::{etcd::*, *};
 use testbed::{tcp_echo, wait_listening, Talk};
@@ -16,9 +16,7 @@ const P: &str = "obrl";
 
 /// The previous release's `overlay-bpf ARGS` inside namespace `ns`.
 fn previous(ns: &Netns, args: &[&str]) -> Output {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", &ns.name]).arg(previous_bin()).args(args).stdin(Stdio::null());
-    c.output().unwrap()
+    ob_as(&previous_bin(), ns, args)
 }
 
 fn ping(from: &Netns, to: &str) -> bool {

@@ -41,6 +41,15 @@ fn unreachable(o: &Output, addr: &str) {
     assert!(err.starts_with(&head) && err.ends_with(tail) && !err.contains('\n'), "{err}");
 }
 
+/// An etcd of its own (in namespace `<p>-etcd`) holding the cluster `yaml`.
+fn etcd_holding(p: &str, yaml: &str) -> (Netns, Etcd) {
+    let ns = Netns::new(&format!("{p}-etcd"));
+    let etcd = Etcd::start(&ns, "127.0.0.1", p);
+    let base = StateFile::new(p, yaml);
+    assert_ok(&ob(&ns, &["store", "import", base.0.to_str().unwrap(), "--store", &etcd.url]));
+    (ns, etcd)
+}
+
 fn example() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/cluster.yaml")
 }
@@ -138,11 +147,8 @@ fn import_export_round_trip_and_the_refusals() {
 #[test]
 fn changes_made_at_once_are_serialised() {
     require_root();
-    let ns = Netns::new("obsb-etcd");
-    let etcd = Etcd::start(&ns, "127.0.0.1", "obsb");
+    let (ns, etcd) = etcd_holding("obsb", "version: 1\nhosts:\n  - {name: h1, address: 192.168.9.1}\n");
     let url = etcd.url.clone();
-    let base = StateFile::new("obsb", "version: 1\nhosts:\n  - {name: h1, address: 192.168.9.1}\n");
-    assert_ok(&ob(&ns, &["store", "import", base.0.to_str().unwrap(), "--store", &url]));
 
     // Eight networks with their own subnets and two whose subnets overlap,
     // all at the same moment, none with a VNI of its own.
@@ -399,14 +405,11 @@ fn hosts_join_list_and_leave_on_etcd_and_on_a_file() {
 #[test]
 fn endpoints_and_services_on_etcd() {
     require_root();
-    let ns = Netns::new("obse-etcd");
-    let etcd = Etcd::start(&ns, "127.0.0.1", "obse");
-    let url = etcd.url.clone();
     let base = "version: 1\nhosts:\n  - {name: h1, address: 192.168.9.1}\n  - {name: h2, address: 192.168.9.2}\n  \
                 - {name: h3, address: 192.168.9.3}\nnetworks:\n  - {name: front, attachable: true, subnets: [{subnet: 10.60.0.0/22}]}\n  \
                 - {name: back, attachable: true, subnets: [{subnet: 10.61.0.0/24}]}\n";
-    let base = StateFile::new("obse", base);
-    assert_ok(&ob(&ns, &["store", "import", base.0.to_str().unwrap(), "--store", &url]));
+    let (ns, etcd) = etcd_holding("obse", base);
+    let url = etcd.url.clone();
     let s = ["--store", url.as_str()];
     let run = |args: &[&str]| ob(&ns, &[args, &s[..]].concat());
 
@@ -524,13 +527,10 @@ fn endpoints_and_services_on_etcd() {
 #[test]
 fn three_writers_at_once_give_every_endpoint_its_own_address() {
     require_root();
-    let ns = Netns::new("obsw-etcd");
-    let etcd = Etcd::start(&ns, "127.0.0.1", "obsw");
-    let url = etcd.url.clone();
     let base = "version: 1\nhosts:\n  - {name: h1, address: 192.168.9.1}\n  - {name: h2, address: 192.168.9.2}\n  \
                 - {name: h3, address: 192.168.9.3}\nnetworks:\n  - {name: front, attachable: true, subnets: [{subnet: 10.60.0.0/22}]}\n";
-    let base = StateFile::new("obsw", base);
-    assert_ok(&ob(&ns, &["store", "import", base.0.to_str().unwrap(), "--store", &url]));
+    let (ns, etcd) = etcd_holding("obsw", base);
+    let url = etcd.url.clone();
     let s = ["--store", url.as_str()];
     let run = |args: &[&str]| ob(&ns, &[args, &s[..]].concat());
     // Three writers, 200 endpoints each, all at once: 600 distinct addresses.

@@ -91,5 +91,10 @@ impl Drop for Etcd {
 
 /// `overlay-bpf ARGS` inside namespace `ns`.
 pub fn ob(ns: &Netns, args: &[&str]) -> Output {
-    Command::new("ip").args(["netns", "exec", &ns.name]).arg(bin()).args(args).stdin(Stdio::null()).output().unwrap()
+    ob_as(&bin(), ns, args)
+}
+
+/// `ob` with another `overlay-bpf` binary (the previous release's).
+pub fn ob_as(binary: &Path, ns: &Netns, args: &[&str]) -> Output {
+    Command::new("ip").args(["netns", "exec", &ns.name]).arg(binary).args(args).stdin(Stdio::null()).output().unwrap()
 }
