@@ -128,6 +128,7 @@ pub const WIREGUARD_OVERHEAD: usize = 60;
 pub const PROG_XDP_UNDERLAY: &str = "xdp_underlay_ingress";
 pub const PROG_TC_ENDPOINT: &str = "tc_endpoint_egress";
 pub const PROG_TC_WIREGUARD: &str = "tc_wireguard";
+pub const PROG_TC_UNDERLAY: &str = "tc_underlay_ingress";
 /// Empty programs in the same object: the baseline of the per-packet benchmarks.
 pub const PROG_BENCH_EMPTY_XDP: &str = "bench_empty_xdp";
 pub const PROG_BENCH_EMPTY_TC: &str = "bench_empty_tc";

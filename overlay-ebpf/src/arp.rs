@@ -1,5 +1,5 @@
 //! ARP answered from the maps: a container's requests (TC), and requests a
-//! kernel VXLAN peer floods to this host (XDP). Nothing floods, no container
+//! kernel VXLAN peer floods to this host (the underlay program). Nothing floods, no container
 //! sees another host's ARP.
 
 use aya_ebpf::programs::TcContext;
@@ -7,10 +7,8 @@ use overlay_common::*;
 use overlay_wire::{arp, eth, ipv4, udp};
 
 use crate::{
-    fib::transmit,
-    forward::redirect,
     maps::{endpoint, subnet},
-    packet::{Outcome, Packet, Xdp},
+    packet::{Frame, Outcome, Packet},
 };
 
 /// The MAC behind `ip` on network `vni`: its gateway or one of its endpoints.
@@ -43,7 +41,7 @@ pub fn answer_container(ctx: &TcContext, me: &IfaceValue, ifindex: u32) -> Outco
     }
     let mac = resolve(me.vni, arp::tpa(a)).ok_or(Reason::DropArp)?;
     arp::answer(e, a, mac);
-    redirect(ctx, ifindex, Reason::ArpReplied)
+    ctx.send(ifindex, Reason::ArpReplied)
 }
 
 /// Turns a VXLAN-borne ARP request for a local endpoint (MAC `mac`) into the
@@ -51,7 +49,14 @@ pub fn answer_container(ctx: &TcContext, me: &IfaceValue, ifindex: u32) -> Outco
 /// port), inner ARP answered; sent back out of `ifindex`. `ihl`: the outer
 /// IPv4 header's length; `inner`: where the inner frame starts.
 #[inline(always)]
-pub fn answer_peer(ctx: &Xdp, cfg: &HostConfig, ifindex: u32, ihl: usize, inner: usize, mac: [u8; 6]) -> Outcome<u32> {
+pub fn answer_peer<P: Frame>(
+    ctx: &P,
+    cfg: &HostConfig,
+    ifindex: u32,
+    ihl: usize,
+    inner: usize,
+    mac: [u8; 6],
+) -> Outcome<P::Verdict> {
     if ihl != ipv4::HEADER_LEN {
         return Err(Reason::DropMalformed);
     }
@@ -71,5 +76,5 @@ pub fn answer_peer(ctx: &Xdp, cfg: &HostConfig, ifindex: u32, ihl: usize, inner:
     udp::set_dst_port(uh, cfg.vxlan_port);
     udp::clear_checksum(uh);
     arp::answer(ieth, a, mac);
-    transmit(ctx, ifindex, Reason::ArpReplied)
+    ctx.send(ifindex, Reason::ArpReplied)
 }

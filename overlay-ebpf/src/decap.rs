@@ -1,5 +1,5 @@
-//! VXLAN from another cluster host, received in XDP: checked, unwrapped and
-//! delivered to the local endpoint's veth.
+//! VXLAN from another cluster host, received by the underlay program (XDP
+//! or TC): checked, unwrapped and delivered to the local endpoint.
 //!
 //! It must come from a cluster host, carry the I flag and a VNI with a local
 //! endpoint, and be addressed (inner destination) to a local endpoint of
@@ -14,18 +14,24 @@ use overlay_wire::{arp, eth, ipv4, vxlan};
 use crate::{
     arp::answer_peer,
     conntrack,
-    fib::transmit,
     lb::now_ns,
     maps::{endpoint, is_vtep, network, subnet},
     mesh,
-    packet::{Outcome, Packet, Xdp},
+    packet::{Frame, Outcome},
 };
 
 /// The VXLAN packet whose outer IPv4 header `ip` (`ihl` bytes long) is
 /// followed by UDP at `l4`; `decrypted` when WireGuard authenticated it
 /// (the only way in for an encrypted network's).
 #[inline(always)]
-pub fn receive(ctx: &Xdp, cfg: &HostConfig, ip: &ipv4::Header, ihl: usize, l4: usize, decrypted: bool) -> Outcome<u32> {
+pub fn receive<P: Frame>(
+    ctx: &P,
+    cfg: &HostConfig,
+    ip: &ipv4::Header,
+    ihl: usize,
+    l4: usize,
+    decrypted: bool,
+) -> Outcome<P::Verdict> {
     // Our senders set DF; a fragment is not something we reassemble.
     if ipv4::is_fragment(ip) {
         return Err(Reason::DropMalformed);
@@ -51,8 +57,7 @@ pub fn receive(ctx: &Xdp, cfg: &HostConfig, ip: &ipv4::Header, ihl: usize, l4: u
         return Err(Reason::DropUnknownVni);
     }
     let l3 = inner + eth::HEADER_LEN;
-    let ieth = ctx.bytes::<{ eth::HEADER_LEN }>(inner).ok_or(Reason::DropMalformed)?;
-    let ethertype = eth::ethertype(ieth);
+    let ethertype = eth::ethertype(ctx.bytes::<{ eth::HEADER_LEN }>(inner).ok_or(Reason::DropMalformed)?);
     let (src, dst) = match ethertype {
         eth::ETHERTYPE_IPV4 => {
             let i = ctx.bytes::<{ ipv4::HEADER_LEN }>(l3).ok_or(Reason::DropMalformed)?;
@@ -82,9 +87,7 @@ pub fn receive(ctx: &Xdp, cfg: &HostConfig, ip: &ipv4::Header, ihl: usize, l4: u
             _ => return Err(Reason::DropSpoofed),
         };
         if ethertype == eth::ETHERTYPE_ARP {
-            // SAFETY: reads the program's own context.
-            let ifindex = unsafe { (*ctx.ctx.ctx).ingress_ifindex };
-            return answer_peer(ctx, cfg, ifindex, ihl, inner, ep.mac);
+            return answer_peer(ctx, cfg, ctx.ingress_ifindex(), ihl, inner, ep.mac);
         }
         // The reply of a VIP flow whose client lives here: source back to the
         // VIP. Only backends send those. (A TCP segment too short for its
@@ -93,14 +96,15 @@ pub fn receive(ctx: &Xdp, cfg: &HostConfig, ip: &ipv4::Header, ihl: usize, l4: u
             let _ = revnat(ctx, cfg, l3);
         }
     }
+    // Taken anew: in TC, the translation's checksum helpers moved the packet.
+    let ieth = ctx.bytes::<{ eth::HEADER_LEN }>(inner).ok_or(Reason::DropMalformed)?;
     eth::set_dst(ieth, ep.mac);
-    ctx.adjust_head(inner as i32)?;
-    transmit(ctx, ep.ifindex, Reason::Decapsulated)
+    ctx.strip(inner)?.deliver(ep.ifindex, Reason::Decapsulated)
 }
 
 /// Applies a `RevNat` entry to the inner TCP/UDP packet at `l3`, if it has one.
 #[inline(always)]
-fn revnat(ctx: &Xdp, cfg: &HostConfig, l3: usize) -> Result<(), Reason> {
+fn revnat<P: Frame>(ctx: &P, cfg: &HostConfig, l3: usize) -> Result<(), Reason> {
     let Some(key) = mesh::flow_key(ctx, l3) else { return Ok(()) };
     match conntrack::lookup(&key, cfg, now_ns()) {
         Some((CtAction::RevNat, c)) => conntrack::translate_reply(ctx, l3, ipv4::HEADER_LEN, &key, &c),

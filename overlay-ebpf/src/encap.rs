@@ -1,34 +1,16 @@
-//! VXLAN encapsulation: pushed in XDP for the mesh's tunnelled requests, in
-//! TC for what containers send to other hosts (and mesh replies tunnelled
-//! back). The header itself is [`overlay_wire::vxlan::Encap`].
+//! VXLAN encapsulation in TC of what containers send to other hosts (and
+//! mesh replies tunnelled back). The push itself is [`Frame::push`], in
+//! either hook; the header is [`overlay_wire::vxlan::Encap`].
 
-use aya_ebpf::{
-    bindings::{
-        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
-        BPF_F_ADJ_ROOM_ENCAP_L4_UDP,
-    },
-    helpers::bpf_get_hash_recalc,
-    programs::TcContext,
-};
+use aya_ebpf::{helpers::bpf_get_hash_recalc, programs::TcContext};
 use overlay_common::*;
 use overlay_wire::{eth, ipv4, vxlan::Encap};
 
 use crate::{
-    fib::transmit,
-    forward::{redirect, to_underlay},
+    forward::to_underlay,
     maps::{host_config, network, wg_config},
-    packet::{Outcome, Packet, Xdp},
+    packet::{Frame, Outcome, Packet},
 };
-
-/// Grows the frame by the encapsulation (the inner Ethernet header replaces
-/// the old one), writes `e` and sends it out of `ifindex`.
-#[inline(always)]
-pub fn xdp_push(ctx: &Xdp, e: &Encap, ifindex: u32, ok: Reason) -> Outcome<u32> {
-    let ctx = ctx.adjust_head(-(VXLAN_ENCAP_LEN as i32))?;
-    let h = ctx.bytes::<{ overlay_wire::vxlan::PUSH_LEN }>(0).ok_or(Reason::DropMalformed)?;
-    *h = e.header();
-    transmit(&ctx, ifindex, ok)
-}
 
 /// Wraps the frame in VXLAN (VNI `vni`, mesh `marker`) to host `vtep` and
 /// sends it out of the underlay, the kernel resolving the next hop; for an
@@ -66,18 +48,12 @@ pub fn tc_tunnel(
         inner_dst_mac,
         inner_src_mac,
     };
-    let h = e.header();
-    // The inner MAC header is the inner Ethernet header alone: GSO then takes
-    // UDP + VXLAN as the tunnel header and cuts the inner TCP correctly.
-    let flags = (BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2_ETH) as u64
-        | (eth::HEADER_LEN as u64) << 56;
-    ctx.adjust_room(VXLAN_ENCAP_LEN as i32, BPF_ADJ_ROOM_MAC, flags).map_err(|_| Reason::DropResize)?;
-    ctx.store(0, &h, 0).map_err(|_| Reason::DropRewrite)?;
+    let ctx = &ctx.push(&e)?;
     if let Some(ifindex) = wg {
         // WireGuard encrypts it to the peer its outer destination belongs
         // to. (The device has no link layer: the kernel strips the Ethernet
         // header.)
-        return redirect(ctx, ifindex, ok);
+        return ctx.send(ifindex, ok);
     }
     to_underlay(ctx, cfg, ok)
 }

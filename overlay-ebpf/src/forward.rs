@@ -1,41 +1,15 @@
 //! Where TC sends a container's packet once it is decided: into a local
 //! container, in VXLAN to a remote one's host, or out of the underlay.
 
-use aya_ebpf::{
-    bindings::TC_ACT_REDIRECT,
-    helpers::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
-    programs::TcContext,
-};
+use aya_ebpf::{helpers::bpf_redirect_neigh, programs::TcContext};
 use overlay_common::*;
 use overlay_wire::eth;
 
 use crate::{
     encap::tc_tunnel,
-    log,
     maps::endpoint,
-    packet::{Outcome, Packet},
+    packet::{tc_redirected, Frame, Outcome, Packet},
 };
-
-/// A redirect helper's result (a redirect to `ifindex`): TC_ACT_REDIRECT on
-/// success.
-#[inline(always)]
-fn redirected(ctx: &TcContext, ifindex: u32, ret: i64, ok: Reason) -> Outcome<i32> {
-    if ret == TC_ACT_REDIRECT as i64 {
-        Ok((ok, TC_ACT_REDIRECT))
-    } else {
-        crate::log_rare!(log::tc_redirect_failed, ctx.skb.skb, ifindex, ret);
-        Err(Reason::DropRedirect)
-    }
-}
-
-/// Sends the frame out of device `ifindex`: back out of the veth it came
-/// in on (to its container), into the WireGuard device, or on to the veth
-/// beside it.
-#[inline(always)]
-pub fn redirect(ctx: &TcContext, ifindex: u32, ok: Reason) -> Outcome<i32> {
-    // SAFETY: a helper taking plain integers.
-    redirected(ctx, ifindex, unsafe { bpf_redirect(ifindex, 0) }, ok)
-}
 
 /// Sends the (rewritten) packet to endpoint `ip` of the sender's network.
 #[inline(always)]
@@ -58,8 +32,7 @@ pub fn to_endpoint(ctx: &TcContext, me: &IfaceValue, ep: &EndpointValue) -> Outc
 #[inline(always)]
 pub fn forward(ctx: &TcContext, me: &IfaceValue, ep: &EndpointValue) -> Outcome<i32> {
     if ep.flags & ENDPOINT_F_LOCAL != 0 {
-        // SAFETY: a helper taking plain integers.
-        return redirected(ctx, ep.ifindex, unsafe { bpf_redirect_peer(ep.ifindex, 0) }, Reason::DeliveredLocal);
+        return ctx.deliver(ep.ifindex, Reason::DeliveredLocal);
     }
     tc_tunnel(ctx, ep.vtep, me.vni, 0, ep.mac, me.mac, Reason::Encapsulated)
 }
@@ -70,5 +43,5 @@ pub fn forward(ctx: &TcContext, me: &IfaceValue, ep: &EndpointValue) -> Outcome<
 pub fn to_underlay(ctx: &TcContext, cfg: &HostConfig, ok: Reason) -> Outcome<i32> {
     let ifindex = cfg.underlay_ifindex;
     // SAFETY: no neighbour parameters (null, 0): the kernel looks the next hop up.
-    redirected(ctx, ifindex, unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) }, ok)
+    tc_redirected(ctx, ifindex, unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) }, ok)
 }

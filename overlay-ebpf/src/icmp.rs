@@ -8,10 +8,10 @@ use overlay_wire::{eth, icmp, ipv4};
 
 use crate::{
     conntrack,
-    forward::{redirect, to_endpoint, to_underlay},
+    forward::{to_endpoint, to_underlay},
     lb::now_ns,
     maps::{endpoint, host_config, network},
-    packet::{Outcome, Packet},
+    packet::{Frame, Outcome, Packet},
 };
 
 /// A packet for remote endpoint `ep` that would not fit the underlay once
@@ -51,7 +51,7 @@ fn frag_needed(ctx: &TcContext, me: &IfaceValue, ifindex: u32, cfg: &HostConfig)
         return Err(Reason::DropResize);
     }
     ctx.store(0, &r, 0).map_err(|_| Reason::DropRewrite)?;
-    redirect(ctx, ifindex, Reason::IcmpFragNeeded)
+    ctx.send(ifindex, Reason::IcmpFragNeeded)
 }
 
 /// An ICMP error (unreachable, time exceeded) a backend sends about a

@@ -93,6 +93,12 @@ pub fn fib_failed(md: *mut xdp_md, dst: [u8; 4], ret: i64) {
     info!(&XdpContext::new(md), "xdp fib lookup to {:i} failed: BPF_FIB_LKUP_RET {}", dst, ret);
 }
 
+/// The same in TC (the underlay program's TC mode).
+#[inline(never)]
+pub fn tc_fib_failed(skb: *mut __sk_buff, dst: [u8; 4], ret: i64) {
+    info!(&TcContext::new(skb), "tc fib lookup to {:i} failed: BPF_FIB_LKUP_RET {}", dst, ret);
+}
+
 /// A redirect to `ifindex` the kernel refused.
 #[inline(never)]
 pub fn xdp_redirect_failed(md: *mut xdp_md, ifindex: u32, ret: i64) {

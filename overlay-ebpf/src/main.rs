@@ -1,8 +1,10 @@
 //! overlay-bpf's data path. One program per attach point, each a dispatcher
 //! (`programs/`):
 //!
-//! - `xdp_underlay_ingress`: XDP on the host's underlay device: VXLAN decap
-//!   (`decap`), the routing mesh and its tunnelled replies (`mesh`).
+//! - `xdp_underlay_ingress` or `tc_underlay_ingress`: the host's underlay
+//!   device, in XDP or at TC ingress (the data-path mode), one logic
+//!   (`underlay`): VXLAN decap (`decap`), the routing mesh and its tunnelled
+//!   replies (`mesh`).
 //! - `tc_endpoint_egress`: TC ingress on each endpoint's host-side veth, i.e.
 //!   the packets a container sends: ARP (`arp`), anti-spoofing, VIPs and
 //!   reply translation (`vip`), local delivery and VXLAN encap (`forward`,
@@ -49,6 +51,8 @@ mod programs;
 mod reject;
 #[cfg(target_arch = "bpf")]
 mod stats;
+#[cfg(target_arch = "bpf")]
+mod underlay;
 #[cfg(target_arch = "bpf")]
 mod vip;
 

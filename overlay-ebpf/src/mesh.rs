@@ -1,5 +1,5 @@
-//! The routing mesh: every step of a mesh flow, in XDP on the underlay
-//! device and in TC on a backend's veth.
+//! The routing mesh: every step of a mesh flow, in the underlay program (XDP
+//! or TC) and in TC on a backend's veth.
 //!
 //! A client's packet to any host's address on a published port gets a backend
 //! from the service's Maglev table (kept for the flow's life by the connection
@@ -19,12 +19,12 @@ use overlay_wire::{eth, ipv4, nat, vxlan::Encap};
 
 use crate::{
     conntrack,
-    encap::{tc_tunnel, xdp_push},
-    fib::{next_hop, transmit, vtep_hop, Hop},
+    encap::tc_tunnel,
+    fib::{next_hop, vtep_hop, Hop},
     forward::to_underlay,
     lb::{count_backend, flow_hash, now_ns, pick},
     maps::{endpoint, network, service, wg_config},
-    packet::{Outcome, Packet, Xdp},
+    packet::{Frame, Outcome, Packet},
 };
 
 /// The connection-table key of the IPv4 TCP/UDP packet at `l3`, when it is
@@ -42,7 +42,7 @@ pub fn flow_key<P: Packet>(pkt: &P, l3: usize) -> Option<CtKey> {
 /// A TCP/UDP packet to this host's address that is not VXLAN: a published
 /// port's traffic, or `None` (not ours, the host stack gets it).
 #[inline(always)]
-pub fn published(ctx: &Xdp, cfg: &HostConfig) -> Option<Outcome<u32>> {
+pub fn published<P: Frame>(ctx: &P, cfg: &HostConfig) -> Option<Outcome<P::Verdict>> {
     let key = flow_key(ctx, eth::HEADER_LEN)?;
     let svc = *service(ServiceKey { addr: [0; 4], port: key.dport, proto: key.proto, _pad: 0 })?;
     if svc.flags & SERVICE_F_PUBLISHED == 0 {
@@ -52,7 +52,7 @@ pub fn published(ctx: &Xdp, cfg: &HostConfig) -> Option<Outcome<u32>> {
 }
 
 #[inline(always)]
-fn balance(ctx: &Xdp, cfg: &HostConfig, key: &CtKey, svc: &ServiceValue) -> Outcome<u32> {
+fn balance<P: Frame>(ctx: &P, cfg: &HostConfig, key: &CtKey, svc: &ServiceValue) -> Outcome<P::Verdict> {
     let now = now_ns();
     let ct = conntrack::get(key, cfg, now);
     // No backend: answered by the entry point (`reject`).
@@ -67,7 +67,7 @@ fn balance(ctx: &Xdp, cfg: &HostConfig, key: &CtKey, svc: &ServiceValue) -> Outc
     if !local {
         let encrypted = net.is_some_and(|n| n.flags & NETWORK_F_ENCRYPTED != 0);
         let room = cfg.underlay_mtu as usize - if encrypted { WIREGUARD_OVERHEAD } else { 0 };
-        if ip_len + VXLAN_ENCAP_LEN > room {
+        if segment_len(ctx, ip_len, key.proto) + VXLAN_ENCAP_LEN > room {
             return Err(Reason::DropTooBig);
         }
         hop = match encrypted {
@@ -88,7 +88,7 @@ fn balance(ctx: &Xdp, cfg: &HostConfig, key: &CtKey, svc: &ServiceValue) -> Outc
         let e = ctx.bytes::<{ eth::HEADER_LEN }>(0).ok_or(Reason::DropMalformed)?;
         eth::set_dst(e, ep.mac);
         eth::set_src(e, gw_mac);
-        return transmit(ctx, ep.ifindex, Reason::MeshLocal);
+        return ctx.deliver(ep.ifindex, Reason::MeshLocal);
     }
     let e = Encap {
         outer_dst_mac: hop.dmac,
@@ -104,14 +104,30 @@ fn balance(ctx: &Xdp, cfg: &HostConfig, key: &CtKey, svc: &ServiceValue) -> Outc
         inner_dst_mac: ep.mac,
         inner_src_mac: gw_mac,
     };
-    xdp_push(ctx, &e, hop.ifindex, Reason::MeshTunneled)
+    ctx.push(&e)?.send(hop.ifindex, Reason::MeshTunneled)
+}
+
+/// The length of the IPv4 packets at the frame's start as they will leave:
+/// `ip_len`, or for a GSO packet (TC), one segment's.
+#[inline(always)]
+fn segment_len<P: Frame>(ctx: &P, ip_len: usize, proto: u8) -> usize {
+    let seg = ctx.gso_size() as usize;
+    if seg == 0 {
+        return ip_len;
+    }
+    let l4 = eth::HEADER_LEN + ipv4::HEADER_LEN;
+    let l4_len = match proto {
+        PROTO_TCP => ctx.bytes::<{ overlay_wire::tcp::FIXED_LEN }>(l4).map_or(0, |t| overlay_wire::tcp::header_len(t)),
+        _ => overlay_wire::udp::HEADER_LEN,
+    };
+    ipv4::HEADER_LEN + l4_len + seg
 }
 
 /// A backend's reply tunnelled back here (`VXLAN_MESH_REPLY` from `vtep`):
 /// the inner packet at `inner` gets the published address back as its source
 /// and goes to the client without the outer headers.
 #[inline(always)]
-pub fn reply(ctx: &Xdp, cfg: &HostConfig, inner: usize, vtep: [u8; 4]) -> Outcome<u32> {
+pub fn reply<P: Frame>(ctx: &P, cfg: &HostConfig, inner: usize, vtep: [u8; 4]) -> Outcome<P::Verdict> {
     let l3 = inner + eth::HEADER_LEN;
     // The inner frame must be IPv4 for the rest to read it as such.
     let ie = ctx.bytes::<{ eth::HEADER_LEN }>(inner).ok_or(Reason::DropMalformed)?;
@@ -126,11 +142,11 @@ pub fn reply(ctx: &Xdp, cfg: &HostConfig, inner: usize, vtep: [u8; 4]) -> Outcom
     };
     let hop = next_hop(ctx, c.new_src, c.new_dst)?;
     conntrack::translate_reply(ctx, l3, ipv4::HEADER_LEN, &key, &c)?;
-    let ctx = ctx.adjust_head(inner as i32)?;
+    let ctx = ctx.strip(inner)?;
     let e = ctx.bytes::<{ eth::HEADER_LEN }>(0).ok_or(Reason::DropMalformed)?;
     eth::set_dst(e, hop.dmac);
     eth::set_src(e, hop.smac);
-    transmit(&ctx, hop.ifindex, Reason::MeshReplied)
+    ctx.send(hop.ifindex, Reason::MeshReplied)
 }
 
 /// A client's packet tunnelled here by the ingress host `vtep`: remember to

@@ -4,11 +4,19 @@
 //! same for both contexts.
 
 use aya_ebpf::{
-    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
+    bindings::{
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
+        xdp_action::{XDP_PASS, XDP_REDIRECT},
+        BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_UDP,
+        BPF_F_ADJ_ROOM_FIXED_GSO, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_REDIRECT,
+    },
+    helpers::{bpf_redirect, bpf_redirect_peer},
     programs::{TcContext, XdpContext},
 };
-use overlay_common::{Reason, Tuple, PROTO_UDP};
-use overlay_wire::{ipv4, nat};
+use overlay_common::{Reason, Tuple, PROTO_UDP, VXLAN_ENCAP_LEN};
+use overlay_wire::{eth, ipv4, nat, vxlan};
+
+use crate::log;
 
 /// What a handler decided: the reason to count and the program's return
 /// code, or `Err` with the reason of a drop. The entry point counts it once.
@@ -55,6 +63,39 @@ pub trait Packet {
         let end = unsafe { core::ptr::read_volatile(&end) };
         end.wrapping_sub(self.data() + off)
     }
+}
+
+/// A packet the underlay program handles, in either hook: what differs
+/// between XDP and TC when a frame loses or gains its VXLAN headers and
+/// leaves. Decapsulation, the routing mesh and the answers to peers are
+/// written once over this (`decap`, `mesh`, `arp`), and each hook's entry
+/// point maps the verdicts.
+pub trait Frame: Packet + Sized {
+    /// The hook's return code.
+    type Verdict: Copy;
+    /// Not ours: on to the host stack.
+    const PASS: Self::Verdict;
+
+    /// The device the packet came in on.
+    fn ingress_ifindex(&self) -> u32;
+    /// The context pointer, for helpers that take either kind.
+    fn raw(&self) -> *mut core::ffi::c_void;
+    /// The size of the segments a GSO packet stands for, 0 for one packet.
+    fn gso_size(&self) -> u32;
+    /// The same packet, its bounds read anew (see [`Xdp::reread`]).
+    fn reread(&self) -> Self;
+    /// Removes the outer headers: the frame then starts at `inner` (the
+    /// inner Ethernet header). Every earlier view is stale.
+    fn strip(&self, inner: usize) -> Result<Self, Reason>;
+    /// Grows the frame in front by the VXLAN encapsulation and writes `e`'s
+    /// headers (the inner Ethernet header replaces the old one).
+    fn push(&self, e: &vxlan::Encap) -> Result<Self, Reason>;
+    /// Sends the frame, its addresses set, out of device `ifindex`.
+    fn send(&self, ifindex: u32, ok: Reason) -> Outcome<Self::Verdict>;
+    /// Delivers the frame to the container behind the host-side veth `ifindex`.
+    fn deliver(&self, ifindex: u32, ok: Reason) -> Outcome<Self::Verdict>;
+    /// Logs (when logging is on) a FIB lookup towards `dst` that gave `ret`.
+    fn fib_failed(&self, dst: [u8; 4], ret: i64);
 }
 
 /// An XDP frame, its bounds read once: the verifier keeps what a check
@@ -132,6 +173,162 @@ impl Packet for Xdp<'_> {
     }
 }
 
+impl<'a> Frame for Xdp<'a> {
+    type Verdict = u32;
+    const PASS: u32 = XDP_PASS;
+
+    #[inline(always)]
+    fn ingress_ifindex(&self) -> u32 {
+        // SAFETY: reads the program's own context.
+        unsafe { (*self.ctx.ctx).ingress_ifindex }
+    }
+
+    #[inline(always)]
+    fn raw(&self) -> *mut core::ffi::c_void {
+        self.ctx.ctx as *mut _
+    }
+
+    #[inline(always)]
+    fn gso_size(&self) -> u32 {
+        0
+    }
+
+    #[inline(always)]
+    fn reread(&self) -> Self {
+        Xdp::reread(self)
+    }
+
+    #[inline(always)]
+    fn strip(&self, inner: usize) -> Result<Self, Reason> {
+        self.adjust_head(inner as i32)
+    }
+
+    #[inline(always)]
+    fn push(&self, e: &vxlan::Encap) -> Result<Self, Reason> {
+        let ctx = self.adjust_head(-(VXLAN_ENCAP_LEN as i32))?;
+        let h = ctx.bytes::<{ vxlan::PUSH_LEN }>(0).ok_or(Reason::DropMalformed)?;
+        *h = e.header();
+        Ok(ctx)
+    }
+
+    /// A redirect, also back out of the device the frame came in on, rather
+    /// than XDP_TX: a veth underlay (hosts as containers on a bridge)
+    /// flushes XDP_TX frames to its peer only when the peer runs an XDP
+    /// program itself, and holds them until the next packet otherwise;
+    /// redirected frames are flushed at the end of every poll. NIC drivers
+    /// with XDP implement both.
+    #[inline(always)]
+    fn send(&self, ifindex: u32, ok: Reason) -> Outcome<u32> {
+        // SAFETY: a helper taking plain integers.
+        let ret = unsafe { bpf_redirect(ifindex, 0) };
+        if ret as u32 == XDP_REDIRECT {
+            Ok((ok, XDP_REDIRECT))
+        } else {
+            crate::log_rare!(log::xdp_redirect_failed, self.ctx.ctx, ifindex, ret);
+            Err(Reason::DropRedirect)
+        }
+    }
+
+    /// Out of the host-side veth, which hands it to its peer.
+    #[inline(always)]
+    fn deliver(&self, ifindex: u32, ok: Reason) -> Outcome<u32> {
+        self.send(ifindex, ok)
+    }
+
+    #[inline(always)]
+    fn fib_failed(&self, dst: [u8; 4], ret: i64) {
+        crate::log_rare!(log::fib_failed, self.ctx.ctx, dst, ret);
+    }
+}
+
+/// What the redirect helper `ret` (to `ifindex`) means in TC.
+#[inline(always)]
+pub fn tc_redirected(ctx: &TcContext, ifindex: u32, ret: i64, ok: Reason) -> Outcome<i32> {
+    if ret == TC_ACT_REDIRECT as i64 {
+        Ok((ok, TC_ACT_REDIRECT))
+    } else {
+        crate::log_rare!(log::tc_redirect_failed, ctx.skb.skb, ifindex, ret);
+        Err(Reason::DropRedirect)
+    }
+}
+
+impl Frame for TcContext {
+    type Verdict = i32;
+    const PASS: i32 = TC_ACT_OK;
+
+    #[inline(always)]
+    fn ingress_ifindex(&self) -> u32 {
+        // SAFETY: reads a field of the program's own skb.
+        unsafe { (*self.skb.skb).ingress_ifindex }
+    }
+
+    #[inline(always)]
+    fn raw(&self) -> *mut core::ffi::c_void {
+        self.skb.skb as *mut _
+    }
+
+    #[inline(always)]
+    fn gso_size(&self) -> u32 {
+        // SAFETY: reads a field of the program's own skb.
+        unsafe { (*self.skb.skb).gso_size }
+    }
+
+    #[inline(always)]
+    fn reread(&self) -> Self {
+        TcContext::new(self.skb.skb)
+    }
+
+    /// `bpf_skb_adjust_room` takes out what lies between the outer Ethernet
+    /// header and the inner packet, and the inner Ethernet header is written
+    /// over the outer one. The segment size of a GSO packet stays
+    /// (`FIXED_GSO`): its segments keep their size. A checksum a NIC
+    /// vouched for is reset (the inner packet's is not vouched for); a
+    /// partial one keeps its offsets, which the helper moves with the data.
+    #[inline(always)]
+    fn strip(&self, inner: usize) -> Result<Self, Reason> {
+        let ie = *self.bytes::<{ eth::HEADER_LEN }>(inner).ok_or(Reason::DropMalformed)?;
+        // From after the outer Ethernet header to the inner packet.
+        self.adjust_room(-(inner as i32), BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO as u64)
+            .map_err(|_| Reason::DropResize)?;
+        let ctx = self.reread();
+        let e = ctx.bytes::<{ eth::HEADER_LEN }>(0).ok_or(Reason::DropResize)?;
+        *e = ie;
+        Ok(ctx)
+    }
+
+    /// The inner MAC header is the inner Ethernet header alone: GSO then
+    /// takes UDP + VXLAN as the tunnel header and cuts the inner TCP
+    /// correctly.
+    #[inline(always)]
+    fn push(&self, e: &vxlan::Encap) -> Result<Self, Reason> {
+        let h = e.header();
+        let flags = (BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2_ETH) as u64
+            | (eth::HEADER_LEN as u64) << 56;
+        self.adjust_room(VXLAN_ENCAP_LEN as i32, BPF_ADJ_ROOM_MAC, flags).map_err(|_| Reason::DropResize)?;
+        self.store(0, &h, 0).map_err(|_| Reason::DropRewrite)?;
+        Ok(self.reread())
+    }
+
+    #[inline(always)]
+    fn send(&self, ifindex: u32, ok: Reason) -> Outcome<i32> {
+        // SAFETY: a helper taking plain integers.
+        tc_redirected(self, ifindex, unsafe { bpf_redirect(ifindex, 0) }, ok)
+    }
+
+    /// Straight into the container's side (`bpf_redirect_peer`, from an
+    /// ingress hook): no second pass through the host-side veth.
+    #[inline(always)]
+    fn deliver(&self, ifindex: u32, ok: Reason) -> Outcome<i32> {
+        // SAFETY: a helper taking plain integers.
+        tc_redirected(self, ifindex, unsafe { bpf_redirect_peer(ifindex, 0) }, ok)
+    }
+
+    #[inline(always)]
+    fn fib_failed(&self, dst: [u8; 4], ret: i64) {
+        crate::log_rare!(log::tc_fib_failed, self.skb.skb, dst, ret);
+    }
+}
+
 impl Packet for TcContext {
     #[inline(always)]
     fn data(&self) -> usize {
@@ -152,6 +349,16 @@ impl Packet for TcContext {
     #[inline(always)]
     fn len(&self) -> usize {
         TcContext::len(self) as usize
+    }
+
+    /// The skb's length, of which the linear data may be only the headers;
+    /// for a GSO packet, unbounded (its IPv4 total length is a segment's).
+    #[inline(always)]
+    fn room(&self, off: usize) -> usize {
+        if Frame::gso_size(self) != 0 {
+            return usize::MAX;
+        }
+        Packet::len(self).wrapping_sub(off)
     }
 
     /// Through the kernel's checksum helpers, which also handle the partial

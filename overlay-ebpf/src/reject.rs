@@ -18,11 +18,7 @@ use aya_ebpf::{
 use overlay_common::*;
 use overlay_wire::{eth, icmp, ipv4, tcp};
 
-use crate::{
-    fib::transmit,
-    forward::redirect,
-    packet::{Outcome, Packet, Xdp},
-};
+use crate::packet::{Frame, Outcome, Packet, Xdp};
 
 /// The routing mesh (XDP, on the underlay): the answer is written over the
 /// frame, which goes back out of the device the client's packet came in on.
@@ -47,9 +43,7 @@ pub fn xdp(ctx: &Xdp) -> Outcome<u32> {
         let buf = out.bytes::<{ icmp::UNREACHABLE_FRAME_LEN }>(0).ok_or(Reason::DropResize)?;
         icmp::emit_port_unreachable(buf, to_mac, from_mac, ipv4::dst(&ip), ipv4::src(&ip), &q);
     }
-    // SAFETY: reads the program's own context.
-    let ifindex = unsafe { (*ctx.ctx.ctx).ingress_ifindex };
-    transmit(ctx, ifindex, Reason::RejectNoBackend)
+    ctx.send(ctx.ingress_ifindex(), Reason::RejectNoBackend)
 }
 
 /// The frame made `N` bytes long; every earlier view is stale. A frame
@@ -71,7 +65,8 @@ fn xdp_resize<'a, const N: usize>(ctx: &Xdp<'a>) -> Result<Xdp<'a>, Reason> {
 }
 
 /// A VIP (TC, on the container's veth): the answer goes back into the
-/// container that asked.
+/// container that asked. The same for the routing mesh in the underlay
+/// program's TC mode: back out of the device the client's packet came in on.
 #[inline(never)]
 pub fn tc(ctx: &TcContext) -> Outcome<i32> {
     // SAFETY: reads a field of the program's own skb.
@@ -94,7 +89,7 @@ pub fn tc(ctx: &TcContext) -> Outcome<i32> {
         let buf = tc_resize::<{ icmp::UNREACHABLE_FRAME_LEN }>(ctx)?;
         icmp::emit_port_unreachable(buf, to_mac, from_mac, ipv4::dst(&ip), ipv4::src(&ip), &q);
     }
-    redirect(ctx, ifindex, Reason::RejectNoBackend)
+    ctx.send(ifindex, Reason::RejectNoBackend)
 }
 
 /// The skb made `N` bytes long and linear, and a view of those bytes (the

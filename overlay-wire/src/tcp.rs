@@ -28,6 +28,12 @@ pub mod field {
 
 pub type Fixed = [u8; FIXED_LEN];
 
+/// The header's length, options included, from its data offset.
+#[inline(always)]
+pub fn header_len(seg: &Fixed) -> usize {
+    usize::from(seg[field::DATA_OFFSET] >> 4) * 4
+}
+
 /// A reset frame: Ethernet, IPv4 and a TCP header without options.
 pub const RESET_FRAME_LEN: usize = eth::HEADER_LEN + ipv4::HEADER_LEN + HEADER_LEN;
 
@@ -123,6 +129,17 @@ pub fn reset(to_mac: [u8; 6], from_mac: [u8; 6], ip: &ipv4::Header, seg: &Fixed)
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn header_len_reads_the_data_offset() {
+        let mut seg: Fixed = [0; FIXED_LEN];
+        seg[field::DATA_OFFSET] = 0x50;
+        assert_eq!(header_len(&seg), 20);
+        seg[field::DATA_OFFSET] = 0x80; // 12 bytes of options (timestamps)
+        assert_eq!(header_len(&seg), 32);
+        seg[field::DATA_OFFSET] = 0xf0;
+        assert_eq!(header_len(&seg), 60);
+    }
+
     use super::*;
     use crate::checksum::{fold, sum_words};
 

@@ -19,9 +19,8 @@ use overlay_common::*;
 use overlay_wire::eth;
 
 use crate::{
-    forward::redirect,
     maps::wg_config,
-    packet::{Outcome, Packet},
+    packet::{Frame, Outcome, Packet},
     stats::count,
 };
 
@@ -39,7 +38,7 @@ fn handle(ctx: &TcContext) -> Outcome<i32> {
     // SAFETY: reads a field of the program's own skb.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     if ifindex != wg.ifindex {
-        return redirect(ctx, wg.ifindex, Reason::ToWireguard);
+        return ctx.send(wg.ifindex, Reason::ToWireguard);
     }
     // SAFETY: the helper takes the program's own skb; every view of the
     // packet is taken after it.
@@ -50,5 +49,5 @@ fn handle(ctx: &TcContext) -> Outcome<i32> {
     // Addresses are not read on the way (XDP sets the inner frame's own).
     *e = [0; eth::HEADER_LEN];
     e[12..].copy_from_slice(&eth::ETHERTYPE_IPV4.to_be_bytes());
-    redirect(ctx, wg.tc_ifindex, Reason::FromWireguard)
+    ctx.send(wg.tc_ifindex, Reason::FromWireguard)
 }

@@ -19,6 +19,70 @@ pub const TC_ACT_OK: u32 = 0;
 pub const TC_ACT_SHOT: u32 = 2;
 pub const TC_ACT_REDIRECT: u32 = 7;
 
+/// The two hooks the underlay program runs in (the data-path modes): every
+/// underlay fixture runs in both (`in_both_hooks!`), with the hook's
+/// program and verdicts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    Xdp,
+    Tc,
+}
+
+impl Hook {
+    pub fn prog(self) -> &'static str {
+        match self {
+            Hook::Xdp => PROG_XDP_UNDERLAY,
+            Hook::Tc => PROG_TC_UNDERLAY,
+        }
+    }
+    pub fn pass(self) -> u32 {
+        match self {
+            Hook::Xdp => XDP_PASS,
+            Hook::Tc => TC_ACT_OK,
+        }
+    }
+    pub fn drop(self) -> u32 {
+        match self {
+            Hook::Xdp => XDP_DROP,
+            Hook::Tc => TC_ACT_SHOT,
+        }
+    }
+    pub fn redirect(self) -> u32 {
+        match self {
+            Hook::Xdp => XDP_REDIRECT,
+            Hook::Tc => TC_ACT_REDIRECT,
+        }
+    }
+}
+
+/// `in_both_hooks!(f)`: a module `f` with the tests `f::xdp` and `f::tc`,
+/// each running `f(hook)`.
+#[macro_export]
+macro_rules! in_both_hooks {
+    ($($f:ident),+ $(,)?) => {$(
+        mod $f {
+            #[test]
+            fn xdp() {
+                super::$f($crate::rig::Hook::Xdp)
+            }
+            #[test]
+            fn tc() {
+                super::$f($crate::rig::Hook::Tc)
+            }
+        }
+    )+};
+}
+
+/// The `struct __sk_buff` a TC test run starts from: the packet came in on
+/// `lo` (ifindex 1), as an XDP test run's does. The kernel takes a few
+/// fields from it (`bpf_prog_test_run_skb`).
+fn skb_ctx(ingress_ifindex: u32) -> [u8; 192] {
+    const INGRESS_IFINDEX: usize = 36;
+    let mut c = [0u8; 192];
+    c[INGRESS_IFINDEX..INGRESS_IFINDEX + 4].copy_from_slice(&ingress_ifindex.to_ne_bytes());
+    c
+}
+
 pub const HOST: [u8; 4] = [192, 0, 2, 1];
 pub const PEER: [u8; 4] = [192, 0, 2, 2];
 pub const STRANGER: [u8; 4] = [192, 0, 2, 99];
@@ -250,7 +314,11 @@ impl Rig {
     pub fn try_run(&mut self, prog: &str, pkt: &[u8]) -> Result<(u32, Vec<u8>), aya::programs::ProgramError> {
         let mut out = vec![0u8; pkt.len() + 256];
         let p = self.ebpf().program_mut(prog).unwrap();
-        let opts = TestRunOptions { data_in: Some(pkt), data_out: Some(&mut out), ..Default::default() };
+        let ctx = skb_ctx(1);
+        let mut opts = TestRunOptions { data_in: Some(pkt), data_out: Some(&mut out), ..Default::default() };
+        if prog == PROG_TC_UNDERLAY {
+            opts.ctx_in = Some(&ctx);
+        }
         let r = if prog == PROG_XDP_UNDERLAY {
             let x: &mut Xdp = p.try_into().unwrap();
             x.test_run(opts)
