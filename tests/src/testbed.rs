@@ -267,15 +267,19 @@ pub struct Underlay {
 }
 
 impl Underlay {
-    /// Namespaces `<prefix>-sw` and `<prefix>-<host name>`, host `i` at `addrs[i]`/24.
+    /// Namespaces `<prefix>-sw` and `<prefix>-<host name>`, host `i` at
+    /// `addrs[i]`/24, every veth at its defaults (GRO off, TX checksum
+    /// offload on), as a first-time user's lab has them: what the default
+    /// data path (TC, on a veth underlay) takes as it is.
     pub fn new(prefix: &str, hosts: &[(&str, Ipv4Addr)]) -> Underlay {
-        Self::build(prefix, hosts, true)
+        Self::build(prefix, hosts, false)
     }
 
-    /// The same with every veth at its defaults (GRO off, TX checksum
-    /// offload on), as a first-time user's lab has them.
-    pub fn at_veth_defaults(prefix: &str, hosts: &[(&str, Ipv4Addr)]) -> Underlay {
-        Self::build(prefix, hosts, false)
+    /// The same with the switch ports and hosts set up as a wire and NICs
+    /// would behave (see `add_host`): what the XDP data path needs of a veth
+    /// underlay.
+    pub fn wire_like(prefix: &str, hosts: &[(&str, Ipv4Addr)]) -> Underlay {
+        Self::build(prefix, hosts, true)
     }
 
     fn build(prefix: &str, hosts: &[(&str, Ipv4Addr)], wire_like: bool) -> Underlay {
@@ -337,17 +341,29 @@ pub struct Deployment {
     pub bin: PathBuf,
     /// (host name, netns name, pin dir).
     pub hosts: Vec<(String, String, PathBuf)>,
+    /// The data-path mode its commands ask for (`OVERLAY_BPF_DATAPATH`);
+    /// `None`: the default (`auto`).
+    pub datapath: Option<&'static str>,
 }
 
 impl Deployment {
     pub fn new(bin: &Path) -> Deployment {
-        Deployment { bin: bin.to_path_buf(), hosts: Vec::new() }
+        Deployment { bin: bin.to_path_buf(), hosts: Vec::new(), datapath: None }
+    }
+
+    /// The same, its commands asking for data-path mode `mode` (tc, xdp).
+    pub fn in_mode(bin: &Path, mode: &'static str) -> Deployment {
+        Deployment { bin: bin.to_path_buf(), hosts: Vec::new(), datapath: Some(mode) }
     }
 
     /// The overlay-bpf command for a host in netns `netns`.
     pub fn cmd(&self, host: &str, netns: &str) -> Command {
         let mut c = Command::new(&self.bin);
         c.args(["--host", host, "--netns", netns]);
+        match self.datapath {
+            Some(mode) => c.env("OVERLAY_BPF_DATAPATH", mode),
+            None => c.env_remove("OVERLAY_BPF_DATAPATH"),
+        };
         c
     }
 
@@ -388,7 +404,7 @@ impl Deployment {
 /// `pins` took: overlay-bpf keeps them, like /run/lock's files.
 pub fn remove_host_lock(pins: &Path) {
     let lock = pins.to_string_lossy().trim_start_matches('/').replace('/', "%");
-    for ext in ["lock", "rev"] {
+    for ext in ["lock", "rev", "underlay"] {
         let _ = std::fs::remove_file(Path::new("/run/overlay-bpf/locks").join(format!("{lock}.{ext}")));
     }
 }

@@ -96,5 +96,5 @@ fn drops_are_logged_only_while_bpf_log_is_on() {
     assert_eq!(switch(&pin_dir), 0);
     let s = status(&dep, P, "n1");
     assert!(counter(&s, "tc_endpoint_egress", "drop_no_endpoint") >= 2);
-    assert!(counter(&s, "xdp_underlay_ingress", "reject_no_backend") >= 1);
+    assert!(counter(&s, UNDERLAY, "reject_no_backend") >= 1);
 }

@@ -42,24 +42,24 @@ fn up_status_reapply_and_down_on_three_hosts() {
         assert_eq!(UpSummary::of(&out, &host), made, "{out}");
     }
 
-    // Pins: every map, the XDP link and one TC link per local endpoint.
+    // Pins: every map, the underlay's link and one TC link per local endpoint.
     for m in overlay_common::ALL_MAPS {
         assert!(pins(p, "n1").join("maps").join(m).exists(), "map {m} not pinned");
     }
     let s1 = status(&dep, p, "n1");
     let links = link_ids(&s1);
     assert_eq!(links.len(), 3, "{links:?}");
-    assert!(links.iter().any(|(n, _)| n == "xdp@eth0"));
+    assert!(links.iter().any(|(n, _)| n == UNDERLAY_LINK), "{links:?}");
     assert!(s1["links"].as_array().unwrap().iter().all(|l| l["attached"] == true));
     assert_eq!(map_entries(&s1, "OB_ENDPOINTS_V1"), 4);
     assert_eq!(map_entries(&s1, overlay_common::MAP_IFACES), 2);
     assert_eq!(map_entries(&s1, "OB_VTEPS_V2"), 3);
     assert_eq!(map_entries(&s1, "OB_NETWORKS_V1"), 2);
 
-    // The kernel sees XDP on the underlay and our veths in the host namespace.
+    // The kernel sees our program at TC ingress of the underlay (no XDP: the
+    // default data path on a veth), and our veths in the host namespace.
     let n1 = u.host("n1");
-    let eth0 = link_json(n1, "eth0").unwrap();
-    assert!(eth0["xdp"]["prog"]["id"].as_u64().is_some(), "no XDP on eth0: {eth0}");
+    assert_eq!(hooks_on(n1, "eth0"), (false, true), "(XDP, TC) on eth0");
     assert_eq!(our_veths(n1).len(), 2);
 
     // bpftool prints named fields from BTF.
@@ -91,8 +91,8 @@ fn up_status_reapply_and_down_on_three_hosts() {
     assert!(n2.run("bash", &["-c", "echo x > /dev/udp/192.168.200.11/4789"]).status.success());
     let s1 = status(&dep, p, "n1");
     assert!(counter(&s1, "tc_endpoint_egress", "arp_replied") >= 1, "the gateway's ARP is answered: {s1}");
-    assert!(counter(&s1, "xdp_underlay_ingress", "pass_not_ours") >= 1, "{s1}");
-    assert!(counter(&s1, "xdp_underlay_ingress", "drop_malformed") >= 1, "a 2-byte 'VXLAN' payload is malformed: {s1}");
+    assert!(counter(&s1, UNDERLAY, "pass_not_ours") >= 1, "{s1}");
+    assert!(counter(&s1, UNDERLAY, "drop_malformed") >= 1, "a 2-byte 'VXLAN' payload is malformed: {s1}");
 
     // Running up again with the same file changes nothing.
     let before = bpftool_dump(&pins(p, "n1").join("maps/OB_ENDPOINTS_V1"));
@@ -116,7 +116,7 @@ fn up_status_reapply_and_down_on_three_hosts() {
     assert_ok(&dep.cmd(&format!("{p}n1"), &format!("{p}-n1")).arg("down").output().unwrap());
     assert!(!pins(p, "n1").exists(), "pins left behind");
     assert!(our_veths(n1).is_empty(), "veths left behind");
-    assert!(link_json(n1, "eth0").unwrap().get("xdp").is_none(), "XDP still attached");
+    assert_eq!(hooks_on(n1, "eth0"), (false, false), "a program left on eth0");
     assert!(link_json(web1_ns, "eth0").is_none(), "the container end went with the pair");
     assert!(pins(p, "n2").exists());
     // down twice is fine.
@@ -215,8 +215,7 @@ fn a_host_rebuilt_under_its_old_pins_attaches_afresh() {
         }
         let s1 = status(&dep, p, "n1");
         assert!(s1["links"].as_array().unwrap().iter().all(|l| l["attached"] == true), "{s1}");
-        let eth0 = link_json(u.host("n1"), "eth0").unwrap();
-        assert!(eth0["xdp"]["prog"]["id"].as_u64().is_some(), "round {round}: no XDP on eth0: {eth0}");
+        assert_eq!(hooks_on(u.host("n1"), "eth0"), (false, true), "round {round}: (XDP, TC) on eth0");
         let ping = cs[0].run("ping", &["-c", "2", "-i", "0.2", "-W", "2", "10.10.0.4"]);
         assert!(ping.status.success(), "round {round}: e1 -> e2 across hosts: {}", text(&ping));
         // The end of the round deletes every namespace, and no `down` runs.
@@ -227,7 +226,7 @@ fn a_host_rebuilt_under_its_old_pins_attaches_afresh() {
         }
         drop(cs);
         drop(u);
-        assert!(pins(p, "n1").join("links/xdp@eth0").exists());
+        assert!(underlay_pinned(&pins(p, "n1")));
     }
     drop(dep);
 }
@@ -295,7 +294,7 @@ fn a_failure_half_way_is_rolled_back() {
     assert!(!pins(p, "n1").exists(), "pins left by a failed first up");
     assert!(our_veths(u.host("n1")).is_empty(), "e1's veth was not rolled back");
     assert!(link_json(&cs[0], "eth0").is_none());
-    assert!(link_json(u.host("n1"), "eth0").unwrap().get("xdp").is_none());
+    assert_eq!(hooks_on(u.host("n1"), "eth0"), (false, false));
 }
 
 #[test]
@@ -384,7 +383,7 @@ fn the_agent_applies_reapplies_on_change_and_leaves_the_data_path_on_exit() {
     unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
     let status = agent.wait().unwrap();
     assert!(status.success(), "agent exit: {status}");
-    assert!(pins(p, "n1").join("links/xdp@eth0").exists());
+    assert!(underlay_pinned(&pins(p, "n1")));
     assert_eq!(our_veths(u.host("n1")).len(), 2);
 }
 
@@ -416,7 +415,7 @@ fn pin_dir_moves_every_pin_and_must_be_on_bpffs() {
             .unwrap()
     };
     assert_ok(&with_pins(&["up"]));
-    assert!(custom.join("maps/OB_ENDPOINTS_V1").exists() && custom.join("links/xdp@eth0").exists());
+    assert!(custom.join("maps/OB_ENDPOINTS_V1").exists() && underlay_pinned(&custom));
     assert!(!pins(p, "n1").exists(), "nothing under the default pin dir");
     let st_json = json(&assert_ok(&with_pins(&["status", "-o", "json"])));
     assert_eq!(st_json["pin_dir"], custom.display().to_string());

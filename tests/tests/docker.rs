@@ -1015,7 +1015,7 @@ fn a_service_scaled_to_zero_refuses_at_once_and_fills_again() {
 
     // Refused at once, from the VIP (TC) and through the mesh (XDP).
     let counts = |prog: &str| counter(&status(&c.dep, c.p, "n1"), prog, "reject_no_backend");
-    let (tc0, xdp0) = (counts("tc_endpoint_egress"), counts("xdp_underlay_ingress"));
+    let (tc0, xdp0) = (counts("tc_endpoint_egress"), counts(UNDERLAY));
     let f = fetch();
     assert!(!f.status.success() && String::from_utf8_lossy(&f.stderr).contains("Connection refused"), "{}", text(&f));
     assert_eq!(curl().status.code(), Some(7), "curl: couldn't connect (refused), not a timeout (28)");
@@ -1033,7 +1033,7 @@ fn a_service_scaled_to_zero_refuses_at_once_and_fills_again() {
         text(&udp)
     );
     assert_eq!(counts("tc_endpoint_egress") - tc0, 1, "one SYN to the VIP, refused");
-    assert_eq!(counts("xdp_underlay_ingress") - xdp0, 2, "one SYN and one datagram through the mesh, refused");
+    assert_eq!(counts(UNDERLAY) - xdp0, 2, "one SYN and one datagram through the mesh, refused");
 
     // A new container with the alias: the service fills again.
     let host2 = web(e2, "web2");

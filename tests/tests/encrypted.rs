@@ -97,7 +97,7 @@ fn refused_without_wireguard() {
     assert_eq!(up.status.code(), Some(1), "up refuses: {}", text(&up));
     assert_eq!(stderr_lines(&up), no_wireguard(&st, "secret"));
     assert!(!pins(p, "n1").exists(), "nothing applied: no pins");
-    assert!(link_json(u.host("n1"), "eth0").unwrap().get("xdp").is_none(), "nothing applied: no XDP");
+    assert_eq!(hooks_on(u.host("n1"), "eth0"), (false, false), "nothing applied: no program on eth0");
     assert!(link_json(u.host("n1"), "ob-wg").is_none(), "nothing applied: no WireGuard device");
     // `network create --opt encrypted` too.
     let plain = StateFile::new(&format!("{p}b"), &format!("version: 1\nhosts:\n  - {{name: {p}n1, address: {N1}}}\n"));
@@ -189,9 +189,7 @@ fn encrypted_across_hosts() {
         must(u.host("n1").cmd("python3").args(["-c", vxlan]));
     }
     let s2_after = status(&dep, P, "n2");
-    let moved = |reason: &str| {
-        counter(&s2_after, "xdp_underlay_ingress", reason) - counter(&s2_before, "xdp_underlay_ingress", reason)
-    };
+    let moved = |reason: &str| counter(&s2_after, UNDERLAY, reason) - counter(&s2_before, UNDERLAY, reason);
     assert_eq!(moved("drop_not_peer"), 20, "the outsider's 20 datagrams to the WireGuard port are dropped: {s2_after}");
     assert_eq!(moved("drop_unencrypted"), 5, "plaintext VXLAN of the encrypted network is dropped: {s2_after}");
     assert!(counter(&s2_after, "tc_wireguard", "from_wireguard") > 0, "s2's traffic came through WireGuard");
@@ -204,17 +202,13 @@ fn encrypted_across_hosts() {
     let rejected =
         |st: &serde_json::Value| st["wireguard"]["rejected"].as_u64().expect("status shows WireGuard's rejections");
     must(u.host("n1").cmd("python3").args(["-c", forged]));
-    let wg_data = |st: &serde_json::Value| counter(st, "xdp_underlay_ingress", "wireguard_data");
+    let wg_data = |st: &serde_json::Value| counter(st, UNDERLAY, "wireguard_data");
     wait_until("n2's XDP to see the 5 forged messages", 30, || {
         wg_data(&status(&dep, P, "n2")) - wg_data(&s2_after) >= 5
     });
     let s2_forged = status(&dep, P, "n2");
     assert_eq!(rejected(&s2_forged) - rejected(&s2_after), 5, "the 5 forged data messages are counted: {s2_forged}");
-    assert_eq!(
-        counter(&s2_forged, "xdp_underlay_ingress", "wireguard_data")
-            - counter(&s2_after, "xdp_underlay_ingress", "wireguard_data"),
-        5
-    );
+    assert_eq!(counter(&s2_forged, UNDERLAY, "wireguard_data") - counter(&s2_after, UNDERLAY, "wireguard_data"), 5);
 
     // The VIP, and the routing mesh from the outsider (its address kept).
     let web = Web::start(s2, "s2", 8080);

@@ -235,9 +235,9 @@ fn published_ports_reach_every_backend_through_every_host_with_the_client_addres
         .unwrap()
         .iter()
         .all(|b| b["in_rotation"] == true && b["packets"].as_u64() > Some(0)));
-    assert!(counter(&st, "xdp_underlay_ingress", "mesh_tunneled") > 0);
-    assert!(counter(&st, "xdp_underlay_ingress", "mesh_replied") > 0);
-    assert!(counter(&st, "xdp_underlay_ingress", "mesh_local") > 0);
+    assert!(counter(&st, UNDERLAY, "mesh_tunneled") > 0);
+    assert!(counter(&st, UNDERLAY, "mesh_replied") > 0);
+    assert!(counter(&st, UNDERLAY, "mesh_local") > 0);
 }
 
 /// Keep-alive HTTP connections from the outside client, held open by a
@@ -345,14 +345,14 @@ fn a_stopped_backend_drops_out_and_comes_back_by_health_checks() {
         let line = metrics.iter().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix}: {metrics:?}"));
         line.rsplit(' ').next().unwrap().parse().unwrap()
     };
-    assert!(value("overlay_bpf_packets_total{program=\"xdp_underlay_ingress\",reason=\"mesh_tunneled\"") > 0);
+    assert!(value("overlay_bpf_packets_total{program=\"tc_underlay_ingress\",reason=\"mesh_tunneled\"") > 0);
     assert!(value("overlay_bpf_backend_flows_total{service=\"web\",backend=\"w3\"") > 0);
     let w2_in = "overlay_bpf_backend_in_rotation{service=\"web\",backend=\"w2\"";
     assert!(!metrics.iter().any(|l| l.starts_with(w2_in) && l.ends_with(" 1")), "w2 out of the tables: {metrics:?}");
     assert_eq!(value("overlay_bpf_backend_in_rotation{service=\"web\",backend=\"w3\""), 1);
     assert_eq!(value("overlay_bpf_map_max_entries{map=\"OB_ENDPOINTS_V1\"}"), 65536);
     assert!(value("overlay_bpf_map_entries{map=\"OB_ENDPOINTS_V1\"}") >= 4);
-    assert_eq!(value("overlay_bpf_link_attached{kind=\"xdp\",ifname=\"eth0\"}"), 1);
+    assert_eq!(value("overlay_bpf_link_attached{kind=\"tc\",ifname=\"eth0\"}"), 1);
     assert!(metrics.iter().any(|l| l == "# EOF"), "OpenMetrics text ends with # EOF");
 
     // It comes back.

@@ -222,8 +222,8 @@ fn connectivity_matrix_with_a_kernel_vxlan_peer() {
     let neigh = json(&w.c("k1").ip(&["-j", "neigh", "show", "10.10.0.11"]));
     assert_eq!(neigh[0]["lladdr"], mac_of("10.10.0.11"), "{neigh}");
     let s1 = w.status("n1");
-    assert!(counter(&s1, "xdp_underlay_ingress", "arp_replied") >= 1, "{s1}");
-    assert!(counter(&s1, "xdp_underlay_ingress", "decapsulated") >= 1, "{s1}");
+    assert!(counter(&s1, UNDERLAY, "arp_replied") >= 1, "{s1}");
+    assert!(counter(&s1, UNDERLAY, "decapsulated") >= 1, "{s1}");
     assert!(counter(&s1, "tc_endpoint_egress", "encapsulated") >= 1, "{s1}");
     assert!(counter(&s1, "tc_endpoint_egress", "drop_cross_network") >= 1, "{s1}");
     // The other network's endpoint on the same host was not reached either.
@@ -308,7 +308,7 @@ fn tcp_bulk_through_the_overlay_and_through_kernel_vxlan() {
     assert!(overlay > 0.0);
     assert!(after > before + 100, "the bulk went through our encapsulation ({before} -> {after})");
     let s2 = w.status("n2");
-    assert!(counter(&s2, "xdp_underlay_ingress", "decapsulated") > 100, "and our decapsulation: {s2}");
+    assert!(counter(&s2, UNDERLAY, "decapsulated") > 100, "and our decapsulation: {s2}");
 
     // The baseline between the same host namespaces: kernel vxlan (port 4790,
     // which our XDP passes) in a bridge, as Docker's overlay driver does.

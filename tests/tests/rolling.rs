@@ -26,7 +26,7 @@ fn ping(from: &Netns, to: &str) -> bool {
 #[test]
 fn agents_of_two_releases_share_a_store_while_each_writes() {
     require_root();
-    let u = underlay(P, 2);
+    let u = underlay_wire_like(P, 2);
     let cs = containers(P, &["w1", "w2", "x1", "y1"]);
     let n1 = u.host("n1");
     let etcd = Etcd::start(n1, "192.168.200.11", P);

@@ -158,7 +158,7 @@ fn removing_a_backend_under_new_connections_drops_none_and_retransmits_no_syn() 
     let s = status_named(&dep, P, "n1", &st.0);
     let (opened, failed, slow) =
         (load.opened.load(Ordering::Relaxed), load.failed.load(Ordering::Relaxed), load.slow.load(Ordering::Relaxed));
-    let no_backend = counter(&s, "xdp_underlay_ingress", "drop_no_backend");
+    let no_backend = counter(&s, UNDERLAY, "drop_no_backend");
     eprintln!(
         "{ROUNDS} removals of w2 under load: {opened} connections ({during_removals} while `up` removed w2), \
          {failed} failed, {slow} slow, {retransmitted} SYNs retransmitted, drop_no_backend {no_backend}"

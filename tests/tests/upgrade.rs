@@ -1,9 +1,11 @@
 //! Upgrades in place: hosts run the previous release (its own `overlay-bpf`,
-//! built from commit 4faeb4b by `cargo xtask test` into target/previous/),
-//! then `up` with this build replaces every attached program in one step
-//! (link update) under a steady ping and TCP connections open through a VIP
-//! and through the routing mesh. Nothing is lost: every connection carries
-//! on with its connection-table entries, links and the connection table
+//! built from commit 4faeb4b by `cargo xtask test` into target/previous/,
+//! XDP on the underlay), then `up` with this build replaces every endpoint's
+//! program in one step (link update) and moves the underlay to the default
+//! data path (TC on a veth: attached before the XDP link goes), under a
+//! steady ping and TCP connections open through a VIP and through the
+//! routing mesh. Nothing is lost: every connection carries on with its
+//! connection-table entries, the endpoints' links and the connection table
 //! stay, and the maps whose layout this release changed are filled anew
 //! before the new programs run, then the old ones retired.
 
@@ -76,7 +78,7 @@ fn the_previous_release_upgrades_in_place_under_traffic() {
     require_root();
     let previous = previous_bin();
     let st = StateFile::new(P, &upgrade_state());
-    let mut u = underlay(P, 3);
+    let mut u = underlay_wire_like(P, 3);
     u.add_host("cl", CLIENT.parse::<Ipv4Addr>().unwrap());
     let cs = containers(P, &["a1", "a2", "w"]);
     let mut dep = Deployment::new(&previous);
@@ -139,18 +141,22 @@ fn the_previous_release_upgrades_in_place_under_traffic() {
     let pinger = Pinger::start(&cs[0].name, "10.10.0.12", 50);
     sleep(Duration::from_secs(1));
 
-    // This build's `up`: every program replaced, the changed maps anew.
+    // This build's `up`: every endpoint's program replaced, the underlay
+    // moved from XDP to TC, the changed maps anew.
     let out: Vec<String> = hosts.iter().map(|h| up(&mut dep, h)).collect();
     // The entries written: those of the four maps of a new layout (config
     // 1, hosts 3, the VIP and the published port 2, the backend 1), and
     // echo's Maglev table again (16381 slots, the same values): the table is
     // read through the services that point into it, and the new services
     // map starts empty.
-    for (o, (h, links, entries)) in out.iter().zip([("n1", 2, 16388), ("n2", 3, 16388)]) {
+    // Links: the underlay's TC link attached (before TCX, a filter: not a
+    // link), the endpoints' replaced, the underlay's XDP link removed.
+    let tc_link = overlay_bpf::host::loader::has_tcx() as u64;
+    for (o, (h, links, entries)) in out.iter().zip([("n1", 1, 16388), ("n2", 2, 16388)]) {
         let upgraded = UpSummary {
             on: "eth0".into(),
             changed: true,
-            links: (0, links, 0),
+            links: (tc_link, links, 1),
             entries: (entries, 0),
             verified: true,
             ..Default::default()
@@ -159,8 +165,16 @@ fn the_previous_release_upgrades_in_place_under_traffic() {
     }
     for (i, h) in hosts.iter().enumerate() {
         let after = programs(&dep, h);
-        assert_eq!(after.len(), before[i].len(), "{h}: {after:?}");
-        for (b, a) in before[i].iter().zip(&after) {
+        let under = |v: &[(String, Option<u64>, u64)]| v.iter().filter(|l| l.0.ends_with("@eth0")).count();
+        assert_eq!(under(&before[i]), 1, "{h}: {:?}", before[i]);
+        assert!(before[i].iter().any(|l| l.0 == "xdp@eth0"), "{h}: {:?}", before[i]);
+        assert!(after.iter().any(|l| l.0 == "tc@eth0") && under(&after) == 1, "{h}: now TC, not XDP: {after:?}");
+        let endpoints = |v: &[(String, Option<u64>, u64)]| -> Vec<(String, Option<u64>, u64)> {
+            v.iter().filter(|l| !l.0.ends_with("@eth0")).cloned().collect()
+        };
+        let (eb, ea) = (endpoints(&before[i]), endpoints(&after));
+        assert_eq!(ea.len(), eb.len(), "{h}: {after:?}");
+        for (b, a) in eb.iter().zip(&ea) {
             assert_eq!((&b.0, b.1), (&a.0, a.1), "{h}: the same link, kept");
             assert_ne!(b.2, a.2, "{h}: {} runs a new program", a.0);
         }

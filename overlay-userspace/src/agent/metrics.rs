@@ -104,6 +104,10 @@ pub fn render(status: Option<&Status>, report: &Report, store: Option<&crate::st
                 rotation.get_or_create(&l).set(b.in_rotation as i64);
             }
         }
+        if let Some(d) = &s.datapath {
+            let mode = gauges(&mut r, "datapath", "The hook the underlay program runs in (1 for the mode that runs)");
+            mode.get_or_create(&vec![("device", d.device.clone()), ("mode", d.mode.name().to_string())]).set(1);
+        }
         let entries = gauges(&mut r, "map_entries", "Entries in a pinned map");
         let max = gauges(&mut r, "map_max_entries", "The most entries a pinned map holds");
         for m in &s.maps {
@@ -182,6 +186,11 @@ mod tests {
             host: "n1".into(),
             pin_dir: "/sys/fs/bpf/overlay-bpf/n1".into(),
             links: Vec::new(),
+            datapath: Some(crate::agent::status::DatapathStatus {
+                device: "eth0".into(),
+                mode: crate::host::datapath::Mode::Tc,
+                why: "auto".into(),
+            }),
             maps: vec![MapStatus { name: "OB_CT_V1".into(), entries: 7, max_entries: 262144 }],
             macvlans: Vec::new(),
             wireguard: Some(crate::agent::status::WireguardStatus {
@@ -227,6 +236,7 @@ mod tests {
             "overlay_bpf_backend_flows_total{service=\"0x00001234\",backend=\"web.1\",address=\"10.0.0.3\"} 2",
             "overlay_bpf_backend_in_rotation{service=\"0x00001234\",backend=\"web.1\",address=\"10.0.0.3\"} 1",
             "overlay_bpf_map_entries{map=\"OB_CT_V1\"} 7",
+            "overlay_bpf_datapath{device=\"eth0\",mode=\"tc\"} 1",
             "overlay_bpf_map_max_entries{map=\"OB_CT_V1\"} 262144",
             "overlay_bpf_wireguard_rejected_total 5",
             "overlay_bpf_wireguard_peer_rx_bytes_total{public_key=\"KEY=\",endpoint=\"192.168.200.12:51820\"} 1000",

@@ -134,6 +134,8 @@ pub struct AgentOptions {
     pub pin_dir: Option<PathBuf>,
     pub ct_size: Option<u32>,
     pub bpf_log: bool,
+    /// The data-path mode asked for (`--datapath`).
+    pub datapath: crate::host::datapath::Datapath,
     pub health: HealthOptions,
     /// The resolver's upstreams; None: no resolver (`--no-dns`).
     pub dns: Option<Vec<std::net::SocketAddr>>,
@@ -532,6 +534,7 @@ impl Agent {
             ct_size: self.opts.ct_size,
             bpf_log: self.opts.bpf_log,
             revision,
+            datapath: self.opts.datapath,
         };
         Ok(apply::up(cluster, h, &self.pins, &opts, &log).await?)
     }

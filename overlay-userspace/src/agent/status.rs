@@ -91,6 +91,18 @@ pub struct Status {
     /// The macvlan sub-interfaces this host made (macvlan networks).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub macvlans: Vec<MacvlanStatus>,
+    /// The hook the underlay program runs in, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub datapath: Option<DatapathStatus>,
+}
+
+/// The data-path mode a host runs: the underlay device, the mode its
+/// attached program shows, and why that mode.
+#[derive(Debug, Serialize)]
+pub struct DatapathStatus {
+    pub device: String,
+    pub mode: crate::host::datapath::Mode,
+    pub why: String,
 }
 
 /// A macvlan sub-interface this host made, and whether it is still there.
@@ -211,9 +223,12 @@ pub async fn gather(host: &str, pins: &Pins, cluster: Option<&Cluster>) -> crate
     map_status.push(MapStatus { name: MAP_STATS.into(), entries: STATS_ENTRIES as usize, max_entries: STATS_ENTRIES });
 
     let progs: Vec<_> = loaded_programs().filter_map(Result::ok).collect();
+    let record = crate::host::datapath::UnderlayRecord::load(pins);
+    let underlay_side = |ifname: &str| ifname == record.device || ifname == crate::host::wireguard::VETH_XDP;
     let prog_name = |kind: LinkKind, ifname: &str| match kind {
         LinkKind::Xdp => PROG_XDP_UNDERLAY.to_string(),
         _ if crate::host::wireguard::TC_DEVICES.contains(&ifname) => PROG_TC_WIREGUARD.to_string(),
+        _ if underlay_side(ifname) => PROG_TC_UNDERLAY.to_string(),
         _ => PROG_TC_ENDPOINT.to_string(),
     };
     let mut links: Vec<LinkStatus> = pins
@@ -240,7 +255,12 @@ pub async fn gather(host: &str, pins: &Pins, cluster: Option<&Cluster>) -> crate
         // No TCX: the endpoints' programs are clsact filters, not pinned links.
         let handle = crate::host::netdev::connect()?;
         let wg = crate::host::wireguard::TC_DEVICES.into_iter().filter_map(crate::host::netdev::ifindex);
-        for ifindex in content.ifaces.keys().copied().chain(wg) {
+        let underlay = match record.mode {
+            Some(crate::host::datapath::Mode::Tc) => vec![record.device.as_str(), crate::host::wireguard::VETH_XDP],
+            _ => Vec::new(),
+        };
+        let underlay = underlay.into_iter().filter_map(crate::host::netdev::ifindex);
+        for ifindex in content.ifaces.keys().copied().chain(wg).chain(underlay) {
             let Some(ifname) = crate::host::netdev::ifname(ifindex) else { continue };
             let name = prog_name(LinkKind::Tc, &ifname);
             let prog_id = crate::host::netdev::ingress_bpf_filter(&handle, ifindex, &name).await?;
@@ -256,14 +276,29 @@ pub async fn gather(host: &str, pins: &Pins, cluster: Option<&Cluster>) -> crate
             });
         }
     }
+    // The mode is what runs on the underlay device: its attached program.
+    let datapath = links.iter().find(|l| l.ifname == record.device && l.attached).map(|l| {
+        let mode = match l.kind {
+            LinkKind::Xdp => crate::host::datapath::Mode::Xdp,
+            LinkKind::Tc => crate::host::datapath::Mode::Tc,
+        };
+        let why = crate::host::datapath::explain(mode, crate::host::netdev::driver(&record.device).as_deref()).why;
+        DatapathStatus { device: record.device.clone(), mode, why }
+    });
     let raw = maps.counters()?;
     let packets = |p: Prog, r: Reason| raw.iter().find(|(q, s, _)| *q == p && *s == r).map_or(0, |(.., c)| c.packets);
     let rejected = packets(Prog::XdpUnderlay, Reason::WireguardData)
         .saturating_sub(packets(Prog::TcWireguard, Reason::FromWireguard));
+    // The underlay program's counters go by the program that runs: in the
+    // TC data path, `tc_underlay_ingress` counts in the same slots.
+    let tc_mode = datapath.as_ref().is_some_and(|d| d.mode == crate::host::datapath::Mode::Tc);
     let counters = raw
         .into_iter()
         .map(|(p, r, c)| CounterStatus {
-            program: p.name().into(),
+            program: match p {
+                Prog::XdpUnderlay if tc_mode => PROG_TC_UNDERLAY.into(),
+                _ => p.name().into(),
+            },
             reason: r.name().into(),
             drop: r.is_drop(),
             packets: c.packets,
@@ -280,6 +315,7 @@ pub async fn gather(host: &str, pins: &Pins, cluster: Option<&Cluster>) -> crate
         None => None,
     };
     Ok(Status {
+        datapath,
         host: host.into(),
         pin_dir: pins.dir.display().to_string(),
         links,
@@ -293,6 +329,9 @@ pub async fn gather(host: &str, pins: &Pins, cluster: Option<&Cluster>) -> crate
 
 pub fn print_text(s: &Status) {
     println!("host {}  (pins: {})", s.host, s.pin_dir);
+    if let Some(d) = &s.datapath {
+        println!("data path: {} on {} ({})", d.mode.name(), d.device, d.why);
+    }
     println!("\nprograms:");
     for l in &s.links {
         println!(

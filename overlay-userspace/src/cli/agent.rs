@@ -82,6 +82,7 @@ pub async fn agent(
         pin_dir: g.pin_dir.clone(),
         ct_size: table.ct_size,
         bpf_log: table.bpf_log,
+        datapath: table.datapath,
         health: HealthOptions {
             interval: Duration::from_secs(args.health_interval),
             timeout: Duration::from_millis(args.health_timeout),

@@ -443,6 +443,14 @@ pub struct TableArgs {
     #[arg(long, env = "OVERLAY_BPF_CT_SIZE", value_name = "N",
           value_parser = clap::value_parser!(u32).range(overlay_common::CT_MIN_SIZE as i64..=overlay_common::CT_MAX_SIZE as i64))]
     pub ct_size: Option<u32>,
+    /// Where the underlay program runs: `tc` (TC ingress: GSO packets and partial
+    /// checksums go through whole, no offload is turned off), `xdp` (before the kernel
+    /// makes an skb: cheapest drops; on a veth underlay TX checksum offload is turned
+    /// off), or `auto`: XDP on NICs whose drivers run it natively, TC on veth,
+    /// virtio_net and anything else. Switching runs both for a moment, so no packet is
+    /// lost. `status` shows the mode and why.
+    #[arg(long, env = "OVERLAY_BPF_DATAPATH", value_enum, default_value_t = overlay_bpf::host::datapath::Datapath::Auto)]
+    pub datapath: overlay_bpf::host::datapath::Datapath,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,10 +6,18 @@ pub async fn up(g: &Global, table: TableArgs) -> overlay_bpf::error::Result<i32>
     require_root("up")?;
     let host = &cluster.hosts[h].name;
     let pins = pins_for(g, host);
-    let opts = apply::UpOptions { ct_size: table.ct_size, bpf_log: table.bpf_log, ..Default::default() };
+    let opts = apply::UpOptions {
+        ct_size: table.ct_size,
+        bpf_log: table.bpf_log,
+        datapath: table.datapath,
+        ..Default::default()
+    };
     let r = apply::up(&cluster, h, &pins, &opts, &|m| eprintln!("{host}: {m}")).await?;
     for w in &r.warnings {
         eprintln!("{host}: warning: {}", w.message);
+    }
+    if let Some(c) = &r.datapath {
+        eprintln!("{host}: data path: {} on {} ({})", c.mode.name(), r.underlay, c.why);
     }
     let programs = match r.programs {
         apply::Origin::Verified => "programs loaded and verified",

@@ -7,12 +7,13 @@ use std::{
     path::Path,
 };
 
-use overlay_common::{CT_DEFAULT_SIZE, MAP_CT};
+use overlay_common::{CT_DEFAULT_SIZE, MAP_CT, PROG_TC_UNDERLAY};
 
 pub use crate::host::loader::Origin;
 use crate::{
     exit::{SYSTEM as EXIT_SYSTEM, USER as EXIT_USER},
     host::convert,
+    host::datapath::{self, Mode, UnderlayRecord},
     host::error::{Error, Result},
     host::kmaps::KernelMaps,
     host::loader,
@@ -83,6 +84,8 @@ pub enum ApplyError {
     NothingUp { root: String },
     #[error("several hosts are up here ({hosts}); pass --host NAME")]
     SeveralUp { hosts: String },
+    #[error("turn TX checksum offload back on for {dev}, which an XDP-mode `up` turned off: {source}; run `ethtool -K {dev} tx on`")]
+    OffloadRestore { dev: String, source: std::io::Error },
     #[error("turn off TX checksum offload on the veth underlay {dev}: {source}")]
     Offload {
         dev: String,
@@ -150,6 +153,17 @@ impl Warning {
     fn new(condition: impl Into<String>, message: impl Into<String>) -> Warning {
         Warning { condition: condition.into(), message: message.into() }
     }
+}
+
+/// Removes the TC-mode underlay program's clsact filter from `ifname`, if
+/// it is there (kernels without TCX); whether it was.
+async fn remove_tc_underlay_filter(handle: &rtnetlink::Handle, ifname: &str) -> Result<bool> {
+    let Some(ifindex) = netdev::ifindex(ifname) else { return Ok(false) };
+    if netdev::ingress_bpf_filter(handle, ifindex, PROG_TC_UNDERLAY).await?.is_none() {
+        return Ok(false);
+    }
+    loader::detach_tc_filter(ifname)?;
+    Ok(true)
 }
 
 /// The warning for a veth underlay whose peer would break the data path,
@@ -223,6 +237,8 @@ pub struct UpReport {
     pub stale: bool,
     /// What is wrong with the host and lasts until someone mends it.
     pub warnings: Vec<Warning>,
+    /// The data-path mode the underlay runs, and why.
+    pub datapath: Option<datapath::Choice>,
 }
 
 impl UpReport {
@@ -264,6 +280,8 @@ pub struct UpOptions {
     /// yet brought a container a CNI ADD just made would otherwise remove
     /// its veth.
     pub revision: Option<i64>,
+    /// The data-path mode asked for (`--datapath`).
+    pub datapath: datapath::Datapath,
 }
 
 /// The size of each map `up` fills: a pinned map keeps its own (a live map
@@ -471,13 +489,16 @@ async fn up_inner(
     let deleted_ifaces = s.fill_maps(&facts, wireguard.as_ref(), opts.bpf_log, report)?;
     s.carry_entries(report)?;
     s.attach_endpoints(&mut loaded, &facts.veths, report).await?;
-    s.attach_underlay(&mut loaded, report)?;
+    let choice = datapath::choose(opts.datapath, netdev::driver(underlay).as_deref());
+    s.attach_underlay(&mut loaded, choice.mode, report).await?;
     if let Some(dev) = &wireguard {
-        s.attach_encrypted(&mut loaded, dev, report).await?;
+        s.attach_encrypted(&mut loaded, dev, choice.mode, report).await?;
     }
     s.retire_other_versions(report)?;
     s.route_and_masquerade().await?;
-    s.prune(&facts, wireguard.is_some(), &deleted_ifaces, report).await
+    s.prune(&facts, wireguard.is_some(), choice.mode, &deleted_ifaces, report).await?;
+    report.datapath = Some(choice);
+    Ok(())
 }
 
 /// Loads this build's programs, from their pins when an earlier `up`
@@ -579,12 +600,18 @@ impl Steps<'_> {
         &self,
         loaded: &mut loader::Loaded,
         dev: &wireguard::Devices,
+        mode: Mode,
         report: &mut UpReport,
     ) -> Result<()> {
         for (ifname, ifindex) in wireguard::TC_DEVICES.into_iter().zip([dev.wg, dev.tc]) {
             self.attach_tc(loaded, ifname, ifindex, overlay_common::PROG_TC_WIREGUARD, report).await?;
         }
-        report.note_link(loaded.ensure_xdp(self.pins, wireguard::VETH_XDP)?, format!("xdp@{}", wireguard::VETH_XDP));
+        // Decrypted VXLAN meets the underlay program, in the underlay's hook.
+        match mode {
+            Mode::Tc => self.attach_tc(loaded, wireguard::VETH_XDP, dev.xdp, PROG_TC_UNDERLAY, report).await?,
+            Mode::Xdp => report
+                .note_link(loaded.ensure_xdp(self.pins, wireguard::VETH_XDP)?, format!("xdp@{}", wireguard::VETH_XDP)),
+        }
         Ok(())
     }
 
@@ -606,21 +633,38 @@ impl Steps<'_> {
         Ok(())
     }
 
-    /// The XDP program on the underlay device (a veth underlay made to
-    /// finish its checksums first, and its peer checked).
-    fn attach_underlay(&self, loaded: &mut loader::Loaded, report: &mut UpReport) -> Result<()> {
+    /// The underlay program on the underlay device, in the hook of `mode`.
+    /// In XDP, a veth underlay is made to finish its checksums first (and
+    /// that is recorded, for TC mode and `down` to undo), and its peer is
+    /// checked. In TC nothing of the device is changed.
+    async fn attach_underlay(&self, loaded: &mut loader::Loaded, mode: Mode, report: &mut UpReport) -> Result<()> {
         let underlay = self.underlay;
+        let mut record = UnderlayRecord::load(self.pins);
+        if mode == Mode::Tc {
+            self.attach_tc(loaded, underlay, self.underlay_ifindex, PROG_TC_UNDERLAY, report).await?;
+            record.restore_offload().map_err(|(dev, source)| ApplyError::OffloadRestore { dev, source })?;
+            record.mode = Some(Mode::Tc);
+            record.device = underlay.to_string();
+            record.save(self.pins);
+            return Ok(());
+        }
         if netdev::driver(underlay).as_deref() == Some("veth") {
             // A veth underlay would carry partial checksums to the other
             // hosts, whose XDP redirect cannot finish them: finish them
             // here, like a NIC.
-            netdev::disable_tx_checksum(underlay)
-                .map_err(|source| ApplyError::Offload { dev: underlay.to_string(), source })?;
+            if netdev::tx_checksum(underlay) == Some(true) {
+                netdev::set_tx_checksum(underlay, false)
+                    .map_err(|source| ApplyError::Offload { dev: underlay.to_string(), source })?;
+                record.tx_checksum_off = Some(underlay.to_string());
+            }
             // The other end must take what XDP sends and hand over finished
             // checksums; a veth left at its defaults does neither, silently.
             let peer = netdev::veth_peer(self.underlay_ifindex);
             report.warnings.extend(peer.and_then(|p| veth_peer_warning(underlay, &p)));
         }
+        record.mode = Some(Mode::Xdp);
+        record.device = underlay.to_string();
+        record.save(self.pins);
         report.note_link(loaded.ensure_xdp(self.pins, underlay)?, format!("xdp@{underlay}"));
         Ok(())
     }
@@ -722,16 +766,30 @@ impl Steps<'_> {
         &self,
         facts: &HostFacts,
         wireguard: bool,
+        mode: Mode,
         deleted_ifaces: &[u32],
         report: &mut UpReport,
     ) -> Result<()> {
         let handle = &self.handle;
         let mut wanted_tc: Vec<String> =
             self.local.iter().filter(|e| facts.veths.contains_key(&e.key)).map(|e| e.veth()).collect();
-        let mut wanted_xdp = vec![self.underlay.to_string()];
+        let mut underlay_side = vec![self.underlay.to_string()];
         if wireguard {
             wanted_tc.extend(wireguard::TC_DEVICES.map(String::from));
-            wanted_xdp.push(wireguard::VETH_XDP.to_string());
+            underlay_side.push(wireguard::VETH_XDP.to_string());
+        }
+        let wanted_xdp = match mode {
+            Mode::Xdp => underlay_side,
+            Mode::Tc => {
+                wanted_tc.extend(underlay_side);
+                Vec::new()
+            }
+        };
+        if mode == Mode::Xdp && !loader::has_tcx() {
+            // Before TCX the TC program is a filter, not a pinned link.
+            if remove_tc_underlay_filter(handle, self.underlay).await? {
+                report.links_removed.push(format!("tc@{}", self.underlay));
+            }
         }
         for stray in self.pins.stray_links() {
             std::fs::remove_file(&stray).map_err(Error::io(format!("remove {}", stray.display())))?;
@@ -1085,6 +1143,16 @@ pub async fn down(pins: &Pins) -> Result<DownReport> {
     masquerade::remove()?;
     sync_resolv_confs(pins, &[])?;
     let handle = netdev::connect()?;
+    // What `up` did to the underlay device itself.
+    let mut underlay = UnderlayRecord::load(pins);
+    if underlay.mode == Some(Mode::Tc)
+        && !loader::has_tcx()
+        && remove_tc_underlay_filter(&handle, &underlay.device).await?
+    {
+        report.links_removed.push(format!("tc@{}", underlay.device));
+    }
+    underlay.restore_offload().map_err(|(dev, source)| ApplyError::OffloadRestore { dev, source })?;
+    UnderlayRecord::remove(pins);
     netdev::sync_gateway_addresses(&handle, &BTreeSet::new()).await?;
     for v in veths {
         if netdev::delete_link(&handle, &v).await? {

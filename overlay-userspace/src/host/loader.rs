@@ -13,11 +13,14 @@ use aya::{
     util::KernelVersion,
     Ebpf, EbpfError, EbpfLoader,
 };
-use overlay_common::{ALL_MAPS, MAP_CT, MAP_LOG_RING, PROG_TC_ENDPOINT, PROG_TC_WIREGUARD, PROG_XDP_UNDERLAY};
+use overlay_common::{
+    ALL_MAPS, MAP_CT, MAP_LOG_RING, PROG_TC_ENDPOINT, PROG_TC_UNDERLAY, PROG_TC_WIREGUARD, PROG_XDP_UNDERLAY,
+};
 
-/// The TC programs, each attached at TC ingress: on endpoints' veths, and on
-/// the WireGuard device and its veth (encrypted networks).
-pub const TC_PROGS: [&str; 2] = [PROG_TC_ENDPOINT, PROG_TC_WIREGUARD];
+/// The TC programs, each attached at TC ingress: on endpoints' veths, on
+/// the WireGuard device and its veth (encrypted networks), and on the
+/// underlay device in the TC data path.
+pub const TC_PROGS: [&str; 3] = [PROG_TC_ENDPOINT, PROG_TC_WIREGUARD, PROG_TC_UNDERLAY];
 
 use crate::host::pins::Pins;
 
@@ -219,8 +222,9 @@ fn load_object(
     let mut ebpf = loader.load(object).map_err(LoaderError::Load)?;
     let xdp: &mut Xdp = prog(&mut ebpf, PROG_XDP_UNDERLAY)?;
     xdp.load().map_err(|source| LoaderError::Program { prog: PROG_XDP_UNDERLAY, what: "verify".into(), source })?;
-    // An object older than encrypted networks (the upgrade test's previous
-    // release) has no tc_wireguard: it serves every other network.
+    // An object older than encrypted networks or the TC data path (the
+    // upgrade test's previous release) lacks those programs: it serves
+    // every other network, in XDP.
     let present: Vec<&'static str> =
         TC_PROGS.into_iter().filter(|n| *n == PROG_TC_ENDPOINT || ebpf.program(n).is_some()).collect();
     for name in &present {
@@ -323,6 +327,17 @@ pub fn pinned_link_info(path: &Path) -> Option<PinnedLinkInfo> {
 /// The IDs of the links on the TCX ingress of device `ifindex` of this
 /// network namespace (`BPF_PROG_QUERY`).
 fn tcx_ingress_links(ifindex: u32) -> Vec<u32> {
+    tcx_ingress(ifindex).into_iter().map(|(_, link)| link).collect()
+}
+
+/// The IDs of the programs on the TCX ingress of device `ifindex` of this
+/// network namespace (empty before TCX).
+pub fn tcx_ingress_progs(ifindex: u32) -> Vec<u32> {
+    tcx_ingress(ifindex).into_iter().map(|(prog, _)| prog).collect()
+}
+
+/// (program ID, link ID) of what runs on the TCX ingress of device `ifindex`.
+fn tcx_ingress(ifindex: u32) -> Vec<(u32, u32)> {
     use aya_obj::generated::{bpf_attach_type, bpf_cmd};
     #[repr(C)]
     struct Query {
@@ -356,7 +371,8 @@ fn tcx_ingress_links(ifindex: u32) -> Vec<u32> {
     if bpf(bpf_cmd::BPF_PROG_QUERY, &mut q) < 0 {
         return Vec::new();
     }
-    ids[..(q.count as usize).min(ids.len())].to_vec()
+    let n = (q.count as usize).min(ids.len());
+    progs[..n].iter().copied().zip(ids[..n].iter().copied()).collect()
 }
 
 /// Whether the link pinned at `path` runs on device `ifname` of this network
@@ -600,6 +616,17 @@ impl Loaded {
             Err(e) => Err(err(format!("attach a clsact ingress filter to {ifname}"))(e)),
         }
     }
+}
+
+/// Detaches our clsact ingress filter from `ifname` (kernels without TCX,
+/// where a filter is not a pinned link that removing its pin detaches).
+pub fn detach_tc_filter(ifname: &str) -> Result<(), LoaderError> {
+    use aya::programs::links::Link as _;
+    let err = |what: String| move |source| LoaderError::Program { prog: PROG_TC_UNDERLAY, what, source };
+    let link =
+        SchedClassifierLink::attached(ifname, TcAttachType::Ingress, TC_FILTER_PRIORITY, TcHandle::new(0, 1), None)
+            .map_err(|e| err(format!("the filter on {ifname}"))(e.into()))?;
+    link.detach().map_err(err(format!("detach the filter on {ifname}")))
 }
 
 /// The priority of the clsact filter on kernels without TCX (lower runs first).

@@ -6,6 +6,7 @@
 pub mod apply;
 pub mod bpf_log;
 pub mod convert;
+pub mod datapath;
 pub mod error;
 pub mod kmaps;
 pub mod loader;

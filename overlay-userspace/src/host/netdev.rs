@@ -296,13 +296,20 @@ pub fn enable_gro(ifname: &str) -> std::io::Result<()> {
     ethtool_set(ifname, ETHTOOL_SGRO, 1)
 }
 
-/// Turns TX checksum offload off for `ifname`, so the kernel completes
-/// checksums when it transmits, as a NIC would. Needed on a veth underlay: a
-/// veth hands partial checksums to its peer, and the receiving host's native
-/// XDP redirect loses the "checksum still to do" state with the skb.
-pub fn disable_tx_checksum(ifname: &str) -> std::io::Result<()> {
+/// Turns TX checksum offload on or off for `ifname`. Off, the kernel
+/// completes checksums when it transmits, as a NIC would. Needed on a veth
+/// underlay in the XDP data path: a veth hands partial checksums to its
+/// peer, and the receiving host's native XDP redirect loses the "checksum
+/// still to do" state with the skb.
+pub fn set_tx_checksum(ifname: &str, on: bool) -> std::io::Result<()> {
     const ETHTOOL_STXCSUM: u32 = 0x17;
-    ethtool_set(ifname, ETHTOOL_STXCSUM, 0)
+    ethtool_set(ifname, ETHTOOL_STXCSUM, on as u32)
+}
+
+/// Whether TX checksum offload is on for `ifname`; `None` if unreadable.
+pub fn tx_checksum(ifname: &str) -> Option<bool> {
+    const ETHTOOL_GTXCSUM: u32 = 0x16;
+    ethtool_get(ifname, ETHTOOL_GTXCSUM).ok().map(|v| v != 0)
 }
 
 /// The kernel driver behind `ifname` (ETHTOOL_GDRVINFO), e.g. "veth".

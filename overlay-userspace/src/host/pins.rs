@@ -105,6 +105,11 @@ impl HostLock {
         let _ = std::fs::write(HostLock::path(pins, "rev"), format!("{revision} {}\n", unix_ms()));
     }
 
+    /// A file of this host's beside its lock (what `up` records for `down`).
+    pub fn run_file(pins: &Pins, ext: &str) -> PathBuf {
+        HostLock::path(pins, ext)
+    }
+
     /// Forgets the applied revision (`down`).
     pub fn clear_applied_revision(pins: &Pins) {
         let _ = std::fs::remove_file(HostLock::path(pins, "rev"));

@@ -169,10 +169,19 @@ pub fn front_state(p: &str, eps: &[(&str, &str, &str)]) -> String {
 }
 
 pub fn underlay(p: &str, hosts: usize) -> Underlay {
-    let hs: Vec<(String, Ipv4Addr)> =
-        (1..=hosts).map(|i| (format!("n{i}"), Ipv4Addr::new(192, 168, 200, 10 + i as u8))).collect();
-    let refs: Vec<(&str, Ipv4Addr)> = hs.iter().map(|(n, a)| (n.as_str(), *a)).collect();
-    Underlay::new(p, &refs)
+    Underlay::new(p, &numbered_hosts(hosts))
+}
+
+/// The same with the veths set up as the XDP data path needs them (the
+/// previous release ran XDP only).
+pub fn underlay_wire_like(p: &str, hosts: usize) -> Underlay {
+    Underlay::wire_like(p, &numbered_hosts(hosts))
+}
+
+/// n1 at 192.168.200.11, n2 at .12, ...
+fn numbered_hosts(hosts: usize) -> Vec<(&'static str, Ipv4Addr)> {
+    const NAMES: [&str; 9] = ["n1", "n2", "n3", "n4", "n5", "n6", "n7", "n8", "n9"];
+    NAMES[..hosts].iter().enumerate().map(|(i, n)| (*n, Ipv4Addr::new(192, 168, 200, 11 + i as u8))).collect()
 }
 
 pub fn containers(p: &str, names: &[&str]) -> Vec<Netns> {
@@ -255,6 +264,43 @@ pub fn our_veths(ns: &Netns) -> Vec<String> {
         .filter(|n| n.len() == 10 && n.starts_with("ob"))
         .map(str::to_string)
         .collect()
+}
+
+/// The underlay program in the default data path on a veth underlay (every
+/// namespace lab): TC (`auto` picks it for veth). Its counters go by its name.
+pub const UNDERLAY: &str = "tc_underlay_ingress";
+/// Its pinned link.
+pub const UNDERLAY_LINK: &str = "tc@eth0";
+
+/// Whether the pin dir `pins` holds the underlay program's link. Before TCX
+/// (6.6) a TC program is a clsact filter, which is not pinned: true there.
+pub fn underlay_pinned(pins: &std::path::Path) -> bool {
+    !overlay_bpf::host::loader::has_tcx() || pins.join("links").join(UNDERLAY_LINK).exists()
+}
+
+/// The hooks of `dev` in `ns` that run a BPF program: (XDP, TC ingress), as
+/// the kernel answers: XDP from `ip link`, TC from a TCX query made in `ns`
+/// (Debian's bpftool predates TCX) or, before TCX, `bpftool net`'s clsact
+/// filters.
+pub fn hooks_on(ns: &Netns, dev: &str) -> (bool, bool) {
+    let xdp = link_json(ns, dev).is_some_and(|l| l.get("xdp").is_some());
+    let (name, d) = (ns.name.clone(), dev.to_string());
+    let tcx = std::thread::spawn(move || {
+        testbed::enter_netns(&name).expect("enter the netns");
+        overlay_bpf::host::netdev::ifindex(&d)
+            .is_some_and(|i| !overlay_bpf::host::loader::tcx_ingress_progs(i).is_empty())
+    })
+    .join()
+    .unwrap();
+    let out = ns.cmd("bpftool").args(["-j", "net", "show"]).output().unwrap();
+    let v = json(&String::from_utf8_lossy(&out.stdout));
+    let clsact = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|e| e["tc"].as_array().cloned().unwrap_or_default())
+        .any(|p| p["devname"] == dev && p["kind"].as_str().is_some_and(|k| k.ends_with("ingress")));
+    (xdp, tcx || clsact)
 }
 
 pub fn link_json(ns: &Netns, dev: &str) -> Option<Value> {
