@@ -241,6 +241,10 @@ impl<'a> Frame for Xdp<'a> {
     }
 }
 
+/// `bpf_skb_adjust_room`'s answer to encapsulating an skb marked as
+/// encapsulated already.
+const EALREADY: i64 = -114;
+
 /// What the redirect helper `ret` (to `ifindex`) means in TC.
 #[inline(always)]
 pub fn tc_redirected(ctx: &TcContext, ifindex: u32, ret: i64, ok: Reason) -> Outcome<i32> {
@@ -304,7 +308,16 @@ impl Frame for TcContext {
         let h = e.header();
         let flags = (BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2_ETH) as u64
             | (eth::HEADER_LEN as u64) << 56;
-        self.adjust_room(VXLAN_ENCAP_LEN as i32, BPF_ADJ_ROOM_MAC, flags).map_err(|_| Reason::DropResize)?;
+        match self.adjust_room(VXLAN_ENCAP_LEN as i32, BPF_ADJ_ROOM_MAC, flags) {
+            Ok(()) => {}
+            // The skb still says "encapsulated": it was decapsulated here in
+            // TC (which leaves that mark) and a container forwards it on. One
+            // packet needs no tunnel offsets: pushed without the marks.
+            Err(EALREADY) if Frame::gso_size(self) == 0 => {
+                self.adjust_room(VXLAN_ENCAP_LEN as i32, BPF_ADJ_ROOM_MAC, 0).map_err(|_| Reason::DropResize)?
+            }
+            Err(_) => return Err(Reason::DropResize),
+        }
         self.store(0, &h, 0).map_err(|_| Reason::DropRewrite)?;
         Ok(self.reread())
     }
