@@ -202,6 +202,33 @@ impl Drop for Proc {
 /// `server_ip` in `server`, with `extra` client arguments: the received bits
 /// per second.
 pub fn iperf3(server: &Netns, client: &Netns, server_ip: &str, secs: f64, extra: &[&str]) -> Result<f64, String> {
+    iperf3_via(server, server_ip, client, server_ip, secs, extra)
+}
+
+/// The same with the server listening on `listen_ip` and the client
+/// connecting to `connect_ip` (an address translated on the way).
+pub fn iperf3_via(
+    server: &Netns,
+    listen_ip: &str,
+    client: &Netns,
+    connect_ip: &str,
+    secs: f64,
+    extra: &[&str],
+) -> Result<f64, String> {
+    let secs = secs.to_string();
+    let v = iperf3_run(server, listen_ip, client, connect_ip, &["-t", secs.as_str()], extra)?;
+    v["end"]["sum_received"]["bits_per_second"].as_f64().ok_or_else(|| format!("iperf3 gave no result: {v}"))
+}
+
+fn iperf3_run(
+    server: &Netns,
+    listen_ip: &str,
+    client: &Netns,
+    connect_ip: &str,
+    end: &[&str],
+    extra: &[&str],
+) -> Result<serde_json::Value, String> {
+    let server_ip = listen_ip;
     let _srv = Proc(
         server
             .cmd("iperf3")
@@ -219,13 +246,12 @@ pub fn iperf3(server: &Netns, client: &Netns, server_ip: &str, secs: f64, extra:
         }
         sleep(Duration::from_millis(50));
     }
-    let mut args = vec!["-c", server_ip, "--connect-timeout", "3000", "-J"];
-    let secs = secs.to_string();
-    args.extend(["-t", secs.as_str()]);
+    // A stalled transfer ends there, as a failure, not a hang.
+    let mut args = vec!["60", "iperf3", "-c", connect_ip, "--connect-timeout", "3000", "-J"];
+    args.extend_from_slice(end);
     args.extend_from_slice(extra);
-    let out = client.run("iperf3", &args);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("iperf3 -J output: {e}"))?;
-    v["end"]["sum_received"]["bits_per_second"].as_f64().ok_or_else(|| format!("iperf3 gave no result: {v}"))
+    let out = client.run("timeout", &args);
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("iperf3 -J output ({}): {e}", out.status))
 }
 
 impl Drop for Netns {

@@ -327,6 +327,52 @@ pub fn driver(ifname: &str) -> Option<String> {
     Some(String::from_utf8_lossy(&info.driver[..end]).into_owned())
 }
 
+/// The features that segment UDP-tunnelled GSO packets in the device.
+pub const TUNNEL_SEGMENTATION: [&str; 2] = ["tx-udp_tnl-segmentation", "tx-udp_tnl-csum-segmentation"];
+
+/// The names of `ifname`'s features (ETH_SS_FEATURES), in bit order.
+fn feature_names(ifname: &str) -> std::io::Result<Vec<String>> {
+    const ETHTOOL_GSSET_INFO: u32 = 0x37;
+    const ETHTOOL_GSTRINGS: u32 = 0x1b;
+    const ETH_SS_FEATURES: u32 = 4;
+    const ETH_GSTRING_LEN: usize = 32;
+    // struct ethtool_sset_info: cmd, reserved, sset_mask (u64), data[1].
+    let mut info = [0u32; 5];
+    info[0] = ETHTOOL_GSSET_INFO;
+    info[2] = 1 << ETH_SS_FEATURES;
+    ethtool(ifname, info.as_mut_ptr() as *mut libc::c_char)?;
+    let count = info[4] as usize;
+    // struct ethtool_gstrings: cmd, string_set, len, then the names.
+    let mut buf = vec![0u8; 12 + count * ETH_GSTRING_LEN];
+    buf[0..4].copy_from_slice(&ETHTOOL_GSTRINGS.to_ne_bytes());
+    buf[4..8].copy_from_slice(&ETH_SS_FEATURES.to_ne_bytes());
+    buf[8..12].copy_from_slice(&(count as u32).to_ne_bytes());
+    ethtool(ifname, buf.as_mut_ptr() as *mut libc::c_char)?;
+    Ok(buf[12..]
+        .chunks(ETH_GSTRING_LEN)
+        .map(|n| String::from_utf8_lossy(&n[..n.iter().position(|b| *b == 0).unwrap_or(n.len())]).into_owned())
+        .collect())
+}
+
+/// Turns the features `names` of `ifname` on or off (ETHTOOL_SFEATURES,
+/// what `ethtool -K` does); a name the device does not have is skipped.
+pub fn set_features(ifname: &str, names: [&str; 2], on: bool) -> std::io::Result<()> {
+    const ETHTOOL_SFEATURES: u32 = 0x3b;
+    let all = feature_names(ifname)?;
+    let blocks = all.len().div_ceil(32);
+    // struct ethtool_sfeatures: cmd, size, then {valid, requested} per block.
+    let mut req = vec![0u32; 2 + 2 * blocks];
+    req[0] = ETHTOOL_SFEATURES;
+    req[1] = blocks as u32;
+    for bit in all.iter().enumerate().filter(|(_, n)| names.contains(&n.as_str())).map(|(i, _)| i) {
+        req[2 + 2 * (bit / 32)] |= 1 << (bit % 32);
+        if on {
+            req[3 + 2 * (bit / 32)] |= 1 << (bit % 32);
+        }
+    }
+    ethtool(ifname, req.as_mut_ptr() as *mut libc::c_char)
+}
+
 /// struct ethtool_value: one feature's command and setting.
 #[repr(C)]
 struct EthtoolValue {
@@ -623,6 +669,12 @@ pub fn configure_container(c: &ContainerIf) -> Result<(), NetdevError> {
         // sub-interface gets its frames from its parent.)
         if driver(&c.ifname).as_deref() == Some("veth") {
             enable_gro(&c.ifname).map_err(|e| NetdevError::Ethtool { ifname: c.ifname.clone(), source: e })?;
+            // What the container forwards back into the overlay of the GSO
+            // packets the TC data path decapsulated (they keep their tunnel
+            // GSO type: no kernel here can clear it from BPF) is cut here,
+            // so that it can be encapsulated again. Its own TCP stays whole.
+            set_features(&c.ifname, TUNNEL_SEGMENTATION, false)
+                .map_err(|e| NetdevError::Ethtool { ifname: c.ifname.clone(), source: e })?;
         }
         if let Some(lo) = ifindex("lo") {
             h.link().set(LinkUnspec::new_with_index(lo).up().build()).execute().await.map_err(nl("set lo up"))?;
