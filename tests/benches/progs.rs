@@ -1,8 +1,9 @@
 //! Per-packet cost of the data path through BPF_PROG_TEST_RUN (run by
-//! `cargo xtask bench`, root): the decapsulation path, a mesh packet to a
-//! remote backend (service lookup, connection table, DNAT, encapsulation) and
-//! the endpoint's encapsulation, each beside an empty program of the same
-//! type measured the same way, rounds interleaved. Then the same paths with
+//! `cargo xtask bench`, root): the decapsulation path and a mesh packet to a
+//! remote backend (service lookup, connection table, DNAT, encapsulation), in
+//! both hooks of the underlay program (XDP and TC), and the endpoint's
+//! encapsulation, each beside an empty program of the same type measured the
+//! same way, rounds interleaved. Then the same paths with
 //! 10, 1,000 and 10,000 endpoints and 1, 100 and 1,000 services in the maps.
 //!
 //! Prints one JSON object per measurement:
@@ -40,9 +41,14 @@ fn ns_per_packet(rig: &mut Rig, prog: &str, pkt: &[u8], packets: u32, verdict: O
     let mut out = vec![0u8; pkt.len() + 256];
     let p = rig.ebpf().program_mut(prog).unwrap_or_else(|| panic!("{prog} missing from the object"));
     let xdp = prog.contains("xdp");
+    let ctx = skb_ctx(1);
     let mut total = 0u128;
     for _ in 0..packets {
-        let opts = TestRunOptions { data_in: Some(pkt), data_out: Some(&mut out), repeat: 1, ..Default::default() };
+        let mut opts = TestRunOptions { data_in: Some(pkt), data_out: Some(&mut out), repeat: 1, ..Default::default() };
+        if !xdp {
+            // As in the fixtures: the packet came in on lo.
+            opts.ctx_in = Some(&ctx);
+        }
         let r = if xdp {
             let x: &mut Xdp = (&mut *p).try_into().unwrap();
             x.test_run(opts)
@@ -107,15 +113,29 @@ fn paths() -> Vec<Path> {
             name: "xdp_underlay_decap_ns",
             prog: PROG_XDP_UNDERLAY,
             baseline: PROG_BENCH_EMPTY_XDP,
-            pkt: decap,
+            pkt: decap.clone(),
             verdict: XDP_REDIRECT,
         },
         Path {
             name: "xdp_mesh_lb_ns",
             prog: PROG_XDP_UNDERLAY,
             baseline: PROG_BENCH_EMPTY_XDP,
-            pkt: mesh,
+            pkt: mesh.clone(),
             verdict: XDP_REDIRECT,
+        },
+        Path {
+            name: "tc_underlay_decap_ns",
+            prog: PROG_TC_UNDERLAY,
+            baseline: PROG_BENCH_EMPTY_TC,
+            pkt: decap.clone(),
+            verdict: TC_ACT_REDIRECT,
+        },
+        Path {
+            name: "tc_mesh_lb_ns",
+            prog: PROG_TC_UNDERLAY,
+            baseline: PROG_BENCH_EMPTY_TC,
+            pkt: mesh.clone(),
+            verdict: TC_ACT_REDIRECT,
         },
         Path {
             name: "tc_endpoint_encap_ns",
@@ -161,7 +181,7 @@ fn main() {
                 _ => add_services(&mut rig, n.saturating_sub(1)),
             }
             for p in paths() {
-                if what == "services" && p.name != "xdp_mesh_lb_ns" {
+                if what == "services" && !p.name.contains("mesh_lb") {
                     continue;
                 }
                 let samples: Vec<f64> =

@@ -72,10 +72,10 @@ fn drops_are_logged_only_while_bpf_log_is_on() {
     assert!(!cs[0].run("ping", &["-c", "1", "-W", "1", "10.10.0.99"]).status.success());
     knock(&u.host("cl").name);
     let tc = "tc drop drop_no_endpoint";
-    let xdp = "xdp drop reject_no_backend";
+    let under = "tc drop reject_no_backend";
     let seen = |log: &str| {
         log.lines().any(|l| l.contains(tc) && l.contains("10.10.0.11 -> 10.10.0.99 proto 1"))
-            && log.lines().any(|l| l.contains(xdp) && l.contains(&format!("{CLIENT} -> {N1} proto 6")))
+            && log.lines().any(|l| l.contains(under) && l.contains(&format!("{CLIENT} -> {N1} proto 6")))
     };
     let t = std::time::Instant::now();
     while !seen(&agent.log_text()) {

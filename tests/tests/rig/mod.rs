@@ -76,7 +76,7 @@ macro_rules! in_both_hooks {
 /// The `struct __sk_buff` a TC test run starts from: the packet came in on
 /// `lo` (ifindex 1), as an XDP test run's does. The kernel takes a few
 /// fields from it (`bpf_prog_test_run_skb`).
-fn skb_ctx(ingress_ifindex: u32) -> [u8; 192] {
+pub fn skb_ctx(ingress_ifindex: u32) -> [u8; 192] {
     const INGRESS_IFINDEX: usize = 36;
     let mut c = [0u8; 192];
     c[INGRESS_IFINDEX..INGRESS_IFINDEX + 4].copy_from_slice(&ingress_ifindex.to_ne_bytes());

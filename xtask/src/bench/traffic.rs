@@ -25,6 +25,10 @@ use crate::{
 
 pub(super) const A1: Ipv4Addr = Ipv4Addr::new(10, 70, 0, 11);
 pub(super) const A2: Ipv4Addr = Ipv4Addr::new(10, 70, 0, 12);
+/// The labels of overlay-bpf's two topologies: the default data path (TC on
+/// a veth underlay) and the XDP one.
+const OURS: &str = "overlay-bpf";
+const OURS_XDP: &str = "overlay-bpf xdp";
 const PUBLISHED: u16 = 8080;
 const TARGET: u16 = 80;
 
@@ -51,21 +55,24 @@ struct Topo {
 }
 
 impl Topo {
-    fn underlay(prefix: &'static str, subnet: u8) -> (Underlay, Vec<Netns>, Ipv4Addr) {
+    /// Every veth at its defaults, or (`wire_like`) set up as the XDP data
+    /// path needs a veth underlay.
+    fn underlay(prefix: &'static str, subnet: u8, wire_like: bool) -> (Underlay, Vec<Netns>, Ipv4Addr) {
         let n1 = Ipv4Addr::new(192, 168, subnet, 11);
-        let u = Underlay::new(
-            prefix,
-            &[("n1", n1), ("n2", Ipv4Addr::new(192, 168, subnet, 12)), ("cl", Ipv4Addr::new(192, 168, subnet, 100))],
-        );
+        let hosts =
+            [("n1", n1), ("n2", Ipv4Addr::new(192, 168, subnet, 12)), ("cl", Ipv4Addr::new(192, 168, subnet, 100))];
+        let u = if wire_like { Underlay::wire_like(prefix, &hosts) } else { Underlay::new(prefix, &hosts) };
         // The connection-rate client goes through many ports.
         must(u.host("cl").cmd("sysctl").args(["-qw", "net.ipv4.ip_local_port_range=1024 65000"]));
         let containers = ["a1", "a2"].iter().map(|c| Netns::new(&format!("{prefix}-{c}"))).collect();
         (u, containers, n1)
     }
 
-    /// overlay-bpf up on both hosts from a generated state file.
-    fn overlay(bin: &Path, prefix: &'static str, subnet: u8) -> Result<Topo> {
-        let (u, containers, n1_addr) = Self::underlay(prefix, subnet);
+    /// overlay-bpf up on both hosts from a generated state file, in the
+    /// default data path (TC on these veths), or with `xdp` in the XDP one
+    /// (on an underlay set up for it).
+    fn overlay(bin: &Path, prefix: &'static str, subnet: u8, xdp: bool) -> Result<Topo> {
+        let (u, containers, n1_addr) = Self::underlay(prefix, subnet, xdp);
         let host = |n: &str| format!("{prefix}{n}");
         let y = format!(
             "version: 1
@@ -88,7 +95,7 @@ services:
         std::fs::create_dir_all(&dir)?;
         let file = dir.join(format!("{prefix}.yaml"));
         std::fs::write(&file, y)?;
-        let mut dep = Deployment::new(bin);
+        let mut dep = if xdp { Deployment::in_mode(bin, "xdp") } else { Deployment::new(bin) };
         for n in ["n1", "n2"] {
             let out = dep.up(&file, &host(n), &format!("{prefix}-{n}"));
             if !out.status.success() {
@@ -106,14 +113,15 @@ services:
             }
         }
         let mesh_to = SocketAddrV4::new(n1_addr, PUBLISHED);
-        Ok(Topo { label: "overlay-bpf", prefix, _dep: Some(dep), containers, _underlay: u, mesh_to, progs })
+        let label = if xdp { OURS_XDP } else { OURS };
+        Ok(Topo { label, prefix, _dep: Some(dep), containers, _underlay: u, mesh_to, progs })
     }
 
     /// Docker's data path, by hand: `vxlan_bridge` at MTU 1450; on n1 the mesh as nftables DNAT to a2 with
     /// masquerade, or with `ipvs` as Docker's ingress sandbox does it: an IPVS
     /// service in NAT mode, masqueraded.
     fn kernel(prefix: &'static str, subnet: u8, ipvs: bool) -> Result<Topo> {
-        let (u, containers, n1_addr) = Self::underlay(prefix, subnet);
+        let (u, containers, n1_addr) = Self::underlay(prefix, subnet, false);
         vxlan_bridge(&u, &containers, subnet, 1450);
         let n1 = u.host("n1");
         must(n1.cmd("sysctl").args(["-qw", "net.ipv4.ip_forward=1"]));
@@ -155,7 +163,7 @@ services:
     /// checksum, so a veth underlay under XDP runs with TX checksum offload
     /// off, see docs/data-path.md). This is the limit for any XDP data path on this rig.
     fn direct(prefix: &'static str, subnet: u8, finished_csum: bool) -> Result<Topo> {
-        let (u, containers, _) = Self::underlay(prefix, subnet);
+        let (u, containers, _) = Self::underlay(prefix, subnet, false);
         for (i, (c, cip)) in containers.iter().zip([A1, A2]).enumerate() {
             let port = format!("d{i}");
             ip(&[
@@ -332,7 +340,9 @@ pub(super) fn has_ipvs() -> bool {
 pub fn traffic(bin: &Path, rounds: u32, secs: f64, perf: bool) -> Result<Vec<Row>> {
     let t0 = Instant::now();
     step("bench: traffic rows; identical namespace topologies (obbo: overlay-bpf, obbk: kernel vxlan+bridge)");
-    let mut topos = vec![Topo::overlay(bin, "obbo", 211)?, Topo::kernel("obbk", 212, false)?];
+    let mut topos = vec![Topo::overlay(bin, "obbo", 211, false)?, Topo::overlay(bin, "obbx", 214, true)?];
+    step("bench: overlay-bpf in both data paths: TC (obbo, the default here) and XDP (obbx, its veths set up for XDP)");
+    topos.push(Topo::kernel("obbk", 212, false)?);
     if has_ipvs() {
         step("bench: this kernel has IPVS: the mesh row also runs against IPVS (obbv), as Docker's mesh");
         topos.push(Topo::kernel("obbv", 213, true)?);
@@ -369,6 +379,7 @@ pub fn traffic(bin: &Path, rounds: u32, secs: f64, perf: bool) -> Result<Vec<Row
                 samples[i].push(v);
                 let Some(before) = before else { continue };
                 for (name, ns, cnt) in prog_stats(t)? {
+                    let name = if t.label == OURS_XDP { format!("{name}.xdp") } else { name };
                     let (ns0, cnt0) =
                         before.iter().find(|(n, ..)| *n == name).map(|(_, a, b)| (*a, *b)).unwrap_or((0, 0));
                     if cnt > cnt0 {
@@ -381,8 +392,9 @@ pub fn traffic(bin: &Path, rounds: u32, secs: f64, perf: bool) -> Result<Vec<Row
                 }
             }
         }
-        // ts[0] is overlay-bpf.
-        for (i, t) in ts.iter().enumerate().skip(1) {
+        // ts[0] and ts[1] are overlay-bpf, in TC and in XDP; the XDP rows
+        // are named with `.xdp`.
+        for (o, i, t) in [0, 1].into_iter().flat_map(|o| ts.iter().enumerate().skip(2).map(move |(i, t)| (o, i, t))) {
             let (name, base) = match (case.mesh, t.label) {
                 (_, "direct") => (format!("{}_vs_direct", case.name), "direct"),
                 (_, "direct, checksums finished") => {
@@ -392,9 +404,10 @@ pub fn traffic(bin: &Path, rounds: u32, secs: f64, perf: bool) -> Result<Vec<Row
                 (true, _) => (case.name.to_string(), "nftables DNAT"),
                 (false, l) => (case.name.to_string(), l),
             };
-            println!("  {name}: {:.3} vs {:.3} {}", median(&samples[0]), median(&samples[i]), case.unit);
+            let name = if o == 1 { format!("{name}.xdp") } else { name };
+            println!("  {name}: {:.3} vs {:.3} {}", median(&samples[o]), median(&samples[i]), case.unit);
             let baseline = Some((base.to_string(), samples[i].clone()));
-            rows.push(Row { name, unit: case.unit, ours: samples[0].clone(), baseline });
+            rows.push(Row { name, unit: case.unit, ours: samples[o].clone(), baseline });
         }
         for (prog, v) in per_prog {
             rows.push(Row {
