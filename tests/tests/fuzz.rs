@@ -449,6 +449,9 @@ fn fuzz(prog: &str, p: Prog, salt: u64) {
     let seed = env("OB_FUZZ_SEED", 0x0b_f022) ^ salt;
     let mut r = Rng(seed | 1);
     let tc = p == Prog::TcEndpoint;
+    // The underlay program at TC ingress answers in TC verdicts; checked as
+    // the XDP one is, by meaning.
+    let underlay_tc = prog == PROG_TC_UNDERLAY;
     let (mut runs, mut refused, mut sent_on) = (0u64, 0u64, 0u64);
     let mut verdicts = std::collections::BTreeMap::new();
     let before = total(&mut rig, p);
@@ -474,8 +477,15 @@ fn fuzz(prog: &str, p: Prog, salt: u64) {
             }
         };
         runs += 1;
+        let verdict = match (underlay_tc, verdict) {
+            (true, TC_ACT_OK) => XDP_PASS,
+            (true, TC_ACT_SHOT) => XDP_DROP,
+            (true, TC_ACT_REDIRECT) => XDP_REDIRECT,
+            (true, v) => panic!("seed {seed:#x} packet {n}: TC verdict {v}\n{}", hex(&pkt)),
+            (false, v) => v,
+        };
         *verdicts.entry(verdict).or_insert(0u64) += 1;
-        if verdict != XDP_DROP && verdict != TC_ACT_SHOT {
+        if (tc && verdict != TC_ACT_SHOT) || (!tc && verdict != XDP_DROP) {
             sent_on += 1;
         }
         let check = if tc { check_tc(&pkt, verdict, &out) } else { check_xdp(&pkt, verdict, &out) };
@@ -504,6 +514,11 @@ fn total_if(n: u64, rig: &mut Rig, p: Prog) -> Option<u64> {
 #[test]
 fn fuzz_xdp_underlay() {
     fuzz(PROG_XDP_UNDERLAY, Prog::XdpUnderlay, 1);
+}
+
+#[test]
+fn fuzz_tc_underlay() {
+    fuzz(PROG_TC_UNDERLAY, Prog::XdpUnderlay, 3);
 }
 
 #[test]

@@ -123,7 +123,7 @@ fn crafted_vxlan_and_forged_sources_reach_no_container() {
         .as_u64()
         .unwrap() as u32;
     let rx = listen(&format!("{p}-a2"));
-    let drops = |reason: &str| counter(&status(&dep, p, "n2"), "xdp_underlay_ingress", reason);
+    let drops = |reason: &str| counter(&status(&dep, p, "n2"), UNDERLAY, reason);
 
     // Control: a1 (behind n1) to a2, sent by n1 itself: delivered.
     inject(&n1, N2, 5001, A1, A2, "control");
