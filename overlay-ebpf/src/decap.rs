@@ -23,6 +23,13 @@ use crate::{
 /// The VXLAN packet whose outer IPv4 header `ip` (`ihl` bytes long) is
 /// followed by UDP at `l4`; `decrypted` when WireGuard authenticated it
 /// (the only way in for an encrypted network's).
+///
+/// The sender must be a cluster host, but that takes no lookup of its own
+/// on the way in: an inner source that is an endpoint behind the sender, a
+/// mesh reply's flow entry naming it, or a mesh client's flow remembered
+/// from it proves it. Only a packet refused anyway, or a mesh client's
+/// first packet, asks the VTEP set, and a refusal from anyone else is
+/// counted as `drop_unknown_vtep` before any other reason.
 #[inline(always)]
 pub fn receive<P: Frame>(
     ctx: &P,
@@ -37,10 +44,28 @@ pub fn receive<P: Frame>(
         return Err(Reason::DropMalformed);
     }
     let outer_src = ipv4::src(ip);
-    let vx = ctx.bytes::<{ vxlan::HEADER_LEN }>(l4 + vxlan::UDP_LEN).ok_or(Reason::DropMalformed)?;
-    if !is_vtep(outer_src) {
-        return Err(Reason::DropUnknownVtep);
+    if ctx.bytes::<{ vxlan::HEADER_LEN }>(l4 + vxlan::UDP_LEN).is_none() {
+        return Err(Reason::DropMalformed);
     }
+    receive_from(ctx, cfg, outer_src, ihl, l4, decrypted).map_err(|r| {
+        if is_vtep(outer_src) {
+            r
+        } else {
+            Reason::DropUnknownVtep
+        }
+    })
+}
+
+#[inline(always)]
+fn receive_from<P: Frame>(
+    ctx: &P,
+    cfg: &HostConfig,
+    outer_src: [u8; 4],
+    ihl: usize,
+    l4: usize,
+    decrypted: bool,
+) -> Outcome<P::Verdict> {
+    let vx = ctx.bytes::<{ vxlan::HEADER_LEN }>(l4 + vxlan::UDP_LEN).ok_or(Reason::DropMalformed)?;
     if !vxlan::has_vni(vx) {
         return Err(Reason::DropBadVxlan);
     }
@@ -79,7 +104,9 @@ pub fn receive<P: Frame>(
             return Err(Reason::DropSpoofed);
         }
         let key = mesh::flow_key(ctx, l3).ok_or(Reason::DropUnsupported)?;
-        mesh::remember_ingress(cfg, &key, outer_src, vni);
+        if !mesh::remember_ingress(cfg, &key, outer_src, vni) {
+            return Err(Reason::DropUnknownVtep);
+        }
     } else {
         // The inner source must be an endpoint of this VNI behind the sending host.
         let from_backend = match endpoint(vni, src) {

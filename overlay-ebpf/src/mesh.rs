@@ -23,7 +23,7 @@ use crate::{
     fib::{next_hop, vtep_hop, Hop},
     forward::to_underlay,
     lb::{count_backend, flow_hash, now_ns, pick},
-    maps::{endpoint, network, service, wg_config},
+    maps::{endpoint, is_vtep, network, service, wg_config},
     packet::{Frame, Outcome, Packet},
 };
 
@@ -150,18 +150,24 @@ pub fn reply<P: Frame>(ctx: &P, cfg: &HostConfig, inner: usize, vtep: [u8; 4]) -
 }
 
 /// A client's packet tunnelled here by the ingress host `vtep`: remember to
-/// send the backend's replies back through it.
+/// send the backend's replies back through it. False when `vtep` is no
+/// cluster host: a flow already remembered from it proves it is, a new one
+/// asks the VTEP set.
 #[inline(always)]
-pub fn remember_ingress(cfg: &HostConfig, key: &CtKey, vtep: [u8; 4], vni: u32) {
+pub fn remember_ingress(cfg: &HostConfig, key: &CtKey, vtep: [u8; 4], vni: u32) -> bool {
     let rkey = key.reversed();
     let now = now_ns();
     if let Some(c) = conntrack::get(&rkey, cfg, now) {
         if c.action() == Some(CtAction::Tunnel) && c.vtep == vtep && c.vni == vni {
-            return;
+            return true;
         }
+    }
+    if !is_vtep(vtep) {
+        return false;
     }
     let v = CtValue { action: CtAction::Tunnel as u8, vtep, vni, last_seen_ns: now, ..Default::default() };
     conntrack::put(&rkey, &v);
+    true
 }
 
 /// A backend's reply to a routing-mesh client, in TC on the backend's veth

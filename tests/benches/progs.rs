@@ -9,7 +9,7 @@
 //! Prints one JSON object per measurement:
 //! `{"name": ..., "unit": "ns", "samples": [...]}` (the kernel's mean per
 //! packet in each round). Arguments: `--packets N` per round (default
-//! 1,000,000), `--rounds N` (default 3).
+//! 1,000,000), `--rounds N` (default 3), `--headline` (the first rows only).
 
 #[path = "../tests/rig/mod.rs"]
 mod rig;
@@ -172,7 +172,10 @@ fn main() {
         emit(&format!("{}.baseline", p.name), &base);
     }
 
-    // How the per-packet cost grows with the maps' size.
+    // How the per-packet cost grows with the maps' size (`--headline`: not).
+    if std::env::args().any(|a| a == "--headline") {
+        return;
+    }
     for (what, sizes) in [("endpoints", [10u32, 1_000, 10_000]), ("services", [1, 100, 1_000])] {
         for n in sizes {
             let mut rig = Rig::with_published(8080, PROTO_TCP, R);
