@@ -25,6 +25,21 @@ fn printed_fix(stderr: &str) -> Option<String> {
     Some(stderr[at..at + len].to_string())
 }
 
+/// Hosts n1 and n2, network front, w2 on n2 (and `with_w1`, w1 on n1), and
+/// service web published on 8080 with backend w2.
+fn lab_state(p: &str, with_w1: bool) -> String {
+    let mut y = String::from("version: 1\nhosts:\n");
+    y += &format!("  - {{name: {p}n1, address: {N1}}}\n  - {{name: {p}n2, address: {N2}}}\n");
+    y += "networks:\n  - {name: front, attachable: true, subnets: [{subnet: 10.10.0.0/24}]}\nendpoints:\n";
+    if with_w1 {
+        y += &format!("  - {{name: w1, host: {p}n1, network: front, netns: {p}-w1, ip: 10.10.0.21}}\n");
+    }
+    y += &format!("  - {{name: w2, host: {p}n2, network: front, netns: {p}-w2, ip: 10.10.0.22}}\n");
+    y += "services:\n  - {name: web, network: front, ports: [{protocol: tcp, target: 8080, published: 8080}], \
+          backends: [w2]}\n";
+    y
+}
+
 /// Whether TX checksum offload is on for `dev` in `ns` (`ethtool -k`).
 fn tx_checksum(ns: &Netns, dev: &str) -> bool {
     let out = String::from_utf8_lossy(&ns.run("ethtool", &["-k", dev]).stdout).into_owned();
@@ -48,13 +63,7 @@ fn a_veth_lab_at_its_defaults_works_in_the_default_data_path() {
     let ip = |a: &str| a.parse::<Ipv4Addr>().unwrap();
     let u = Underlay::new(p, &[("n1", ip(N1)), ("n2", ip(N2)), ("cl", ip(CLIENT))]);
     let cs = containers(p, &["w1", "w2"]);
-    let mut y = String::from("version: 1\nhosts:\n");
-    y += &format!("  - {{name: {p}n1, address: {N1}}}\n  - {{name: {p}n2, address: {N2}}}\n");
-    y += "networks:\n  - {name: front, attachable: true, subnets: [{subnet: 10.10.0.0/24}]}\nendpoints:\n";
-    y += &format!("  - {{name: w1, host: {p}n1, network: front, netns: {p}-w1, ip: 10.10.0.21}}\n");
-    y += &format!("  - {{name: w2, host: {p}n2, network: front, netns: {p}-w2, ip: 10.10.0.22}}\n");
-    y += "services:\n  - {name: web, network: front, ports: [{protocol: tcp, target: 8080, published: 8080}], \
-          backends: [w2]}\n";
+    let y = lab_state(p, true);
     let st = StateFile::new(p, &y);
     let web = Web::start(&cs[1], "w2", 8080);
     wait_listening(&cs[1], 8080).unwrap();
@@ -114,12 +123,7 @@ fn a_veth_lab_at_its_defaults_gets_the_fix_that_makes_the_mesh_work_in_xdp() {
     let ip = |a: &str| a.parse::<Ipv4Addr>().unwrap();
     let u = Underlay::new(p, &[("n1", ip(N1)), ("n2", ip(N2)), ("cl", ip(CLIENT))]);
     let cs = containers(p, &["w2"]);
-    let mut y = String::from("version: 1\nhosts:\n");
-    y += &format!("  - {{name: {p}n1, address: {N1}}}\n  - {{name: {p}n2, address: {N2}}}\n");
-    y += "networks:\n  - {name: front, attachable: true, subnets: [{subnet: 10.10.0.0/24}]}\nendpoints:\n";
-    y += &format!("  - {{name: w2, host: {p}n2, network: front, netns: {p}-w2, ip: 10.10.0.22}}\n");
-    y += "services:\n  - {name: web, network: front, ports: [{protocol: tcp, target: 8080, published: 8080}], \
-          backends: [w2]}\n";
+    let y = lab_state(p, false);
     let st = StateFile::new(p, &y);
     let web = Web::start(&cs[0], "w2", 8080);
     wait_listening(&cs[0], 8080).unwrap();
