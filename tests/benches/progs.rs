@@ -39,7 +39,7 @@ fn arg(name: &str, default: u32) -> u32 {
 /// kernel times only the program (plus its timer), not the system call.
 fn ns_per_packet(rig: &mut Rig, prog: &str, pkt: &[u8], packets: u32, verdict: Option<u32>) -> f64 {
     let mut out = vec![0u8; pkt.len() + 256];
-    let p = rig.ebpf().program_mut(prog).unwrap_or_else(|| panic!("{prog} missing from the object"));
+    let p = rig.program(prog);
     let xdp = prog.contains("xdp");
     let ctx = skb_ctx(1);
     let mut total = 0u128;
@@ -63,16 +63,6 @@ fn ns_per_packet(rig: &mut Rig, prog: &str, pkt: &[u8], packets: u32, verdict: O
         total += r.duration.as_nanos();
     }
     total as f64 / packets as f64
-}
-
-/// Loads the empty baseline programs (the loader loads only ours).
-fn load_baselines(rig: &mut Rig) {
-    let e = rig.ebpf();
-    let x: &mut Xdp = e.program_mut(PROG_BENCH_EMPTY_XDP).expect("bench_empty_xdp in the object").try_into().unwrap();
-    x.load().unwrap();
-    let t: &mut SchedClassifier =
-        e.program_mut(PROG_BENCH_EMPTY_TC).expect("bench_empty_tc in the object").try_into().unwrap();
-    t.load().unwrap();
 }
 
 /// `n` more remote endpoints on FRONT, beside the fixtures' own.
@@ -161,7 +151,6 @@ fn main() {
 
     // The headline rows: the fixtures' small cluster.
     let mut rig = Rig::with_published(8080, PROTO_TCP, R);
-    load_baselines(&mut rig);
     for p in paths() {
         let (mut ours, mut base) = (Vec::new(), Vec::new());
         for _ in 0..rounds {

@@ -124,6 +124,16 @@ pub fn load(
     Ok(loaded)
 }
 
+/// The object with its maps created (unpinned, the connection table of
+/// `ct_entries`) and no program verified: for packet tests, which verify
+/// only the programs they run.
+pub fn open_unverified(ct_entries: u32) -> Result<Ebpf, LoaderError> {
+    let object = object()?;
+    let mut loader = EbpfLoader::new();
+    loader.map_max_entries(MAP_CT, ct_entries);
+    loader.load(&object).map_err(LoaderError::Load)
+}
+
 /// The object's bytes: the file `$OVERLAY_BPF_OBJECT` names, or the embedded one.
 fn object() -> Result<std::borrow::Cow<'static, [u8]>, LoaderError> {
     let object = match std::env::var_os(OBJECT_ENV) {

@@ -225,7 +225,8 @@ pub fn inner_tos(inner: &[u8]) -> u8 {
 // ---------------------------------------------------------------------------
 
 pub struct Rig {
-    pub loaded: loader::Loaded,
+    /// The object, its maps created; a program is verified when first run.
+    pub ebpf: aya::Ebpf,
 }
 
 pub fn is_root() -> bool {
@@ -238,16 +239,36 @@ pub fn ep(mac: [u8; 6], ifindex: u32, vtep: [u8; 4]) -> EndpointValue {
 }
 
 impl Rig {
-    /// The object the rig loaded (without pins: always from the object).
+    /// The object the rig opened (without pins: always from the object).
     pub fn ebpf(&mut self) -> &mut aya::Ebpf {
-        self.loaded.ebpf_mut().expect("loaded from the object")
+        &mut self.ebpf
+    }
+
+    /// Program `name`, verified by the kernel on first use (a test verifies
+    /// only the programs it runs: under emulation each takes seconds).
+    pub fn program(&mut self, name: &str) -> &mut aya::programs::Program {
+        let p = self.ebpf.program_mut(name).unwrap_or_else(|| panic!("{name} missing from the object"));
+        let loaded = match &*p {
+            aya::programs::Program::Xdp(x) => x.fd().is_ok(),
+            aya::programs::Program::SchedClassifier(t) => t.fd().is_ok(),
+            _ => panic!("{name}: neither XDP nor TC"),
+        };
+        if !loaded {
+            match &mut *p {
+                aya::programs::Program::Xdp(x) => x.load(),
+                aya::programs::Program::SchedClassifier(t) => t.load(),
+                _ => unreachable!(),
+            }
+            .unwrap_or_else(|e| panic!("{name}: the verifier refused it: {e:?}"));
+        }
+        p
     }
 
     pub fn new() -> Rig {
         assert!(is_root(), "the kernel tests need root (run `sudo -E cargo xtask test`)");
-        let mut loaded = loader::load(None, CT_DEFAULT_SIZE, &Default::default())
+        let mut ebpf = loader::open_unverified(CT_DEFAULT_SIZE)
             .expect("load the embedded eBPF object (built by `cargo xtask build`)");
-        let e = loaded.ebpf_mut().expect("loaded from the object");
+        let e = &mut ebpf;
         let mut cfg: Array<_, HostConfig> = Array::try_from(e.map_mut(MAP_CONFIG).unwrap()).unwrap();
         cfg.set(
             0,
@@ -293,7 +314,7 @@ impl Rig {
         ifaces
             .insert(ME_IF, IfaceValue { vni: FRONT, ip: ME, mac: ME_MAC, host_mac: HOST_VETH_MAC, flags: 0 }, 0)
             .unwrap();
-        Rig { loaded }
+        Rig { ebpf }
     }
 
     pub fn map<K: aya::Pod, V: aya::Pod>(&mut self, name: &str) -> HashMap<&mut MapData, K, V> {
@@ -313,7 +334,7 @@ impl Rig {
 
     pub fn try_run(&mut self, prog: &str, pkt: &[u8]) -> Result<(u32, Vec<u8>), aya::programs::ProgramError> {
         let mut out = vec![0u8; pkt.len() + 256];
-        let p = self.ebpf().program_mut(prog).unwrap();
+        let p = self.program(prog);
         let ctx = skb_ctx(1);
         let mut opts = TestRunOptions { data_in: Some(pkt), data_out: Some(&mut out), ..Default::default() };
         if prog == PROG_TC_UNDERLAY {
