@@ -4,8 +4,13 @@
 
 use std::os::fd::AsRawFd;
 
-use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::{
+    links::{FdLink, PinnedLink},
+    SchedClassifier, Xdp,
+};
 use aya_log::EbpfLogger;
+use aya_obj::programs::XdpAttachType;
+use overlay_common::PROG_XDP_UNDERLAY;
 
 use crate::host::pins::Pins;
 
@@ -35,14 +40,25 @@ impl log::Log for Tracing {
 }
 
 /// The reader of host `pins`' log records: the ring buffer of the program
-/// behind its first live pinned link (all of the host's programs share it).
+/// behind its first live pinned link, or else of a program `up` pinned (all
+/// of the host's programs share it). Before TCX (6.6) a host in the TC data
+/// path may have no pinned link at all: its TC programs are clsact filters.
 pub fn reader(pins: &Pins) -> Result<EbpfLogger<Tracing>, BpfLogError> {
-    let prog_id = pins
+    let linked = pins
         .links()
         .into_iter()
         .filter_map(|l| PinnedLink::from_pin(&l.path).ok())
-        .find_map(|l| FdLink::from(l).info().ok().map(|i| i.program_id()))
-        .ok_or_else(|| BpfLogError::NothingAttached(pins.dir.display().to_string()))?;
+        .find_map(|l| FdLink::from(l).info().ok().map(|i| i.program_id()));
+    let pinned = || {
+        pins.progs().into_iter().find_map(|(name, path)| {
+            let info = match name.as_str() {
+                PROG_XDP_UNDERLAY => Xdp::from_pin(&path, XdpAttachType::Interface).ok()?.info(),
+                _ => SchedClassifier::from_pin(&path).ok()?.info(),
+            };
+            info.ok().map(|i| i.id())
+        })
+    };
+    let prog_id = linked.or_else(pinned).ok_or_else(|| BpfLogError::NothingAttached(pins.dir.display().to_string()))?;
     Ok(EbpfLogger::init_from_id_with_logger(prog_id, Tracing)?)
 }
 
