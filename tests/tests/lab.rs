@@ -49,13 +49,6 @@ fn tx_checksum(ns: &Netns, dev: &str) -> bool {
     }
 }
 
-/// (packets, bytes) of a counter in `status -o json`.
-fn counted(st: &serde_json::Value, prog: &str, reason: &str) -> (u64, u64) {
-    let c = st["counters"].as_array().unwrap().iter().find(|c| c["program"] == prog && c["reason"] == reason);
-    let c = c.unwrap_or_else(|| panic!("no counter {prog}/{reason}"));
-    (c["packets"].as_u64().unwrap(), c["bytes"].as_u64().unwrap())
-}
-
 #[test]
 fn a_veth_lab_at_its_defaults_works_in_the_default_data_path() {
     require_root();

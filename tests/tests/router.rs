@@ -90,15 +90,7 @@ fn a_gateway_container_forwards_gso_packets_the_overlay_delivers() {
     let got = send_32m(&cs[2], ("172.30.0.2", 5201), &cs[0], ("10.10.0.22", 5201));
     assert_eq!(got, Ok(SENT), "through the gateway to the LAN");
     let after = status(&dep, p, "n2");
-    let decap = |s: &serde_json::Value| {
-        let c = s["counters"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["program"] == UNDERLAY && c["reason"] == "decapsulated");
-        let c = c.expect("a decapsulated counter");
-        (c["packets"].as_u64().unwrap(), c["bytes"].as_u64().unwrap())
-    };
+    let decap = |s: &serde_json::Value| counted(s, UNDERLAY, "decapsulated");
     let (packets, bytes) = (decap(&after).0 - decap(&before).0, decap(&after).1 - decap(&before).1);
     eprintln!("n2 decapsulated {packets} packets, {bytes} bytes for the gateway");
     assert!(packets > 0 && bytes / packets > 1500, "the gateway was not handed GSO packets: {packets}, {bytes}");

@@ -213,14 +213,14 @@ pub fn service_flows(st: &Value, service: &str) -> u64 {
 }
 
 pub fn counter(st: &Value, prog: &str, reason: &str) -> u64 {
-    st["counters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["program"] == prog && c["reason"] == reason)
-        .unwrap_or_else(|| panic!("no counter {prog}/{reason}"))["packets"]
-        .as_u64()
-        .unwrap()
+    counted(st, prog, reason).0
+}
+
+/// (packets, bytes) of a counter in `status -o json`.
+pub fn counted(st: &Value, prog: &str, reason: &str) -> (u64, u64) {
+    let c = st["counters"].as_array().unwrap().iter().find(|c| c["program"] == prog && c["reason"] == reason);
+    let c = c.unwrap_or_else(|| panic!("no counter {prog}/{reason}"));
+    (c["packets"].as_u64().unwrap(), c["bytes"].as_u64().unwrap())
 }
 
 pub fn map_entries(st: &Value, map: &str) -> u64 {
