@@ -472,3 +472,18 @@ impl Pinger {
         self.thread.join().unwrap()
     }
 }
+
+/// Checks a [`Pinger`]'s count across moves of a veth underlay off XDP.
+///
+/// Removing XDP from a veth deletes its NAPI context and frees the frames
+/// still queued in its XDP ring (`veth_napi_del`): the kernel's loss, not
+/// the data path's. At 100 pings a second at most one ping is in that ring
+/// when it goes, so each removal may cost one ping and nothing else may.
+pub fn assert_lost_only_to_xdp_removals(sent: u64, got: u64, removals: u64, what: &str) {
+    assert!(got <= sent, "{what}: {got} replies to {sent} pings");
+    assert!(
+        sent - got <= removals,
+        "{what}: {} of {sent} pings lost, more than the {removals} the veth's XDP ring may hold as XDP leaves it",
+        sent - got
+    );
+}
