@@ -46,7 +46,7 @@ macro_rules! for_each_map {
             MAP_BACKEND_STATS = OB_BACKEND_STATS_V1: PerCpuHashMap<BackendKey, BackendStats>[MAX_BACKENDS];
             /// LRU connection table of translated flows, keyed by the packet as
             /// seen (sized by `up --ct-size` when created).
-            MAP_CT = OB_CT_V1: LruHashMap<CtKey, CtValue>[CT_DEFAULT_SIZE];
+            MAP_CT = OB_CT_V2: LruHashMap<CtKey, CtValue>[CT_DEFAULT_SIZE];
             /// Per-CPU packet/byte counters indexed by `counter_index`.
             MAP_STATS = OB_STATS_V3: PerCpuArray<Counter>[STATS_ENTRIES];
             /// LRU cache, written by XDP: cluster host's underlay address -> the
@@ -373,8 +373,22 @@ impl CtValue {
 
     /// Sets what the entry rewrites its packets to.
     #[inline(always)]
-    pub fn with_tuple(self, t: &Tuple) -> CtValue {
-        CtValue { new_src: t.src, new_dst: t.dst, new_sport: t.sport, new_dport: t.dport, ..self }
+    pub fn with_tuple(mut self, t: &Tuple) -> CtValue {
+        self.set_tuple(t);
+        self
+    }
+
+    /// Sets what the entry rewrites its packets to, in place.
+    #[inline(always)]
+    pub fn set_tuple(&mut self, t: &Tuple) {
+        (self.new_src, self.new_dst, self.new_sport, self.new_dport) = (t.src, t.dst, t.sport, t.dport);
+    }
+
+    /// Whether the carried fields may be used at `now`: set, and read from
+    /// their maps less than `NEXT_HOP_TTL_NS` ago.
+    #[inline(always)]
+    pub fn carried_at(&self, now: u64) -> bool {
+        self.flags & CT_F_CARRIED != 0 && now.wrapping_sub(self.carried_ns) < NEXT_HOP_TTL_NS
     }
 }
 
@@ -388,12 +402,20 @@ pub struct NextHop {
     pub checked_ns: u64,
 }
 
+/// A connection-table entry. A forward entry at the routing mesh's ingress
+/// host also carries what sending its packets needs ([`CT_F_CARRIED`]): the
+/// backend's and the gateway's MACs, the local backend's veth or the next
+/// hop towards its host. The mesh re-reads those from their maps (and the
+/// FIB) once they are `NEXT_HOP_TTL_NS` old, so a changed neighbour or
+/// endpoint reaches a long flow within that time.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CtValue {
     /// `CT_*`.
     pub action: u8,
-    pub _pad: [u8; 3],
+    /// `CT_F_*`.
+    pub flags: u8,
+    pub _pad: [u8; 2],
     pub new_src: [u8; 4],
     pub new_dst: [u8; 4],
     pub new_sport: u16,
@@ -404,7 +426,28 @@ pub struct CtValue {
     pub service_id: u32,
     pub _pad2: u32,
     pub last_seen_ns: u64,
+    /// Carried: the backend's MAC (the inner destination).
+    pub mac: [u8; 6],
+    /// Carried: the network's gateway MAC (the inner source).
+    pub gw_mac: [u8; 6],
+    /// Carried: the local backend's host-side veth ([`CT_F_LOCAL`]), else
+    /// the device towards the backend's host.
+    pub ifindex: u32,
+    /// Carried: the next hop's Ethernet addresses towards the backend's host.
+    pub hop_smac: [u8; 6],
+    pub hop_dmac: [u8; 6],
+    pub _pad3: u32,
+    /// When the carried fields were read from their maps.
+    pub carried_ns: u64,
 }
+
+/// [`CtValue::flags`]: the carried fields are set.
+pub const CT_F_CARRIED: u8 = 1;
+/// [`CtValue::flags`]: the backend is on this host.
+pub const CT_F_LOCAL: u8 = 2;
+/// [`CtValue::flags`]: the backend's network is encrypted (its packets go
+/// through WireGuard, `ifindex`).
+pub const CT_F_ENCRYPTED: u8 = 4;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -447,7 +490,7 @@ mod tests {
         assert_eq!(size_of::<BackendKey>(), 8);
         assert_eq!(size_of::<BackendStats>(), 24);
         assert_eq!(size_of::<CtKey>(), 16);
-        assert_eq!(size_of::<CtValue>(), 40);
+        assert_eq!(size_of::<CtValue>(), 80);
         assert_eq!(size_of::<NextHop>(), 24);
         assert_eq!(size_of::<crate::stats::Counter>(), 16);
     }
@@ -465,5 +508,15 @@ mod tests {
             assert_eq!(CtAction::from_u8(a as u8), Some(a));
         }
         assert_eq!(CtAction::from_u8(0), None);
+    }
+
+    #[test]
+    fn carried_fields_are_used_while_younger_than_the_next_hop_ttl() {
+        let t = 5_000_000_000;
+        let c = CtValue { flags: CT_F_CARRIED | CT_F_LOCAL, carried_ns: t, ..Default::default() };
+        assert!(c.carried_at(t));
+        assert!(c.carried_at(t + NEXT_HOP_TTL_NS - 1));
+        assert!(!c.carried_at(t + NEXT_HOP_TTL_NS), "re-read after the TTL");
+        assert!(!CtValue { flags: CT_F_LOCAL, ..c }.carried_at(t), "not carried: a converted or reply entry");
     }
 }

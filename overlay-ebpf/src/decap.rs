@@ -134,7 +134,7 @@ fn receive_from<P: Frame>(
 fn revnat<P: Frame>(ctx: &P, cfg: &HostConfig, l3: usize) -> Result<(), Reason> {
     let Some(key) = mesh::flow_key(ctx, l3) else { return Ok(()) };
     match conntrack::lookup(&key, cfg, now_ns()) {
-        Some((CtAction::RevNat, c)) => conntrack::translate_reply(ctx, l3, ipv4::HEADER_LEN, &key, &c),
+        Some((CtAction::RevNat, c)) => conntrack::translate_reply(ctx, l3, ipv4::HEADER_LEN, &key, c),
         _ => Ok(()),
     }
 }

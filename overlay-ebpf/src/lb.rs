@@ -30,7 +30,7 @@ fn maglev_pick(slot: u32, h: u32) -> Option<[u8; 4]> {
 /// the one the entry pins while it is still a healthy backend, else a Maglev
 /// pick by the flow's hash. `(backend, new flow)`; `None`: no backend.
 #[inline(always)]
-pub fn pick(svc: &ServiceValue, ct: Option<CtValue>, key: &CtKey) -> Option<([u8; 4], bool)> {
+pub fn pick(svc: &ServiceValue, ct: Option<&CtValue>, key: &CtKey) -> Option<([u8; 4], bool)> {
     match ct {
         Some(c) if c.action() == Some(CtAction::Dnat) && is_backend(svc.service_id, c.new_dst) => {
             Some((c.new_dst, false))

@@ -20,7 +20,7 @@ use overlay_wire::{eth, ipv4, nat, vxlan::Encap};
 use crate::{
     conntrack,
     encap::tc_tunnel,
-    fib::{next_hop, vtep_hop, Hop},
+    fib::{next_hop, vtep_hop},
     forward::to_underlay,
     lb::{count_backend, flow_hash, now_ns, pick},
     maps::{endpoint, is_vtep, network, service, wg_config},
@@ -57,54 +57,92 @@ fn balance<P: Frame>(ctx: &P, cfg: &HostConfig, key: &CtKey, svc: &ServiceValue)
     let ct = conntrack::get(key, cfg, now);
     // No backend: answered by the entry point (`reject`).
     let (backend, new) = pick(svc, ct, key).ok_or(Reason::RejectNoBackend)?;
-    let ep = *endpoint(svc.vni, backend).ok_or(Reason::DropNoBackend)?;
-    let local = ep.flags & ENDPOINT_F_LOCAL != 0;
     let ip = ctx.bytes::<{ ipv4::HEADER_LEN }>(eth::HEADER_LEN).ok_or(Reason::DropMalformed)?;
     let (tos, ip_len) = (ipv4::tos(ip), ipv4::total_len(ip));
+    // An established flow's entry carries where its packets go; a new flow,
+    // or one whose carried fields are due to be read again, reads them from
+    // the endpoint, network and next-hop maps (or the FIB).
+    let (mut d, carried) = match ct {
+        Some(c) if !new && c.carried_at(now) => (*c, true),
+        _ => (destination(ctx, cfg, svc, backend, now)?, false),
+    };
+    let local = d.flags & CT_F_LOCAL != 0;
     // Everything that can fail before the packet is touched.
-    let net = network(svc.vni);
-    let mut hop = Hop::default();
     if !local {
-        let encrypted = net.is_some_and(|n| n.flags & NETWORK_F_ENCRYPTED != 0);
-        let room = cfg.underlay_mtu as usize - if encrypted { WIREGUARD_OVERHEAD } else { 0 };
+        let room = cfg.underlay_mtu as usize - if d.flags & CT_F_ENCRYPTED != 0 { WIREGUARD_OVERHEAD } else { 0 };
         if segment_len(ctx, ip_len, key.proto) + VXLAN_ENCAP_LEN > room {
             return Err(Reason::DropTooBig);
         }
-        hop = match encrypted {
-            false => vtep_hop(ctx, cfg.underlay_ip, ep.vtep, now)?,
-            // To WireGuard, through the veth (`tc_wireguard`): no link layer
-            // on the way, so no addresses to resolve.
-            true => Hop { ifindex: wg_config().ok_or(Reason::DropNoWireguard)?.xdp_ifindex, ..Hop::default() },
-        };
     }
     let to = Tuple { dst: backend, dport: svc.target_port, ..key.tuple() };
-    let meta =
-        CtValue { vtep: ep.vtep, vni: svc.vni, service_id: svc.service_id, last_seen_ns: now, ..Default::default() };
-    conntrack::track(new, key, &to, CtAction::SnatOut, meta, cfg);
+    (d.vni, d.service_id, d.last_seen_ns) = (svc.vni, svc.service_id, now);
+    if !new && !carried {
+        // Read again: the forward entry carries the fresh fields from now.
+        d.action = CtAction::Dnat as u8;
+        d.set_tuple(&to);
+        conntrack::put(key, &d);
+    }
+    // (Leaves `d` as the reply entry; its carried fields stay.)
+    conntrack::track(new, key, &to, CtAction::SnatOut, &mut d, cfg);
     count_backend(svc.service_id, backend, ip_len as u64, new);
     ctx.rewrite(eth::HEADER_LEN, ipv4::HEADER_LEN, key.proto, &key.tuple(), &to)?;
-    let gw_mac = net.map(|n| n.gateway_mac).unwrap_or_default();
     if local {
         let e = ctx.bytes::<{ eth::HEADER_LEN }>(0).ok_or(Reason::DropMalformed)?;
-        eth::set_dst(e, ep.mac);
-        eth::set_src(e, gw_mac);
-        return ctx.deliver(ep.ifindex, Reason::MeshLocal);
+        eth::set_dst(e, d.mac);
+        eth::set_src(e, d.gw_mac);
+        return ctx.deliver(d.ifindex, Reason::MeshLocal);
     }
     let e = Encap {
-        outer_dst_mac: hop.dmac,
-        outer_src_mac: hop.smac,
+        outer_dst_mac: d.hop_dmac,
+        outer_src_mac: d.hop_smac,
         src: cfg.underlay_ip,
-        vtep: ep.vtep,
+        vtep: d.vtep,
         tos,
         hash: flow_hash(key),
         port: cfg.vxlan_port,
         inner_len: ip_len,
         vni: svc.vni,
         marker: VXLAN_MESH_FWD,
-        inner_dst_mac: ep.mac,
-        inner_src_mac: gw_mac,
+        inner_dst_mac: d.mac,
+        inner_src_mac: d.gw_mac,
     };
-    ctx.push(&e)?.send(hop.ifindex, Reason::MeshTunneled)
+    ctx.push(&e)?.send(d.ifindex, Reason::MeshTunneled)
+}
+
+/// Where a mesh flow's packets to `backend` go, read from the endpoint,
+/// network and next-hop maps: the fields a forward entry carries
+/// ([`CT_F_CARRIED`]), as of `now`.
+#[inline(always)]
+fn destination<P: Frame>(
+    ctx: &P,
+    cfg: &HostConfig,
+    svc: &ServiceValue,
+    backend: [u8; 4],
+    now: u64,
+) -> Result<CtValue, Reason> {
+    let ep = *endpoint(svc.vni, backend).ok_or(Reason::DropNoBackend)?;
+    let net = network(svc.vni);
+    let mut d = CtValue {
+        flags: CT_F_CARRIED,
+        vtep: ep.vtep,
+        mac: ep.mac,
+        gw_mac: net.map(|n| n.gateway_mac).unwrap_or_default(),
+        ifindex: ep.ifindex,
+        carried_ns: now,
+        ..Default::default()
+    };
+    if ep.flags & ENDPOINT_F_LOCAL != 0 {
+        d.flags |= CT_F_LOCAL;
+    } else if net.is_some_and(|n| n.flags & NETWORK_F_ENCRYPTED != 0) {
+        // To WireGuard, through the veth (`tc_wireguard`): no link layer on
+        // the way, so no addresses to resolve.
+        d.flags |= CT_F_ENCRYPTED;
+        d.ifindex = wg_config().ok_or(Reason::DropNoWireguard)?.xdp_ifindex;
+    } else {
+        let hop = vtep_hop(ctx, cfg.underlay_ip, ep.vtep, now)?;
+        (d.ifindex, d.hop_smac, d.hop_dmac) = (hop.ifindex, hop.smac, hop.dmac);
+    }
+    Ok(d)
 }
 
 /// The length of the IPv4 packets at the frame's start as they will leave:
@@ -141,7 +179,7 @@ pub fn reply<P: Frame>(ctx: &P, cfg: &HostConfig, inner: usize, vtep: [u8; 4]) -
         _ => return Err(Reason::DropNoFlow),
     };
     let hop = next_hop(ctx, c.new_src, c.new_dst)?;
-    conntrack::translate_reply(ctx, l3, ipv4::HEADER_LEN, &key, &c)?;
+    conntrack::translate_reply(ctx, l3, ipv4::HEADER_LEN, &key, c)?;
     let ctx = ctx.strip(inner)?;
     let e = ctx.bytes::<{ eth::HEADER_LEN }>(0).ok_or(Reason::DropMalformed)?;
     eth::set_dst(e, hop.dmac);

@@ -39,11 +39,11 @@ pub fn translate(ctx: &TcContext, me: &IfaceValue, ifindex: u32, ihl: usize, pro
             Some(CtAction::RevNat) => {
                 // A VIP reply from a local backend to its client.
                 return Some(
-                    conntrack::translate_reply(ctx, L3, ihl, &key, &c).and_then(|()| route_to(ctx, me, c.new_dst)),
+                    conntrack::translate_reply(ctx, L3, ihl, &key, c).and_then(|()| route_to(ctx, me, c.new_dst)),
                 );
             }
             Some(action @ (CtAction::SnatOut | CtAction::Tunnel)) => {
-                return Some(mesh::backend_reply(ctx, cfg, me, ihl, &key, action, &c));
+                return Some(mesh::backend_reply(ctx, cfg, me, ihl, &key, action, c));
             }
             Some(CtAction::Dnat) | None => {}
         }
@@ -67,7 +67,7 @@ fn balance(
     cfg: &HostConfig,
     key: &CtKey,
     svc: &ServiceValue,
-    ct: Option<CtValue>,
+    ct: Option<&CtValue>,
     now: u64,
 ) -> Outcome<i32> {
     if svc.vni != me.vni {
@@ -83,8 +83,8 @@ fn balance(
     // as the source, or it would drop a packet "from itself".
     let src = if backend == key.src { key.dst } else { key.src };
     let to = Tuple { src, dst: backend, sport: key.sport, dport: svc.target_port };
-    let meta = CtValue { vni: svc.vni, service_id: svc.service_id, last_seen_ns: now, ..Default::default() };
-    conntrack::track(new, key, &to, CtAction::RevNat, meta, cfg);
+    let mut entry = CtValue { vni: svc.vni, service_id: svc.service_id, last_seen_ns: now, ..Default::default() };
+    conntrack::track(new, key, &to, CtAction::RevNat, &mut entry, cfg);
     count_backend(svc.service_id, backend, Packet::len(ctx) as u64, new);
     ctx.rewrite(eth::HEADER_LEN, ihl, key.proto, &key.tuple(), &to)?;
     route_to(ctx, me, backend)

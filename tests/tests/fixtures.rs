@@ -850,6 +850,73 @@ fn mesh_caches_the_next_hop_for_a_second(u: Hook) {
     assert_eq!(out[0..6], PEER_MAC, "stale entry refreshed from the FIB");
 }
 
+/// A mesh flow's forward entry carries where its packets go (the backend's
+/// and gateway's MACs, the next hop), so its later packets skip the
+/// endpoint, network and next-hop lookups; the carried fields are read again
+/// once a second old, and an entry converted from the previous layout gets
+/// them on its next packet.
+fn mesh_flows_carry_their_destination_and_read_it_again_after_a_second(u: Hook) {
+    private_underlay();
+    let mut rig = Rig::with_published(8080, PROTO_TCP, R);
+    let pkt = || from_client(&tcp_with_csum(OUTSIDE, HOST, 50001, 8080), 6);
+    // The inner frame's destination MAC in the tunnelled packet.
+    let inner_dst = |out: &[u8]| -> [u8; 6] { out[50..56].try_into().unwrap() };
+    let t0 = monotonic_ns();
+    let (verdict, out) = rig.run(u.prog(), &pkt());
+    assert_eq!((verdict, inner_dst(&out)), (u.redirect(), R_MAC));
+    let k = ctk(OUTSIDE, HOST, 50001, 8080);
+    let fwd = rig.ct(k).expect("the flow's entry");
+    assert_eq!(fwd.flags, CT_F_CARRIED, "carried, a remote backend over a clear network");
+    assert_eq!((fwd.mac, fwd.gw_mac, fwd.hop_smac, fwd.hop_dmac), (R_MAC, GW_MAC, UL_MAC, PEER_MAC));
+    let hop: HashMap<_, [u8; 4], NextHop> = rig.map(MAP_NEXT_HOPS);
+    assert_eq!(fwd.ifindex, hop.get(&PEER, 0).unwrap().ifindex, "the next hop's device");
+    assert!(fwd.carried_ns >= t0 && fwd.carried_ns <= monotonic_ns());
+
+    // R's MAC changes in the maps: the flow goes on with what it carries
+    // (the endpoint map is not read), a new flow reads the maps.
+    let moved = [2, 0x42, 10, 0, 0, 0x77];
+    let mut eps: HashMap<_, EndpointKey, EndpointValue> = rig.map(MAP_ENDPOINTS);
+    eps.insert(EndpointKey { vni: FRONT, ip: R }, ep(moved, 0, PEER), 0).unwrap();
+    let (_, out) = rig.run(u.prog(), &pkt());
+    assert_eq!(inner_dst(&out), R_MAC, "carried");
+    let (_, out) = rig.run(u.prog(), &from_client(&tcp_with_csum(OUTSIDE, HOST, 50002, 8080), 6));
+    assert_eq!(inner_dst(&out), moved, "a new flow reads the endpoint map");
+
+    // A second later the flow reads the maps again and carries the new MAC.
+    rig.set_ct(k, CtValue { carried_ns: monotonic_ns() - NEXT_HOP_TTL_NS - 1, ..fwd });
+    let (_, out) = rig.run(u.prog(), &pkt());
+    assert_eq!(inner_dst(&out), moved, "read again after NEXT_HOP_TTL_NS");
+    let again = rig.ct(k).unwrap();
+    assert_eq!((again.mac, again.new_dst, again.action), (moved, R, CT_DNAT));
+    assert!(again.carried_ns >= fwd.carried_ns, "read again now");
+
+    // An entry converted from OB_CT_V1 carries nothing: its next packet
+    // reads the maps, keeps its backend, and carries from then on.
+    let converted = CtValue {
+        flags: 0,
+        mac: [0; 6],
+        gw_mac: [0; 6],
+        ifindex: 0,
+        hop_smac: [0; 6],
+        hop_dmac: [0; 6],
+        carried_ns: 0,
+        ..again
+    };
+    rig.set_ct(k, converted);
+    let (verdict, out) = rig.run(u.prog(), &pkt());
+    assert_eq!((verdict, inner_dst(&out), &out[0..6]), (u.redirect(), moved, &PEER_MAC[..]));
+    let now = rig.ct(k).unwrap();
+    assert_eq!((now.flags, now.mac, now.hop_dmac, now.new_dst), (CT_F_CARRIED, moved, PEER_MAC, R));
+    assert_eq!(rig.backend_flows(R), 2, "two flows picked: 50001 once, 50002");
+
+    // A local backend's entry carries its veth.
+    let mut rig = Rig::with_published(8080, PROTO_TCP, ME);
+    let (verdict, _) = rig.run(u.prog(), &pkt());
+    assert_eq!(verdict, u.redirect());
+    let fwd = rig.ct(k).unwrap();
+    assert_eq!((fwd.flags, fwd.mac, fwd.ifindex), (CT_F_CARRIED | CT_F_LOCAL, ME_MAC, ME_IF));
+}
+
 fn mesh_udp_keeps_a_zero_checksum_and_fixes_a_real_one(u: Hook) {
     private_underlay();
     let mut rig = Rig::with_published(5353, PROTO_UDP, ME);
@@ -1017,6 +1084,7 @@ in_both_hooks!(
     mesh_dnat_to_a_local_backend_and_tc_reply_from_the_published_address,
     mesh_tunnels_to_a_remote_backend_and_translates_the_reply_back,
     mesh_caches_the_next_hop_for_a_second,
+    mesh_flows_carry_their_destination_and_read_it_again_after_a_second,
     mesh_udp_keeps_a_zero_checksum_and_fixes_a_real_one,
     backend_host_remembers_the_ingress_host_and_tunnels_replies_back,
     icmp_errors_about_translated_flows_are_translated_too,

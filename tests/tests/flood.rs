@@ -111,7 +111,7 @@ fn status_of(dep: &Deployment, st: &StateFile, h: &str) -> serde_json::Value {
 }
 
 fn ct_map(st: &serde_json::Value) -> (u64, u64) {
-    let m = st["maps"].as_array().unwrap().iter().find(|m| m["name"] == "OB_CT_V1").expect("OB_CT_V1 in status");
+    let m = st["maps"].as_array().unwrap().iter().find(|m| m["name"] == "OB_CT_V2").expect("OB_CT_V2 in status");
     (m["entries"].as_u64().unwrap(), m["max_entries"].as_u64().unwrap())
 }
 
@@ -140,7 +140,7 @@ fn a_flood_of_new_flows_leaves_established_flows_working() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains("OB_CT_V1") && err.contains("already has 1024 entries") && err.contains("overlay-bpf down"),
+        err.contains("OB_CT_V2") && err.contains("already has 1024 entries") && err.contains("overlay-bpf down"),
         "{err}"
     );
     assert_ok(&dep.up(&st.0, &host1, &ns1));
@@ -293,7 +293,7 @@ fn flood_phase(
     let repicked = picks(&after) - picks(&before);
     eprintln!(
         "flood of {}-datagram flows: {mesh_sent} mesh + {vip_sent} VIP flows in {secs:.1} s; {new_flows} new \
-         flows on n1 ({:.0}x its table); OB_CT_V1 n1 {}/{}, n2 {}/{}; active connections: {rounds} rounds, {} \
+         flows on n1 ({:.0}x its table); OB_CT_V2 n1 {}/{}, n2 {}/{}; active connections: {rounds} rounds, {} \
          errors, {repicked} re-picked",
         f.per_flow,
         new_flows as f64 / CT as f64,

@@ -6,10 +6,11 @@
 //! steady ping and TCP connections open through a VIP and through the
 //! routing mesh. Nothing is lost (bar at most one ping per host that the
 //! kernel frees from the veth's XDP ring as XDP leaves it): every
-//! connection carries on with its
-//! connection-table entries, the endpoints' links and the connection table
-//! stay, and the maps whose layout this release changed are filled anew
-//! before the new programs run, then the old ones retired.
+//! connection carries on with its connection-table entries, the endpoints'
+//! links stay, the maps `up` fills whose layout this release changed are
+//! filled anew before the new programs run, the connection table's entries
+//! are converted into its new layout (`OB_CT_V1` -> `OB_CT_V2`), and then
+//! the old maps are retired.
 
 mod common;
 
@@ -57,18 +58,38 @@ fn pinned_maps(h: &str) -> Vec<String> {
     v
 }
 
-/// The id of host `h`'s pinned connection table.
-fn ct_map_id(h: &str) -> u64 {
-    let out = std::process::Command::new("bpftool")
-        .args(["-j", "map", "show", "pinned"])
-        .arg(pins(P, h).join("maps/OB_CT_V1"))
-        .output()
-        .unwrap();
-    json(&assert_ok(&out))["id"].as_u64().unwrap()
+/// What a connection-table entry says about its flow, in either layout.
+type Flow = (([u8; 4], [u8; 4], u16, u16, u8), (u8, [u8; 4], u16, [u8; 4], u32, u32));
+
+/// Host `h`'s connection table: the previous release's (`OB_CT_V1`) or
+/// this one's, entry by entry.
+fn ct_entries(h: &str) -> std::collections::BTreeSet<Flow> {
+    use aya::maps::{HashMap, Map, MapData};
+    use overlay_bpf::host::convert::CtValueV1;
+    use overlay_common::{CtKey, CtValue, MAP_CT};
+    let open = |name: &str| {
+        let path = pins(P, h).join("maps").join(name);
+        path.exists().then(|| Map::from_map_data(MapData::from_pin(path).unwrap()).unwrap())
+    };
+    let key = |k: CtKey| (k.src, k.dst, k.sport, k.dport, k.proto);
+    if let Some(m) = open("OB_CT_V1") {
+        let m: HashMap<MapData, CtKey, CtValueV1> = HashMap::try_from(m).unwrap();
+        return m
+            .iter()
+            .map(|e| e.unwrap())
+            .map(|(k, v)| (key(k), (v.action, v.new_dst, v.new_dport, v.vtep, v.vni, v.service_id)))
+            .collect();
+    }
+    let m: HashMap<MapData, CtKey, CtValue> = HashMap::try_from(open(MAP_CT).expect("a connection table")).unwrap();
+    m.iter()
+        .map(|e| e.unwrap())
+        .map(|(k, v)| (key(k), (v.action, v.new_dst, v.new_dport, v.vtep, v.vni, v.service_id)))
+        .collect()
 }
 
 /// The maps whose layout this release changed (4faeb4b's names, this one's).
-const CHANGED: [(&str, &str); 4] = [
+const CHANGED: [(&str, &str); 5] = [
+    ("OB_CT_V1", "OB_CT_V2"),
     ("OB_CONFIG_V2", "OB_CONFIG_V3"),
     ("OB_VTEPS_V1", "OB_VTEPS_V2"),
     ("OB_SERVICES_V2", "OB_SERVICES_V3"),
@@ -100,7 +121,6 @@ fn the_previous_release_upgrades_in_place_under_traffic() {
         }
     }
     let before: Vec<_> = hosts.iter().map(|h| programs(&dep, h)).collect();
-    let ct_before: Vec<u64> = hosts.iter().map(|h| ct_map_id(h)).collect();
 
     // Connections through the VIP (from a1 on n1) and through the mesh (from
     // a client on the underlay, to n1, whose backend is on n2, and to n2).
@@ -125,6 +145,9 @@ fn the_previous_release_upgrades_in_place_under_traffic() {
         hosts.iter().map(|h| service_flows(&status_named(dep, P, h, &st.0), "echo")).collect()
     };
     let flows_before = flows(&dep);
+    // The entries the connections made, on both hosts.
+    let ct_before: Vec<_> = hosts.iter().map(|h| ct_entries(h)).collect();
+    assert!(ct_before.iter().all(|c| !c.is_empty()), "{ct_before:?}");
     dep.bin = bin();
     // This release's `status` on a host not upgraded yet says so.
     let o = dep.cmd(&format!("{P}n1"), &format!("{P}-n1")).arg("status").output().unwrap();
@@ -184,7 +207,14 @@ fn the_previous_release_upgrades_in_place_under_traffic() {
         for (old, new) in CHANGED {
             assert!(!maps.contains(&old.to_string()) && maps.contains(&new.to_string()), "{h}: {maps:?}");
         }
-        assert_eq!(ct_map_id(h), ct_before[i], "{h}: the connection table is the same map");
+        // The connection table's new layout holds every entry of the old
+        // one, converted: the flows' backends, hosts and services.
+        let now = ct_entries(h);
+        assert!(
+            ct_before[i].is_subset(&now),
+            "{h}: entries lost in the conversion: {:?}",
+            ct_before[i].difference(&now)
+        );
     }
     sleep(Duration::from_secs(1));
     let (sent, got) = pinger.stop();
@@ -212,56 +242,11 @@ fn the_previous_release_upgrades_in_place_under_traffic() {
     assert_eq!(now, hosts.iter().map(|h| programs(&dep, h)).collect::<Vec<_>>());
 }
 
-/// A connection-table value of a made-up older layout: today's without its
-/// last-seen time.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct CtValueV0 {
-    action: u8,
-    _pad: [u8; 3],
-    new_src: [u8; 4],
-    new_dst: [u8; 4],
-    new_sport: u16,
-    new_dport: u16,
-    vtep: [u8; 4],
-    vni: u32,
-    service_id: u32,
-    _pad2: u32,
-}
-
-// SAFETY: repr(C), integers and byte arrays with explicit padding.
-unsafe impl aya::Pod for CtValueV0 {}
-
-/// The conversion a release changing the table to today's layout would
-/// write: every field kept, the flow seen now (0: never idle yet); an entry
-/// of no known action is left behind.
-fn ct_v0_to_v1(
-    pins: &overlay_bpf::host::pins::Pins,
-    from: &'static str,
-    to: &'static str,
-) -> Result<usize, overlay_bpf::host::kmaps::MapsError> {
-    use overlay_common::{CtKey, CtValue};
-    overlay_bpf::host::convert::carry(pins, from, to, |k: CtKey, v: CtValueV0| {
-        let value = CtValue {
-            action: v.action,
-            new_src: v.new_src,
-            new_dst: v.new_dst,
-            new_sport: v.new_sport,
-            new_dport: v.new_dport,
-            vtep: v.vtep,
-            vni: v.vni,
-            service_id: v.service_id,
-            ..Default::default()
-        };
-        value.action().map(|_| (k, value))
-    })
-}
-
 #[test]
 fn a_connection_table_of_another_layout_is_carried_entry_by_entry() {
     use aya::maps::{HashMap, Map, MapData};
-    use overlay_bpf::host::{convert, pins::Pins};
-    use overlay_common::{CtKey, CtValue, CT_DNAT, CT_REVNAT, MAP_CT};
+    use overlay_bpf::host::{convert, convert::CtValueV1, pins::Pins};
+    use overlay_common::{CtKey, CtValue, CT_DNAT, CT_F_CARRIED, CT_REVNAT, MAP_CT};
 
     require_root();
     let pins = Pins::new(std::path::Path::new("/sys/fs/bpf/overlay-bpf").join("obuc-carry"));
@@ -287,10 +272,10 @@ fn a_connection_table_of_another_layout_is_carried_entry_by_entry() {
             name,
         ]))
     };
-    create("OB_CT_V0", std::mem::size_of::<CtValueV0>());
+    create("OB_CT_V1", std::mem::size_of::<CtValueV1>());
     create(MAP_CT, std::mem::size_of::<CtValue>());
     let open = |name: &str| Map::from_map_data(MapData::from_pin(pins.map(name)).unwrap()).unwrap();
-    let mut old: HashMap<MapData, CtKey, CtValueV0> = HashMap::try_from(open("OB_CT_V0")).unwrap();
+    let mut old: HashMap<MapData, CtKey, CtValueV1> = HashMap::try_from(open("OB_CT_V1")).unwrap();
     let mut new: HashMap<MapData, CtKey, CtValue> = HashMap::try_from(open(MAP_CT)).unwrap();
     let key = |port: u16| CtKey {
         src: [10, 10, 0, 11],
@@ -300,45 +285,54 @@ fn a_connection_table_of_another_layout_is_carried_entry_by_entry() {
         proto: 6,
         _pad: [0; 3],
     };
-    let v0 = |action: u8, backend: u8| CtValueV0 {
+    let v1 = |action: u8, backend: u8| CtValueV1 {
         action,
         new_dst: [10, 10, 0, backend],
         new_dport: 8080,
+        vtep: [192, 168, 200, 12],
         vni: 4097,
         service_id: 7,
+        last_seen_ns: 1_000 + backend as u64,
         ..Default::default()
     };
     // Three flows in the old table; a fourth entry of no known action; and
     // one of the three already in the new table, as a new program wrote it.
     for (port, action, backend) in [(40001, CT_DNAT, 21), (40002, CT_DNAT, 22), (40003, CT_REVNAT, 23), (40004, 0, 24)]
     {
-        old.insert(key(port), v0(action, backend), 0).unwrap();
+        old.insert(key(port), v1(action, backend), 0).unwrap();
     }
     let newer = CtValue { action: CT_DNAT, new_dst: [10, 10, 0, 29], last_seen_ns: 5, ..Default::default() };
     new.insert(key(40002), newer, 0).unwrap();
 
-    let table = [convert::Conversion { from: "OB_CT_V0", to: MAP_CT, carry: ct_v0_to_v1 }];
-    assert_eq!(convert::carry_other_versions(&pins, &table).unwrap(), [("OB_CT_V0", 2)]);
+    // This build's own conversion, as `up` runs it.
+    let table = convert::CONVERSIONS;
+    assert_eq!(convert::carry_other_versions(&pins, table).unwrap(), [("OB_CT_V1", 2)]);
     let mut held: Vec<(u16, u8, [u8; 4], u64)> =
         new.iter().map(|e| e.unwrap()).map(|(k, v)| (k.sport, v.action, v.new_dst, v.last_seen_ns)).collect();
     held.sort();
     assert_eq!(
         held,
         [
-            (40001, CT_DNAT, [10, 10, 0, 21], 0),
+            (40001, CT_DNAT, [10, 10, 0, 21], 1_021),
             (40002, CT_DNAT, [10, 10, 0, 29], 5),
-            (40003, CT_REVNAT, [10, 10, 0, 23], 0)
+            (40003, CT_REVNAT, [10, 10, 0, 23], 1_023)
         ],
         "carried, the newer entry kept, the unknown one left behind"
     );
     let carried = new.get(&key(40001), 0).unwrap();
-    assert_eq!((carried.new_dport, carried.vni, carried.service_id), (8080, 4097, 7));
+    assert_eq!(
+        (carried.new_dport, carried.vtep, carried.vni, carried.service_id),
+        (8080, [192, 168, 200, 12], 4097, 7)
+    );
+    // Nothing carried for the mesh yet: its next packet reads the maps.
+    assert_eq!(carried.flags & CT_F_CARRIED, 0);
+    assert_eq!((carried.mac, carried.ifindex, carried.carried_ns), ([0; 6], 0, 0));
 
     // A flow the old programs started after the first pass: the second
     // pass carries it alone.
-    old.insert(key(40005), v0(CT_DNAT, 25), 0).unwrap();
-    assert_eq!(convert::carry_other_versions(&pins, &table).unwrap(), [("OB_CT_V0", 1)]);
+    old.insert(key(40005), v1(CT_DNAT, 25), 0).unwrap();
+    assert_eq!(convert::carry_other_versions(&pins, table).unwrap(), [("OB_CT_V1", 1)]);
     assert_eq!(new.get(&key(40005), 0).unwrap().new_dst, [10, 10, 0, 25]);
     // Without a conversion for it, nothing is carried.
-    assert_eq!(convert::carry_other_versions(&pins, convert::CONVERSIONS).unwrap(), []);
+    assert_eq!(convert::carry_other_versions(&pins, &[]).unwrap(), []);
 }

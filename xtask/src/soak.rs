@@ -399,7 +399,7 @@ pub fn soak(secs: u64, seed: Option<u64>) -> Result<()> {
     let state_maps = |v: &Value| -> Value {
         let mut m = v["maps"].clone();
         if let Some(o) = m.as_object_mut() {
-            o.remove("OB_CT_V1");
+            o.remove("OB_CT_V2");
             o.remove("OB_NEXT_HOPS_V1");
         }
         m
@@ -455,7 +455,7 @@ pub fn soak(secs: u64, seed: Option<u64>) -> Result<()> {
     for i in 0..3 {
         println!(
             "  {}: agent RSS {} kB, peak {}, at the end {} kB; open files {} -> {}; state maps as at the start: {}; \
-             veths {} -> {}; OB_CT_V1 {} entries",
+             veths {} -> {}; OB_CT_V2 {} entries",
             host(i),
             usage_before[i].0,
             peak_rss[i],
@@ -465,7 +465,7 @@ pub fn soak(secs: u64, seed: Option<u64>) -> Result<()> {
             if state_maps(&before[i]) == state_maps(&after[i]) { "yes" } else { "NO" },
             before[i]["veths"],
             after[i]["veths"],
-            after[i]["maps"]["OB_CT_V1"]
+            after[i]["maps"]["OB_CT_V2"]
         );
     }
     println!("  report: {}", dir.join("report.json").display());

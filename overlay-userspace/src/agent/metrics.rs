@@ -191,7 +191,7 @@ mod tests {
                 mode: crate::host::datapath::Mode::Tc,
                 why: "auto".into(),
             }),
-            maps: vec![MapStatus { name: "OB_CT_V1".into(), entries: 7, max_entries: 262144 }],
+            maps: vec![MapStatus { name: "OB_CT_V2".into(), entries: 7, max_entries: 262144 }],
             macvlans: Vec::new(),
             wireguard: Some(crate::agent::status::WireguardStatus {
                 device: "ob-wg".into(),
@@ -235,9 +235,9 @@ mod tests {
             // A service the state does not name goes by its id.
             "overlay_bpf_backend_flows_total{service=\"0x00001234\",backend=\"web.1\",address=\"10.0.0.3\"} 2",
             "overlay_bpf_backend_in_rotation{service=\"0x00001234\",backend=\"web.1\",address=\"10.0.0.3\"} 1",
-            "overlay_bpf_map_entries{map=\"OB_CT_V1\"} 7",
+            "overlay_bpf_map_entries{map=\"OB_CT_V2\"} 7",
             "overlay_bpf_datapath{device=\"eth0\",mode=\"tc\"} 1",
-            "overlay_bpf_map_max_entries{map=\"OB_CT_V1\"} 262144",
+            "overlay_bpf_map_max_entries{map=\"OB_CT_V2\"} 262144",
             "overlay_bpf_wireguard_rejected_total 5",
             "overlay_bpf_wireguard_peer_rx_bytes_total{public_key=\"KEY=\",endpoint=\"192.168.200.12:51820\"} 1000",
             "overlay_bpf_wireguard_peer_tx_bytes_total{public_key=\"KEY=\",endpoint=\"192.168.200.12:51820\"} 2000",

@@ -433,11 +433,11 @@ pub struct TableArgs {
     /// buffer. Off, they cost nothing on the forwarding paths.
     #[arg(long, env = "OVERLAY_BPF_LOG")]
     pub bpf_log: bool,
-    /// Entries in the connection table (OB_CT_V1), which keeps every load-balanced
+    /// Entries in the connection table (OB_CT_V2), which keeps every load-balanced
     /// flow on its backend: a VIP or routing-mesh flow takes 2 entries on the host
     /// that balances it, and a mesh flow to a backend on another host 1 more there.
     /// The table is an LRU: when full, a new flow evicts entries (docs/data-path.md,
-    /// "The connection table", tells which flows survive). About 120 bytes per entry. Default 262144 for a new table; an
+    /// "The connection table", tells which flows survive). About 160 bytes per entry. Default 262144 for a new table; an
     /// existing table keeps its size, and a different --ct-size is refused (a table
     /// cannot be resized in place: `down`, then `up --ct-size N`).
     #[arg(long, env = "OVERLAY_BPF_CT_SIZE", value_name = "N",

@@ -32,9 +32,54 @@ pub struct Conversion {
     pub carry: fn(&Pins, &'static str, &'static str) -> Result<usize, MapsError>,
 }
 
-/// The conversions this build makes. None yet: no map the programs fill has
-/// changed its layout since the previous release (4faeb4b).
-pub static CONVERSIONS: &[Conversion] = &[];
+/// The conversions this build makes: the connection table of the previous
+/// release (4faeb4b), `OB_CT_V1`, into `OB_CT_V2`, whose forward entries
+/// also carry the mesh's destination.
+pub static CONVERSIONS: &[Conversion] =
+    &[Conversion { from: "OB_CT_V1", to: overlay_common::MAP_CT, carry: ct_v1_to_v2 }];
+
+/// A connection-table value as `OB_CT_V1` holds it: `OB_CT_V2`'s first 40
+/// bytes, whose flags byte was padding.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtValueV1 {
+    pub action: u8,
+    pub _pad: [u8; 3],
+    pub new_src: [u8; 4],
+    pub new_dst: [u8; 4],
+    pub new_sport: u16,
+    pub new_dport: u16,
+    pub vtep: [u8; 4],
+    pub vni: u32,
+    pub service_id: u32,
+    pub _pad2: u32,
+    pub last_seen_ns: u64,
+}
+
+// SAFETY: repr(C), integers and byte arrays with explicit padding.
+unsafe impl aya::Pod for CtValueV1 {}
+
+/// `OB_CT_V1` -> `OB_CT_V2`: every field kept, the last-seen time too (the
+/// same boot's clock), nothing carried yet: the mesh reads its destination
+/// from the maps on the flow's next packet and keeps it from then on. An
+/// entry of no known action is left behind.
+fn ct_v1_to_v2(pins: &Pins, from: &'static str, to: &'static str) -> Result<usize, MapsError> {
+    carry(pins, from, to, |k: overlay_common::CtKey, v: CtValueV1| {
+        let value = overlay_common::CtValue {
+            action: v.action,
+            new_src: v.new_src,
+            new_dst: v.new_dst,
+            new_sport: v.new_sport,
+            new_dport: v.new_dport,
+            vtep: v.vtep,
+            vni: v.vni,
+            service_id: v.service_id,
+            last_seen_ns: v.last_seen_ns,
+            ..Default::default()
+        };
+        value.action().map(|_| (k, value))
+    })
+}
 
 /// The maps the programs fill whose entries must never be thrown away, and
 /// their names in the previous release. The next-hop cache and the counters

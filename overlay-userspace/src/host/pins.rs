@@ -357,7 +357,7 @@ mod link_tests {
         for name in ["OB_VTEPS_V1", overlay_common::MAP_CT, "OB_CT_V0", "OTHER_V1"] {
             std::fs::write(pins.maps_dir().join(name), b"").unwrap();
         }
-        assert_eq!(pins.other_versions(), ["OB_CT_V0", "OB_VTEPS_V1"], "not ours: OTHER_V1; ours: OB_CT_V1");
+        assert_eq!(pins.other_versions(), ["OB_CT_V0", "OB_VTEPS_V1"], "not ours: OTHER_V1; ours: OB_CT_V2");
         assert_eq!(pins.other_version_of(overlay_common::MAP_VTEPS).as_deref(), Some("OB_VTEPS_V1"));
         assert_eq!(pins.other_version_of(overlay_common::MAP_SERVICES), None);
     }
