@@ -832,12 +832,7 @@ fn mesh_caches_the_next_hop_for_a_second(u: Hook) {
     let mut hops: HashMap<_, [u8; 4], NextHop> = rig.map(MAP_NEXT_HOPS);
     let cached = hops.get(&PEER, 0).expect("the FIB's answer for PEER is cached");
     assert_eq!((cached.smac, cached.dmac), (UL_MAC, PEER_MAC));
-    // bpf_ktime_get_ns is CLOCK_MONOTONIC.
-    let now = {
-        let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
-        t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
-    };
+    let now = monotonic_ns();
     // A fresh entry is used as it is (no FIB lookup)...
     let fake = [2, 0, 0, 0, 0, 0x99];
     hops.insert(PEER, NextHop { dmac: fake, checked_ns: now, ..cached }, 0).unwrap();

@@ -500,11 +500,13 @@ impl Rig {
     }
 }
 
-/// CLOCK_MONOTONIC in nanoseconds: the programs' clock (`bpf_ktime_get_ns`).
+/// CLOCK_MONOTONIC_COARSE in nanoseconds: the programs' clock
+/// (`bpf_ktime_get_coarse_ns`, the same timekeeper's last tick), so a time
+/// read here before a run is never after the one the program reads.
 pub fn monotonic_ns() -> u64 {
     let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes the timespec it is given.
-    assert_eq!(unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) }, 0);
+    assert_eq!(unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut t) }, 0);
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
