@@ -207,9 +207,11 @@ fn decap_truncated_at_every_byte(u: Hook) {
 #[test]
 fn tc_encap_output_is_exact_for_tcp_udp_and_icmp() {
     let mut rig = Rig::new();
-    for (what, proto, l4) in
-        [("TCP", 6u8, tcp(40000, 80)), ("UDP", 17, udp(40000, 53, b"query")), ("ICMP", 1, icmp_echo())]
-    {
+    for (what, proto, l4, ports) in [
+        ("TCP", 6u8, tcp(40000, 80), (40000, 80)),
+        ("UDP", 17, udp(40000, 53, b"query"), (40000, 53)),
+        ("ICMP", 1, icmp_echo(), (0, 0)),
+    ] {
         // The container addresses R by the MAC our ARP gave it.
         let pkt = frame(ME_MAC, R_MAC, ME, R, proto, &l4);
         let before = rig.counter(Prog::TcEndpoint, Reason::Encapsulated);
@@ -218,6 +220,11 @@ fn tc_encap_output_is_exact_for_tcp_udp_and_icmp() {
         assert_eq!(rig.counter(Prog::TcEndpoint, Reason::Encapsulated), before + 1);
         let sport = u16::from_be_bytes([out[34], out[35]]);
         assert!(sport >= VXLAN_SPORT_BASE, "{what}: source port {sport} outside 49152..65535");
+        // No socket set the skb's hash: the inner flow's, hashed by the
+        // program (ICMP: addresses and protocol only).
+        let inner = CtKey { proto, ..ctk(ME, R, ports.0, ports.1) };
+        let want = overlay_wire::vxlan::source_port(overlay_common::flow::flow_hash(&inner));
+        assert_eq!(sport, want, "{what}: the source port of the inner flow's hash");
         assert_eq!(hex(&out), hex(&encapsulated(&pkt, PEER, FRONT, sport)), "{what}: encapsulated bytes");
         // Same flow, same port; the outer IPv4 checksum verifies.
         let (_, again) = rig.run(PROG_TC_ENDPOINT, &pkt);
