@@ -231,7 +231,11 @@ fn load_object(
     }
     let mut ebpf = loader.load(object).map_err(LoaderError::Load)?;
     let xdp: &mut Xdp = prog(&mut ebpf, PROG_XDP_UNDERLAY)?;
-    xdp.load().map_err(|source| LoaderError::Program { prog: PROG_XDP_UNDERLAY, what: "verify".into(), source })?;
+    verify(|| xdp.load()).map_err(|source| LoaderError::Program {
+        prog: PROG_XDP_UNDERLAY,
+        what: "verify".into(),
+        source,
+    })?;
     // An object older than encrypted networks or the TC data path (the
     // upgrade test's previous release) lacks those programs: it serves
     // every other network, in XDP.
@@ -239,7 +243,7 @@ fn load_object(
         TC_PROGS.into_iter().filter(|n| *n == PROG_TC_ENDPOINT || ebpf.program(n).is_some()).collect();
     for name in &present {
         let tc: &mut SchedClassifier = prog(&mut ebpf, name)?;
-        tc.load().map_err(|source| LoaderError::Program { prog: name, what: "verify".into(), source })?;
+        verify(|| tc.load()).map_err(|source| LoaderError::Program { prog: name, what: "verify".into(), source })?;
     }
     let mut loaded =
         Loaded { progs: Progs::Object(ebpf), origin: Origin::Verified, tags: None, own: Vec::new(), ids: Vec::new() };
@@ -250,6 +254,32 @@ fn load_object(
     }
     Ok(loaded)
 }
+
+/// Runs `load` (a program's `load()`, which has the kernel verify it) again
+/// when the verifier was interrupted: it gives up with EAGAIN when a signal
+/// is pending for the loading thread, and a second under emulation is long
+/// enough for one to arrive. libbpf retries the same way, 5 attempts.
+pub fn verify(load: impl FnMut() -> Result<(), ProgramError>) -> Result<(), ProgramError> {
+    again_if(
+        load,
+        |e| matches!(e, ProgramError::LoadError { io_error, .. } if io_error.raw_os_error() == Some(libc::EAGAIN)),
+    )
+}
+
+/// Runs `f` until it succeeds, fails otherwise than `interrupted` says, or
+/// has run [`VERIFY_ATTEMPTS`] times; its last result.
+fn again_if<E>(mut f: impl FnMut() -> Result<(), E>, interrupted: impl Fn(&E) -> bool) -> Result<(), E> {
+    let mut attempts = VERIFY_ATTEMPTS;
+    loop {
+        match f() {
+            Err(e) if interrupted(&e) && attempts > 1 => attempts -= 1,
+            r => return r,
+        }
+    }
+}
+
+/// How many times [`verify`] asks the kernel.
+pub const VERIFY_ATTEMPTS: u32 = 5;
 
 fn info_err(prog: &'static str) -> impl Fn(ProgramError) -> LoaderError {
     move |source| LoaderError::Program { prog, what: "info".into(), source }
@@ -653,5 +683,59 @@ fn tc_eexist(e: &TcError) -> bool {
         TcError::NetlinkError(n) => n.raw_os_error() == Some(libc::EEXIST),
         TcError::IoError(io) => io.raw_os_error() == Some(libc::EEXIST),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eagain() -> std::io::Error {
+        std::io::Error::from_raw_os_error(libc::EAGAIN)
+    }
+
+    fn is_eagain(e: &std::io::Error) -> bool {
+        e.raw_os_error() == Some(libc::EAGAIN)
+    }
+
+    #[test]
+    fn an_interrupted_verification_is_asked_again_up_to_five_times() {
+        // Interrupted twice, then verified: three calls, success.
+        let mut calls = 0;
+        let r = again_if(
+            || {
+                calls += 1;
+                if calls < 3 {
+                    Err(eagain())
+                } else {
+                    Ok(())
+                }
+            },
+            is_eagain,
+        );
+        assert!(r.is_ok());
+        assert_eq!(calls, 3);
+        // Interrupted every time: VERIFY_ATTEMPTS calls, then the EAGAIN.
+        let mut calls = 0;
+        let r = again_if(
+            || {
+                calls += 1;
+                Err(eagain())
+            },
+            is_eagain,
+        );
+        assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EAGAIN));
+        assert_eq!(calls, VERIFY_ATTEMPTS);
+        // A refusal is final at once.
+        let mut calls = 0;
+        let r = again_if(
+            || {
+                calls += 1;
+                Err(std::io::Error::from_raw_os_error(libc::EACCES))
+            },
+            is_eagain,
+        );
+        assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EACCES));
+        assert_eq!(calls, 1);
     }
 }

@@ -254,11 +254,11 @@ impl Rig {
             _ => panic!("{name}: neither XDP nor TC"),
         };
         if !loaded {
-            match &mut *p {
+            loader::verify(|| match &mut *p {
                 aya::programs::Program::Xdp(x) => x.load(),
                 aya::programs::Program::SchedClassifier(t) => t.load(),
                 _ => unreachable!(),
-            }
+            })
             .unwrap_or_else(|e| panic!("{name}: the verifier refused it: {e:?}"));
         }
         p
