@@ -10,6 +10,7 @@ use crate::{
     forward::to_underlay,
     lb::flow_hash,
     maps::{host_config, network, wg_config},
+    mesh::flow_key,
     packet::{Frame, Outcome, Packet},
 };
 
@@ -69,9 +70,7 @@ fn inner_hash(ctx: &TcContext, ip: &ipv4::Header) -> u32 {
     if h != 0 {
         return h;
     }
-    let ports = match ipv4::is_flow(ip, ctx.room(eth::HEADER_LEN)) {
-        true => ctx.bytes::<4>(eth::HEADER_LEN + ipv4::HEADER_LEN).map_or([0; 4], |p| *p),
-        false => [0; 4],
-    };
-    flow_hash(&CtKey::new(&overlay_wire::nat::tuple(ip, &ports), ipv4::proto(ip)))
+    let key = flow_key(ctx, eth::HEADER_LEN)
+        .unwrap_or_else(|| CtKey::new(&overlay_wire::nat::tuple(ip, &[0; 4]), ipv4::proto(ip)));
+    flow_hash(&key)
 }
